@@ -1,0 +1,45 @@
+"""What an agent needs from the control plane.
+
+The embedded runner passes the Service itself; a remote agent passes an HTTP client with
+the same methods.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from sandrun.models import (
+    Attempt,
+    AttemptResult,
+    Capacity,
+    Claim,
+    HeartbeatReply,
+    JobRecord,
+    LogChunk,
+)
+
+
+class ControlPlane(Protocol):
+    def register_node(
+        self, name: str, capacity: dict[str, Any], node_id: str | None = None
+    ) -> str: ...
+
+    def claim(self, node: str, free: Capacity) -> Claim | None: ...
+
+    def start(
+        self, claim: Claim, pid: int | None = None, pid_started_at: float | None = None
+    ) -> None: ...
+
+    def heartbeat(self, node: str, leases: list[tuple[str, int, str]]) -> HeartbeatReply: ...
+
+    def append_logs(self, claim: Claim, chunks: list[LogChunk]) -> None: ...
+
+    def complete(self, claim: Claim, result: AttemptResult) -> JobRecord: ...
+
+    def expire_leases(self) -> list[tuple[str, int]]: ...
+
+    def lose_node(self, node: str) -> list[tuple[str, int]]: ...
+
+    def live_attempts(self, node: str) -> list[Attempt]: ...
+
+    def next_wakeup(self) -> float | None: ...

@@ -1,0 +1,70 @@
+"""Content-addressed blob store: a blob's name is the sha256 of its bytes.
+
+The local directory store writes to a temporary file in the same directory and renames
+it into place, so a blob is either whole or absent, and concurrent writers of the same
+content agree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import BinaryIO
+
+from sandrun.errors import ArtifactError, ArtifactNotFound
+
+_CHUNK = 1 << 20
+
+
+class LocalArtifactStore:
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def path(self, digest: str) -> Path:
+        if len(digest) != 64 or not all(c in "0123456789abcdef" for c in digest):
+            raise ArtifactNotFound(f"{digest!r} is not a sha256 digest", field="digest")
+        return self.root / digest[:2] / digest[2:4] / digest
+
+    def put_file(self, source: str | Path) -> tuple[str, int]:
+        """Store a file's content; return (sha256 hex digest, size in bytes)."""
+        with open(source, "rb") as handle:
+            return self.put_stream(handle)
+
+    def put_bytes(self, data: bytes) -> tuple[str, int]:
+        return self.put_stream(io.BytesIO(data))
+
+    def put_stream(self, stream: BinaryIO) -> tuple[str, int]:
+        self.root.mkdir(parents=True, exist_ok=True)
+        hasher = hashlib.sha256()
+        size = 0
+        try:
+            with tempfile.NamedTemporaryFile(dir=self.root, delete=False) as tmp:
+                while block := stream.read(_CHUNK):
+                    hasher.update(block)
+                    tmp.write(block)
+                    size += len(block)
+            digest = hasher.hexdigest()
+            target = self.path(digest)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp.name, target)
+        except OSError as exc:
+            Path(tmp.name).unlink(missing_ok=True)
+            raise ArtifactError(f"cannot store an artifact under {self.root}: {exc}") from None
+        return digest, size
+
+    def read_bytes(self, digest: str) -> bytes:
+        try:
+            return self.path(digest).read_bytes()
+        except FileNotFoundError:
+            raise ArtifactNotFound(f"no artifact has digest {digest}") from None
+
+    def copy_to(self, digest: str, dest: str | Path) -> None:
+        target = self.path(digest)
+        if not target.exists():
+            raise ArtifactNotFound(f"no artifact has digest {digest}")
+        Path(dest).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(target, dest)

@@ -1,0 +1,340 @@
+"""The `sandrun` command."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from sandrun.cli import render
+from sandrun.cli.specargs import build_spec
+from sandrun.client import Client, Job, connect
+from sandrun.errors import IllegalTransition, InvalidInput, JobNotFound, SandrunError
+
+app = typer.Typer(
+    name="sandrun",
+    help="Run jobs — commands, scripts, YAML specs — with live logs, retries and outputs.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+JobId = Annotated[str, typer.Argument(help="The job's id.", show_default=False)]
+
+
+def _client() -> Client:
+    return connect()
+
+
+# Options shared by `run` and `submit`.
+CommandArg = Annotated[
+    list[str] | None, typer.Argument(help="The command and its arguments, after --.")
+]
+FileOpt = Annotated[
+    Path | None, typer.Option("--file", "-f", help="A YAML job spec.", dir_okay=False)
+]
+ShellOpt = Annotated[str | None, typer.Option(help="A shell command line, run by /bin/sh -c.")]
+NameOpt = Annotated[str | None, typer.Option(help="A name: letters, digits, - and _.")]
+EnvOpt = Annotated[
+    list[str] | None,
+    typer.Option("--env", "-e", help="KEY=VALUE, or KEY to copy it from here. Repeatable."),
+]
+CpusOpt = Annotated[float | None, typer.Option(help="CPUs to reserve (default 1).")]
+MemoryOpt = Annotated[str | None, typer.Option(help="Memory to reserve, e.g. 512MB, 8GB.")]
+TimeoutOpt = Annotated[str | None, typer.Option(help="Wall-clock limit, e.g. 90, 30m, 2h.")]
+RetriesOpt = Annotated[int | None, typer.Option(help="Retries after a failed attempt.")]
+OutputOpt = Annotated[
+    list[str] | None, typer.Option("--output", "-o", help="Glob of files to keep. Repeatable.")
+]
+LabelOpt = Annotated[list[str] | None, typer.Option("--label", "-l", help="KEY=VALUE.")]
+PriorityOpt = Annotated[str | None, typer.Option(help="low, normal, high or an integer.")]
+WorkdirOpt = Annotated[
+    Path | None, typer.Option(help="Directory to run in (default: the current one).")
+]
+
+
+def _submit(client: Client, command: list[str] | None, **kw: Any) -> Job:
+    spec = build_spec(
+        command,
+        file=kw.pop("file"),
+        shell=kw.pop("shell"),
+        env=kw.pop("env") or [],
+        labels=kw.pop("label") or [],
+        outputs=kw.pop("output") or [],
+        options={
+            "name": kw["name"],
+            "cpus": kw["cpus"],
+            "memory": kw["memory"],
+            "timeout": kw["timeout"],
+            "retries": kw["retries"],
+            "priority": kw["priority"],
+            "working_dir": str(kw["workdir"].resolve()) if kw["workdir"] else None,
+        },
+    )
+    return client.submit(spec)
+
+
+@app.command(context_settings={"allow_interspersed_args": False})
+def run(
+    command: CommandArg = None,
+    file: FileOpt = None,
+    shell: ShellOpt = None,
+    name: NameOpt = None,
+    env: EnvOpt = None,
+    cpus: CpusOpt = None,
+    memory: MemoryOpt = None,
+    timeout: TimeoutOpt = None,
+    retries: RetriesOpt = None,
+    output: OutputOpt = None,
+    label: LabelOpt = None,
+    priority: PriorityOpt = None,
+    workdir: WorkdirOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Run a job and stream its logs; exit with its exit code (124 timeout, 130 cancelled)."""
+    with _client() as client:
+        job = _submit(
+            client,
+            command,
+            file=file,
+            shell=shell,
+            name=name,
+            env=env,
+            cpus=cpus,
+            memory=memory,
+            timeout=timeout,
+            retries=retries,
+            output=output,
+            label=label,
+            priority=priority,
+            workdir=workdir,
+        )
+        if json:
+            record = job.wait().record
+            render.print_json(record)
+            raise typer.Exit(render.exit_code_for(record))
+        render.err.print(f"[dim]job {job.id} submitted[/dim]")
+        _follow(client, job)
+
+
+def _follow(client: Client, job: Job) -> None:
+    """Stream logs until the job ends; Ctrl-C cancels it. Exits with the job's status."""
+    try:
+        _stream(client, job.id)
+    except KeyboardInterrupt:
+        render.err.print(f"\n[dim]cancelling job {job.id}…[/dim]")
+        try:
+            job.cancel()
+        except IllegalTransition:
+            pass  # it ended meanwhile
+        job.wait()
+        _stream(client, job.id, skip_to_end=True)
+    record = job.wait().record
+    style = "green" if record.exit_code == 0 and not record.failure_reason else "red"
+    render.err.print(f"[{style}]{render.summary(record)}[/]")
+    raise typer.Exit(render.exit_code_for(record))
+
+
+def _stream(client: Client, job_id: str, skip_to_end: bool = False) -> None:
+    attempt = 0
+    for chunk in client.logs(job_id, follow=not skip_to_end):
+        if skip_to_end:
+            continue
+        if attempt and chunk.attempt != attempt:
+            render.err.print(f"[dim]── attempt {chunk.attempt} ──[/dim]")
+        attempt = chunk.attempt
+        stream = sys.stdout if chunk.stream == "stdout" else sys.stderr
+        stream.buffer.write(chunk.data)
+        stream.flush()
+
+
+@app.command(context_settings={"allow_interspersed_args": False})
+def submit(
+    command: CommandArg = None,
+    file: FileOpt = None,
+    shell: ShellOpt = None,
+    name: NameOpt = None,
+    env: EnvOpt = None,
+    cpus: CpusOpt = None,
+    memory: MemoryOpt = None,
+    timeout: TimeoutOpt = None,
+    retries: RetriesOpt = None,
+    output: OutputOpt = None,
+    label: LabelOpt = None,
+    priority: PriorityOpt = None,
+    workdir: WorkdirOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Submit a job and print its id; it runs in the background."""
+    with _client() as client:
+        job = _submit(
+            client,
+            command,
+            file=file,
+            shell=shell,
+            name=name,
+            env=env,
+            cpus=cpus,
+            memory=memory,
+            timeout=timeout,
+            retries=retries,
+            output=output,
+            label=label,
+            priority=priority,
+            workdir=workdir,
+        )
+        if json:
+            render.print_json(job.record)
+        else:
+            print(job.id)
+
+
+@app.command()
+def status(job_id: JobId, json: JsonOpt = False) -> None:
+    """Show a job's state, exit code, failure reason and attempts."""
+    with _client() as client:
+        job = client.get(job_id)
+        attempts = job.attempts
+        if json:
+            render.print_json(
+                {
+                    **job.record.model_dump(mode="json"),
+                    "attempt_list": [a.model_dump(mode="json") for a in attempts],
+                }
+            )
+        else:
+            render.status_panel(job.record, attempts)
+
+
+@app.command()
+def jobs(
+    state: Annotated[str | None, typer.Option(help="Only jobs in this state.")] = None,
+    name: Annotated[str | None, typer.Option(help="Only jobs with this name.")] = None,
+    label: Annotated[str | None, typer.Option(help="Only jobs with label KEY=VALUE.")] = None,
+    limit: Annotated[int, typer.Option(help="How many, newest first.")] = 20,
+    json: JsonOpt = False,
+) -> None:
+    """List jobs, newest first."""
+    with _client() as client:
+        page = client.jobs(state=state, name=name, label=label, limit=limit)
+        if json:
+            render.print_json(page.jobs)
+        elif page.jobs:
+            render.jobs_table(page.jobs)
+        else:
+            render.err.print("no jobs")
+
+
+@app.command()
+def logs(
+    job_id: JobId,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep following.")] = False,
+    attempt: Annotated[int | None, typer.Option(help="Only this attempt.")] = None,
+    json: JsonOpt = False,
+) -> None:
+    """Print a job's output (stdout to stdout, stderr to stderr)."""
+    with _client() as client:
+        client.get(job_id)  # an unknown id is an error even with no output
+        if json:
+            chunks = list(client.logs(job_id, follow=follow, attempt=attempt))
+            render.print_json(
+                [
+                    {
+                        "attempt": c.attempt,
+                        "seq": c.seq,
+                        "stream": c.stream,
+                        "text": c.data.decode(errors="replace"),
+                        "at": c.at,
+                    }
+                    for c in chunks
+                ]
+            )
+            return
+        for chunk in client.logs(job_id, follow=follow, attempt=attempt):
+            stream = sys.stdout if chunk.stream == "stdout" else sys.stderr
+            stream.buffer.write(chunk.data)
+            stream.flush()
+
+
+@app.command()
+def wait(
+    job_id: JobId,
+    timeout: Annotated[float | None, typer.Option(help="Give up after this many seconds.")] = None,
+    json: JsonOpt = False,
+) -> None:
+    """Wait for a job to end; exit with its exit code (124 timeout, 130 cancelled)."""
+    with _client() as client:
+        record = client.get(job_id).wait(timeout).record
+        if json:
+            render.print_json(record)
+        else:
+            render.err.print(render.summary(record))
+        raise typer.Exit(render.exit_code_for(record))
+
+
+@app.command()
+def cancel(job_id: JobId, json: JsonOpt = False) -> None:
+    """Cancel a job: a pending one at once, a running one's whole process tree."""
+    with _client() as client:
+        record = client.cancel(job_id).record
+        if json:
+            render.print_json(record)
+        elif record.is_terminal:
+            render.err.print(f"job {job_id} cancelled")
+        else:
+            render.err.print(f"job {job_id}: cancel requested; its processes are being stopped")
+
+
+@app.command()
+def outputs(
+    job_id: JobId,
+    download: Annotated[
+        Path | None, typer.Option(help="Write the outputs under this directory.")
+    ] = None,
+    json: JsonOpt = False,
+) -> None:
+    """List a job's collected outputs, or download them."""
+    with _client() as client:
+        job = client.get(job_id)
+        files = job.outputs
+        if download is not None:
+            written = job.download(download)
+            if not json:
+                for path in written:
+                    print(path)
+        if json:
+            render.print_json(files)
+        elif download is None:
+            if not files:
+                render.err.print(f"job {job_id} has no outputs")
+            for f in files:
+                print(f"{f.size:>12}  {f.digest[:12]}  {f.path}")
+
+
+@app.command()
+def agent(
+    idle_exit: Annotated[
+        float, typer.Option(help="Exit after this many idle seconds (0: never).")
+    ] = 0,
+    kill_grace: Annotated[float, typer.Option(help="Seconds between SIGTERM and SIGKILL.")] = 5.0,
+) -> None:
+    """Run the local agent in the foreground (normally started on demand)."""
+    from sandrun.embedded import serve
+    from sandrun.home import Home
+
+    raise typer.Exit(serve(Home.resolve(), idle_exit or None, kill_grace))
+
+
+def main() -> None:
+    """Entry point: one clear line for any sandrun error, and its exit status."""
+    try:
+        app()
+    except (InvalidInput, JobNotFound, IllegalTransition) as exc:
+        render.error(exc)
+        sys.exit(2)
+    except SandrunError as exc:
+        render.error(exc)
+        sys.exit(1)

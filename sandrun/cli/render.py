@@ -1,0 +1,138 @@
+"""How the CLI shows things: tables, status panels, JSON, error lines."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any
+
+from pydantic import BaseModel
+from rich.console import Console
+from rich.table import Table
+
+from sandrun.errors import SandrunError
+from sandrun.models import Attempt, JobRecord
+from sandrun.spec import format_duration
+from sandrun.states import FailureReason, JobState
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+STATE_STYLE = {
+    JobState.PENDING: "yellow",
+    JobState.SCHEDULED: "cyan",
+    JobState.RUNNING: "blue",
+    JobState.COMPLETED: "green",
+    JobState.FAILED: "red",
+    JobState.CANCELLED: "magenta",
+}
+
+
+def print_json(value: BaseModel | list[Any] | dict[str, Any]) -> None:
+    def plain(v: Any) -> Any:
+        return v.model_dump(mode="json") if isinstance(v, BaseModel) else v
+
+    data = [plain(v) for v in value] if isinstance(value, list) else plain(value)
+    sys.stdout.write(json.dumps(data, indent=2) + "\n")
+
+
+def error(exc: SandrunError) -> None:
+    err.print(f"[red]error:[/red] {exc.message}", markup=True)
+    for hint in exc.suggestions:
+        err.print(f"  hint: {hint}", markup=False)
+
+
+def ago(at: float) -> str:
+    return format_duration(max(time.time() - at, 0)) + " ago"
+
+
+def state_text(state: JobState) -> str:
+    return f"[{STATE_STYLE[state]}]{state}[/]"
+
+
+def ran_for(job: JobRecord) -> str:
+    end = job.finished_at or time.time()
+    return format_duration(end - job.created_at)
+
+
+def jobs_table(jobs: list[JobRecord]) -> None:
+    table = Table(box=None, header_style="bold")
+    table.add_column("ID", no_wrap=True, min_width=36)  # never cut: users copy it
+    for column in ("NAME", "STATE", "EXIT", "ATTEMPTS", "SUBMITTED", "ELAPSED"):
+        table.add_column(column)
+    for job in jobs:
+        table.add_row(
+            job.id,
+            job.name,
+            state_text(job.state),
+            "" if job.exit_code is None else str(job.exit_code),
+            str(job.attempts),
+            ago(job.created_at),
+            ran_for(job),
+        )
+    out.print(table)
+
+
+def status_panel(job: JobRecord, attempts: list[Attempt]) -> None:
+    rows = [
+        ("id", job.id),
+        ("name", job.name),
+        ("state", state_text(job.state)),
+    ]
+    if job.exit_code is not None:
+        rows.append(("exit code", str(job.exit_code)))
+    if job.failure_reason is not None:
+        rows.append(("reason", str(job.failure_reason)))
+    if job.message and job.state is not JobState.COMPLETED:
+        rows.append(("message", job.message))
+    if job.cancel_requested and not job.is_terminal:
+        rows.append(("cancel", "requested"))
+    rows.append(("submitted", ago(job.created_at)))
+    if job.state is JobState.PENDING and job.not_before > time.time():
+        rows.append(("next try", f"in {format_duration(job.not_before - time.time())}"))
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    for key, value in rows:
+        grid.add_row(key, value)
+    out.print(grid)
+    if attempts:
+        table = Table(box=None, header_style="bold", title_justify="left")
+        for column in ("ATTEMPT", "STATE", "EXIT", "REASON", "NODE", "WALL", "CPU", "MAX RSS"):
+            table.add_column(column)
+        for a in attempts:
+            u = a.usage
+            table.add_row(
+                str(a.number),
+                str(a.state),
+                "" if a.exit_code is None else str(a.exit_code),
+                str(a.failure_reason or ""),
+                a.node,
+                format_duration(u.wall_seconds) if u.wall_seconds is not None else "",
+                format_duration(u.cpu_seconds) if u.cpu_seconds is not None else "",
+                f"{u.max_rss_mb:.1f} MiB" if u.max_rss_mb is not None else "",
+            )
+        out.print()
+        out.print(table)
+
+
+def exit_code_for(job: JobRecord) -> int:
+    """The CLI's exit status for a finished job: the job's own, 124 timeout, 130 cancel."""
+    if job.state is JobState.COMPLETED:
+        return 0
+    if job.state is JobState.CANCELLED:
+        return 130
+    if job.failure_reason is FailureReason.TIMEOUT:
+        return 124
+    if job.exit_code:
+        return job.exit_code
+    return 1
+
+
+def summary(job: JobRecord) -> str:
+    if job.state is JobState.COMPLETED:
+        return f"job {job.id} completed in {ran_for(job)}"
+    detail = f": {job.message}" if job.message else ""
+    tries = f" after {job.attempts} attempts" if job.attempts > 1 else ""
+    return f"job {job.id} {job.state}{tries}{detail}"

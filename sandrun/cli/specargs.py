@@ -1,0 +1,78 @@
+"""Building a job spec from `sandrun run`/`submit` arguments and an optional YAML file."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from sandrun.errors import InvalidSpec
+from sandrun.spec import JobSpec, load_spec_file, parse_spec
+
+
+def _pairs(items: list[str], what: str, flag: str) -> dict[str, str]:
+    pairs = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not key:
+            raise InvalidSpec(f"{flag} {item!r} must be KEY=VALUE", field=what)
+        if not sep:
+            if what != "env":
+                raise InvalidSpec(f"{flag} {item!r} must be KEY=VALUE", field=what)
+            if key not in os.environ:
+                raise InvalidSpec(
+                    f"--env {key} copies {key} from your environment, but it is not set",
+                    field="env",
+                    suggestions=[f"give a value: --env {key}=VALUE"],
+                )
+            value = os.environ[key]
+        pairs[key] = value
+    return pairs
+
+
+def build_spec(
+    command: list[str] | None,
+    *,
+    file: Path | None,
+    shell: str | None,
+    options: dict[str, Any],
+    env: list[str],
+    labels: list[str],
+    outputs: list[str],
+) -> JobSpec:
+    """The spec: the file's (if any), overlaid with the options given on the command line.
+
+    Like Slurm's sbatch, a job submitted from the CLI runs in the current directory with the
+    caller's PATH unless told otherwise.
+    """
+    data: dict[str, Any] = {}
+    if file is not None:
+        if command or shell:
+            raise InvalidSpec(
+                "give either a command or -f FILE, not both",
+                field="command",
+                suggestions=["put the command in the file, or drop -f"],
+            )
+        data = load_spec_file(file).to_json_dict()  # the file must be valid on its own
+    elif command and shell:
+        raise InvalidSpec("give either a command after -- or --shell, not both", field="command")
+    elif command:
+        data["command"] = command
+    elif shell:
+        data["shell"] = shell
+    else:
+        raise InvalidSpec(
+            "no command given",
+            field="command",
+            suggestions=["sandrun run -- python3 train.py", "sandrun run -f job.yaml"],
+        )
+    data.update({k: v for k, v in options.items() if v is not None})
+    if env:
+        data["env"] = {**data.get("env", {}), **_pairs(env, "env", "--env")}
+    if labels:
+        data["labels"] = {**data.get("labels", {}), **_pairs(labels, "labels", "--label")}
+    if outputs:
+        data["outputs"] = [*data.get("outputs", []), *outputs]
+    data.setdefault("working_dir", os.getcwd())
+    data.setdefault("env", {}).setdefault("PATH", os.environ.get("PATH", "/usr/bin:/bin"))
+    return parse_spec(data)

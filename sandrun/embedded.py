@@ -1,0 +1,152 @@
+"""Embedded mode: the service over SQLite in the caller's process, and a local agent.
+
+Jobs must outlive the process that submits them (`sandrun submit` returns at once), so
+the local agent runs as a small background process per $SANDRUN_HOME, started on demand
+and exiting after it has been idle a while. A file lock makes it one per home; a wake-up
+datagram tells it about new work the moment a submit commits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from types import FrameType
+from typing import IO
+
+from sandrun.agent import Agent, Waker, address, notify
+from sandrun.artifacts import LocalArtifactStore
+from sandrun.home import Home
+from sandrun.service import Service
+from sandrun.store import open_sqlite
+
+LOCAL_NODE = "local"
+DEFAULT_IDLE_EXIT = 300.0
+
+
+def open_service(home: Home) -> Service:
+    """The service over this home's SQLite store; submits and cancels wake its agent."""
+    sync = os.environ.get("SANDRUN_SQLITE_SYNC", "normal")
+    service = Service(open_sqlite(home.db, synchronous=sync), LocalArtifactStore(home.artifacts))
+    addr = address(home.root)
+    service.on_change(lambda kind: notify(addr, kind))
+    return service
+
+
+def agent_running(home: Home) -> bool:
+    """Whether a local agent holds this home's lock."""
+    if not home.agent_lock.exists():
+        return False
+    with open(home.agent_lock, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return False
+
+
+def ensure_agent(home: Home) -> None:
+    """Start this home's local agent in the background unless one is running."""
+    if agent_running(home):
+        return
+    home.root.mkdir(parents=True, exist_ok=True)
+    with open(home.agent_log, "ab") as log_file:
+        subprocess.Popen(
+            [sys.executable, "-m", "sandrun.embedded", "--home", str(home.root)],
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            close_fds=True,
+        )
+
+
+def _lock_within(handle: IO[str], seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
+
+
+def serve(home: Home, idle_exit: float | None, kill_grace: float = 5.0) -> int:
+    """Run the local agent in this process until stopped or idle. Returns an exit code."""
+    home.root.mkdir(parents=True, exist_ok=True)
+    lock = open(home.agent_lock, "a+")  # held for the life of the process
+    if not _lock_within(lock, seconds=0.5):  # a client's probe holds it for microseconds
+        print(f"a local agent already serves {home.root}", file=sys.stderr)
+        return 0
+    lock.truncate(0)
+    lock.write(f"{os.getpid()}\n")
+    lock.flush()
+
+    service = open_service(home)
+    waker = Waker(address(home.root))
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+        waker.wake("stop")
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    agent = Agent(
+        service,
+        service.artifacts,
+        waker,
+        runs_dir=home.runs,
+        name=LOCAL_NODE,
+        node_id=LOCAL_NODE,
+        kill_grace=kill_grace,
+        idle_exit=idle_exit,
+    )
+    try:
+        agent.run(stop)
+    finally:
+        waker.close()
+        service.store.close()
+    return 0
+
+
+class _FieldsFormatter(logging.Formatter):
+    """Structured lines: the message, then job/attempt fields when a record has them."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        fields = [f"{k}={getattr(record, k)}" for k in ("job", "attempt") if hasattr(record, k)]
+        return " ".join([text, *fields])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sandrun.embedded")
+    parser.add_argument("--home", type=Path)
+    parser.add_argument(
+        "--idle-exit",
+        type=float,
+        default=float(os.environ.get("SANDRUN_IDLE_EXIT", DEFAULT_IDLE_EXIT)),
+    )
+    parser.add_argument(
+        "--kill-grace", type=float, default=float(os.environ.get("SANDRUN_KILL_GRACE", 5.0))
+    )
+    args = parser.parse_args(argv)
+    handler = logging.StreamHandler()
+    handler.setFormatter(_FieldsFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
+    idle = args.idle_exit if args.idle_exit > 0 else None
+    return serve(Home.resolve(args.home), idle, args.kill_grace)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,19 @@
+"""What users ask for: job specs and the parsing of their quantities."""
+
+from __future__ import annotations
+
+from sandrun.spec.job import GpuRequest, JobSpec, RetryOn, RetryPolicy
+from sandrun.spec.parse import load_spec_file, parse_spec
+from sandrun.spec.units import format_duration, parse_duration, parse_memory_mb
+
+__all__ = [
+    "GpuRequest",
+    "JobSpec",
+    "RetryOn",
+    "RetryPolicy",
+    "format_duration",
+    "load_spec_file",
+    "parse_duration",
+    "parse_memory_mb",
+    "parse_spec",
+]

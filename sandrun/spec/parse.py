@@ -1,0 +1,76 @@
+"""Turning user input (dicts, YAML files) into a JobSpec, or one clear InvalidSpec."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from sandrun.errors import InvalidSpec, closest
+from sandrun.spec.job import GpuRequest, JobSpec, RetryPolicy
+
+# Which model's fields are valid at each nested place, for "did you mean" suggestions.
+_MODELS_AT: dict[tuple[str, ...], type[BaseModel]] = {
+    (): JobSpec,
+    ("retries",): RetryPolicy,
+    ("gpus",): GpuRequest,
+}
+
+
+def parse_spec(data: object) -> JobSpec:
+    """Validate `data` (a mapping, e.g. from YAML or JSON) into a JobSpec."""
+    if isinstance(data, JobSpec):
+        return data
+    if not isinstance(data, Mapping):
+        raise InvalidSpec(
+            f"a job spec must be a mapping of fields, not {type(data).__name__}",
+            suggestions=["e.g. {command: [python3, train.py], cpus: 2}"],
+        )
+    try:
+        return JobSpec.model_validate(dict(data))
+    except ValidationError as exc:
+        raise _to_invalid_spec(exc) from None
+
+
+def _to_invalid_spec(exc: ValidationError) -> InvalidSpec:
+    error = exc.errors()[0]
+    loc = tuple(str(part) for part in error["loc"])
+    field = ".".join(loc) or None
+    if error["type"] == "extra_forbidden":
+        parent, unknown = loc[:-1], loc[-1]
+        model = _MODELS_AT.get(parent)
+        valid = list(model.model_fields) if model else []
+        near = closest(unknown, valid)
+        hint = [f"did you mean {' or '.join(repr(n) for n in near)}?"] if near else []
+        return InvalidSpec(
+            f"unknown field {field!r}",
+            field=field,
+            suggestions=[*hint, "valid fields: " + ", ".join(valid)],
+        )
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] == "missing":
+        message = "this field is required"
+    where = f"{field}: " if field else ""
+    return InvalidSpec(f"{where}{message}", field=field)
+
+
+def load_spec_file(path: str | Path) -> JobSpec:
+    """Read a YAML (or JSON, which is YAML) job spec file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise InvalidSpec(f"cannot read spec file {str(path)!r}: {exc.strerror}") from None
+    try:
+        data: Any = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise InvalidSpec(f"{path} is not valid YAML{where}: {problem}") from None
+    if data is None:
+        raise InvalidSpec(f"{path} is empty; it should hold a job spec")
+    return parse_spec(data)

@@ -1,0 +1,89 @@
+"""Job and attempt states, failure reasons, and the one table of allowed transitions."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from sandrun.errors import IllegalTransition
+
+
+class JobState(StrEnum):
+    PENDING = "pending"
+    SCHEDULED = "scheduled"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL
+
+
+class AttemptState(StrEnum):
+    SCHEDULED = "scheduled"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    LOST = "lost"
+
+
+class FailureReason(StrEnum):
+    EXIT_CODE = "exit_code"  # the process exited non-zero
+    TIMEOUT = "timeout"  # it ran past spec.timeout and was killed
+    OOM = "oom"  # killed for exceeding its memory limit
+    SIGNALED = "signaled"  # killed by a signal it did not ask for
+    NODE_LOST = "node_lost"  # its agent stopped heartbeating or died
+    CANCELLED = "cancelled"  # a user cancelled it
+    SPAWN_ERROR = "spawn_error"  # the command could not be started (not found, not executable)
+    OUTPUT_ERROR = "output_error"  # the outputs could not be collected
+    INTERNAL = "internal"  # a sandrun bug or sandbox fault: never the user's
+
+
+TERMINAL = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED})
+
+# The one table: which job states may follow which.
+JOB_TRANSITIONS: dict[JobState, frozenset[JobState]] = {
+    JobState.PENDING: frozenset({JobState.SCHEDULED, JobState.CANCELLED}),
+    # scheduled -> pending: the attempt was lost before it started and is retried.
+    JobState.SCHEDULED: frozenset(
+        {JobState.RUNNING, JobState.PENDING, JobState.FAILED, JobState.CANCELLED}
+    ),
+    # running -> pending: the attempt failed and the retry policy asks for another.
+    JobState.RUNNING: frozenset(
+        {JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED, JobState.PENDING}
+    ),
+    JobState.COMPLETED: frozenset(),
+    JobState.FAILED: frozenset(),
+    JobState.CANCELLED: frozenset(),
+}
+
+ATTEMPT_TRANSITIONS: dict[AttemptState, frozenset[AttemptState]] = {
+    AttemptState.SCHEDULED: frozenset(
+        {AttemptState.RUNNING, AttemptState.FAILED, AttemptState.CANCELLED, AttemptState.LOST}
+    ),
+    AttemptState.RUNNING: frozenset(
+        {
+            AttemptState.COMPLETED,
+            AttemptState.FAILED,
+            AttemptState.CANCELLED,
+            AttemptState.LOST,
+        }
+    ),
+    AttemptState.COMPLETED: frozenset(),
+    AttemptState.FAILED: frozenset(),
+    AttemptState.CANCELLED: frozenset(),
+    AttemptState.LOST: frozenset(),
+}
+
+
+def check_job_transition(old: JobState, new: JobState) -> None:
+    """Raise IllegalTransition unless the table allows `old -> new`."""
+    if new not in JOB_TRANSITIONS[old]:
+        raise IllegalTransition(f"a job cannot go from {old} to {new}")
+
+
+def check_attempt_transition(old: AttemptState, new: AttemptState) -> None:
+    if new not in ATTEMPT_TRANSITIONS[old]:
+        raise IllegalTransition(f"an attempt cannot go from {old} to {new}")

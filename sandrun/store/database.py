@@ -1,0 +1,89 @@
+"""The seam between the Store and a database driver, and the named-query loader.
+
+A backend module (sqlite.py, later postgres.py) implements `Database`; it is the only code
+that imports its driver, and it wraps driver errors into StoreError once.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, Protocol
+
+Row = dict[str, Any]
+
+_NAME_RE = re.compile(r"^--\s*name:\s*(\w+)\s*$", re.MULTILINE)
+
+
+class Tx(Protocol):
+    """One open transaction. Queries are named; see sql/<dialect>/queries.sql."""
+
+    def run(self, query: str, **params: Any) -> int:
+        """Execute; return the number of rows changed."""
+        ...
+
+    def all(self, query: str, **params: Any) -> list[Row]: ...
+
+    def one(self, query: str, **params: Any) -> Row | None: ...
+
+
+class Database(Protocol):
+    dialect: str
+
+    def transaction(self, write: bool = True) -> AbstractContextManager[Tx]:
+        """A transaction that commits on success and rolls back on error."""
+        ...
+
+    def schema_version(self) -> int: ...
+
+    def apply_migration(self, version: int, sql: str) -> None:
+        """Run one migration script and record its version, atomically."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+
+def _sql_dir(dialect: str) -> Any:
+    return resources.files("sandrun.store") / "sql" / dialect
+
+
+def load_queries(dialect: str) -> dict[str, str]:
+    """Named queries from sql/<dialect>/queries.sql."""
+    text = (_sql_dir(dialect) / "queries.sql").read_text()
+    parts = _NAME_RE.split(text)
+    return {name: body.strip() for name, body in zip(parts[1::2], parts[2::2], strict=True)}
+
+
+def load_migrations(dialect: str) -> list[Migration]:
+    """Numbered migrations from sql/<dialect>/migrations/NNNN_name.sql, in order."""
+    found = []
+    for entry in (_sql_dir(dialect) / "migrations").iterdir():
+        match = re.match(r"^(\d{4})_(\w+)\.sql$", entry.name)
+        if match:
+            found.append(Migration(int(match.group(1)), match.group(2), entry.read_text()))
+    found.sort(key=lambda m: m.version)
+    return found
+
+
+def load_schema(dialect: str) -> str:
+    text: str = (_sql_dir(dialect) / "schema.sql").read_text()
+    return text
+
+
+def iter_statements(sql: str) -> Iterator[str]:
+    """Split a script on ';' at line ends (our .sql files keep one statement per ';')."""
+    for statement in re.split(r";\s*$", sql, flags=re.MULTILINE):
+        lines = [ln for ln in statement.splitlines() if not ln.strip().startswith("--")]
+        body = "\n".join(lines).strip()
+        if body:
+            yield body

@@ -1,0 +1,132 @@
+-- Named queries for the SQLite store. Parameters are :name; each block starts "-- name: X".
+
+-- name: insert_job
+INSERT INTO jobs (id, name, owner, state, spec, labels, priority, cpus, memory_mb, gpu_count,
+                  not_before, created_at, updated_at)
+VALUES (:id, :name, :owner, :state, :spec, :labels, :priority, :cpus, :memory_mb, :gpu_count,
+        :not_before, :created_at, :created_at);
+
+-- name: insert_event
+INSERT INTO events (job_id, attempt, kind, message, data, at)
+VALUES (:job_id, :attempt, :kind, :message, :data, :at);
+
+-- name: get_job
+SELECT * FROM jobs WHERE id = :id;
+
+-- name: list_jobs
+SELECT * FROM jobs
+WHERE (:state IS NULL OR state = :state)
+  AND (:name IS NULL OR name = :name)
+  AND (:label_key IS NULL OR EXISTS (
+        SELECT 1 FROM json_each(jobs.labels) WHERE key = :label_key AND value = :label_value))
+  AND (:before_created IS NULL OR created_at < :before_created
+       OR (created_at = :before_created AND id < :before_id))
+ORDER BY created_at DESC, id DESC
+LIMIT :limit;
+
+-- name: set_job_state
+UPDATE jobs SET state = :state, exit_code = :exit_code, failure_reason = :failure_reason,
+                message = :message, updated_at = :now, finished_at = :finished_at,
+                not_before = :not_before, retries_used = :retries_used,
+                infra_retries = :infra_retries
+WHERE id = :id;
+
+-- name: request_cancel
+UPDATE jobs SET cancel_requested = 1, updated_at = :now WHERE id = :id;
+
+-- name: claim_candidate
+SELECT * FROM jobs
+WHERE state = 'pending' AND not_before <= :now
+  AND cpus <= :cpus AND memory_mb <= :memory_mb AND gpu_count <= :gpus
+ORDER BY priority DESC, created_at, id
+LIMIT 1;
+
+-- name: next_not_before
+SELECT min(not_before) AS at FROM jobs WHERE state = 'pending';
+
+-- name: mark_scheduled
+UPDATE jobs SET state = 'scheduled', attempts = attempts + 1, updated_at = :now
+WHERE id = :id AND state = 'pending';
+
+-- name: insert_attempt
+INSERT INTO attempts (job_id, number, state, node, token, lease_expires_at, scheduled_at)
+VALUES (:job_id, :number, 'scheduled', :node, :token, :lease_expires_at, :now);
+
+-- name: get_attempt
+SELECT * FROM attempts WHERE job_id = :job_id AND number = :number;
+
+-- name: list_attempts
+SELECT * FROM attempts WHERE job_id = :job_id ORDER BY number;
+
+-- name: start_attempt
+UPDATE attempts SET state = 'running', started_at = :now, pid = :pid,
+                    pid_started_at = :pid_started_at
+WHERE job_id = :job_id AND number = :number;
+
+-- name: mark_running
+UPDATE jobs SET state = 'running', updated_at = :now WHERE id = :id;
+
+-- name: renew_lease
+UPDATE attempts SET lease_expires_at = :lease_expires_at
+WHERE job_id = :job_id AND number = :number AND token = :token
+  AND state IN ('scheduled', 'running');
+
+-- name: finish_attempt
+UPDATE attempts SET state = :state, exit_code = :exit_code, failure_reason = :failure_reason,
+                    message = :message, wall_seconds = :wall_seconds,
+                    cpu_seconds = :cpu_seconds, max_rss_mb = :max_rss_mb, finished_at = :now
+WHERE job_id = :job_id AND number = :number;
+
+-- name: expired_attempts
+SELECT * FROM attempts
+WHERE state IN ('scheduled', 'running') AND lease_expires_at < :now;
+
+-- name: node_attempts
+SELECT * FROM attempts
+WHERE state IN ('scheduled', 'running') AND node = :node;
+
+-- name: insert_log
+INSERT INTO logs (job_id, attempt, seq, stream, data, at)
+VALUES (:job_id, :attempt, :seq, :stream, :data, :at)
+ON CONFLICT (job_id, attempt, seq) DO NOTHING;
+
+-- name: read_logs
+SELECT attempt, seq, stream, data, at FROM logs
+WHERE job_id = :job_id AND (:attempt IS NULL OR attempt = :attempt)
+  AND (attempt > :after_attempt OR (attempt = :after_attempt AND seq > :after_seq))
+ORDER BY attempt, seq
+LIMIT :limit;
+
+-- name: insert_output
+INSERT INTO outputs (job_id, attempt, path, digest, size)
+VALUES (:job_id, :attempt, :path, :digest, :size)
+ON CONFLICT (job_id, attempt, path) DO NOTHING;
+
+-- name: list_outputs
+SELECT attempt, path, digest, size FROM outputs
+WHERE job_id = :job_id AND (:attempt IS NULL OR attempt = :attempt)
+ORDER BY attempt, path;
+
+-- name: read_events
+SELECT * FROM events WHERE job_id = :job_id AND id > :after ORDER BY id LIMIT :limit;
+
+-- name: cancel_requested
+SELECT a.job_id, a.number FROM attempts a JOIN jobs j ON j.id = a.job_id
+WHERE a.node = :node AND a.state IN ('scheduled', 'running') AND j.cancel_requested = 1;
+
+-- name: upsert_node
+INSERT INTO nodes (id, name, capacity, started_at, heartbeat_at)
+VALUES (:id, :name, :capacity, :now, :now)
+ON CONFLICT (id) DO UPDATE SET capacity = excluded.capacity, heartbeat_at = excluded.heartbeat_at;
+
+-- name: node_heartbeat
+UPDATE nodes SET heartbeat_at = :now WHERE id = :id;
+
+-- name: schema_version_table
+CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
+
+-- name: schema_version
+SELECT max(version) AS version FROM schema_version;
+
+-- name: set_schema_version
+INSERT INTO schema_version (version) VALUES (:version);

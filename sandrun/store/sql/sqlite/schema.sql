@@ -1,0 +1,90 @@
+-- The current schema, as the migrations build it (a test checks they agree).
+-- Times are seconds since the Unix epoch, UTC.
+
+CREATE TABLE jobs (
+    id               TEXT PRIMARY KEY,
+    name             TEXT NOT NULL,
+    owner            TEXT NOT NULL,
+    state            TEXT NOT NULL,
+    spec             TEXT NOT NULL,
+    labels           TEXT NOT NULL,
+    priority         INTEGER NOT NULL,
+    cpus             REAL NOT NULL,
+    memory_mb        INTEGER NOT NULL,
+    gpu_count        INTEGER NOT NULL,
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    retries_used     INTEGER NOT NULL DEFAULT 0,
+    infra_retries    INTEGER NOT NULL DEFAULT 0,
+    not_before       REAL NOT NULL,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    exit_code        INTEGER,
+    failure_reason   TEXT,
+    message          TEXT,
+    created_at       REAL NOT NULL,
+    updated_at       REAL NOT NULL,
+    finished_at      REAL
+);
+CREATE INDEX jobs_queue ON jobs (priority DESC, created_at, id) WHERE state = 'pending';
+CREATE INDEX jobs_newest ON jobs (created_at DESC, id DESC);
+CREATE INDEX jobs_state ON jobs (state, created_at DESC);
+
+CREATE TABLE attempts (
+    job_id           TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+    number           INTEGER NOT NULL,
+    state            TEXT NOT NULL,
+    node             TEXT NOT NULL,
+    token            TEXT NOT NULL,
+    lease_expires_at REAL NOT NULL,
+    pid              INTEGER,
+    pid_started_at   REAL,
+    exit_code        INTEGER,
+    failure_reason   TEXT,
+    message          TEXT,
+    wall_seconds     REAL,
+    cpu_seconds      REAL,
+    max_rss_mb       REAL,
+    scheduled_at     REAL NOT NULL,
+    started_at       REAL,
+    finished_at      REAL,
+    PRIMARY KEY (job_id, number)
+);
+CREATE INDEX attempts_live ON attempts (lease_expires_at) WHERE state IN ('scheduled', 'running');
+CREATE INDEX attempts_node ON attempts (node) WHERE state IN ('scheduled', 'running');
+
+CREATE TABLE events (
+    id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id  TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+    attempt INTEGER,
+    kind    TEXT NOT NULL,
+    message TEXT NOT NULL,
+    data    TEXT NOT NULL DEFAULT '{}',
+    at      REAL NOT NULL
+);
+CREATE INDEX events_job ON events (job_id, id);
+
+CREATE TABLE logs (
+    job_id  TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+    attempt INTEGER NOT NULL,
+    seq     INTEGER NOT NULL,
+    stream  TEXT NOT NULL,
+    data    BLOB NOT NULL,
+    at      REAL NOT NULL,
+    PRIMARY KEY (job_id, attempt, seq)
+);
+
+CREATE TABLE outputs (
+    job_id  TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+    attempt INTEGER NOT NULL,
+    path    TEXT NOT NULL,
+    digest  TEXT NOT NULL,
+    size    INTEGER NOT NULL,
+    PRIMARY KEY (job_id, attempt, path)
+);
+
+CREATE TABLE nodes (
+    id           TEXT PRIMARY KEY,
+    name         TEXT NOT NULL,
+    capacity     TEXT NOT NULL,
+    started_at   REAL NOT NULL,
+    heartbeat_at REAL NOT NULL
+);

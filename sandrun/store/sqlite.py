@@ -1,0 +1,141 @@
+"""SQLite backend: the only module that imports sqlite3.
+
+Connections are pooled and reused, one per concurrent transaction (WAL lets readers run
+beside the single writer); writes take the lock up front with BEGIN IMMEDIATE so two
+writers never deadlock on a lock upgrade.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sandrun.errors import StoreError
+from sandrun.store.database import Row, iter_statements, load_queries
+
+# NORMAL in WAL mode: a commit survives the process being killed (kill -9); FULL also
+# survives power loss, at an fsync per commit.
+SYNC_MODES = ("normal", "full")
+
+
+class _SQLiteTx:
+    def __init__(self, conn: sqlite3.Connection, queries: dict[str, str]) -> None:
+        self._conn = conn
+        self._queries = queries
+
+    def run(self, query: str, **params: Any) -> int:
+        return self._conn.execute(self._queries[query], params).rowcount
+
+    def all(self, query: str, **params: Any) -> list[Row]:
+        return self._conn.execute(self._queries[query], params).fetchall()
+
+    def one(self, query: str, **params: Any) -> Row | None:
+        row: Row | None = self._conn.execute(self._queries[query], params).fetchone()
+        return row
+
+    def execute_raw(self, sql: str) -> list[Row]:
+        """Unnamed SQL, for migrations and introspection only."""
+        return self._conn.execute(sql).fetchall()
+
+
+def _dict_row(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> Row:
+    return {col[0]: value for col, value in zip(cursor.description, row, strict=True)}
+
+
+class SQLiteDatabase:
+    dialect = "sqlite"
+
+    def __init__(self, path: str | Path, synchronous: str = "normal") -> None:
+        if synchronous not in SYNC_MODES:
+            raise StoreError(f"synchronous must be one of {', '.join(SYNC_MODES)}")
+        self.path = Path(path)
+        self._sync = synchronous
+        self._queries = load_queries(self.dialect)
+        self._idle: list[sqlite3.Connection] = []
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create {self.path.parent}: {exc.strerror}") from None
+
+    def _acquire(self) -> sqlite3.Connection:
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
+        try:
+            conn = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=30
+            )
+            conn.row_factory = _dict_row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA synchronous={self._sync}")
+            conn.execute("PRAGMA foreign_keys=ON")
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the SQLite store at {self.path}: {exc}") from None
+        with self._lock:
+            self._all.append(conn)
+        return conn
+
+    @contextmanager
+    def transaction(self, write: bool = True) -> Iterator[_SQLiteTx]:
+        conn = self._acquire()
+        try:
+            yield from self._in_transaction(conn, write)
+        finally:
+            with self._lock:
+                self._idle.append(conn)
+
+    def _in_transaction(self, conn: sqlite3.Connection, write: bool) -> Iterator[_SQLiteTx]:
+        try:
+            conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+        except sqlite3.Error as exc:
+            raise StoreError(f"the SQLite store at {self.path} is unavailable: {exc}") from None
+        try:
+            yield _SQLiteTx(conn, self._queries)
+        except sqlite3.Error as exc:
+            conn.execute("ROLLBACK")
+            raise StoreError(f"SQLite error: {exc}") from None
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            conn.execute("ROLLBACK")
+            raise StoreError(f"SQLite commit failed: {exc}") from None
+
+    def schema_version(self) -> int:
+        with self.transaction() as tx:
+            tx.run("schema_version_table")
+            row = tx.one("schema_version")
+        return int(row["version"]) if row and row["version"] is not None else 0
+
+    def apply_migration(self, version: int, sql: str) -> None:
+        with self.transaction() as tx:
+            current = tx.one("schema_version")
+            if current and current["version"] is not None and current["version"] >= version:
+                return  # another process applied it first
+            for statement in iter_statements(sql):
+                tx.execute_raw(statement)
+            tx.run("set_schema_version", version=version)
+
+    def table_sql(self) -> dict[str, str]:
+        """Normalized CREATE statements of every table and index (for schema checks)."""
+        with self.transaction(write=False) as tx:
+            rows = tx.execute_raw(
+                "SELECT name, sql FROM sqlite_master WHERE sql IS NOT NULL "
+                "AND name NOT LIKE 'sqlite_%' AND name != 'schema_version'"
+            )
+        return {r["name"]: " ".join(r["sql"].split()) for r in rows}
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._all:
+                conn.close()
+            self._all.clear()
+            self._idle.clear()
