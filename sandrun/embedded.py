@@ -23,6 +23,7 @@ from typing import IO
 
 from sandrun.agent import Agent, Waker, address, notify
 from sandrun.artifacts import LocalArtifactStore
+from sandrun.errors import AgentError
 from sandrun.home import Home
 from sandrun.service import Service
 from sandrun.store import open_sqlite
@@ -58,14 +59,16 @@ def ensure_agent(home: Home) -> None:
     if agent_running(home):
         return
     home.root.mkdir(parents=True, exist_ok=True)
+    # `setsid -f` forks the agent off and exits: the agent is nobody's child here, so a
+    # long-lived caller never collects a zombie when it idles out.
     with open(home.agent_log, "ab") as log_file:
-        subprocess.Popen(
-            [sys.executable, "-m", "sandrun.embedded", "--home", str(home.root)],
+        subprocess.run(
+            ["setsid", "-f", sys.executable, "-m", "sandrun.embedded", "--home", str(home.root)],
             stdin=subprocess.DEVNULL,
             stdout=log_file,
             stderr=subprocess.STDOUT,
-            start_new_session=True,
             close_fds=True,
+            check=True,
         )
 
 
@@ -81,42 +84,60 @@ def _lock_within(handle: IO[str], seconds: float) -> bool:
             time.sleep(0.01)
 
 
-def serve(home: Home, idle_exit: float | None, kill_grace: float = 5.0) -> int:
-    """Run the local agent in this process until stopped or idle. Returns an exit code."""
-    home.root.mkdir(parents=True, exist_ok=True)
-    lock = open(home.agent_lock, "a+")  # held for the life of the process
-    if not _lock_within(lock, seconds=0.5):  # a client's probe holds it for microseconds
-        print(f"a local agent already serves {home.root}", file=sys.stderr)
-        return 0
-    lock.truncate(0)
-    lock.write(f"{os.getpid()}\n")
-    lock.flush()
+class LocalAgent:
+    """This home's agent, holding the home's lock for as long as it lives."""
 
-    service = open_service(home)
-    waker = Waker(address(home.root))
+    def __init__(self, home: Home, idle_exit: float | None, kill_grace: float = 5.0) -> None:
+        home.root.mkdir(parents=True, exist_ok=True)
+        self._lock = open(home.agent_lock, "a+")
+        if not _lock_within(self._lock, seconds=0.5):  # a client's probe holds it briefly
+            self._lock.close()
+            raise AgentError(f"a local agent already serves {home.root}")
+        self._lock.truncate(0)
+        self._lock.write(f"{os.getpid()}\n")
+        self._lock.flush()
+        self.service = open_service(home)
+        self.waker = Waker(address(home.root))
+        self.agent = Agent(
+            self.service,
+            self.service.artifacts,
+            self.waker,
+            runs_dir=home.runs,
+            name=LOCAL_NODE,
+            node_id=LOCAL_NODE,
+            kill_grace=kill_grace,
+            idle_exit=idle_exit,
+        )
+
+    def run(self, stop: threading.Event) -> None:
+        """Serve until `stop` is set (running attempts finish first) or idle_exit passes."""
+        try:
+            self.agent.run(stop)
+        finally:
+            self.waker.close()
+            self.service.store.close()
+            self._lock.close()
+
+    def stop(self, stop: threading.Event) -> None:
+        stop.set()
+        self.waker.wake("stop")
+
+
+def serve(home: Home, idle_exit: float | None, kill_grace: float = 5.0) -> int:
+    """Run the local agent in this process until SIGTERM/SIGINT or idle. Returns exit code."""
+    try:
+        local = LocalAgent(home, idle_exit, kill_grace)
+    except AgentError as exc:
+        print(exc.message, file=sys.stderr)
+        return 0
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-        waker.wake("stop")
+        local.stop(stop)
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    agent = Agent(
-        service,
-        service.artifacts,
-        waker,
-        runs_dir=home.runs,
-        name=LOCAL_NODE,
-        node_id=LOCAL_NODE,
-        kill_grace=kill_grace,
-        idle_exit=idle_exit,
-    )
-    try:
-        agent.run(stop)
-    finally:
-        waker.close()
-        service.store.close()
+    local.run(stop)
     return 0
 
 

@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from sandrun.embedded import agent_running
+from sandrun.home import Home
+from tests.helpers import wait_for
+
+
+def _stop_local_agent(home: Home) -> None:
+    """Stop a background agent a test left behind (it would otherwise idle out)."""
+    if not agent_running(home):
+        return
+    pid = int(home.agent_lock.read_text().strip())
+    try:
+        proc = psutil.Process(pid)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    except psutil.Error:
+        pass
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Home]:
+    """A fresh $SANDRUN_HOME; any local agent started under it is stopped afterwards."""
+    h = Home(tmp_path / "sandrun-home")
+    monkeypatch.setenv("SANDRUN_HOME", str(h.root))
+    monkeypatch.setenv("SANDRUN_IDLE_EXIT", "20")
+    monkeypatch.setenv("SANDRUN_KILL_GRACE", "0.5")
+    monkeypatch.delenv("SANDRUN_URL", raising=False)
+    yield h
+    _stop_local_agent(h)
+    wait_for(lambda: not agent_running(h), timeout=10, what="the local agent to stop")
+
+
+def pid_gone(pid: int) -> bool:
+    """True when `pid` no longer runs (a zombie awaiting its reaper counts as gone)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True

@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from sandrun.client import Client
+from sandrun.embedded import LocalAgent
+from sandrun.home import Home
+
+
+@dataclass
+class Local:
+    client: Client
+    agent: LocalAgent
+
+
+@pytest.fixture
+def local(home: Home) -> Iterator[Local]:
+    """The real local agent, on a thread of this process, and a client of the same home."""
+    agent = LocalAgent(home, idle_exit=None, kill_grace=0.5)
+    stop = threading.Event()
+    thread = threading.Thread(target=agent.run, args=(stop,), daemon=True)
+    thread.start()
+    client = Client(home)
+    yield Local(client, agent)
+    agent.stop(stop)
+    thread.join(timeout=30)
+    assert not thread.is_alive(), "the agent did not drain"
+    client.close()

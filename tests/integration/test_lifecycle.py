@@ -1,0 +1,142 @@
+"""Timeouts, cancel, retries and outputs, through the real local agent."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import sys
+from pathlib import Path
+
+from sandrun.states import AttemptState, FailureReason, JobState
+from tests.conftest import pid_gone
+from tests.helpers import wait_for
+from tests.integration.conftest import Local
+
+# A job that ignores SIGTERM and leaves children behind: one in its process group that
+# also ignores SIGTERM, and one that moved to a session of its own (setsid).
+STUBBORN = """
+trap '' TERM
+sh -c 'trap "" TERM; exec sleep 1000' &
+echo $! > child.pid
+setsid sleep 1000 &
+echo $! > escaped.pid
+echo ready
+sleep 1000
+"""
+
+
+def _pids(workdir: Path) -> list[int]:
+    return [int((workdir / name).read_text()) for name in ("child.pid", "escaped.pid")]
+
+
+def _both_pids_written(workdir: Path) -> bool:
+    return all(
+        (workdir / n).exists() and (workdir / n).read_text().strip()
+        for n in ("child.pid", "escaped.pid")
+    )
+
+
+def test_a_timeout_kills_the_whole_tree_even_if_it_ignores_sigterm(
+    local: Local, tmp_path: Path
+) -> None:
+    job = local.client.run(STUBBORN, timeout=1, working_dir=str(tmp_path)).wait(30)
+    assert job.record.state is JobState.FAILED
+    assert job.record.failure_reason is FailureReason.TIMEOUT
+    assert job.record.exit_code == 137  # it took the SIGKILL
+    assert "timed out after 1.0s" in (job.record.message or "")
+    for pid in _pids(tmp_path):
+        wait_for(lambda pid=pid: pid_gone(pid), timeout=10, what=f"child {pid} to die")
+
+
+def test_cancel_kills_a_running_jobs_children(local: Local, tmp_path: Path) -> None:
+    job = local.client.run(STUBBORN, working_dir=str(tmp_path))
+    wait_for(lambda: _both_pids_written(tmp_path), what="the job to start its children")
+    assert job.status is JobState.RUNNING
+    job.cancel()
+    job.wait(30)
+    assert job.record.state is JobState.CANCELLED
+    assert job.record.failure_reason is FailureReason.CANCELLED
+    assert [a.state for a in job.attempts] == [AttemptState.CANCELLED]
+    for pid in _pids(tmp_path):
+        wait_for(lambda pid=pid: pid_gone(pid), timeout=10, what=f"child {pid} to die")
+    assert "cancel_requested" in [e.kind for e in job.events]
+
+
+def test_cancel_of_a_pending_job_is_immediate(local: Local) -> None:
+    # Fails once, then waits an hour for its retry: pending, with no agent involved.
+    job = local.client.run("exit 1", retries={"limit": 1, "backoff": 3600})
+    wait_for(lambda: job.refresh().record.retries_used == 1, what="the first attempt to fail")
+    assert job.record.state is JobState.PENDING
+    assert job.cancel().record.state is JobState.CANCELLED
+    assert [e.kind for e in job.events][-1] == "cancelled"
+
+
+def test_retries_happen_with_backoff_and_each_attempt_is_visible(local: Local) -> None:
+    job = local.client.run("exit 3", retries={"limit": 2, "backoff": 0.2, "factor": 2})
+    job.wait(30)
+    assert job.record.state is JobState.FAILED and job.record.exit_code == 3
+    attempts = job.attempts
+    assert [a.number for a in attempts] == [1, 2, 3]
+    assert all(a.state is AttemptState.FAILED and a.exit_code == 3 for a in attempts)
+    gaps = [
+        b.scheduled_at - a.finished_at  # type: ignore[operator]
+        for a, b in itertools.pairwise(attempts)
+    ]
+    assert gaps[0] >= 0.2 and gaps[1] >= 0.4  # exponential backoff
+    kinds = [e.kind for e in job.events]
+    assert kinds.count("retrying") == 2 and kinds[-1] == "failed"
+
+
+def test_a_retry_that_succeeds_completes_the_job(local: Local) -> None:
+    job = local.client.run(
+        '[ "$SANDRUN_ATTEMPT" = 2 ] && echo ok || exit 9', retries={"limit": 3, "backoff": 0.05}
+    ).wait(30)
+    assert job.record.state is JobState.COMPLETED and job.record.attempts == 2
+    assert job.log_text() == "ok\n"
+
+
+def test_outputs_are_collected_and_downloaded_byte_identical(local: Local, tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    (tmp_path / "secret").write_text("outside the workdir")
+    program = (
+        "import os\n"
+        "os.makedirs('results/deep', exist_ok=True)\n"
+        "open('model.pt', 'wb').write(os.urandom(300_000))\n"
+        "open('results/a.csv', 'w').write('a,b\\n1,2\\n')\n"
+        "open('results/deep/b.bin', 'wb').write(bytes(range(256)) * 99)\n"
+        "open('ignored.log', 'w').write('not an output')\n"
+        "os.symlink('../secret', 'leak.pt')\n"
+    )
+    job = local.client.run(
+        [sys.executable, "-c", program], working_dir=str(work), outputs=["*.pt", "results"]
+    ).wait(30)
+    assert job.record.state is JobState.COMPLETED
+    paths = sorted(o.path for o in job.outputs)
+    assert paths == ["model.pt", "results/a.csv", "results/deep/b.bin"]
+    assert job.read_text("results/a.csv") == "a,b\n1,2\n"
+    dest = tmp_path / "downloaded"
+    job.download(dest)
+    for path in paths:
+        assert (dest / path).read_bytes() == (work / path).read_bytes()
+    assert not (dest / "leak.pt").exists()
+
+
+def test_outputs_are_kept_for_failed_attempts_too(local: Local, tmp_path: Path) -> None:
+    job = local.client.run(
+        "echo partial > out.txt; exit 1", working_dir=str(tmp_path), outputs=["out.txt"]
+    ).wait(30)
+    assert job.record.state is JobState.FAILED
+    assert job.read_text("out.txt") == "partial\n"
+
+
+def test_concurrent_jobs_each_get_their_own_scratch_dir(local: Local) -> None:
+    jobs = [local.client.run("pwd; echo $HOME; touch mine", cpus=0.25) for _ in range(4)]
+    dirs = set()
+    for job in jobs:
+        job.wait(30)
+        work, home = job.log_text().split()
+        assert os.path.isfile(os.path.join(work, "mine"))
+        dirs.add(work)
+        assert home != work
+    assert len(dirs) == 4
