@@ -11,6 +11,7 @@ import logging
 import os
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,8 @@ from sandrun.states import FailureReason
 
 log = logging.getLogger("sandrun.agent")
 
+MAX_ATTEMPTS = 256  # at once on one node, however small their CPU share
+
 
 def detect_capacity() -> Capacity:
     """This machine's CPUs (those this process may use) and memory."""
@@ -38,7 +41,6 @@ def detect_capacity() -> Capacity:
 class _Running:
     claim: Claim
     ctl: AttemptControl
-    thread: threading.Thread
 
 
 class Agent:
@@ -66,6 +68,8 @@ class Agent:
         self.idle_exit = idle_exit
         self._running: dict[tuple[str, int], _Running] = {}
         self._lock = threading.Lock()
+        # Attempts run on reused threads (one each while it runs): no per-job thread churn.
+        self._pool = ThreadPoolExecutor(MAX_ATTEMPTS, thread_name_prefix="attempt")
 
     def run(self, stop: threading.Event) -> None:
         """Serve until `stop` is set (then drain: running attempts finish) or idle_exit."""
@@ -78,23 +82,24 @@ class Agent:
         last_beat = time.monotonic()
         idle_since = time.monotonic()
         while not stop.is_set():
-            self._claim_while_fits()
+            room_left = self._claim_while_fits()
             if self._busy():
                 idle_since = time.monotonic()
             elif self.idle_exit is not None and time.monotonic() - idle_since >= self.idle_exit:
                 log.info("idle for %.0fs; exiting", self.idle_exit)
                 break
-            kinds = self.waker.wait(self._wait_timeout(last_beat))
+            kinds = self.waker.wait(self._wait_timeout(last_beat, room_left))
             if "cancel" in kinds or time.monotonic() - last_beat >= self.heartbeat_every:
                 self._heartbeat()
                 last_beat = time.monotonic()
         self._drain()
 
-    def _wait_timeout(self, last_beat: float) -> float:
+    def _wait_timeout(self, last_beat: float, room_left: bool) -> float:
         timeout = min(1.0, self.heartbeat_every - (time.monotonic() - last_beat))
-        upcoming = self.control.next_wakeup()
-        if upcoming is not None:
-            timeout = min(timeout, upcoming - time.time())
+        if room_left:  # a full node waits for an attempt to finish, not for the clock
+            upcoming = self.control.next_wakeup()
+            if upcoming is not None:
+                timeout = min(timeout, upcoming - time.time())
         return max(timeout, 0.0)
 
     def _busy(self) -> bool:
@@ -110,23 +115,19 @@ class Agent:
             gpus=self.capacity.gpus - sum(s.gpus.count if s.gpus else 0 for s in specs),
         )
 
-    def _claim_while_fits(self) -> None:
+    def _claim_while_fits(self) -> bool:
+        """Claim until nothing more fits; return whether room is left for a later job."""
         assert self.node_id is not None
-        while (free := self._free()).cpus > 0:
+        while (free := self._free()).cpus > 0 and len(self._running) < MAX_ATTEMPTS:
             claim = self.control.claim(self.node_id, free)
             if claim is None:
-                return
+                return True
             ctl = AttemptControl()
-            thread = threading.Thread(
-                target=self._run_attempt,
-                args=(claim, ctl),
-                name=f"attempt-{claim.job.id}-{claim.attempt}",
-                daemon=True,
-            )
             with self._lock:
-                self._running[(claim.job.id, claim.attempt)] = _Running(claim, ctl, thread)
+                self._running[(claim.job.id, claim.attempt)] = _Running(claim, ctl)
             log.info("claimed", extra={"job": claim.job.id, "attempt": claim.attempt})
-            thread.start()
+            self._pool.submit(self._run_attempt, claim, ctl)
+        return False
 
     def _run_attempt(self, claim: Claim, ctl: AttemptControl) -> None:
         key = (claim.job.id, claim.attempt)
@@ -180,7 +181,4 @@ class Agent:
             log.info("recovered %d attempt(s) of a previous run as node_lost", len(lost))
 
     def _drain(self) -> None:
-        with self._lock:
-            threads = [r.thread for r in self._running.values()]
-        for thread in threads:
-            thread.join()
+        self._pool.shutdown(wait=True)

@@ -72,24 +72,23 @@ class Executor:
     def run(self, claim: Claim, ctl: AttemptControl) -> AttemptResult | None:
         """Run the attempt to its end. None means it lost its job and must not report."""
         spec = claim.job.spec
-        run_dir = self.runs_dir / claim.job.id / str(claim.attempt)
-        home = run_dir / "home"
-        home.mkdir(parents=True, exist_ok=True)
-        workdir = Path(spec.working_dir) if spec.working_dir else run_dir / "work"
-        if spec.working_dir is None:
-            workdir.mkdir(exist_ok=True)
-        elif not workdir.is_dir():
+        # One scratch directory per attempt: the job's HOME, and its working directory
+        # unless the spec names one.
+        scratch = self.runs_dir / f"{claim.job.id}.{claim.attempt}"
+        scratch.mkdir(parents=True, exist_ok=True)
+        workdir = Path(spec.working_dir) if spec.working_dir else scratch
+        if not workdir.is_dir():
             return _spawn_error(f"working_dir {str(workdir)!r} is not a directory on this node")
         script_path = None
         if spec.script is not None:
-            script_path = run_dir / "script"
+            script_path = scratch / ".sandrun-script"
             script_path.write_text(spec.script)
         argv = spec.argv(str(script_path) if script_path else None)
         try:
             proc = subprocess.Popen(
                 argv,
                 cwd=workdir,
-                env=job_env(spec, claim, home),
+                env=job_env(spec, claim, scratch),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,

@@ -16,7 +16,8 @@ from sandrun.models import Attempt, JobRecord
 from sandrun.spec import format_duration
 from sandrun.states import FailureReason, JobState
 
-out = Console(highlight=False, soft_wrap=True)
+# Piped output is never cut to a guessed terminal width: scripts read it whole.
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 10_000)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 STATE_STYLE = {

@@ -25,6 +25,7 @@ CREATE TABLE jobs (
     finished_at      REAL
 );
 CREATE INDEX jobs_queue ON jobs (priority DESC, created_at, id) WHERE state = 'pending';
+CREATE INDEX jobs_eligible ON jobs (not_before) WHERE state = 'pending';
 CREATE INDEX jobs_newest ON jobs (created_at DESC, id DESC);
 CREATE INDEX jobs_state ON jobs (state, created_at DESC);
 
