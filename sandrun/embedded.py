@@ -26,16 +26,21 @@ from sandrun.artifacts import LocalArtifactStore
 from sandrun.errors import AgentError
 from sandrun.home import Home
 from sandrun.service import Service
+from sandrun.service.service import DEFAULT_LEASE_SECONDS
 from sandrun.store import open_sqlite
 
 LOCAL_NODE = "local"
 DEFAULT_IDLE_EXIT = 300.0
 
 
-def open_service(home: Home) -> Service:
+def open_service(home: Home, lease_seconds: float = DEFAULT_LEASE_SECONDS) -> Service:
     """The service over this home's SQLite store; submits and cancels wake its agent."""
     sync = os.environ.get("SANDRUN_SQLITE_SYNC", "normal")
-    service = Service(open_sqlite(home.db, synchronous=sync), LocalArtifactStore(home.artifacts))
+    service = Service(
+        open_sqlite(home.db, synchronous=sync),
+        LocalArtifactStore(home.artifacts),
+        lease_seconds=lease_seconds,
+    )
     addr = address(home.root)
     service.on_change(lambda kind: notify(addr, kind))
     return service
@@ -87,7 +92,13 @@ def _lock_within(handle: IO[str], seconds: float) -> bool:
 class LocalAgent:
     """This home's agent, holding the home's lock for as long as it lives."""
 
-    def __init__(self, home: Home, idle_exit: float | None, kill_grace: float = 5.0) -> None:
+    def __init__(
+        self,
+        home: Home,
+        idle_exit: float | None,
+        kill_grace: float = 5.0,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+    ) -> None:
         home.root.mkdir(parents=True, exist_ok=True)
         self._lock = open(home.agent_lock, "a+")
         if not _lock_within(self._lock, seconds=0.5):  # a client's probe holds it briefly
@@ -96,7 +107,7 @@ class LocalAgent:
         self._lock.truncate(0)
         self._lock.write(f"{os.getpid()}\n")
         self._lock.flush()
-        self.service = open_service(home)
+        self.service = open_service(home, lease_seconds)
         self.waker = Waker(address(home.root))
         self.agent = Agent(
             self.service,
@@ -106,6 +117,7 @@ class LocalAgent:
             name=LOCAL_NODE,
             node_id=LOCAL_NODE,
             kill_grace=kill_grace,
+            heartbeat_every=lease_seconds / 6,  # a lease survives several missed beats
             idle_exit=idle_exit,
         )
 
@@ -115,7 +127,7 @@ class LocalAgent:
             self.agent.run(stop)
         finally:
             self.waker.close()
-            self.service.store.close()
+            self.service.close()
             self._lock.close()
 
     def stop(self, stop: threading.Event) -> None:

@@ -37,7 +37,7 @@ class Client:
         self.service = open_service(home)
 
     def close(self) -> None:
-        self.service.store.close()
+        self.service.close()
 
     def __enter__(self) -> Client:
         return self

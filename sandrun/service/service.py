@@ -51,6 +51,9 @@ class Service:
         self.clock = clock
         self._listeners: list[Listener] = []
 
+    def close(self) -> None:
+        self.store.close()
+
     def on_change(self, listener: Listener) -> None:
         """Call `listener(kind)` after each submit, cancel or finished attempt."""
         self._listeners.append(listener)

@@ -5,8 +5,12 @@ from __future__ import annotations
 import itertools
 import os
 import sys
+import threading
 from pathlib import Path
 
+from sandrun.client import Client
+from sandrun.embedded import LocalAgent
+from sandrun.home import Home
 from sandrun.states import AttemptState, FailureReason, JobState
 from tests.conftest import pid_gone
 from tests.helpers import wait_for
@@ -140,3 +144,25 @@ def test_concurrent_jobs_each_get_their_own_scratch_dir(local: Local) -> None:
         assert home == work  # the scratch dir is the job's HOME too
         dirs.add(work)
     assert len(dirs) == 4
+
+
+def test_heartbeats_keep_a_job_that_outlives_its_lease(home: Home, tmp_path: Path) -> None:
+    agent = LocalAgent(home, idle_exit=None, kill_grace=0.5, lease_seconds=0.6)
+    stop = threading.Event()
+    thread = threading.Thread(target=agent.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        with Client(home) as client:
+            job = client.run("sleep 2; echo still mine")
+            # Reap expired leases from outside the agent, as another server would.
+            wait_for(
+                lambda: client.service.expire_leases() == [] and job.is_terminal,
+                timeout=30,
+                what="the job to end",
+            )
+            assert job.record.state is JobState.COMPLETED
+            assert [a.state for a in job.attempts] == [AttemptState.COMPLETED]
+            assert job.log_text() == "still mine\n"
+    finally:
+        agent.stop(stop)
+        thread.join(30)
