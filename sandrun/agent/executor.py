@@ -97,22 +97,20 @@ class Executor:
         except OSError as exc:
             code = 127 if exc.errno == errno.ENOENT else 126
             return _spawn_error(f"cannot run {argv[0]!r}: {exc.strerror}", code)
-        try:
-            self.control.start(claim, proc.pid, start_time(proc.pid))
-        except StaleAttempt:
-            signal_tree(proc.pid, signal.SIGKILL)
-            _reap(proc)
-            return None
-
-        sink = LogSink(self.control, claim)
         started = time.monotonic()
         try:
+            self.control.start(claim, proc.pid, start_time(proc.pid))
+            sink = LogSink(self.control, claim)
             reason, status, rusage = self._supervise(proc, spec, sink, ctl, started)
             sink.flush()
-        except StaleAttempt:
-            signal_tree(proc.pid, signal.SIGKILL)
-            _reap(proc)
-            return None
+        except BaseException as exc:
+            # Whatever went wrong, the job's processes must not outlive its attempt.
+            if proc.returncode is None:
+                signal_tree(proc.pid, signal.SIGKILL)
+                _reap(proc)
+            if isinstance(exc, StaleAttempt):
+                return None
+            raise
         if reason == "lost":
             return None
         usage = Usage(
@@ -227,7 +225,7 @@ def _reap(proc: subprocess.Popen[bytes]) -> None:
     _, status, _ = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     for pipe in (proc.stdout, proc.stderr):
-        if pipe is not None:
+        if pipe is not None and not pipe.closed:
             pipe.close()
 
 

@@ -130,19 +130,15 @@ def _follow(client: Client, job: Job) -> None:
             job.cancel()
         except IllegalTransition:
             pass  # it ended meanwhile
-        job.wait()
-        _stream(client, job.id, skip_to_end=True)
     record = job.wait().record
     style = "green" if record.exit_code == 0 and not record.failure_reason else "red"
     render.err.print(f"[{style}]{render.summary(record)}[/]")
     raise typer.Exit(render.exit_code_for(record))
 
 
-def _stream(client: Client, job_id: str, skip_to_end: bool = False) -> None:
+def _stream(client: Client, job_id: str) -> None:
     attempt = 0
-    for chunk in client.logs(job_id, follow=not skip_to_end):
-        if skip_to_end:
-            continue
+    for chunk in client.logs(job_id, follow=True):
         if attempt and chunk.attempt != attempt:
             render.err.print(f"[dim]── attempt {chunk.attempt} ──[/dim]")
         attempt = chunk.attempt

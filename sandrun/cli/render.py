@@ -134,6 +134,6 @@ def exit_code_for(job: JobRecord) -> int:
 def summary(job: JobRecord) -> str:
     if job.state is JobState.COMPLETED:
         return f"job {job.id} completed in {ran_for(job)}"
-    detail = f": {job.message}" if job.message else ""
+    detail = f": {job.message}" if job.message and job.message != job.state else ""
     tries = f" after {job.attempts} attempts" if job.attempts > 1 else ""
     return f"job {job.id} {job.state}{tries}{detail}"
