@@ -6,6 +6,7 @@ fields, so a newer server and an older agent or client can talk.
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
@@ -78,6 +79,9 @@ class Event(_Wire):
 
 
 class LogChunk(_Wire):
+    # Output is bytes, not text: on the wire it travels as base64.
+    model_config = ConfigDict(extra="ignore", ser_json_bytes="base64", val_json_bytes="base64")
+
     attempt: int
     seq: int
     stream: str  # "stdout" | "stderr"
@@ -127,3 +131,27 @@ class Capacity(_Wire):
 class HeartbeatReply(_Wire):
     cancel: list[tuple[str, int]] = []  # attempts to kill: their jobs were cancelled
     stale: list[tuple[str, int]] = []  # attempts that lost their job: stop, do not report
+
+
+class Role(StrEnum):
+    USER = "user"  # submits and sees its own jobs
+    AGENT = "agent"  # speaks only the agent endpoints
+    ADMIN = "admin"  # sees everything
+
+
+class Principal(_Wire):
+    """Who a request comes from."""
+
+    name: str
+    role: Role
+
+
+class NodeInfo(_Wire):
+    id: str
+    name: str
+    labels: dict[str, str] = {}
+    capacity: Capacity
+    state: str  # active | draining, or lost when its heartbeats stopped
+    started_at: float
+    heartbeat_at: float
+    running: int = 0

@@ -52,6 +52,7 @@ class Agent:
         *,
         runs_dir: Path,
         name: str = "local",
+        labels: dict[str, str] | None = None,
         node_id: str | None = None,
         capacity: Capacity | None = None,
         kill_grace: float = 5.0,
@@ -61,6 +62,7 @@ class Agent:
         self.control = control
         self.waker = waker
         self.name = name
+        self.labels = labels or {}
         self.node_id = node_id
         self.capacity = capacity or detect_capacity()
         self.executor = Executor(control, artifacts, runs_dir, kill_grace)
@@ -75,7 +77,7 @@ class Agent:
         """Serve until `stop` is set (then drain: running attempts finish) or idle_exit."""
         fixed = self.node_id is not None
         self.node_id = self.control.register_node(
-            self.name, self.capacity.model_dump(), self.node_id
+            self.name, self.capacity, self.labels, self.node_id
         )
         if fixed:
             self._recover()

@@ -6,7 +6,7 @@ the same methods.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Protocol
 
 from sandrun.models import (
     Attempt,
@@ -21,7 +21,11 @@ from sandrun.models import (
 
 class ControlPlane(Protocol):
     def register_node(
-        self, name: str, capacity: dict[str, Any], node_id: str | None = None
+        self,
+        name: str,
+        capacity: Capacity,
+        labels: dict[str, str] | None = None,
+        node_id: str | None = None,
     ) -> str: ...
 
     def claim(self, node: str, free: Capacity) -> Claim | None: ...
@@ -30,7 +34,9 @@ class ControlPlane(Protocol):
         self, claim: Claim, pid: int | None = None, pid_started_at: float | None = None
     ) -> None: ...
 
-    def heartbeat(self, node: str, leases: list[tuple[str, int, str]]) -> HeartbeatReply: ...
+    def heartbeat(
+        self, node: str, leases: list[tuple[str, int, str]], state: str = "active"
+    ) -> HeartbeatReply: ...
 
     def append_logs(self, claim: Claim, chunks: list[LogChunk]) -> None: ...
 

@@ -7,12 +7,13 @@ listeners (a local agent's waker, say) that something changed.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from typing import Any
 
 from sandrun.artifacts import LocalArtifactStore
-from sandrun.errors import ArtifactNotFound, InvalidInput, closest
-from sandrun.ids import new_id, now
+from sandrun.errors import ArtifactNotFound, InvalidInput, JobNotFound, closest
+from sandrun.ids import new_id, new_token, now
 from sandrun.models import (
     Attempt,
     AttemptResult,
@@ -23,10 +24,14 @@ from sandrun.models import (
     JobPage,
     JobRecord,
     LogChunk,
+    NodeInfo,
     OutputFile,
+    Principal,
+    Role,
 )
 from sandrun.service import retry
 from sandrun.spec import JobSpec, parse_spec
+from sandrun.spec.job import NAME_RE
 from sandrun.states import JobState
 from sandrun.store import Store
 
@@ -84,12 +89,17 @@ class Service:
         self._changed("submitted")
         return job
 
-    def get(self, job_id: str) -> JobRecord:
-        return self.store.get_job(job_id)
+    def get(self, job_id: str, viewer: str | None = None) -> JobRecord:
+        """The job, if `viewer` (an owner name; None for admins) may see it."""
+        job = self.store.get_job(job_id)
+        if viewer is not None and job.owner != viewer:
+            raise JobNotFound(f"no job has id {job_id!r}", field="job_id")
+        return job
 
     def list_jobs(
         self,
         *,
+        viewer: str | None = None,
         state: str | None = None,
         name: str | None = None,
         label: str | None = None,
@@ -101,6 +111,7 @@ class Service:
             raise InvalidInput(f"limit must be between 1 and {MAX_PAGE}", field="limit")
         jobs = self.store.list_jobs(
             state=_state(state) if state else None,
+            owner=viewer,
             name=name,
             label=_label(label) if label else None,
             limit=limit,
@@ -109,15 +120,20 @@ class Service:
         last = jobs[-1] if len(jobs) == limit else None
         return JobPage(jobs=jobs, next_cursor=f"{last.created_at!r}/{last.id}" if last else None)
 
-    def cancel(self, job_id: str) -> JobRecord:
+    def cancel(self, job_id: str, viewer: str | None = None) -> JobRecord:
+        self.get(job_id, viewer)
         job = self.store.request_cancel(job_id, self.clock())
         self._changed("cancel")
         return job
 
-    def attempts(self, job_id: str) -> list[Attempt]:
+    def attempts(self, job_id: str, viewer: str | None = None) -> list[Attempt]:
+        self.get(job_id, viewer)
         return self.store.attempts(job_id)
 
-    def events(self, job_id: str, after: int = 0, limit: int = 1000) -> list[Event]:
+    def events(
+        self, job_id: str, after: int = 0, limit: int = 1000, viewer: str | None = None
+    ) -> list[Event]:
+        self.get(job_id, viewer)
         return self.store.events(job_id, after=after, limit=limit)
 
     def logs(
@@ -127,20 +143,28 @@ class Service:
         attempt: int | None = None,
         after: tuple[int, int] = (0, 0),
         limit: int = 1000,
+        viewer: str | None = None,
     ) -> list[LogChunk]:
         """Log chunks in order (attempt, then seq), after the cursor `after`."""
+        if viewer is not None:
+            self.get(job_id, viewer)
         return self.store.logs(job_id, attempt=attempt, after=after, limit=limit)
 
-    def outputs(self, job_id: str, attempt: int | None = None) -> list[OutputFile]:
+    def outputs(
+        self, job_id: str, attempt: int | None = None, viewer: str | None = None
+    ) -> list[OutputFile]:
         """Outputs of `attempt`, by default of the latest attempt that collected any."""
+        self.get(job_id, viewer)
         outputs = self.store.outputs(job_id, attempt)
         if attempt is None and outputs:
             latest = max(o.attempt for o in outputs)
             outputs = [o for o in outputs if o.attempt == latest]
         return outputs
 
-    def output(self, job_id: str, path: str, attempt: int | None = None) -> OutputFile:
-        outputs = self.outputs(job_id, attempt)
+    def output(
+        self, job_id: str, path: str, attempt: int | None = None, viewer: str | None = None
+    ) -> OutputFile:
+        outputs = self.outputs(job_id, attempt, viewer)
         for out in outputs:
             if out.path == path:
                 return out
@@ -152,12 +176,47 @@ class Service:
             or [f"it has {len(outputs)} output(s); list them with `sandrun outputs {job_id}`"],
         )
 
+    # --- tokens and nodes -------------------------------------------------------------
+
+    def create_token(self, name: str, role: Role) -> str:
+        """A new API token for `name`; only its hash is stored, so show it once."""
+        if not NAME_RE.match(name):
+            raise InvalidInput(
+                f"token name {name!r} is not valid; use letters, digits, '-' or '_'",
+                field="name",
+            )
+        secret = "sr_" + new_token() + new_token()
+        self.store.insert_token(new_id(), name, role, _digest(secret), self.clock())
+        return secret
+
+    def authenticate(self, secret: str) -> Principal | None:
+        return self.store.principal_by_hash(_digest(secret))
+
+    def nodes(self) -> list[NodeInfo]:
+        """Every registered node; one whose heartbeats stopped for a lease reads as lost."""
+        horizon = self.clock() - self.lease_seconds
+        return [
+            n.model_copy(update={"state": "lost"}) if n.heartbeat_at < horizon else n
+            for n in self.store.nodes()
+        ]
+
+    def resume_after_restart(self) -> None:
+        """A restarted server gives agents one lease to reconnect before their jobs count
+        as lost: the store kept everything, the agents kept running."""
+        self.store.extend_live_leases(self.clock() + self.lease_seconds)
+
     # --- agents -----------------------------------------------------------------------
 
-    def register_node(self, name: str, capacity: dict[str, Any], node_id: str | None = None) -> str:
+    def register_node(
+        self,
+        name: str,
+        capacity: Capacity,
+        labels: dict[str, str] | None = None,
+        node_id: str | None = None,
+    ) -> str:
         """Record a node; a fixed `node_id` lets a restarted agent claim its old attempts."""
         node_id = node_id or f"{name}/{new_id()}"
-        self.store.register_node(node_id, name, capacity, self.clock())
+        self.store.register_node(node_id, name, capacity, labels or {}, self.clock())
         return node_id
 
     def live_attempts(self, node: str) -> list[Attempt]:
@@ -173,12 +232,18 @@ class Service:
             claim.job.id, claim.attempt, claim.token, self.clock(), pid, pid_started_at
         )
 
-    def heartbeat(self, node: str, leases: list[tuple[str, int, str]]) -> HeartbeatReply:
-        stale = self.store.renew_leases(leases, self.clock(), self.lease_seconds)
+    def heartbeat(
+        self, node: str, leases: list[tuple[str, int, str]], state: str = "active"
+    ) -> HeartbeatReply:
+        """Renew the node and its attempts' leases; say which to cancel and which are stale."""
+        now = self.clock()
+        self.store.node_heartbeat(node, state, now)
+        stale = self.store.renew_leases(leases, now, self.lease_seconds)
         return HeartbeatReply(cancel=self.store.cancel_requested(node), stale=stale)
 
     def append_logs(self, claim: Claim, chunks: list[LogChunk]) -> None:
         self.store.append_logs(claim.job.id, claim.attempt, claim.token, chunks, self.clock())
+        self._changed("logs")
 
     def complete(self, claim: Claim, result: AttemptResult) -> JobRecord:
         job = self.store.finish_attempt(
@@ -203,6 +268,11 @@ class Service:
 
     def next_wakeup(self) -> float | None:
         return self.store.next_not_before()
+
+
+def _digest(secret: str) -> str:
+    # Tokens are 256 random bits: a plain sha256 is enough (no password stretching needed).
+    return hashlib.sha256(secret.encode()).hexdigest()
 
 
 def _state(text: str) -> JobState:

@@ -24,7 +24,10 @@ from sandrun.models import (
     Event,
     JobRecord,
     LogChunk,
+    NodeInfo,
     OutputFile,
+    Principal,
+    Role,
     Usage,
 )
 from sandrun.spec import JobSpec
@@ -108,6 +111,7 @@ class Store:
         self,
         *,
         state: JobState | None = None,
+        owner: str | None = None,
         name: str | None = None,
         label: tuple[str, str] | None = None,
         limit: int = 50,
@@ -117,6 +121,7 @@ class Store:
             rows = tx.all(
                 "list_jobs",
                 state=state.value if state else None,
+                owner=owner,
                 name=name,
                 label_key=label[0] if label else None,
                 label_value=label[1] if label else None,
@@ -330,9 +335,53 @@ class Store:
 
     # --- nodes ------------------------------------------------------------------------
 
-    def register_node(self, node_id: str, name: str, capacity: dict[str, Any], now: float) -> None:
+    def register_node(
+        self,
+        node_id: str,
+        name: str,
+        capacity: Capacity,
+        labels: dict[str, str],
+        now: float,
+    ) -> None:
         with self.db.transaction() as tx:
-            tx.run("upsert_node", id=node_id, name=name, capacity=json.dumps(capacity), now=now)
+            tx.run(
+                "upsert_node",
+                id=node_id,
+                name=name,
+                labels=json.dumps(labels),
+                capacity=capacity.model_dump_json(),
+                now=now,
+            )
+
+    def node_heartbeat(self, node_id: str, state: str, now: float) -> None:
+        with self.db.transaction() as tx:
+            tx.run("node_heartbeat", id=node_id, state=state, now=now)
+
+    def nodes(self) -> list[NodeInfo]:
+        with self.db.transaction(write=False) as tx:
+            rows = tx.all("list_nodes")
+        return [
+            NodeInfo.model_validate(
+                {**r, "labels": json.loads(r["labels"]), "capacity": json.loads(r["capacity"])}
+            )
+            for r in rows
+        ]
+
+    def extend_live_leases(self, until: float) -> None:
+        """Give every live attempt's agent until `until` to report (after a server restart)."""
+        with self.db.transaction() as tx:
+            tx.run("extend_live_leases", until=until)
+
+    # --- tokens -----------------------------------------------------------------------
+
+    def insert_token(self, token_id: str, name: str, role: Role, digest: str, now: float) -> None:
+        with self.db.transaction() as tx:
+            tx.run("insert_token", id=token_id, name=name, role=role.value, hash=digest, now=now)
+
+    def principal_by_hash(self, digest: str) -> Principal | None:
+        with self.db.transaction(write=False) as tx:
+            row = tx.one("token_by_hash", hash=digest)
+        return Principal(name=row["name"], role=Role(row["role"])) if row else None
 
 
 # --- helpers: each runs inside the caller's transaction ----------------------------------

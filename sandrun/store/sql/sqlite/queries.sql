@@ -16,6 +16,7 @@ SELECT * FROM jobs WHERE id = :id;
 -- name: list_jobs
 SELECT * FROM jobs
 WHERE (:state IS NULL OR state = :state)
+  AND (:owner IS NULL OR owner = :owner)
   AND (:name IS NULL OR name = :name)
   AND (:label_key IS NULL OR EXISTS (
         SELECT 1 FROM json_each(jobs.labels) WHERE key = :label_key AND value = :label_value))
@@ -115,12 +116,29 @@ SELECT a.job_id, a.number FROM attempts a JOIN jobs j ON j.id = a.job_id
 WHERE a.node = :node AND a.state IN ('scheduled', 'running') AND j.cancel_requested = 1;
 
 -- name: upsert_node
-INSERT INTO nodes (id, name, capacity, started_at, heartbeat_at)
-VALUES (:id, :name, :capacity, :now, :now)
-ON CONFLICT (id) DO UPDATE SET capacity = excluded.capacity, heartbeat_at = excluded.heartbeat_at;
+INSERT INTO nodes (id, name, labels, capacity, state, started_at, heartbeat_at)
+VALUES (:id, :name, :labels, :capacity, 'active', :now, :now)
+ON CONFLICT (id) DO UPDATE SET labels = excluded.labels, capacity = excluded.capacity,
+    state = 'active', started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at;
 
 -- name: node_heartbeat
-UPDATE nodes SET heartbeat_at = :now WHERE id = :id;
+UPDATE nodes SET heartbeat_at = :now, state = :state WHERE id = :id;
+
+-- name: list_nodes
+SELECT n.*, (SELECT count(*) FROM attempts a
+             WHERE a.node = n.id AND a.state IN ('scheduled', 'running')) AS running
+FROM nodes n ORDER BY n.name, n.id;
+
+-- name: extend_live_leases
+UPDATE attempts SET lease_expires_at = max(lease_expires_at, :until)
+WHERE state IN ('scheduled', 'running');
+
+-- name: insert_token
+INSERT INTO tokens (id, name, role, hash, created_at)
+VALUES (:id, :name, :role, :hash, :now);
+
+-- name: token_by_hash
+SELECT name, role FROM tokens WHERE hash = :hash;
 
 -- name: schema_version_table
 CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);

@@ -28,6 +28,7 @@ CREATE INDEX jobs_queue ON jobs (priority DESC, created_at, id) WHERE state = 'p
 CREATE INDEX jobs_eligible ON jobs (not_before) WHERE state = 'pending';
 CREATE INDEX jobs_newest ON jobs (created_at DESC, id DESC);
 CREATE INDEX jobs_state ON jobs (state, created_at DESC);
+CREATE INDEX jobs_owner ON jobs (owner, created_at DESC);
 
 CREATE TABLE attempts (
     job_id           TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
@@ -85,7 +86,18 @@ CREATE TABLE outputs (
 CREATE TABLE nodes (
     id           TEXT PRIMARY KEY,
     name         TEXT NOT NULL,
+    labels       TEXT NOT NULL DEFAULT '{}',
     capacity     TEXT NOT NULL,
+    state        TEXT NOT NULL DEFAULT 'active',
     started_at   REAL NOT NULL,
     heartbeat_at REAL NOT NULL
+);
+
+-- API tokens: only a sha256 of the secret is kept.
+CREATE TABLE tokens (
+    id         TEXT PRIMARY KEY,
+    name       TEXT NOT NULL,
+    role       TEXT NOT NULL,
+    hash       TEXT NOT NULL UNIQUE,
+    created_at REAL NOT NULL
 );
