@@ -20,7 +20,7 @@ from pathlib import Path
 
 import psutil
 
-from sandrun.client import Client
+from sandrun.client import Client, connect
 from sandrun.embedded import agent_running
 from sandrun.home import Home
 
@@ -79,7 +79,7 @@ def main() -> None:
     raw2 = raw_rate(args.jobs, 2)
     with tempfile.TemporaryDirectory() as tmp:
         home = Home(Path(tmp))
-        with Client(home) as client:
+        with connect(home=home.root) as client:
             client.submit({"command": ["true"]}).wait(60)  # start and warm the agent
             rate, submit_rate = sandrun_rate(client, args.jobs)
             lat = latencies(client, args.latency_samples)

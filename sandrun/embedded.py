@@ -117,6 +117,7 @@ class LocalAgent:
             name=LOCAL_NODE,
             node_id=LOCAL_NODE,
             kill_grace=kill_grace,
+            lease_seconds=lease_seconds,
             heartbeat_every=lease_seconds / 6,  # a lease survives several missed beats
             idle_exit=idle_exit,
         )

@@ -59,6 +59,20 @@ class InvalidSpec(InvalidInput):
     http_status = 422
 
 
+class Unauthorized(SandrunError):
+    """A valid API token is required (Authorization: Bearer <token>)."""
+
+    code = "unauthorized"
+    http_status = 401
+
+
+class Forbidden(SandrunError):
+    """This token's role may not do that."""
+
+    code = "forbidden"
+    http_status = 403
+
+
 # --- jobs -------------------------------------------------------------------------------
 
 
@@ -140,3 +154,14 @@ class AgentError(SandrunError):
 def closest(word: str, choices: Iterable[str], n: int = 3) -> list[str]:
     """The valid choices nearest to a misspelled `word`, best first."""
     return difflib.get_close_matches(word, list(choices), n=n, cutoff=0.5)
+
+
+def error_for_code(code: str) -> type[SandrunError]:
+    """The exception class with this stable `code` (for clients decoding server errors)."""
+    pending: list[type[SandrunError]] = [SandrunError]
+    while pending:
+        cls = pending.pop()
+        if cls.code == code:
+            return cls
+        pending.extend(cls.__subclasses__())
+    return SandrunError

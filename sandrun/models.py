@@ -9,7 +9,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from sandrun.spec import JobSpec
 from sandrun.states import AttemptState, FailureReason, JobState
@@ -101,6 +101,14 @@ class JobPage(_Wire):
     next_cursor: str | None = None
 
 
+class AttemptRef(_Wire):
+    """Names one attempt and proves the caller holds it: the fencing token."""
+
+    job_id: str
+    attempt: int
+    token: str
+
+
 class Claim(_Wire):
     """What an agent gets when it claims a job: the spec, the attempt and its fencing token."""
 
@@ -108,6 +116,10 @@ class Claim(_Wire):
     attempt: int
     token: str
     lease_expires_at: float
+
+    @property
+    def ref(self) -> AttemptRef:
+        return AttemptRef(job_id=self.job.id, attempt=self.attempt, token=self.token)
 
 
 class AttemptResult(_Wire):
@@ -155,3 +167,45 @@ class NodeInfo(_Wire):
     started_at: float
     heartbeat_at: float
     running: int = 0
+
+
+# --- agent <-> server requests -------------------------------------------------------------
+
+
+class RegisterRequest(_Wire):
+    name: str
+    capacity: Capacity
+    labels: dict[str, str] = {}
+
+
+class RegisterReply(_Wire):
+    node_id: str
+    lease_seconds: float
+
+
+class ClaimRequest(_Wire):
+    node: str
+    free: Capacity
+    wait: float = Field(default=0.0, ge=0.0, le=60.0)  # long-poll this long for a job
+
+
+class StartRequest(_Wire):
+    ref: AttemptRef
+    pid: int | None = None
+    pid_started_at: float | None = None
+
+
+class HeartbeatRequest(_Wire):
+    node: str
+    leases: list[AttemptRef] = []
+    state: str = "active"
+
+
+class LogsRequest(_Wire):
+    ref: AttemptRef
+    chunks: list[LogChunk]
+
+
+class CompleteRequest(_Wire):
+    ref: AttemptRef
+    result: AttemptResult

@@ -1,8 +1,10 @@
-"""The node daemon's loop: claim what fits, run each attempt on a thread, heartbeat, cancel.
+"""The node daemon's loop: claim what fits, run each attempt on a pool thread, heartbeat.
 
-The agent pulls: it claims from the control plane whenever it has room and something
-changed (a wake-up), renews its attempts' leases, and kills attempts whose jobs were
-cancelled or which lost their lease.
+The agent pulls. Embedded, it claims when a wake-up datagram says something changed;
+remote, each claim is a long-poll that the server answers the moment a job fits. A
+heartbeat thread renews the attempts' leases, learns of cancels, and keeps the agent's own
+view of each lease: an attempt whose lease could not be renewed in time is killed, so a
+cut-off agent never runs on beside the retry the server has started elsewhere.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
@@ -41,6 +43,7 @@ def detect_capacity() -> Capacity:
 class _Running:
     claim: Claim
     ctl: AttemptControl
+    renewed: float = field(default_factory=time.monotonic)  # last lease renewal we saw
 
 
 class Agent:
@@ -56,8 +59,12 @@ class Agent:
         node_id: str | None = None,
         capacity: Capacity | None = None,
         kill_grace: float = 5.0,
+        lease_seconds: float = 30.0,
         heartbeat_every: float = 5.0,
+        long_poll: float = 0.0,
         idle_exit: float | None = None,
+        drain_grace: float | None = None,
+        max_attempts: int = MAX_ATTEMPTS,
     ) -> None:
         self.control = control
         self.waker = waker
@@ -66,38 +73,66 @@ class Agent:
         self.node_id = node_id
         self.capacity = capacity or detect_capacity()
         self.executor = Executor(control, artifacts, runs_dir, kill_grace)
+        self.lease_seconds = lease_seconds
         self.heartbeat_every = heartbeat_every
+        self.long_poll = long_poll
         self.idle_exit = idle_exit
+        self.drain_grace = drain_grace
+        self.max_attempts = min(max_attempts, MAX_ATTEMPTS)
+        self.draining = False
         self._running: dict[tuple[str, int], _Running] = {}
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._beat_now = threading.Event()
         # Attempts run on reused threads (one each while it runs): no per-job thread churn.
         self._pool = ThreadPoolExecutor(MAX_ATTEMPTS, thread_name_prefix="attempt")
 
     def run(self, stop: threading.Event) -> None:
-        """Serve until `stop` is set (then drain: running attempts finish) or idle_exit."""
+        """Serve until `stop` is set (then drain) or until idle for `idle_exit` seconds."""
         fixed = self.node_id is not None
         self.node_id = self.control.register_node(
             self.name, self.capacity, self.labels, self.node_id
         )
+        log.info("registered as %s with %s", self.node_id, self.capacity.model_dump())
+        self.lease_seconds = self.control.lease_seconds
+        self.heartbeat_every = min(self.heartbeat_every, self.lease_seconds / 3)
         if fixed:
             self._recover()
-        last_beat = time.monotonic()
+        done = threading.Event()
+        beats = threading.Thread(target=self._heartbeats, args=(done,), name="heartbeat")
+        beats.start()
+        try:
+            self._serve(stop)
+        finally:
+            self.draining = True
+            self._beat_now.set()
+            self._drain()
+            done.set()
+            self._beat_now.set()
+            beats.join()
+
+    def _serve(self, stop: threading.Event) -> None:
         idle_since = time.monotonic()
         while not stop.is_set():
-            room_left = self._claim_while_fits()
+            try:
+                room_left = self._claim_while_fits(stop)
+            except SandrunError as exc:  # the server is away: keep running, try again
+                log.warning("claim failed: %s", exc)
+                self.waker.wait(1.0)
+                continue
             if self._busy():
                 idle_since = time.monotonic()
             elif self.idle_exit is not None and time.monotonic() - idle_since >= self.idle_exit:
                 log.info("idle for %.0fs; exiting", self.idle_exit)
-                break
-            kinds = self.waker.wait(self._wait_timeout(last_beat, room_left))
-            if "cancel" in kinds or time.monotonic() - last_beat >= self.heartbeat_every:
-                self._heartbeat()
-                last_beat = time.monotonic()
-        self._drain()
+                return
+            if room_left and self.long_poll:
+                continue  # the claim itself waited for work
+            kinds = self.waker.wait(self._wait_timeout(room_left))
+            if "cancel" in kinds:
+                self._beat_now.set()
 
-    def _wait_timeout(self, last_beat: float, room_left: bool) -> float:
-        timeout = min(1.0, self.heartbeat_every - (time.monotonic() - last_beat))
+    def _wait_timeout(self, room_left: bool) -> float:
+        timeout = 1.0
         if room_left:  # a full node waits for an attempt to finish, not for the clock
             upcoming = self.control.next_wakeup()
             if upcoming is not None:
@@ -117,13 +152,16 @@ class Agent:
             gpus=self.capacity.gpus - sum(s.gpus.count if s.gpus else 0 for s in specs),
         )
 
-    def _claim_while_fits(self) -> bool:
+    def _claim_while_fits(self, stop: threading.Event) -> bool:
         """Claim until nothing more fits; return whether room is left for a later job."""
         assert self.node_id is not None
-        while (free := self._free()).cpus > 0 and len(self._running) < MAX_ATTEMPTS:
-            claim = self.control.claim(self.node_id, free)
+        while (free := self._free()).cpus > 0 and len(self._running) < self.max_attempts:
+            claim = self.control.claim(self.node_id, free, self.long_poll)
             if claim is None:
                 return True
+            if stop.is_set():  # it arrived as we were told to stop: give it straight back
+                self._hand_back(claim)
+                return False
             ctl = AttemptControl()
             with self._lock:
                 self._running[(claim.job.id, claim.attempt)] = _Running(claim, ctl)
@@ -131,46 +169,83 @@ class Agent:
             self._pool.submit(self._run_attempt, claim, ctl)
         return False
 
+    def _hand_back(self, claim: Claim) -> None:
+        result = AttemptResult(
+            failure_reason=FailureReason.NODE_LOST, message="handed back: the agent is stopping"
+        )
+        try:
+            self.control.complete(claim.ref, result)
+        except SandrunError as exc:
+            log.warning("could not hand back: %s (its lease will expire)", exc)
+
     def _run_attempt(self, claim: Claim, ctl: AttemptControl) -> None:
         key = (claim.job.id, claim.attempt)
+        fields = {"job": key[0], "attempt": key[1]}
         try:
             try:
                 result = self.executor.run(claim, ctl)
             except Exception as exc:  # a bug of ours must not be blamed on the job
-                log.exception("attempt crashed", extra={"job": key[0], "attempt": key[1]})
+                log.exception("attempt crashed", extra=fields)
                 result = AttemptResult(failure_reason=FailureReason.INTERNAL, message=str(exc))
             if result is not None:
                 try:
-                    job = self.control.complete(claim, result)
-                    log.info(
-                        f"attempt ended; job {job.state}", extra={"job": key[0], "attempt": key[1]}
-                    )
+                    job = self.control.complete(claim.ref, result)
+                    log.info(f"attempt ended; job {job.state}", extra=fields)
                 except StaleAttempt:
-                    log.warning(
-                        "result refused: attempt is stale", extra={"job": key[0], "attempt": key[1]}
-                    )
+                    log.warning("result refused: attempt is stale", extra=fields)
+                except SandrunError as exc:
+                    log.error("could not report the result: %s", exc, extra=fields)
         finally:
-            with self._lock:
+            with self._changed:
                 self._running.pop(key, None)
+                self._changed.notify_all()
             self.waker.wake("finished")
+
+    # --- heartbeats -------------------------------------------------------------------
+
+    def _heartbeats(self, done: threading.Event) -> None:
+        while not done.is_set():
+            self._beat_now.wait(self.heartbeat_every)
+            self._beat_now.clear()
+            self._heartbeat()
 
     def _heartbeat(self) -> None:
         assert self.node_id is not None
         with self._lock:
             running = dict(self._running)
-        leases = [(c.claim.job.id, c.claim.attempt, c.claim.token) for c in running.values()]
+        state = "draining" if self.draining else "active"
         try:
-            reply = self.control.heartbeat(self.node_id, leases)
+            reply = self.control.heartbeat(
+                self.node_id, [r.claim.ref for r in running.values()], state
+            )
             self.control.expire_leases()
         except SandrunError as exc:
             log.warning("heartbeat failed: %s", exc)
+            self._stop_expired(running)
             return
+        now = time.monotonic()
+        stale = set(reply.stale)
+        for key, r in running.items():
+            if key in stale:
+                r.ctl.lost.set()
+            else:
+                r.renewed = now
         for key in reply.cancel:
             if key in running:
                 running[key].ctl.cancel.set()
-        for key in reply.stale:
-            if key in running:
-                running[key].ctl.lost.set()
+
+    def _stop_expired(self, running: dict[tuple[str, int], _Running]) -> None:
+        """Kill attempts whose lease ran out unrenewed: the server has given them away."""
+        horizon = time.monotonic() - self.lease_seconds
+        for (job_id, number), r in running.items():
+            if r.renewed < horizon and not r.ctl.lost.is_set():
+                log.warning(
+                    "lease ran out while cut off; stopping the attempt",
+                    extra={"job": job_id, "attempt": number},
+                )
+                r.ctl.lost.set()
+
+    # --- start and stop ---------------------------------------------------------------
 
     def _recover(self) -> None:
         """This node restarted: its old attempts are dead (kill leftovers) and retried."""
@@ -183,4 +258,12 @@ class Agent:
             log.info("recovered %d attempt(s) of a previous run as node_lost", len(lost))
 
     def _drain(self) -> None:
+        """Let running attempts finish; after `drain_grace` seconds hand the rest back."""
+        if self.drain_grace is not None:
+            deadline = time.monotonic() + self.drain_grace
+            with self._changed:
+                while self._running and (left := deadline - time.monotonic()) > 0:
+                    self._changed.wait(left)
+                for r in self._running.values():
+                    r.ctl.handback.set()
         self._pool.shutdown(wait=True)

@@ -10,6 +10,7 @@ from typing import Protocol
 
 from sandrun.models import (
     Attempt,
+    AttemptRef,
     AttemptResult,
     Capacity,
     Claim,
@@ -20,6 +21,8 @@ from sandrun.models import (
 
 
 class ControlPlane(Protocol):
+    lease_seconds: float  # known once the node is registered
+
     def register_node(
         self,
         name: str,
@@ -28,19 +31,22 @@ class ControlPlane(Protocol):
         node_id: str | None = None,
     ) -> str: ...
 
-    def claim(self, node: str, free: Capacity) -> Claim | None: ...
+    def claim(self, node: str, free: Capacity, wait: float = 0.0) -> Claim | None:
+        """The best job that fits `free`, or None; a remote control plane may hold the
+        request up to `wait` seconds for one to arrive (a long-poll)."""
+        ...
 
     def start(
-        self, claim: Claim, pid: int | None = None, pid_started_at: float | None = None
+        self, ref: AttemptRef, pid: int | None = None, pid_started_at: float | None = None
     ) -> None: ...
 
     def heartbeat(
-        self, node: str, leases: list[tuple[str, int, str]], state: str = "active"
+        self, node: str, leases: list[AttemptRef], state: str = "active"
     ) -> HeartbeatReply: ...
 
-    def append_logs(self, claim: Claim, chunks: list[LogChunk]) -> None: ...
+    def append_logs(self, ref: AttemptRef, chunks: list[LogChunk]) -> None: ...
 
-    def complete(self, claim: Claim, result: AttemptResult) -> JobRecord: ...
+    def complete(self, ref: AttemptRef, result: AttemptResult) -> JobRecord: ...
 
     def expire_leases(self) -> list[tuple[str, int]]: ...
 

@@ -39,6 +39,7 @@ class AttemptControl:
 
     cancel: threading.Event = field(default_factory=threading.Event)
     lost: threading.Event = field(default_factory=threading.Event)  # lease gone: stop quietly
+    handback: threading.Event = field(default_factory=threading.Event)  # draining: give back
 
 
 def job_env(spec: JobSpec, claim: Claim, home: Path) -> dict[str, str]:
@@ -99,7 +100,7 @@ class Executor:
             return _spawn_error(f"cannot run {argv[0]!r}: {exc.strerror}", code)
         started = time.monotonic()
         try:
-            self.control.start(claim, proc.pid, start_time(proc.pid))
+            self.control.start(claim.ref, proc.pid, start_time(proc.pid))
             sink = LogSink(self.control, claim)
             reason, status, rusage = self._supervise(proc, spec, sink, ctl, started)
             sink.flush()
@@ -181,6 +182,8 @@ class Executor:
                         reason = "cancelled"
                     elif ctl.lost.is_set():
                         reason = "lost"
+                    elif ctl.handback.is_set():
+                        reason = "handback"
                     elif deadline is not None and now >= deadline:
                         reason = "timeout"
                     if reason is not None:
@@ -243,6 +246,13 @@ def _result(reason: str | None, status: int, usage: Usage) -> AttemptResult:
     if reason == "cancelled":
         return AttemptResult(
             exit_code=exit_code, failure_reason=FailureReason.CANCELLED, usage=usage
+        )
+    if reason == "handback":  # an infrastructure event: retried without using retries
+        return AttemptResult(
+            exit_code=exit_code,
+            failure_reason=FailureReason.NODE_LOST,
+            message="handed back: the agent was drained",
+            usage=usage,
         )
     if code < 0:
         name = signal.Signals(-code).name

@@ -51,4 +51,4 @@ class LogSink:
         if not self._pending:
             return
         chunks, self._pending, self._pending_bytes = self._pending, [], 0
-        self._control.append_logs(self._claim, chunks)
+        self._control.append_logs(self._claim.ref, chunks)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import shutil
 import tempfile
 from pathlib import Path
 from typing import BinaryIO
@@ -61,10 +60,3 @@ class LocalArtifactStore:
             return self.path(digest).read_bytes()
         except FileNotFoundError:
             raise ArtifactNotFound(f"no artifact has digest {digest}") from None
-
-    def copy_to(self, digest: str, dest: str | Path) -> None:
-        target = self.path(digest)
-        if not target.exists():
-            raise ArtifactNotFound(f"no artifact has digest {digest}")
-        Path(dest).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(target, dest)

@@ -3,41 +3,37 @@
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from sandrun.agent import detect_capacity
-from sandrun.client.job import POLL_MAX, POLL_START, Job
-from sandrun.embedded import ensure_agent, open_service
-from sandrun.errors import InvalidInput, SandrunError
+from sandrun.client.job import Job
+from sandrun.client.local import EmbeddedTransport
+from sandrun.client.remote import HttpTransport
+from sandrun.client.transport import Transport
+from sandrun.errors import InvalidInput
 from sandrun.home import Home
-from sandrun.models import JobPage, LogChunk
+from sandrun.models import JobPage, LogChunk, NodeInfo
 from sandrun.spec import JobSpec, parse_spec
 
-LOG_PAGE = 1000
 
-
-def connect(url: str | None = None, *, home: str | Path | None = None) -> Client:
-    """A client: embedded (SQLite under `home` and a local agent) unless a URL is given."""
+def connect(
+    url: str | None = None, *, token: str | None = None, home: str | Path | None = None
+) -> Client:
+    """A client of the server at `url` (or $SANDRUN_URL, with $SANDRUN_TOKEN), else
+    embedded: SQLite under `home` and a local agent. The API is the same either way."""
     url = url or os.environ.get("SANDRUN_URL")
     if url:
-        raise SandrunError(
-            f"cannot connect to {url}: this version of sandrun runs embedded only",
-            field="url",
-            suggestions=["unset SANDRUN_URL to run jobs on this machine"],
-        )
-    return Client(Home.resolve(home))
+        return Client(HttpTransport(url, token or os.environ.get("SANDRUN_TOKEN")))
+    return Client(EmbeddedTransport(Home.resolve(home)))
 
 
 class Client:
-    def __init__(self, home: Home) -> None:
-        self.home = home
-        self.service = open_service(home)
+    def __init__(self, transport: Transport) -> None:
+        self.transport = transport
 
     def close(self) -> None:
-        self.service.close()
+        self.transport.close()
 
     def __enter__(self) -> Client:
         return self
@@ -46,12 +42,8 @@ class Client:
         self.close()
 
     def submit(self, spec: JobSpec | dict[str, Any]) -> Job:
-        """Record the job durably and make sure a local agent will run it."""
-        spec = parse_spec(spec)
-        _check_fits_here(spec)
-        job = Job(self, self.service.submit(spec))
-        ensure_agent(self.home)
-        return job
+        """Record the job durably; it is pending once this returns."""
+        return Job(self, self.transport.submit(parse_spec(spec)))
 
     def run(self, command: str | list[str] | JobSpec | dict[str, Any], **fields: Any) -> Job:
         """Submit a shell string, an argv list or a spec, with extra spec fields."""
@@ -72,7 +64,7 @@ class Client:
         return self.submit({**data, **fields})
 
     def get(self, job_id: str) -> Job:
-        return Job(self, self.service.get(job_id))
+        return Job(self, self.transport.get(job_id))
 
     def jobs(
         self,
@@ -83,54 +75,20 @@ class Client:
         limit: int = 50,
         cursor: str | None = None,
     ) -> JobPage:
-        return self.service.list_jobs(
+        return self.transport.list_jobs(
             state=state, name=name, label=label, limit=limit, cursor=cursor
         )
 
     def cancel(self, job_id: str) -> Job:
-        return Job(self, self.service.cancel(job_id))
+        return Job(self, self.transport.cancel(job_id))
 
     def logs(
         self, job_id: str, *, follow: bool = False, attempt: int | None = None
     ) -> Iterator[LogChunk]:
-        """Chunks in order. With `follow`, poll for more until the job ends and all is read."""
-        cursor = (0, 0)
-        delay = POLL_START
-        ended = False
-        while True:
-            chunks = self.service.logs(job_id, attempt=attempt, after=cursor, limit=LOG_PAGE)
-            yield from chunks
-            if chunks:
-                cursor = (chunks[-1].attempt, chunks[-1].seq)
-                delay = POLL_START
-            if len(chunks) == LOG_PAGE:
-                continue
-            if not follow or ended:
-                return
-            # An agent stores all its logs before it reports the end, so one more read
-            # after the job is seen to end gets the rest.
-            ended = self.service.get(job_id).is_terminal
-            if not ended:
-                time.sleep(delay)
-                delay = min(delay * 2, POLL_MAX)
+        """Chunks in order; with `follow`, keep yielding until the job has ended."""
+        if follow:
+            return self.transport.follow_logs(job_id, attempt=attempt)
+        return iter(self.transport.logs(job_id, attempt=attempt))
 
-
-def _check_fits_here(spec: JobSpec) -> None:
-    """Embedded jobs run on this machine: refuse one that could never fit it."""
-    here = detect_capacity()
-    if spec.cpus > here.cpus:
-        raise InvalidInput(
-            f"cpus: the job asks for {spec.cpus:g} CPUs; this machine has {here.cpus:g}",
-            field="cpus",
-        )
-    if spec.memory and spec.memory > here.memory_mb:
-        raise InvalidInput(
-            f"memory: the job asks for {spec.memory} MiB; this machine has {here.memory_mb} MiB",
-            field="memory",
-        )
-    if spec.gpus:
-        raise InvalidInput(
-            "gpus: GPU jobs need the resources support of a later sandrun; "
-            "this version runs CPU jobs",
-            field="gpus",
-        )
+    def nodes(self) -> list[NodeInfo]:
+        return self.transport.nodes()

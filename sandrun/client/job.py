@@ -7,15 +7,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from sandrun.client.local import POLL_MAX, POLL_START
 from sandrun.errors import WaitTimeout
 from sandrun.models import Attempt, Event, JobRecord, LogChunk, OutputFile
 from sandrun.states import JobState
 
 if TYPE_CHECKING:
     from sandrun.client.client import Client
-
-POLL_START = 0.005
-POLL_MAX = 0.1
 
 
 class Job:
@@ -31,7 +29,7 @@ class Job:
         return self.record.id
 
     def refresh(self) -> Job:
-        self.record = self._client.service.get(self.id)
+        self.record = self._client.transport.get(self.id)
         return self
 
     @property
@@ -52,11 +50,11 @@ class Job:
 
     @property
     def attempts(self) -> list[Attempt]:
-        return self._client.service.attempts(self.id)
+        return self._client.transport.attempts(self.id)
 
     @property
     def events(self) -> list[Event]:
-        return self._client.service.events(self.id)
+        return self._client.transport.events(self.id)
 
     def wait(self, timeout: float | None = None) -> Job:
         """Block until the job ends (any terminal state); raise WaitTimeout after `timeout`."""
@@ -83,16 +81,15 @@ class Job:
         )
 
     def cancel(self) -> Job:
-        self.record = self._client.service.cancel(self.id)
+        self.record = self._client.transport.cancel(self.id)
         return self
 
     @property
     def outputs(self) -> list[OutputFile]:
-        return self._client.service.outputs(self.id)
+        return self._client.transport.outputs(self.id)
 
     def read_bytes(self, path: str) -> bytes:
-        out = self._client.service.output(self.id, path)
-        return self._client.service.artifacts.read_bytes(out.digest)
+        return self._client.transport.read_output(self.id, path)
 
     def read_text(self, path: str) -> str:
         return self.read_bytes(path).decode()
@@ -102,6 +99,7 @@ class Job:
         written = []
         for out in self.outputs:
             target = Path(dest) / out.path
-            self._client.service.artifacts.copy_to(out.digest, target)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(self.read_bytes(out.path))
             written.append(target)
         return written

@@ -16,6 +16,7 @@ from sandrun.errors import ArtifactNotFound, InvalidInput, JobNotFound, closest
 from sandrun.ids import new_id, new_token, now
 from sandrun.models import (
     Attempt,
+    AttemptRef,
     AttemptResult,
     Capacity,
     Claim,
@@ -222,32 +223,34 @@ class Service:
     def live_attempts(self, node: str) -> list[Attempt]:
         return self.store.live_attempts(node)
 
-    def claim(self, node: str, free: Capacity) -> Claim | None:
+    def claim(self, node: str, free: Capacity, wait: float = 0.0) -> Claim | None:
+        """Claim at once; `wait` is for remote agents, whose server long-polls for them."""
         return self.store.claim(node, free, self.clock(), self.lease_seconds)
 
     def start(
-        self, claim: Claim, pid: int | None = None, pid_started_at: float | None = None
+        self, ref: AttemptRef, pid: int | None = None, pid_started_at: float | None = None
     ) -> None:
         self.store.start_attempt(
-            claim.job.id, claim.attempt, claim.token, self.clock(), pid, pid_started_at
+            ref.job_id, ref.attempt, ref.token, self.clock(), pid, pid_started_at
         )
 
     def heartbeat(
-        self, node: str, leases: list[tuple[str, int, str]], state: str = "active"
+        self, node: str, leases: list[AttemptRef], state: str = "active"
     ) -> HeartbeatReply:
         """Renew the node and its attempts' leases; say which to cancel and which are stale."""
         now = self.clock()
         self.store.node_heartbeat(node, state, now)
-        stale = self.store.renew_leases(leases, now, self.lease_seconds)
+        held = [(r.job_id, r.attempt, r.token) for r in leases]
+        stale = self.store.renew_leases(held, now, self.lease_seconds)
         return HeartbeatReply(cancel=self.store.cancel_requested(node), stale=stale)
 
-    def append_logs(self, claim: Claim, chunks: list[LogChunk]) -> None:
-        self.store.append_logs(claim.job.id, claim.attempt, claim.token, chunks, self.clock())
+    def append_logs(self, ref: AttemptRef, chunks: list[LogChunk]) -> None:
+        self.store.append_logs(ref.job_id, ref.attempt, ref.token, chunks, self.clock())
         self._changed("logs")
 
-    def complete(self, claim: Claim, result: AttemptResult) -> JobRecord:
+    def complete(self, ref: AttemptRef, result: AttemptResult) -> JobRecord:
         job = self.store.finish_attempt(
-            claim.job.id, claim.attempt, claim.token, result, retry.decide, self.clock()
+            ref.job_id, ref.attempt, ref.token, result, retry.decide, self.clock()
         )
         self._changed("finished")
         return job

@@ -36,8 +36,18 @@ def parse_spec(data: object) -> JobSpec:
 
 
 def _to_invalid_spec(exc: ValidationError) -> InvalidSpec:
-    error = exc.errors()[0]
+    return invalid_spec_from(list(exc.errors()))
+
+
+def invalid_spec_from(errors: list[Any], strip: tuple[str, ...] = ()) -> InvalidSpec:
+    """One clear error from pydantic's list: the first problem, its field, a suggestion.
+
+    `strip` drops leading location parts that are not fields (FastAPI's "body", "query").
+    """
+    error = errors[0]
     loc = tuple(str(part) for part in error["loc"])
+    if loc and loc[0] in strip:
+        loc = loc[1:]
     field = ".".join(loc) or None
     if error["type"] == "extra_forbidden":
         parent, unknown = loc[:-1], loc[-1]
@@ -48,7 +58,7 @@ def _to_invalid_spec(exc: ValidationError) -> InvalidSpec:
         return InvalidSpec(
             f"unknown field {field!r}",
             field=field,
-            suggestions=[*hint, "valid fields: " + ", ".join(valid)],
+            suggestions=[*hint, "valid fields: " + ", ".join(valid)] if valid else hint,
         )
     message = str(error["msg"]).removeprefix("Value error, ")
     if error["type"] == "missing":

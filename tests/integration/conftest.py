@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from sandrun.client import Client
+from sandrun.client import Client, connect
 from sandrun.embedded import LocalAgent
 from sandrun.home import Home
 
@@ -24,7 +24,7 @@ def local(home: Home) -> Iterator[Local]:
     stop = threading.Event()
     thread = threading.Thread(target=agent.run, args=(stop,), daemon=True)
     thread.start()
-    client = Client(home)
+    client = connect(home=home.root)
     yield Local(client, agent)
     agent.stop(stop)
     thread.join(timeout=30)

@@ -8,7 +8,7 @@ import sys
 import threading
 from pathlib import Path
 
-from sandrun.client import Client
+from sandrun.client import connect
 from sandrun.embedded import LocalAgent
 from sandrun.home import Home
 from sandrun.states import AttemptState, FailureReason, JobState
@@ -152,11 +152,11 @@ def test_heartbeats_keep_a_job_that_outlives_its_lease(home: Home, tmp_path: Pat
     thread = threading.Thread(target=agent.run, args=(stop,), daemon=True)
     thread.start()
     try:
-        with Client(home) as client:
+        with connect(home=home.root) as client:
             job = client.run("sleep 2; echo still mine")
             # Reap expired leases from outside the agent, as another server would.
             wait_for(
-                lambda: client.service.expire_leases() == [] and job.is_terminal,
+                lambda: agent.service.expire_leases() == [] and job.is_terminal,
                 timeout=30,
                 what="the job to end",
             )

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from sandrun.agent import detect_capacity
-from sandrun.client import Client
+from sandrun.client import connect
 from sandrun.embedded import agent_running
 from sandrun.home import Home
 from sandrun.states import AttemptState, FailureReason, JobState
@@ -28,17 +28,17 @@ def _start_agent(home: Home) -> subprocess.Popen[bytes]:
 def test_an_accepted_job_survives_kill_9_of_the_submitter(home: Home) -> None:
     program = (
         "import os, signal, sandrun\n"
-        "from sandrun.client.client import Client\n"
+        "from sandrun.embedded import open_service\n"
         "from sandrun.home import Home\n"
-        f"c = Client(Home.resolve({str(home.root)!r}))\n"
-        "job = c.service.submit({'shell': 'echo survived'})\n"
+        f"service = open_service(Home.resolve({str(home.root)!r}))\n"
+        "job = service.submit({'shell': 'echo survived'})\n"
         "print(job.id, flush=True)\n"
         "os.kill(os.getpid(), signal.SIGKILL)\n"
     )
     proc = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True)
     assert proc.returncode == -signal.SIGKILL
     job_id = proc.stdout.strip()
-    with Client(home) as client:
+    with connect(home=home.root) as client:
         job = client.get(job_id)
         assert job.record.state is JobState.PENDING
         # Nothing ran it yet; the next start of any sandrun process that needs an agent does.
@@ -51,7 +51,7 @@ def test_jobs_accepted_before_kill_9_of_the_runner_finish_on_the_next_start(
 ) -> None:
     agent = _start_agent(home)
     all_cpus = detect_capacity().cpus
-    with Client(home) as client:
+    with connect(home=home.root) as client:
         # The first attempt hangs; a retry (attempt 2) finishes at once.
         running = client.submit(
             {
@@ -94,7 +94,7 @@ def test_jobs_accepted_before_kill_9_of_the_runner_finish_on_the_next_start(
 
 def test_sigterm_drains_running_jobs(home: Home, tmp_path: Path) -> None:
     agent = _start_agent(home)
-    with Client(home) as client:
+    with connect(home=home.root) as client:
         gate = tmp_path / "gate"
         job = client.submit({"shell": f"while [ ! -e {gate} ]; do sleep 0.01; done; echo drained"})
         wait_for(lambda: job.status is JobState.RUNNING, what="the job to start")

@@ -1,0 +1,162 @@
+"""A remote agent: the same Agent, talking to a sandrun server over HTTP.
+
+Lease reaping and recovery are the server's; this control plane only reports. Writes
+that matter (start, logs, completion) retry through a server restart; a 409 means the
+attempt lost its job and surfaces as StaleAttempt.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import uuid
+from pathlib import Path
+from types import FrameType
+
+from sandrun.agent.agent import MAX_ATTEMPTS, Agent, detect_capacity
+from sandrun.agent.wake import Waker
+from sandrun.artifacts import LocalArtifactStore
+from sandrun.httpjson import HttpJson
+from sandrun.models import (
+    Attempt,
+    AttemptRef,
+    AttemptResult,
+    Capacity,
+    Claim,
+    ClaimRequest,
+    CompleteRequest,
+    HeartbeatReply,
+    HeartbeatRequest,
+    JobRecord,
+    LogChunk,
+    LogsRequest,
+    RegisterReply,
+    RegisterRequest,
+    StartRequest,
+)
+
+log = logging.getLogger("sandrun.agent")
+
+LONG_POLL = 5.0  # seconds a claim may wait at the server (also how soon SIGTERM is seen)
+REPORT_RETRY = 600.0  # how long a result is retried while the server is away
+
+
+class HttpControlPlane:
+    def __init__(self, url: str, token: str | None, artifacts: LocalArtifactStore) -> None:
+        self.api = HttpJson(url, token, read_timeout=LONG_POLL + 30)
+        self.artifacts = artifacts
+        self.lease_seconds = 30.0
+
+    def _post(self, path: str, body: object, retry_for: float = 0.0) -> object:
+        response = self.api.request("POST", path, json=_json(body), retry_for=retry_for)
+        return response.json() if response.status_code == 200 else None
+
+    def register_node(
+        self,
+        name: str,
+        capacity: Capacity,
+        labels: dict[str, str] | None = None,
+        node_id: str | None = None,
+    ) -> str:
+        body = RegisterRequest(name=name, capacity=capacity, labels=labels or {})
+        reply = RegisterReply.model_validate(
+            self._post("/v1/agent/register", body, retry_for=REPORT_RETRY)
+        )
+        self.lease_seconds = reply.lease_seconds
+        return reply.node_id
+
+    def claim(self, node: str, free: Capacity, wait: float = 0.0) -> Claim | None:
+        data = self._post("/v1/agent/claim", ClaimRequest(node=node, free=free, wait=wait))
+        return Claim.model_validate(data) if data is not None else None
+
+    def start(
+        self, ref: AttemptRef, pid: int | None = None, pid_started_at: float | None = None
+    ) -> None:
+        body = StartRequest(ref=ref, pid=pid, pid_started_at=pid_started_at)
+        self._post("/v1/agent/start", body, retry_for=self.lease_seconds)
+
+    def heartbeat(
+        self, node: str, leases: list[AttemptRef], state: str = "active"
+    ) -> HeartbeatReply:
+        body = HeartbeatRequest(node=node, leases=leases, state=state)
+        return HeartbeatReply.model_validate(self._post("/v1/agent/heartbeat", body))
+
+    def append_logs(self, ref: AttemptRef, chunks: list[LogChunk]) -> None:
+        self._post("/v1/agent/logs", LogsRequest(ref=ref, chunks=chunks), self.lease_seconds)
+
+    def complete(self, ref: AttemptRef, result: AttemptResult) -> JobRecord:
+        for out in result.outputs:
+            self.api.request(
+                "PUT",
+                f"/v1/agent/artifacts/{out.digest}",
+                content=self.artifacts.read_bytes(out.digest),
+                retry_for=REPORT_RETRY,
+            )
+        body = CompleteRequest(ref=ref, result=result)
+        return JobRecord.model_validate(self._post("/v1/agent/complete", body, REPORT_RETRY))
+
+    # The server reaps leases and knows no previous life of this node: nothing to do here.
+    def expire_leases(self) -> list[tuple[str, int]]:
+        return []
+
+    def lose_node(self, node: str) -> list[tuple[str, int]]:
+        return []
+
+    def live_attempts(self, node: str) -> list[Attempt]:
+        return []
+
+    def next_wakeup(self) -> float | None:
+        return None
+
+
+def _json(body: object) -> object:
+    dump = getattr(body, "model_dump", None)
+    return dump(mode="json") if dump else body
+
+
+def run_remote_agent(
+    url: str,
+    token: str | None,
+    *,
+    name: str,
+    labels: dict[str, str],
+    work_dir: Path,
+    capacity: Capacity | None = None,
+    max_jobs: int | None = None,
+    kill_grace: float = 5.0,
+    drain_grace: float = 60.0,
+) -> int:
+    """Serve `url` until SIGTERM/SIGINT, then drain. Returns an exit status."""
+    artifacts = LocalArtifactStore(work_dir / "artifacts")
+    control = HttpControlPlane(url, token, artifacts)
+    waker = Waker(f"\0sandrun-agent-{uuid.uuid4().hex}")
+    agent = Agent(
+        control,
+        artifacts,
+        waker,
+        runs_dir=work_dir / "runs",
+        name=name,
+        labels=labels,
+        capacity=capacity or detect_capacity(),
+        kill_grace=kill_grace,
+        heartbeat_every=1.0,  # a cancel reaches the job within about a second
+        long_poll=LONG_POLL,
+        drain_grace=drain_grace,
+        max_attempts=max_jobs or MAX_ATTEMPTS,
+    )
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        log.info("stopping: draining (grace %.0fs)", drain_grace)
+        stop.set()
+        waker.wake("stop")
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        agent.run(stop)
+    finally:
+        waker.close()
+        control.api.close()
+    return 0

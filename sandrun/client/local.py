@@ -1,0 +1,118 @@
+"""The embedded transport: the service over SQLite in this process, and a local agent."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+from sandrun.agent import detect_capacity
+from sandrun.embedded import ensure_agent, open_service
+from sandrun.errors import InvalidInput
+from sandrun.home import Home
+from sandrun.models import Attempt, Event, JobPage, JobRecord, LogChunk, NodeInfo, OutputFile
+from sandrun.spec import JobSpec
+
+LOG_PAGE = 1000
+POLL_START = 0.005
+POLL_MAX = 0.1
+
+
+class EmbeddedTransport:
+    embedded = True
+
+    def __init__(self, home: Home) -> None:
+        self.home = home
+        self.service = open_service(home)
+
+    def close(self) -> None:
+        self.service.close()
+
+    def submit(self, spec: JobSpec) -> JobRecord:
+        """Record the job durably and make sure a local agent will run it."""
+        _check_fits_here(spec)
+        job = self.service.submit(spec)
+        ensure_agent(self.home)
+        return job
+
+    def get(self, job_id: str) -> JobRecord:
+        return self.service.get(job_id)
+
+    def list_jobs(
+        self,
+        *,
+        state: str | None,
+        name: str | None,
+        label: str | None,
+        limit: int,
+        cursor: str | None,
+    ) -> JobPage:
+        return self.service.list_jobs(
+            state=state, name=name, label=label, limit=limit, cursor=cursor
+        )
+
+    def cancel(self, job_id: str) -> JobRecord:
+        return self.service.cancel(job_id)
+
+    def attempts(self, job_id: str) -> list[Attempt]:
+        return self.service.attempts(job_id)
+
+    def events(self, job_id: str) -> list[Event]:
+        return self.service.events(job_id)
+
+    def logs(self, job_id: str, *, attempt: int | None) -> list[LogChunk]:
+        return list(self._read(job_id, attempt, follow=False))
+
+    def follow_logs(self, job_id: str, *, attempt: int | None) -> Iterator[LogChunk]:
+        return self._read(job_id, attempt, follow=True)
+
+    def _read(self, job_id: str, attempt: int | None, follow: bool) -> Iterator[LogChunk]:
+        self.service.get(job_id)  # an unknown id fails here, not on the first page
+        cursor = (0, 0)
+        delay = POLL_START
+        ended = False
+        while True:
+            chunks = self.service.logs(job_id, attempt=attempt, after=cursor, limit=LOG_PAGE)
+            yield from chunks
+            if chunks:
+                cursor = (chunks[-1].attempt, chunks[-1].seq)
+                delay = POLL_START
+            if len(chunks) == LOG_PAGE:
+                continue
+            if not follow or ended:
+                return
+            # An agent stores all its logs before it reports the end, so one more read
+            # after the job is seen to end gets the rest.
+            ended = self.service.get(job_id).is_terminal
+            if not ended:
+                time.sleep(delay)  # the agent is another process: poll, backing off
+                delay = min(delay * 2, POLL_MAX)
+
+    def outputs(self, job_id: str) -> list[OutputFile]:
+        return self.service.outputs(job_id)
+
+    def read_output(self, job_id: str, path: str) -> bytes:
+        return self.service.artifacts.read_bytes(self.service.output(job_id, path).digest)
+
+    def nodes(self) -> list[NodeInfo]:
+        return self.service.nodes()
+
+
+def _check_fits_here(spec: JobSpec) -> None:
+    """Embedded jobs run on this machine: refuse one that could never fit it."""
+    here = detect_capacity()
+    if spec.cpus > here.cpus:
+        raise InvalidInput(
+            f"cpus: the job asks for {spec.cpus:g} CPUs; this machine has {here.cpus:g}",
+            field="cpus",
+        )
+    if spec.memory and spec.memory > here.memory_mb:
+        raise InvalidInput(
+            f"memory: the job asks for {spec.memory} MiB; this machine has {here.memory_mb} MiB",
+            field="memory",
+        )
+    if spec.gpus:
+        raise InvalidInput(
+            "gpus: GPU jobs need the resources support of a later sandrun; "
+            "this version runs CPU jobs",
+            field="gpus",
+        )

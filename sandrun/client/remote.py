@@ -1,0 +1,111 @@
+"""The HTTP transport: the same calls, against a sandrun server."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from urllib.parse import quote
+
+import httpx
+from pydantic import TypeAdapter
+
+from sandrun.httpjson import HttpJson, ServerUnreachable, raise_for_error
+from sandrun.models import Attempt, Event, JobPage, JobRecord, LogChunk, NodeInfo, OutputFile
+from sandrun.spec import JobSpec
+
+_ATTEMPTS = TypeAdapter(list[Attempt])
+_EVENTS = TypeAdapter(list[Event])
+_CHUNKS = TypeAdapter(list[LogChunk])
+_OUTPUTS = TypeAdapter(list[OutputFile])
+_NODES = TypeAdapter(list[NodeInfo])
+
+
+class HttpTransport:
+    embedded = False
+
+    def __init__(self, url: str, token: str | None) -> None:
+        self.api = HttpJson(url, token)
+
+    def close(self) -> None:
+        self.api.close()
+
+    def _get(self, path: str, **params: object) -> bytes:
+        query = {k: v for k, v in params.items() if v is not None}
+        return self.api.request("GET", path, params=query).content
+
+    def _job(self, job_id: str) -> str:
+        return f"/v1/jobs/{quote(job_id, safe='')}"
+
+    def submit(self, spec: JobSpec) -> JobRecord:
+        response = self.api.request("POST", "/v1/jobs", json=spec.model_dump(mode="json"))
+        return JobRecord.model_validate_json(response.content)
+
+    def get(self, job_id: str) -> JobRecord:
+        return JobRecord.model_validate_json(self._get(self._job(job_id)))
+
+    def list_jobs(
+        self,
+        *,
+        state: str | None,
+        name: str | None,
+        label: str | None,
+        limit: int,
+        cursor: str | None,
+    ) -> JobPage:
+        data = self._get(
+            "/v1/jobs", state=state, name=name, label=label, limit=limit, cursor=cursor
+        )
+        return JobPage.model_validate_json(data)
+
+    def cancel(self, job_id: str) -> JobRecord:
+        response = self.api.request("POST", f"{self._job(job_id)}/cancel")
+        return JobRecord.model_validate_json(response.content)
+
+    def attempts(self, job_id: str) -> list[Attempt]:
+        return _ATTEMPTS.validate_json(self._get(f"{self._job(job_id)}/attempts"))
+
+    def events(self, job_id: str) -> list[Event]:
+        return _EVENTS.validate_json(self._get(f"{self._job(job_id)}/events"))
+
+    def logs(self, job_id: str, *, attempt: int | None) -> list[LogChunk]:
+        out: list[LogChunk] = []
+        cursor = (0, 0)
+        while True:
+            page = _CHUNKS.validate_json(
+                self._get(
+                    f"{self._job(job_id)}/logs",
+                    attempt=attempt,
+                    after_attempt=cursor[0],
+                    after_seq=cursor[1],
+                )
+            )
+            out.extend(page)
+            if not page:
+                return out
+            cursor = (page[-1].attempt, page[-1].seq)
+
+    def follow_logs(self, job_id: str, *, attempt: int | None) -> Iterator[LogChunk]:
+        params = {"attempt": attempt} if attempt is not None else {}
+        try:
+            with self.api.http.stream(
+                "GET",
+                f"{self._job(job_id)}/logs/stream",
+                params=params,
+                timeout=httpx.Timeout(10.0, read=None),
+            ) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise_for_error(response)
+                for line in response.iter_lines():
+                    if line:
+                        yield LogChunk.model_validate_json(line)
+        except httpx.TransportError as exc:
+            raise ServerUnreachable(f"lost the log stream from {self.api.url}: {exc}") from None
+
+    def outputs(self, job_id: str) -> list[OutputFile]:
+        return _OUTPUTS.validate_json(self._get(f"{self._job(job_id)}/outputs"))
+
+    def read_output(self, job_id: str, path: str) -> bytes:
+        return self._get(f"{self._job(job_id)}/outputs/{quote(path)}")
+
+    def nodes(self) -> list[NodeInfo]:
+        return _NODES.validate_json(self._get("/v1/nodes"))

@@ -1,0 +1,49 @@
+"""How the SDK reaches sandrun: in-process (embedded) or over HTTP. Same methods either way."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Protocol
+
+from sandrun.models import Attempt, Event, JobPage, JobRecord, LogChunk, NodeInfo, OutputFile
+from sandrun.spec import JobSpec
+
+
+class Transport(Protocol):
+    embedded: bool  # True when jobs run on this machine (the CLI then defaults to the cwd)
+
+    def submit(self, spec: JobSpec) -> JobRecord: ...
+
+    def get(self, job_id: str) -> JobRecord: ...
+
+    def list_jobs(
+        self,
+        *,
+        state: str | None,
+        name: str | None,
+        label: str | None,
+        limit: int,
+        cursor: str | None,
+    ) -> JobPage: ...
+
+    def cancel(self, job_id: str) -> JobRecord: ...
+
+    def attempts(self, job_id: str) -> list[Attempt]: ...
+
+    def events(self, job_id: str) -> list[Event]: ...
+
+    def logs(self, job_id: str, *, attempt: int | None) -> list[LogChunk]:
+        """Everything logged so far."""
+        ...
+
+    def follow_logs(self, job_id: str, *, attempt: int | None) -> Iterator[LogChunk]:
+        """Chunks as they come, ending once the job has ended and all are read."""
+        ...
+
+    def outputs(self, job_id: str) -> list[OutputFile]: ...
+
+    def read_output(self, job_id: str, path: str) -> bytes: ...
+
+    def nodes(self) -> list[NodeInfo]: ...
+
+    def close(self) -> None: ...

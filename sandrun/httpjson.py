@@ -1,0 +1,73 @@
+"""The one HTTP helper the agent and the SDK share: requests with retries, and server
+errors turned back into sandrun's own exceptions."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+
+from sandrun.errors import SandrunError, error_for_code
+
+
+class ServerUnreachable(SandrunError):
+    """The sandrun server could not be reached."""
+
+    code = "server_unreachable"
+    http_status = 503
+
+
+class HttpJson:
+    def __init__(self, url: str, token: str | None, read_timeout: float = 30.0) -> None:
+        self.url = url.rstrip("/")
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.http = httpx.Client(
+            base_url=self.url, headers=headers, timeout=httpx.Timeout(10.0, read=read_timeout)
+        )
+
+    def close(self) -> None:
+        self.http.close()
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        retry_for: float = 0.0,
+        **kwargs: Any,
+    ) -> httpx.Response:
+        """Send; on a connection failure or a 503, retry with backoff for `retry_for` s."""
+        deadline = time.monotonic() + retry_for
+        delay = 0.1
+        while True:
+            try:
+                response = self.http.request(method, path, **kwargs)
+            except httpx.TransportError as exc:
+                if time.monotonic() >= deadline:
+                    raise ServerUnreachable(
+                        f"cannot reach the sandrun server at {self.url}: {exc}"
+                    ) from None
+            else:
+                if response.status_code != 503 or time.monotonic() >= deadline:
+                    raise_for_error(response)
+                    return response
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
+def raise_for_error(response: httpx.Response) -> None:
+    if response.status_code < 400:
+        return
+    try:
+        body = response.json()
+    except ValueError:
+        body = {}
+    if not isinstance(body, dict) or "code" not in body:
+        raise SandrunError(f"the server answered {response.status_code}: {response.text[:200]}")
+    cls = error_for_code(str(body["code"]))
+    raise cls(
+        str(body.get("message") or cls.__doc__),
+        field=body.get("field"),
+        suggestions=list(body.get("suggestions") or []),
+    )

@@ -1,0 +1,99 @@
+"""The agent API: register, long-poll claims, heartbeats, logs, artifacts, completion.
+
+Every write after the claim names its attempt and carries the attempt's token; the store
+refuses (409) a report from an attempt that no longer holds its job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+
+from fastapi import APIRouter, Request, Response, status
+from fastapi.concurrency import run_in_threadpool
+
+from sandrun.errors import InvalidInput
+from sandrun.models import (
+    Claim,
+    ClaimRequest,
+    CompleteRequest,
+    HeartbeatReply,
+    HeartbeatRequest,
+    JobRecord,
+    LogsRequest,
+    RegisterReply,
+    RegisterRequest,
+    StartRequest,
+)
+from sandrun.server.auth import AgentDep, ServiceDep
+from sandrun.server.notify import Notifier
+
+router = APIRouter(prefix="/v1/agent")
+
+
+@router.post("/register")
+def register(body: RegisterRequest, caller: AgentDep, service: ServiceDep) -> RegisterReply:
+    node_id = service.register_node(body.name, body.capacity, body.labels)
+    return RegisterReply(node_id=node_id, lease_seconds=service.lease_seconds)
+
+
+@router.post(
+    "/claim",
+    responses={204: {"description": "nothing fitting arrived within `wait` seconds"}},
+)
+async def claim(
+    body: ClaimRequest, request: Request, caller: AgentDep, service: ServiceDep
+) -> Claim | Response:
+    """The best pending job that fits `free`; held open up to `wait` s until one arrives."""
+    notifier: Notifier = request.app.state.work
+    deadline = time.monotonic() + body.wait
+    while True:
+        seen = notifier.generation
+        got = await run_in_threadpool(service.claim, body.node, body.free)
+        if got is not None:
+            return got
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return Response(status_code=status.HTTP_204_NO_CONTENT)
+        upcoming = await run_in_threadpool(service.next_wakeup)
+        if upcoming is not None:  # a retry's backoff ends before the poll does
+            left = min(left, max(upcoming - time.time(), 0.01))
+        await notifier.wait(seen, left)
+
+
+@router.post("/start", status_code=status.HTTP_204_NO_CONTENT)
+def start(body: StartRequest, caller: AgentDep, service: ServiceDep) -> None:
+    service.start(body.ref, body.pid, body.pid_started_at)
+
+
+@router.post("/heartbeat")
+def heartbeat(body: HeartbeatRequest, caller: AgentDep, service: ServiceDep) -> HeartbeatReply:
+    return service.heartbeat(body.node, body.leases, body.state)
+
+
+@router.post("/logs", status_code=status.HTTP_204_NO_CONTENT)
+def logs(body: LogsRequest, caller: AgentDep, service: ServiceDep) -> None:
+    service.append_logs(body.ref, body.chunks)
+
+
+@router.put("/artifacts/{digest}", status_code=status.HTTP_204_NO_CONTENT)
+async def put_artifact(
+    digest: str, request: Request, caller: AgentDep, service: ServiceDep
+) -> None:
+    """Upload one output's bytes under its sha256; a body that does not match is refused."""
+    data = await request.body()
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != digest:
+        raise InvalidInput(f"the body's sha256 is {actual}, not {digest}", field="digest")
+    await run_in_threadpool(service.artifacts.put_bytes, data)
+
+
+@router.post("/complete")
+def complete(body: CompleteRequest, caller: AgentDep, service: ServiceDep) -> JobRecord:
+    for out in body.result.outputs:
+        if not service.artifacts.path(out.digest).exists():
+            raise InvalidInput(
+                f"output {out.path!r} was not uploaded (no artifact {out.digest})",
+                field="result.outputs",
+            )
+    return service.complete(body.ref, body.result)

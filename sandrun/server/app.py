@@ -1,0 +1,91 @@
+"""The HTTP API: FastAPI routes over the service, errors as JSON, a lease reaper."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+import sandrun
+from sandrun.errors import SandrunError
+from sandrun.server import agents, jobs
+from sandrun.server.notify import Notifier
+from sandrun.service import Service
+from sandrun.spec.parse import invalid_spec_from
+
+log = logging.getLogger("sandrun.server")
+
+# Which service changes wake whom: claims wait for work, log followers for output or ends.
+_WORK = {"submitted", "lost", "finished", "cancel"}
+_LOGS = {"logs", "finished", "lost", "cancel"}
+
+
+def create_app(service: Service, *, auth: bool = True) -> FastAPI:
+    work, logs = Notifier(), Notifier()
+
+    def on_change(kind: str) -> None:
+        if kind in _WORK:
+            work.bump_threadsafe()
+        if kind in _LOGS:
+            logs.bump_threadsafe()
+
+    service.on_change(on_change)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        loop = asyncio.get_running_loop()
+        work.attach(loop)
+        logs.attach(loop)
+        await run_in_threadpool(service.resume_after_restart)
+        reaper = asyncio.create_task(_reap(service))
+        yield
+        reaper.cancel()
+
+    app = FastAPI(
+        title="sandrun",
+        version=sandrun.__version__,
+        description="Run jobs on a pool of machines.",
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    app.state.auth = auth
+    app.state.work = work
+    app.state.logs = logs
+    app.include_router(jobs.router)
+    app.include_router(agents.router)
+
+    @app.get("/v1/health")
+    def health() -> dict[str, Any]:
+        return {"status": "ok", "version": sandrun.__version__}
+
+    @app.exception_handler(SandrunError)
+    async def sandrun_error(request: Request, exc: SandrunError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if exc.http_status == 401 else None
+        return JSONResponse(exc.to_dict(), status_code=exc.http_status, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        error = invalid_spec_from(list(exc.errors()), strip=("body", "query", "path"))
+        return JSONResponse(error.to_dict(), status_code=422)
+
+    return app
+
+
+async def _reap(service: Service) -> None:
+    """End as node_lost the attempts whose agents stopped renewing their leases."""
+    while True:
+        await asyncio.sleep(min(5.0, service.lease_seconds / 3))
+        try:
+            lost = await run_in_threadpool(service.expire_leases)
+        except SandrunError as exc:
+            log.warning("lease reaper: %s", exc)
+            continue
+        for job_id, attempt in lost:
+            log.info("attempt %d of job %s lost its lease", attempt, job_id)

@@ -1,0 +1,54 @@
+"""Who is calling: bearer tokens, roles, and the owner a user's requests are scoped to."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from sandrun.errors import Forbidden, Unauthorized
+from sandrun.models import Principal, Role
+from sandrun.service import Service
+
+# With auth off (a loopback-only server), every caller is this admin.
+LOCAL_ADMIN = Principal(name="local", role=Role.ADMIN)
+
+
+def service_of(request: Request) -> Service:
+    service: Service = request.app.state.service
+    return service
+
+
+def principal(request: Request) -> Principal:
+    if not request.app.state.auth:
+        return LOCAL_ADMIN
+    header = request.headers.get("authorization", "")
+    scheme, _, secret = header.partition(" ")
+    if scheme.lower() != "bearer" or not secret:
+        raise Unauthorized("this server needs a token: Authorization: Bearer <token>")
+    found = service_of(request).authenticate(secret.strip())
+    if found is None:
+        raise Unauthorized("that token is not valid")
+    return found
+
+
+def user(caller: Annotated[Principal, Depends(principal)]) -> Principal:
+    if caller.role not in (Role.USER, Role.ADMIN):
+        raise Forbidden(f"a {caller.role} token cannot use the job API")
+    return caller
+
+
+def agent(caller: Annotated[Principal, Depends(principal)]) -> Principal:
+    if caller.role not in (Role.AGENT, Role.ADMIN):
+        raise Forbidden(f"a {caller.role} token cannot use the agent API")
+    return caller
+
+
+def viewer(caller: Principal) -> str | None:
+    """The owner whose jobs `caller` may see; None means all (admins)."""
+    return None if caller.role is Role.ADMIN else caller.name
+
+
+ServiceDep = Annotated[Service, Depends(service_of)]
+UserDep = Annotated[Principal, Depends(user)]
+AgentDep = Annotated[Principal, Depends(agent)]

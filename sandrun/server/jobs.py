@@ -1,0 +1,166 @@
+"""The job API for users: thin routes over the service."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, status
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, StreamingResponse
+
+from sandrun.models import (
+    Attempt,
+    Event,
+    JobPage,
+    JobRecord,
+    LogChunk,
+    NodeInfo,
+    OutputFile,
+)
+from sandrun.server.auth import ServiceDep, UserDep, viewer
+from sandrun.server.notify import Notifier
+from sandrun.spec import JobSpec
+
+router = APIRouter(prefix="/v1")
+
+LOG_PAGE = 1000
+
+
+@router.post("/jobs", status_code=status.HTTP_201_CREATED)
+def submit(spec: JobSpec, caller: UserDep, service: ServiceDep) -> JobRecord:
+    return service.submit(spec, owner=caller.name)
+
+
+@router.get("/jobs")
+def list_jobs(
+    caller: UserDep,
+    service: ServiceDep,
+    state: str | None = None,
+    name: str | None = None,
+    label: Annotated[str | None, Query(description="KEY=VALUE")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    cursor: str | None = None,
+) -> JobPage:
+    return service.list_jobs(
+        viewer=viewer(caller), state=state, name=name, label=label, limit=limit, cursor=cursor
+    )
+
+
+@router.get("/jobs/{job_id}")
+def get_job(job_id: str, caller: UserDep, service: ServiceDep) -> JobRecord:
+    return service.get(job_id, viewer(caller))
+
+
+@router.post("/jobs/{job_id}/cancel")
+def cancel(job_id: str, caller: UserDep, service: ServiceDep) -> JobRecord:
+    return service.cancel(job_id, viewer(caller))
+
+
+@router.get("/jobs/{job_id}/attempts")
+def attempts(job_id: str, caller: UserDep, service: ServiceDep) -> list[Attempt]:
+    return service.attempts(job_id, viewer(caller))
+
+
+@router.get("/jobs/{job_id}/events")
+def events(
+    job_id: str,
+    caller: UserDep,
+    service: ServiceDep,
+    after: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
+) -> list[Event]:
+    return service.events(job_id, after=after, limit=limit, viewer=viewer(caller))
+
+
+@router.get("/jobs/{job_id}/logs")
+def logs(
+    job_id: str,
+    caller: UserDep,
+    service: ServiceDep,
+    attempt: Annotated[int | None, Query(ge=1)] = None,
+    after_attempt: Annotated[int, Query(ge=0)] = 0,
+    after_seq: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=LOG_PAGE)] = LOG_PAGE,
+) -> list[LogChunk]:
+    """Log chunks (data in base64) after the cursor (after_attempt, after_seq)."""
+    return service.logs(
+        job_id,
+        attempt=attempt,
+        after=(after_attempt, after_seq),
+        limit=limit,
+        viewer=viewer(caller),
+    )
+
+
+@router.get(
+    "/jobs/{job_id}/logs/stream",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"application/x-ndjson": {}}}},
+)
+async def stream_logs(
+    job_id: str,
+    request: Request,
+    caller: UserDep,
+    service: ServiceDep,
+    attempt: Annotated[int | None, Query(ge=1)] = None,
+) -> StreamingResponse:
+    """Follow the logs live: one JSON chunk per line, ending when the job has ended."""
+    await run_in_threadpool(service.get, job_id, viewer(caller))
+    notifier: Notifier = request.app.state.logs
+
+    async def lines() -> AsyncIterator[bytes]:
+        cursor = (0, 0)
+        ended = False
+        while True:
+            seen = notifier.generation
+            chunks = await run_in_threadpool(
+                service.logs, job_id, attempt=attempt, after=cursor, limit=LOG_PAGE
+            )
+            for chunk in chunks:
+                yield chunk.model_dump_json().encode() + b"\n"
+            if chunks:
+                cursor = (chunks[-1].attempt, chunks[-1].seq)
+            if len(chunks) == LOG_PAGE:
+                continue
+            if ended:
+                return
+            # Agents store all logs before they report an end: one more read gets the rest.
+            ended = (await run_in_threadpool(service.get, job_id)).is_terminal
+            if not ended:
+                await notifier.wait(seen, timeout=1.0)
+                await asyncio.sleep(0)
+
+    return StreamingResponse(lines(), media_type="application/x-ndjson")
+
+
+@router.get("/jobs/{job_id}/outputs")
+def outputs(
+    job_id: str,
+    caller: UserDep,
+    service: ServiceDep,
+    attempt: Annotated[int | None, Query(ge=1)] = None,
+) -> list[OutputFile]:
+    return service.outputs(job_id, attempt, viewer(caller))
+
+
+@router.get(
+    "/jobs/{job_id}/outputs/{path:path}",
+    response_class=FileResponse,
+    responses={200: {"content": {"application/octet-stream": {}}}},
+)
+def download(
+    job_id: str,
+    path: str,
+    caller: UserDep,
+    service: ServiceDep,
+    attempt: Annotated[int | None, Query(ge=1)] = None,
+) -> FileResponse:
+    out = service.output(job_id, path, attempt, viewer(caller))
+    return FileResponse(service.artifacts.path(out.digest), media_type="application/octet-stream")
+
+
+@router.get("/nodes")
+def nodes(caller: UserDep, service: ServiceDep) -> list[NodeInfo]:
+    return service.nodes()
