@@ -110,6 +110,7 @@ class Agent:
             done.set()
             self._beat_now.set()
             beats.join()
+            self._say_stopped()
 
     def _serve(self, stop: threading.Event) -> None:
         idle_since = time.monotonic()
@@ -256,6 +257,13 @@ class Agent:
         lost = self.control.lose_node(self.node_id)
         if lost:
             log.info("recovered %d attempt(s) of a previous run as node_lost", len(lost))
+
+    def _say_stopped(self) -> None:
+        assert self.node_id is not None
+        try:
+            self.control.heartbeat(self.node_id, [], "stopped")
+        except SandrunError as exc:
+            log.warning("could not report the stop: %s", exc)
 
     def _drain(self) -> None:
         """Let running attempts finish; after `drain_grace` seconds hand the rest back."""

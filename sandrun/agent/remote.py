@@ -48,8 +48,11 @@ class HttpControlPlane:
         self.artifacts = artifacts
         self.lease_seconds = 30.0
 
-    def _post(self, path: str, body: object, retry_for: float = 0.0) -> object:
-        response = self.api.request("POST", path, json=_json(body), retry_for=retry_for)
+    def _post(
+        self, path: str, body: object, retry_for: float = 0.0, timeout: float | None = None
+    ) -> object:
+        extra = {"timeout": timeout} if timeout is not None else {}
+        response = self.api.request("POST", path, json=_json(body), retry_for=retry_for, **extra)
         return response.json() if response.status_code == 200 else None
 
     def register_node(
@@ -80,7 +83,11 @@ class HttpControlPlane:
         self, node: str, leases: list[AttemptRef], state: str = "active"
     ) -> HeartbeatReply:
         body = HeartbeatRequest(node=node, leases=leases, state=state)
-        return HeartbeatReply.model_validate(self._post("/v1/agent/heartbeat", body))
+        # Well under a lease, so a hung server cannot stall the agent's own lease check.
+        timeout = max(self.lease_seconds / 4, 0.2)
+        return HeartbeatReply.model_validate(
+            self._post("/v1/agent/heartbeat", body, timeout=timeout)
+        )
 
     def append_logs(self, ref: AttemptRef, chunks: list[LogChunk]) -> None:
         self._post("/v1/agent/logs", LogsRequest(ref=ref, chunks=chunks), self.lease_seconds)
@@ -152,6 +159,7 @@ def run_remote_agent(
         stop.set()
         waker.wake("stop")
 
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per request
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     try:

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from sandrun.errors import SandrunError
-from sandrun.models import Attempt, JobRecord
+from sandrun.models import Attempt, JobRecord, NodeInfo
 from sandrun.spec import format_duration
 from sandrun.states import FailureReason, JobState
 
@@ -137,3 +137,24 @@ def summary(job: JobRecord) -> str:
     detail = f": {job.message}" if job.message and job.message != job.state else ""
     tries = f" after {job.attempts} attempts" if job.attempts > 1 else ""
     return f"job {job.id} {job.state}{tries}{detail}"
+
+
+def nodes_table(nodes: list[NodeInfo]) -> None:
+    table = Table(box=None, header_style="bold")
+    for column in ("NAME", "STATE", "CPUS", "MEMORY", "RUNNING", "HEARTBEAT", "LABELS", "ID"):
+        table.add_column(column, no_wrap=column == "ID")
+    for n in nodes:
+        style = {"active": "green", "draining": "yellow", "lost": "red", "stopped": "dim"}.get(
+            n.state, ""
+        )
+        table.add_row(
+            n.name,
+            f"[{style}]{n.state}[/]" if style else n.state,
+            f"{n.capacity.cpus:g}",
+            f"{n.capacity.memory_mb / 1024:.1f} GiB",
+            str(n.running),
+            ago(n.heartbeat_at),
+            ",".join(f"{k}={v}" for k, v in n.labels.items()),
+            n.id,
+        )
+    out.print(table)

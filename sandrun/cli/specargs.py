@@ -10,7 +10,7 @@ from sandrun.errors import InvalidSpec
 from sandrun.spec import JobSpec, load_spec_file, parse_spec
 
 
-def _pairs(items: list[str], what: str, flag: str) -> dict[str, str]:
+def parse_pairs(items: list[str], what: str, flag: str) -> dict[str, str]:
     pairs = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -33,6 +33,7 @@ def _pairs(items: list[str], what: str, flag: str) -> dict[str, str]:
 def build_spec(
     command: list[str] | None,
     *,
+    local: bool,
     file: Path | None,
     shell: str | None,
     options: dict[str, Any],
@@ -42,8 +43,9 @@ def build_spec(
 ) -> JobSpec:
     """The spec: the file's (if any), overlaid with the options given on the command line.
 
-    Like Slurm's sbatch, a job submitted from the CLI runs in the current directory with the
-    caller's PATH unless told otherwise.
+    Like Slurm's sbatch, a job run on this machine (`local`) runs in the current directory
+    with the caller's PATH unless told otherwise. A job sent to a server runs where its
+    agent puts it.
     """
     data: dict[str, Any] = {}
     if file is not None:
@@ -68,11 +70,12 @@ def build_spec(
         )
     data.update({k: v for k, v in options.items() if v is not None})
     if env:
-        data["env"] = {**data.get("env", {}), **_pairs(env, "env", "--env")}
+        data["env"] = {**data.get("env", {}), **parse_pairs(env, "env", "--env")}
     if labels:
-        data["labels"] = {**data.get("labels", {}), **_pairs(labels, "labels", "--label")}
+        data["labels"] = {**data.get("labels", {}), **parse_pairs(labels, "labels", "--label")}
     if outputs:
         data["outputs"] = [*data.get("outputs", []), *outputs]
-    data.setdefault("working_dir", os.getcwd())
-    data.setdefault("env", {}).setdefault("PATH", os.environ.get("PATH", "/usr/bin:/bin"))
+    if local:
+        data.setdefault("working_dir", os.getcwd())
+        data.setdefault("env", {}).setdefault("PATH", os.environ.get("PATH", "/usr/bin:/bin"))
     return parse_spec(data)

@@ -39,6 +39,7 @@ def register(body: RegisterRequest, caller: AgentDep, service: ServiceDep) -> Re
 
 @router.post(
     "/claim",
+    response_model=Claim,
     responses={204: {"description": "nothing fitting arrived within `wait` seconds"}},
 )
 async def claim(

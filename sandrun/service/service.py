@@ -197,7 +197,9 @@ class Service:
         """Every registered node; one whose heartbeats stopped for a lease reads as lost."""
         horizon = self.clock() - self.lease_seconds
         return [
-            n.model_copy(update={"state": "lost"}) if n.heartbeat_at < horizon else n
+            n.model_copy(update={"state": "lost"})
+            if n.heartbeat_at < horizon and n.state != "stopped"
+            else n
             for n in self.store.nodes()
         ]
 
