@@ -51,8 +51,11 @@ class HttpControlPlane:
     def _post(
         self, path: str, body: object, retry_for: float = 0.0, timeout: float | None = None
     ) -> object:
-        extra = {"timeout": timeout} if timeout is not None else {}
-        response = self.api.request("POST", path, json=_json(body), retry_for=retry_for, **extra)
+        # No call may hang much past a lease, or a stuck server could stall a lease check.
+        limit = timeout if timeout is not None else max(self.lease_seconds / 2, 1.0)
+        response = self.api.request(
+            "POST", path, json=_json(body), retry_for=retry_for, timeout=limit
+        )
         return response.json() if response.status_code == 200 else None
 
     def register_node(
@@ -70,7 +73,8 @@ class HttpControlPlane:
         return reply.node_id
 
     def claim(self, node: str, free: Capacity, wait: float = 0.0) -> Claim | None:
-        data = self._post("/v1/agent/claim", ClaimRequest(node=node, free=free, wait=wait))
+        body = ClaimRequest(node=node, free=free, wait=wait)
+        data = self._post("/v1/agent/claim", body, timeout=wait + self.lease_seconds)
         return Claim.model_validate(data) if data is not None else None
 
     def start(

@@ -50,6 +50,11 @@ async def claim(
     deadline = time.monotonic() + body.wait
     while True:
         seen = notifier.generation
+        # A poll must not outlive its agent: work claimed for a dead one waits out a lease.
+        if await request.is_disconnected() or not await run_in_threadpool(
+            service.node_is_live, body.node
+        ):
+            return Response(status_code=status.HTTP_204_NO_CONTENT)
         got = await run_in_threadpool(service.claim, body.node, body.free)
         if got is not None:
             return got

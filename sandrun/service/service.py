@@ -222,6 +222,10 @@ class Service:
         self.store.register_node(node_id, name, capacity, labels or {}, self.clock())
         return node_id
 
+    def node_is_live(self, node: str) -> bool:
+        """Whether `node` is registered and has heartbeated within a lease."""
+        return self.store.node_heartbeat_at(node) >= self.clock() - self.lease_seconds
+
     def live_attempts(self, node: str) -> list[Attempt]:
         return self.store.live_attempts(node)
 

@@ -357,6 +357,12 @@ class Store:
         with self.db.transaction() as tx:
             tx.run("node_heartbeat", id=node_id, state=state, now=now)
 
+    def node_heartbeat_at(self, node_id: str) -> float:
+        """When `node_id` last heartbeated; 0 for a node never registered."""
+        with self.db.transaction(write=False) as tx:
+            row = tx.one("node_heartbeat_at", id=node_id)
+        return float(row["heartbeat_at"]) if row else 0.0
+
     def nodes(self) -> list[NodeInfo]:
         with self.db.transaction(write=False) as tx:
             rows = tx.all("list_nodes")

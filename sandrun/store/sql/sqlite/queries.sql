@@ -124,6 +124,9 @@ ON CONFLICT (id) DO UPDATE SET labels = excluded.labels, capacity = excluded.cap
 -- name: node_heartbeat
 UPDATE nodes SET heartbeat_at = :now, state = :state WHERE id = :id;
 
+-- name: node_heartbeat_at
+SELECT heartbeat_at FROM nodes WHERE id = :id;
+
 -- name: list_nodes
 SELECT n.*, (SELECT count(*) FROM attempts a
              WHERE a.node = n.id AND a.state IN ('scheduled', 'running')) AS running

@@ -1,0 +1,126 @@
+"""A real sandrun server and agents as subprocesses on loopback, for the server tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from sandrun.client import Client, connect
+from sandrun.models import Role
+from sandrun.server import open_server_service
+from tests.helpers import wait_for
+
+SANDRUN = str(Path(sys.executable).parent / "sandrun")
+LEASE = 2.0  # short, so lost agents are noticed within seconds
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Cluster:
+    root: Path
+    port: int = field(default_factory=free_port)
+    tokens: dict[str, str] = field(default_factory=dict)
+    server: subprocess.Popen[bytes] | None = None
+    agents: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def db(self) -> str:
+        return str(self.root / "server.db")
+
+    def make_tokens(self) -> None:
+        service = open_server_service(self.db)
+        for name, role in [
+            ("admin", Role.ADMIN),
+            ("agents", Role.AGENT),
+            ("alice", Role.USER),
+            ("bob", Role.USER),
+        ]:
+            self.tokens[name] = service.create_token(name, role)
+        service.close()
+
+    def start_server(self) -> subprocess.Popen[bytes]:
+        log = open(self.root / "server.log", "ab")
+        self.server = subprocess.Popen(
+            [SANDRUN, "server", "--db", self.db, "--port", str(self.port), "--lease", str(LEASE)],
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
+        log.close()
+        wait_for(self._healthy, timeout=30, what="the server to answer")
+        return self.server
+
+    def _healthy(self) -> bool:
+        try:
+            return httpx.get(f"{self.url}/v1/health", timeout=1).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def start_agent(
+        self, name: str, cpus: float = 2, drain_grace: float = 30, url: str | None = None
+    ) -> subprocess.Popen[bytes]:
+        log = open(self.root / f"agent-{name}.log", "ab")
+        proc = subprocess.Popen(
+            [
+                SANDRUN,
+                "agent",
+                "--server",
+                url or self.url,
+                "--name",
+                name,
+                "--cpus",
+                str(cpus),
+                "--work-dir",
+                str(self.root / f"agent-{name}"),
+                "--kill-grace",
+                "0.5",
+                "--drain-grace",
+                str(drain_grace),
+            ],
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+            env={**os.environ, "SANDRUN_TOKEN": self.tokens["agents"]},
+        )
+        log.close()
+        self.agents[name] = proc
+        wait_for(
+            lambda: any(n.name == name and n.state == "active" for n in self.nodes()),
+            timeout=30,
+            what=f"agent {name} to register",
+        )
+        return proc
+
+    def nodes(self) -> list:  # type: ignore[type-arg]
+        with self.client("admin") as admin:
+            return admin.nodes()
+
+    def client(self, who: str = "alice") -> Client:
+        return connect(self.url, token=self.tokens[who])
+
+    def log(self, name: str) -> str:
+        return (self.root / f"{name}.log").read_text(errors="replace")
+
+    def stop(self) -> None:
+        procs = [*self.agents.values(), *([self.server] if self.server else [])]
+        for proc in procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGCONT)
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(30)

@@ -1,0 +1,260 @@
+"""The server with remote agents, as real processes on loopback: leases, fencing, restarts."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from sandrun.errors import JobNotFound
+from sandrun.states import AttemptState, FailureReason, JobState
+from tests.conftest import pid_gone
+from tests.helpers import wait_for
+from tests.integration.cluster import LEASE, Cluster
+
+# Attempt 1 parks (writing its pid); any later attempt finishes at once.
+PARK_FIRST = (
+    '[ "$SANDRUN_ATTEMPT" = 1 ] && {{ echo $$ > {pid}; exec sleep 60; }}; '
+    'echo "done on attempt $SANDRUN_ATTEMPT"'
+)
+
+
+def _kill(pid_file: Path) -> None:
+    if pid_file.exists() and pid_file.read_text().strip():
+        try:
+            psutil.Process(int(pid_file.read_text())).kill()
+        except psutil.Error:
+            pass
+
+
+def _node_of(cluster: Cluster, node_id: str) -> str:
+    return node_id.split("/", 1)[0]
+
+
+def test_a_remote_job_runs_with_live_logs_outputs_and_exit_code(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    cluster.start_agent("a1")
+    with cluster.client() as client:
+        job = client.run(
+            [
+                sys.executable,
+                "-c",
+                "import os\nprint('hi', flush=True)\nopen('out.bin','wb').write(os.urandom(5000))\n"
+                "raise SystemExit(3)",
+            ],
+            outputs=["out.bin"],
+        )
+        streamed = b"".join(c.data for c in job.logs(follow=True))
+        assert streamed == b"hi\n"
+        job.wait(30)
+        assert (job.record.state, job.record.exit_code) == (JobState.FAILED, 3)
+        assert job.record.owner == "alice"
+        [out] = job.outputs
+        data = job.read_bytes("out.bin")
+        assert len(data) == 5000 and out.size == 5000
+        [attempt] = job.attempts
+        assert _node_of(cluster, attempt.node) == "a1"
+
+
+def test_kill_9_of_an_agent_moves_its_job_to_another(cluster: Cluster, tmp_path: Path) -> None:
+    pid = tmp_path / "pid"
+    first = cluster.start_agent("first")
+    with cluster.client() as client:
+        job = client.run(PARK_FIRST.format(pid=pid))
+        wait_for(lambda: pid.exists() and pid.read_text(), what="attempt 1 to start")
+        cluster.start_agent("second")
+        first.send_signal(signal.SIGKILL)
+        try:
+            job.wait(30)
+            assert job.record.state is JobState.COMPLETED
+            assert job.record.retries_used == 0
+            a1, a2 = job.attempts
+            assert (a1.state, a1.failure_reason) == (AttemptState.LOST, FailureReason.NODE_LOST)
+            assert _node_of(cluster, a1.node) == "first"
+            assert (a2.state, _node_of(cluster, a2.node)) == (AttemptState.COMPLETED, "second")
+            assert job.log_text() == "done on attempt 2\n"
+        finally:
+            _kill(pid)
+
+
+def test_a_frozen_agent_cannot_overwrite_the_newer_result(cluster: Cluster, tmp_path: Path) -> None:
+    marker = tmp_path / "started"
+    frozen = cluster.start_agent("frozen")
+    with cluster.client() as client:
+        # Attempt 1 ends quickly with a different result, while its agent is frozen.
+        job = client.run(
+            f'if [ "$SANDRUN_ATTEMPT" = 1 ]; then touch {marker}; sleep 1; echo first; exit 5; '
+            "else echo second; fi"
+        )
+        wait_for(marker.exists, what="attempt 1 to start")
+        os.killpg(frozen.pid, signal.SIGSTOP)
+        try:
+            wait_for(
+                lambda: job.attempts[0].state is AttemptState.LOST,
+                timeout=30,
+                what="the lease to expire and the job to be retried",
+            )
+            cluster.start_agent("fresh")
+            job.wait(30)
+            assert (job.record.state, job.record.exit_code) == (JobState.COMPLETED, 0)
+        finally:
+            os.killpg(frozen.pid, signal.SIGCONT)
+        # The thawed agent reports attempt 1 (or learns it is stale): either way, refused.
+        wait_for(
+            lambda: (
+                "stale" in cluster.log("agent-frozen")
+                or any(e.kind == "stale_report" for e in job.events)
+            ),
+            timeout=30,
+            what="the frozen agent to be refused",
+        )
+        final = job.refresh().record
+        assert (final.state, final.exit_code) == (JobState.COMPLETED, 0)
+        assert job.log_text() == "second\n"
+        assert [a.state for a in job.attempts] == [AttemptState.LOST, AttemptState.COMPLETED]
+
+
+def test_kill_9_of_the_server_loses_nothing(cluster: Cluster, tmp_path: Path) -> None:
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    cluster.start_agent("a1", cpus=4)
+    with cluster.client() as client:
+        jobs = [
+            client.run(f"sleep 0.2; echo x >> {marks}/$SANDRUN_JOB_ID", cpus=1) for _ in range(24)
+        ]
+        wait_for(lambda: len(list(marks.iterdir())) >= 4, what="some jobs to finish")
+        assert cluster.server is not None
+        cluster.server.send_signal(signal.SIGKILL)
+        cluster.server.wait(10)
+    cluster.start_server()
+    with cluster.client() as client:
+        for job in jobs:
+            record = client.get(job.id).wait(60).record
+            assert record.state is JobState.COMPLETED, record
+            assert (marks / job.id).read_text() == "x\n", f"{job.id} ran to completion twice"
+
+
+def test_a_thousand_jobs_over_three_agents_each_complete_once(cluster: Cluster) -> None:
+    for name in ("a", "b", "c"):
+        cluster.start_agent(name, cpus=2)
+    with cluster.client() as client:
+        jobs = [client.submit({"command": ["true"]}) for _ in range(1000)]
+        nodes = set()
+        for job in jobs:
+            job.wait(120)
+            assert job.record.state is JobState.COMPLETED
+            [attempt] = (
+                job.attempts
+                if job.record.attempts == 1
+                else pytest.fail(f"{job.id} ran {job.record.attempts} times")
+            )
+            nodes.add(_node_of(cluster, attempt.node))
+    assert nodes == {"a", "b", "c"}
+
+
+def test_cancel_reaches_a_remote_job_and_kills_it(cluster: Cluster, tmp_path: Path) -> None:
+    pid = tmp_path / "pid"
+    cluster.start_agent("a1")
+    with cluster.client() as client:
+        job = client.run(f"sh -c 'echo $$ > {pid}; exec sleep 60' & wait")
+        wait_for(lambda: pid.exists() and pid.read_text(), what="the job to start")
+        job.cancel()
+        job.wait(15)
+        assert job.record.state is JobState.CANCELLED
+        wait_for(lambda: pid_gone(int(pid.read_text())), timeout=15, what="its child to die")
+
+
+def test_sigterm_drains_then_hands_back(cluster: Cluster, tmp_path: Path) -> None:
+    pid = tmp_path / "pid"
+    leaving = cluster.start_agent("leaving", drain_grace=1)
+    with cluster.client() as client:
+        job = client.run(PARK_FIRST.format(pid=pid))
+        wait_for(lambda: pid.exists() and pid.read_text(), what="attempt 1 to start")
+        leaving.send_signal(signal.SIGTERM)
+        assert leaving.wait(30) == 0
+        wait_for(lambda: pid_gone(int(pid.read_text())), what="the handed-back job to stop")
+        assert [n.state for n in cluster.nodes() if n.name == "leaving"] == ["stopped"]
+        cluster.start_agent("staying")
+        job.wait(30)
+        assert job.record.state is JobState.COMPLETED and job.record.retries_used == 0
+        first = job.attempts[0]
+        assert first.failure_reason is FailureReason.NODE_LOST
+        assert "drained" in (first.message or "")
+
+
+def test_an_agent_cut_off_from_the_server_stops_its_job(cluster: Cluster, tmp_path: Path) -> None:
+    pid = tmp_path / "pid"
+    cluster.start_agent("a1")
+    with cluster.client() as client:
+        job = client.run(f"echo $$ > {pid}; exec sleep 60")
+        wait_for(
+            lambda: job.status is JobState.RUNNING and pid.exists() and pid.read_text(),
+            what="the job to start",
+        )
+    job_pid = int(pid.read_text())
+    assert cluster.server is not None
+    os.killpg(cluster.server.pid, signal.SIGSTOP)  # every request now hangs
+    try:
+        wait_for(
+            lambda: pid_gone(job_pid), timeout=LEASE * 6, what="the cut-off agent to stop its job"
+        )
+        assert "lease ran out" in cluster.log("agent-a1")
+    finally:
+        os.killpg(cluster.server.pid, signal.SIGCONT)
+
+
+# --- auth and tenancy ---------------------------------------------------------------------
+
+
+def test_users_see_only_their_own_jobs(cluster: Cluster) -> None:
+    with (
+        cluster.client("alice") as alice,
+        cluster.client("bob") as bob,
+        cluster.client("admin") as admin,
+    ):
+        job = alice.submit({"shell": "true"})
+        for attempt in (
+            lambda: bob.get(job.id),
+            lambda: bob.cancel(job.id),
+            lambda: bob.get(job.id).attempts,
+        ):
+            with pytest.raises(JobNotFound):
+                attempt()
+        assert bob.jobs().jobs == []
+        assert [j.id for j in alice.jobs().jobs] == [job.id]
+        assert [j.id for j in admin.jobs().jobs] == [job.id]
+        assert alice.get(job.id).status is JobState.PENDING  # bob's cancel changed nothing
+
+
+def test_tokens_are_required_and_roles_enforced(cluster: Cluster) -> None:
+    base = cluster.url
+    assert httpx.get(f"{base}/v1/jobs").status_code == 401
+    bad = httpx.get(f"{base}/v1/jobs", headers={"Authorization": "Bearer sr_wrong"})
+    assert bad.status_code == 401 and bad.json()["code"] == "unauthorized"
+    agent = {"Authorization": f"Bearer {cluster.tokens['agents']}"}
+    user = {"Authorization": f"Bearer {cluster.tokens['alice']}"}
+    assert httpx.get(f"{base}/v1/jobs", headers=agent).status_code == 403
+    claim = {"node": "x", "free": {"cpus": 1, "memory_mb": 1}}
+    assert httpx.post(f"{base}/v1/agent/claim", json=claim, headers=user).status_code == 403
+
+
+def test_malformed_bodies_get_422_naming_the_field_and_change_nothing(cluster: Cluster) -> None:
+    headers = {"Authorization": f"Bearer {cluster.tokens['alice']}"}
+    typo = httpx.post(f"{cluster.url}/v1/jobs", json={"comand": ["true"]}, headers=headers)
+    assert typo.status_code == 422
+    body = typo.json()
+    assert body["field"] == "comand" and "did you mean 'command'?" in body["suggestions"]
+    negative = httpx.post(
+        f"{cluster.url}/v1/jobs", json={"shell": "x", "timeout": -1}, headers=headers
+    )
+    assert negative.status_code == 422 and negative.json()["field"] == "timeout"
+    garbage = httpx.post(f"{cluster.url}/v1/jobs", content=b"{not json", headers=headers)
+    assert garbage.status_code == 422
+    with cluster.client() as client:
+        assert client.jobs().jobs == []
