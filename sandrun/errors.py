@@ -145,6 +145,13 @@ class ArtifactNotFound(ArtifactError):
     http_status = 404
 
 
+class OutputNotUploaded(ArtifactError):
+    """An output named in the result was not uploaded first."""
+
+    code = "output_not_uploaded"
+    http_status = 409
+
+
 class AgentError(SandrunError):
     """The agent failed."""
 

@@ -7,11 +7,12 @@ fields, so a newer server and an older agent or client can talk.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
 from sandrun.spec import JobSpec
+from sandrun.spec.units import Amount, Count, Int, Num, Ordinal
 from sandrun.states import AttemptState, FailureReason, JobState
 
 
@@ -19,12 +20,22 @@ class _Wire(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
+# Numbers on the wire are numbers: "2" or true is refused, not quietly converted.
+Digest = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+Stream = Literal["stdout", "stderr"]
+# Canonical base64, as the decoder insists (the last symbol's unused bits are zero).
+_B64 = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/][AQgw]==|[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048]=)?$"
+Base64Bytes = Annotated[
+    bytes, WithJsonSchema({"type": "string", "contentEncoding": "base64", "pattern": _B64})
+]
+
+
 class Usage(_Wire):
     """Resources one attempt used."""
 
-    wall_seconds: float | None = None
-    cpu_seconds: float | None = None
-    max_rss_mb: float | None = None
+    wall_seconds: Amount | None = None
+    cpu_seconds: Amount | None = None
+    max_rss_mb: Amount | None = None
 
 
 class Attempt(_Wire):
@@ -82,18 +93,18 @@ class LogChunk(_Wire):
     # Output is bytes, not text: on the wire it travels as base64.
     model_config = ConfigDict(extra="ignore", ser_json_bytes="base64", val_json_bytes="base64")
 
-    attempt: int
-    seq: int
-    stream: str  # "stdout" | "stderr"
-    data: bytes
-    at: float
+    attempt: Ordinal
+    seq: Ordinal
+    stream: Stream
+    data: Base64Bytes
+    at: Amount
 
 
 class OutputFile(_Wire):
-    attempt: int
-    path: str
-    digest: str  # sha256 hex of the content
-    size: int
+    attempt: Ordinal
+    path: Annotated[str, Field(min_length=1)]
+    digest: Digest  # sha256 of the content
+    size: Count
 
 
 class JobPage(_Wire):
@@ -105,7 +116,7 @@ class AttemptRef(_Wire):
     """Names one attempt and proves the caller holds it: the fencing token."""
 
     job_id: str
-    attempt: int
+    attempt: Ordinal
     token: str
 
 
@@ -125,7 +136,7 @@ class Claim(_Wire):
 class AttemptResult(_Wire):
     """What an agent reports when an attempt ends."""
 
-    exit_code: int | None = None
+    exit_code: Annotated[int, Field(ge=-(2**31), le=2**31 - 1)] | None = None
     failure_reason: FailureReason | None = None
     message: str | None = None
     usage: Usage = Usage()
@@ -135,14 +146,23 @@ class AttemptResult(_Wire):
 class Capacity(_Wire):
     """Resources on a node (all of them, or those free now)."""
 
-    cpus: float
-    memory_mb: int
-    gpus: int = 0
+    cpus: Num
+    memory_mb: Int
+    gpus: Int = 0
+
+
+class AttemptKey(_Wire):
+    job_id: str
+    attempt: Ordinal
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return self.job_id, self.attempt
 
 
 class HeartbeatReply(_Wire):
-    cancel: list[tuple[str, int]] = []  # attempts to kill: their jobs were cancelled
-    stale: list[tuple[str, int]] = []  # attempts that lost their job: stop, do not report
+    cancel: list[AttemptKey] = []  # attempts to kill: their jobs were cancelled
+    stale: list[AttemptKey] = []  # attempts that lost their job: stop, do not report
 
 
 class Role(StrEnum):
@@ -173,7 +193,7 @@ class NodeInfo(_Wire):
 
 
 class RegisterRequest(_Wire):
-    name: str
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,128}$")]
     capacity: Capacity
     labels: dict[str, str] = {}
 
@@ -186,19 +206,22 @@ class RegisterReply(_Wire):
 class ClaimRequest(_Wire):
     node: str
     free: Capacity
-    wait: float = Field(default=0.0, ge=0.0, le=60.0)  # long-poll this long for a job
+    wait: Num = Field(default=0.0, ge=0.0, le=60.0)  # long-poll this long for a job
 
 
 class StartRequest(_Wire):
     ref: AttemptRef
-    pid: int | None = None
-    pid_started_at: float | None = None
+    pid: Ordinal | None = None
+    pid_started_at: Amount | None = None
+
+
+NodeState = Literal["active", "draining", "stopped"]
 
 
 class HeartbeatRequest(_Wire):
     node: str
     leases: list[AttemptRef] = []
-    state: str = "active"
+    state: NodeState = "active"
 
 
 class LogsRequest(_Wire):
@@ -209,3 +232,17 @@ class LogsRequest(_Wire):
 class CompleteRequest(_Wire):
     ref: AttemptRef
     result: AttemptResult
+
+
+class Uploaded(_Wire):
+    digest: Digest
+    size: Count
+
+
+class ErrorBody(_Wire):
+    """Every error the API returns: a stable code, one clear message, the field at fault."""
+
+    code: str
+    message: str
+    field: str | None = None
+    suggestions: list[str] = []

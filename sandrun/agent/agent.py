@@ -25,7 +25,7 @@ from sandrun.agent.proctree import kill_if_same
 from sandrun.agent.wake import Waker
 from sandrun.artifacts import LocalArtifactStore
 from sandrun.errors import SandrunError, StaleAttempt
-from sandrun.models import AttemptResult, Capacity, Claim
+from sandrun.models import AttemptResult, Capacity, Claim, NodeState
 from sandrun.states import FailureReason
 
 log = logging.getLogger("sandrun.agent")
@@ -214,7 +214,7 @@ class Agent:
         assert self.node_id is not None
         with self._lock:
             running = dict(self._running)
-        state = "draining" if self.draining else "active"
+        state: NodeState = "draining" if self.draining else "active"
         try:
             reply = self.control.heartbeat(
                 self.node_id, [r.claim.ref for r in running.values()], state
@@ -225,15 +225,15 @@ class Agent:
             self._stop_expired(running)
             return
         now = time.monotonic()
-        stale = set(reply.stale)
+        stale = {k.key for k in reply.stale}
         for key, r in running.items():
             if key in stale:
                 r.ctl.lost.set()
             else:
                 r.renewed = now
-        for key in reply.cancel:
-            if key in running:
-                running[key].ctl.cancel.set()
+        for k in reply.cancel:
+            if k.key in running:
+                running[k.key].ctl.cancel.set()
 
     def _stop_expired(self, running: dict[tuple[str, int], _Running]) -> None:
         """Kill attempts whose lease ran out unrenewed: the server has given them away."""

@@ -17,6 +17,7 @@ from sandrun.models import (
     HeartbeatReply,
     JobRecord,
     LogChunk,
+    NodeState,
 )
 
 
@@ -41,7 +42,7 @@ class ControlPlane(Protocol):
     ) -> None: ...
 
     def heartbeat(
-        self, node: str, leases: list[AttemptRef], state: str = "active"
+        self, node: str, leases: list[AttemptRef], state: NodeState = "active"
     ) -> HeartbeatReply: ...
 
     def append_logs(self, ref: AttemptRef, chunks: list[LogChunk]) -> None: ...

@@ -24,7 +24,7 @@ from sandrun.agent.outputs import collect_outputs
 from sandrun.agent.proctree import signal_tree, start_time
 from sandrun.artifacts import LocalArtifactStore
 from sandrun.errors import SandrunError, StaleAttempt
-from sandrun.models import AttemptResult, Claim, Usage
+from sandrun.models import AttemptResult, Claim, Stream, Usage
 from sandrun.spec import JobSpec
 from sandrun.states import FailureReason
 
@@ -146,8 +146,12 @@ class Executor:
         """Pump output until the process ends; return (why we stopped it, status, rusage)."""
         assert proc.stdout is not None and proc.stderr is not None
         sel = selectors.DefaultSelector()
-        sel.register(proc.stdout, selectors.EVENT_READ, "stdout")
-        sel.register(proc.stderr, selectors.EVENT_READ, "stderr")
+        streams_by_fd: dict[int, Stream] = {
+            proc.stdout.fileno(): "stdout",
+            proc.stderr.fileno(): "stderr",
+        }
+        sel.register(proc.stdout, selectors.EVENT_READ, "pipe")
+        sel.register(proc.stderr, selectors.EVENT_READ, "pipe")
         pidfd = _pidfd(proc.pid)
         if pidfd is not None:
             sel.register(pidfd, selectors.EVENT_READ, "exit")
@@ -165,7 +169,7 @@ class Executor:
                         continue
                     chunk = os.read(key.fd, _READ)
                     if chunk:
-                        sink.add(key.data, chunk)
+                        sink.add(streams_by_fd[key.fd], chunk)
                     else:
                         sel.unregister(key.fileobj)
                         streams -= 1

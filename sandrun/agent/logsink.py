@@ -10,7 +10,7 @@ import time
 
 from sandrun.agent.control import ControlPlane
 from sandrun.ids import now
-from sandrun.models import Claim, LogChunk
+from sandrun.models import Claim, LogChunk, Stream
 
 MAX_CHUNK = 1 << 20
 
@@ -26,7 +26,7 @@ class LogSink:
         self._last_flush = time.monotonic()
         self.total_bytes = 0
 
-    def add(self, stream: str, data: bytes) -> None:
+    def add(self, stream: Stream, data: bytes) -> None:
         self.total_bytes += len(data)
         last = self._pending[-1] if self._pending else None
         if last is not None and last.stream == stream and len(last.data) + len(data) <= MAX_CHUNK:

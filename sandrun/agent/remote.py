@@ -17,6 +17,7 @@ from types import FrameType
 from sandrun.agent.agent import MAX_ATTEMPTS, Agent, detect_capacity
 from sandrun.agent.wake import Waker
 from sandrun.artifacts import LocalArtifactStore
+from sandrun.errors import AgentError
 from sandrun.httpjson import HttpJson
 from sandrun.models import (
     Attempt,
@@ -31,9 +32,11 @@ from sandrun.models import (
     JobRecord,
     LogChunk,
     LogsRequest,
+    NodeState,
     RegisterReply,
     RegisterRequest,
     StartRequest,
+    Uploaded,
 )
 
 log = logging.getLogger("sandrun.agent")
@@ -84,7 +87,7 @@ class HttpControlPlane:
         self._post("/v1/agent/start", body, retry_for=self.lease_seconds)
 
     def heartbeat(
-        self, node: str, leases: list[AttemptRef], state: str = "active"
+        self, node: str, leases: list[AttemptRef], state: NodeState = "active"
     ) -> HeartbeatReply:
         body = HeartbeatRequest(node=node, leases=leases, state=state)
         # Well under a lease, so a hung server cannot stall the agent's own lease check.
@@ -98,12 +101,15 @@ class HttpControlPlane:
 
     def complete(self, ref: AttemptRef, result: AttemptResult) -> JobRecord:
         for out in result.outputs:
-            self.api.request(
-                "PUT",
-                f"/v1/agent/artifacts/{out.digest}",
+            response = self.api.request(
+                "POST",
+                "/v1/agent/artifacts",
                 content=self.artifacts.read_bytes(out.digest),
+                headers={"Content-Type": "application/octet-stream"},
                 retry_for=REPORT_RETRY,
             )
+            if Uploaded.model_validate_json(response.content).digest != out.digest:
+                raise AgentError(f"output {out.path} changed while it was uploaded")
         body = CompleteRequest(ref=ref, result=result)
         return JobRecord.model_validate(self._post("/v1/agent/complete", body, REPORT_RETRY))
 

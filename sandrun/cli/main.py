@@ -72,11 +72,16 @@ def _submit(client: Client, command: list[str] | None, **kw: Any) -> Job:
             "memory": kw["memory"],
             "timeout": kw["timeout"],
             "retries": kw["retries"],
-            "priority": kw["priority"],
+            "priority": _priority(kw["priority"]),
             "working_dir": str(kw["workdir"].resolve()) if kw["workdir"] else None,
         },
     )
     return client.submit(spec)
+
+
+def _priority(text: str | None) -> str | int | None:
+    """--priority takes a class name or a number; the spec wants numbers as numbers."""
+    return int(text) if text is not None and text.lstrip("-").isdigit() else text
 
 
 @app.command(context_settings={"allow_interspersed_args": False})

@@ -6,13 +6,12 @@ refuses (409) a report from an attempt that no longer holds its job.
 
 from __future__ import annotations
 
-import hashlib
 import time
 
 from fastapi import APIRouter, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 
-from sandrun.errors import InvalidInput
+from sandrun.errors import OutputNotUploaded
 from sandrun.models import (
     Claim,
     ClaimRequest,
@@ -24,11 +23,12 @@ from sandrun.models import (
     RegisterReply,
     RegisterRequest,
     StartRequest,
+    Uploaded,
 )
-from sandrun.server.auth import AgentDep, ServiceDep
+from sandrun.server.auth import ERRORS, AgentDep, ServiceDep
 from sandrun.server.notify import Notifier
 
-router = APIRouter(prefix="/v1/agent")
+router = APIRouter(prefix="/v1/agent", responses=ERRORS)
 
 
 @router.post("/register")
@@ -82,23 +82,29 @@ def logs(body: LogsRequest, caller: AgentDep, service: ServiceDep) -> None:
     service.append_logs(body.ref, body.chunks)
 
 
-@router.put("/artifacts/{digest}", status_code=status.HTTP_204_NO_CONTENT)
-async def put_artifact(
-    digest: str, request: Request, caller: AgentDep, service: ServiceDep
-) -> None:
-    """Upload one output's bytes under its sha256; a body that does not match is refused."""
+@router.post(
+    "/artifacts",
+    openapi_extra={
+        "requestBody": {
+            "required": False,  # an empty output file is an output too
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+            },
+        }
+    },
+)
+async def put_artifact(request: Request, caller: AgentDep, service: ServiceDep) -> Uploaded:
+    """Store one output's bytes; the answer names them by their sha256."""
     data = await request.body()
-    actual = hashlib.sha256(data).hexdigest()
-    if actual != digest:
-        raise InvalidInput(f"the body's sha256 is {actual}, not {digest}", field="digest")
-    await run_in_threadpool(service.artifacts.put_bytes, data)
+    digest, size = await run_in_threadpool(service.artifacts.put_bytes, data)
+    return Uploaded(digest=digest, size=size)
 
 
 @router.post("/complete")
 def complete(body: CompleteRequest, caller: AgentDep, service: ServiceDep) -> JobRecord:
     for out in body.result.outputs:
         if not service.artifacts.path(out.digest).exists():
-            raise InvalidInput(
+            raise OutputNotUploaded(
                 f"output {out.path!r} was not uploaded (no artifact {out.digest})",
                 field="result.outputs",
             )

@@ -12,9 +12,11 @@ from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import sandrun
 from sandrun.errors import SandrunError
+from sandrun.models import ErrorBody
 from sandrun.server import agents, jobs
 from sandrun.server.notify import Notifier
 from sandrun.service import Service
@@ -69,6 +71,13 @@ def create_app(service: Service, *, auth: bool = True) -> FastAPI:
     async def sandrun_error(request: Request, exc: SandrunError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if exc.http_status == 401 else None
         return JSONResponse(exc.to_dict(), status_code=exc.http_status, headers=headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # Framework errors (a body that is not JSON, an unknown route) keep our error shape.
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "invalid_input")
+        body = ErrorBody(code=code, message=str(exc.detail))
+        return JSONResponse(body.model_dump(), status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:

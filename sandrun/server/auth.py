@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
 from sandrun.errors import Forbidden, Unauthorized
-from sandrun.models import Principal, Role
+from sandrun.models import ErrorBody, Principal, Role
 from sandrun.service import Service
 
 # With auth off (a loopback-only server), every caller is this admin.
@@ -48,6 +48,20 @@ def viewer(caller: Principal) -> str | None:
     """The owner whose jobs `caller` may see; None means all (admins)."""
     return None if caller.role is Role.ADMIN else caller.name
 
+
+# Documented on every route, so clients (and schema checks) know each error's shape.
+ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": text}
+    for status, text in [
+        (400, "bad input"),
+        (401, "no valid token"),
+        (403, "the token's role may not do this"),
+        (404, "no such job (or not yours), or no such output"),
+        (409, "not allowed in the job's state, or a stale attempt"),
+        (422, "the body or a parameter is not valid; `field` names it"),
+        (503, "the store is unavailable"),
+    ]
+}
 
 ServiceDep = Annotated[Service, Depends(service_of)]
 UserDep = Annotated[Principal, Depends(user)]

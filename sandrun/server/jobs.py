@@ -19,13 +19,15 @@ from sandrun.models import (
     NodeInfo,
     OutputFile,
 )
-from sandrun.server.auth import ServiceDep, UserDep, viewer
+from sandrun.server.auth import ERRORS, ServiceDep, UserDep, viewer
 from sandrun.server.notify import Notifier
 from sandrun.spec import JobSpec
+from sandrun.states import JobState
 
-router = APIRouter(prefix="/v1")
+router = APIRouter(prefix="/v1", responses=ERRORS)
 
 LOG_PAGE = 1000
+CURSOR = r"^[0-9]+(\.[0-9]+)?/.+$"
 
 
 @router.post("/jobs", status_code=status.HTTP_201_CREATED)
@@ -37,14 +39,21 @@ def submit(spec: JobSpec, caller: UserDep, service: ServiceDep) -> JobRecord:
 def list_jobs(
     caller: UserDep,
     service: ServiceDep,
-    state: str | None = None,
+    state: JobState | None = None,
     name: str | None = None,
-    label: Annotated[str | None, Query(description="KEY=VALUE")] = None,
+    label: Annotated[str | None, Query(description="KEY=VALUE", pattern=r"^[^=]+=")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-    cursor: str | None = None,
+    cursor: Annotated[
+        str | None, Query(description="next_cursor of the previous page", pattern=CURSOR)
+    ] = None,
 ) -> JobPage:
     return service.list_jobs(
-        viewer=viewer(caller), state=state, name=name, label=label, limit=limit, cursor=cursor
+        viewer=viewer(caller),
+        state=state.value if state else None,
+        name=name,
+        label=label,
+        limit=limit,
+        cursor=cursor,
     )
 
 

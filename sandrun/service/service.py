@@ -16,6 +16,7 @@ from sandrun.errors import ArtifactNotFound, InvalidInput, JobNotFound, closest
 from sandrun.ids import new_id, new_token, now
 from sandrun.models import (
     Attempt,
+    AttemptKey,
     AttemptRef,
     AttemptResult,
     Capacity,
@@ -26,6 +27,7 @@ from sandrun.models import (
     JobRecord,
     LogChunk,
     NodeInfo,
+    NodeState,
     OutputFile,
     Principal,
     Role,
@@ -241,14 +243,17 @@ class Service:
         )
 
     def heartbeat(
-        self, node: str, leases: list[AttemptRef], state: str = "active"
+        self, node: str, leases: list[AttemptRef], state: NodeState = "active"
     ) -> HeartbeatReply:
         """Renew the node and its attempts' leases; say which to cancel and which are stale."""
         now = self.clock()
         self.store.node_heartbeat(node, state, now)
         held = [(r.job_id, r.attempt, r.token) for r in leases]
         stale = self.store.renew_leases(held, now, self.lease_seconds)
-        return HeartbeatReply(cancel=self.store.cancel_requested(node), stale=stale)
+        return HeartbeatReply(
+            cancel=[AttemptKey(job_id=j, attempt=n) for j, n in self.store.cancel_requested(node)],
+            stale=[AttemptKey(job_id=j, attempt=n) for j, n in stale],
+        )
 
     def append_logs(self, ref: AttemptRef, chunks: list[LogChunk]) -> None:
         self.store.append_logs(ref.job_id, ref.attempt, ref.token, chunks, self.clock())

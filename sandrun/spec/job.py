@@ -18,47 +18,107 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
 
-from sandrun.spec.units import parse_duration, parse_memory_mb
+from sandrun.spec.units import (
+    DURATION_PATTERN,
+    MEMORY_PATTERN,
+    Int,
+    Num,
+    Positive,
+    parse_duration,
+    parse_memory_mb,
+)
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+# Spelled out: Python's \s and JSON Schema's (ECMA) \s disagree on some control characters.
+NOT_BLANK = r"[^ \t\n\r\f\v]"
 ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 LABEL_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_./-]{0,62}$")
 PRIORITY_CLASSES = {"low": -10, "normal": 0, "high": 10}
 
-Duration = Annotated[float, BeforeValidator(parse_duration)]
-MemoryMB = Annotated[int, BeforeValidator(parse_memory_mb)]
+# Each accepted form is published in the JSON schema, so API clients see them all.
+Duration = Annotated[
+    float,
+    BeforeValidator(parse_duration),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "exclusiveMinimum": 0},
+                {"type": "string", "pattern": DURATION_PATTERN},
+            ]
+        }
+    ),
+]
+MemoryMB = Annotated[
+    int,
+    BeforeValidator(parse_memory_mb),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "integer", "minimum": 1},
+                {"type": "string", "pattern": MEMORY_PATTERN},
+            ]
+        }
+    ),
+]
 
 
 def _priority(value: object) -> object:
-    if isinstance(value, str) and not value.lstrip("-").isdigit():
-        if value.lower() not in PRIORITY_CLASSES:
+    if isinstance(value, str):
+        if value not in PRIORITY_CLASSES:
             raise ValueError(
                 f"priority {value!r} is not valid; use low, normal, high or an integer"
             )
-        return PRIORITY_CLASSES[value.lower()]
+        return PRIORITY_CLASSES[value]
     return value
 
 
 def _env_values(value: object) -> object:
     # YAML reads `PORT: 8080` as a number; an environment only holds strings.
     if isinstance(value, dict):
-        return {
-            k: str(v).lower()
-            if isinstance(v, bool)
-            else str(v)
-            if isinstance(v, int | float)
-            else v
-            for k, v in value.items()
-        }
+        return {k: _env_text(v) for k, v in value.items()}
     return value
+
+
+def _env_text(value: object) -> object:
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value) if isinstance(value, int | float) else value
+
+
+def _unique(value: object) -> object:
+    if isinstance(value, list) and len({repr(v) for v in value}) != len(value):
+        raise ValueError("list each value once")
+    return value
+
+
+def _also(*alternatives: dict[str, Any]) -> Any:
+    """Publish more accepted forms beside a field's generated schema (a $ref, say)."""
+
+    def extend(schema: dict[str, Any]) -> None:
+        generated = {k: schema.pop(k) for k in list(schema) if k in ("$ref", "anyOf", "type")}
+        schema["anyOf"] = [*generated.pop("anyOf", [generated] if generated else []), *alternatives]
+
+    return extend
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# What the validators below enforce across fields, said in the schema too.
+_PROGRAM_RULES: dict[str, Any] = {
+    "oneOf": [
+        {"required": [field], "properties": {field: {"type": kind}}}
+        for field, kind in (("command", "array"), ("shell", "string"), ("script", "string"))
+    ],
+    "if": {"required": ["interpreter"], "properties": {"interpreter": {"type": "string"}}},
+    "then": {"required": ["script"], "properties": {"script": {"type": "string"}}},
+}
 
 
 class RetryOn(StrEnum):
@@ -71,12 +131,14 @@ class RetryOn(StrEnum):
 class RetryPolicy(_Strict):
     """`limit` retries after the first attempt, waiting backoff * factor**(n-1), capped."""
 
-    limit: int = Field(default=0, ge=0, le=100)
+    limit: Int = Field(default=0, ge=0, le=100)
     backoff: Duration = 1.0
-    factor: float = Field(default=2.0, ge=1.0, le=10.0)
+    factor: Num = Field(default=2.0, ge=1.0, le=10.0)
     max_backoff: Duration = 60.0
-    on: frozenset[RetryOn] = frozenset({RetryOn.EXIT_CODE, RetryOn.TIMEOUT, RetryOn.NODE_LOST})
-    no_retry_exit_codes: frozenset[int] = frozenset()
+    on: Annotated[frozenset[RetryOn], BeforeValidator(_unique)] = frozenset(
+        {RetryOn.EXIT_CODE, RetryOn.TIMEOUT, RetryOn.NODE_LOST}
+    )
+    no_retry_exit_codes: Annotated[frozenset[Int], BeforeValidator(_unique)] = frozenset()
 
     @property
     def max_attempts(self) -> int:
@@ -88,59 +150,101 @@ class RetryPolicy(_Strict):
 
 
 def _retries(value: object) -> object:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
     if isinstance(value, int) and not isinstance(value, bool):
         return {"limit": value}
     return value
 
 
-# "4xa100", "4*a100" and the typographic multiplication sign people paste from docs.
-_GPU_RE = re.compile(r"^(?:(\d+)\s*[x\u00d7*]\s*)?([A-Za-z][A-Za-z0-9_.-]*)?$")
+# "2", "a100", "4xa100", "4*a100", and the multiplication sign people paste from docs.
+_COUNT = r"(?:[0-9]|[1-5][0-9]|6[0-4])"
+GPU_PATTERN = rf"^\s*(?:{_COUNT}|(?:{_COUNT}\s*[x\u00d7*]\s*)?[A-Za-z][A-Za-z0-9_.-]*)\s*$"
+_GPU_RE = re.compile(
+    rf"^\s*(?:({_COUNT})|(?:({_COUNT})\s*[x\u00d7*]\s*)?([A-Za-z][A-Za-z0-9_.-]*))\s*$"
+)
 
 
 class GpuRequest(_Strict):
     """GPUs a job needs. Matching against nodes' GPUs comes with the resources work."""
 
-    count: int = Field(default=1, ge=1, le=64)
+    count: Int = Field(default=1, ge=1, le=64)
     type: str | None = None
-    memory_gb: float | None = Field(default=None, gt=0)
+    memory_gb: Positive | None = None
 
 
 def _gpus(value: object) -> object:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # JSON's 2.0 is the integer 2
     if isinstance(value, int) and not isinstance(value, bool):
         return None if value == 0 else {"count": value}
     if isinstance(value, str):
-        text = value.strip()
-        if text.isdigit():
-            return None if int(text) == 0 else {"count": int(text)}
-        match = _GPU_RE.match(text)
-        if not match or not match.group(2):
+        match = _GPU_RE.match(value)
+        if not match:
             raise ValueError(
                 f"gpus {value!r} is not valid; use a count (2), a type (a100) or both (4xa100)"
             )
-        return {"count": int(match.group(1) or 1), "type": match.group(2).lower()}
+        if match.group(1) is not None:
+            count = int(match.group(1))
+            return None if count == 0 else {"count": count}
+        return {"count": int(match.group(2) or 1), "type": match.group(3).lower()}
     return value
 
 
 class JobSpec(_Strict):
     """One job: exactly one of `command`, `shell` or `script`, plus resources and policy."""
 
-    name: str | None = None
-    command: list[str] | None = None
-    shell: str | None = None
-    script: str | None = None
-    interpreter: str | None = None
-    env: Annotated[dict[str, str], BeforeValidator(_env_values)] = Field(default_factory=dict)
-    working_dir: str | None = None
-    cpus: float = Field(default=1.0, gt=0, le=1024)
-    memory: MemoryMB | None = None
-    gpus: Annotated[GpuRequest | None, BeforeValidator(_gpus)] = None
-    timeout: Duration | None = None
-    retries: Annotated[RetryPolicy, BeforeValidator(_retries)] = Field(default_factory=RetryPolicy)
-    outputs: list[str] = Field(default_factory=list)
-    labels: dict[str, str] = Field(default_factory=dict)
-    priority: Annotated[int, BeforeValidator(_priority), PlainSerializer(int)] = Field(
-        default=0, ge=-1000, le=1000
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_PROGRAM_RULES)
+
+    name: str | None = Field(default=None, json_schema_extra={"pattern": NAME_RE.pattern})
+    command: list[str] | None = Field(
+        default=None,
+        json_schema_extra={"minItems": 1, "prefixItems": [{"type": "string", "minLength": 1}]},
     )
+    shell: str | None = Field(default=None, json_schema_extra={"pattern": NOT_BLANK})
+    script: str | None = Field(default=None, json_schema_extra={"pattern": NOT_BLANK})
+    interpreter: str | None = Field(default=None, json_schema_extra={"pattern": NOT_BLANK})
+    env: Annotated[dict[str, str], BeforeValidator(_env_values)] = Field(
+        default_factory=dict,
+        json_schema_extra={
+            "propertyNames": {"pattern": ENV_KEY_RE.pattern},
+            "additionalProperties": {"type": ["string", "number", "boolean"]},
+        },
+    )
+    working_dir: str | None = Field(default=None, json_schema_extra={"pattern": "^/"})
+    cpus: Num = Field(default=1.0, gt=0, le=1024)
+    memory: MemoryMB | None = None
+    gpus: Annotated[GpuRequest | None, BeforeValidator(_gpus)] = Field(
+        default=None,
+        json_schema_extra=_also(
+            {"type": "integer", "minimum": 0, "maximum": 64},
+            {"type": "string", "pattern": GPU_PATTERN},
+        ),
+    )
+    timeout: Duration | None = None
+    retries: Annotated[RetryPolicy, BeforeValidator(_retries)] = Field(
+        default_factory=RetryPolicy,
+        json_schema_extra=_also({"type": "integer", "minimum": 0, "maximum": 100}),
+    )
+    outputs: list[str] = Field(
+        default_factory=list, json_schema_extra={"items": {"type": "string", "pattern": "^[^/]"}}
+    )
+    labels: dict[str, str] = Field(
+        default_factory=dict, json_schema_extra={"propertyNames": {"pattern": LABEL_KEY_RE.pattern}}
+    )
+    priority: Annotated[
+        Int,
+        BeforeValidator(_priority),
+        PlainSerializer(int),
+        WithJsonSchema(
+            {
+                "anyOf": [
+                    {"type": "integer", "minimum": -1000, "maximum": 1000},
+                    {"enum": list(PRIORITY_CLASSES)},
+                ]
+            }
+        ),
+    ] = Field(default=0, ge=-1000, le=1000)
 
     @field_validator("name")
     @classmethod
@@ -159,7 +263,7 @@ class JobSpec(_Strict):
     @field_validator("shell", "script")
     @classmethod
     def _text(cls, value: str | None) -> str | None:
-        if value is not None and not value.strip():
+        if value is not None and not re.search(NOT_BLANK, value):
             raise ValueError("must not be empty")
         return value
 
@@ -184,9 +288,9 @@ class JobSpec(_Strict):
     @field_validator("outputs")
     @classmethod
     def _outputs(cls, value: list[str]) -> list[str]:
+        # A match that resolves outside the working directory is skipped at collection.
         for pattern in value:
-            path = PurePosixPath(pattern)
-            if not pattern or path.is_absolute() or ".." in path.parts:
+            if not pattern or pattern.startswith("/"):
                 raise ValueError(
                     f"output pattern {pattern!r} must be a glob relative to the working "
                     "directory, e.g. '*.pt' or 'results/**/*.csv'"

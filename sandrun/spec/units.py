@@ -3,62 +3,79 @@
 from __future__ import annotations
 
 import re
+from typing import Annotated
+
+from pydantic import BeforeValidator, Field
+
+
+def number_only(value: object) -> object:
+    if isinstance(value, str | bool):
+        raise ValueError("must be a number, not text or true/false")
+    return value
+
+
+# Numbers from JSON or YAML: 2 and 2.0 are both fine, "2" and true are refused. (Pydantic's
+# strict types would also refuse 2.0, which JSON Schema counts as an integer.)
+# A constraint goes before the validator, or the schema shows it as "ge" not "minimum".
+Int = Annotated[int, BeforeValidator(number_only)]
+Num = Annotated[float, BeforeValidator(number_only)]
+# 2**53: the largest integer a JSON parser working in doubles reads exactly.
+Count = Annotated[int, Field(ge=0, le=2**53), BeforeValidator(number_only)]
+Ordinal = Annotated[int, Field(ge=1, le=2**31 - 1), BeforeValidator(number_only)]
+Amount = Annotated[float, Field(ge=0), BeforeValidator(number_only)]
+Positive = Annotated[float, Field(gt=0), BeforeValidator(number_only)]
+
+# A positive decimal number (no sign, no exponent). The same patterns go into the published
+# JSON schema, so the API says exactly which strings it accepts.
+_POSITIVE = r"(?:[0-9]*[1-9][0-9]*(?:\.[0-9]+)?|[0-9]+\.[0-9]*[1-9][0-9]*)"
 
 # Binary units, as Slurm and Docker read them: "8GB" is 8 GiB.
 _MEMORY_UNITS = {"": 1 / 2**20, "k": 1 / 2**10, "m": 1, "g": 2**10, "t": 2**20}
-_MEMORY_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE)
+MEMORY_PATTERN = rf"^\s*{_POSITIVE}\s*[kKmMgGtT]?(?:[iI]?[bB])?\s*$"
+_MEMORY_RE = re.compile(rf"^\s*({_POSITIVE})\s*([kKmMgGtT]?)(?:[iI]?[bB])?\s*$")
 
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd])", re.IGNORECASE)
+DURATION_PATTERN = rf"^\s*(?:{_POSITIVE}|(?:{_POSITIVE}\s*[sSmMhHdD]\s*)+)$"
+_DURATION_RE = re.compile(DURATION_PATTERN)
+_DURATION_PART = re.compile(rf"({_POSITIVE})\s*([sSmMhHdD])")
+_NUMBER_RE = re.compile(rf"^\s*({_POSITIVE})\s*$")
 
 
 def parse_memory_mb(value: object) -> int:
-    """MiB from an int (already MiB) or a string such as "512MB", "8GB", "1.5G", "2GiB".
+    """MiB from an integer (already MiB) or a string such as "512MB", "8GB", "1.5GiB".
 
     A bare number in a string is bytes ("1048576" is 1 MiB), as in Kubernetes.
     """
-    if isinstance(value, bool):
-        raise ValueError("memory must be a size such as '512MB' or '8GB', or MiB as an integer")
-    if isinstance(value, int | float):
-        mb = float(value)
-    elif isinstance(value, str):
-        match = _MEMORY_RE.match(value)
-        if not match:
-            raise ValueError(
-                f"memory {value!r} is not a size; use e.g. '512MB', '8GB', '1.5GiB' "
-                "(binary units) or an integer number of MiB"
-            )
-        mb = float(match.group(1)) * _MEMORY_UNITS[match.group(2).lower()]
-    else:
-        raise ValueError("memory must be a size such as '512MB' or '8GB', or MiB as an integer")
-    if mb <= 0:
-        raise ValueError("memory must be greater than zero")
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # JSON's 512.0 is the integer 512
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value <= 0:
+            raise ValueError("memory must be greater than zero")
+        return value
+    match = _MEMORY_RE.match(value) if isinstance(value, str) else None
+    if not match:
+        raise ValueError(
+            f"memory {value!r} is not a size; use e.g. '512MB', '8GB', '1.5GiB' "
+            "(binary units) or an integer number of MiB"
+        )
+    mb = float(match.group(1)) * _MEMORY_UNITS[match.group(2).lower()]
     return max(1, round(mb))
 
 
 def parse_duration(value: object) -> float:
     """Seconds from a number or a string such as "90", "90s", "30m", "2h", "1h30m", "1d"."""
-    if isinstance(value, bool):
-        raise ValueError("a duration must be seconds or a string such as '30m' or '2h'")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str):
-        text = value.strip()
-        try:
-            seconds = float(text)
-        except ValueError:
-            parts = _DURATION_PART.findall(text)
-            if not parts or _DURATION_PART.sub("", text).strip():
-                raise ValueError(
-                    f"duration {value!r} is not valid; use seconds or e.g. '90s', '30m', "
-                    "'2h', '1h30m', '1d'"
-                ) from None
-            seconds = sum(float(n) * _DURATION_UNITS[u.lower()] for n, u in parts)
-    else:
-        raise ValueError("a duration must be seconds or a string such as '30m' or '2h'")
-    if seconds <= 0:
-        raise ValueError("a duration must be greater than zero")
-    return seconds
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if value <= 0:
+            raise ValueError("a duration must be greater than zero")
+        return float(value)
+    if isinstance(value, str) and _DURATION_RE.match(value):
+        number = _NUMBER_RE.match(value)
+        if number:
+            return float(number.group(1))
+        return sum(float(n) * _DURATION_UNITS[u.lower()] for n, u in _DURATION_PART.findall(value))
+    raise ValueError(
+        f"duration {value!r} is not valid; use seconds or e.g. '90s', '30m', '2h', '1h30m', '1d'"
+    )
 
 
 def format_duration(seconds: float) -> str:

@@ -97,7 +97,7 @@ class SQLiteDatabase:
             raise StoreError(f"the SQLite store at {self.path} is unavailable: {exc}") from None
         try:
             yield _SQLiteTx(conn, self._queries)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OverflowError) as exc:  # OverflowError: an int past 64 bits
             conn.execute("ROLLBACK")
             raise StoreError(f"SQLite error: {exc}") from None
         except BaseException:

@@ -159,7 +159,7 @@ def _no_traceback(proc: subprocess.CompletedProcess[str]) -> str:
     ("args", "message"),
     [
         (["run"], "no command given"),
-        (["run", "--timeout", "-5", "--", "true"], "timeout: a duration must be greater than zero"),
+        (["run", "--timeout", "-5", "--", "true"], "timeout: duration '-5' is not valid"),
         (["run", "--memory", "lots", "--", "true"], "memory 'lots' is not a size"),
         (["run", "--name", "bad name", "--", "true"], "name 'bad name' is not valid"),
         (["run", "--env", "NOT_SET_ANYWHERE_X", "--", "true"], "it is not set"),
@@ -214,3 +214,9 @@ def test_cancel_of_a_finished_job_says_so(cli: Cli) -> None:
 def test_state_lives_under_sandrun_home(cli: Cli, tmp_path: Path) -> None:
     assert cli("run", "--", "true").returncode == 0
     assert (Path(os.environ["SANDRUN_HOME"]) / "sandrun.db").is_file()
+
+
+def test_priority_takes_a_class_or_a_number(cli: Cli) -> None:
+    high = as_json(cli("submit", "--priority", "high", "--json", "--", "true"))
+    low = as_json(cli("submit", "--priority", "-5", "--json", "--", "true"))
+    assert (high["priority"], low["priority"]) == (10, -5)

@@ -113,7 +113,9 @@ def test_outputs_are_collected_and_downloaded_byte_identical(local: Local, tmp_p
         "os.symlink('../secret', 'leak.pt')\n"
     )
     job = local.client.run(
-        [sys.executable, "-c", program], working_dir=str(work), outputs=["*.pt", "results"]
+        [sys.executable, "-c", program],
+        working_dir=str(work),
+        outputs=["*.pt", "results", "../secret"],
     ).wait(30)
     assert job.record.state is JobState.COMPLETED
     paths = sorted(o.path for o in job.outputs)

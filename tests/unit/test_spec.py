@@ -122,7 +122,7 @@ def test_unknown_nested_field_is_named_with_its_path() -> None:
         ({"command": ["a"], "timeout": -1}, "timeout", "greater than zero"),
         ({"command": ["a"], "name": "has space"}, "name", "letters, digits"),
         ({"command": ["a"], "memory": "lots"}, "memory", "'512MB'"),
-        ({"command": ["a"], "outputs": ["../etc/passwd"]}, "outputs", "relative"),
+        ({"command": ["a"], "outputs": ["/etc/passwd"]}, "outputs", "relative"),
         ({"command": ["a"], "working_dir": "rel/dir"}, "working_dir", "absolute"),
         ({"command": ["a"], "env": {"1BAD": "x"}}, "env", "environment variable name"),
         ({"command": ["a"], "priority": "urgent"}, "priority", "low, normal, high"),
