@@ -10,6 +10,7 @@ import pytest
 from sandrun.embedded import agent_running
 from sandrun.home import Home
 from tests.helpers import wait_for
+from tests.integration.cluster import Cluster
 
 
 def _stop_local_agent(home: Home) -> None:
@@ -44,3 +45,13 @@ def pid_gone(pid: int) -> bool:
         return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return True
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    """A server (lease 2 s) with tokens for admin, agents, alice and bob; agents on demand."""
+    c = Cluster(tmp_path)
+    c.make_tokens()
+    c.start_server()
+    yield c
+    c.stop()

@@ -18,11 +18,16 @@ def address(home: Path) -> str:
 
 
 def notify(addr: str, kind: str) -> None:
-    """Tell the agent at `addr` that something changed; silent if none listens."""
+    """Tell the agent at `addr` that something changed; silent if none listens.
+
+    Never blocks: when the agent's queue is full it has wake-ups pending already, and a
+    blocking send there would hang the sender (a submit, a finished attempt, a signal).
+    """
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.setblocking(False)
         try:
             sock.sendto(kind.encode(), addr)
-        except OSError:
+        except OSError:  # nobody listening, or the queue is full
             pass
 
 

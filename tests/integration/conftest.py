@@ -3,14 +3,12 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
 from sandrun.client import Client, connect
 from sandrun.embedded import LocalAgent
 from sandrun.home import Home
-from tests.integration.cluster import Cluster
 
 
 @dataclass
@@ -32,13 +30,3 @@ def local(home: Home) -> Iterator[Local]:
     thread.join(timeout=30)
     assert not thread.is_alive(), "the agent did not drain"
     client.close()
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    """A server (lease 2 s) with tokens for admin, agents, alice and bob; agents on demand."""
-    c = Cluster(tmp_path)
-    c.make_tokens()
-    c.start_server()
-    yield c
-    c.stop()

@@ -1,0 +1,99 @@
+"""The same `sandrun` commands against a server (SANDRUN_URL), as a user types them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.acceptance.conftest import SANDRUN
+from tests.integration.cluster import Cluster
+
+
+def _remote(cluster: Cluster, token: str, tmp_path: Path):  # type: ignore[no-untyped-def]
+    env = {**os.environ, "SANDRUN_URL": cluster.url, "SANDRUN_TOKEN": token}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [SANDRUN, *args], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60
+        )
+
+    return run
+
+
+def test_every_core_command_works_against_a_server(cluster: Cluster, tmp_path: Path) -> None:
+    cluster.start_agent("n1")
+    sandrun = _remote(cluster, cluster.tokens["alice"], tmp_path)
+
+    ran = sandrun(
+        "run",
+        "--output",
+        "report.txt",
+        "--",
+        "sh",
+        "-c",
+        "echo hello; echo warn >&2; echo data > report.txt; exit 6",
+    )
+    assert ran.returncode == 6
+    assert ran.stdout == "hello\n" and "warn" in ran.stderr
+    [job] = json.loads(sandrun("jobs", "--json").stdout)
+    assert (job["state"], job["exit_code"], job["owner"]) == ("failed", 6, "alice")
+    assert sandrun("logs", job["id"]).stdout == "hello\n"
+    assert sandrun("logs", "-f", job["id"]).stdout == "hello\n"  # ends: the job has ended
+    status = json.loads(sandrun("status", job["id"], "--json").stdout)
+    assert status["attempt_list"][0]["node"].startswith("n1/")
+    assert sandrun("outputs", job["id"], "--download", str(tmp_path / "dl")).returncode == 0
+    assert (tmp_path / "dl" / "report.txt").read_text() == "data\n"
+    assert sandrun("wait", job["id"]).returncode == 6
+
+    assert sandrun("run", "--timeout", "1", "--", "sleep", "30").returncode == 124
+    submitted = sandrun("submit", "--", "sleep", "30").stdout.strip()
+    assert sandrun("cancel", submitted).returncode == 0
+    assert sandrun("wait", submitted, "--timeout", "30").returncode == 130
+
+    nodes = json.loads(sandrun("nodes", "--json").stdout)
+    assert [(n["name"], n["state"]) for n in nodes] == [("n1", "active")]
+    assert "n1" in sandrun("nodes").stdout
+
+
+def test_a_token_from_the_cli_works_and_a_bad_one_is_refused(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    created = subprocess.run(
+        [SANDRUN, "token", "create", "--db", cluster.db, "--name", "carol"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert created.returncode == 0
+    token = created.stdout.strip()
+    assert token.startswith("sr_")
+    assert _remote(cluster, token, tmp_path)("jobs", "--json").stdout.strip() == "[]"
+    refused = _remote(cluster, "sr_not_a_token", tmp_path)("jobs")
+    assert refused.returncode == 1
+    assert "that token is not valid" in refused.stderr and "Traceback" not in refused.stderr
+
+
+def test_another_users_job_is_not_found(cluster: Cluster, tmp_path: Path) -> None:
+    alice = _remote(cluster, cluster.tokens["alice"], tmp_path)
+    bob = _remote(cluster, cluster.tokens["bob"], tmp_path)
+    job_id = alice("submit", "--", "true").stdout.strip()
+    for command in ("status", "logs", "cancel", "outputs"):
+        denied = bob(command, job_id)
+        assert denied.returncode == 2
+        assert f"no job has id '{job_id}'" in denied.stderr
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "192.0.2.1"])
+def test_a_server_without_auth_only_binds_loopback(tmp_path: Path, host: str) -> None:
+    refused = subprocess.run(
+        [SANDRUN, "server", "--db", str(tmp_path / "s.db"), "--host", host, "--no-auth"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert refused.returncode == 2
+    assert f"refusing to serve {host} without auth" in refused.stderr
