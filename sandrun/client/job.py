@@ -7,7 +7,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sandrun.client.local import POLL_MAX, POLL_START
 from sandrun.errors import WaitTimeout
 from sandrun.models import Attempt, Event, JobRecord, LogChunk, OutputFile
 from sandrun.states import JobState
@@ -59,16 +58,16 @@ class Job:
     def wait(self, timeout: float | None = None) -> Job:
         """Block until the job ends (any terminal state); raise WaitTimeout after `timeout`."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        delay = POLL_START
-        while not self.refresh().record.is_terminal:
+        while True:
+            left = 30.0 if deadline is None else deadline - time.monotonic()
+            self.record = self._client.transport.wait(self.id, max(left, 0.0))
+            if self.record.is_terminal:
+                return self
             if deadline is not None and time.monotonic() >= deadline:
                 raise WaitTimeout(
                     f"job {self.id} is still {self.record.state} after {timeout}s",
                     field="timeout",
                 )
-            time.sleep(delay)
-            delay = min(delay * 2, POLL_MAX)
-        return self
 
     def logs(self, follow: bool = False, attempt: int | None = None) -> Iterator[LogChunk]:
         """Log chunks in order; with `follow`, keep yielding until the job has ended."""

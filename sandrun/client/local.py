@@ -53,6 +53,17 @@ class EmbeddedTransport:
     def cancel(self, job_id: str) -> JobRecord:
         return self.service.cancel(job_id)
 
+    def wait(self, job_id: str, timeout: float) -> JobRecord:
+        # The agent is another process: poll the store, backing off.
+        deadline = time.monotonic() + timeout
+        delay = POLL_START
+        while not (job := self.service.get(job_id)).is_terminal:
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(min(delay, max(deadline - time.monotonic(), 0)))
+            delay = min(delay * 2, POLL_MAX)
+        return job
+
     def attempts(self, job_id: str) -> list[Attempt]:
         return self.service.attempts(job_id)
 

@@ -56,6 +56,16 @@ class HttpTransport:
         )
         return JobPage.model_validate_json(data)
 
+    def wait(self, job_id: str, timeout: float) -> JobRecord:
+        held = min(timeout, 30.0)
+        response = self.api.request(
+            "GET",
+            f"{self._job(job_id)}/wait",
+            params={"timeout": held},
+            timeout=httpx.Timeout(10.0, read=held + 10),
+        )
+        return JobRecord.model_validate_json(response.content)
+
     def cancel(self, job_id: str) -> JobRecord:
         response = self.api.request("POST", f"{self._job(job_id)}/cancel")
         return JobRecord.model_validate_json(response.content)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -60,6 +61,26 @@ def list_jobs(
 @router.get("/jobs/{job_id}")
 def get_job(job_id: str, caller: UserDep, service: ServiceDep) -> JobRecord:
     return service.get(job_id, viewer(caller))
+
+
+@router.get("/jobs/{job_id}/wait")
+async def wait(
+    job_id: str,
+    request: Request,
+    caller: UserDep,
+    service: ServiceDep,
+    timeout: Annotated[float, Query(ge=0, le=60, description="seconds to hold the request")] = 30,
+) -> JobRecord:
+    """The job once it has ended, or as it is after `timeout` seconds (a long-poll)."""
+    notifier: Notifier = request.app.state.logs  # bumped whenever an attempt ends
+    deadline = time.monotonic() + timeout
+    while True:
+        seen = notifier.generation
+        job = await run_in_threadpool(service.get, job_id, viewer(caller))
+        left = deadline - time.monotonic()
+        if job.is_terminal or left <= 0 or await request.is_disconnected():
+            return job
+        await notifier.wait(seen, left)
 
 
 @router.post("/jobs/{job_id}/cancel")
