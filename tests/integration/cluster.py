@@ -73,7 +73,12 @@ class Cluster:
             return False
 
     def start_agent(
-        self, name: str, cpus: float = 2, drain_grace: float = 30, url: str | None = None
+        self,
+        name: str,
+        cpus: float = 2,
+        drain_grace: float = 30,
+        url: str | None = None,
+        extra: tuple[str, ...] = (),
     ) -> subprocess.Popen[bytes]:
         log = open(self.root / f"agent-{name}.log", "ab")
         proc = subprocess.Popen(
@@ -92,6 +97,7 @@ class Cluster:
                 "0.5",
                 "--drain-grace",
                 str(drain_grace),
+                *extra,
             ],
             stdout=log,
             stderr=log,

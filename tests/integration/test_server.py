@@ -209,6 +209,23 @@ def test_an_agent_cut_off_from_the_server_stops_its_job(cluster: Cluster, tmp_pa
         os.killpg(cluster.server.pid, signal.SIGCONT)
 
 
+def test_max_jobs_and_labels_are_honoured(cluster: Cluster, tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    cluster.start_agent("solo", cpus=4, extra=("--max-jobs", "1", "--label", "zone=a"))
+    [node] = cluster.nodes()
+    assert node.labels == {"zone": "a"} and node.capacity.cpus == 4
+    with cluster.client() as client:
+        first = client.run(f"while [ ! -e {gate} ]; do sleep 0.01; done")
+        second = client.run("true")
+        wait_for(lambda: first.status is JobState.RUNNING, what="the first job to run")
+        gate.touch()
+        first.wait(30)
+        second.wait(30)
+        # One at a time: the second was scheduled only once the first had finished.
+        finished = first.attempts[0].finished_at
+        assert finished is not None and second.attempts[0].scheduled_at >= finished
+
+
 # --- auth and tenancy ---------------------------------------------------------------------
 
 
