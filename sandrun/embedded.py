@@ -42,7 +42,13 @@ def open_service(home: Home, lease_seconds: float = DEFAULT_LEASE_SECONDS) -> Se
         lease_seconds=lease_seconds,
     )
     addr = address(home.root)
-    service.on_change(lambda kind: notify(addr, kind))
+
+    def wake_agent(kind: str) -> None:
+        # Only news the agent cannot see itself: its own log writes and ends need no wake-up.
+        if kind in ("submitted", "cancel"):
+            notify(addr, kind)
+
+    service.on_change(wake_agent)
     return service
 
 

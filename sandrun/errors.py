@@ -103,12 +103,6 @@ class StaleAttempt(JobError):
     http_status = 409
 
 
-class JobFailed(JobError):
-    """The job did not complete successfully."""
-
-    code = "job_failed"
-
-
 class WaitTimeout(JobError):
     """The job did not finish in the time given."""
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator
 from typing import Annotated
@@ -160,7 +159,6 @@ async def stream_logs(
             ended = (await run_in_threadpool(service.get, job_id)).is_terminal
             if not ended:
                 await notifier.wait(seen, timeout=1.0)
-                await asyncio.sleep(0)
 
     return StreamingResponse(lines(), media_type="application/x-ndjson")
 

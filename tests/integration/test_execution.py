@@ -69,7 +69,7 @@ def test_logs_can_be_followed_while_the_job_runs(local: Local, tmp_path: Path) -
     job = local.client.run([PY, "-c", program])
     lines = job.logs(follow=True)
     assert next(lines).data == b"before\n"  # arrives while the job still waits on the gate
-    assert job.status is JobState.RUNNING
+    assert job.is_running and not job.is_terminal
     gate.touch()
     assert b"".join(c.data for c in lines) == b"after\n"
     assert job.wait(30).record.state is JobState.COMPLETED
