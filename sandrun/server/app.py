@@ -60,6 +60,7 @@ def create_app(service: Service, *, auth: bool = True) -> FastAPI:
     app.state.auth = auth
     app.state.work = work
     app.state.logs = logs
+    app.state.tokens = {}  # secret -> (expires, principal): see auth.principal
     app.include_router(jobs.router)
     app.include_router(agents.router)
 

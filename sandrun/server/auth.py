@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 
 from sandrun.errors import Forbidden, Unauthorized
 from sandrun.models import ErrorBody, Principal, Role
@@ -14,31 +16,44 @@ from sandrun.service import Service
 LOCAL_ADMIN = Principal(name="local", role=Role.ADMIN)
 
 
-def service_of(request: Request) -> Service:
+# Resolved tokens are remembered briefly: a request should not cost a store read to
+# authenticate. (A revoked token would stop working within this many seconds.)
+TOKEN_CACHE_SECONDS = 30.0
+
+
+async def service_of(request: Request) -> Service:  # async: no thread hop per request
     service: Service = request.app.state.service
     return service
 
 
-def principal(request: Request) -> Principal:
+async def principal(request: Request) -> Principal:
     if not request.app.state.auth:
         return LOCAL_ADMIN
     header = request.headers.get("authorization", "")
     scheme, _, secret = header.partition(" ")
     if scheme.lower() != "bearer" or not secret:
         raise Unauthorized("this server needs a token: Authorization: Bearer <token>")
-    found = service_of(request).authenticate(secret.strip())
+    secret = secret.strip()
+    cache: dict[str, tuple[float, Principal | None]] = request.app.state.tokens
+    hit = cache.get(secret)
+    if hit is not None and hit[0] > time.monotonic():
+        found = hit[1]
+    else:
+        service: Service = request.app.state.service
+        found = await run_in_threadpool(service.authenticate, secret)
+        cache[secret] = (time.monotonic() + TOKEN_CACHE_SECONDS, found)
     if found is None:
         raise Unauthorized("that token is not valid")
     return found
 
 
-def user(caller: Annotated[Principal, Depends(principal)]) -> Principal:
+async def user(caller: Annotated[Principal, Depends(principal)]) -> Principal:
     if caller.role not in (Role.USER, Role.ADMIN):
         raise Forbidden(f"a {caller.role} token cannot use the job API")
     return caller
 
 
-def agent(caller: Annotated[Principal, Depends(principal)]) -> Principal:
+async def agent(caller: Annotated[Principal, Depends(principal)]) -> Principal:
     if caller.role not in (Role.AGENT, Role.ADMIN):
         raise Forbidden(f"a {caller.role} token cannot use the agent API")
     return caller
