@@ -318,10 +318,15 @@ def outputs(
 
 
 @app.command()
-def nodes(json: JsonOpt = False) -> None:
+def nodes(
+    all_nodes: Annotated[
+        bool, typer.Option("--all", "-a", help="Include agents that have stopped.")
+    ] = False,
+    json: JsonOpt = False,
+) -> None:
     """List agents: state, capacity, running attempts, last heartbeat."""
     with _client() as client:
-        found = client.nodes()
+        found = [n for n in client.nodes() if all_nodes or n.state != "stopped"]
         if json:
             render.print_json(found)
         elif found:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from sandrun.errors import JobNotFound
 from sandrun.states import AttemptState, FailureReason, JobState
 from tests.conftest import pid_gone
 from tests.helpers import wait_for
-from tests.integration.cluster import LEASE, Cluster
+from tests.integration.cluster import LEASE, SANDRUN, Cluster
 
 # Attempt 1 parks (writing its pid); any later attempt finishes at once.
 PARK_FIRST = (
@@ -180,6 +181,13 @@ def test_sigterm_drains_then_hands_back(cluster: Cluster, tmp_path: Path) -> Non
         assert leaving.wait(30) == 0
         wait_for(lambda: pid_gone(int(pid.read_text())), what="the handed-back job to stop")
         assert [n.state for n in cluster.nodes() if n.name == "leaving"] == ["stopped"]
+        admin = {**os.environ, "SANDRUN_URL": cluster.url, "SANDRUN_TOKEN": cluster.tokens["admin"]}
+        listed = subprocess.run([SANDRUN, "nodes"], capture_output=True, text=True, env=admin)
+        assert "leaving" not in listed.stdout  # stopped agents are hidden...
+        every = subprocess.run(
+            [SANDRUN, "nodes", "--all"], capture_output=True, text=True, env=admin
+        )
+        assert "leaving" in every.stdout and "stopped" in every.stdout  # ...unless asked
         cluster.start_agent("staying")
         job.wait(30)
         assert job.record.state is JobState.COMPLETED and job.record.retries_used == 0
