@@ -8,11 +8,27 @@ from typing import Annotated, Any
 
 import typer
 
-from sandrun.cli import render
+from sandrun.cli import ops, render
+from sandrun.cli.options import (
+    CommandArg,
+    CpusOpt,
+    EnvOpt,
+    FileOpt,
+    JobId,
+    JsonOpt,
+    LabelOpt,
+    MemoryOpt,
+    NameOpt,
+    OutputOpt,
+    PriorityOpt,
+    RetriesOpt,
+    ShellOpt,
+    TimeoutOpt,
+    WorkdirOpt,
+)
 from sandrun.cli.specargs import build_spec
 from sandrun.client import Client, Job, connect
 from sandrun.errors import IllegalTransition, InvalidInput, JobNotFound, SandrunError
-from sandrun.models import Role
 
 app = typer.Typer(
     name="sandrun",
@@ -22,39 +38,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
-JobId = Annotated[str, typer.Argument(help="The job's id.", show_default=False)]
-
 
 def _client() -> Client:
     return connect()
-
-
-# Options shared by `run` and `submit`.
-CommandArg = Annotated[
-    list[str] | None, typer.Argument(help="The command and its arguments, after --.")
-]
-FileOpt = Annotated[
-    Path | None, typer.Option("--file", "-f", help="A YAML job spec.", dir_okay=False)
-]
-ShellOpt = Annotated[str | None, typer.Option(help="A shell command line, run by /bin/sh -c.")]
-NameOpt = Annotated[str | None, typer.Option(help="A name: letters, digits, - and _.")]
-EnvOpt = Annotated[
-    list[str] | None,
-    typer.Option("--env", "-e", help="KEY=VALUE, or KEY to copy it from here. Repeatable."),
-]
-CpusOpt = Annotated[float | None, typer.Option(help="CPUs to reserve (default 1).")]
-MemoryOpt = Annotated[str | None, typer.Option(help="Memory to reserve, e.g. 512MB, 8GB.")]
-TimeoutOpt = Annotated[str | None, typer.Option(help="Wall-clock limit, e.g. 90, 30m, 2h.")]
-RetriesOpt = Annotated[int | None, typer.Option(help="Retries after a failed attempt.")]
-OutputOpt = Annotated[
-    list[str] | None, typer.Option("--output", "-o", help="Glob of files to keep. Repeatable.")
-]
-LabelOpt = Annotated[list[str] | None, typer.Option("--label", "-l", help="KEY=VALUE.")]
-PriorityOpt = Annotated[str | None, typer.Option(help="low, normal, high or an integer.")]
-WorkdirOpt = Annotated[
-    Path | None, typer.Option(help="Directory to run in (default: the current one).")
-]
 
 
 def _submit(client: Client, command: list[str] | None, **kw: Any) -> Job:
@@ -317,134 +303,10 @@ def outputs(
                 print(f"{f.size:>12}  {f.digest[:12]}  {f.path}")
 
 
-@app.command()
-def nodes(
-    all_nodes: Annotated[
-        bool, typer.Option("--all", "-a", help="Include agents that have stopped.")
-    ] = False,
-    json: JsonOpt = False,
-) -> None:
-    """List agents: state, capacity, running attempts, last heartbeat."""
-    with _client() as client:
-        found = [n for n in client.nodes() if all_nodes or n.state != "stopped"]
-        if json:
-            render.print_json(found)
-        elif found:
-            render.nodes_table(found)
-        else:
-            render.err.print("no nodes have registered")
-
-
-@app.command()
-def server(
-    db: Annotated[
-        str | None, typer.Option(help="SQLite file (default: $SANDRUN_HOME/server.db).")
-    ] = None,
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8765,
-    no_auth: Annotated[
-        bool, typer.Option("--no-auth", help="No tokens (loopback addresses only).")
-    ] = False,
-    lease: Annotated[
-        float, typer.Option(help="Seconds an agent may go silent before its jobs move.")
-    ] = 30.0,
-) -> None:
-    """Serve the HTTP API (under /v1) for remote agents, the CLI and the SDK."""
-    from sandrun.server import run_server
-
-    run_server(_server_db(db), host=host, port=port, auth=not no_auth, lease_seconds=lease)
-
-
-def _server_db(db: str | None) -> str:
-    from sandrun.home import Home
-
-    return db or str(Home.resolve().root / "server.db")
-
-
-token_app = typer.Typer(help="API tokens for a server.", no_args_is_help=True)
-app.add_typer(token_app, name="token")
-
-
-@token_app.command("create")
-def token_create(
-    name: Annotated[str, typer.Option(help="Who it is for; a user's jobs are owned by it.")],
-    role: Annotated[Role, typer.Option(help="user, agent or admin.")] = Role.USER,
-    db: Annotated[
-        str | None, typer.Option(help="The server's SQLite file (default: $SANDRUN_HOME).")
-    ] = None,
-) -> None:
-    """Create a token and print it; it is shown only this once (the server keeps a hash)."""
-    from sandrun.server import open_server_service
-
-    service = open_server_service(_server_db(db))
-    try:
-        print(service.create_token(name, role))
-    finally:
-        service.close()
-
-
-@app.command()
-def agent(
-    server: Annotated[
-        str | None, typer.Option(help="A server URL; without it, run the local agent.")
-    ] = None,
-    token: Annotated[
-        str | None, typer.Option(envvar="SANDRUN_TOKEN", help="An agent token.")
-    ] = None,
-    name: Annotated[str | None, typer.Option(help="Node name (default: hostname).")] = None,
-    label: LabelOpt = None,
-    max_jobs: Annotated[int | None, typer.Option(help="Attempts at once, at most.")] = None,
-    cpus: Annotated[float | None, typer.Option(help="CPUs to offer (default: all).")] = None,
-    memory: Annotated[str | None, typer.Option(help="Memory to offer (default: all).")] = None,
-    work_dir: Annotated[
-        Path | None, typer.Option(help="Where attempts run (default: under $SANDRUN_HOME).")
-    ] = None,
-    drain_grace: Annotated[
-        float, typer.Option(help="On SIGTERM, seconds running jobs get before hand-back.")
-    ] = 60.0,
-    idle_exit: Annotated[
-        float, typer.Option(help="Local agent: exit after this many idle seconds (0: never).")
-    ] = 0,
-    kill_grace: Annotated[float, typer.Option(help="Seconds between SIGTERM and SIGKILL.")] = 5.0,
-) -> None:
-    """Run an agent in the foreground: the local one, or one serving a remote server."""
-    import logging
-    import socket
-
-    from sandrun.home import Home
-
-    home = Home.resolve()
-    if server is None:
-        from sandrun.embedded import serve
-
-        raise typer.Exit(serve(home, idle_exit or None, kill_grace))
-
-    from sandrun.agent import detect_capacity
-    from sandrun.agent.remote import run_remote_agent
-    from sandrun.cli.specargs import parse_pairs
-    from sandrun.models import Capacity
-    from sandrun.spec import parse_memory_mb
-
-    here = detect_capacity()
-    offered = Capacity(
-        cpus=cpus if cpus is not None else here.cpus,
-        memory_mb=parse_memory_mb(memory) if memory else here.memory_mb,
-    )
-    node = name or socket.gethostname()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    raise typer.Exit(
-        run_remote_agent(
-            server,
-            token,
-            name=node,
-            labels=parse_pairs(label or [], "labels", "--label"),
-            work_dir=work_dir or home.root / f"agent-{node}",
-            capacity=offered,
-            max_jobs=max_jobs,
-            kill_grace=kill_grace,
-            drain_grace=drain_grace,
-        )
-    )
+app.command()(ops.nodes)
+app.command()(ops.server)
+app.command()(ops.agent)
+app.add_typer(ops.token_app, name="token")
 
 
 def main() -> None:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sandrun.store.changes import Decide, Decision
 from sandrun.store.sqlite import SQLiteDatabase
-from sandrun.store.store import Decide, Decision, Store
+from sandrun.store.store import Store
 
 __all__ = ["Decide", "Decision", "Store", "open_sqlite"]
 

@@ -9,12 +9,10 @@ and are refused unless that attempt still holds the job.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any
 
-from sandrun.errors import IllegalTransition, JobNotFound, SchemaTooNew, StaleAttempt
+from sandrun.errors import IllegalTransition, SchemaTooNew, StaleAttempt
 from sandrun.ids import new_token
 from sandrun.models import (
     Attempt,
@@ -28,9 +26,7 @@ from sandrun.models import (
     OutputFile,
     Principal,
     Role,
-    Usage,
 )
-from sandrun.spec import JobSpec
 from sandrun.states import (
     AttemptState,
     FailureReason,
@@ -38,23 +34,17 @@ from sandrun.states import (
     check_attempt_transition,
     check_job_transition,
 )
-from sandrun.store.database import Database, Row, Tx, load_migrations
-
-LIVE = (AttemptState.SCHEDULED, AttemptState.RUNNING)
-
-
-@dataclass(frozen=True)
-class Decision:
-    """What becomes of a job when an attempt ends (made by the service's retry policy)."""
-
-    state: JobState  # PENDING for a retry, else a terminal state
-    not_before: float = 0.0
-    retries_used: int = 0
-    infra_retries: int = 0
-    message: str | None = None
-
-
-Decide = Callable[[JobRecord, AttemptState, AttemptResult, float], Decision]
+from sandrun.store.changes import (
+    Decide,
+    Decision,
+    event,
+    fenced,
+    finish,
+    must,
+    set_state,
+)
+from sandrun.store.database import Database, load_migrations
+from sandrun.store.rows import attempt_from, job_from
 
 
 class Store:
@@ -101,11 +91,11 @@ class Store:
                 not_before=job.not_before,
                 created_at=job.created_at,
             )
-            _event(tx, job.id, None, "submitted", f"submitted as {job.name}", job.created_at)
+            event(tx, job.id, None, "submitted", f"submitted as {job.name}", job.created_at)
 
     def get_job(self, job_id: str) -> JobRecord:
         with self.db.transaction(write=False) as tx:
-            return _job(_must(tx, job_id))
+            return job_from(must(tx, job_id))
 
     def list_jobs(
         self,
@@ -129,24 +119,24 @@ class Store:
                 before_id=before[1] if before else None,
                 limit=limit,
             )
-        return [_job(r) for r in rows]
+        return [job_from(r) for r in rows]
 
     def request_cancel(self, job_id: str, now: float) -> JobRecord:
         """Cancel a pending job at once; flag a scheduled or running one for its agent."""
         with self.db.transaction() as tx:
-            job = _job(_must(tx, job_id))
+            job = job_from(must(tx, job_id))
             if job.state.is_terminal:
                 raise IllegalTransition(
                     f"job {job_id} already {job.state}; there is nothing to cancel",
                     field="job_id",
                 )
             if job.state is JobState.PENDING:
-                _set_state(tx, job, Decision(JobState.CANCELLED, message="cancelled"), now)
+                set_state(tx, job, Decision(JobState.CANCELLED, message="cancelled"), now)
                 tx.run("request_cancel", id=job_id, now=now)
             elif not job.cancel_requested:
                 tx.run("request_cancel", id=job_id, now=now)
-                _event(tx, job_id, job.attempts, "cancel_requested", "cancel requested", now)
-            return _job(_must(tx, job_id))
+                event(tx, job_id, job.attempts, "cancel_requested", "cancel requested", now)
+            return job_from(must(tx, job_id))
 
     def next_not_before(self) -> float | None:
         """When the earliest pending job becomes eligible (for an agent's wake-up)."""
@@ -176,8 +166,8 @@ class Store:
                 lease_expires_at=lease,
                 now=now,
             )
-            _event(tx, row["id"], number, "scheduled", f"attempt {number} on {node}", now)
-            job = _job(_must(tx, row["id"]))
+            event(tx, row["id"], number, "scheduled", f"attempt {number} on {node}", now)
+            job = job_from(must(tx, row["id"]))
         return Claim(job=job, attempt=number, token=token, lease_expires_at=lease)
 
     def start_attempt(
@@ -190,7 +180,7 @@ class Store:
         pid_started_at: float | None = None,
     ) -> None:
         with self._refusals_recorded(job_id, number, now), self.db.transaction() as tx:
-            job, attempt = _fenced(tx, job_id, number, token)
+            job, attempt = fenced(tx, job_id, number, token)
             check_attempt_transition(attempt.state, AttemptState.RUNNING)
             check_job_transition(job.state, JobState.RUNNING)
             tx.run(
@@ -202,7 +192,7 @@ class Store:
                 pid_started_at=pid_started_at,
             )
             tx.run("mark_running", id=job_id, now=now)
-            _event(tx, job_id, number, "started", f"attempt {number} started", now)
+            event(tx, job_id, number, "started", f"attempt {number} started", now)
 
     def renew_leases(
         self, leases: list[tuple[str, int, str]], now: float, lease_seconds: float
@@ -231,7 +221,7 @@ class Store:
     ) -> None:
         """Store log chunks; a chunk whose seq is already stored is skipped (retried upload)."""
         with self._refusals_recorded(job_id, number, now), self.db.transaction() as tx:
-            _fenced(tx, job_id, number, token)
+            fenced(tx, job_id, number, token)
             for chunk in chunks:
                 tx.run(
                     "insert_log",
@@ -254,9 +244,9 @@ class Store:
     ) -> JobRecord:
         """End an attempt with its result; `decide` says whether the job retries or ends."""
         with self._refusals_recorded(job_id, number, now), self.db.transaction() as tx:
-            job, attempt = _fenced(tx, job_id, number, token)
-            _finish(tx, job, attempt, result, decide, now)
-            return _job(_must(tx, job_id))
+            job, attempt = fenced(tx, job_id, number, token)
+            finish(tx, job, attempt, result, decide, now)
+            return job_from(must(tx, job_id))
 
     def lose_attempts(
         self, decide: Decide, now: float, node: str | None = None
@@ -270,13 +260,13 @@ class Store:
             )
             lost = []
             for row in rows:
-                job = _job(_must(tx, row["job_id"]))
-                attempt = _attempt(row)
+                job = job_from(must(tx, row["job_id"]))
+                attempt = attempt_from(row)
                 result = AttemptResult(
                     failure_reason=FailureReason.NODE_LOST,
                     message=f"node {row['node']} stopped reporting",
                 )
-                _finish(tx, job, attempt, result, decide, now)
+                finish(tx, job, attempt, result, decide, now)
                 lost.append((row["job_id"], row["number"]))
         return lost
 
@@ -287,23 +277,23 @@ class Store:
             yield
         except StaleAttempt as exc:
             with self.db.transaction() as tx:
-                _event(tx, job_id, number, "stale_report", f"refused: {exc.message}", now)
+                event(tx, job_id, number, "stale_report", f"refused: {exc.message}", now)
             raise
 
     # --- reading ----------------------------------------------------------------------
 
     def attempts(self, job_id: str) -> list[Attempt]:
         with self.db.transaction(write=False) as tx:
-            _must(tx, job_id)
-            return [_attempt(r) for r in tx.all("list_attempts", job_id=job_id)]
+            must(tx, job_id)
+            return [attempt_from(r) for r in tx.all("list_attempts", job_id=job_id)]
 
     def live_attempts(self, node: str) -> list[Attempt]:
         with self.db.transaction(write=False) as tx:
-            return [_attempt(r) for r in tx.all("node_attempts", node=node)]
+            return [attempt_from(r) for r in tx.all("node_attempts", node=node)]
 
     def events(self, job_id: str, after: int = 0, limit: int = 1000) -> list[Event]:
         with self.db.transaction(write=False) as tx:
-            _must(tx, job_id)
+            must(tx, job_id)
             rows = tx.all("read_events", job_id=job_id, after=after, limit=limit)
         return [Event.model_validate({**r, "data": json.loads(r["data"])}) for r in rows]
 
@@ -316,7 +306,7 @@ class Store:
         limit: int = 1000,
     ) -> list[LogChunk]:
         with self.db.transaction(write=False) as tx:
-            _must(tx, job_id)
+            must(tx, job_id)
             rows = tx.all(
                 "read_logs",
                 job_id=job_id,
@@ -329,7 +319,7 @@ class Store:
 
     def outputs(self, job_id: str, attempt: int | None = None) -> list[OutputFile]:
         with self.db.transaction(write=False) as tx:
-            _must(tx, job_id)
+            must(tx, job_id)
             rows = tx.all("list_outputs", job_id=job_id, attempt=attempt)
         return [OutputFile.model_validate(r) for r in rows]
 
@@ -388,188 +378,3 @@ class Store:
         with self.db.transaction(write=False) as tx:
             row = tx.one("token_by_hash", hash=digest)
         return Principal(name=row["name"], role=Role(row["role"])) if row else None
-
-
-# --- helpers: each runs inside the caller's transaction ----------------------------------
-
-
-def _must(tx: Tx, job_id: str) -> Row:
-    row = tx.one("get_job", id=job_id)
-    if row is None:
-        raise JobNotFound(f"no job has id {job_id!r}", field="job_id")
-    return row
-
-
-def _must_attempt(tx: Tx, job_id: str, number: int) -> Row:
-    row = tx.one("get_attempt", job_id=job_id, number=number)
-    if row is None:
-        raise StaleAttempt(f"job {job_id} has no attempt {number}", field="attempt")
-    return row
-
-
-def _fenced(tx: Tx, job_id: str, number: int, token: str) -> tuple[JobRecord, Attempt]:
-    """The job and attempt, if this attempt (and token) still holds the job; else refuse."""
-    job = _job(_must(tx, job_id))
-    row = _must_attempt(tx, job_id, number)
-    attempt = _attempt(row)
-    if row["token"] != token or attempt.state not in LIVE or job.attempts != number:
-        raise StaleAttempt(
-            f"attempt {number} of job {job_id} no longer holds the job (it is {attempt.state})",
-            field="attempt",
-        )
-    return job, attempt
-
-
-def _finish(
-    tx: Tx, job: JobRecord, attempt: Attempt, result: AttemptResult, decide: Decide, now: float
-) -> None:
-    reason = result.failure_reason
-    if reason is None and result.exit_code not in (0, None):
-        reason = FailureReason.EXIT_CODE
-    if reason is None:
-        state = AttemptState.COMPLETED
-    elif reason is FailureReason.CANCELLED:
-        state = AttemptState.CANCELLED
-    elif reason is FailureReason.NODE_LOST:
-        state = AttemptState.LOST
-    else:
-        state = AttemptState.FAILED
-    result = result.model_copy(update={"failure_reason": reason})
-    check_attempt_transition(attempt.state, state)
-    usage = result.usage
-    tx.run(
-        "finish_attempt",
-        job_id=job.id,
-        number=attempt.number,
-        state=state.value,
-        exit_code=result.exit_code,
-        failure_reason=reason.value if reason else None,
-        message=result.message,
-        wall_seconds=usage.wall_seconds,
-        cpu_seconds=usage.cpu_seconds,
-        max_rss_mb=usage.max_rss_mb,
-        now=now,
-    )
-    for out in result.outputs:
-        tx.run(
-            "insert_output",
-            job_id=job.id,
-            attempt=attempt.number,
-            path=out.path,
-            digest=out.digest,
-            size=out.size,
-        )
-    what = f"exit code {result.exit_code}" if result.exit_code is not None else str(reason)
-    detail = f": {result.message}" if result.message else ""
-    _event(
-        tx,
-        job.id,
-        attempt.number,
-        f"attempt_{state}",
-        f"attempt {attempt.number} {state} ({what}){detail}",
-        now,
-        {"exit_code": result.exit_code},
-    )
-    decision = decide(job, state, result, now)
-    if decision.state is JobState.PENDING:
-        _event(
-            tx,
-            job.id,
-            attempt.number,
-            "retrying",
-            decision.message or "retrying",
-            now,
-            {"not_before": decision.not_before},
-        )
-    _set_state(tx, job, decision, now, result)
-
-
-def _set_state(
-    tx: Tx, job: JobRecord, decision: Decision, now: float, result: AttemptResult | None = None
-) -> None:
-    check_job_transition(job.state, decision.state)
-    terminal = decision.state.is_terminal
-    tx.run(
-        "set_job_state",
-        id=job.id,
-        state=decision.state.value,
-        exit_code=result.exit_code if result and terminal else None,
-        failure_reason=(
-            result.failure_reason.value
-            if result and result.failure_reason and terminal
-            else (FailureReason.CANCELLED.value if decision.state is JobState.CANCELLED else None)
-        ),
-        message=decision.message if terminal else None,
-        now=now,
-        finished_at=now if terminal else None,
-        not_before=decision.not_before if decision.state is JobState.PENDING else job.not_before,
-        retries_used=decision.retries_used,
-        infra_retries=decision.infra_retries,
-    )
-    if terminal:
-        _event(tx, job.id, None, str(decision.state), decision.message or str(decision.state), now)
-
-
-def _event(
-    tx: Tx,
-    job_id: str,
-    attempt: int | None,
-    kind: str,
-    message: str,
-    at: float,
-    data: dict[str, Any] | None = None,
-) -> None:
-    tx.run(
-        "insert_event",
-        job_id=job_id,
-        attempt=attempt,
-        kind=kind,
-        message=message,
-        data=json.dumps(data or {}),
-        at=at,
-    )
-
-
-def _job(row: Row) -> JobRecord:
-    return JobRecord(
-        id=row["id"],
-        name=row["name"],
-        owner=row["owner"],
-        state=JobState(row["state"]),
-        spec=JobSpec.model_validate_json(row["spec"]),
-        priority=row["priority"],
-        attempts=row["attempts"],
-        exit_code=row["exit_code"],
-        failure_reason=row["failure_reason"],
-        message=row["message"],
-        cancel_requested=bool(row["cancel_requested"]),
-        not_before=row["not_before"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        finished_at=row["finished_at"],
-        retries_used=row["retries_used"],
-        infra_retries=row["infra_retries"],
-    )
-
-
-def _attempt(row: Row) -> Attempt:
-    return Attempt(
-        job_id=row["job_id"],
-        number=row["number"],
-        state=AttemptState(row["state"]),
-        node=row["node"],
-        lease_expires_at=row["lease_expires_at"],
-        pid=row["pid"],
-        pid_started_at=row["pid_started_at"],
-        scheduled_at=row["scheduled_at"],
-        started_at=row["started_at"],
-        finished_at=row["finished_at"],
-        exit_code=row["exit_code"],
-        failure_reason=row["failure_reason"],
-        message=row["message"],
-        usage=Usage(
-            wall_seconds=row["wall_seconds"],
-            cpu_seconds=row["cpu_seconds"],
-            max_rss_mb=row["max_rss_mb"],
-        ),
-    )

@@ -1,0 +1,139 @@
+"""Commands for operators: the server, agents, tokens and the node list."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from sandrun.cli import render
+from sandrun.cli.options import JsonOpt, LabelOpt
+from sandrun.client import connect
+from sandrun.models import Role
+
+
+def nodes(
+    all_nodes: Annotated[
+        bool, typer.Option("--all", "-a", help="Include agents that have stopped.")
+    ] = False,
+    json: JsonOpt = False,
+) -> None:
+    """List agents: state, capacity, running attempts, last heartbeat."""
+    with connect() as client:
+        found = [n for n in client.nodes() if all_nodes or n.state != "stopped"]
+        if json:
+            render.print_json(found)
+        elif found:
+            render.nodes_table(found)
+        else:
+            render.err.print("no nodes have registered")
+
+
+def server(
+    db: Annotated[
+        str | None, typer.Option(help="SQLite file (default: $SANDRUN_HOME/server.db).")
+    ] = None,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8765,
+    no_auth: Annotated[
+        bool, typer.Option("--no-auth", help="No tokens (loopback addresses only).")
+    ] = False,
+    lease: Annotated[
+        float, typer.Option(help="Seconds an agent may go silent before its jobs move.")
+    ] = 30.0,
+) -> None:
+    """Serve the HTTP API (under /v1) for remote agents, the CLI and the SDK."""
+    from sandrun.server import run_server
+
+    run_server(_server_db(db), host=host, port=port, auth=not no_auth, lease_seconds=lease)
+
+
+def _server_db(db: str | None) -> str:
+    from sandrun.home import Home
+
+    return db or str(Home.resolve().root / "server.db")
+
+
+token_app = typer.Typer(help="API tokens for a server.", no_args_is_help=True)
+
+
+@token_app.command("create")
+def token_create(
+    name: Annotated[str, typer.Option(help="Who it is for; a user's jobs are owned by it.")],
+    role: Annotated[Role, typer.Option(help="user, agent or admin.")] = Role.USER,
+    db: Annotated[
+        str | None, typer.Option(help="The server's SQLite file (default: $SANDRUN_HOME).")
+    ] = None,
+) -> None:
+    """Create a token and print it; it is shown only this once (the server keeps a hash)."""
+    from sandrun.server import open_server_service
+
+    service = open_server_service(_server_db(db))
+    try:
+        print(service.create_token(name, role))
+    finally:
+        service.close()
+
+
+def agent(
+    server: Annotated[
+        str | None, typer.Option(help="A server URL; without it, run the local agent.")
+    ] = None,
+    token: Annotated[
+        str | None, typer.Option(envvar="SANDRUN_TOKEN", help="An agent token.")
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="Node name (default: hostname).")] = None,
+    label: LabelOpt = None,
+    max_jobs: Annotated[int | None, typer.Option(help="Attempts at once, at most.")] = None,
+    cpus: Annotated[float | None, typer.Option(help="CPUs to offer (default: all).")] = None,
+    memory: Annotated[str | None, typer.Option(help="Memory to offer (default: all).")] = None,
+    work_dir: Annotated[
+        Path | None, typer.Option(help="Where attempts run (default: under $SANDRUN_HOME).")
+    ] = None,
+    drain_grace: Annotated[
+        float, typer.Option(help="On SIGTERM, seconds running jobs get before hand-back.")
+    ] = 60.0,
+    idle_exit: Annotated[
+        float, typer.Option(help="Local agent: exit after this many idle seconds (0: never).")
+    ] = 0,
+    kill_grace: Annotated[float, typer.Option(help="Seconds between SIGTERM and SIGKILL.")] = 5.0,
+) -> None:
+    """Run an agent in the foreground: the local one, or one serving a remote server."""
+    import logging
+    import socket
+
+    from sandrun.home import Home
+
+    home = Home.resolve()
+    if server is None:
+        from sandrun.embedded import serve
+
+        raise typer.Exit(serve(home, idle_exit or None, kill_grace))
+
+    from sandrun.agent import detect_capacity
+    from sandrun.agent.remote import run_remote_agent
+    from sandrun.cli.specargs import parse_pairs
+    from sandrun.models import Capacity
+    from sandrun.spec import parse_memory_mb
+
+    here = detect_capacity()
+    offered = Capacity(
+        cpus=cpus if cpus is not None else here.cpus,
+        memory_mb=parse_memory_mb(memory) if memory else here.memory_mb,
+    )
+    node = name or socket.gethostname()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    raise typer.Exit(
+        run_remote_agent(
+            server,
+            token,
+            name=node,
+            labels=parse_pairs(label or [], "labels", "--label"),
+            work_dir=work_dir or home.root / f"agent-{node}",
+            capacity=offered,
+            max_jobs=max_jobs,
+            kill_grace=kill_grace,
+            drain_grace=drain_grace,
+        )
+    )

@@ -1,0 +1,38 @@
+"""Command-line options shared by several `sandrun` commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+JobId = Annotated[str, typer.Argument(help="The job's id.", show_default=False)]
+
+
+# Options shared by `run` and `submit`.
+CommandArg = Annotated[
+    list[str] | None, typer.Argument(help="The command and its arguments, after --.")
+]
+FileOpt = Annotated[
+    Path | None, typer.Option("--file", "-f", help="A YAML job spec.", dir_okay=False)
+]
+ShellOpt = Annotated[str | None, typer.Option(help="A shell command line, run by /bin/sh -c.")]
+NameOpt = Annotated[str | None, typer.Option(help="A name: letters, digits, - and _.")]
+EnvOpt = Annotated[
+    list[str] | None,
+    typer.Option("--env", "-e", help="KEY=VALUE, or KEY to copy it from here. Repeatable."),
+]
+CpusOpt = Annotated[float | None, typer.Option(help="CPUs to reserve (default 1).")]
+MemoryOpt = Annotated[str | None, typer.Option(help="Memory to reserve, e.g. 512MB, 8GB.")]
+TimeoutOpt = Annotated[str | None, typer.Option(help="Wall-clock limit, e.g. 90, 30m, 2h.")]
+RetriesOpt = Annotated[int | None, typer.Option(help="Retries after a failed attempt.")]
+OutputOpt = Annotated[
+    list[str] | None, typer.Option("--output", "-o", help="Glob of files to keep. Repeatable.")
+]
+LabelOpt = Annotated[list[str] | None, typer.Option("--label", "-l", help="KEY=VALUE.")]
+PriorityOpt = Annotated[str | None, typer.Option(help="low, normal, high or an integer.")]
+WorkdirOpt = Annotated[
+    Path | None, typer.Option(help="Directory to run in (default: the current one).")
+]

@@ -1,0 +1,177 @@
+"""State changes inside an open transaction: fencing, ending attempts, events.
+
+The Store opens the transaction; these run in it, so a change and its event row commit
+together or not at all.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sandrun.errors import JobNotFound, StaleAttempt
+from sandrun.models import Attempt, AttemptResult, JobRecord
+from sandrun.states import (
+    AttemptState,
+    FailureReason,
+    JobState,
+    check_attempt_transition,
+    check_job_transition,
+)
+from sandrun.store.database import Row, Tx
+from sandrun.store.rows import attempt_from, job_from
+
+LIVE = (AttemptState.SCHEDULED, AttemptState.RUNNING)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What becomes of a job when an attempt ends (made by the service's retry policy)."""
+
+    state: JobState  # PENDING for a retry, else a terminal state
+    not_before: float = 0.0
+    retries_used: int = 0
+    infra_retries: int = 0
+    message: str | None = None
+
+
+Decide = Callable[[JobRecord, AttemptState, AttemptResult, float], Decision]
+
+
+def must(tx: Tx, job_id: str) -> Row:
+    row = tx.one("get_job", id=job_id)
+    if row is None:
+        raise JobNotFound(f"no job has id {job_id!r}", field="job_id")
+    return row
+
+
+def must_attempt(tx: Tx, job_id: str, number: int) -> Row:
+    row = tx.one("get_attempt", job_id=job_id, number=number)
+    if row is None:
+        raise StaleAttempt(f"job {job_id} has no attempt {number}", field="attempt")
+    return row
+
+
+def fenced(tx: Tx, job_id: str, number: int, token: str) -> tuple[JobRecord, Attempt]:
+    """The job and attempt, if this attempt (and token) still holds the job; else refuse."""
+    job = job_from(must(tx, job_id))
+    row = must_attempt(tx, job_id, number)
+    attempt = attempt_from(row)
+    if row["token"] != token or attempt.state not in LIVE or job.attempts != number:
+        raise StaleAttempt(
+            f"attempt {number} of job {job_id} no longer holds the job (it is {attempt.state})",
+            field="attempt",
+        )
+    return job, attempt
+
+
+def finish(
+    tx: Tx, job: JobRecord, attempt: Attempt, result: AttemptResult, decide: Decide, now: float
+) -> None:
+    reason = result.failure_reason
+    if reason is None and result.exit_code not in (0, None):
+        reason = FailureReason.EXIT_CODE
+    if reason is None:
+        state = AttemptState.COMPLETED
+    elif reason is FailureReason.CANCELLED:
+        state = AttemptState.CANCELLED
+    elif reason is FailureReason.NODE_LOST:
+        state = AttemptState.LOST
+    else:
+        state = AttemptState.FAILED
+    result = result.model_copy(update={"failure_reason": reason})
+    check_attempt_transition(attempt.state, state)
+    usage = result.usage
+    tx.run(
+        "finish_attempt",
+        job_id=job.id,
+        number=attempt.number,
+        state=state.value,
+        exit_code=result.exit_code,
+        failure_reason=reason.value if reason else None,
+        message=result.message,
+        wall_seconds=usage.wall_seconds,
+        cpu_seconds=usage.cpu_seconds,
+        max_rss_mb=usage.max_rss_mb,
+        now=now,
+    )
+    for out in result.outputs:
+        tx.run(
+            "insert_output",
+            job_id=job.id,
+            attempt=attempt.number,
+            path=out.path,
+            digest=out.digest,
+            size=out.size,
+        )
+    what = f"exit code {result.exit_code}" if result.exit_code is not None else str(reason)
+    detail = f": {result.message}" if result.message else ""
+    event(
+        tx,
+        job.id,
+        attempt.number,
+        f"attempt_{state}",
+        f"attempt {attempt.number} {state} ({what}){detail}",
+        now,
+        {"exit_code": result.exit_code},
+    )
+    decision = decide(job, state, result, now)
+    if decision.state is JobState.PENDING:
+        event(
+            tx,
+            job.id,
+            attempt.number,
+            "retrying",
+            decision.message or "retrying",
+            now,
+            {"not_before": decision.not_before},
+        )
+    set_state(tx, job, decision, now, result)
+
+
+def set_state(
+    tx: Tx, job: JobRecord, decision: Decision, now: float, result: AttemptResult | None = None
+) -> None:
+    check_job_transition(job.state, decision.state)
+    terminal = decision.state.is_terminal
+    tx.run(
+        "set_job_state",
+        id=job.id,
+        state=decision.state.value,
+        exit_code=result.exit_code if result and terminal else None,
+        failure_reason=(
+            result.failure_reason.value
+            if result and result.failure_reason and terminal
+            else (FailureReason.CANCELLED.value if decision.state is JobState.CANCELLED else None)
+        ),
+        message=decision.message if terminal else None,
+        now=now,
+        finished_at=now if terminal else None,
+        not_before=decision.not_before if decision.state is JobState.PENDING else job.not_before,
+        retries_used=decision.retries_used,
+        infra_retries=decision.infra_retries,
+    )
+    if terminal:
+        event(tx, job.id, None, str(decision.state), decision.message or str(decision.state), now)
+
+
+def event(
+    tx: Tx,
+    job_id: str,
+    attempt: int | None,
+    kind: str,
+    message: str,
+    at: float,
+    data: dict[str, Any] | None = None,
+) -> None:
+    tx.run(
+        "insert_event",
+        job_id=job_id,
+        attempt=attempt,
+        kind=kind,
+        message=message,
+        data=json.dumps(data or {}),
+        at=at,
+    )

@@ -1,0 +1,53 @@
+"""Turning database rows into the wire models."""
+
+from __future__ import annotations
+
+from sandrun.models import Attempt, JobRecord, Usage
+from sandrun.spec import JobSpec
+from sandrun.states import AttemptState, JobState
+from sandrun.store.database import Row
+
+
+def job_from(row: Row) -> JobRecord:
+    return JobRecord(
+        id=row["id"],
+        name=row["name"],
+        owner=row["owner"],
+        state=JobState(row["state"]),
+        spec=JobSpec.model_validate_json(row["spec"]),
+        priority=row["priority"],
+        attempts=row["attempts"],
+        exit_code=row["exit_code"],
+        failure_reason=row["failure_reason"],
+        message=row["message"],
+        cancel_requested=bool(row["cancel_requested"]),
+        not_before=row["not_before"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        finished_at=row["finished_at"],
+        retries_used=row["retries_used"],
+        infra_retries=row["infra_retries"],
+    )
+
+
+def attempt_from(row: Row) -> Attempt:
+    return Attempt(
+        job_id=row["job_id"],
+        number=row["number"],
+        state=AttemptState(row["state"]),
+        node=row["node"],
+        lease_expires_at=row["lease_expires_at"],
+        pid=row["pid"],
+        pid_started_at=row["pid_started_at"],
+        scheduled_at=row["scheduled_at"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        exit_code=row["exit_code"],
+        failure_reason=row["failure_reason"],
+        message=row["message"],
+        usage=Usage(
+            wall_seconds=row["wall_seconds"],
+            cpu_seconds=row["cpu_seconds"],
+            max_rss_mb=row["max_rss_mb"],
+        ),
+    )
