@@ -113,6 +113,7 @@ class LocalAgent:
         self._lock.truncate(0)
         self._lock.write(f"{os.getpid()}\n")
         self._lock.flush()
+        self._stop = threading.Event()
         self.service = open_service(home, lease_seconds)
         self.waker = Waker(address(home.root))
         self.agent = Agent(
@@ -128,17 +129,17 @@ class LocalAgent:
             idle_exit=idle_exit,
         )
 
-    def run(self, stop: threading.Event) -> None:
-        """Serve until `stop` is set (running attempts finish first) or idle_exit passes."""
+    def run(self) -> None:
+        """Serve until `stop()` (running attempts finish first) or until idle_exit passes."""
         try:
-            self.agent.run(stop)
+            self.agent.run(self._stop)
         finally:
             self.waker.close()
             self.service.close()
             self._lock.close()
 
-    def stop(self, stop: threading.Event) -> None:
-        stop.set()
+    def stop(self) -> None:
+        self._stop.set()
         self.waker.wake("stop")
 
 
@@ -149,14 +150,13 @@ def serve(home: Home, idle_exit: float | None, kill_grace: float = 5.0) -> int:
     except AgentError as exc:
         print(exc.message, file=sys.stderr)
         return 0
-    stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
-        local.stop(stop)
+        local.stop()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    local.run(stop)
+    local.run()
     return 0
 
 

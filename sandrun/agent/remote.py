@@ -14,6 +14,8 @@ import uuid
 from pathlib import Path
 from types import FrameType
 
+from pydantic import BaseModel
+
 from sandrun.agent.agent import MAX_ATTEMPTS, Agent, detect_capacity
 from sandrun.agent.wake import Waker
 from sandrun.artifacts import LocalArtifactStore
@@ -52,12 +54,12 @@ class HttpControlPlane:
         self.lease_seconds = 30.0
 
     def _post(
-        self, path: str, body: object, retry_for: float = 0.0, timeout: float | None = None
+        self, path: str, body: BaseModel, retry_for: float = 0.0, timeout: float | None = None
     ) -> object:
         # No call may hang much past a lease, or a stuck server could stall a lease check.
         limit = timeout if timeout is not None else max(self.lease_seconds / 2, 1.0)
         response = self.api.request(
-            "POST", path, json=_json(body), retry_for=retry_for, timeout=limit
+            "POST", path, json=body.model_dump(mode="json"), retry_for=retry_for, timeout=limit
         )
         return response.json() if response.status_code == 200 else None
 
@@ -125,11 +127,6 @@ class HttpControlPlane:
 
     def next_wakeup(self) -> float | None:
         return None
-
-
-def _json(body: object) -> object:
-    dump = getattr(body, "model_dump", None)
-    return dump(mode="json") if dump else body
 
 
 def run_remote_agent(

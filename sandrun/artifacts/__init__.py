@@ -37,11 +37,13 @@ class LocalArtifactStore:
         return self.put_stream(io.BytesIO(data))
 
     def put_stream(self, stream: BinaryIO) -> tuple[str, int]:
-        self.root.mkdir(parents=True, exist_ok=True)
         hasher = hashlib.sha256()
         size = 0
+        tmp_name: str | None = None
         try:
+            self.root.mkdir(parents=True, exist_ok=True)
             with tempfile.NamedTemporaryFile(dir=self.root, delete=False) as tmp:
+                tmp_name = tmp.name
                 while block := stream.read(_CHUNK):
                     hasher.update(block)
                     tmp.write(block)
@@ -49,9 +51,10 @@ class LocalArtifactStore:
             digest = hasher.hexdigest()
             target = self.path(digest)
             target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp.name, target)
+            os.replace(tmp_name, target)
         except OSError as exc:
-            Path(tmp.name).unlink(missing_ok=True)
+            if tmp_name is not None:
+                Path(tmp_name).unlink(missing_ok=True)
             raise ArtifactError(f"cannot store an artifact under {self.root}: {exc}") from None
         return digest, size
 

@@ -21,12 +21,11 @@ class Local:
 def local(home: Home) -> Iterator[Local]:
     """The real local agent, on a thread of this process, and a client of the same home."""
     agent = LocalAgent(home, idle_exit=None, kill_grace=0.5)
-    stop = threading.Event()
-    thread = threading.Thread(target=agent.run, args=(stop,), daemon=True)
+    thread = threading.Thread(target=agent.run, daemon=True)
     thread.start()
     client = connect(home=home.root)
     yield Local(client, agent)
-    agent.stop(stop)
+    agent.stop()
     thread.join(timeout=30)
     assert not thread.is_alive(), "the agent did not drain"
     client.close()

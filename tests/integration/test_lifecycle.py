@@ -150,8 +150,7 @@ def test_concurrent_jobs_each_get_their_own_scratch_dir(local: Local) -> None:
 
 def test_heartbeats_keep_a_job_that_outlives_its_lease(home: Home, tmp_path: Path) -> None:
     agent = LocalAgent(home, idle_exit=None, kill_grace=0.5, lease_seconds=0.6)
-    stop = threading.Event()
-    thread = threading.Thread(target=agent.run, args=(stop,), daemon=True)
+    thread = threading.Thread(target=agent.run, daemon=True)
     thread.start()
     try:
         with connect(home=home.root) as client:
@@ -166,5 +165,5 @@ def test_heartbeats_keep_a_job_that_outlives_its_lease(home: Home, tmp_path: Pat
             assert [a.state for a in job.attempts] == [AttemptState.COMPLETED]
             assert job.log_text() == "still mine\n"
     finally:
-        agent.stop(stop)
+        agent.stop()
         thread.join(30)
