@@ -126,6 +126,12 @@ class SchemaTooNew(StoreError):
     code = "schema_too_new"
 
 
+class SchemaTooOld(StoreError):
+    """The database schema is older than this version of sandrun: run `sandrun db upgrade`."""
+
+    code = "schema_too_old"
+
+
 class ArtifactError(SandrunError):
     """The artifact store failed."""
 

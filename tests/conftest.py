@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +12,7 @@ from sandrun.embedded import agent_running
 from sandrun.home import Home
 from tests.helpers import wait_for
 from tests.integration.cluster import Cluster
+from tests.pg import PgServer, Unavailable, pg_server
 
 
 def _stop_local_agent(home: Home) -> None:
@@ -47,10 +49,48 @@ def pid_gone(pid: int) -> bool:
         return True
 
 
+def no_service(reason: str) -> None:
+    """Skip for want of a service, except in CI, where a missing service is a failure."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason} (CI=true: services must be available)", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def pg() -> Iterator[PgServer]:
+    """A PostgreSQL server for this test session (see tests/pg.py)."""
+    try:
+        context = pg_server()
+        server = context.__enter__()
+    except Unavailable as exc:
+        no_service(f"PostgreSQL unavailable: {exc}")
+    try:
+        yield server
+    finally:
+        context.__exit__(None, None, None)
+
+
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    """A server (lease 2 s) with tokens for admin, agents, alice and bob; agents on demand."""
-    c = Cluster(tmp_path)
+def pg_url(pg: PgServer) -> Iterator[str]:
+    """A database of its own for one test, with the current schema."""
+    url = pg.create(template="sandrun_template")
+    yield url
+    pg.drop(url)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend_db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A server database on each backend: a SQLite path or a PostgreSQL URL."""
+    if request.param == "postgres":
+        return str(request.getfixturevalue("pg_url"))
+    return str(tmp_path / "server.db")
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, backend_db: str) -> Iterator[Cluster]:
+    """A server (lease 2 s) with tokens for admin, agents, alice and bob; agents on demand;
+    once on SQLite and once on PostgreSQL."""
+    c = Cluster(tmp_path, db=backend_db)
     c.make_tokens()
     c.start_server()
     yield c

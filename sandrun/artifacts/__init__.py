@@ -11,6 +11,7 @@ import hashlib
 import io
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -63,3 +64,29 @@ class LocalArtifactStore:
             return self.path(digest).read_bytes()
         except FileNotFoundError:
             raise ArtifactNotFound(f"no artifact has digest {digest}") from None
+
+    def blobs_older_than(self, cutoff: float) -> Iterator[str]:
+        """Digests of the blobs last written before `cutoff` (epoch seconds).
+
+        Storing content that is already present replaces the file, renewing its time, so a
+        blob in use by a recent job is never this old."""
+        if not self.root.is_dir():
+            return
+        for path in self.root.glob("??/??/*"):
+            try:
+                if len(path.name) == 64 and path.stat().st_mtime < cutoff:
+                    yield path.name
+            except FileNotFoundError:
+                continue
+
+    def remove_if_older(self, digest: str, cutoff: float) -> int:
+        """Delete a blob unless it was written at or after `cutoff`; return bytes freed."""
+        path = self.path(digest)
+        try:
+            stat = path.stat()
+            if stat.st_mtime >= cutoff:
+                return 0
+            path.unlink()
+        except FileNotFoundError:
+            return 0
+        return stat.st_size

@@ -306,7 +306,9 @@ def outputs(
 app.command()(ops.nodes)
 app.command()(ops.server)
 app.command()(ops.agent)
+app.command()(ops.gc)
 app.add_typer(ops.token_app, name="token")
+app.add_typer(ops.db_app, name="db")
 
 
 def main() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Annotated
 
@@ -10,6 +11,7 @@ import typer
 from sandrun.cli import render
 from sandrun.cli.options import JsonOpt, LabelOpt
 from sandrun.client import connect
+from sandrun.errors import InvalidInput
 from sandrun.models import Role
 
 
@@ -30,10 +32,24 @@ def nodes(
             render.err.print("no nodes have registered")
 
 
+DbOpt = Annotated[
+    str | None,
+    typer.Option(
+        envvar="SANDRUN_DB",
+        help="postgresql://user@host/db, or a SQLite file (default: $SANDRUN_HOME/server.db).",
+    ),
+]
+ArtifactsOpt = Annotated[
+    Path | None,
+    typer.Option(
+        help="Blob directory (default: beside a SQLite file, else $SANDRUN_HOME/server-artifacts)."
+    ),
+]
+
+
 def server(
-    db: Annotated[
-        str | None, typer.Option(help="SQLite file (default: $SANDRUN_HOME/server.db).")
-    ] = None,
+    db: DbOpt = None,
+    artifacts: ArtifactsOpt = None,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8765,
     no_auth: Annotated[
@@ -46,7 +62,14 @@ def server(
     """Serve the HTTP API (under /v1) for remote agents, the CLI and the SDK."""
     from sandrun.server import run_server
 
-    run_server(_server_db(db), host=host, port=port, auth=not no_auth, lease_seconds=lease)
+    run_server(
+        _server_db(db),
+        host=host,
+        port=port,
+        auth=not no_auth,
+        lease_seconds=lease,
+        artifacts=artifacts,
+    )
 
 
 def _server_db(db: str | None) -> str:
@@ -62,9 +85,7 @@ token_app = typer.Typer(help="API tokens for a server.", no_args_is_help=True)
 def token_create(
     name: Annotated[str, typer.Option(help="Who it is for; a user's jobs are owned by it.")],
     role: Annotated[Role, typer.Option(help="user, agent or admin.")] = Role.USER,
-    db: Annotated[
-        str | None, typer.Option(help="The server's SQLite file (default: $SANDRUN_HOME).")
-    ] = None,
+    db: DbOpt = None,
 ) -> None:
     """Create a token and print it; it is shown only this once (the server keeps a hash)."""
     from sandrun.server import open_server_service
@@ -74,6 +95,70 @@ def token_create(
         print(service.create_token(name, role))
     finally:
         service.close()
+
+
+db_app = typer.Typer(help="The server's database schema.", no_args_is_help=True)
+
+
+@db_app.command("upgrade")
+def db_upgrade(db: DbOpt = None) -> None:
+    """Apply the schema migrations this sandrun knows (back the database up first)."""
+    from sandrun.server import describe_db
+    from sandrun.store import Store, open_database
+
+    target = _server_db(db)
+    store = Store(open_database(target))
+    try:
+        before = store.db.schema_version()
+        after = store.migrate(upgrade=True)
+    finally:
+        store.close()
+    change = f"upgraded from {before}" if before != after else "already current"
+    print(f"{describe_db(target)}: schema version {after} ({change})")
+
+
+def gc(
+    older_than: Annotated[
+        str, typer.Option(help="Age of finished jobs to clean up, e.g. 30d, 12h.")
+    ] = "30d",
+    purge_jobs: Annotated[
+        bool, typer.Option("--purge-jobs", help="Delete the old jobs' records too.")
+    ] = False,
+    db: Annotated[
+        str | None,
+        typer.Option(envvar="SANDRUN_DB", help="A server's database (default: the local one)."),
+    ] = None,
+    artifacts: ArtifactsOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Remove finished jobs' logs (and, if asked, records) and blobs nothing refers to."""
+    from sandrun.spec import parse_duration
+
+    try:
+        age = parse_duration(older_than)
+    except ValueError as exc:
+        raise InvalidInput(f"--older-than: {exc}", field="older_than") from None
+    if db is None:
+        from sandrun.embedded import open_service
+        from sandrun.home import Home
+
+        service = open_service(Home.resolve())
+    else:
+        from sandrun.server import open_server_service
+
+        service = open_server_service(db, artifacts=artifacts)
+    try:
+        report = service.collect_garbage(age, purge_jobs=purge_jobs)
+    finally:
+        service.close()
+    if json:
+        render.print_json(dataclasses.asdict(report))
+        return
+    print(
+        f"removed the logs of {report.jobs_logs_removed} jobs, "
+        f"{report.jobs_purged} job records, "
+        f"{report.artifacts_removed} blobs ({report.bytes_freed} bytes)"
+    )
 
 
 def agent(

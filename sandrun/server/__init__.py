@@ -11,8 +11,9 @@ import uvicorn
 
 from sandrun.artifacts import LocalArtifactStore
 from sandrun.errors import InvalidInput
+from sandrun.home import Home
 from sandrun.service import Service
-from sandrun.store import open_sqlite
+from sandrun.store import Store, is_postgres_url, open_database
 
 
 def is_loopback(host: str) -> bool:
@@ -24,30 +25,58 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def sqlite_path(db: str) -> Path:
-    """A SQLite database from a path or a sqlite:/// URL."""
-    if db.startswith("sqlite:///"):
-        return Path(db.removeprefix("sqlite:///"))
-    if "://" in db:
+def describe_db(db: str) -> str:
+    """The database, for messages: a PostgreSQL URL without its password."""
+    if is_postgres_url(db):
+        from sandrun.store.postgres import describe
+
+        return describe(db)
+    return db
+
+
+def default_artifacts(db: str) -> Path:
+    """Where a server keeps blobs: beside a SQLite file, else under $SANDRUN_HOME."""
+    if is_postgres_url(db):
+        return Home.resolve().root / "server-artifacts"
+    return Path(db.removeprefix("sqlite:///")).parent / "artifacts"
+
+
+def open_server_service(
+    db: str,
+    lease_seconds: float = 30.0,
+    *,
+    artifacts: Path | None = None,
+    upgrade: bool = False,
+) -> Service:
+    """The service over a server's database; an empty database gets the schema, an older
+    one is refused unless `upgrade` (see `sandrun db upgrade`)."""
+    if "://" in db and not is_postgres_url(db) and not db.startswith("sqlite:///"):
         scheme = db.split("://", 1)[0]
         raise InvalidInput(
-            f"--db {scheme}:// is not supported yet; give a SQLite file path",
+            f"--db {scheme}:// is not supported; give postgresql://... or a SQLite file path",
             field="db",
-            suggestions=["sandrun server --db /var/lib/sandrun/sandrun.db"],
+            suggestions=["--db postgresql://user@host/sandrun", "--db /var/lib/sandrun/db"],
         )
-    return Path(db)
-
-
-def open_server_service(db: str, lease_seconds: float = 30.0) -> Service:
-    path = sqlite_path(db)
+    store = Store(open_database(db))
+    try:
+        store.migrate(upgrade=upgrade)
+    except BaseException:
+        store.close()
+        raise
     return Service(
-        open_sqlite(path),
-        LocalArtifactStore(path.parent / "artifacts"),
-        lease_seconds=lease_seconds,
+        store, LocalArtifactStore(artifacts or default_artifacts(db)), lease_seconds=lease_seconds
     )
 
 
-def run_server(db: str, *, host: str, port: int, auth: bool, lease_seconds: float = 30.0) -> None:
+def run_server(
+    db: str,
+    *,
+    host: str,
+    port: int,
+    auth: bool,
+    lease_seconds: float = 30.0,
+    artifacts: Path | None = None,
+) -> None:
     """Serve until interrupted. Without auth, only a loopback address is allowed."""
     if not auth and not is_loopback(host):
         raise InvalidInput(
@@ -60,11 +89,12 @@ def run_server(db: str, *, host: str, port: int, auth: bool, lease_seconds: floa
         )
     from sandrun.server.app import create_app
 
-    service = open_server_service(db, lease_seconds)
+    service = open_server_service(db, lease_seconds, artifacts=artifacts)
     app = create_app(service, auth=auth)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     print(
-        f"sandrun server on http://{host}:{port} (auth {'on' if auth else 'off'}, db {db})",
+        f"sandrun server on http://{host}:{port} (auth {'on' if auth else 'off'}, "
+        f"db {describe_db(db)})",
         file=sys.stderr,
         flush=True,
     )

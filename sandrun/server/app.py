@@ -25,8 +25,9 @@ from sandrun.spec.parse import invalid_spec_from
 log = logging.getLogger("sandrun.server")
 
 # Which service changes wake whom: claims wait for work, log followers for output or ends.
-_WORK = {"submitted", "lost", "finished", "cancel"}
-_LOGS = {"logs", "finished", "lost", "cancel"}
+# "reconnected": the PostgreSQL listener was away and may have missed anything.
+_WORK = {"submitted", "lost", "finished", "cancel", "reconnected"}
+_LOGS = {"logs", "finished", "lost", "cancel", "reconnected"}
 
 
 def create_app(service: Service, *, auth: bool = True) -> FastAPI:

@@ -8,11 +8,12 @@ listeners (a local agent's waker, say) that something changed.
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Callable
 from typing import Any
 
 from sandrun.artifacts import LocalArtifactStore
-from sandrun.errors import ArtifactNotFound, InvalidInput, JobNotFound, closest
+from sandrun.errors import ArtifactNotFound, InvalidInput, JobNotFound, StoreError, closest
 from sandrun.ids import new_id, new_token, now
 from sandrun.models import (
     Attempt,
@@ -32,11 +33,14 @@ from sandrun.models import (
     Principal,
     Role,
 )
-from sandrun.service import retry
+from sandrun.service import retention, retry
+from sandrun.service.retention import GcReport
 from sandrun.spec import JobSpec, parse_spec
 from sandrun.spec.job import NAME_RE
 from sandrun.states import JobState
 from sandrun.store import Store
+
+log = logging.getLogger("sandrun.service")
 
 DEFAULT_LEASE_SECONDS = 30.0
 MAX_PAGE = 1000
@@ -63,10 +67,21 @@ class Service:
         self.store.close()
 
     def on_change(self, listener: Listener) -> None:
-        """Call `listener(kind)` after each submit, cancel or finished attempt."""
+        """Call `listener(kind)` after each submit, cancel or finished attempt, made here
+        or (on PostgreSQL) by another process sharing the database."""
+        if not self._listeners:
+            self.store.db.subscribe(self._deliver)
         self._listeners.append(listener)
 
     def _changed(self, kind: str) -> None:
+        self._deliver(kind)
+        try:
+            self.store.db.publish(kind)
+        except StoreError as exc:
+            # The change is committed; a missed wake-up only delays others to their poll.
+            log.warning("could not announce %s: %s", kind, exc.message)
+
+    def _deliver(self, kind: str) -> None:
         for listener in self._listeners:
             listener(kind)
 
@@ -282,6 +297,16 @@ class Service:
 
     def next_wakeup(self) -> float | None:
         return self.store.next_not_before()
+
+    # --- operators --------------------------------------------------------------------
+
+    def collect_garbage(self, older_than: float, purge_jobs: bool = False) -> GcReport:
+        """Remove logs of jobs that ended more than `older_than` seconds ago (and, with
+        `purge_jobs`, the jobs), then blobs nothing refers to any more."""
+        at = self.clock()
+        return retention.collect(
+            self.store, self.artifacts, cutoff=at - older_than, now=at, purge_jobs=purge_jobs
+        )
 
 
 def _digest(secret: str) -> str:

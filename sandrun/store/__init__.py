@@ -5,10 +5,27 @@ from __future__ import annotations
 from pathlib import Path
 
 from sandrun.store.changes import Decide, Decision
+from sandrun.store.database import Database
 from sandrun.store.sqlite import SQLiteDatabase
 from sandrun.store.store import Store
 
-__all__ = ["Decide", "Decision", "Store", "open_sqlite"]
+__all__ = ["Decide", "Decision", "Store", "is_postgres_url", "open_database", "open_sqlite"]
+
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
+def is_postgres_url(db: str) -> bool:
+    return db.startswith(POSTGRES_SCHEMES)
+
+
+def open_database(db: str | Path) -> Database:
+    """A PostgreSQL URL or a SQLite file (a path or sqlite:///path); nothing is migrated."""
+    text = str(db)
+    if is_postgres_url(text):
+        from sandrun.store.postgres import PostgresDatabase  # psycopg loads only when used
+
+        return PostgresDatabase(text)
+    return SQLiteDatabase(text.removeprefix("sqlite:///"))
 
 
 def open_sqlite(path: str | Path, synchronous: str = "normal") -> Store:

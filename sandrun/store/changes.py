@@ -40,8 +40,9 @@ class Decision:
 Decide = Callable[[JobRecord, AttemptState, AttemptResult, float], Decision]
 
 
-def must(tx: Tx, job_id: str) -> Row:
-    row = tx.one("get_job", id=job_id)
+def must(tx: Tx, job_id: str, lock: bool = False) -> Row:
+    """The job's row; `lock` holds it until the transaction ends (PostgreSQL row lock)."""
+    row = tx.one("lock_job" if lock else "get_job", id=job_id)
     if row is None:
         raise JobNotFound(f"no job has id {job_id!r}", field="job_id")
     return row
@@ -56,7 +57,7 @@ def must_attempt(tx: Tx, job_id: str, number: int) -> Row:
 
 def fenced(tx: Tx, job_id: str, number: int, token: str) -> tuple[JobRecord, Attempt]:
     """The job and attempt, if this attempt (and token) still holds the job; else refuse."""
-    job = job_from(must(tx, job_id))
+    job = job_from(must(tx, job_id, lock=True))
     row = must_attempt(tx, job_id, number)
     attempt = attempt_from(row)
     if row["token"] != token or attempt.state not in LIVE or job.attempts != number:

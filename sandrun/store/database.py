@@ -1,13 +1,13 @@
 """The seam between the Store and a database driver, and the named-query loader.
 
-A backend module (sqlite.py, later postgres.py) implements `Database`; it is the only code
+A backend module (sqlite.py, postgres.py) implements `Database`; it is the only code
 that imports its driver, and it wraps driver errors into StoreError once.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from importlib import resources
@@ -41,6 +41,14 @@ class Database(Protocol):
 
     def apply_migration(self, version: int, sql: str) -> None:
         """Run one migration script and record its version, atomically."""
+        ...
+
+    def publish(self, kind: str) -> None:
+        """Tell other processes sharing this database that `kind` changed."""
+        ...
+
+    def subscribe(self, callback: Callable[[str], None]) -> None:
+        """Call `callback(kind)` for each change another process publishes."""
         ...
 
     def close(self) -> None: ...

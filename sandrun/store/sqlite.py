@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -110,13 +110,17 @@ class SQLiteDatabase:
             raise StoreError(f"SQLite commit failed: {exc}") from None
 
     def schema_version(self) -> int:
-        with self.transaction() as tx:
-            tx.run("schema_version_table")
+        with self.transaction(write=False) as tx:
+            if not tx.execute_raw(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
+            ):
+                return 0
             row = tx.one("schema_version")
         return int(row["version"]) if row and row["version"] is not None else 0
 
     def apply_migration(self, version: int, sql: str) -> None:
         with self.transaction() as tx:
+            tx.run("schema_version_table")
             current = tx.one("schema_version")
             if current and current["version"] is not None and current["version"] >= version:
                 return  # another process applied it first
@@ -132,6 +136,14 @@ class SQLiteDatabase:
                 "AND name NOT LIKE 'sqlite_%' AND name != 'schema_version'"
             )
         return {r["name"]: " ".join(r["sql"].split()) for r in rows}
+
+    # One process serves a SQLite store (embedded: its agent is woken by a datagram), so
+    # there is nobody else to tell.
+    def publish(self, kind: str) -> None:
+        pass
+
+    def subscribe(self, callback: Callable[[str], None]) -> None:
+        pass
 
     def close(self) -> None:
         with self._lock:

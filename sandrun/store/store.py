@@ -12,7 +12,7 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sandrun.errors import IllegalTransition, SchemaTooNew, StaleAttempt
+from sandrun.errors import IllegalTransition, SchemaTooNew, SchemaTooOld, StaleAttempt
 from sandrun.ids import new_token
 from sandrun.models import (
     Attempt,
@@ -35,12 +35,14 @@ from sandrun.states import (
     check_job_transition,
 )
 from sandrun.store.changes import (
+    LIVE,
     Decide,
     Decision,
     event,
     fenced,
     finish,
     must,
+    must_attempt,
     set_state,
 )
 from sandrun.store.database import Database, load_migrations
@@ -53,8 +55,10 @@ class Store:
 
     # --- schema -----------------------------------------------------------------------
 
-    def migrate(self) -> int:
-        """Apply the migrations this version knows; refuse a newer schema. Returns version."""
+    def migrate(self, upgrade: bool = True) -> int:
+        """Bring the schema to the version this sandrun knows and return it. A newer schema
+        is refused; so is an older, non-empty one unless `upgrade` (a server does not
+        change a database in use without being asked: `sandrun db upgrade`)."""
         migrations = load_migrations(self.db.dialect)
         known = migrations[-1].version if migrations else 0
         current = self.db.schema_version()
@@ -62,6 +66,11 @@ class Store:
             raise SchemaTooNew(
                 f"the database schema is version {current}, this sandrun knows up to {known}",
                 suggestions=["upgrade sandrun"],
+            )
+        if 0 < current < known and not upgrade:
+            raise SchemaTooOld(
+                f"the database schema is version {current}, this sandrun needs {known}",
+                suggestions=["back the database up, then run `sandrun db upgrade --db ...`"],
             )
         for migration in migrations:
             if migration.version > current:
@@ -124,7 +133,7 @@ class Store:
     def request_cancel(self, job_id: str, now: float) -> JobRecord:
         """Cancel a pending job at once; flag a scheduled or running one for its agent."""
         with self.db.transaction() as tx:
-            job = job_from(must(tx, job_id))
+            job = job_from(must(tx, job_id, lock=True))
             if job.state.is_terminal:
                 raise IllegalTransition(
                     f"job {job_id} already {job.state}; there is nothing to cancel",
@@ -150,25 +159,24 @@ class Store:
         """Take the best pending job that fits `free`: one row lock, one new attempt."""
         with self.db.transaction() as tx:
             row = tx.one(
-                "claim_candidate", now=now, cpus=free.cpus, memory_mb=free.memory_mb, gpus=free.gpus
+                "claim_job", now=now, cpus=free.cpus, memory_mb=free.memory_mb, gpus=free.gpus
             )
-            if row is None or not tx.run("mark_scheduled", id=row["id"], now=now):
+            if row is None:
                 return None
-            number = row["attempts"] + 1
+            job = job_from(row)
             token = new_token()
             lease = now + lease_seconds
             tx.run(
                 "insert_attempt",
-                job_id=row["id"],
-                number=number,
+                job_id=job.id,
+                number=job.attempts,
                 node=node,
                 token=token,
                 lease_expires_at=lease,
                 now=now,
             )
-            event(tx, row["id"], number, "scheduled", f"attempt {number} on {node}", now)
-            job = job_from(must(tx, row["id"]))
-        return Claim(job=job, attempt=number, token=token, lease_expires_at=lease)
+            event(tx, job.id, job.attempts, "scheduled", f"attempt {job.attempts} on {node}", now)
+        return Claim(job=job, attempt=job.attempts, token=token, lease_expires_at=lease)
 
     def start_attempt(
         self,
@@ -254,14 +262,18 @@ class Store:
         """End as node_lost every live attempt whose lease expired (or that runs on `node`)."""
         with self.db.transaction() as tx:
             rows = (
-                tx.all("node_attempts", node=node)
+                tx.all("lock_node_attempts", node=node)
                 if node is not None
-                else tx.all("expired_attempts", now=now)
+                else tx.all("lock_expired_attempts", now=now)
             )
             lost = []
             for row in rows:
-                job = job_from(must(tx, row["job_id"]))
-                attempt = attempt_from(row)
+                # Re-read under the job's lock: the attempt may have ended or been renewed
+                # since the scan's snapshot.
+                job = job_from(must(tx, row["job_id"], lock=True))
+                attempt = attempt_from(must_attempt(tx, row["job_id"], row["number"]))
+                if attempt.state not in LIVE or (node is None and attempt.lease_expires_at >= now):
+                    continue
                 result = AttemptResult(
                     failure_reason=FailureReason.NODE_LOST,
                     message=f"node {row['node']} stopped reporting",

@@ -1,4 +1,4 @@
-"""The store contract runs against every backend; PostgreSQL joins the list later."""
+"""The store contract runs against every backend."""
 
 from __future__ import annotations
 
@@ -8,13 +8,17 @@ from pathlib import Path
 import pytest
 
 from sandrun.store import Store, open_sqlite
+from sandrun.store.postgres import PostgresDatabase
 
-BACKENDS = ["sqlite"]
+BACKENDS = ["sqlite", "postgres"]
 
 
 @pytest.fixture(params=BACKENDS)
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     if request.param == "sqlite":
         s = open_sqlite(tmp_path / "store.db")
+    else:
+        s = Store(PostgresDatabase(request.getfixturevalue("pg_url")))
+        s.migrate()
     yield s
     s.close()

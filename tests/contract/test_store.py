@@ -271,3 +271,62 @@ def test_a_refused_cancel_changes_nothing(store: Store) -> None:
         store.request_cancel(job.id, 202.0)
     assert store.events(job.id) == before
     assert store.get_job(job.id).state is JobState.COMPLETED
+
+
+def test_concurrent_reapers_lose_each_attempt_once(store: Store) -> None:
+    # Several servers share one database, each running a lease reaper.
+    ids = {add(store, at=100.0 + i).id for i in range(60)}
+    for _ in ids:
+        claim(store, now=200.0)
+    lost: list[tuple[str, int]] = []
+    lock = threading.Lock()
+
+    def reaper() -> None:
+        found = store.lose_attempts(decide, now=1000.0)
+        with lock:
+            lost.extend(found)
+
+    threads = [threading.Thread(target=reaper) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(lost) == sorted((i, 1) for i in ids)
+    for job_id in ids:
+        job = store.get_job(job_id)
+        assert (job.state, job.infra_retries) == (JobState.PENDING, 1)
+        assert [a.state for a in store.attempts(job_id)] == [AttemptState.LOST]
+
+
+def test_a_report_racing_the_reaper_ends_each_attempt_once(store: Store) -> None:
+    claims = []
+    for i in range(40):
+        add(store, at=100.0 + i)
+        claims.append(started(store, now=200.0))
+    refused: list[str] = []
+
+    def agent() -> None:
+        for c in claims:
+            try:
+                store.finish_attempt(
+                    c.job.id, c.attempt, c.token, AttemptResult(exit_code=0), decide, 1000.0
+                )
+            except StaleAttempt:
+                refused.append(c.job.id)
+
+    def reaper() -> None:
+        while store.lose_attempts(decide, now=1000.0):
+            pass
+
+    threads = [threading.Thread(target=agent), threading.Thread(target=reaper)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for c in claims:
+        (attempt,) = store.attempts(c.job.id)
+        job = store.get_job(c.job.id)
+        if c.job.id in refused:
+            assert (attempt.state, job.state) == (AttemptState.LOST, JobState.PENDING)
+        else:
+            assert (attempt.state, job.state) == (AttemptState.COMPLETED, JobState.COMPLETED)

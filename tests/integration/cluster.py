@@ -30,6 +30,7 @@ def free_port() -> int:
 @dataclass
 class Cluster:
     root: Path
+    db: str  # a SQLite path or a PostgreSQL URL
     port: int = field(default_factory=free_port)
     tokens: dict[str, str] = field(default_factory=dict)
     server: subprocess.Popen[bytes] | None = None
@@ -38,10 +39,6 @@ class Cluster:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def db(self) -> str:
-        return str(self.root / "server.db")
 
     def make_tokens(self) -> None:
         service = open_server_service(self.db)
@@ -57,7 +54,18 @@ class Cluster:
     def start_server(self) -> subprocess.Popen[bytes]:
         log = open(self.root / "server.log", "ab")
         self.server = subprocess.Popen(
-            [SANDRUN, "server", "--db", self.db, "--port", str(self.port), "--lease", str(LEASE)],
+            [
+                SANDRUN,
+                "server",
+                "--db",
+                self.db,
+                "--artifacts",
+                str(self.root / "artifacts"),
+                "--port",
+                str(self.port),
+                "--lease",
+                str(LEASE),
+            ],
             stdout=log,
             stderr=log,
             start_new_session=True,

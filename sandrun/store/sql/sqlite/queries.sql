@@ -13,6 +13,10 @@ VALUES (:job_id, :attempt, :kind, :message, :data, :at);
 -- name: get_job
 SELECT * FROM jobs WHERE id = :id;
 
+-- name: lock_job
+-- Row locks are PostgreSQL's; here the write transaction already excludes other writers.
+SELECT * FROM jobs WHERE id = :id;
+
 -- name: list_jobs
 SELECT * FROM jobs
 WHERE (:state IS NULL OR state = :state)
@@ -35,19 +39,19 @@ WHERE id = :id;
 -- name: request_cancel
 UPDATE jobs SET cancel_requested = 1, updated_at = :now WHERE id = :id;
 
--- name: claim_candidate
-SELECT * FROM jobs
-WHERE state = 'pending' AND not_before <= :now
-  AND cpus <= :cpus AND memory_mb <= :memory_mb AND gpu_count <= :gpus
-ORDER BY priority DESC, created_at, id
-LIMIT 1;
+-- name: claim_job
+-- The best pending job that fits, marked scheduled. SQLite has one writer at a time
+-- (BEGIN IMMEDIATE), so no row lock is needed.
+UPDATE jobs SET state = 'scheduled', attempts = attempts + 1, updated_at = :now
+WHERE id = (SELECT id FROM jobs
+            WHERE state = 'pending' AND not_before <= :now
+              AND cpus <= :cpus AND memory_mb <= :memory_mb AND gpu_count <= :gpus
+            ORDER BY priority DESC, created_at, id
+            LIMIT 1)
+RETURNING *;
 
 -- name: next_not_before
 SELECT min(not_before) AS at FROM jobs WHERE state = 'pending';
-
--- name: mark_scheduled
-UPDATE jobs SET state = 'scheduled', attempts = attempts + 1, updated_at = :now
-WHERE id = :id AND state = 'pending';
 
 -- name: insert_attempt
 INSERT INTO attempts (job_id, number, state, node, token, lease_expires_at, scheduled_at)
@@ -78,11 +82,15 @@ UPDATE attempts SET state = :state, exit_code = :exit_code, failure_reason = :fa
                     cpu_seconds = :cpu_seconds, max_rss_mb = :max_rss_mb, finished_at = :now
 WHERE job_id = :job_id AND number = :number;
 
--- name: expired_attempts
+-- name: node_attempts
+SELECT * FROM attempts
+WHERE state IN ('scheduled', 'running') AND node = :node;
+
+-- name: lock_expired_attempts
 SELECT * FROM attempts
 WHERE state IN ('scheduled', 'running') AND lease_expires_at < :now;
 
--- name: node_attempts
+-- name: lock_node_attempts
 SELECT * FROM attempts
 WHERE state IN ('scheduled', 'running') AND node = :node;
 
@@ -142,6 +150,30 @@ VALUES (:id, :name, :role, :hash, :now);
 
 -- name: token_by_hash
 SELECT name, role FROM tokens WHERE hash = :hash;
+
+-- name: logged_jobs_before
+-- Retention: terminal jobs finished before :cutoff that still have logs, oldest first.
+SELECT id, finished_at FROM jobs j
+WHERE finished_at < :cutoff AND state IN ('completed', 'failed', 'cancelled')
+  AND (finished_at > :after_at OR (finished_at = :after_at AND id > :after_id))
+  AND EXISTS (SELECT 1 FROM logs l WHERE l.job_id = j.id)
+ORDER BY finished_at, id
+LIMIT :limit;
+
+-- name: terminal_jobs_before
+SELECT id, finished_at FROM jobs
+WHERE finished_at < :cutoff AND state IN ('completed', 'failed', 'cancelled')
+ORDER BY finished_at, id
+LIMIT :limit;
+
+-- name: delete_logs
+DELETE FROM logs WHERE job_id = :job_id;
+
+-- name: delete_job
+DELETE FROM jobs WHERE id = :id;
+
+-- name: digest_referenced
+SELECT 1 AS found FROM outputs WHERE digest = :digest LIMIT 1;
 
 -- name: schema_version_table
 CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);

@@ -29,6 +29,7 @@ CREATE INDEX jobs_eligible ON jobs (not_before) WHERE state = 'pending';
 CREATE INDEX jobs_newest ON jobs (created_at DESC, id DESC);
 CREATE INDEX jobs_state ON jobs (state, created_at DESC);
 CREATE INDEX jobs_owner ON jobs (owner, created_at DESC);
+CREATE INDEX jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL;
 
 CREATE TABLE attempts (
     job_id           TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
@@ -82,6 +83,7 @@ CREATE TABLE outputs (
     size    INTEGER NOT NULL,
     PRIMARY KEY (job_id, attempt, path)
 );
+CREATE INDEX outputs_digest ON outputs (digest);
 
 CREATE TABLE nodes (
     id           TEXT PRIMARY KEY,

@@ -1,0 +1,48 @@
+"""`sandrun gc`: what retention removes, in what order, and the report it prints.
+
+Logs go first (they are most of a job's bytes), then, if asked, the job records; then
+blobs that no remaining output refers to. Blobs are only removed if they are older than
+the cutoff too, so an upload whose job has not reported yet is never taken.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import islice
+
+from sandrun.artifacts import LocalArtifactStore
+from sandrun.store import Store, retention
+
+_DIGEST_BATCH = 500
+
+
+@dataclass(frozen=True)
+class GcReport:
+    cutoff: float
+    jobs_logs_removed: int
+    jobs_purged: int
+    artifacts_removed: int
+    bytes_freed: int
+
+
+def collect(
+    store: Store,
+    artifacts: LocalArtifactStore,
+    *,
+    cutoff: float,
+    now: float,
+    purge_jobs: bool = False,
+) -> GcReport:
+    logs = retention.remove_logs(store.db, cutoff, now)
+    purged = retention.purge_jobs(store.db, cutoff) if purge_jobs else 0
+    removed = freed = 0
+    # Function arguments and code bundles (not yet stored) will need to count as
+    # references here too.
+    old = artifacts.blobs_older_than(cutoff)
+    while chunk := list(islice(old, _DIGEST_BATCH)):
+        for digest in retention.unreferenced(store.db, chunk):
+            size = artifacts.remove_if_older(digest, cutoff)
+            if size:
+                removed += 1
+                freed += size
+    return GcReport(cutoff, logs, purged, removed, freed)

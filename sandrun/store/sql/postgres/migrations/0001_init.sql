@@ -1,0 +1,101 @@
+-- 0001: jobs, attempts, events, logs, outputs, nodes, tokens.
+CREATE TABLE jobs (
+    id               text PRIMARY KEY,
+    name             text NOT NULL,
+    owner            text NOT NULL,
+    state            text NOT NULL,
+    spec             text NOT NULL,
+    labels           text NOT NULL,
+    priority         bigint NOT NULL,
+    cpus             double precision NOT NULL,
+    memory_mb        bigint NOT NULL,
+    gpu_count        integer NOT NULL,
+    attempts         integer NOT NULL DEFAULT 0,
+    retries_used     integer NOT NULL DEFAULT 0,
+    infra_retries    integer NOT NULL DEFAULT 0,
+    not_before       double precision NOT NULL,
+    cancel_requested integer NOT NULL DEFAULT 0,
+    exit_code        integer,
+    failure_reason   text,
+    message          text,
+    created_at       double precision NOT NULL,
+    updated_at       double precision NOT NULL,
+    finished_at      double precision
+);
+CREATE INDEX jobs_queue ON jobs (priority DESC, created_at, id) WHERE state = 'pending';
+CREATE INDEX jobs_eligible ON jobs (not_before) WHERE state = 'pending';
+CREATE INDEX jobs_newest ON jobs (created_at DESC, id DESC);
+CREATE INDEX jobs_state ON jobs (state, created_at DESC);
+CREATE INDEX jobs_owner ON jobs (owner, created_at DESC);
+
+CREATE TABLE attempts (
+    job_id           text NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+    number           integer NOT NULL,
+    state            text NOT NULL,
+    node             text NOT NULL,
+    token            text NOT NULL,
+    lease_expires_at double precision NOT NULL,
+    pid              bigint,
+    pid_started_at   double precision,
+    exit_code        integer,
+    failure_reason   text,
+    message          text,
+    wall_seconds     double precision,
+    cpu_seconds      double precision,
+    max_rss_mb       double precision,
+    scheduled_at     double precision NOT NULL,
+    started_at       double precision,
+    finished_at      double precision,
+    PRIMARY KEY (job_id, number)
+);
+CREATE INDEX attempts_live ON attempts (lease_expires_at) WHERE state IN ('scheduled', 'running');
+CREATE INDEX attempts_node ON attempts (node) WHERE state IN ('scheduled', 'running');
+
+CREATE TABLE events (
+    id      bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    job_id  text NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+    attempt integer,
+    kind    text NOT NULL,
+    message text NOT NULL,
+    data    text NOT NULL DEFAULT '{}',
+    at      double precision NOT NULL
+);
+CREATE INDEX events_job ON events (job_id, id);
+
+CREATE TABLE logs (
+    job_id  text NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+    attempt integer NOT NULL,
+    seq     bigint NOT NULL,
+    stream  text NOT NULL,
+    data    bytea NOT NULL,
+    at      double precision NOT NULL,
+    PRIMARY KEY (job_id, attempt, seq)
+);
+
+CREATE TABLE outputs (
+    job_id  text NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+    attempt integer NOT NULL,
+    path    text NOT NULL,
+    digest  text NOT NULL,
+    size    bigint NOT NULL,
+    PRIMARY KEY (job_id, attempt, path)
+);
+
+CREATE TABLE nodes (
+    id           text PRIMARY KEY,
+    name         text NOT NULL,
+    labels       text NOT NULL DEFAULT '{}',
+    capacity     text NOT NULL,
+    state        text NOT NULL DEFAULT 'active',
+    started_at   double precision NOT NULL,
+    heartbeat_at double precision NOT NULL
+);
+
+-- API tokens: only a sha256 of the secret is kept.
+CREATE TABLE tokens (
+    id         text PRIMARY KEY,
+    name       text NOT NULL,
+    role       text NOT NULL,
+    hash       text NOT NULL UNIQUE,
+    created_at double precision NOT NULL
+);

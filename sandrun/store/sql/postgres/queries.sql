@@ -1,0 +1,199 @@
+-- Named queries for the PostgreSQL store. Parameters are %(name)s (psycopg); each block
+-- starts "-- name: X". Every change to a job first locks its row (lock_job, claim_job's
+-- SKIP LOCKED, the reaper's FOR UPDATE OF j), so concurrent servers serialize per job,
+-- always job row before attempt rows.
+
+-- name: insert_job
+INSERT INTO jobs (id, name, owner, state, spec, labels, priority, cpus, memory_mb, gpu_count,
+                  not_before, created_at, updated_at)
+VALUES (%(id)s, %(name)s, %(owner)s, %(state)s, %(spec)s, %(labels)s, %(priority)s, %(cpus)s,
+        %(memory_mb)s, %(gpu_count)s, %(not_before)s, %(created_at)s, %(created_at)s);
+
+-- name: insert_event
+INSERT INTO events (job_id, attempt, kind, message, data, at)
+VALUES (%(job_id)s, %(attempt)s, %(kind)s, %(message)s, %(data)s, %(at)s);
+
+-- name: get_job
+SELECT * FROM jobs WHERE id = %(id)s;
+
+-- name: lock_job
+SELECT * FROM jobs WHERE id = %(id)s FOR UPDATE;
+
+-- name: list_jobs
+SELECT * FROM jobs
+WHERE (%(state)s::text IS NULL OR state = %(state)s::text)
+  AND (%(owner)s::text IS NULL OR owner = %(owner)s::text)
+  AND (%(name)s::text IS NULL OR name = %(name)s::text)
+  AND (%(label_key)s::text IS NULL
+       OR (labels::jsonb ->> %(label_key)s::text) = %(label_value)s::text)
+  AND (%(before_created)s::float8 IS NULL OR created_at < %(before_created)s::float8
+       OR (created_at = %(before_created)s::float8 AND id < %(before_id)s::text))
+ORDER BY created_at DESC, id DESC
+LIMIT %(limit)s;
+
+-- name: set_job_state
+UPDATE jobs SET state = %(state)s, exit_code = %(exit_code)s,
+                failure_reason = %(failure_reason)s, message = %(message)s,
+                updated_at = %(now)s, finished_at = %(finished_at)s,
+                not_before = %(not_before)s, retries_used = %(retries_used)s,
+                infra_retries = %(infra_retries)s
+WHERE id = %(id)s;
+
+-- name: request_cancel
+UPDATE jobs SET cancel_requested = 1, updated_at = %(now)s WHERE id = %(id)s;
+
+-- name: claim_job
+-- The best pending job that fits, marked scheduled; rows another claimer holds are
+-- skipped rather than waited for.
+UPDATE jobs SET state = 'scheduled', attempts = attempts + 1, updated_at = %(now)s
+WHERE state = 'pending'
+  AND id = (SELECT id FROM jobs
+            WHERE state = 'pending' AND not_before <= %(now)s
+              AND cpus <= %(cpus)s AND memory_mb <= %(memory_mb)s
+              AND gpu_count <= %(gpus)s
+            ORDER BY priority DESC, created_at, id
+            LIMIT 1
+            FOR UPDATE SKIP LOCKED)
+RETURNING *;
+
+-- name: next_not_before
+SELECT min(not_before) AS at FROM jobs WHERE state = 'pending';
+
+-- name: insert_attempt
+INSERT INTO attempts (job_id, number, state, node, token, lease_expires_at, scheduled_at)
+VALUES (%(job_id)s, %(number)s, 'scheduled', %(node)s, %(token)s, %(lease_expires_at)s,
+        %(now)s);
+
+-- name: get_attempt
+SELECT * FROM attempts WHERE job_id = %(job_id)s AND number = %(number)s;
+
+-- name: list_attempts
+SELECT * FROM attempts WHERE job_id = %(job_id)s ORDER BY number;
+
+-- name: start_attempt
+UPDATE attempts SET state = 'running', started_at = %(now)s, pid = %(pid)s,
+                    pid_started_at = %(pid_started_at)s
+WHERE job_id = %(job_id)s AND number = %(number)s;
+
+-- name: mark_running
+UPDATE jobs SET state = 'running', updated_at = %(now)s WHERE id = %(id)s;
+
+-- name: renew_lease
+UPDATE attempts SET lease_expires_at = %(lease_expires_at)s
+WHERE job_id = %(job_id)s AND number = %(number)s AND token = %(token)s
+  AND state IN ('scheduled', 'running');
+
+-- name: finish_attempt
+UPDATE attempts SET state = %(state)s, exit_code = %(exit_code)s,
+                    failure_reason = %(failure_reason)s, message = %(message)s,
+                    wall_seconds = %(wall_seconds)s, cpu_seconds = %(cpu_seconds)s,
+                    max_rss_mb = %(max_rss_mb)s, finished_at = %(now)s
+WHERE job_id = %(job_id)s AND number = %(number)s;
+
+-- name: node_attempts
+SELECT * FROM attempts
+WHERE state IN ('scheduled', 'running') AND node = %(node)s;
+
+-- name: lock_expired_attempts
+-- Jobs another server's reaper or an agent's report holds are skipped: the next pass
+-- sees them again if they are still expired.
+SELECT a.* FROM attempts a JOIN jobs j ON j.id = a.job_id
+WHERE a.state IN ('scheduled', 'running') AND a.lease_expires_at < %(now)s
+ORDER BY a.job_id
+FOR UPDATE OF j SKIP LOCKED;
+
+-- name: lock_node_attempts
+SELECT a.* FROM attempts a JOIN jobs j ON j.id = a.job_id
+WHERE a.state IN ('scheduled', 'running') AND a.node = %(node)s
+ORDER BY a.job_id
+FOR UPDATE OF j;
+
+-- name: insert_log
+INSERT INTO logs (job_id, attempt, seq, stream, data, at)
+VALUES (%(job_id)s, %(attempt)s, %(seq)s, %(stream)s, %(data)s, %(at)s)
+ON CONFLICT (job_id, attempt, seq) DO NOTHING;
+
+-- name: read_logs
+SELECT attempt, seq, stream, data, at FROM logs
+WHERE job_id = %(job_id)s AND (%(attempt)s::int IS NULL OR attempt = %(attempt)s::int)
+  AND (attempt > %(after_attempt)s OR (attempt = %(after_attempt)s AND seq > %(after_seq)s))
+ORDER BY attempt, seq
+LIMIT %(limit)s;
+
+-- name: insert_output
+INSERT INTO outputs (job_id, attempt, path, digest, size)
+VALUES (%(job_id)s, %(attempt)s, %(path)s, %(digest)s, %(size)s)
+ON CONFLICT (job_id, attempt, path) DO NOTHING;
+
+-- name: list_outputs
+SELECT attempt, path, digest, size FROM outputs
+WHERE job_id = %(job_id)s AND (%(attempt)s::int IS NULL OR attempt = %(attempt)s::int)
+ORDER BY attempt, path;
+
+-- name: read_events
+SELECT * FROM events WHERE job_id = %(job_id)s AND id > %(after)s ORDER BY id LIMIT %(limit)s;
+
+-- name: cancel_requested
+SELECT a.job_id, a.number FROM attempts a JOIN jobs j ON j.id = a.job_id
+WHERE a.node = %(node)s AND a.state IN ('scheduled', 'running') AND j.cancel_requested = 1;
+
+-- name: upsert_node
+INSERT INTO nodes (id, name, labels, capacity, state, started_at, heartbeat_at)
+VALUES (%(id)s, %(name)s, %(labels)s, %(capacity)s, 'active', %(now)s, %(now)s)
+ON CONFLICT (id) DO UPDATE SET labels = excluded.labels, capacity = excluded.capacity,
+    state = 'active', started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at;
+
+-- name: node_heartbeat
+UPDATE nodes SET heartbeat_at = %(now)s, state = %(state)s WHERE id = %(id)s;
+
+-- name: node_heartbeat_at
+SELECT heartbeat_at FROM nodes WHERE id = %(id)s;
+
+-- name: list_nodes
+SELECT n.*, (SELECT count(*) FROM attempts a
+             WHERE a.node = n.id AND a.state IN ('scheduled', 'running')) AS running
+FROM nodes n ORDER BY n.name, n.id;
+
+-- name: extend_live_leases
+UPDATE attempts SET lease_expires_at = greatest(lease_expires_at, %(until)s)
+WHERE state IN ('scheduled', 'running');
+
+-- name: insert_token
+INSERT INTO tokens (id, name, role, hash, created_at)
+VALUES (%(id)s, %(name)s, %(role)s, %(hash)s, %(now)s);
+
+-- name: token_by_hash
+SELECT name, role FROM tokens WHERE hash = %(hash)s;
+
+-- name: logged_jobs_before
+-- Retention: terminal jobs finished before the cutoff that still have logs, oldest first.
+SELECT id, finished_at FROM jobs j
+WHERE finished_at < %(cutoff)s AND state IN ('completed', 'failed', 'cancelled')
+  AND (finished_at > %(after_at)s OR (finished_at = %(after_at)s AND id > %(after_id)s))
+  AND EXISTS (SELECT 1 FROM logs l WHERE l.job_id = j.id)
+ORDER BY finished_at, id
+LIMIT %(limit)s;
+
+-- name: terminal_jobs_before
+SELECT id, finished_at FROM jobs
+WHERE finished_at < %(cutoff)s AND state IN ('completed', 'failed', 'cancelled')
+ORDER BY finished_at, id
+LIMIT %(limit)s;
+
+-- name: delete_logs
+DELETE FROM logs WHERE job_id = %(job_id)s;
+
+-- name: delete_job
+DELETE FROM jobs WHERE id = %(id)s;
+
+-- name: digest_referenced
+SELECT 1 AS found FROM outputs WHERE digest = %(digest)s LIMIT 1;
+
+-- name: schema_version_table
+CREATE TABLE IF NOT EXISTS schema_version (version integer NOT NULL);
+
+-- name: schema_version
+SELECT max(version) AS version FROM schema_version;
+
+-- name: set_schema_version
+INSERT INTO schema_version (version) VALUES (%(version)s);
