@@ -19,12 +19,22 @@ class ServerUnreachable(SandrunError):
 
 
 class HttpJson:
+    """`url` may list several servers sharing one database ("http://a:8765,http://b:8765"):
+    when one cannot be reached, requests move on to the next."""
+
     def __init__(self, url: str, token: str | None, read_timeout: float = 30.0) -> None:
-        self.url = url.rstrip("/")
+        self.urls = [u.strip().rstrip("/") for u in url.split(",") if u.strip()] or [""]
+        self.url = self.urls[0]
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.http = httpx.Client(
             base_url=self.url, headers=headers, timeout=httpx.Timeout(10.0, read=read_timeout)
         )
+
+    def fail_over(self) -> None:
+        """Use the next server in the list (after a connection failure)."""
+        if len(self.urls) > 1:
+            self.url = self.urls[(self.urls.index(self.url) + 1) % len(self.urls)]
+            self.http.base_url = httpx.URL(self.url)
 
     def close(self) -> None:
         self.http.close()
@@ -44,9 +54,11 @@ class HttpJson:
             try:
                 response = self.http.request(method, path, **kwargs)
             except httpx.TransportError as exc:
+                failed = self.url
+                self.fail_over()
                 if time.monotonic() >= deadline:
                     raise ServerUnreachable(
-                        f"cannot reach the sandrun server at {self.url}: {exc}"
+                        f"cannot reach the sandrun server at {failed}: {exc}"
                     ) from None
             else:
                 if response.status_code != 503 or time.monotonic() >= deadline:

@@ -1,4 +1,5 @@
-"""A PostgreSQL server for the tests: $SANDRUN_TEST_PG, else a throwaway cluster.
+"""A PostgreSQL server for the tests: $SANDRUN_TEST_PG (a postgresql:// URL), else a
+throwaway cluster.
 
 The throwaway cluster is `initdb` + `pg_ctl` under a temporary directory, run as an
 unprivileged user when the tests run as root (PostgreSQL refuses root), with durability
@@ -20,6 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import psycopg
 from psycopg import sql
@@ -36,12 +38,10 @@ class Unavailable(Exception):
 
 @dataclass
 class PgServer:
-    admin_url: str  # a database we may CREATE DATABASE from
+    admin_url: str  # postgresql://...: a database we may CREATE DATABASE from
 
     def url(self, dbname: str) -> str:
-        info = psycopg.conninfo.conninfo_to_dict(self.admin_url)
-        info["dbname"] = dbname
-        return psycopg.conninfo.make_conninfo(**info)  # type: ignore[arg-type]
+        return urlsplit(self.admin_url)._replace(path=f"/{dbname}").geturl()
 
     def create(self, template: str = "template0") -> str:
         """A new database (a copy of `template`); returns its URL."""
@@ -55,7 +55,7 @@ class PgServer:
         return self.url(name)
 
     def drop(self, url: str) -> None:
-        name = psycopg.conninfo.conninfo_to_dict(url)["dbname"]
+        name = urlsplit(url).path.lstrip("/")
         with psycopg.connect(self.admin_url, autocommit=True) as conn:
             conn.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
@@ -141,6 +141,8 @@ def pg_server() -> Iterator[PgServer]:
     throwaway cluster; raises Unavailable with the reason when neither can be had."""
     given = os.environ.get("SANDRUN_TEST_PG")
     if given:
+        if not given.startswith(("postgresql://", "postgres://")):
+            raise Unavailable(f"SANDRUN_TEST_PG must be a postgresql:// URL, not {given!r}")
         try:
             psycopg.connect(given, connect_timeout=5).close()
         except psycopg.Error as exc:

@@ -48,8 +48,14 @@ REPORT_RETRY = 600.0  # how long a result is retried while the server is away
 
 
 class HttpControlPlane:
-    def __init__(self, url: str, token: str | None, artifacts: LocalArtifactStore) -> None:
-        self.api = HttpJson(url, token, read_timeout=LONG_POLL + 30)
+    def __init__(
+        self,
+        url: str,
+        token: str | None,
+        artifacts: LocalArtifactStore,
+        long_poll: float = LONG_POLL,
+    ) -> None:
+        self.api = HttpJson(url, token, read_timeout=long_poll + 30)
         self.artifacts = artifacts
         self.lease_seconds = 30.0
 
@@ -140,10 +146,11 @@ def run_remote_agent(
     max_jobs: int | None = None,
     kill_grace: float = 5.0,
     drain_grace: float = 60.0,
+    long_poll: float = LONG_POLL,
 ) -> int:
     """Serve `url` until SIGTERM/SIGINT, then drain. Returns an exit status."""
     artifacts = LocalArtifactStore(work_dir / "artifacts")
-    control = HttpControlPlane(url, token, artifacts)
+    control = HttpControlPlane(url, token, artifacts, long_poll)
     waker = Waker(f"\0sandrun-agent-{uuid.uuid4().hex}")
     agent = Agent(
         control,
@@ -155,7 +162,7 @@ def run_remote_agent(
         capacity=capacity or detect_capacity(),
         kill_grace=kill_grace,
         heartbeat_every=1.0,  # a cancel reaches the job within about a second
-        long_poll=LONG_POLL,
+        long_poll=long_poll,
         drain_grace=drain_grace,
         max_attempts=max_jobs or MAX_ATTEMPTS,
     )

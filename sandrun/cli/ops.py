@@ -163,7 +163,8 @@ def gc(
 
 def agent(
     server: Annotated[
-        str | None, typer.Option(help="A server URL; without it, run the local agent.")
+        str | None,
+        typer.Option(help="Server URL(s), comma-separated; without it, run the local agent."),
     ] = None,
     token: Annotated[
         str | None, typer.Option(envvar="SANDRUN_TOKEN", help="An agent token.")
@@ -183,8 +184,17 @@ def agent(
         float, typer.Option(help="Local agent: exit after this many idle seconds (0: never).")
     ] = 0,
     kill_grace: Annotated[float, typer.Option(help="Seconds between SIGTERM and SIGKILL.")] = 5.0,
+    long_poll: Annotated[
+        float,
+        typer.Option(
+            min=0.5,
+            max=60,
+            help="Seconds a claim waits at the server for work (also how soon SIGTERM is seen).",
+        ),
+    ] = 5.0,
 ) -> None:
-    """Run an agent in the foreground: the local one, or one serving a remote server."""
+    """Run an agent in the foreground: the local one, or one serving a remote server.
+    `--server` may list several servers sharing one database, comma-separated."""
     import logging
     import socket
 
@@ -220,5 +230,6 @@ def agent(
             max_jobs=max_jobs,
             kill_grace=kill_grace,
             drain_grace=drain_grace,
+            long_poll=long_poll,
         )
     )

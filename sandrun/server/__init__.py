@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import re
 import sys
 from pathlib import Path
 
@@ -50,6 +51,12 @@ def open_server_service(
 ) -> Service:
     """The service over a server's database; an empty database gets the schema, an older
     one is refused unless `upgrade` (see `sandrun db upgrade`)."""
+    if re.search(r"(^|\s)(host|dbname|user|port)=", db):
+        raise InvalidInput(
+            "--db takes a postgresql:// URL, not libpq key=value settings",
+            field="db",
+            suggestions=["--db postgresql://user:password@host:5432/dbname"],
+        )
     if "://" in db and not is_postgres_url(db) and not db.startswith("sqlite:///"):
         scheme = db.split("://", 1)[0]
         raise InvalidInput(

@@ -27,13 +27,22 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _healthy(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/v1/health", timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
 @dataclass
 class Cluster:
     root: Path
     db: str  # a SQLite path or a PostgreSQL URL
+    lease: float = LEASE
     port: int = field(default_factory=free_port)
     tokens: dict[str, str] = field(default_factory=dict)
     server: subprocess.Popen[bytes] | None = None
+    others: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)  # port: server
     agents: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     @property
@@ -52,8 +61,18 @@ class Cluster:
         service.close()
 
     def start_server(self) -> subprocess.Popen[bytes]:
-        log = open(self.root / "server.log", "ab")
-        self.server = subprocess.Popen(
+        self.server = self._server(self.port, "server")
+        return self.server
+
+    def start_other_server(self) -> str:
+        """Another server process on the same database and blobs; returns its URL."""
+        port = free_port()
+        self.others[port] = self._server(port, f"server-{port}")
+        return f"http://127.0.0.1:{port}"
+
+    def _server(self, port: int, name: str) -> subprocess.Popen[bytes]:
+        log = open(self.root / f"{name}.log", "ab")
+        proc = subprocess.Popen(
             [
                 SANDRUN,
                 "server",
@@ -62,23 +81,17 @@ class Cluster:
                 "--artifacts",
                 str(self.root / "artifacts"),
                 "--port",
-                str(self.port),
+                str(port),
                 "--lease",
-                str(LEASE),
+                str(self.lease),
             ],
             stdout=log,
             stderr=log,
             start_new_session=True,
         )
         log.close()
-        wait_for(self._healthy, timeout=30, what="the server to answer")
-        return self.server
-
-    def _healthy(self) -> bool:
-        try:
-            return httpx.get(f"{self.url}/v1/health", timeout=1).status_code == 200
-        except httpx.TransportError:
-            return False
+        wait_for(lambda: _healthy(port), timeout=30, what=f"the server on port {port} to answer")
+        return proc
 
     def start_agent(
         self,
@@ -121,6 +134,9 @@ class Cluster:
         )
         return proc
 
+    def server_logs(self) -> str:
+        return "".join(p.read_text(errors="replace") for p in self.root.glob("server*.log"))
+
     def nodes(self) -> list:  # type: ignore[type-arg]
         with self.client("admin") as admin:
             return admin.nodes()
@@ -132,7 +148,8 @@ class Cluster:
         return (self.root / f"{name}.log").read_text(errors="replace")
 
     def stop(self) -> None:
-        procs = [*self.agents.values(), *([self.server] if self.server else [])]
+        servers = [*([self.server] if self.server else []), *self.others.values()]
+        procs = [*self.agents.values(), *servers]
         for proc in procs:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGCONT)
