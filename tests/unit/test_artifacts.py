@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import pytest
@@ -24,3 +25,20 @@ def test_a_store_that_cannot_be_written_says_so(tmp_path: Path) -> None:
     blocker.write_text("a file where the store's directory should be")
     with pytest.raises(ArtifactError, match="cannot store an artifact"):
         LocalArtifactStore(blocker / "blobs").put_bytes(b"data")
+
+
+def test_only_blobs_not_written_since_the_cutoff_are_old(tmp_path: Path) -> None:
+    store = LocalArtifactStore(tmp_path / "blobs")
+    old, _ = store.put_bytes(b"old")
+    renewed, _ = store.put_bytes(b"renewed")
+    for digest in (old, renewed):
+        os.utime(store.path(digest), (1000.0, 1000.0))
+    cutoff = 2000.0
+    assert sorted(store.blobs_older_than(cutoff)) == sorted([old, renewed])
+    # Storing the same content again (a new job's output) renews the blob: it stays.
+    store.put_bytes(b"renewed")
+    assert store.remove_if_older(renewed, cutoff) == 0
+    assert store.read_bytes(renewed) == b"renewed"
+    assert store.remove_if_older(old, cutoff) == 3
+    assert not store.path(old).exists()
+    assert store.remove_if_older(old, cutoff) == 0  # already gone: nothing to free
