@@ -43,9 +43,13 @@ def _wait(check: object, what: str, timeout: float = 30) -> None:
         time.sleep(0.05)
 
 
-def serve(root: Path, agents: list[float]) -> tuple[str, str, list[subprocess.Popen[bytes]]]:
-    db = str(root / "server.db")
-    service = open_server_service(db)
+def serve(
+    root: Path, agents: list[float], db: str | None = None
+) -> tuple[str, str, list[subprocess.Popen[bytes]]]:
+    """A server on `db` (default: a SQLite file under `root`) and agents with these CPUs."""
+    root.mkdir(parents=True, exist_ok=True)
+    db = db or str(root / "server.db")
+    service = open_server_service(db, artifacts=root / "artifacts")
     user = service.create_token("bench", Role.USER)
     agent_token = service.create_token("agents", Role.AGENT)
     admin = service.create_token("admin", Role.ADMIN)
@@ -54,7 +58,17 @@ def serve(root: Path, agents: list[float]) -> tuple[str, str, list[subprocess.Po
     url = f"http://127.0.0.1:{port}"
     procs = [
         subprocess.Popen(
-            [SANDRUN, "server", "--db", db, "--port", str(port)], stderr=subprocess.DEVNULL
+            [
+                SANDRUN,
+                "server",
+                "--db",
+                db,
+                "--artifacts",
+                str(root / "artifacts"),
+                "--port",
+                str(port),
+            ],
+            stderr=subprocess.DEVNULL,
         )
     ]
 

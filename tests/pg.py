@@ -95,8 +95,15 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+# Tests want speed; a benchmark wants what a server would run with. synchronous_commit=off
+# matches SQLite's synchronous=NORMAL: a commit survives sandrun being killed, and only a
+# crash of the database host may lose the last moments.
+FAST = "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+DURABLE = "-c synchronous_commit=off"
+
+
 @contextmanager
-def throwaway_cluster() -> Iterator[PgServer]:
+def throwaway_cluster(settings: str = FAST) -> Iterator[PgServer]:
     bindir = _bindir()
     root = Path(tempfile.mkdtemp(prefix="sandrun-pg-"))
     # PostgreSQL will not run as root: hand the directory to an unprivileged user.
@@ -118,8 +125,7 @@ def throwaway_cluster() -> Iterator[PgServer]:
     try:
         run(str(bindir / "initdb"), "-D", str(data), "-U", "sandrun", "--auth=trust", "-E", "UTF8")
         options = (
-            f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c max_connections=300 "
-            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+            f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c max_connections=300 {settings}"
         )
         run(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-w",
             "-o", options, "start")  # fmt: skip

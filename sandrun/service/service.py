@@ -8,12 +8,11 @@ listeners (a local agent's waker, say) that something changed.
 from __future__ import annotations
 
 import hashlib
-import logging
 from collections.abc import Callable
 from typing import Any
 
 from sandrun.artifacts import LocalArtifactStore
-from sandrun.errors import ArtifactNotFound, InvalidInput, JobNotFound, StoreError, closest
+from sandrun.errors import ArtifactNotFound, InvalidInput, JobNotFound, closest
 from sandrun.ids import new_id, new_token, now
 from sandrun.models import (
     Attempt,
@@ -40,8 +39,6 @@ from sandrun.spec.job import NAME_RE
 from sandrun.states import JobState
 from sandrun.store import Store
 
-log = logging.getLogger("sandrun.service")
-
 DEFAULT_LEASE_SECONDS = 30.0
 MAX_PAGE = 1000
 
@@ -61,29 +58,14 @@ class Service:
         self.artifacts = artifacts
         self.lease_seconds = lease_seconds
         self.clock = clock
-        self._listeners: list[Listener] = []
 
     def close(self) -> None:
         self.store.close()
 
     def on_change(self, listener: Listener) -> None:
-        """Call `listener(kind)` after each submit, cancel or finished attempt, made here
-        or (on PostgreSQL) by another process sharing the database."""
-        if not self._listeners:
-            self.store.db.subscribe(self._deliver)
-        self._listeners.append(listener)
-
-    def _changed(self, kind: str) -> None:
-        self._deliver(kind)
-        try:
-            self.store.db.publish(kind)
-        except StoreError as exc:
-            # The change is committed; a missed wake-up only delays others to their poll.
-            log.warning("could not announce %s: %s", kind, exc.message)
-
-    def _deliver(self, kind: str) -> None:
-        for listener in self._listeners:
-            listener(kind)
+        """Call `listener(kind)` after each committed change: submitted, cancel, logs,
+        finished, lost (and, on PostgreSQL, those made by other servers)."""
+        self.store.db.subscribe(listener)
 
     # --- users ------------------------------------------------------------------------
 
@@ -104,7 +86,6 @@ class Service:
             updated_at=at,
         )
         self.store.insert_job(job)
-        self._changed("submitted")
         return job
 
     def get(self, job_id: str, viewer: str | None = None) -> JobRecord:
@@ -141,7 +122,6 @@ class Service:
     def cancel(self, job_id: str, viewer: str | None = None) -> JobRecord:
         self.get(job_id, viewer)
         job = self.store.request_cancel(job_id, self.clock())
-        self._changed("cancel")
         return job
 
     def attempts(self, job_id: str, viewer: str | None = None) -> list[Attempt]:
@@ -272,28 +252,19 @@ class Service:
 
     def append_logs(self, ref: AttemptRef, chunks: list[LogChunk]) -> None:
         self.store.append_logs(ref.job_id, ref.attempt, ref.token, chunks, self.clock())
-        self._changed("logs")
 
     def complete(self, ref: AttemptRef, result: AttemptResult) -> JobRecord:
-        job = self.store.finish_attempt(
+        return self.store.finish_attempt(
             ref.job_id, ref.attempt, ref.token, result, retry.decide, self.clock()
         )
-        self._changed("finished")
-        return job
 
     def expire_leases(self) -> list[tuple[str, int]]:
         """End as node_lost the attempts whose agents stopped renewing their leases."""
-        lost = self.store.lose_attempts(retry.decide, self.clock())
-        if lost:
-            self._changed("lost")
-        return lost
+        return self.store.lose_attempts(retry.decide, self.clock())
 
     def lose_node(self, node: str) -> list[tuple[str, int]]:
         """End as node_lost every live attempt of `node` (known dead: its process is gone)."""
-        lost = self.store.lose_attempts(retry.decide, self.clock(), node=node)
-        if lost:
-            self._changed("lost")
-        return lost
+        return self.store.lose_attempts(retry.decide, self.clock(), node=node)
 
     def next_wakeup(self) -> float | None:
         return self.store.next_not_before()

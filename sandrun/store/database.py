@@ -6,6 +6,7 @@ that imports its driver, and it wraps driver errors into StoreError once.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
@@ -14,6 +15,18 @@ from importlib import resources
 from typing import Any, Protocol
 
 Row = dict[str, Any]
+Subscriber = Callable[[str], None]
+
+
+def deliver(subscribers: list[Subscriber], kinds: list[str]) -> None:
+    """Hand committed changes to this process's subscribers (wake-ups: never raises)."""
+    for kind in dict.fromkeys(kinds):
+        for callback in subscribers:
+            try:
+                callback(kind)
+            except Exception:
+                logging.getLogger("sandrun.store").exception("change subscriber failed")
+
 
 _NAME_RE = re.compile(r"^--\s*name:\s*(\w+)\s*$", re.MULTILINE)
 
@@ -29,12 +42,21 @@ class Tx(Protocol):
 
     def one(self, query: str, **params: Any) -> Row | None: ...
 
+    def notify(self, kind: str) -> None:
+        """Announce a change of `kind` (submitted, cancel, logs, finished, lost) once this
+        transaction commits."""
+        ...
+
 
 class Database(Protocol):
     dialect: str
 
-    def transaction(self, write: bool = True) -> AbstractContextManager[Tx]:
-        """A transaction that commits on success and rolls back on error."""
+    def transaction(
+        self, write: bool = True, one_statement: bool = False
+    ) -> AbstractContextManager[Tx]:
+        """A transaction that commits on success and rolls back on error. `one_statement`:
+        the caller runs a single (atomic) statement, so a server database may skip the
+        BEGIN/COMMIT round trips."""
         ...
 
     def schema_version(self) -> int: ...
@@ -43,12 +65,9 @@ class Database(Protocol):
         """Run one migration script and record its version, atomically."""
         ...
 
-    def publish(self, kind: str) -> None:
-        """Tell other processes sharing this database that `kind` changed."""
-        ...
-
     def subscribe(self, callback: Callable[[str], None]) -> None:
-        """Call `callback(kind)` for each change another process publishes."""
+        """Call `callback(kind)` after each committed change announced with `Tx.notify`:
+        this process's, and (PostgreSQL) those of other processes on the database."""
         ...
 
     def close(self) -> None: ...
@@ -70,6 +89,11 @@ def load_queries(dialect: str) -> dict[str, str]:
     text = (_sql_dir(dialect) / "queries.sql").read_text()
     parts = _NAME_RE.split(text)
     return {name: body.strip() for name, body in zip(parts[1::2], parts[2::2], strict=True)}
+
+
+def load_query_steps(dialect: str) -> dict[str, list[str]]:
+    """Named queries, each as its list of statements (a block may hold several)."""
+    return {name: list(iter_statements(body)) for name, body in load_queries(dialect).items()}
 
 
 def load_migrations(dialect: str) -> list[Migration]:

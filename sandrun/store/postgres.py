@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -22,7 +22,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from sandrun.errors import StoreError
-from sandrun.store.database import Row, iter_statements, load_queries
+from sandrun.store.database import Row, Subscriber, deliver, iter_statements, load_queries
 
 log = logging.getLogger("sandrun.store")
 
@@ -44,9 +44,20 @@ def describe(url: str) -> str:
 
 
 class _PgTx:
-    def __init__(self, conn: psycopg.Connection[Row], queries: dict[str, str]) -> None:
+    def __init__(self, conn: psycopg.Connection[Row], queries: dict[str, str], origin: str) -> None:
         self._conn = conn
         self._queries = queries
+        self._origin = origin
+        self.changes: list[str] = []
+
+    def notify(self, kind: str) -> None:
+        # NOTIFY is transactional: other servers hear it only if this commits.
+        if kind not in self.changes:
+            self._conn.execute(
+                "SELECT pg_notify(%(channel)s, %(payload)s)",
+                {"channel": CHANNEL, "payload": f"{self._origin} {kind}"},
+            )
+        self.changes.append(kind)
 
     def run(self, query: str, **params: Any) -> int:
         return self._conn.execute(self._queries[query], params).rowcount
@@ -71,7 +82,7 @@ class PostgresDatabase:
         self.name = describe(url)
         self._queries = load_queries(self.dialect)
         self._origin = uuid.uuid4().hex[:12]
-        self._subscribers: list[Callable[[str], None]] = []
+        self._subscribers: list[Subscriber] = []
         self._listener: threading.Thread | None = None
         self._closing = threading.Event()
         self._check_reachable()
@@ -101,15 +112,20 @@ class PostgresDatabase:
             ) from None
 
     @contextmanager
-    def transaction(self, write: bool = True) -> Iterator[_PgTx]:
-        # `write` matters to SQLite's locking only; here the queries take row locks.
+    def transaction(self, write: bool = True, one_statement: bool = False) -> Iterator[_PgTx]:
+        # Reads and single statements run in autocommit: no BEGIN/COMMIT round trips (each
+        # statement sees the latest commits, as READ COMMITTED would anyway, and is atomic
+        # on its own). Writes lock the rows they change.
         try:
             with self._pool.connection() as conn:
-                yield _PgTx(conn, self._queries)
+                conn.autocommit = one_statement or not write
+                tx = _PgTx(conn, self._queries, self._origin)
+                yield tx
         except PoolTimeout:
             raise StoreError(f"no free connection to {self.name}") from None
         except psycopg.Error as exc:
             raise StoreError(f"PostgreSQL error: {_first_line(exc)}") from None
+        deliver(self._subscribers, tx.changes)
 
     # --- schema -----------------------------------------------------------------------
 
@@ -152,6 +168,11 @@ class PostgresDatabase:
                 " JOIN pg_namespace n ON n.oid = c.relnamespace"
                 " WHERE n.nspname = current_schema() ORDER BY 1, 2"
             )
+            options = tx.execute_raw(
+                "SELECT c.relname AS t, array_to_string(c.reloptions, ',') AS opts"
+                " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+                " WHERE n.nspname = current_schema() AND c.reloptions IS NOT NULL"
+            )
             indexes = tx.execute_raw(
                 "SELECT indexname AS name, indexdef AS def FROM pg_indexes"
                 " WHERE schemaname = current_schema() AND tablename != 'schema_version'"
@@ -164,22 +185,16 @@ class PostgresDatabase:
             )
         for k in constraints:
             out.setdefault(k["t"], []).append(k["def"])
+        for o in options:
+            out.setdefault(o["t"], []).append(f"with ({o['opts']})")
         result = {name: "; ".join(parts) for name, parts in out.items()}
         result.update({i["name"]: i["def"] for i in indexes})
         return result
 
     # --- change notifications ---------------------------------------------------------
 
-    def publish(self, kind: str) -> None:
-        """Tell the other processes on this database that `kind` changed."""
-        with self.transaction() as tx:
-            tx.execute_raw(
-                "SELECT pg_notify(%(channel)s, %(payload)s)",
-                {"channel": CHANNEL, "payload": f"{self._origin} {kind}"},
-            )
-
-    def subscribe(self, callback: Callable[[str], None]) -> None:
-        """Call `callback(kind)` for every change another process publishes."""
+    def subscribe(self, callback: Subscriber) -> None:
+        """Call `callback(kind)` after each change committed here or by another process."""
         self._subscribers.append(callback)
         if self._listener is None:
             self._listener = threading.Thread(
@@ -195,24 +210,17 @@ class PostgresDatabase:
                 ) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
                     # Anything may have changed while we were not listening.
-                    self._deliver("reconnected")
+                    deliver(self._subscribers, ["reconnected"])
                     while not self._closing.is_set():
                         for note in conn.notifies(timeout=1.0):
                             origin, _, kind = note.payload.partition(" ")
-                            if origin != self._origin:
-                                self._deliver(kind)
+                            if origin != self._origin:  # ours were delivered at commit
+                                deliver(self._subscribers, [kind])
             except psycopg.Error as exc:
                 if self._closing.is_set():
                     return
                 log.warning("listening on %s failed (%s); retrying", self.name, _first_line(exc))
                 self._closing.wait(1.0)
-
-    def _deliver(self, kind: str) -> None:
-        for callback in self._subscribers:
-            try:
-                callback(kind)
-            except Exception:  # a subscriber's bug must not stop the listener
-                log.exception("change subscriber failed")
 
     def close(self) -> None:
         self._closing.set()

@@ -9,13 +9,19 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from sandrun.errors import StoreError
-from sandrun.store.database import Row, iter_statements, load_queries
+from sandrun.store.database import (
+    Row,
+    Subscriber,
+    deliver,
+    iter_statements,
+    load_query_steps,
+)
 
 # NORMAL in WAL mode: a commit survives the process being killed (kill -9); FULL also
 # survives power loss, at an fsync per commit.
@@ -23,19 +29,35 @@ SYNC_MODES = ("normal", "full")
 
 
 class _SQLiteTx:
-    def __init__(self, conn: sqlite3.Connection, queries: dict[str, str]) -> None:
+    def __init__(self, conn: sqlite3.Connection, queries: dict[str, list[str]]) -> None:
         self._conn = conn
         self._queries = queries
+        self.changes: list[str] = []
+
+    def notify(self, kind: str) -> None:
+        self.changes.append(kind)
+
+    def _rows(self, query: str, params: dict[str, Any]) -> list[Row]:
+        first, *rest = self._queries[query]
+        rows: list[Row] = self._conn.execute(first, params).fetchall()
+        # Follow-up statements see the first one's returned row (see queries.sql).
+        for row in rows:
+            for statement in rest:
+                self._conn.execute(statement, {**params, **row})
+        return rows
 
     def run(self, query: str, **params: Any) -> int:
-        return self._conn.execute(self._queries[query], params).rowcount
+        statements = self._queries[query]
+        if len(statements) == 1:
+            return self._conn.execute(statements[0], params).rowcount
+        return len(self._rows(query, params))
 
     def all(self, query: str, **params: Any) -> list[Row]:
-        return self._conn.execute(self._queries[query], params).fetchall()
+        return self._rows(query, params)
 
     def one(self, query: str, **params: Any) -> Row | None:
-        row: Row | None = self._conn.execute(self._queries[query], params).fetchone()
-        return row
+        rows = self._rows(query, params)
+        return rows[0] if rows else None
 
     def execute_raw(self, sql: str) -> list[Row]:
         """Unnamed SQL, for migrations and introspection only."""
@@ -54,10 +76,11 @@ class SQLiteDatabase:
             raise StoreError(f"synchronous must be one of {', '.join(SYNC_MODES)}")
         self.path = Path(path)
         self._sync = synchronous
-        self._queries = load_queries(self.dialect)
+        self._queries = load_query_steps(self.dialect)
         self._idle: list[sqlite3.Connection] = []
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        self._subscribers: list[Subscriber] = []
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -82,7 +105,7 @@ class SQLiteDatabase:
         return conn
 
     @contextmanager
-    def transaction(self, write: bool = True) -> Iterator[_SQLiteTx]:
+    def transaction(self, write: bool = True, one_statement: bool = False) -> Iterator[_SQLiteTx]:
         conn = self._acquire()
         try:
             yield from self._in_transaction(conn, write)
@@ -95,8 +118,9 @@ class SQLiteDatabase:
             conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
         except sqlite3.Error as exc:
             raise StoreError(f"the SQLite store at {self.path} is unavailable: {exc}") from None
+        tx = _SQLiteTx(conn, self._queries)
         try:
-            yield _SQLiteTx(conn, self._queries)
+            yield tx
         except (sqlite3.Error, OverflowError) as exc:  # OverflowError: an int past 64 bits
             conn.execute("ROLLBACK")
             raise StoreError(f"SQLite error: {exc}") from None
@@ -108,6 +132,7 @@ class SQLiteDatabase:
         except sqlite3.Error as exc:
             conn.execute("ROLLBACK")
             raise StoreError(f"SQLite commit failed: {exc}") from None
+        deliver(self._subscribers, tx.changes)
 
     def schema_version(self) -> int:
         with self.transaction(write=False) as tx:
@@ -137,13 +162,10 @@ class SQLiteDatabase:
             )
         return {r["name"]: " ".join(r["sql"].split()) for r in rows}
 
-    # One process serves a SQLite store (embedded: its agent is woken by a datagram), so
-    # there is nobody else to tell.
-    def publish(self, kind: str) -> None:
-        pass
-
-    def subscribe(self, callback: Callable[[str], None]) -> None:
-        pass
+    # Only this process hears: other processes on the same file (the embedded agent) are
+    # woken by a datagram instead (see sandrun.embedded).
+    def subscribe(self, callback: Subscriber) -> None:
+        self._subscribers.append(callback)
 
     def close(self) -> None:
         with self._lock:

@@ -101,6 +101,7 @@ class Store:
                 created_at=job.created_at,
             )
             event(tx, job.id, None, "submitted", f"submitted as {job.name}", job.created_at)
+            tx.notify("submitted")
 
     def get_job(self, job_id: str) -> JobRecord:
         with self.db.transaction(write=False) as tx:
@@ -145,6 +146,7 @@ class Store:
             elif not job.cancel_requested:
                 tx.run("request_cancel", id=job_id, now=now)
                 event(tx, job_id, job.attempts, "cancel_requested", "cancel requested", now)
+            tx.notify("cancel")
             return job_from(must(tx, job_id))
 
     def next_not_before(self) -> float | None:
@@ -156,26 +158,24 @@ class Store:
     # --- attempts (the agent's side) --------------------------------------------------
 
     def claim(self, node: str, free: Capacity, now: float, lease_seconds: float) -> Claim | None:
-        """Take the best pending job that fits `free`: one row lock, one new attempt."""
-        with self.db.transaction() as tx:
+        """Take the best pending job that fits `free`: one row lock, a new attempt (fenced
+        by a fresh token) and its event, in one statement where the backend allows."""
+        token = new_token()
+        lease = now + lease_seconds
+        with self.db.transaction(one_statement=True) as tx:
             row = tx.one(
-                "claim_job", now=now, cpus=free.cpus, memory_mb=free.memory_mb, gpus=free.gpus
-            )
-            if row is None:
-                return None
-            job = job_from(row)
-            token = new_token()
-            lease = now + lease_seconds
-            tx.run(
-                "insert_attempt",
-                job_id=job.id,
-                number=job.attempts,
+                "claim_job",
+                now=now,
+                cpus=free.cpus,
+                memory_mb=free.memory_mb,
+                gpus=free.gpus,
                 node=node,
                 token=token,
                 lease_expires_at=lease,
-                now=now,
             )
-            event(tx, job.id, job.attempts, "scheduled", f"attempt {job.attempts} on {node}", now)
+        if row is None:
+            return None
+        job = job_from(row)
         return Claim(job=job, attempt=job.attempts, token=token, lease_expires_at=lease)
 
     def start_attempt(
@@ -240,6 +240,7 @@ class Store:
                     data=chunk.data,
                     at=chunk.at,
                 )
+            tx.notify("logs")
 
     def finish_attempt(
         self,
@@ -254,6 +255,7 @@ class Store:
         with self._refusals_recorded(job_id, number, now), self.db.transaction() as tx:
             job, attempt = fenced(tx, job_id, number, token)
             finish(tx, job, attempt, result, decide, now)
+            tx.notify("finished")
             return job_from(must(tx, job_id))
 
     def lose_attempts(
@@ -280,6 +282,8 @@ class Store:
                 )
                 finish(tx, job, attempt, result, decide, now)
                 lost.append((row["job_id"], row["number"]))
+            if lost:
+                tx.notify("lost")
         return lost
 
     @contextmanager

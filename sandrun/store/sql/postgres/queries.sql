@@ -43,18 +43,32 @@ WHERE id = %(id)s;
 UPDATE jobs SET cancel_requested = 1, updated_at = %(now)s WHERE id = %(id)s;
 
 -- name: claim_job
--- The best pending job that fits, marked scheduled; rows another claimer holds are
--- skipped rather than waited for.
-UPDATE jobs SET state = 'scheduled', attempts = attempts + 1, updated_at = %(now)s
-WHERE state = 'pending'
-  AND id = (SELECT id FROM jobs
-            WHERE state = 'pending' AND not_before <= %(now)s
-              AND cpus <= %(cpus)s AND memory_mb <= %(memory_mb)s
-              AND gpu_count <= %(gpus)s
-            ORDER BY priority DESC, created_at, id
-            LIMIT 1
-            FOR UPDATE SKIP LOCKED)
-RETURNING *;
+-- The best pending job that fits, marked scheduled, with its new attempt and event, in one
+-- statement (one round trip). Rows another claimer holds are skipped, not waited for.
+-- `not_before + 0` keeps the planner on jobs_queue, in claim order, stopping at the first
+-- fit; jobs_eligible would sort every pending job.
+WITH job AS (
+    UPDATE jobs SET state = 'scheduled', attempts = attempts + 1, updated_at = %(now)s
+    WHERE state = 'pending'
+      AND id = (SELECT id FROM jobs
+                WHERE state = 'pending' AND not_before + 0 <= %(now)s
+                  AND cpus <= %(cpus)s AND memory_mb <= %(memory_mb)s
+                  AND gpu_count <= %(gpus)s
+                ORDER BY priority DESC, created_at, id
+                LIMIT 1
+                FOR UPDATE SKIP LOCKED)
+    RETURNING *
+), attempt AS (
+    INSERT INTO attempts (job_id, number, state, node, token, lease_expires_at, scheduled_at)
+    SELECT id, attempts, 'scheduled', %(node)s, %(token)s, %(lease_expires_at)s, %(now)s
+    FROM job
+), event AS (
+    INSERT INTO events (job_id, attempt, kind, message, data, at)
+    SELECT id, attempts, 'scheduled', 'attempt ' || attempts || ' on ' || %(node)s, '{}',
+           %(now)s
+    FROM job
+)
+SELECT * FROM job;
 
 -- name: next_not_before
 SELECT min(not_before) AS at FROM jobs WHERE state = 'pending';

@@ -31,6 +31,9 @@ CREATE INDEX jobs_newest ON jobs (created_at DESC, id DESC);
 CREATE INDEX jobs_state ON jobs (state, created_at DESC);
 CREATE INDEX jobs_owner ON jobs (owner, created_at DESC);
 CREATE INDEX jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL;
+-- A queue table: rows churn, and claims need fresh statistics after a burst of submits.
+ALTER TABLE jobs SET (autovacuum_vacuum_scale_factor = 0.02, autovacuum_vacuum_threshold = 200,
+                      autovacuum_analyze_scale_factor = 0.02, autovacuum_analyze_threshold = 200);
 
 CREATE TABLE attempts (
     job_id           text NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,

@@ -1,4 +1,6 @@
 -- Named queries for the SQLite store. Parameters are :name; each block starts "-- name: X".
+-- A block of several statements runs them in order; the later ones also get the columns
+-- of the row the first returned as parameters.
 
 -- name: insert_job
 INSERT INTO jobs (id, name, owner, state, spec, labels, priority, cpus, memory_mb, gpu_count,
@@ -40,15 +42,21 @@ WHERE id = :id;
 UPDATE jobs SET cancel_requested = 1, updated_at = :now WHERE id = :id;
 
 -- name: claim_job
--- The best pending job that fits, marked scheduled. SQLite has one writer at a time
--- (BEGIN IMMEDIATE), so no row lock is needed.
+-- The best pending job that fits, marked scheduled, with its new attempt and event. SQLite
+-- has one writer at a time (BEGIN IMMEDIATE), so no row lock is needed. `not_before + 0`
+-- keeps the planner on jobs_queue, in claim order; jobs_eligible would sort every pending
+-- job. The statements after the first see its returned row as parameters (:id, :attempts).
 UPDATE jobs SET state = 'scheduled', attempts = attempts + 1, updated_at = :now
 WHERE id = (SELECT id FROM jobs
-            WHERE state = 'pending' AND not_before <= :now
+            WHERE state = 'pending' AND not_before + 0 <= :now
               AND cpus <= :cpus AND memory_mb <= :memory_mb AND gpu_count <= :gpus
             ORDER BY priority DESC, created_at, id
             LIMIT 1)
 RETURNING *;
+INSERT INTO attempts (job_id, number, state, node, token, lease_expires_at, scheduled_at)
+VALUES (:id, :attempts, 'scheduled', :node, :token, :lease_expires_at, :now);
+INSERT INTO events (job_id, attempt, kind, message, data, at)
+VALUES (:id, :attempts, 'scheduled', 'attempt ' || :attempts || ' on ' || :node, '{}', :now);
 
 -- name: next_not_before
 SELECT min(not_before) AS at FROM jobs WHERE state = 'pending';
