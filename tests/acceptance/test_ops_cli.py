@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from sandrun.artifacts import LocalArtifactStore
 from sandrun.home import Home
@@ -50,15 +51,22 @@ def test_gc_refuses_a_bad_age_and_changes_nothing(cli: Cli) -> None:
 
 
 def test_db_upgrade_migrates_a_postgres_database_once(cli: Cli, pg: PgServer) -> None:
-    url = pg.create()  # empty
+    created = pg.create()  # empty
+    # The test cluster trusts local connections, so any password is accepted: it must
+    # never be printed.
+    parts = urlsplit(created)
+    if parts.password is None:
+        login, _, host = parts.netloc.rpartition("@")
+        parts = parts._replace(netloc=f"{login or 'postgres'}:s3cret@{host}")
+    url = parts.geturl()
     try:
         first = cli("db", "upgrade", "--db", url)
         assert first.returncode == 0, first.stderr
         assert "schema version 2 (upgraded from 0)" in first.stdout
-        assert "password" not in first.stdout
+        assert parts.password not in first.stdout + first.stderr
         again = cli("db", "upgrade", "--db", url)
         assert "schema version 2 (already current)" in again.stdout
         report = as_json(cli("gc", "--db", url, "--json"))
         assert report["jobs_logs_removed"] == 0
     finally:
-        pg.drop(url)
+        pg.drop(created)
