@@ -9,9 +9,10 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, WithJsonSchema
 
 from sandrun.spec import JobSpec
+from sandrun.spec.job import Duration
 from sandrun.spec.units import Amount, Count, Int, Num, Ordinal
 from sandrun.states import AttemptState, FailureReason, JobState
 
@@ -237,6 +238,25 @@ class CompleteRequest(_Wire):
 class Uploaded(_Wire):
     digest: Digest
     size: Count
+
+
+class GcRequest(BaseModel):
+    """POST /v1/admin/gc: retention, as `sandrun gc` runs it (admins only)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    older_than: Duration = 30 * 86400.0  # seconds, or "30d", "12h", ...
+    purge_jobs: StrictBool = False
+
+
+class GcReport(_Wire):
+    """What a retention pass removed."""
+
+    cutoff: float
+    jobs_logs_removed: Count
+    jobs_purged: Count
+    artifacts_removed: Count
+    bytes_freed: Count
 
 
 class ErrorBody(_Wire):

@@ -155,7 +155,10 @@ def pg_server() -> Iterator[PgServer]:
             raise Unavailable(f"SANDRUN_TEST_PG={given!r} is unreachable: {exc}") from None
         server = PgServer(given)
         server.make_template()
-        yield server
+        try:
+            yield server
+        finally:
+            server.drop(server.url(TEMPLATE))
         return
     with throwaway_cluster() as server:
         server.make_template()

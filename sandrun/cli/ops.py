@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Annotated
 
@@ -126,7 +125,10 @@ def gc(
     ] = False,
     db: Annotated[
         str | None,
-        typer.Option(envvar="SANDRUN_DB", help="A server's database (default: the local one)."),
+        typer.Option(
+            envvar="SANDRUN_DB",
+            help="Work on this database directly (default: $SANDRUN_URL's server, or local).",
+        ),
     ] = None,
     artifacts: ArtifactsOpt = None,
     json: JsonOpt = False,
@@ -138,21 +140,19 @@ def gc(
         age = parse_duration(older_than)
     except ValueError as exc:
         raise InvalidInput(f"--older-than: {exc}", field="older_than") from None
-    if db is None:
-        from sandrun.embedded import open_service
-        from sandrun.home import Home
-
-        service = open_service(Home.resolve())
+    if db is None:  # the local store, or the server at $SANDRUN_URL (admins)
+        with connect() as client:
+            report = client.collect_garbage(age, purge_jobs=purge_jobs)
     else:
         from sandrun.server import open_server_service
 
         service = open_server_service(db, artifacts=artifacts)
-    try:
-        report = service.collect_garbage(age, purge_jobs=purge_jobs)
-    finally:
-        service.close()
+        try:
+            report = service.collect_garbage(age, purge_jobs=purge_jobs)
+        finally:
+            service.close()
     if json:
-        render.print_json(dataclasses.asdict(report))
+        render.print_json(report)
         return
     print(
         f"removed the logs of {report.jobs_logs_removed} jobs, "

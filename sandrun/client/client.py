@@ -13,7 +13,7 @@ from sandrun.client.remote import HttpTransport
 from sandrun.client.transport import Transport
 from sandrun.errors import InvalidInput
 from sandrun.home import Home
-from sandrun.models import JobPage, LogChunk, NodeInfo
+from sandrun.models import GcReport, JobPage, LogChunk, NodeInfo
 from sandrun.spec import JobSpec, parse_spec
 
 
@@ -92,3 +92,8 @@ class Client:
 
     def nodes(self) -> list[NodeInfo]:
         return self.transport.nodes()
+
+    def collect_garbage(self, older_than: float = 30 * 86400, purge_jobs: bool = False) -> GcReport:
+        """Retention (admins): remove the logs of jobs that ended more than `older_than`
+        seconds ago (with `purge_jobs`, the jobs), then blobs nothing refers to."""
+        return self.transport.collect_garbage(older_than, purge_jobs)

@@ -9,7 +9,16 @@ from sandrun.agent import detect_capacity
 from sandrun.embedded import ensure_agent, open_service
 from sandrun.errors import InvalidInput
 from sandrun.home import Home
-from sandrun.models import Attempt, Event, JobPage, JobRecord, LogChunk, NodeInfo, OutputFile
+from sandrun.models import (
+    Attempt,
+    Event,
+    GcReport,
+    JobPage,
+    JobRecord,
+    LogChunk,
+    NodeInfo,
+    OutputFile,
+)
 from sandrun.spec import JobSpec
 
 LOG_PAGE = 1000
@@ -106,6 +115,9 @@ class EmbeddedTransport:
 
     def nodes(self) -> list[NodeInfo]:
         return self.service.nodes()
+
+    def collect_garbage(self, older_than: float, purge_jobs: bool) -> GcReport:
+        return self.service.collect_garbage(older_than, purge_jobs=purge_jobs)
 
 
 def _check_fits_here(spec: JobSpec) -> None:

@@ -9,7 +9,17 @@ import httpx
 from pydantic import TypeAdapter
 
 from sandrun.httpjson import HttpJson, ServerUnreachable, raise_for_error
-from sandrun.models import Attempt, Event, JobPage, JobRecord, LogChunk, NodeInfo, OutputFile
+from sandrun.models import (
+    Attempt,
+    Event,
+    GcReport,
+    GcRequest,
+    JobPage,
+    JobRecord,
+    LogChunk,
+    NodeInfo,
+    OutputFile,
+)
 from sandrun.spec import JobSpec
 
 _ATTEMPTS = TypeAdapter(list[Attempt])
@@ -119,3 +129,8 @@ class HttpTransport:
 
     def nodes(self) -> list[NodeInfo]:
         return _NODES.validate_json(self._get("/v1/nodes"))
+
+    def collect_garbage(self, older_than: float, purge_jobs: bool) -> GcReport:
+        body = GcRequest(older_than=older_than, purge_jobs=purge_jobs)
+        response = self.api.request("POST", "/v1/admin/gc", json=body.model_dump())
+        return GcReport.model_validate_json(response.content)

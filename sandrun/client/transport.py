@@ -5,7 +5,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Protocol
 
-from sandrun.models import Attempt, Event, JobPage, JobRecord, LogChunk, NodeInfo, OutputFile
+from sandrun.models import (
+    Attempt,
+    Event,
+    GcReport,
+    JobPage,
+    JobRecord,
+    LogChunk,
+    NodeInfo,
+    OutputFile,
+)
 from sandrun.spec import JobSpec
 
 
@@ -49,5 +58,7 @@ class Transport(Protocol):
     def read_output(self, job_id: str, path: str) -> bytes: ...
 
     def nodes(self) -> list[NodeInfo]: ...
+
+    def collect_garbage(self, older_than: float, purge_jobs: bool) -> GcReport: ...
 
     def close(self) -> None: ...

@@ -59,6 +59,12 @@ async def agent(caller: Annotated[Principal, Depends(principal)]) -> Principal:
     return caller
 
 
+async def admin(caller: Annotated[Principal, Depends(principal)]) -> Principal:
+    if caller.role is not Role.ADMIN:
+        raise Forbidden(f"a {caller.role} token cannot use the admin API")
+    return caller
+
+
 def viewer(caller: Principal) -> str | None:
     """The owner whose jobs `caller` may see; None means all (admins)."""
     return None if caller.role is Role.ADMIN else caller.name
@@ -81,3 +87,4 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 ServiceDep = Annotated[Service, Depends(service_of)]
 UserDep = Annotated[Principal, Depends(user)]
 AgentDep = Annotated[Principal, Depends(agent)]
+AdminDep = Annotated[Principal, Depends(admin)]

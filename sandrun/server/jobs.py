@@ -13,13 +13,15 @@ from fastapi.responses import FileResponse, StreamingResponse
 from sandrun.models import (
     Attempt,
     Event,
+    GcReport,
+    GcRequest,
     JobPage,
     JobRecord,
     LogChunk,
     NodeInfo,
     OutputFile,
 )
-from sandrun.server.auth import ERRORS, ServiceDep, UserDep, viewer
+from sandrun.server.auth import ERRORS, AdminDep, ServiceDep, UserDep, viewer
 from sandrun.server.notify import Notifier
 from sandrun.spec import JobSpec
 from sandrun.states import JobState
@@ -192,3 +194,10 @@ def download(
 @router.get("/nodes")
 def nodes(caller: UserDep, service: ServiceDep) -> list[NodeInfo]:
     return service.nodes()
+
+
+@router.post("/admin/gc")
+def gc(body: GcRequest, caller: AdminDep, service: ServiceDep) -> GcReport:
+    """Remove the logs of jobs that ended more than `older_than` ago (with `purge_jobs`,
+    the jobs), then blobs nothing refers to; in batches, beside normal work."""
+    return service.collect_garbage(body.older_than, purge_jobs=body.purge_jobs)

@@ -7,22 +7,13 @@ the cutoff too, so an upload whose job has not reported yet is never taken.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from itertools import islice
 
 from sandrun.artifacts import LocalArtifactStore
+from sandrun.models import GcReport
 from sandrun.store import Store, retention
 
 _DIGEST_BATCH = 500
-
-
-@dataclass(frozen=True)
-class GcReport:
-    cutoff: float
-    jobs_logs_removed: int
-    jobs_purged: int
-    artifacts_removed: int
-    bytes_freed: int
 
 
 def collect(
@@ -45,4 +36,10 @@ def collect(
             if size:
                 removed += 1
                 freed += size
-    return GcReport(cutoff, logs, purged, removed, freed)
+    return GcReport(
+        cutoff=cutoff,
+        jobs_logs_removed=logs,
+        jobs_purged=purged,
+        artifacts_removed=removed,
+        bytes_freed=freed,
+    )

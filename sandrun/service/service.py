@@ -22,6 +22,7 @@ from sandrun.models import (
     Capacity,
     Claim,
     Event,
+    GcReport,
     HeartbeatReply,
     JobPage,
     JobRecord,
@@ -33,7 +34,6 @@ from sandrun.models import (
     Role,
 )
 from sandrun.service import retention, retry
-from sandrun.service.retention import GcReport
 from sandrun.spec import JobSpec, parse_spec
 from sandrun.spec.job import NAME_RE
 from sandrun.states import JobState

@@ -97,3 +97,20 @@ def test_a_server_without_auth_only_binds_loopback(tmp_path: Path, host: str) ->
     )
     assert refused.returncode == 2
     assert f"refusing to serve {host} without auth" in refused.stderr
+
+
+def test_gc_through_the_server_is_for_admins(cluster: Cluster, tmp_path: Path) -> None:
+    cluster.start_agent("n1")
+    alice = _remote(cluster, cluster.tokens["alice"], tmp_path)
+    assert alice("run", "--", "echo", "old news").returncode == 0
+    [job] = json.loads(alice("jobs", "--json").stdout)
+
+    refused = alice("gc", "--older-than", "0.001s")
+    assert refused.returncode == 1 and "admin" in refused.stderr
+    assert alice("logs", job["id"]).stdout == "old news\n"
+
+    admin = _remote(cluster, cluster.tokens["admin"], tmp_path)
+    report = json.loads(admin("gc", "--older-than", "0.001s", "--json").stdout)
+    assert report["jobs_logs_removed"] == 1
+    assert alice("logs", job["id"]).stdout == ""
+    assert json.loads(alice("status", job["id"], "--json").stdout)["state"] == "completed"
