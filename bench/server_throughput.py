@@ -44,9 +44,11 @@ def _wait(check: object, what: str, timeout: float = 30) -> None:
 
 
 def serve(
-    root: Path, agents: list[float], db: str | None = None
+    root: Path, agents: list[float], db: str | None = None, servers: int = 1
 ) -> tuple[str, str, list[subprocess.Popen[bytes]]]:
-    """A server on `db` (default: a SQLite file under `root`) and agents with these CPUs."""
+    """Servers on `db` (default: a SQLite file under `root`) and agents with these CPUs,
+    spread over the servers. Returns the URL list ("a,b": clients fail over), a user token
+    and the processes."""
     root.mkdir(parents=True, exist_ok=True)
     db = db or str(root / "server.db")
     service = open_server_service(db, artifacts=root / "artifacts")
@@ -54,40 +56,36 @@ def serve(
     agent_token = service.create_token("agents", Role.AGENT)
     admin = service.create_token("admin", Role.ADMIN)
     service.close()
-    port = _port()
-    url = f"http://127.0.0.1:{port}"
-    procs = [
-        subprocess.Popen(
-            [
-                SANDRUN,
-                "server",
-                "--db",
-                db,
-                "--artifacts",
-                str(root / "artifacts"),
-                "--port",
-                str(port),
-            ],
-            stderr=subprocess.DEVNULL,
+    urls, procs = [], []
+    for _ in range(servers):
+        port = _port()
+        urls.append(f"http://127.0.0.1:{port}")
+        procs.append(
+            subprocess.Popen(
+                [
+                    SANDRUN,
+                    "server",
+                    "--db",
+                    db,
+                    "--artifacts",
+                    str(root / "artifacts"),
+                    "--port",
+                    str(port),
+                ],
+                stderr=subprocess.DEVNULL,
+            )
         )
-    ]
-
-    def up() -> bool:
-        try:
-            return httpx.get(f"{url}/v1/health", timeout=1).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    _wait(up, "the server")
+        _wait(lambda url=urls[-1]: _up(url), f"the server at {urls[-1]}")
     env = {**os.environ, "SANDRUN_TOKEN": agent_token}
     for i, cpus in enumerate(agents):
+        mine = urls[i % servers :] + urls[: i % servers]  # its own server first
         procs.append(
             subprocess.Popen(
                 [
                     SANDRUN,
                     "agent",
                     "--server",
-                    url,
+                    ",".join(mine),
                     "--name",
                     f"a{i}",
                     "--cpus",
@@ -99,9 +97,16 @@ def serve(
                 stderr=subprocess.DEVNULL,
             )
         )
-    with connect(url, token=admin) as c:
+    with connect(urls[0], token=admin) as c:
         _wait(lambda: sum(n.state == "active" for n in c.nodes()) == len(agents), "agents")
-    return url, user, procs
+    return ",".join(urls), user, procs
+
+
+def _up(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/v1/health", timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False
 
 
 def measure(client: Client, jobs: int, samples: int) -> tuple[float, list[float]]:

@@ -47,15 +47,21 @@ class HttpJson:
         retry_for: float = 0.0,
         **kwargs: Any,
     ) -> httpx.Response:
-        """Send; on a connection failure or a 503, retry with backoff for `retry_for` s."""
+        """Send; on a connection failure or a 503, retry with backoff for `retry_for` s.
+        A server that refuses the connection never saw the request, so the next server in
+        the list is tried at once, whatever the method."""
         deadline = time.monotonic() + retry_for
         delay = 0.1
+        untried = len(self.urls) - 1
         while True:
             try:
                 response = self.http.request(method, path, **kwargs)
             except httpx.TransportError as exc:
                 failed = self.url
                 self.fail_over()
+                if isinstance(exc, httpx.ConnectError) and untried > 0:
+                    untried -= 1
+                    continue
                 if time.monotonic() >= deadline:
                     raise ServerUnreachable(
                         f"cannot reach the sandrun server at {failed}: {exc}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 from pathlib import Path
 
@@ -114,3 +115,19 @@ def test_gc_through_the_server_is_for_admins(cluster: Cluster, tmp_path: Path) -
     assert report["jobs_logs_removed"] == 1
     assert alice("logs", job["id"]).stdout == ""
     assert json.loads(alice("status", job["id"], "--json").stdout)["state"] == "completed"
+
+
+def test_a_list_of_servers_fails_over_to_one_that_answers(cluster: Cluster, tmp_path: Path) -> None:
+    with socket.socket() as dead:  # bound, never listening: connections are refused
+        dead.bind(("127.0.0.1", 0))
+        down = f"http://127.0.0.1:{dead.getsockname()[1]}"
+        env = {
+            **os.environ,
+            "SANDRUN_URL": f"{down},{cluster.url}",
+            "SANDRUN_TOKEN": cluster.tokens["alice"],
+        }
+        listed = subprocess.run(
+            [SANDRUN, "jobs", "--json"], capture_output=True, text=True, env=env, timeout=60
+        )
+    assert listed.returncode == 0, listed.stderr
+    assert json.loads(listed.stdout) == []
