@@ -166,7 +166,7 @@ def main() -> None:
         claims["raw"] = raw_claims(pg_url)
         store.close()
 
-    print(f"end to end, server + 2 agents, {args.jobs} jobs of `true`:")
+    print(f"end to end, 2 agents, {args.jobs} jobs of `true`:")
     for label, (rate, lat) in ends.items():
         p50 = sorted(lat)[len(lat) // 2] * 1000
         ratio = rate / ends["sqlite"][0]

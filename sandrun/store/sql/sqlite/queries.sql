@@ -43,12 +43,13 @@ UPDATE jobs SET cancel_requested = 1, updated_at = :now WHERE id = :id;
 
 -- name: claim_job
 -- The best pending job that fits, marked scheduled, with its new attempt and event. SQLite
--- has one writer at a time (BEGIN IMMEDIATE), so no row lock is needed. `not_before + 0`
--- keeps the planner on jobs_queue, in claim order; jobs_eligible would sort every pending
--- job. The statements after the first see its returned row as parameters (:id, :attempts).
+-- has one writer at a time (BEGIN IMMEDIATE), so no row lock is needed. INDEXED BY keeps
+-- the claim on jobs_queue, in claim order, stopping at the first fit: left to itself the
+-- planner sorts every pending job. The statements after the first see its returned row
+-- as parameters (:id, :attempts).
 UPDATE jobs SET state = 'scheduled', attempts = attempts + 1, updated_at = :now
-WHERE id = (SELECT id FROM jobs
-            WHERE state = 'pending' AND not_before + 0 <= :now
+WHERE id = (SELECT id FROM jobs INDEXED BY jobs_queue
+            WHERE state = 'pending' AND not_before <= :now
               AND cpus <= :cpus AND memory_mb <= :memory_mb AND gpu_count <= :gpus
             ORDER BY priority DESC, created_at, id
             LIMIT 1)
