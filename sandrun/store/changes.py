@@ -70,7 +70,8 @@ def fenced(tx: Tx, job_id: str, number: int, token: str) -> tuple[JobRecord, Att
 
 def finish(
     tx: Tx, job: JobRecord, attempt: Attempt, result: AttemptResult, decide: Decide, now: float
-) -> None:
+) -> Row:
+    """End `attempt` with `result` and move the job as `decide` says; returns its row."""
     reason = result.failure_reason
     if reason is None and result.exit_code not in (0, None):
         reason = FailureReason.EXIT_CODE
@@ -129,15 +130,16 @@ def finish(
             now,
             {"not_before": decision.not_before},
         )
-    set_state(tx, job, decision, now, result)
+    return set_state(tx, job, decision, now, result)
 
 
 def set_state(
     tx: Tx, job: JobRecord, decision: Decision, now: float, result: AttemptResult | None = None
-) -> None:
+) -> Row:
+    """Move the job to `decision.state`; returns its updated row."""
     check_job_transition(job.state, decision.state)
     terminal = decision.state.is_terminal
-    tx.run(
+    row = tx.one(
         "set_job_state",
         id=job.id,
         state=decision.state.value,
@@ -154,8 +156,11 @@ def set_state(
         retries_used=decision.retries_used,
         infra_retries=decision.infra_retries,
     )
+    if row is None:
+        raise JobNotFound(f"no job has id {job.id!r}", field="job_id")
     if terminal:
         event(tx, job.id, None, str(decision.state), decision.message or str(decision.state), now)
+    return row
 
 
 def event(

@@ -254,9 +254,9 @@ class Store:
         """End an attempt with its result; `decide` says whether the job retries or ends."""
         with self._refusals_recorded(job_id, number, now), self.db.transaction() as tx:
             job, attempt = fenced(tx, job_id, number, token)
-            finish(tx, job, attempt, result, decide, now)
+            row = finish(tx, job, attempt, result, decide, now)
             tx.notify("finished")
-            return job_from(must(tx, job_id))
+        return job_from(row)
 
     def lose_attempts(
         self, decide: Decide, now: float, node: str | None = None

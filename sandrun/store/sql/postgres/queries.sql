@@ -37,7 +37,8 @@ UPDATE jobs SET state = %(state)s, exit_code = %(exit_code)s,
                 updated_at = %(now)s, finished_at = %(finished_at)s,
                 not_before = %(not_before)s, retries_used = %(retries_used)s,
                 infra_retries = %(infra_retries)s
-WHERE id = %(id)s;
+WHERE id = %(id)s
+RETURNING *;
 
 -- name: request_cancel
 UPDATE jobs SET cancel_requested = 1, updated_at = %(now)s WHERE id = %(id)s;

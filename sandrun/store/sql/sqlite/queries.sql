@@ -36,7 +36,8 @@ UPDATE jobs SET state = :state, exit_code = :exit_code, failure_reason = :failur
                 message = :message, updated_at = :now, finished_at = :finished_at,
                 not_before = :not_before, retries_used = :retries_used,
                 infra_retries = :infra_retries
-WHERE id = :id;
+WHERE id = :id
+RETURNING *;
 
 -- name: request_cancel
 UPDATE jobs SET cancel_requested = 1, updated_at = :now WHERE id = :id;
