@@ -74,11 +74,6 @@ SELECT * FROM job;
 -- name: next_not_before
 SELECT min(not_before) AS at FROM jobs WHERE state = 'pending';
 
--- name: insert_attempt
-INSERT INTO attempts (job_id, number, state, node, token, lease_expires_at, scheduled_at)
-VALUES (%(job_id)s, %(number)s, 'scheduled', %(node)s, %(token)s, %(lease_expires_at)s,
-        %(now)s);
-
 -- name: get_attempt
 SELECT * FROM attempts WHERE job_id = %(job_id)s AND number = %(number)s;
 

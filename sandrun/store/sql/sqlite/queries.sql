@@ -63,10 +63,6 @@ VALUES (:id, :attempts, 'scheduled', 'attempt ' || :attempts || ' on ' || :node,
 -- name: next_not_before
 SELECT min(not_before) AS at FROM jobs WHERE state = 'pending';
 
--- name: insert_attempt
-INSERT INTO attempts (job_id, number, state, node, token, lease_expires_at, scheduled_at)
-VALUES (:job_id, :number, 'scheduled', :node, :token, :lease_expires_at, :now);
-
 -- name: get_attempt
 SELECT * FROM attempts WHERE job_id = :job_id AND number = :number;
 
