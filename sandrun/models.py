@@ -255,6 +255,7 @@ class GcReport(_Wire):
     cutoff: float
     jobs_logs_removed: Count
     jobs_purged: Count
+    nodes_removed: Count = 0
     artifacts_removed: Count
     bytes_freed: Count
 

@@ -133,7 +133,8 @@ def gc(
     artifacts: ArtifactsOpt = None,
     json: JsonOpt = False,
 ) -> None:
-    """Remove finished jobs' logs (and, if asked, records) and blobs nothing refers to."""
+    """Remove finished jobs' logs (and, if asked, records), agents long gone, and blobs
+    nothing refers to."""
     from sandrun.spec import parse_duration
 
     try:
@@ -156,7 +157,7 @@ def gc(
         return
     print(
         f"removed the logs of {report.jobs_logs_removed} jobs, "
-        f"{report.jobs_purged} job records, "
+        f"{report.jobs_purged} job records, {report.nodes_removed} departed agents, "
         f"{report.artifacts_removed} blobs ({report.bytes_freed} bytes)"
     )
 

@@ -199,5 +199,5 @@ def nodes(caller: UserDep, service: ServiceDep) -> list[NodeInfo]:
 @router.post("/admin/gc")
 def gc(body: GcRequest, caller: AdminDep, service: ServiceDep) -> GcReport:
     """Remove the logs of jobs that ended more than `older_than` ago (with `purge_jobs`,
-    the jobs), then blobs nothing refers to; in batches, beside normal work."""
+    the jobs), agents silent that long, then blobs nothing refers to; in batches."""
     return service.collect_garbage(body.older_than, purge_jobs=body.purge_jobs)

@@ -1,7 +1,8 @@
 """`sandrun gc`: what retention removes, in what order, and the report it prints.
 
-Logs go first (they are most of a job's bytes), then, if asked, the job records; then
-blobs that no remaining output refers to. Blobs are only removed if they are older than
+Logs go first (they are most of a job's bytes), then, if asked, the job records, then
+agents silent since the cutoff with nothing running; then blobs that no remaining output
+refers to. Blobs are only removed if they are older than
 the cutoff too, so an upload whose job has not reported yet is never taken.
 """
 
@@ -22,10 +23,14 @@ def collect(
     *,
     cutoff: float,
     now: float,
+    lease_seconds: float,
     purge_jobs: bool = False,
 ) -> GcReport:
     logs = retention.remove_logs(store.db, cutoff, now)
     purged = retention.purge_jobs(store.db, cutoff) if purge_jobs else 0
+    # A live agent heartbeats every second; never forget one heard from within two leases,
+    # whatever the cutoff.
+    nodes = retention.remove_nodes(store.db, min(cutoff, now - 2 * lease_seconds))
     removed = freed = 0
     # Function arguments and code bundles (not yet stored) will need to count as
     # references here too.
@@ -40,6 +45,7 @@ def collect(
         cutoff=cutoff,
         jobs_logs_removed=logs,
         jobs_purged=purged,
+        nodes_removed=nodes,
         artifacts_removed=removed,
         bytes_freed=freed,
     )

@@ -273,10 +273,16 @@ class Service:
 
     def collect_garbage(self, older_than: float, purge_jobs: bool = False) -> GcReport:
         """Remove logs of jobs that ended more than `older_than` seconds ago (and, with
-        `purge_jobs`, the jobs), then blobs nothing refers to any more."""
+        `purge_jobs`, the jobs), agents silent that long with nothing running, then blobs
+        nothing refers to any more."""
         at = self.clock()
         return retention.collect(
-            self.store, self.artifacts, cutoff=at - older_than, now=at, purge_jobs=purge_jobs
+            self.store,
+            self.artifacts,
+            cutoff=at - older_than,
+            now=at,
+            lease_seconds=self.lease_seconds,
+            purge_jobs=purge_jobs,
         )
 
 

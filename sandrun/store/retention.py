@@ -1,4 +1,5 @@
-"""Retention: removing old terminal jobs' logs (or whole records) in bounded batches.
+"""Retention: removing old terminal jobs' logs (or whole records), and agents long gone, in
+bounded batches.
 
 Each batch is its own short transaction, so a large clean-up never holds locks for long
 and can be interrupted at any point without leaving anything half-removed.
@@ -48,6 +49,18 @@ def purge_jobs(db: Database, cutoff: float, batch: int = DEFAULT_BATCH) -> int:
         purged += len(rows)
         if len(rows) < batch:
             return purged
+
+
+def remove_nodes(db: Database, cutoff: float, batch: int = DEFAULT_BATCH) -> int:
+    """Forget agents last heard from before `cutoff` that have nothing running; return how
+    many (a restarted agent registers anew, so stopped ones pile up)."""
+    removed = 0
+    while True:
+        with db.transaction() as tx:
+            count = tx.run("delete_stale_nodes", cutoff=cutoff, limit=batch)
+        removed += count
+        if count < batch:
+            return removed
 
 
 def unreferenced(db: Database, digests: Iterable[str]) -> list[str]:

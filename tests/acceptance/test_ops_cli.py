@@ -24,6 +24,7 @@ def test_gc_removes_old_logs_then_unreferenced_blobs(cli: Cli, home: Home, tmp_p
     assert report == {
         "jobs_logs_removed": 0,
         "jobs_purged": 0,
+        "nodes_removed": 0,
         "artifacts_removed": 0,
         "bytes_freed": 0,
     }

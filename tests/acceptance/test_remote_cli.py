@@ -113,6 +113,9 @@ def test_gc_through_the_server_is_for_admins(cluster: Cluster, tmp_path: Path) -
     admin = _remote(cluster, cluster.tokens["admin"], tmp_path)
     report = json.loads(admin("gc", "--older-than", "0.001s", "--json").stdout)
     assert report["jobs_logs_removed"] == 1
+    # A heartbeating agent is never forgotten, however short the cutoff.
+    assert report["nodes_removed"] == 0
+    assert [n["name"] for n in json.loads(alice("nodes", "--json").stdout)] == ["n1"]
     assert alice("logs", job["id"]).stdout == ""
     assert json.loads(alice("status", job["id"], "--json").stdout)["state"] == "completed"
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sandrun.models import AttemptResult, LogChunk, OutputFile
+from sandrun.models import AttemptResult, Capacity, LogChunk, OutputFile
 from sandrun.service.retry import decide
 from sandrun.states import JobState
 from sandrun.store import Store, retention
@@ -64,3 +64,15 @@ def test_a_digest_is_referenced_while_an_output_names_it(store: Store) -> None:
     assert retention.unreferenced(store.db, [DIGEST_A, DIGEST_B]) == [DIGEST_B]
     retention.purge_jobs(store.db, cutoff=1000.0)
     assert retention.unreferenced(store.db, [DIGEST_A, DIGEST_B]) == [DIGEST_A, DIGEST_B]
+
+
+def test_agents_long_gone_are_forgotten_unless_something_runs_there(store: Store) -> None:
+    free = Capacity(cpus=4, memory_mb=4096)
+    store.register_node("gone", "gone", free, {}, now=100.0)
+    store.register_node("node-a", "busy", free, {}, now=100.0)  # claim() runs on node-a
+    store.register_node("fresh", "fresh", free, {}, now=5000.0)
+    add(store, at=100.0)
+    claim(store, now=100.0)
+
+    assert retention.remove_nodes(store.db, cutoff=1000.0, batch=1) == 1
+    assert sorted(n.id for n in store.nodes()) == ["fresh", "node-a"]

@@ -178,6 +178,15 @@ DELETE FROM logs WHERE job_id = :job_id;
 -- name: delete_job
 DELETE FROM jobs WHERE id = :id;
 
+-- name: delete_stale_nodes
+-- Agents not heard from since the cutoff, with nothing left running on them.
+DELETE FROM nodes
+WHERE id IN (SELECT id FROM nodes n
+             WHERE n.heartbeat_at < :cutoff
+               AND NOT EXISTS (SELECT 1 FROM attempts a
+                               WHERE a.node = n.id AND a.state IN ('scheduled', 'running'))
+             LIMIT :limit);
+
 -- name: digest_referenced
 SELECT 1 AS found FROM outputs WHERE digest = :digest LIMIT 1;
 
