@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 from collections.abc import Iterator
@@ -59,15 +60,12 @@ def no_service(reason: str) -> None:
 @pytest.fixture(scope="session")
 def pg() -> Iterator[PgServer]:
     """A PostgreSQL server for this test session (see tests/pg.py)."""
-    try:
-        context = pg_server()
-        server = context.__enter__()
-    except Unavailable as exc:
-        no_service(f"PostgreSQL unavailable: {exc}")
-    try:
+    with contextlib.ExitStack() as stack:
+        try:
+            server = stack.enter_context(pg_server())
+        except Unavailable as exc:
+            no_service(f"PostgreSQL unavailable: {exc}")
         yield server
-    finally:
-        context.__exit__(None, None, None)
 
 
 @pytest.fixture
