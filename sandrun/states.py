@@ -33,6 +33,11 @@ class FailureReason(StrEnum):
     EXIT_CODE = "exit_code"  # the process exited non-zero
     TIMEOUT = "timeout"  # it ran past spec.timeout and was killed
     OOM = "oom"  # killed for exceeding its memory limit
+    PROCESS_LIMIT = "process_limit"  # failed after hitting limits.processes
+    CPU_LIMIT = "cpu_limit"  # killed for using limits.cpu_time
+    FILE_LIMIT = "file_limit"  # stopped writing a file past limits.file_size
+    LOG_LIMIT = "log_limit"  # stopped at limits.log_size (limits.stop_on_log_limit)
+    OUTPUT_LIMIT = "output_limit"  # its outputs were larger than limits.output_size
     SIGNALED = "signaled"  # killed by a signal it did not ask for
     NODE_LOST = "node_lost"  # its agent stopped heartbeating or died
     CANCELLED = "cancelled"  # a user cancelled it

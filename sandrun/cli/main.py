@@ -19,6 +19,7 @@ from sandrun.cli.options import (
     LabelOpt,
     MemoryOpt,
     NameOpt,
+    NetworkOpt,
     OutputOpt,
     PriorityOpt,
     RetriesOpt,
@@ -60,6 +61,7 @@ def _submit(client: Client, command: list[str] | None, **kw: Any) -> Job:
             "retries": kw["retries"],
             "priority": _priority(kw["priority"]),
             "working_dir": str(kw["workdir"].resolve()) if kw["workdir"] else None,
+            "network": kw["network"] or None,
         },
     )
     return client.submit(spec)
@@ -85,6 +87,7 @@ def run(
     label: LabelOpt = None,
     priority: PriorityOpt = None,
     workdir: WorkdirOpt = None,
+    network: NetworkOpt = None,
     json: JsonOpt = False,
 ) -> None:
     """Run a job and stream its logs; exit with its exit code (124 timeout, 130 cancelled)."""
@@ -104,6 +107,7 @@ def run(
             label=label,
             priority=priority,
             workdir=workdir,
+            network=network,
         )
         if json:
             record = job.wait().record
@@ -155,6 +159,7 @@ def submit(
     label: LabelOpt = None,
     priority: PriorityOpt = None,
     workdir: WorkdirOpt = None,
+    network: NetworkOpt = None,
     json: JsonOpt = False,
 ) -> None:
     """Submit a job and print its id; it runs in the background."""
@@ -174,6 +179,7 @@ def submit(
             label=label,
             priority=priority,
             workdir=workdir,
+            network=network,
         )
         if json:
             render.print_json(job.record)

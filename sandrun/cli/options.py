@@ -33,6 +33,10 @@ OutputOpt = Annotated[
 ]
 LabelOpt = Annotated[list[str] | None, typer.Option("--label", "-l", help="KEY=VALUE.")]
 PriorityOpt = Annotated[str | None, typer.Option(help="low, normal, high or an integer.")]
+NetworkOpt = Annotated[
+    bool | None,
+    typer.Option("--network", help="Let the job reach the network (default: off)."),
+]
 WorkdirOpt = Annotated[
     Path | None, typer.Option(help="Directory to run in (default: the current one).")
 ]

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from sandrun.spec.job import GpuRequest, JobSpec, RetryOn, RetryPolicy
+from sandrun.spec.job import GpuRequest, JobSpec, Limits, RetryOn, RetryPolicy
 from sandrun.spec.parse import load_spec_file, parse_spec
 from sandrun.spec.units import format_duration, parse_duration, parse_memory_mb
 
 __all__ = [
     "GpuRequest",
     "JobSpec",
+    "Limits",
     "RetryOn",
     "RetryPolicy",
     "format_duration",

@@ -18,6 +18,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    StrictBool,
     WithJsonSchema,
     field_validator,
     model_validator,
@@ -149,6 +150,17 @@ class RetryPolicy(_Strict):
         return float(min(self.backoff * self.factor ** (retry_number - 1), self.max_backoff))
 
 
+class Limits(_Strict):
+    """What one attempt may use beyond `memory` and `timeout`; the agent enforces them."""
+
+    processes: Int = Field(default=4096, ge=1, le=1_000_000)  # tasks: threads count too
+    cpu_time: Duration | None = None  # CPU seconds, per process (RLIMIT_CPU)
+    file_size: MemoryMB | None = None  # the largest file the job may write
+    log_size: MemoryMB = 64  # stdout and stderr together; past it, output is dropped
+    stop_on_log_limit: StrictBool = False  # ...or the job is stopped
+    output_size: MemoryMB = 10 * 1024  # all collected outputs together
+
+
 def _retries(value: object) -> object:
     if isinstance(value, float) and value.is_integer():
         value = int(value)
@@ -222,6 +234,8 @@ class JobSpec(_Strict):
         ),
     )
     timeout: Duration | None = None
+    network: StrictBool = False  # off: only a loopback of the job's own
+    limits: Limits = Field(default_factory=Limits)
     retries: Annotated[RetryPolicy, BeforeValidator(_retries)] = Field(
         default_factory=RetryPolicy,
         json_schema_extra=_also({"type": "integer", "minimum": 0, "maximum": 100}),
