@@ -22,8 +22,9 @@ from types import FrameType
 from typing import IO
 
 from sandrun.agent import Agent, Waker, address, notify
+from sandrun.agent.sandbox import KINDS, FsView, Kind, open_sandboxing
 from sandrun.artifacts import LocalArtifactStore
-from sandrun.errors import AgentError
+from sandrun.errors import AgentError, AgentRunning
 from sandrun.home import Home
 from sandrun.service import Service
 from sandrun.service.service import DEFAULT_LEASE_SECONDS
@@ -104,18 +105,22 @@ class LocalAgent:
         idle_exit: float | None,
         kill_grace: float = 5.0,
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        sandbox: Kind = "auto",
     ) -> None:
         home.root.mkdir(parents=True, exist_ok=True)
         self._lock = open(home.agent_lock, "a+")
         if not _lock_within(self._lock, seconds=0.5):  # a client's probe holds it briefly
             self._lock.close()
-            raise AgentError(f"a local agent already serves {home.root}")
+            raise AgentRunning(f"a local agent already serves {home.root}")
         self._lock.truncate(0)
         self._lock.write(f"{os.getpid()}\n")
         self._lock.flush()
         self._stop = threading.Event()
         self.service = open_service(home, lease_seconds)
         self.waker = Waker(address(home.root))
+        # The user's own code, run like sbatch in their directory: the `host` view.
+        view = FsView("host", hidden=(home.root,))
+        sandboxing = open_sandboxing(sandbox, view, job_uids=False, scratch=home.root)
         self.agent = Agent(
             self.service,
             self.service.artifacts,
@@ -127,6 +132,7 @@ class LocalAgent:
             lease_seconds=lease_seconds,
             heartbeat_every=lease_seconds / 6,  # a lease survives several missed beats
             idle_exit=idle_exit,
+            sandboxing=sandboxing,
         )
 
     def run(self) -> None:
@@ -143,13 +149,25 @@ class LocalAgent:
         self.waker.wake("stop")
 
 
-def serve(home: Home, idle_exit: float | None, kill_grace: float = 5.0) -> int:
-    """Run the local agent in this process until SIGTERM/SIGINT or idle. Returns exit code."""
+def serve(
+    home: Home, idle_exit: float | None, kill_grace: float = 5.0, sandbox: str | None = None
+) -> int:
+    """Run the local agent in this process until SIGTERM/SIGINT or idle. Returns exit code.
+
+    The sandbox is `sandbox`, else $SANDRUN_SANDBOX, else the best that works here.
+    """
+    kind = sandbox or os.environ.get("SANDRUN_SANDBOX") or "auto"
+    if kind not in KINDS:
+        print(f"sandbox {kind!r} is not known; use one of {', '.join(KINDS)}", file=sys.stderr)
+        return 2
     try:
-        local = LocalAgent(home, idle_exit, kill_grace)
-    except AgentError as exc:
+        local = LocalAgent(home, idle_exit, kill_grace, sandbox=kind)
+    except AgentRunning as exc:
         print(exc.message, file=sys.stderr)
         return 0
+    except AgentError as exc:
+        print(exc.message, file=sys.stderr)
+        return 1
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         local.stop()

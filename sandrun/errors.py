@@ -158,6 +158,18 @@ class AgentError(SandrunError):
     code = "agent_error"
 
 
+class AgentRunning(AgentError):
+    """A local agent already serves this home."""
+
+    code = "agent_running"
+
+
+class OutputsTooLarge(AgentError):
+    """The job's outputs are larger than its limits.output_size."""
+
+    code = "outputs_too_large"
+
+
 def closest(word: str, choices: Iterable[str], n: int = 3) -> list[str]:
     """The valid choices nearest to a misspelled `word`, best first."""
     return difflib.get_close_matches(word, list(choices), n=n, cutoff=0.5)

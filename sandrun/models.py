@@ -152,6 +152,15 @@ class Capacity(_Wire):
     gpus: Int = 0
 
 
+class SandboxReport(_Wire):
+    """How a node confines its jobs: the backend, the view and each limit's mechanism."""
+
+    backend: str  # bwrap | unshare | none
+    view: str  # system | host
+    job_user: str
+    limits: dict[str, str] = {}  # limit -> how it is enforced, or "not enforced"
+
+
 class AttemptKey(_Wire):
     job_id: str
     attempt: Ordinal
@@ -188,6 +197,7 @@ class NodeInfo(_Wire):
     started_at: float
     heartbeat_at: float
     running: int = 0
+    sandbox: SandboxReport | None = None
 
 
 # --- agent <-> server requests -------------------------------------------------------------
@@ -197,6 +207,7 @@ class RegisterRequest(_Wire):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,128}$")]
     capacity: Capacity
     labels: dict[str, str] = {}
+    sandbox: SandboxReport | None = None
 
 
 class RegisterReply(_Wire):

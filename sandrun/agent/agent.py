@@ -22,6 +22,7 @@ import psutil
 from sandrun.agent.control import ControlPlane
 from sandrun.agent.executor import AttemptControl, Executor
 from sandrun.agent.proctree import kill_if_same
+from sandrun.agent.sandbox import Sandboxing
 from sandrun.agent.wake import Waker
 from sandrun.artifacts import LocalArtifactStore
 from sandrun.errors import SandrunError, StaleAttempt
@@ -65,6 +66,7 @@ class Agent:
         idle_exit: float | None = None,
         drain_grace: float | None = None,
         max_attempts: int = MAX_ATTEMPTS,
+        sandboxing: Sandboxing | None = None,
     ) -> None:
         self.control = control
         self.waker = waker
@@ -72,7 +74,10 @@ class Agent:
         self.labels = labels or {}
         self.node_id = node_id
         self.capacity = capacity or detect_capacity()
-        self.executor = Executor(control, artifacts, runs_dir, kill_grace)
+        self.executor = Executor(
+            control, artifacts, runs_dir, kill_grace, sandboxing, self.capacity.gpus
+        )
+        self.sandboxing = self.executor.sandboxing
         self.lease_seconds = lease_seconds
         self.heartbeat_every = heartbeat_every
         self.long_poll = long_poll
@@ -90,10 +95,18 @@ class Agent:
     def run(self, stop: threading.Event) -> None:
         """Serve until `stop` is set (then drain) or until idle for `idle_exit` seconds."""
         fixed = self.node_id is not None
+        report = self.sandboxing.report()
         self.node_id = self.control.register_node(
-            self.name, self.capacity, self.labels, self.node_id
+            self.name, self.capacity, self.labels, self.node_id, report
         )
         log.info("registered as %s with %s", self.node_id, self.capacity.model_dump())
+        log.info(
+            "sandbox %s (%s view, jobs run as %s); limits: %s",
+            report.backend,
+            report.view,
+            report.job_user,
+            ", ".join(f"{k} by {v}" for k, v in report.limits.items()),
+        )
         self.lease_seconds = self.control.lease_seconds
         self.heartbeat_every = min(self.heartbeat_every, self.lease_seconds / 3)
         if fixed:

@@ -18,6 +18,7 @@ from sandrun.models import (
     JobRecord,
     LogChunk,
     NodeState,
+    SandboxReport,
 )
 
 
@@ -30,6 +31,7 @@ class ControlPlane(Protocol):
         capacity: Capacity,
         labels: dict[str, str] | None = None,
         node_id: str | None = None,
+        sandbox: SandboxReport | None = None,
     ) -> str: ...
 
     def claim(self, node: str, free: Capacity, wait: float = 0.0) -> Claim | None:

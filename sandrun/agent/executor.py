@@ -1,16 +1,17 @@
 """Runs one attempt: spawn, pump logs, enforce the timeout, obey cancel, collect outputs.
 
-The attempt's process leads its own session and process group. When it exits, whatever
-it left running in its group is killed (the job is over, as in Slurm). A timeout or a
-cancel sends SIGTERM to the whole tree, then SIGKILL after `kill_grace` seconds.
+The attempt runs in the agent's sandbox, in a cgroup of its own where it can have one.
+Its process leads its own session and process group. When it exits, whatever it left
+running is killed (the job is over, as in Slurm). A timeout or a cancel sends SIGTERM to
+the job's processes, then SIGKILL to all after `kill_grace` seconds.
 """
 
 from __future__ import annotations
 
-import errno
 import os
 import resource
 import selectors
+import shutil
 import signal
 import subprocess
 import threading
@@ -22,8 +23,10 @@ from sandrun.agent.control import ControlPlane
 from sandrun.agent.logsink import LogSink
 from sandrun.agent.outputs import collect_outputs
 from sandrun.agent.proctree import signal_tree, start_time
+from sandrun.agent.sandbox import Box, Confined, FsView, Sandboxing, open_sandboxing
+from sandrun.agent.sandbox.devices import GpuSlots
 from sandrun.artifacts import LocalArtifactStore
-from sandrun.errors import SandrunError, StaleAttempt
+from sandrun.errors import OutputsTooLarge, SandrunError, StaleAttempt
 from sandrun.models import AttemptResult, Claim, Stream, Usage
 from sandrun.spec import JobSpec
 from sandrun.states import FailureReason
@@ -52,6 +55,8 @@ def job_env(spec: JobSpec, claim: Claim, home: Path) -> dict[str, str]:
         "SANDRUN_JOB_ID": claim.job.id,
         "SANDRUN_JOB_NAME": claim.job.name,
         "SANDRUN_ATTEMPT": str(claim.attempt),
+        "USER": "sandrun",  # a job's uid may have no name on this machine
+        "LOGNAME": "sandrun",
     }
     env.update(spec.env)
     return env
@@ -64,44 +69,115 @@ class Executor:
         artifacts: LocalArtifactStore,
         runs_dir: Path,
         kill_grace: float = 5.0,
+        sandboxing: Sandboxing | None = None,
+        gpus: int = 0,
     ) -> None:
         self.control = control
         self.artifacts = artifacts
         self.runs_dir = runs_dir
         self.kill_grace = kill_grace
+        self.sandboxing = sandboxing or open_sandboxing("none", FsView(), job_uids=False)
+        self.gpus = GpuSlots(gpus)
 
     def run(self, claim: Claim, ctl: AttemptControl) -> AttemptResult | None:
         """Run the attempt to its end. None means it lost its job and must not report."""
         spec = claim.job.spec
         # One scratch directory per attempt: the job's HOME, and its working directory
         # unless the spec names one.
-        scratch = self.runs_dir / f"{claim.job.id}.{claim.attempt}"
+        name = f"{claim.job.id}.{claim.attempt}"
+        scratch = self.runs_dir / name
         scratch.mkdir(parents=True, exist_ok=True)
         workdir = Path(spec.working_dir) if spec.working_dir else scratch
         if not workdir.is_dir():
             return _spawn_error(f"working_dir {str(workdir)!r} is not a directory on this node")
+        view = self.sandboxing.backend.view
+        if self.sandboxing.backend.isolates and workdir != scratch:
+            inside = view.conceals(workdir.resolve())
+            if inside is not None:
+                return _spawn_error(
+                    f"working_dir {str(workdir)!r} is inside the agent's own state ({inside})"
+                )
         script_path = None
         if spec.script is not None:
             script_path = scratch / ".sandrun-script"
             script_path.write_text(spec.script)
         argv = spec.argv(str(script_path) if script_path else None)
+        env = job_env(spec, claim, scratch)
+        writable = [scratch] if workdir == scratch else [scratch, workdir]
+        problem = self._find_program(argv[0], env, workdir, writable)
+        if problem is not None:
+            return _spawn_error(*problem)
+        with self.gpus.assign(spec.gpus.count if spec.gpus else 0) as gpus:
+            if self.gpus.total:
+                env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpus))
+            box = Box(
+                argv,
+                workdir,
+                writable,
+                devices=tuple(self.gpus.devices(gpus)),
+                root=self.runs_dir / f"{name}.root",
+            )
+            confined = self.sandboxing.prepare(name, spec, box)
+            try:
+                return self._run(claim, ctl, confined, env, workdir)
+            finally:
+                self.sandboxing.release(confined)
+
+    def _find_program(
+        self, program: str, env: dict[str, str], workdir: Path, writable: list[Path]
+    ) -> tuple[str, int] | None:
+        """Why `program` cannot be run in the sandbox (message, exit code), if it cannot."""
+        view = self.sandboxing.backend.view
+        isolated = self.sandboxing.backend.isolates
+        if "/" in program:
+            path = workdir / program
+            if not path.exists():
+                return f"cannot run {program!r}: no such file", 127
+            if not os.access(path, os.X_OK) or path.is_dir():
+                return f"cannot run {program!r}: not an executable file", 126
+            if isolated and not view.shows(path, writable):
+                return _invisible(program, path), 127
+            return None
+        dirs = [d for d in env.get("PATH", "").split(os.pathsep) if d]
+        visible = [d for d in dirs if not isolated or view.shows(Path(d), writable)]
+        if shutil.which(program, path=os.pathsep.join(visible)) is not None:
+            return None
+        outside = shutil.which(program, path=os.pathsep.join(dirs))
+        if outside is not None:
+            return _invisible(program, Path(outside)), 127
+        return f"cannot run {program!r}: not found on the job's PATH", 127
+
+    def _run(
+        self,
+        claim: Claim,
+        ctl: AttemptControl,
+        confined: Confined,
+        env: dict[str, str],
+        workdir: Path,
+    ) -> AttemptResult | None:
+        spec = claim.job.spec
         try:
             proc = subprocess.Popen(
-                argv,
+                confined.argv,
                 cwd=workdir,
-                env=job_env(spec, claim, scratch),
-                stdin=subprocess.DEVNULL,
+                env=env,
+                stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 start_new_session=True,
             )
         except OSError as exc:
-            code = 127 if exc.errno == errno.ENOENT else 126
-            return _spawn_error(f"cannot run {argv[0]!r}: {exc.strerror}", code)
+            return AttemptResult(
+                failure_reason=FailureReason.INTERNAL, message=f"cannot start the sandbox: {exc}"
+            )
         started = time.monotonic()
         try:
+            assert proc.stdin is not None
+            confined.confine(proc.pid)
+            proc.stdin.write(b"go\n")  # the gate: now it may exec the job
+            proc.stdin.close()
             self.control.start(claim.ref, proc.pid, start_time(proc.pid))
-            sink = LogSink(self.control, claim)
+            sink = LogSink(self.control, claim, limit=spec.limits.log_size << 20)
             reason, status, rusage = self._supervise(proc, spec, sink, ctl, started)
             sink.flush()
         except BaseException as exc:
@@ -114,26 +190,52 @@ class Executor:
             raise
         if reason == "lost":
             return None
+        cpu = rusage.ru_utime + rusage.ru_stime
+        peak = confined.cgroup.peak_memory_mb() if confined.cgroup else None
         usage = Usage(
             wall_seconds=time.monotonic() - started,
-            cpu_seconds=rusage.ru_utime + rusage.ru_stime,
-            max_rss_mb=rusage.ru_maxrss / 1024,
+            cpu_seconds=cpu,
+            max_rss_mb=peak if peak is not None else rusage.ru_maxrss / 1024,
         )
-        result = _result(reason, status, usage)
+        code = os.waitstatus_to_exitcode(status)
+        signum = -code if code < 0 else self.sandboxing.backend.exit_signal(code)
+        exit_code = 128 - code if code < 0 else code  # a signal N reads as 128+N, as in shells
+        limit = None
+        if reason is None:
+            failed = exit_code != 0
+            # A shell reports its child's death by signal N as exit code 128+N.
+            shell_signal = code - 128 if 128 < code <= 128 + 64 else None
+            killer = signum if signum is not None else shell_signal
+            limit = self.sandboxing.limit_reason(confined, spec, killer, failed, cpu)
+        result = _result(reason, exit_code, signum, usage, limit)
+        if reason == "timeout" and confined.cgroup and confined.cgroup.hit_process_limit():
+            note = f"it had hit its limit of {spec.limits.processes} processes"
+            result = result.model_copy(update={"message": note})
         if spec.outputs and result.failure_reason is not FailureReason.CANCELLED:
-            try:
-                outputs = collect_outputs(workdir, spec.outputs, self.artifacts, claim.attempt)
-            except (OSError, SandrunError) as exc:
-                if result.failure_reason is None:
-                    result = result.model_copy(
-                        update={
-                            "failure_reason": FailureReason.OUTPUT_ERROR,
-                            "message": f"collecting outputs failed: {exc}",
-                        }
-                    )
-            else:
-                result = result.model_copy(update={"outputs": outputs})
+            result = self._outputs(result, spec, workdir, claim.attempt)
         return result
+
+    def _outputs(
+        self, result: AttemptResult, spec: JobSpec, workdir: Path, attempt: int
+    ) -> AttemptResult:
+        limit = spec.limits.output_size << 20
+        try:
+            outputs = collect_outputs(workdir, spec.outputs, self.artifacts, attempt, limit)
+        except OutputsTooLarge as exc:
+            if result.failure_reason is None:
+                reason = FailureReason.OUTPUT_LIMIT
+                return result.model_copy(update={"failure_reason": reason, "message": str(exc)})
+            return result
+        except (OSError, SandrunError) as exc:
+            if result.failure_reason is None:
+                return result.model_copy(
+                    update={
+                        "failure_reason": FailureReason.OUTPUT_ERROR,
+                        "message": f"collecting outputs failed: {exc}",
+                    }
+                )
+            return result
+        return result.model_copy(update={"outputs": outputs})
 
     def _supervise(
         self,
@@ -190,8 +292,11 @@ class Executor:
                         reason = "handback"
                     elif deadline is not None and now >= deadline:
                         reason = "timeout"
+                    elif sink.capped and spec.limits.stop_on_log_limit:
+                        reason = "log_limit"
                     if reason is not None:
-                        signal_tree(proc.pid, signal.SIGTERM)
+                        spare = self.sandboxing.backend.launchers
+                        signal_tree(proc.pid, signal.SIGTERM, spare=spare)
                         kill_at = now + (0 if reason == "lost" else self.kill_grace)
                 if kill_at is not None and now >= kill_at and exited is None:
                     signal_tree(proc.pid, signal.SIGKILL)
@@ -242,29 +347,45 @@ def _spawn_error(message: str, exit_code: int = 127) -> AttemptResult:
     )
 
 
-def _result(reason: str | None, status: int, usage: Usage) -> AttemptResult:
-    code = os.waitstatus_to_exitcode(status)
-    exit_code = 128 - code if code < 0 else code  # a signal N reads as 128+N, as in shells
-    if reason == "timeout":
-        return AttemptResult(exit_code=exit_code, failure_reason=FailureReason.TIMEOUT, usage=usage)
-    if reason == "cancelled":
-        return AttemptResult(
-            exit_code=exit_code, failure_reason=FailureReason.CANCELLED, usage=usage
-        )
-    if reason == "handback":  # an infrastructure event: retried without using retries
-        return AttemptResult(
-            exit_code=exit_code,
-            failure_reason=FailureReason.NODE_LOST,
-            message="handed back: the agent was drained",
-            usage=usage,
-        )
-    if code < 0:
-        name = signal.Signals(-code).name
-        return AttemptResult(
-            exit_code=exit_code,
-            failure_reason=FailureReason.SIGNALED,
-            message=f"killed by {name}",
-            usage=usage,
-        )
-    failure = FailureReason.EXIT_CODE if code else None
-    return AttemptResult(exit_code=exit_code, failure_reason=failure, usage=usage)
+_OURS: dict[str, tuple[FailureReason, str | None]] = {
+    "timeout": (FailureReason.TIMEOUT, None),
+    "cancelled": (FailureReason.CANCELLED, None),
+    # A drain is an infrastructure event: retried without using the job's retries.
+    "handback": (FailureReason.NODE_LOST, "handed back: the agent was drained"),
+    "log_limit": (FailureReason.LOG_LIMIT, "stopped at its log limit (limits.stop_on_log_limit)"),
+}
+
+
+def _result(
+    reason: str | None,
+    exit_code: int,
+    signum: int | None,
+    usage: Usage,
+    limit: tuple[FailureReason, str] | None,
+) -> AttemptResult:
+    failure: FailureReason | None
+    message: str | None
+    if reason is not None:
+        failure, message = _OURS[reason]
+    elif limit is not None:
+        failure, message = limit
+    elif signum is not None:
+        failure, message = FailureReason.SIGNALED, f"killed by {_signal_name(signum)}"
+    else:
+        failure, message = (FailureReason.EXIT_CODE if exit_code else None), None
+    return AttemptResult(exit_code=exit_code, failure_reason=failure, message=message, usage=usage)
+
+
+def _signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+def _invisible(program: str, path: Path) -> str:
+    return (
+        f"cannot run {program!r}: {path} is not visible inside the sandbox; show its "
+        "directory with `sandrun agent --sandbox-ro DIR`, or install the program in a "
+        "system directory"
+    )

@@ -1,7 +1,8 @@
 """Buffers an attempt's output and ships it to the control plane in ordered chunks.
 
 Reads are coalesced: consecutive pieces of one stream become one chunk (up to 1 MiB),
-flushed at most every `interval` seconds, so a chatty job costs few store writes.
+flushed at most every `interval` seconds, so a chatty job costs few store writes. Past
+`limit` bytes in all, output is dropped after one marker line on stderr.
 """
 
 from __future__ import annotations
@@ -16,8 +17,16 @@ MAX_CHUNK = 1 << 20
 
 
 class LogSink:
-    def __init__(self, control: ControlPlane, claim: Claim, interval: float = 0.05) -> None:
+    def __init__(
+        self,
+        control: ControlPlane,
+        claim: Claim,
+        interval: float = 0.05,
+        limit: int | None = None,
+    ) -> None:
         self._control = control
+        self._limit = limit
+        self.capped = False
         self._claim = claim
         self._interval = interval
         self._pending: list[LogChunk] = []
@@ -27,6 +36,22 @@ class LogSink:
         self.total_bytes = 0
 
     def add(self, stream: Stream, data: bytes) -> None:
+        if self.capped:
+            return
+        if self._limit is not None and self.total_bytes + len(data) > self._limit:
+            self._append(stream, data[: self._limit - self.total_bytes])
+            self.capped = True
+            marker = (
+                f"\n[sandrun: the log reached its limit of {self._limit >> 20} MiB "
+                "(limits.log_size); further output is dropped]\n"
+            )
+            self._append("stderr", marker.encode())
+            return
+        self._append(stream, data)
+
+    def _append(self, stream: Stream, data: bytes) -> None:
+        if not data:
+            return
         self.total_bytes += len(data)
         last = self._pending[-1] if self._pending else None
         if last is not None and last.stream == stream and len(last.data) + len(data) <= MAX_CHUNK:

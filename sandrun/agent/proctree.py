@@ -14,19 +14,25 @@ import signal
 import psutil
 
 
-def signal_tree(pid: int, sig: signal.Signals) -> None:
-    """Send `sig` to the process group led by `pid` and to every descendant of `pid`."""
+def signal_tree(pid: int, sig: signal.Signals, spare: frozenset[str] = frozenset()) -> None:
+    """Send `sig` to the process group led by `pid` and to every descendant of `pid`.
+
+    Processes named in `spare` (a sandbox's own launchers) are left out, and then so is
+    the group signal, which would reach them too.
+    """
     try:
-        descendants = psutil.Process(pid).children(recursive=True)
+        descendants = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
     except psutil.Error:
         descendants = []
-    try:
-        os.killpg(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
+    if not spare:
+        try:
+            os.killpg(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
     for child in descendants:
         try:
-            child.send_signal(sig)
+            if not spare or child.name() not in spare:
+                child.send_signal(sig)
         except psutil.Error:
             pass
 

@@ -17,6 +17,7 @@ from types import FrameType
 from pydantic import BaseModel
 
 from sandrun.agent.agent import MAX_ATTEMPTS, Agent, detect_capacity
+from sandrun.agent.sandbox import FsView, Kind, open_sandboxing
 from sandrun.agent.wake import Waker
 from sandrun.artifacts import LocalArtifactStore
 from sandrun.errors import AgentError
@@ -37,6 +38,7 @@ from sandrun.models import (
     NodeState,
     RegisterReply,
     RegisterRequest,
+    SandboxReport,
     StartRequest,
     Uploaded,
 )
@@ -75,8 +77,9 @@ class HttpControlPlane:
         capacity: Capacity,
         labels: dict[str, str] | None = None,
         node_id: str | None = None,
+        sandbox: SandboxReport | None = None,
     ) -> str:
-        body = RegisterRequest(name=name, capacity=capacity, labels=labels or {})
+        body = RegisterRequest(name=name, capacity=capacity, labels=labels or {}, sandbox=sandbox)
         reply = RegisterReply.model_validate(
             self._post("/v1/agent/register", body, retry_for=REPORT_RETRY)
         )
@@ -147,8 +150,16 @@ def run_remote_agent(
     kill_grace: float = 5.0,
     drain_grace: float = 60.0,
     long_poll: float = LONG_POLL,
+    sandbox: Kind = "auto",
+    sandbox_ro: tuple[Path, ...] = (),
+    hidden: tuple[Path, ...] = (),
 ) -> int:
     """Serve `url` until SIGTERM/SIGINT, then drain. Returns an exit status."""
+    # Other people's code: the `system` view, and each attempt its own uid when root.
+    work_dir.mkdir(parents=True, exist_ok=True)
+    secret = tuple(p.absolute() for p in (work_dir, *hidden))
+    view = FsView("system", read_only=tuple(p.absolute() for p in sandbox_ro), hidden=secret)
+    sandboxing = open_sandboxing(sandbox, view, job_uids=True, scratch=work_dir)
     artifacts = LocalArtifactStore(work_dir / "artifacts")
     control = HttpControlPlane(url, token, artifacts, long_poll)
     waker = Waker(f"\0sandrun-agent-{uuid.uuid4().hex}")
@@ -165,6 +176,7 @@ def run_remote_agent(
         long_poll=long_poll,
         drain_grace=drain_grace,
         max_attempts=max_jobs or MAX_ATTEMPTS,
+        sandboxing=sandboxing,
     )
     stop = threading.Event()
 

@@ -193,19 +193,37 @@ def agent(
             help="Seconds a claim waits at the server for work (also how soon SIGTERM is seen).",
         ),
     ] = 5.0,
+    sandbox: Annotated[
+        str,
+        typer.Option(
+            envvar="SANDRUN_SANDBOX",
+            help="bwrap, unshare, none, or auto: the best that works here.",
+        ),
+    ] = "auto",
+    sandbox_ro: Annotated[
+        list[Path] | None,
+        typer.Option(help="Also show this path to jobs, read-only. Repeatable."),
+    ] = None,
 ) -> None:
     """Run an agent in the foreground: the local one, or one serving a remote server.
     `--server` may list several servers sharing one database, comma-separated."""
     import logging
     import socket
 
+    from sandrun.agent.sandbox import KINDS
     from sandrun.home import Home
 
+    if sandbox not in KINDS:
+        raise InvalidInput(
+            f"--sandbox {sandbox!r} is not known",
+            field="sandbox",
+            suggestions=[f"use one of {', '.join(KINDS)}"],
+        )
     home = Home.resolve()
     if server is None:
         from sandrun.embedded import serve
 
-        raise typer.Exit(serve(home, idle_exit or None, kill_grace))
+        raise typer.Exit(serve(home, idle_exit or None, kill_grace, sandbox))
 
     from sandrun.agent import detect_capacity
     from sandrun.agent.remote import run_remote_agent
@@ -232,5 +250,8 @@ def agent(
             kill_grace=kill_grace,
             drain_grace=drain_grace,
             long_poll=long_poll,
+            sandbox=sandbox,
+            sandbox_ro=tuple(sandbox_ro or ()),
+            hidden=(home.root,),
         )
     )

@@ -141,8 +141,10 @@ def summary(job: JobRecord) -> str:
 
 def nodes_table(nodes: list[NodeInfo]) -> None:
     table = Table(box=None, header_style="bold")
-    for column in ("NAME", "STATE", "CPUS", "MEMORY", "RUNNING", "HEARTBEAT", "LABELS", "ID"):
+    columns = ("NAME", "STATE", "CPUS", "MEMORY", "RUNNING", "HEARTBEAT", "SANDBOX", "LABELS", "ID")
+    for column in columns:
         table.add_column(column, no_wrap=column == "ID")
+    weak = []
     for n in nodes:
         style = {"active": "green", "draining": "yellow", "lost": "red", "stopped": "dim"}.get(
             n.state, ""
@@ -154,7 +156,23 @@ def nodes_table(nodes: list[NodeInfo]) -> None:
             f"{n.capacity.memory_mb / 1024:.1f} GiB",
             str(n.running),
             ago(n.heartbeat_at),
+            _sandbox(n),
             ",".join(f"{k}={v}" for k, v in n.labels.items()),
             n.id,
         )
+        loose = [k for k, v in (n.sandbox.limits if n.sandbox else {}).items() if "not" in v]
+        if loose and n.state != "stopped":
+            weak.append(f"{n.name}: not enforced: {', '.join(loose)}")
     out.print(table)
+    for line in weak:
+        err.print(f"[yellow]{line}[/]")
+
+
+def _sandbox(node: NodeInfo) -> str:
+    if node.sandbox is None:
+        return "?"
+    text = node.sandbox.backend
+    if node.sandbox.backend == "none":
+        return "[red]none[/]"
+    memory = node.sandbox.limits.get("memory", "")
+    return f"{text}, {memory.split(' memory')[0]}" if memory.startswith("cgroup") else text

@@ -32,6 +32,7 @@ from sandrun.models import (
     OutputFile,
     Principal,
     Role,
+    SandboxReport,
 )
 from sandrun.service import retention, retry
 from sandrun.spec import JobSpec, parse_spec
@@ -213,10 +214,11 @@ class Service:
         capacity: Capacity,
         labels: dict[str, str] | None = None,
         node_id: str | None = None,
+        sandbox: SandboxReport | None = None,
     ) -> str:
         """Record a node; a fixed `node_id` lets a restarted agent claim its old attempts."""
         node_id = node_id or f"{name}/{new_id()}"
-        self.store.register_node(node_id, name, capacity, labels or {}, self.clock())
+        self.store.register_node(node_id, name, capacity, labels or {}, self.clock(), sandbox)
         return node_id
 
     def node_is_live(self, node: str) -> bool:

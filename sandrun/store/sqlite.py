@@ -7,6 +7,7 @@ writers never deadlock on a lock upgrade.
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -160,7 +161,10 @@ class SQLiteDatabase:
                 "SELECT name, sql FROM sqlite_master WHERE sql IS NOT NULL "
                 "AND name NOT LIKE 'sqlite_%' AND name != 'schema_version'"
             )
-        return {r["name"]: " ".join(r["sql"].split()) for r in rows}
+        # ALTER TABLE ... ADD COLUMN splices text in: spacing around punctuation varies.
+        return {
+            r["name"]: re.sub(r"\s*([(),])\s*", r"\1", " ".join(r["sql"].split())) for r in rows
+        }
 
     # Only this process hears: other processes on the same file (the embedded agent) are
     # woken by a datagram instead (see sandrun.embedded).

@@ -26,6 +26,7 @@ from sandrun.models import (
     OutputFile,
     Principal,
     Role,
+    SandboxReport,
 )
 from sandrun.states import (
     AttemptState,
@@ -348,6 +349,7 @@ class Store:
         capacity: Capacity,
         labels: dict[str, str],
         now: float,
+        sandbox: SandboxReport | None = None,
     ) -> None:
         with self.db.transaction() as tx:
             tx.run(
@@ -357,6 +359,7 @@ class Store:
                 labels=json.dumps(labels),
                 capacity=capacity.model_dump_json(),
                 now=now,
+                sandbox=sandbox.model_dump_json() if sandbox else None,
             )
 
     def node_heartbeat(self, node_id: str, state: str, now: float) -> None:
@@ -374,7 +377,12 @@ class Store:
             rows = tx.all("list_nodes")
         return [
             NodeInfo.model_validate(
-                {**r, "labels": json.loads(r["labels"]), "capacity": json.loads(r["capacity"])}
+                {
+                    **r,
+                    "labels": json.loads(r["labels"]),
+                    "capacity": json.loads(r["capacity"]),
+                    "sandbox": json.loads(r["sandbox"]) if r["sandbox"] else None,
+                }
             )
             for r in rows
         ]

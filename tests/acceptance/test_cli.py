@@ -78,7 +78,7 @@ def test_run_a_yaml_spec_and_download_its_outputs(cli: Cli, tmp_path: Path) -> N
 
 
 def test_submit_then_watch_with_every_command(cli: Cli, tmp_path: Path) -> None:
-    gate = tmp_path / "gate"
+    gate = tmp_path / "cwd" / "gate"  # in the job's working directory: all it may see
     job_id = cli(
         "submit",
         "--name",

@@ -63,10 +63,10 @@ def test_db_upgrade_migrates_a_postgres_database_once(cli: Cli, pg: PgServer) ->
     try:
         first = cli("db", "upgrade", "--db", url)
         assert first.returncode == 0, first.stderr
-        assert "schema version 2 (upgraded from 0)" in first.stdout
+        assert "schema version 3 (upgraded from 0)" in first.stdout
         assert parts.password not in first.stdout + first.stderr
         again = cli("db", "upgrade", "--db", url)
-        assert "schema version 2 (already current)" in again.stdout
+        assert "schema version 3 (already current)" in again.stdout
         report = as_json(cli("gc", "--db", url, "--json"))
         assert report["jobs_logs_removed"] == 0
     finally:

@@ -66,7 +66,7 @@ def test_logs_can_be_followed_while_the_job_runs(local: Local, tmp_path: Path) -
         f"while not os.path.exists({str(gate)!r}): time.sleep(0.01)\n"
         "print('after', flush=True)\n"
     )
-    job = local.client.run([PY, "-c", program])
+    job = local.client.run([PY, "-c", program], working_dir=str(tmp_path))
     lines = job.logs(follow=True)
     assert next(lines).data == b"before\n"  # arrives while the job still waits on the gate
     assert job.is_running and not job.is_terminal

@@ -8,36 +8,35 @@ import sys
 import threading
 from pathlib import Path
 
+import psutil
+
 from sandrun.client import connect
 from sandrun.embedded import LocalAgent
 from sandrun.home import Home
 from sandrun.states import AttemptState, FailureReason, JobState
-from tests.conftest import pid_gone
 from tests.helpers import wait_for
 from tests.integration.conftest import Local
 
 # A job that ignores SIGTERM and leaves children behind: one in its process group that
 # also ignores SIGTERM, and one that moved to a session of its own (setsid).
+# The children are found on the host by their command lines (inside its PID namespace
+# the job's own pids mean nothing out here).
 STUBBORN = """
 trap '' TERM
-sh -c 'trap "" TERM; exec sleep 1000' &
-echo $! > child.pid
-setsid sleep 1000 &
-echo $! > escaped.pid
+sh -c 'trap "" TERM; exec sleep 1001' &
+setsid sleep 1002 &
 echo ready
 sleep 1000
 """
+CHILDREN = (["sleep", "1001"], ["sleep", "1002"])
 
 
-def _pids(workdir: Path) -> list[int]:
-    return [int((workdir / name).read_text()) for name in ("child.pid", "escaped.pid")]
-
-
-def _both_pids_written(workdir: Path) -> bool:
-    return all(
-        (workdir / n).exists() and (workdir / n).read_text().strip()
-        for n in ("child.pid", "escaped.pid")
-    )
+def _children() -> list[int]:
+    return [
+        p.pid
+        for p in psutil.process_iter(["cmdline"])
+        if p.info["cmdline"] in CHILDREN and p.status() != psutil.STATUS_ZOMBIE
+    ]
 
 
 def test_a_timeout_kills_the_whole_tree_even_if_it_ignores_sigterm(
@@ -48,21 +47,19 @@ def test_a_timeout_kills_the_whole_tree_even_if_it_ignores_sigterm(
     assert job.record.failure_reason is FailureReason.TIMEOUT
     assert job.record.exit_code == 137  # it took the SIGKILL
     assert "timed out after 1.0s" in (job.record.message or "")
-    for pid in _pids(tmp_path):
-        wait_for(lambda pid=pid: pid_gone(pid), timeout=10, what=f"child {pid} to die")
+    wait_for(lambda: not _children(), timeout=10, what="its children to die")
 
 
 def test_cancel_kills_a_running_jobs_children(local: Local, tmp_path: Path) -> None:
     job = local.client.run(STUBBORN, working_dir=str(tmp_path))
-    wait_for(lambda: _both_pids_written(tmp_path), what="the job to start its children")
+    wait_for(lambda: len(_children()) == 2, what="the job to start its children")
     assert job.status is JobState.RUNNING
     job.cancel()
     job.wait(30)
     assert job.record.state is JobState.CANCELLED
     assert job.record.failure_reason is FailureReason.CANCELLED
     assert [a.state for a in job.attempts] == [AttemptState.CANCELLED]
-    for pid in _pids(tmp_path):
-        wait_for(lambda pid=pid: pid_gone(pid), timeout=10, what=f"child {pid} to die")
+    wait_for(lambda: not _children(), timeout=10, what="its children to die")
     assert "cancel_requested" in [e.kind for e in job.events]
 
 

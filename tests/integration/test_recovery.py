@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from sandrun.agent import detect_capacity
 from sandrun.client import connect
 from sandrun.embedded import agent_running
@@ -47,8 +49,11 @@ def test_an_accepted_job_survives_kill_9_of_the_submitter(home: Home) -> None:
 
 
 def test_jobs_accepted_before_kill_9_of_the_runner_finish_on_the_next_start(
-    home: Home, tmp_path: Path
+    home: Home, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Unsandboxed, a job outlives a killed agent, and the next agent must kill it. (In a
+    # sandbox it dies with its agent: see test_sandbox.)
+    monkeypatch.setenv("SANDRUN_SANDBOX", "none")
     agent = _start_agent(home)
     all_cpus = detect_capacity().cpus
     with connect(home=home.root) as client:
@@ -96,7 +101,12 @@ def test_sigterm_drains_running_jobs(home: Home, tmp_path: Path) -> None:
     agent = _start_agent(home)
     with connect(home=home.root) as client:
         gate = tmp_path / "gate"
-        job = client.submit({"shell": f"while [ ! -e {gate} ]; do sleep 0.01; done; echo drained"})
+        job = client.submit(
+            {
+                "shell": f"while [ ! -e {gate} ]; do sleep 0.01; done; echo drained",
+                "working_dir": str(tmp_path),  # a sandboxed job sees only its own directories
+            }
+        )
         wait_for(lambda: job.status is JobState.RUNNING, what="the job to start")
         agent.send_signal(signal.SIGTERM)
         gate.touch()

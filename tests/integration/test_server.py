@@ -12,25 +12,41 @@ import httpx
 import psutil
 import pytest
 
+from sandrun.client import Job
 from sandrun.errors import JobNotFound
 from sandrun.states import AttemptState, FailureReason, JobState
 from tests.conftest import pid_gone
 from tests.helpers import wait_for
 from tests.integration.cluster import LEASE, SANDRUN, Cluster
 
-# Attempt 1 parks (writing its pid); any later attempt finishes at once.
+# Attempt 1 parks (saying so on stderr); any later attempt finishes at once.
 PARK_FIRST = (
-    '[ "$SANDRUN_ATTEMPT" = 1 ] && {{ echo $$ > {pid}; exec sleep 60; }}; '
+    '[ "$SANDRUN_ATTEMPT" = 1 ] && { echo parked >&2; exec sleep 60; }; '
     'echo "done on attempt $SANDRUN_ATTEMPT"'
 )
 
 
-def _kill(pid_file: Path) -> None:
-    if pid_file.exists() and pid_file.read_text().strip():
-        try:
-            psutil.Process(int(pid_file.read_text())).kill()
-        except psutil.Error:
-            pass
+def _started(job: Job, word: str = "parked") -> int:
+    """Wait until attempt 1 has said `word`; its process (the sandbox's leader) on the host."""
+    wait_for(lambda: word in job.log_text("stderr"), what="attempt 1 to start")
+    pid = job.attempts[0].pid
+    assert pid is not None
+    return pid
+
+
+def _kill(pid: int) -> None:
+    try:
+        psutil.Process(pid).kill()
+    except psutil.Error:
+        pass
+
+
+def _shared(tmp_path: Path) -> Path:
+    """A directory sandboxed jobs (their own uid, when the agent is root) may write in."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    return shared
 
 
 def _node_of(cluster: Cluster, node_id: str) -> str:
@@ -63,12 +79,11 @@ def test_a_remote_job_runs_with_live_logs_outputs_and_exit_code(
         assert _node_of(cluster, attempt.node) == "a1"
 
 
-def test_kill_9_of_an_agent_moves_its_job_to_another(cluster: Cluster, tmp_path: Path) -> None:
-    pid = tmp_path / "pid"
+def test_kill_9_of_an_agent_moves_its_job_to_another(cluster: Cluster) -> None:
     first = cluster.start_agent("first")
     with cluster.client() as client:
-        job = client.run(PARK_FIRST.format(pid=pid))
-        wait_for(lambda: pid.exists() and pid.read_text(), what="attempt 1 to start")
+        job = client.run(PARK_FIRST)
+        pid = _started(job)
         cluster.start_agent("second")
         first.send_signal(signal.SIGKILL)
         try:
@@ -79,21 +94,20 @@ def test_kill_9_of_an_agent_moves_its_job_to_another(cluster: Cluster, tmp_path:
             assert (a1.state, a1.failure_reason) == (AttemptState.LOST, FailureReason.NODE_LOST)
             assert _node_of(cluster, a1.node) == "first"
             assert (a2.state, _node_of(cluster, a2.node)) == (AttemptState.COMPLETED, "second")
-            assert job.log_text() == "done on attempt 2\n"
+            assert job.log_text("stdout") == "done on attempt 2\n"
         finally:
             _kill(pid)
 
 
-def test_a_frozen_agent_cannot_overwrite_the_newer_result(cluster: Cluster, tmp_path: Path) -> None:
-    marker = tmp_path / "started"
+def test_a_frozen_agent_cannot_overwrite_the_newer_result(cluster: Cluster) -> None:
     frozen = cluster.start_agent("frozen")
     with cluster.client() as client:
         # Attempt 1 ends quickly with a different result, while its agent is frozen.
         job = client.run(
-            f'if [ "$SANDRUN_ATTEMPT" = 1 ]; then touch {marker}; sleep 1; echo first; exit 5; '
+            'if [ "$SANDRUN_ATTEMPT" = 1 ]; then echo started >&2; sleep 1; echo first; exit 5; '
             "else echo second; fi"
         )
-        wait_for(marker.exists, what="attempt 1 to start")
+        _started(job, "started")
         os.killpg(frozen.pid, signal.SIGSTOP)
         try:
             wait_for(
@@ -117,17 +131,17 @@ def test_a_frozen_agent_cannot_overwrite_the_newer_result(cluster: Cluster, tmp_
         )
         final = job.refresh().record
         assert (final.state, final.exit_code) == (JobState.COMPLETED, 0)
-        assert job.log_text() == "second\n"
+        assert job.log_text("stdout") == "second\n"
         assert [a.state for a in job.attempts] == [AttemptState.LOST, AttemptState.COMPLETED]
 
 
 def test_kill_9_of_the_server_loses_nothing(cluster: Cluster, tmp_path: Path) -> None:
-    marks = tmp_path / "marks"
-    marks.mkdir()
+    marks = _shared(tmp_path)
     cluster.start_agent("a1", cpus=4)
     with cluster.client() as client:
         jobs = [
-            client.run(f"sleep 0.2; echo x >> {marks}/$SANDRUN_JOB_ID", cpus=1) for _ in range(24)
+            client.run("sleep 0.2; echo x >> $SANDRUN_JOB_ID", cpus=1, working_dir=str(marks))
+            for _ in range(24)
         ]
         wait_for(lambda: len(list(marks.iterdir())) >= 4, what="some jobs to finish")
         assert cluster.server is not None
@@ -159,27 +173,25 @@ def test_a_thousand_jobs_over_three_agents_each_complete_once(cluster: Cluster) 
     assert nodes == {"a", "b", "c"}
 
 
-def test_cancel_reaches_a_remote_job_and_kills_it(cluster: Cluster, tmp_path: Path) -> None:
-    pid = tmp_path / "pid"
+def test_cancel_reaches_a_remote_job_and_kills_it(cluster: Cluster) -> None:
     cluster.start_agent("a1")
     with cluster.client() as client:
-        job = client.run(f"sh -c 'echo $$ > {pid}; exec sleep 60' & wait")
-        wait_for(lambda: pid.exists() and pid.read_text(), what="the job to start")
+        job = client.run("sh -c 'echo parked >&2; exec sleep 60' & wait")
+        pid = _started(job)
         job.cancel()
         job.wait(15)
         assert job.record.state is JobState.CANCELLED
-        wait_for(lambda: pid_gone(int(pid.read_text())), timeout=15, what="its child to die")
+        wait_for(lambda: pid_gone(pid), timeout=15, what="its processes to die")
 
 
-def test_sigterm_drains_then_hands_back(cluster: Cluster, tmp_path: Path) -> None:
-    pid = tmp_path / "pid"
+def test_sigterm_drains_then_hands_back(cluster: Cluster) -> None:
     leaving = cluster.start_agent("leaving", drain_grace=1)
     with cluster.client() as client:
-        job = client.run(PARK_FIRST.format(pid=pid))
-        wait_for(lambda: pid.exists() and pid.read_text(), what="attempt 1 to start")
+        job = client.run(PARK_FIRST)
+        pid = _started(job)
         leaving.send_signal(signal.SIGTERM)
         assert leaving.wait(30) == 0
-        wait_for(lambda: pid_gone(int(pid.read_text())), what="the handed-back job to stop")
+        wait_for(lambda: pid_gone(pid), what="the handed-back job to stop")
         assert [n.state for n in cluster.nodes() if n.name == "leaving"] == ["stopped"]
         admin = {**os.environ, "SANDRUN_URL": cluster.url, "SANDRUN_TOKEN": cluster.tokens["admin"]}
         listed = subprocess.run([SANDRUN, "nodes"], capture_output=True, text=True, env=admin)
@@ -196,16 +208,11 @@ def test_sigterm_drains_then_hands_back(cluster: Cluster, tmp_path: Path) -> Non
         assert "drained" in (first.message or "")
 
 
-def test_an_agent_cut_off_from_the_server_stops_its_job(cluster: Cluster, tmp_path: Path) -> None:
-    pid = tmp_path / "pid"
+def test_an_agent_cut_off_from_the_server_stops_its_job(cluster: Cluster) -> None:
     cluster.start_agent("a1")
     with cluster.client() as client:
-        job = client.run(f"echo $$ > {pid}; exec sleep 60")
-        wait_for(
-            lambda: job.status is JobState.RUNNING and pid.exists() and pid.read_text(),
-            what="the job to start",
-        )
-    job_pid = int(pid.read_text())
+        job = client.run("echo parked >&2; exec sleep 60")
+        job_pid = _started(job)
     assert cluster.server is not None
     os.killpg(cluster.server.pid, signal.SIGSTOP)  # every request now hangs
     try:
@@ -217,16 +224,13 @@ def test_an_agent_cut_off_from_the_server_stops_its_job(cluster: Cluster, tmp_pa
         os.killpg(cluster.server.pid, signal.SIGCONT)
 
 
-def test_max_jobs_and_labels_are_honoured(cluster: Cluster, tmp_path: Path) -> None:
-    gate = tmp_path / "gate"
+def test_max_jobs_and_labels_are_honoured(cluster: Cluster) -> None:
     cluster.start_agent("solo", cpus=4, extra=("--max-jobs", "1", "--label", "zone=a"))
     [node] = cluster.nodes()
     assert node.labels == {"zone": "a"} and node.capacity.cpus == 4
     with cluster.client() as client:
-        first = client.run(f"while [ ! -e {gate} ]; do sleep 0.01; done")
+        first = client.run("sleep 0.5")  # long enough that the second is queued behind it
         second = client.run("true")
-        wait_for(lambda: first.status is JobState.RUNNING, what="the first job to run")
-        gate.touch()
         first.wait(30)
         second.wait(30)
         # One at a time: the second was scheduled only once the first had finished.

@@ -148,9 +148,10 @@ SELECT a.job_id, a.number FROM attempts a JOIN jobs j ON j.id = a.job_id
 WHERE a.node = %(node)s AND a.state IN ('scheduled', 'running') AND j.cancel_requested = 1;
 
 -- name: upsert_node
-INSERT INTO nodes (id, name, labels, capacity, state, started_at, heartbeat_at)
-VALUES (%(id)s, %(name)s, %(labels)s, %(capacity)s, 'active', %(now)s, %(now)s)
+INSERT INTO nodes (id, name, labels, capacity, state, started_at, heartbeat_at, sandbox)
+VALUES (%(id)s, %(name)s, %(labels)s, %(capacity)s, 'active', %(now)s, %(now)s, %(sandbox)s)
 ON CONFLICT (id) DO UPDATE SET labels = excluded.labels, capacity = excluded.capacity,
+    sandbox = excluded.sandbox,
     state = 'active', started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at;
 
 -- name: node_heartbeat

@@ -96,7 +96,8 @@ CREATE TABLE nodes (
     capacity     text NOT NULL,
     state        text NOT NULL DEFAULT 'active',
     started_at   double precision NOT NULL,
-    heartbeat_at double precision NOT NULL
+    heartbeat_at double precision NOT NULL,
+    sandbox      text
 );
 
 -- API tokens: only a sha256 of the secret is kept.

@@ -92,7 +92,8 @@ CREATE TABLE nodes (
     capacity     TEXT NOT NULL,
     state        TEXT NOT NULL DEFAULT 'active',
     started_at   REAL NOT NULL,
-    heartbeat_at REAL NOT NULL
+    heartbeat_at REAL NOT NULL,
+    sandbox      TEXT
 );
 
 -- API tokens: only a sha256 of the secret is kept.

@@ -1,0 +1,29 @@
+"""Confining each attempt: namespaces (bubblewrap, else unshare), cgroups and rlimits."""
+
+from __future__ import annotations
+
+from sandrun.agent.sandbox.base import Box, Sandbox
+from sandrun.agent.sandbox.runtime import (
+    KINDS,
+    Confined,
+    Kind,
+    Sandboxing,
+    UidPool,
+    open_sandboxing,
+    probe,
+)
+from sandrun.agent.sandbox.view import FsMode, FsView
+
+__all__ = [
+    "KINDS",
+    "Box",
+    "Confined",
+    "FsMode",
+    "FsView",
+    "Kind",
+    "Sandbox",
+    "Sandboxing",
+    "UidPool",
+    "open_sandboxing",
+    "probe",
+]

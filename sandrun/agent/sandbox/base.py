@@ -1,0 +1,69 @@
+"""The one interface every sandbox backend offers: turn an attempt into a command line."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+
+from sandrun.agent.sandbox.view import FsView
+
+
+@dataclass(frozen=True)
+class Box:
+    """One attempt, as the sandbox needs to know it."""
+
+    argv: list[str]
+    cwd: Path
+    writable: list[Path]  # the scratch (HOME) and the working directory
+    network: bool = False
+    devices: tuple[Path, ...] = ()  # /dev/nvidia* for the GPUs it was given
+    uid: int | None = None  # run as this uid (an agent running as root), else as the agent
+    root: Path | None = None  # an empty directory a backend may build the view in
+
+
+class Sandbox(ABC):
+    name: str
+    isolates = True  # filesystem, PID and network namespaces
+    # Sandbox processes that must not get the polite SIGTERM: killing them would SIGKILL
+    # the job at once, and the job deserves its grace period.
+    launchers: frozenset[str] = frozenset()
+
+    def __init__(self, view: FsView) -> None:
+        self.view = view
+
+    @abstractmethod
+    def command(self, box: Box) -> list[str]:
+        """The argv that runs `box.argv` inside this sandbox."""
+
+    def exit_signal(self, code: int) -> int | None:
+        """The signal that killed the job, from the launcher's exit code (128 + N)."""
+        return code - 128 if self.isolates and 128 < code <= 128 + 64 else None
+
+
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def system_tool(name: str) -> str:
+    """The absolute path of a system program: a job's own PATH must not pick our tools."""
+    return shutil.which(name, path=SYSTEM_PATH) or name
+
+
+def drop_privileges(uid: int | None, always: bool = False) -> list[str]:
+    """A prefix that leaves root: to `uid` if given, and without capabilities in any case.
+
+    `always`: drop capabilities even when not root (root of a user namespace has them).
+    """
+    if os.geteuid() != 0 and not always:
+        return []
+    ids = ["--reuid", str(uid), "--regid", str(uid), "--clear-groups"] if uid is not None else []
+    return [
+        system_tool("setpriv"),
+        *ids,
+        "--inh-caps=-all",
+        "--bounding-set=-all",
+        "--no-new-privs",
+        "--",
+    ]

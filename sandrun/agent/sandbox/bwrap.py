@@ -1,0 +1,70 @@
+"""The bubblewrap backend: namespaces and the view, set up by `bwrap` in one exec."""
+
+from __future__ import annotations
+
+import os
+from pathlib import PurePosixPath
+
+from sandrun.agent.sandbox.base import Box, Sandbox, drop_privileges
+from sandrun.agent.sandbox.view import Mount
+
+
+class BwrapSandbox(Sandbox):
+    name = "bwrap"
+    launchers = frozenset({"bwrap"})
+
+    def command(self, box: Box) -> list[str]:
+        argv = ["bwrap", "--die-with-parent", "--new-session"]
+        # As root bwrap needs no user namespace (and the job leaves root through setpriv);
+        # otherwise an unprivileged user namespace maps the agent's own uid.
+        argv += ["--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
+        if os.geteuid() != 0:
+            argv.append("--unshare-user")
+        if not box.network:
+            argv.append("--unshare-net")
+        made: set[str] = set()  # directories bwrap creates, or binds, inside
+        for mount in self.view.mounts(box.writable, list(box.devices)):
+            # bwrap would copy a parent's mode from the host (/root: 0700), leaving a job
+            # with another uid unable to reach what is bound below it.
+            if mount.kind in ("ro", "rw", "hide", "device") and mount.path != "/":
+                for parent in reversed(PurePosixPath(mount.path).parents[:-1]):
+                    if str(parent) not in made and not _under_ro(str(parent), made):
+                        argv += ["--perms", "0755", "--dir", str(parent)]
+                        made.add(str(parent))
+            if mount.kind == "tmpfs":
+                argv += ["--perms", "1777"]
+            argv += _mount_args(mount)
+            made.add(mount.path if mount.kind != "ro" else f"ro:{mount.path}")
+        argv += ["--chdir", str(box.cwd), "--", *drop_privileges(box.uid), *box.argv]
+        return argv
+
+
+def _under_ro(path: str, made: set[str]) -> bool:
+    return any(
+        m.startswith("ro:") and (path == m[3:] or path.startswith(m[3:].rstrip("/") + "/"))
+        for m in made
+    )
+
+
+def _mount_args(mount: Mount) -> list[str]:
+    match mount.kind:
+        case "ro":
+            return ["--ro-bind", mount.source, mount.path]
+        case "rw":
+            return ["--bind", mount.source, mount.path]
+        case "device":
+            return ["--dev-bind", mount.source, mount.path]
+        case "symlink":
+            return ["--symlink", mount.source, mount.path]
+        case "tmpfs":
+            return ["--tmpfs", mount.path]
+        case "hide":
+            if os.path.isdir(mount.path):
+                return ["--tmpfs", mount.path]
+            return ["--ro-bind", "/dev/null", mount.path]
+        case "proc":
+            return ["--proc", mount.path]
+        case "dev":
+            return ["--dev", mount.path]
+        case _:
+            raise ValueError(f"unknown mount kind {mount.kind!r}")

@@ -1,0 +1,211 @@
+"""One cgroup per attempt, for the memory and process-count limits and a sure kill.
+
+cgroup v2 where its memory and pids controllers can be enabled below the agent (the agent
+moves itself into a leaf first, as delegated services do); else the v1 memory and pids
+hierarchies; else nothing, and the limits fall back to rlimits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from sandrun.errors import AgentError
+
+_CONTROLLERS = ("memory", "pids")
+
+
+@dataclass(frozen=True)
+class _Mount:
+    root: str  # the hierarchy path mounted there (not "/" inside containers)
+    point: Path
+    fstype: str
+    options: frozenset[str]
+
+
+def _mounts() -> list[_Mount]:
+    found = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        left, _, right = line.partition(" - ")
+        fields, tail = left.split(), right.split()
+        if len(fields) >= 5 and len(tail) >= 3 and tail[0] in ("cgroup", "cgroup2"):
+            found.append(_Mount(fields[3], Path(fields[4]), tail[0], frozenset(tail[2].split(","))))
+    return found
+
+
+def _own_paths() -> dict[str, str]:
+    """This process's cgroup per v1 controller, and "" -> its v2 cgroup."""
+    paths: dict[str, str] = {}
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        for name in controllers.split(",") if controllers else [""]:
+            paths[name] = path
+    return paths
+
+
+def _under(mount: _Mount, path: str) -> Path:
+    rel = os.path.relpath(path, mount.root) if mount.root != "/" else path.lstrip("/")
+    return mount.point if rel in (".", "") else mount.point / rel
+
+
+class CgroupTree:
+    """Where this agent makes its attempts' cgroups: one parent directory per hierarchy."""
+
+    def __init__(self, version: int, parents: dict[str, Path]) -> None:
+        self.version = version
+        self.parents = parents  # controller -> directory ("" for v2)
+
+    @classmethod
+    def detect(cls, name: str = "sandrun") -> CgroupTree | None:
+        """The usable hierarchy, or None where this agent may not make cgroups."""
+        try:
+            return _v2(name) or _v1(name)
+        except OSError:
+            return None
+
+    def describe(self) -> str:
+        return f"cgroup v{self.version}"
+
+    def create(self, name: str, memory_mb: int | None, processes: int) -> AttemptCgroup:
+        dirs = {}
+        try:
+            for controller, parent in self.parents.items():
+                path = parent / name
+                path.mkdir(exist_ok=True)
+                dirs[controller] = path
+            group = AttemptCgroup(self.version, dirs)
+            group.limit(memory_mb, processes)
+        except OSError as exc:
+            for path in dirs.values():
+                with contextlib.suppress(OSError):
+                    path.rmdir()
+            raise AgentError(f"cannot make the attempt's cgroup: {exc}") from exc
+        return group
+
+
+def _v2(name: str) -> CgroupTree | None:
+    mount = next((m for m in _mounts() if m.fstype == "cgroup2"), None)
+    own = _own_paths().get("")
+    if mount is None or own is None:
+        return None
+    home = _under(mount, own)
+    if not set(_CONTROLLERS) <= set((home / "cgroup.controllers").read_text().split()):
+        return None
+    enabled = set((home / "cgroup.subtree_control").read_text().split())
+    parent = home / name
+    if not set(_CONTROLLERS) <= enabled:
+        # No processes may sit in a cgroup that hands controllers down: move into a leaf.
+        leaf = home / f"{name}-agent"
+        leaf.mkdir(exist_ok=True)
+        (leaf / "cgroup.procs").write_text(str(os.getpid()))
+        (home / "cgroup.subtree_control").write_text(" ".join(f"+{c}" for c in _CONTROLLERS))
+    parent.mkdir(exist_ok=True)
+    (parent / "cgroup.subtree_control").write_text(" ".join(f"+{c}" for c in _CONTROLLERS))
+    return CgroupTree(2, {"": parent})
+
+
+def _v1(name: str) -> CgroupTree | None:
+    own = _own_paths()
+    parents = {}
+    for controller in _CONTROLLERS:
+        mount = next(
+            (m for m in _mounts() if m.fstype == "cgroup" and controller in m.options), None
+        )
+        if mount is None or controller not in own:
+            return None
+        parent = _under(mount, own[controller]) / name
+        parent.mkdir(exist_ok=True)
+        parents[controller] = parent
+    return CgroupTree(1, parents)
+
+
+class AttemptCgroup:
+    def __init__(self, version: int, dirs: dict[str, Path]) -> None:
+        self.version = version
+        self.dirs = dirs
+        self.processes = 0
+
+    def _file(self, controller: str, name: str) -> Path:
+        return self.dirs["" if self.version == 2 else controller] / name
+
+    def limit(self, memory_mb: int | None, processes: int) -> None:
+        self.processes = processes
+        self._file("pids", "pids.max").write_text(str(processes))
+        if memory_mb is None:
+            return
+        limit = str(memory_mb << 20)
+        if self.version == 2:
+            self._file("memory", "memory.max").write_text(limit)
+            swap = self._file("memory", "memory.swap.max")
+            if swap.exists():  # no swapping past the limit either
+                swap.write_text("0")
+        else:
+            self._file("memory", "memory.limit_in_bytes").write_text(limit)
+            memsw = self._file("memory", "memory.memsw.limit_in_bytes")
+            if memsw.exists():  # no swapping past the limit either
+                memsw.write_text(limit)
+
+    def attach(self, pid: int) -> None:
+        for path in self.dirs.values():
+            (path / "cgroup.procs").write_text(str(pid))
+
+    def _counter(self, controller: str, name: str, key: str) -> int:
+        try:
+            text = self._file(controller, name).read_text()
+        except OSError:
+            return 0
+        for line in text.splitlines():
+            parts = line.split()
+            if len(parts) == 2 and parts[0] == key:
+                return int(parts[1])
+        return 0
+
+    def oom_killed(self) -> bool:
+        name = "memory.events" if self.version == 2 else "memory.oom_control"
+        return self._counter("memory", name, "oom_kill") > 0
+
+    def hit_process_limit(self) -> bool:
+        return self._counter("pids", "pids.events", "max") > 0
+
+    def peak_memory_mb(self) -> float | None:
+        name = "memory.peak" if self.version == 2 else "memory.max_usage_in_bytes"
+        try:
+            return int(self._file("memory", name).read_text()) / 2**20
+        except (OSError, ValueError):
+            return None
+
+    def kill_all(self, within: float = 5.0) -> None:
+        """SIGKILL every process left in the cgroup: nothing outlives its attempt."""
+        deadline = time.monotonic() + within
+        kill = self._file("pids", "cgroup.kill")
+        if kill.exists():  # v2: the kernel kills them all, forks in flight included
+            with contextlib.suppress(OSError):
+                kill.write_text("1")
+        procs = self._file("pids", "cgroup.procs")
+        while time.monotonic() < deadline:
+            try:
+                pids = [int(p) for p in procs.read_text().split()]
+            except OSError:
+                return
+            if not pids:
+                return
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.01)
+
+    def remove(self) -> None:
+        self.kill_all()
+        for path in self.dirs.values():
+            for _ in range(100):  # the kernel frees a cgroup a moment after its last task
+                try:
+                    path.rmdir()
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    time.sleep(0.01)

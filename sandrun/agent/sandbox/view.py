@@ -1,0 +1,101 @@
+"""What a sandboxed attempt sees of the machine: a list of mounts, shared by the backends.
+
+Two views. `system` (remote agents: other people's code) shows the system directories, the
+Python that runs the agent and paths the operator adds, read-only. `host` (the embedded
+agent: the user's own code, run like sbatch in their directory with their PATH) shows the
+whole filesystem read-only. Both give the attempt a fresh /proc, a minimal /dev, a private
+/tmp, its scratch and working directories writable, and hide the agent's own state
+(store, artifacts, other attempts, tokens) even where it lies under a visible path.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+FsMode = Literal["system", "host"]
+SYSTEM_DIRS = ("/usr", "/etc", "/opt", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+# Host paths a job never sees in the `host` view: other programs' sockets and scratch space.
+HOST_PRIVATE = ("/tmp", "/var/tmp", "/run", "/var/run", "/dev/shm", "/proc", "/dev")
+DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
+
+
+@dataclass(frozen=True)
+class Mount:
+    """One step in building the view; applied in list order."""
+
+    kind: Literal["ro", "rw", "hide", "symlink", "tmpfs", "proc", "dev", "device"]
+    path: str  # where it appears inside
+    source: str = ""  # what is bound or linked to
+
+
+@dataclass(frozen=True)
+class FsView:
+    mode: FsMode = "system"
+    read_only: tuple[Path, ...] = ()  # more paths to show read-only (`--sandbox-ro`)
+    hidden: tuple[Path, ...] = ()  # the agent's state: never shown
+
+    def mounts(self, writable: list[Path], devices: list[Path]) -> list[Mount]:
+        """The mounts for one attempt that may write `writable` and use `devices`."""
+        base: list[Mount] = []
+        shown: list[Path] = []
+        if self.mode == "host":
+            base.append(Mount("ro", "/", "/"))
+            shown.append(Path("/"))
+            for private in HOST_PRIVATE[:4]:
+                path = Path(private)
+                if path.is_dir() and not path.is_symlink():  # /var/run -> /run: covered
+                    base.append(Mount("tmpfs", private))
+        else:
+            for name in SYSTEM_DIRS:
+                path = Path(name)
+                if path.is_symlink():  # merged /usr: /bin -> usr/bin
+                    base.append(Mount("symlink", name, str(path.readlink())))
+                elif path.is_dir():
+                    base.append(Mount("ro", name, name))
+                    shown.append(path)
+            base.append(Mount("tmpfs", "/tmp"))
+        base += [Mount("proc", "/proc"), Mount("dev", "/dev")]
+        base += [Mount("device", str(d), str(d)) for d in devices]
+        # Deeper paths go later, so a writable directory inside a hidden one (the attempt's
+        # scratch under the agent's home) shows through, and state inside a writable
+        # working directory stays hidden.
+        layered: list[tuple[int, int, Mount]] = []
+        extra = [*self.read_only, *_python_prefixes()] if self.mode == "system" else []
+        for path in extra:
+            if path.exists() and not any(path.is_relative_to(s) for s in shown):
+                layered.append((len(path.parts), 0, Mount("ro", str(path), str(path))))
+                shown.append(path)
+        for path in writable:
+            layered.append((len(path.parts), 1, Mount("rw", str(path), str(path))))
+        for path in self.hidden:
+            if path.exists() and any(path.is_relative_to(s) for s in [*shown, *writable]):
+                layered.append((len(path.parts), 2, Mount("hide", str(path))))
+        return base + [m for _, _, m in sorted(layered, key=lambda t: (t[0], t[1]))]
+
+    def conceals(self, path: Path) -> Path | None:
+        """The hidden path that `path` lies in, if any: such a path cannot be a workdir."""
+        for hidden in self.hidden:
+            if path.is_relative_to(hidden) or hidden == path:
+                return hidden
+        return None
+
+    def shows(self, path: Path, writable: list[Path]) -> bool:
+        """Whether a program at `path` (symlinks resolved) is visible inside."""
+        real = path.resolve()
+        if any(real.is_relative_to(w.resolve()) for w in writable):
+            return True
+        if self.conceals(real) is not None:
+            return False
+        if self.mode == "host":
+            return not any(real.is_relative_to(p) for p in HOST_PRIVATE)
+        roots = [Path(d).resolve() for d in SYSTEM_DIRS if Path(d).exists()]
+        roots += [*self.read_only, *_python_prefixes()]
+        return any(real.is_relative_to(r) for r in roots)
+
+
+def _python_prefixes() -> list[Path]:
+    # The agent's Python: jobs that run sandrun's own code (functions) need the same one.
+    return sorted({Path(p).resolve() for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)})

@@ -1,0 +1,355 @@
+"""The hostile-job suite: other people's code stays in its box, on every sandbox backend.
+
+Each test runs a job that tries something a job must not do (or uses more than it may)
+on a real server with a real remote agent, and checks what a user would see: the job's
+state, its failure reason, its logs, and that the host and the other jobs are untouched.
+Tests of namespaces run on each isolating backend available here; tests of limits also
+run with `--sandbox none`, which still has cgroups and rlimits.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from sandrun.agent.sandbox import FsView, probe
+from sandrun.agent.sandbox.bwrap import BwrapSandbox
+from sandrun.agent.sandbox.unshare import UnshareSandbox
+from sandrun.client import Client, connect
+from sandrun.embedded import LocalAgent
+from sandrun.home import Home
+from sandrun.states import FailureReason, JobState
+from tests.conftest import no_service, pid_gone
+from tests.helpers import wait_for
+from tests.integration.cluster import Cluster
+
+PY = sys.executable
+
+
+def _available(name: str) -> bool:
+    backend = {"bwrap": BwrapSandbox, "unshare": UnshareSandbox}[name](FsView())
+    return probe(backend) is None
+
+
+ISOLATING = ["bwrap", "unshare"]
+# Namespace tests run on the isolating backends; limit tests on `none` too.
+isolating = pytest.mark.parametrize("agent", ISOLATING, indirect=True)
+every_backend = pytest.mark.parametrize("agent", [*ISOLATING, "none"], indirect=True)
+
+
+def _require(kind: str) -> None:
+    if kind != "none" and not _available(kind):
+        no_service(f"the {kind} sandbox does not work on this machine")
+
+
+@pytest.fixture(scope="module")
+def agent(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Cluster]:
+    """A server and one agent with the backend under test (module-wide: jobs are cheap)."""
+    kind = request.param
+    _require(kind)
+    root = tmp_path_factory.mktemp(f"sandbox-{kind}")
+    c = Cluster(root, db=str(root / "server.db"))
+    c.make_tokens()
+    c.start_server()
+    c.start_agent("box", cpus=64, extra=("--sandbox", kind))
+    c.kind = kind  # type: ignore[attr-defined]
+    yield c
+    c.stop()
+
+
+@pytest.fixture
+def client(agent: Cluster) -> Iterator[Client]:
+    with agent.client() as c:
+        yield c
+
+
+# --- what a job must not see or touch ----------------------------------------------------
+
+
+@isolating
+def test_the_agents_state_and_token_stay_out_of_reach(agent: Cluster, client: Client) -> None:
+    secret = agent.root / "agent-box" / "token"
+    secret.write_text("s3cret-token")
+    root = agent.root
+    script = (
+        f"cat {secret}; ls {root}/agent-box/runs; cat {root}/server.db | head -c 64; "
+        "env; cat /proc/1/environ; ls /proc"
+    )
+    job = client.run(script).wait(60)
+    logs = job.log_text()
+    assert "s3cret-token" not in logs
+    assert agent.tokens["agents"] not in logs  # not in the job's env, nor readable via /proc
+    assert "SQLite format" not in logs
+    denied = [line for line in logs.splitlines() if line.startswith(f"cat: {secret}")]
+    assert denied and ("No such file" in denied[0] or "Permission denied" in denied[0])
+
+
+@isolating
+def test_writes_outside_the_workdir_fail(agent: Cluster, client: Client) -> None:
+    escape = agent.root / "escaped"
+    job = client.run(
+        f"touch {escape} || echo denied-1; touch /usr/escaped || echo denied-2; "
+        "touch /etc/escaped || echo denied-3; echo ok > inside && cat inside"
+    ).wait(60)
+    logs = job.log_text("stdout")
+    assert job.record.state is JobState.COMPLETED
+    assert "denied-1" in logs and "denied-2" in logs and "denied-3" in logs
+    assert "ok" in logs
+    assert not escape.exists() and not Path("/usr/escaped").exists()
+
+
+@isolating
+def test_a_job_sees_and_signals_no_other_jobs_processes(agent: Cluster, client: Client) -> None:
+    victim = client.run(f"{PY} -c 'import time; time.sleep(120)'")
+    wait_for(lambda: victim.refresh().is_running, timeout=30, what="the victim to run")
+    attacker = client.run(
+        "ps -eo pid,comm | tail -n +2; kill -9 -1; "
+        "for p in /proc/[0-9]*; do cat $p/cmdline 2>/dev/null | tr '\\0' ' '; echo; done"
+    ).wait(60)
+    logs = attacker.log_text("stdout")
+    assert "time.sleep(120)" not in logs
+    assert "--server" not in logs and "server.db" not in logs  # neither agent nor server
+    assert victim.refresh().is_running
+    victim.cancel()
+    assert victim.wait(30).record.state is JobState.CANCELLED
+
+
+@pytest.fixture
+def host_server() -> Iterator[int]:
+    """A TCP server on the host's loopback that greets each connection."""
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.sendall(b"hello from the host\n")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield int(server.getsockname()[1])
+    stop.set()
+    thread.join(5)
+    server.close()
+
+
+@isolating
+def test_the_network_is_off_unless_asked_for(
+    agent: Cluster, client: Client, host_server: int
+) -> None:
+    probe_host = (
+        "import socket\n"
+        f"s = socket.create_connection(('127.0.0.1', {host_server}), timeout=5)\n"
+        "print(s.recv(100).decode().strip())\n"
+    )
+    local_loopback = (
+        "import socket\n"
+        "srv = socket.create_server(('127.0.0.1', 0)); "
+        "c = socket.create_connection(srv.getsockname()); print('own loopback works')\n"
+    )
+    off = client.run([PY, "-c", probe_host]).wait(60)
+    own = client.run([PY, "-c", local_loopback]).wait(60)
+    on = client.run([PY, "-c", probe_host], network=True).wait(60)
+    assert off.record.state is JobState.FAILED
+    assert "hello from the host" not in off.log_text()
+    assert own.record.state is JobState.COMPLETED and "own loopback works" in own.log_text()
+    assert on.record.state is JobState.COMPLETED
+    assert "hello from the host" in on.log_text("stdout")
+
+
+@isolating
+def test_a_sandboxed_job_dies_with_its_agent(agent: Cluster, client: Client) -> None:
+    doomed = agent.start_agent(
+        "doomed",
+        cpus=128,
+        extra=("--sandbox", agent.kind),  # type: ignore[attr-defined]
+    )
+    job = client.run("echo parked >&2; exec sleep 300", cpus=100)  # fits only there
+    wait_for(lambda: "parked" in job.log_text(), timeout=30, what="the job to start")
+    leader = job.attempts[0].pid
+    assert leader is not None
+    doomed.kill()
+    doomed.wait(10)
+    wait_for(lambda: not _processes_with("sleep 300"), timeout=10, what="the job to die")
+    assert pid_gone(leader)
+
+
+# --- limits: enforced and reported, with or without namespaces ---------------------------
+
+
+FORK_BOMB = """
+import os, time
+children = 0
+while True:
+    try:
+        pid = os.fork()
+    except OSError as exc:
+        print(f"fork failed after {children} children: {exc}", flush=True)
+        raise SystemExit(1)
+    if pid == 0:
+        time.sleep(300)
+        os._exit(0)
+    children += 1
+"""
+
+
+@every_backend
+def test_a_fork_bomb_is_contained_and_reported(agent: Cluster, client: Client) -> None:
+    bomb = client.run([PY, "-c", FORK_BOMB], limits={"processes": 50}).wait(120)
+    assert bomb.record.state is JobState.FAILED
+    assert bomb.record.failure_reason is FailureReason.PROCESS_LIMIT
+    assert "fork failed" in bomb.log_text()
+    # The agent lives on and runs the next job.
+    assert client.run("echo still here").wait(60).log_text() == "still here\n"
+    assert agent.agents["box"].poll() is None
+    wait_for(lambda: not _processes_with("time.sleep(300)"), timeout=30, what="the bomb gone")
+
+
+@every_backend
+def test_a_shell_fork_bomb_ends_at_its_timeout_and_says_it_hit_the_limit(
+    agent: Cluster, client: Client
+) -> None:
+    job = client.run(
+        ["/bin/sh", "-c", "b() { b | b & }; b; sleep 60"],
+        limits={"processes": 40},
+        timeout=2,
+    ).wait(120)
+    assert job.record.failure_reason is FailureReason.TIMEOUT
+    assert "limit of 40 processes" in (job.record.message or "")
+
+
+@every_backend
+def test_allocating_past_the_memory_limit_is_oom(agent: Cluster, client: Client) -> None:
+    hog = "x = bytearray(400 * 2**20)\nx[::4096] = b'1' * len(x[::4096])\nprint('survived')"
+    job = client.run([PY, "-c", hog], memory="64MB").wait(120)
+    assert job.record.state is JobState.FAILED
+    assert job.record.failure_reason is FailureReason.OOM
+    assert "survived" not in job.log_text()
+
+
+@every_backend
+def test_endless_output_is_capped_with_a_marker(agent: Cluster, client: Client) -> None:
+    capped = client.run("head -c 3000000 /dev/zero | tr '\\0' x", limits={"log_size": 1}).wait(60)
+    stopped = client.run("yes", limits={"log_size": 1, "stop_on_log_limit": True}).wait(60)
+    assert capped.record.state is JobState.COMPLETED  # capped, not stopped
+    out = capped.log_text("stdout")
+    assert len(out) == 2**20 and set(out) == {"x"}
+    assert "log reached its limit of 1 MiB" in capped.log_text("stderr")
+    assert stopped.record.failure_reason is FailureReason.LOG_LIMIT
+    assert len(stopped.log_text("stdout")) == 2**20
+
+
+@every_backend
+def test_a_job_ignoring_sigterm_is_killed_at_its_timeout(agent: Cluster, client: Client) -> None:
+    job = client.run("trap '' TERM; sleep 60; echo too late", timeout=1).wait(60)
+    assert job.record.state is JobState.FAILED
+    assert job.record.failure_reason is FailureReason.TIMEOUT
+    assert "too late" not in job.log_text()
+
+
+@every_backend
+def test_a_daemon_that_double_forks_dies_with_its_job(agent: Cluster, client: Client) -> None:
+    marker = "31415926"
+    job = client.run(
+        f"(setsid sh -c 'exec sleep {marker}' </dev/null >/dev/null 2>&1 &) ; echo spawned"
+    ).wait(60)
+    assert job.record.state is JobState.COMPLETED
+    wait_for(lambda: not _processes_with(f"sleep {marker}"), timeout=30, what="the daemon to die")
+
+
+@every_backend
+def test_a_huge_file_stops_at_the_file_limit(agent: Cluster, client: Client) -> None:
+    job = client.run("dd if=/dev/zero of=big bs=1M count=100", limits={"file_size": 10}).wait(60)
+    assert job.record.state is JobState.FAILED
+    assert job.record.failure_reason is FailureReason.FILE_LIMIT
+
+
+@every_backend
+def test_cpu_time_past_the_limit_is_reported(agent: Cluster, client: Client) -> None:
+    job = client.run([PY, "-c", "while True: pass"], limits={"cpu_time": 1}, timeout=60).wait(60)
+    assert job.record.failure_reason is FailureReason.CPU_LIMIT
+
+
+@every_backend
+def test_outputs_past_their_limit_are_refused(agent: Cluster, client: Client) -> None:
+    job = client.run(
+        "head -c 3000000 /dev/zero > big", outputs=["big"], limits={"output_size": 1}
+    ).wait(60)
+    assert job.record.failure_reason is FailureReason.OUTPUT_LIMIT
+    assert "over the limit of 1 MiB" in (job.record.message or "")
+    assert job.outputs == []
+
+
+@every_backend
+def test_the_node_reports_what_it_enforces(agent: Cluster) -> None:
+    (node,) = [n for n in agent.nodes() if n.name == "box"]
+    assert node.sandbox is not None
+    assert node.sandbox.backend == agent.kind  # type: ignore[attr-defined]
+    limits = node.sandbox.limits
+    assert set(limits) >= {"memory", "processes", "cpu_time", "file_size", "log_size"}
+    if os.geteuid() == 0:
+        assert node.sandbox.job_user == "per-attempt uid"
+
+
+# --- the embedded agent: the user's own code, the `host` view -----------------------------
+
+
+@pytest.fixture(params=ISOLATING)
+def embedded(request: pytest.FixtureRequest, home: Home) -> Iterator[Client]:
+    """The real local agent with the backend under test, on a thread of this process."""
+    _require(request.param)
+    local = LocalAgent(home, idle_exit=None, kill_grace=0.5, sandbox=request.param)
+    thread = threading.Thread(target=local.run, daemon=True)
+    thread.start()
+    with connect(home=home.root) as client:
+        yield client
+    local.stop()
+    thread.join(30)
+
+
+def test_embedded_jobs_see_the_host_read_only_but_not_sandruns_state(
+    embedded: Client, home: Home, tmp_path: Path
+) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "data.txt").write_text("the user's data\n")
+    outside = tmp_path / "outside.txt"
+    job = embedded.run(
+        f"cat data.txt; echo result > result.txt; ls {home.root}; "
+        f"cat {home.db} | head -c 16; touch /etc/escaped || echo denied; touch {outside}",
+        working_dir=str(project),
+    ).wait(60)
+    logs = job.log_text()
+    assert job.record.state is JobState.COMPLETED, logs
+    assert "the user's data" in logs and (project / "result.txt").read_text() == "result\n"
+    assert "SQLite format" not in logs and "agent.lock" not in logs
+    # /etc is read-only; the job's /tmp is its own, so the host's stays untouched.
+    assert "denied" in logs and not Path("/etc/escaped").exists() and not outside.exists()
+
+
+def test_embedded_jobs_have_no_network_unless_asked(embedded: Client, host_server: int) -> None:
+    program = [PY, "-c", f"import socket; socket.create_connection(('127.0.0.1', {host_server}))"]
+    assert embedded.run(program).wait(60).record.state is JobState.FAILED
+    assert embedded.run(program, network=True).wait(60).record.state is JobState.COMPLETED
+
+
+def _processes_with(text: str) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        if text in " ".join(proc.info["cmdline"] or []):
+            found.append(proc)
+    return found
