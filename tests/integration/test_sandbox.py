@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 import sys
 import threading
 from collections.abc import Iterator
@@ -28,7 +29,7 @@ from sandrun.home import Home
 from sandrun.states import FailureReason, JobState
 from tests.conftest import no_service, pid_gone
 from tests.helpers import wait_for
-from tests.integration.cluster import Cluster
+from tests.integration.cluster import SANDRUN, Cluster
 
 PY = sys.executable
 
@@ -98,9 +99,11 @@ def test_writes_outside_the_workdir_fail(agent: Cluster, client: Client) -> None
     escape = agent.root / "escaped"
     job = client.run(
         f"touch {escape} || echo denied-1; touch /usr/escaped || echo denied-2; "
-        "touch /etc/escaped || echo denied-3; echo ok > inside && cat inside"
+        "touch /etc/escaped || echo denied-3; echo ok > inside && cat inside; echo uid=$(id -u)"
     ).wait(60)
     logs = job.log_text("stdout")
+    if os.geteuid() == 0:  # a root agent runs jobs as an unprivileged uid of their own
+        assert "uid=0" not in logs and "uid=2000000" in logs
     assert job.record.state is JobState.COMPLETED
     assert "denied-1" in logs and "denied-2" in logs and "denied-3" in logs
     assert "ok" in logs
@@ -303,6 +306,11 @@ def test_the_node_reports_what_it_enforces(agent: Cluster) -> None:
     assert set(limits) >= {"memory", "processes", "cpu_time", "file_size", "log_size"}
     if os.geteuid() == 0:
         assert node.sandbox.job_user == "per-attempt uid"
+    env = {**os.environ, "SANDRUN_URL": agent.url, "SANDRUN_TOKEN": agent.tokens["admin"]}
+    listed = subprocess.run([SANDRUN, "nodes"], capture_output=True, text=True, env=env)
+    assert listed.returncode == 0
+    row = next(line for line in listed.stdout.splitlines() if line.split()[:1] == ["box"])
+    assert agent.kind in row  # type: ignore[attr-defined]
 
 
 # --- the embedded agent: the user's own code, the `host` view -----------------------------

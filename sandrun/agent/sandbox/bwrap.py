@@ -35,7 +35,11 @@ class BwrapSandbox(Sandbox):
                 argv += ["--perms", "1777"]
             argv += _mount_args(mount)
             made.add(mount.path if mount.kind != "ro" else f"ro:{mount.path}")
-        argv += ["--chdir", str(box.cwd), "--", *drop_privileges(box.uid), *box.argv]
+        argv += ["--chdir", str(box.cwd)]
+        if box.uid is None:  # bwrap drops root's capabilities itself: one exec fewer
+            argv += ["--cap-drop", "ALL"] if os.geteuid() == 0 else []
+            return [*argv, "--", *box.argv]
+        return [*argv, "--", *drop_privileges(box.uid), *box.argv]
         return argv
 
 

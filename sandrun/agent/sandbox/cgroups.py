@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import time
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,6 +58,16 @@ class CgroupTree:
     def __init__(self, version: int, parents: dict[str, Path]) -> None:
         self.version = version
         self.parents = parents  # controller -> directory ("" for v2)
+        self._leftovers: list[AttemptCgroup] = []  # not removable yet: tasks still exiting
+        self._lock = threading.Lock()
+
+    def release(self, group: AttemptCgroup) -> None:
+        """Remove an attempt's cgroup, now or (off the job's critical path) later."""
+        with self._lock:
+            pending, self._leftovers = [*self._leftovers, group], []
+        left = [g for g in pending if not g.remove()]
+        with self._lock:
+            self._leftovers += left
 
     @classmethod
     def detect(cls, name: str = "sandrun") -> CgroupTree | None:
@@ -178,34 +188,30 @@ class AttemptCgroup:
         except (OSError, ValueError):
             return None
 
-    def kill_all(self, within: float = 5.0) -> None:
+    def kill_all(self) -> None:
         """SIGKILL every process left in the cgroup: nothing outlives its attempt."""
-        deadline = time.monotonic() + within
         kill = self._file("pids", "cgroup.kill")
         if kill.exists():  # v2: the kernel kills them all, forks in flight included
             with contextlib.suppress(OSError):
                 kill.write_text("1")
-        procs = self._file("pids", "cgroup.procs")
-        while time.monotonic() < deadline:
-            try:
-                pids = [int(p) for p in procs.read_text().split()]
-            except OSError:
-                return
-            if not pids:
-                return
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            time.sleep(0.01)
+            return
+        try:
+            pids = [int(p) for p in self._file("pids", "cgroup.procs").read_text().split()]
+        except OSError:
+            return
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
-    def remove(self) -> None:
+    def remove(self) -> bool:
+        """Kill what is left and remove the cgroup; False while the kernel is not done."""
         self.kill_all()
-        for path in self.dirs.values():
-            for _ in range(100):  # the kernel frees a cgroup a moment after its last task
-                try:
-                    path.rmdir()
-                    break
-                except FileNotFoundError:
-                    break
-                except OSError:
-                    time.sleep(0.01)
+        for controller, path in list(self.dirs.items()):
+            try:
+                path.rmdir()
+            except FileNotFoundError:
+                pass
+            except OSError:
+                return False  # its last tasks are still exiting: try again later
+            del self.dirs[controller]
+        return True

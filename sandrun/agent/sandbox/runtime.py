@@ -151,8 +151,8 @@ class Sandboxing:
 
     def release(self, confined: Confined) -> None:
         """After the attempt: kill what is left in its cgroup, free its uid and root."""
-        if confined.cgroup is not None:
-            confined.cgroup.remove()
+        if confined.cgroup is not None and self.cgroups is not None:
+            self.cgroups.release(confined.cgroup)
         if confined.root is not None:
             with contextlib.suppress(OSError):
                 confined.root.rmdir()

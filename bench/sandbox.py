@@ -1,0 +1,122 @@
+"""Sandbox start overhead per backend, and sandboxed throughput against raw bubblewrap.
+
+    python bench/sandbox.py [--starts 200] [--jobs 1000]
+
+1. Start overhead: `true` started --starts times in a row, bare (`subprocess.run`) and
+   through each backend's full command line as the agent builds it (the gate, the
+   namespaces, the view, setpriv as root): ms per start and the ratio to a bare spawn.
+2. Throughput: the raw bubblewrap spawn rate (the same bwrap command line, 2 parallel
+   spawners, no sandrun), then --jobs jobs of `true` through the embedded runner with its
+   default sandbox (submit -> completed), and the ratio (target: at least 60 %).
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import psutil
+
+from sandrun.agent.sandbox import Box, FsView, Sandbox, probe
+from sandrun.agent.sandbox.bwrap import BwrapSandbox
+from sandrun.agent.sandbox.plain import NoSandbox
+from sandrun.agent.sandbox.runtime import GATE
+from sandrun.agent.sandbox.unshare import UnshareSandbox
+from sandrun.client import connect
+from sandrun.embedded import agent_running
+from sandrun.home import Home
+
+sys.path.insert(0, str(Path(__file__).parent))
+from throughput import sandrun_rate
+
+
+def argv_maker(sandbox: Sandbox, root: Path) -> Callable[[int], list[str]]:
+    """Start number i's command line, as the agent builds it (gate included)."""
+
+    def argv_for(i: int) -> list[str]:
+        work = root / f"w{i}"
+        work.mkdir(exist_ok=True)
+        (root / f"r{i}").mkdir(exist_ok=True)
+        return [*GATE, *sandbox.command(Box(["true"], work, [work], root=root / f"r{i}"))]
+
+    return argv_for
+
+
+def per_start_ms(argv_for: Callable[[int], list[str]], starts: int) -> float:
+    begin = time.perf_counter()
+    for i in range(starts):
+        subprocess.run(argv_for(i), input=b"go\n", check=True, stdout=subprocess.DEVNULL)
+    return (time.perf_counter() - begin) / starts * 1000
+
+
+def rate(argv_for: Callable[[int], list[str]], total: int, spawners: int = 2) -> float:
+    each = total // spawners
+
+    def spawn(worker: int) -> None:
+        for i in range(each):
+            argv = argv_for(worker * each + i)
+            subprocess.run(argv, input=b"go\n", check=True, stdout=subprocess.DEVNULL)
+
+    threads = [threading.Thread(target=spawn, args=(w,)) for w in range(spawners)]
+    begin = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return each * spawners / (time.perf_counter() - begin)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--starts", type=int, default=200)
+    parser.add_argument("--jobs", type=int, default=1000)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        view = FsView("host", hidden=(root / "home",))
+
+        bare = per_start_ms(lambda i: ["true"], args.starts)
+        print(f"{'bare subprocess.run(true)':<34} {bare:7.2f} ms per start")
+        bwrap_argv = None
+        for sandbox in (NoSandbox(view), BwrapSandbox(view), UnshareSandbox(view)):
+            argv_for = argv_maker(sandbox, root)
+            problem = probe(sandbox, root)
+            if problem is not None:
+                print(f"{sandbox.name:<34} unavailable: {problem}")
+                continue
+            ms = per_start_ms(argv_for, args.starts)
+            label = f"sandbox {sandbox.name}"
+            print(f"{label:<34} {ms:7.2f} ms per start   ({ms / bare:.1f}x bare)")
+            if sandbox.name == "bwrap":
+                bwrap_argv = argv_for
+
+        if bwrap_argv is None:
+            print("bubblewrap is not available: no throughput comparison")
+            return
+        raw = rate(bwrap_argv, args.jobs)
+        print(f"{'raw bwrap spawns, 2 spawners':<34} {raw:7.0f} starts/s")
+        home = Home(root / "home")
+        with connect(home=home.root) as client:
+            client.submit({"command": ["true"]}).wait(60)  # start and warm the agent
+            jobs_per_s, _ = sandrun_rate(client, args.jobs)
+        print(
+            f"{'sandrun embedded, default sandbox':<34} {jobs_per_s:7.0f} jobs/s"
+            f"   ({jobs_per_s / raw:.0%} of raw bwrap, target >= 60%)"
+        )
+        log = (home.root / "agent.log").read_text()
+        print("  agent:", next((ln for ln in log.splitlines() if "sandbox" in ln), "?")[24:])
+        if agent_running(home):
+            agent = psutil.Process(int(home.agent_lock.read_text()))
+            agent.terminate()
+            agent.wait(30)
+
+
+if __name__ == "__main__":
+    main()
