@@ -42,11 +42,11 @@ def test_an_idle_agent_is_woken_by_a_submit_through_the_other_server(shared: Clu
             assert time.monotonic() - submitted < 10
 
 
-def _submit(url: str, token: str, count: int, command: str, into: list[Job]) -> None:
+def _submit(url: str, token: str, count: int, command: str, workdir: Path, into: list[Job]) -> None:
     from sandrun.client import connect
 
     with connect(url, token=token) as client:
-        into.extend(client.run(command) for _ in range(count))
+        into.extend(client.run(command, working_dir=str(workdir)) for _ in range(count))
 
 
 @pytest.mark.slow
@@ -63,13 +63,15 @@ def test_two_servers_and_four_agents_run_5000_jobs_once_each_despite_losing_a_se
         shared.start_agent(name, url=urls)
     marks = tmp_path / "marks"
     marks.mkdir()
+    marks.chmod(0o777)  # sandboxed jobs run as uids of their own when the agent is root
     # Each run appends its attempt number to a file named for its job.
-    command = f'echo "$SANDRUN_ATTEMPT" >> {marks}/"$SANDRUN_JOB_ID"'
+    command = 'echo "$SANDRUN_ATTEMPT" >> "$SANDRUN_JOB_ID"'
+    token = shared.tokens["alice"]
     via_a: list[Job] = []
     via_b: list[Job] = []
     submitters = [
-        threading.Thread(target=_submit, args=(a, shared.tokens["alice"], 2500, command, via_a)),
-        threading.Thread(target=_submit, args=(b, shared.tokens["alice"], 2500, command, via_b)),
+        threading.Thread(target=_submit, args=(a, token, 2500, command, marks, via_a)),
+        threading.Thread(target=_submit, args=(b, token, 2500, command, marks, via_b)),
     ]
     for t in submitters:
         t.start()

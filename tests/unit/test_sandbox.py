@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -40,13 +41,23 @@ def test_the_system_view_shows_system_dirs_and_extras_read_only(tmp_path: Path) 
     assert ("ro", "/usr") in mounts and ("ro", str(tmp_path)) in mounts
     assert ("tmpfs", "/tmp") in mounts and ("proc", "/proc") in mounts
     assert not any(path == "/" for _, path in mounts)
-    assert view.shows(Path("/usr/bin/env"), []) and not view.shows(Path("/root/x"), [])
+    assert view.shows(Path("/usr/bin/env"), []) and view.shows(Path("/bin/sh"), [])
+    assert not view.shows(Path("/root/x"), [])
 
 
 def test_the_host_view_hides_other_programs_sockets_and_scratch() -> None:
     mounts = _kinds(FsView("host"), [])
     assert mounts[0] == ("ro", "/")
     assert ("tmpfs", "/tmp") in mounts and ("tmpfs", "/run") in mounts
+
+
+def test_the_agents_python_is_shown_even_from_a_private_directory(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sys, "prefix", "/tmp")  # a virtualenv under /tmp, as in a CI checkout
+    mounts = _kinds(FsView("host"), [])
+    assert mounts.index(("tmpfs", "/tmp")) < mounts.index(("ro", "/tmp"))
+    assert FsView("host").shows(Path("/tmp"), [])
 
 
 def test_bwrap_unshares_the_network_unless_the_job_asks(tmp_path: Path) -> None:

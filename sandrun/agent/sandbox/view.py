@@ -63,9 +63,14 @@ class FsView:
         # scratch under the agent's home) shows through, and state inside a writable
         # working directory stays hidden.
         layered: list[tuple[int, int, Mount]] = []
-        extra = [*self.read_only, *_python_prefixes()] if self.mode == "system" else []
-        for path in extra:
-            if path.exists() and not any(path.is_relative_to(s) for s in shown):
+        for path in self._extras():
+            # The host view shows these already, unless they lie in a private directory
+            # (a virtualenv under /tmp, say).
+            if self.mode == "host":
+                needed = any(path.is_relative_to(p) for p in HOST_PRIVATE)
+            else:
+                needed = not any(path.is_relative_to(s) for s in shown)
+            if path.exists() and needed:
                 layered.append((len(path.parts), 0, Mount("ro", str(path), str(path))))
                 shown.append(path)
         for path in writable:
@@ -83,17 +88,23 @@ class FsView:
         return None
 
     def shows(self, path: Path, writable: list[Path]) -> bool:
-        """Whether a program at `path` (symlinks resolved) is visible inside."""
-        real = path.resolve()
+        """Whether a program at `path` is visible inside: the path and where it leads."""
+        return self._shows(path.absolute(), writable) and self._shows(path.resolve(), writable)
+
+    def _shows(self, real: Path, writable: list[Path]) -> bool:
         if any(real.is_relative_to(w.resolve()) for w in writable):
             return True
         if self.conceals(real) is not None:
             return False
+        if any(real.is_relative_to(r) for r in self._extras()):
+            return True
         if self.mode == "host":
             return not any(real.is_relative_to(p) for p in HOST_PRIVATE)
-        roots = [Path(d).resolve() for d in SYSTEM_DIRS if Path(d).exists()]
-        roots += [*self.read_only, *_python_prefixes()]
+        roots = [p for d in SYSTEM_DIRS if Path(d).exists() for p in (Path(d), Path(d).resolve())]
         return any(real.is_relative_to(r) for r in roots)
+
+    def _extras(self) -> list[Path]:
+        return [*self.read_only, *_python_prefixes()]
 
 
 def _python_prefixes() -> list[Path]:
