@@ -105,7 +105,7 @@ class Agent:
             report.backend,
             report.view,
             report.job_user,
-            ", ".join(f"{k} by {v}" for k, v in report.limits.items()),
+            ", ".join(f"{k}: {v}" for k, v in report.limits.items()),
         )
         self.lease_seconds = self.control.lease_seconds
         self.heartbeat_every = min(self.heartbeat_every, self.lease_seconds / 3)

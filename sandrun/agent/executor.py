@@ -174,9 +174,11 @@ class Executor:
         try:
             assert proc.stdin is not None
             confined.confine(proc.pid)
+            # Running from here: its process exists, confined, and a stale attempt is
+            # stopped at the gate before any of the job's code runs.
+            self.control.start(claim.ref, proc.pid, start_time(proc.pid))
             proc.stdin.write(b"go\n")  # the gate: now it may exec the job
             proc.stdin.close()
-            self.control.start(claim.ref, proc.pid, start_time(proc.pid))
             sink = LogSink(self.control, claim, limit=spec.limits.log_size << 20)
             reason, status, rusage = self._supervise(proc, spec, sink, ctl, started)
             sink.flush()
