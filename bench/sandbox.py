@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
@@ -107,10 +108,25 @@ def main() -> None:
         home = Home(root / "home")
         with connect(home=home.root) as client:
             client.submit({"command": ["true"]}).wait(60)  # start and warm the agent
+            agent = psutil.Process(int(home.agent_lock.read_text()))
+            before = (agent.cpu_times(), psutil.Process().cpu_times(), time.perf_counter())
             jobs_per_s, _ = sandrun_rate(client, args.jobs)
+            after = (agent.cpu_times(), psutil.Process().cpu_times(), time.perf_counter())
         print(
             f"{'sandrun embedded, default sandbox':<34} {jobs_per_s:7.0f} jobs/s"
             f"   ({jobs_per_s / raw:.0%} of raw bwrap, target >= 60%)"
+        )
+        # Where the CPU went, per job: the agent's Python, the processes it started (the
+        # sandbox and the job), this client, and the rest (the kernel's own threads, say).
+        n = args.jobs
+        agent_ms = (sum(after[0][:2]) - sum(before[0][:2])) / n * 1000
+        children_ms = (sum(after[0][2:4]) - sum(before[0][2:4])) / n * 1000
+        client_ms = (sum(after[1][:2]) - sum(before[1][:2])) / n * 1000
+        total_ms = (after[2] - before[2]) * (os.cpu_count() or 1) / n * 1000
+        rest = total_ms - agent_ms - children_ms - client_ms
+        print(
+            f"  CPU per job: agent {agent_ms:.2f} ms, sandbox + job {children_ms:.2f} ms, "
+            f"client {client_ms:.2f} ms, elsewhere or idle {rest:.2f} ms"
         )
         log = (home.root / "agent.log").read_text()
         print("  agent:", next((ln for ln in log.splitlines() if "sandbox" in ln), "?")[24:])

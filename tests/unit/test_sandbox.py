@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
 from sandrun.agent.sandbox import Box, FsView
+from sandrun.agent.sandbox import view as view_module
 from sandrun.agent.sandbox.bwrap import BwrapSandbox
 from sandrun.agent.sandbox.devices import GpuSlots
 from sandrun.errors import InvalidSpec
@@ -54,7 +54,8 @@ def test_the_host_view_hides_other_programs_sockets_and_scratch() -> None:
 def test_the_agents_python_is_shown_even_from_a_private_directory(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(sys, "prefix", "/tmp")  # a virtualenv under /tmp, as in a CI checkout
+    # A virtualenv under /tmp, as in a CI checkout.
+    monkeypatch.setattr(view_module, "_python_prefixes", lambda: [Path("/tmp")])
     mounts = _kinds(FsView("host"), [])
     assert mounts.index(("tmpfs", "/tmp")) < mounts.index(("ro", "/tmp"))
     assert FsView("host").shows(Path("/tmp"), [])

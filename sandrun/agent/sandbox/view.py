@@ -10,6 +10,7 @@ whole filesystem read-only. Both give the attempt a fresh /proc, a minimal /dev,
 
 from __future__ import annotations
 
+import functools
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,13 +101,18 @@ class FsView:
             return True
         if self.mode == "host":
             return not any(real.is_relative_to(p) for p in HOST_PRIVATE)
-        roots = [p for d in SYSTEM_DIRS if Path(d).exists() for p in (Path(d), Path(d).resolve())]
-        return any(real.is_relative_to(r) for r in roots)
+        return any(real.is_relative_to(r) for r in _system_roots())
 
     def _extras(self) -> list[Path]:
         return [*self.read_only, *_python_prefixes()]
 
 
+@functools.cache
+def _system_roots() -> list[Path]:
+    return [p for d in SYSTEM_DIRS if Path(d).exists() for p in (Path(d), Path(d).resolve())]
+
+
+@functools.cache
 def _python_prefixes() -> list[Path]:
     # The agent's Python: jobs that run sandrun's own code (functions) need the same one.
     return sorted({Path(p).resolve() for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)})
