@@ -24,7 +24,7 @@ from typing import IO
 from sandrun.agent import Agent, Waker, address, notify
 from sandrun.agent.sandbox import KINDS, FsView, Kind, open_sandboxing
 from sandrun.artifacts import LocalArtifactStore
-from sandrun.errors import AgentError, AgentRunning
+from sandrun.errors import AgentError, AgentRunning, InvalidInput
 from sandrun.home import Home
 from sandrun.service import Service
 from sandrun.service.service import DEFAULT_LEASE_SECONDS
@@ -32,6 +32,7 @@ from sandrun.store import open_sqlite
 
 LOCAL_NODE = "local"
 DEFAULT_IDLE_EXIT = 300.0
+AGENT_START_WAIT = 15.0  # seconds a client waits for the agent it started to take its lock
 
 
 def open_service(home: Home, lease_seconds: float = DEFAULT_LEASE_SECONDS) -> Service:
@@ -70,6 +71,13 @@ def ensure_agent(home: Home) -> None:
     """Start this home's local agent in the background unless one is running."""
     if agent_running(home):
         return
+    kind = os.environ.get("SANDRUN_SANDBOX")
+    if kind and kind not in KINDS:
+        raise InvalidInput(
+            f"SANDRUN_SANDBOX={kind!r} is not a sandbox",
+            field="SANDRUN_SANDBOX",
+            suggestions=[f"use one of {', '.join(KINDS)}"],
+        )
     home.root.mkdir(parents=True, exist_ok=True)
     # `setsid -f` forks the agent off and exits: the agent is nobody's child here, so a
     # long-lived caller never collects a zombie when it idles out.
@@ -82,6 +90,18 @@ def ensure_agent(home: Home) -> None:
             close_fds=True,
             check=True,
         )
+    # Jobs would wait forever on an agent that failed to start: say why instead.
+    deadline = time.monotonic() + AGENT_START_WAIT
+    while not agent_running(home):
+        if time.monotonic() >= deadline:
+            log = home.agent_log.read_text(errors="replace") if home.agent_log.exists() else ""
+            tail = [line for line in log.splitlines() if line.strip()][-3:]
+            raise AgentError(
+                f"the local agent did not start within {AGENT_START_WAIT:g}s: "
+                + (" | ".join(tail) or "no log"),
+                suggestions=[f"see {home.agent_log}", "check SANDRUN_SANDBOX"],
+            )
+        time.sleep(0.02)
 
 
 def _lock_within(handle: IO[str], seconds: float) -> bool:
@@ -108,6 +128,10 @@ class LocalAgent:
         sandbox: Kind = "auto",
     ) -> None:
         home.root.mkdir(parents=True, exist_ok=True)
+        # The user's own code, run like sbatch in their directory: the `host` view. Checked
+        # before taking the lock, so a client sees an agent that cannot sandbox never start.
+        view = FsView("host", hidden=(home.root,))
+        sandboxing = open_sandboxing(sandbox, view, job_uids=False, scratch=home.root)
         self._lock = open(home.agent_lock, "a+")
         if not _lock_within(self._lock, seconds=0.5):  # a client's probe holds it briefly
             self._lock.close()
@@ -118,9 +142,6 @@ class LocalAgent:
         self._stop = threading.Event()
         self.service = open_service(home, lease_seconds)
         self.waker = Waker(address(home.root))
-        # The user's own code, run like sbatch in their directory: the `host` view.
-        view = FsView("host", hidden=(home.root,))
-        sandboxing = open_sandboxing(sandbox, view, job_uids=False, scratch=home.root)
         self.agent = Agent(
             self.service,
             self.service.artifacts,

@@ -220,3 +220,15 @@ def test_priority_takes_a_class_or_a_number(cli: Cli) -> None:
     high = as_json(cli("submit", "--priority", "high", "--json", "--", "true"))
     low = as_json(cli("submit", "--priority", "-5", "--json", "--", "true"))
     assert (high["priority"], low["priority"]) == (10, -5)
+
+
+def test_an_agent_that_cannot_sandbox_says_so_instead_of_leaving_jobs_waiting(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SANDRUN_SANDBOX", "bogus")
+    bad = cli("run", "--", "true")
+    assert bad.returncode != 0
+    assert "SANDRUN_SANDBOX='bogus' is not a sandbox" in bad.stderr
+    assert "auto, bwrap, unshare, none" in bad.stderr
+    monkeypatch.setenv("SANDRUN_SANDBOX", "none")  # chosen knowingly: runs, no warning
+    assert cli("run", "--", "true").returncode == 0
