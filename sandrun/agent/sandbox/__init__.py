@@ -8,22 +8,19 @@ from sandrun.agent.sandbox.runtime import (
     Confined,
     Kind,
     Sandboxing,
-    UidPool,
     open_sandboxing,
     probe,
 )
-from sandrun.agent.sandbox.view import FsMode, FsView
+from sandrun.agent.sandbox.view import FsView
 
 __all__ = [
     "KINDS",
     "Box",
     "Confined",
-    "FsMode",
     "FsView",
     "Kind",
     "Sandbox",
     "Sandboxing",
-    "UidPool",
     "open_sandboxing",
     "probe",
 ]

@@ -16,7 +16,7 @@ import signal
 import subprocess
 import tempfile
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -70,7 +70,6 @@ class Confined:
     cgroup: AttemptCgroup | None
     uid: int | None
     root: Path | None
-    notes: list[str] = field(default_factory=list)
 
     def confine(self, pid: int) -> None:
         """Apply the cgroup and rlimits to the gate process `pid` (before it may go on)."""
@@ -90,10 +89,6 @@ class Sandboxing:
         self.backend = backend
         self.cgroups = cgroups
         self.uids = uids
-
-    @property
-    def name(self) -> str:
-        return self.backend.name
 
     def report(self) -> SandboxReport:
         """What this agent enforces on this machine, and how."""
@@ -166,16 +161,17 @@ class Sandboxing:
         group = confined.cgroup
         if group is not None and group.oom_killed():
             return FailureReason.OOM, f"used more than its memory limit of {spec.memory} MiB"
+        # A job may also set these rlimits on itself: then there is no spec limit to name.
         cpu_limit = spec.limits.cpu_time
         if signum == signal.SIGXCPU or (
             signum == signal.SIGKILL and cpu_limit is not None and cpu >= cpu_limit
         ):
-            return FailureReason.CPU_LIMIT, f"used its CPU time limit of {cpu_limit:g} s"
+            limit = f" of {cpu_limit:g} s" if cpu_limit is not None else ""
+            return FailureReason.CPU_LIMIT, f"used its CPU time limit{limit}"
         if signum == signal.SIGXFSZ:
-            return (
-                FailureReason.FILE_LIMIT,
-                f"wrote a file past its limit of {spec.limits.file_size} MiB",
-            )
+            size = spec.limits.file_size
+            limit = f" of {size} MiB" if size is not None else ""
+            return FailureReason.FILE_LIMIT, f"wrote a file past its size limit{limit}"
         if failed and group is not None and group.hit_process_limit():
             return (
                 FailureReason.PROCESS_LIMIT,
