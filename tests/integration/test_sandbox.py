@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
@@ -45,6 +46,11 @@ isolating = pytest.mark.parametrize("agent", ISOLATING, indirect=True)
 every_backend = pytest.mark.parametrize("agent", [*ISOLATING, "none"], indirect=True)
 
 
+@dataclass
+class Boxed(Cluster):
+    kind: str = "none"  # the agent's sandbox backend
+
+
 def _require(kind: str) -> None:
     if kind != "none" and not _available(kind):
         no_service(f"the {kind} sandbox does not work on this machine")
@@ -53,22 +59,21 @@ def _require(kind: str) -> None:
 @pytest.fixture(scope="module")
 def agent(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Cluster]:
+) -> Iterator[Boxed]:
     """A server and one agent with the backend under test (module-wide: jobs are cheap)."""
     kind = request.param
     _require(kind)
     root = tmp_path_factory.mktemp(f"sandbox-{kind}")
-    c = Cluster(root, db=str(root / "server.db"))
+    c = Boxed(root, db=str(root / "server.db"), kind=kind)
     c.make_tokens()
     c.start_server()
     c.start_agent("box", cpus=64, extra=("--sandbox", kind))
-    c.kind = kind  # type: ignore[attr-defined]
     yield c
     c.stop()
 
 
 @pytest.fixture
-def client(agent: Cluster) -> Iterator[Client]:
+def client(agent: Boxed) -> Iterator[Client]:
     with agent.client() as c:
         yield c
 
@@ -77,7 +82,7 @@ def client(agent: Cluster) -> Iterator[Client]:
 
 
 @isolating
-def test_the_agents_state_and_token_stay_out_of_reach(agent: Cluster, client: Client) -> None:
+def test_the_agents_state_and_token_stay_out_of_reach(agent: Boxed, client: Client) -> None:
     secret = agent.root / "agent-box" / "token"
     secret.write_text("s3cret-token")
     root = agent.root
@@ -95,7 +100,7 @@ def test_the_agents_state_and_token_stay_out_of_reach(agent: Cluster, client: Cl
 
 
 @isolating
-def test_writes_outside_the_workdir_fail(agent: Cluster, client: Client) -> None:
+def test_writes_outside_the_workdir_fail(agent: Boxed, client: Client) -> None:
     escape = agent.root / "escaped"
     job = client.run(
         f"touch {escape} || echo denied-1; touch /usr/escaped || echo denied-2; "
@@ -111,7 +116,7 @@ def test_writes_outside_the_workdir_fail(agent: Cluster, client: Client) -> None
 
 
 @isolating
-def test_a_job_sees_and_signals_no_other_jobs_processes(agent: Cluster, client: Client) -> None:
+def test_a_job_sees_and_signals_no_other_jobs_processes(agent: Boxed, client: Client) -> None:
     victim = client.run(f"{PY} -c 'import time; time.sleep(120)'")
     wait_for(lambda: victim.refresh().is_running, timeout=30, what="the victim to run")
     attacker = client.run(
@@ -152,7 +157,7 @@ def host_server() -> Iterator[int]:
 
 @isolating
 def test_the_network_is_off_unless_asked_for(
-    agent: Cluster, client: Client, host_server: int
+    agent: Boxed, client: Client, host_server: int
 ) -> None:
     probe_host = (
         "import socket\n"
@@ -175,12 +180,8 @@ def test_the_network_is_off_unless_asked_for(
 
 
 @isolating
-def test_a_sandboxed_job_dies_with_its_agent(agent: Cluster, client: Client) -> None:
-    doomed = agent.start_agent(
-        "doomed",
-        cpus=128,
-        extra=("--sandbox", agent.kind),  # type: ignore[attr-defined]
-    )
+def test_a_sandboxed_job_dies_with_its_agent(agent: Boxed, client: Client) -> None:
+    doomed = agent.start_agent("doomed", cpus=128, extra=("--sandbox", agent.kind))
     job = client.run("echo parked >&2; exec sleep 300", cpus=100)  # fits only there
     wait_for(lambda: "parked" in job.log_text(), timeout=30, what="the job to start")
     leader = job.attempts[0].pid
@@ -211,7 +212,7 @@ while True:
 
 
 @every_backend
-def test_a_fork_bomb_is_contained_and_reported(agent: Cluster, client: Client) -> None:
+def test_a_fork_bomb_is_contained_and_reported(agent: Boxed, client: Client) -> None:
     bomb = client.run([PY, "-c", FORK_BOMB], limits={"processes": 50}).wait(120)
     assert bomb.record.state is JobState.FAILED
     assert bomb.record.failure_reason is FailureReason.PROCESS_LIMIT
@@ -224,7 +225,7 @@ def test_a_fork_bomb_is_contained_and_reported(agent: Cluster, client: Client) -
 
 @every_backend
 def test_a_shell_fork_bomb_ends_at_its_timeout_and_says_it_hit_the_limit(
-    agent: Cluster, client: Client
+    agent: Boxed, client: Client
 ) -> None:
     job = client.run(
         ["/bin/sh", "-c", "b() { b | b & }; b; sleep 60"],
@@ -236,7 +237,7 @@ def test_a_shell_fork_bomb_ends_at_its_timeout_and_says_it_hit_the_limit(
 
 
 @every_backend
-def test_allocating_past_the_memory_limit_is_oom(agent: Cluster, client: Client) -> None:
+def test_allocating_past_the_memory_limit_is_oom(agent: Boxed, client: Client) -> None:
     hog = "x = bytearray(400 * 2**20)\nx[::4096] = b'1' * len(x[::4096])\nprint('survived')"
     job = client.run([PY, "-c", hog], memory="64MB").wait(120)
     assert job.record.state is JobState.FAILED
@@ -245,7 +246,7 @@ def test_allocating_past_the_memory_limit_is_oom(agent: Cluster, client: Client)
 
 
 @every_backend
-def test_endless_output_is_capped_with_a_marker(agent: Cluster, client: Client) -> None:
+def test_endless_output_is_capped_with_a_marker(agent: Boxed, client: Client) -> None:
     capped = client.run("head -c 3000000 /dev/zero | tr '\\0' x", limits={"log_size": 1}).wait(60)
     stopped = client.run("yes", limits={"log_size": 1, "stop_on_log_limit": True}).wait(60)
     assert capped.record.state is JobState.COMPLETED  # capped, not stopped
@@ -257,7 +258,7 @@ def test_endless_output_is_capped_with_a_marker(agent: Cluster, client: Client) 
 
 
 @every_backend
-def test_a_job_ignoring_sigterm_is_killed_at_its_timeout(agent: Cluster, client: Client) -> None:
+def test_a_job_ignoring_sigterm_is_killed_at_its_timeout(agent: Boxed, client: Client) -> None:
     job = client.run("trap '' TERM; sleep 60; echo too late", timeout=1).wait(60)
     assert job.record.state is JobState.FAILED
     assert job.record.failure_reason is FailureReason.TIMEOUT
@@ -265,7 +266,7 @@ def test_a_job_ignoring_sigterm_is_killed_at_its_timeout(agent: Cluster, client:
 
 
 @every_backend
-def test_a_daemon_that_double_forks_dies_with_its_job(agent: Cluster, client: Client) -> None:
+def test_a_daemon_that_double_forks_dies_with_its_job(agent: Boxed, client: Client) -> None:
     marker = "31415926"
     job = client.run(
         f"(setsid sh -c 'exec sleep {marker}' </dev/null >/dev/null 2>&1 &) ; echo spawned"
@@ -275,20 +276,20 @@ def test_a_daemon_that_double_forks_dies_with_its_job(agent: Cluster, client: Cl
 
 
 @every_backend
-def test_a_huge_file_stops_at_the_file_limit(agent: Cluster, client: Client) -> None:
+def test_a_huge_file_stops_at_the_file_limit(agent: Boxed, client: Client) -> None:
     job = client.run("dd if=/dev/zero of=big bs=1M count=100", limits={"file_size": 10}).wait(60)
     assert job.record.state is JobState.FAILED
     assert job.record.failure_reason is FailureReason.FILE_LIMIT
 
 
 @every_backend
-def test_cpu_time_past_the_limit_is_reported(agent: Cluster, client: Client) -> None:
+def test_cpu_time_past_the_limit_is_reported(agent: Boxed, client: Client) -> None:
     job = client.run([PY, "-c", "while True: pass"], limits={"cpu_time": 1}, timeout=60).wait(60)
     assert job.record.failure_reason is FailureReason.CPU_LIMIT
 
 
 @every_backend
-def test_outputs_past_their_limit_are_refused(agent: Cluster, client: Client) -> None:
+def test_outputs_past_their_limit_are_refused(agent: Boxed, client: Client) -> None:
     job = client.run(
         "head -c 3000000 /dev/zero > big", outputs=["big"], limits={"output_size": 1}
     ).wait(60)
@@ -298,10 +299,10 @@ def test_outputs_past_their_limit_are_refused(agent: Cluster, client: Client) ->
 
 
 @every_backend
-def test_the_node_reports_what_it_enforces(agent: Cluster) -> None:
+def test_the_node_reports_what_it_enforces(agent: Boxed) -> None:
     (node,) = [n for n in agent.nodes() if n.name == "box"]
     assert node.sandbox is not None
-    assert node.sandbox.backend == agent.kind  # type: ignore[attr-defined]
+    assert node.sandbox.backend == agent.kind
     limits = node.sandbox.limits
     assert set(limits) >= {"memory", "processes", "cpu_time", "file_size", "log_size"}
     if os.geteuid() == 0:
@@ -310,7 +311,7 @@ def test_the_node_reports_what_it_enforces(agent: Cluster) -> None:
     listed = subprocess.run([SANDRUN, "nodes"], capture_output=True, text=True, env=env)
     assert listed.returncode == 0
     row = next(line for line in listed.stdout.splitlines() if line.split()[:1] == ["box"])
-    assert agent.kind in row  # type: ignore[attr-defined]
+    assert agent.kind in row
 
 
 # --- the embedded agent: the user's own code, the `host` view -----------------------------
