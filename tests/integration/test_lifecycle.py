@@ -21,14 +21,15 @@ from tests.integration.conftest import Local
 # also ignores SIGTERM, and one that moved to a session of its own (setsid).
 # The children are found on the host by their command lines (inside its PID namespace
 # the job's own pids mean nothing out here).
-STUBBORN = """
+MARK = f"{os.getpid() % 100000}"  # this run's own: a concurrent run's are not ours
+STUBBORN = f"""
 trap '' TERM
-sh -c 'trap "" TERM; exec sleep 1001' &
-setsid sleep 1002 &
+sh -c 'trap "" TERM; exec sleep 1001.{MARK}' &
+setsid sleep 1002.{MARK} &
 echo ready
 sleep 1000
 """
-CHILDREN = (["sleep", "1001"], ["sleep", "1002"])
+CHILDREN = (["sleep", f"1001.{MARK}"], ["sleep", f"1002.{MARK}"])
 
 
 def _children() -> list[int]:

@@ -33,6 +33,9 @@ from tests.helpers import wait_for
 from tests.integration.cluster import SANDRUN, Cluster
 
 PY = sys.executable
+# Host processes are found by command line; this run's own mark keeps a concurrent run of
+# the suite on the same machine from being mistaken for ours.
+MARK = f"{os.getpid() % 100000}"
 
 
 def _available(name: str) -> bool:
@@ -182,13 +185,13 @@ def test_the_network_is_off_unless_asked_for(
 @isolating
 def test_a_sandboxed_job_dies_with_its_agent(agent: Boxed, client: Client) -> None:
     doomed = agent.start_agent("doomed", cpus=128, extra=("--sandbox", agent.kind))
-    job = client.run("echo parked >&2; exec sleep 300", cpus=100)  # fits only there
+    job = client.run(f"echo parked >&2; exec sleep 300.{MARK}", cpus=100)  # fits only there
     wait_for(lambda: "parked" in job.log_text(), timeout=30, what="the job to start")
     leader = job.attempts[0].pid
     assert leader is not None
     doomed.kill()
     doomed.wait(10)
-    wait_for(lambda: not _processes_with("sleep 300"), timeout=10, what="the job to die")
+    wait_for(lambda: not _processes_with(f"sleep 300.{MARK}"), timeout=10, what="the job to die")
     assert pid_gone(leader)
 
 
@@ -205,10 +208,10 @@ while True:
         print(f"fork failed after {children} children: {exc}", flush=True)
         raise SystemExit(1)
     if pid == 0:
-        time.sleep(300)
+        time.sleep(300.@MARK@)
         os._exit(0)
     children += 1
-"""
+""".replace("@MARK@", MARK)
 
 
 @every_backend
@@ -220,7 +223,8 @@ def test_a_fork_bomb_is_contained_and_reported(agent: Boxed, client: Client) -> 
     # The agent lives on and runs the next job.
     assert client.run("echo still here").wait(60).log_text() == "still here\n"
     assert agent.agents["box"].poll() is None
-    wait_for(lambda: not _processes_with("time.sleep(300)"), timeout=30, what="the bomb gone")
+    gone = f"time.sleep(300.{MARK})"
+    wait_for(lambda: not _processes_with(gone), timeout=30, what="the bomb gone")
 
 
 @every_backend
@@ -267,7 +271,7 @@ def test_a_job_ignoring_sigterm_is_killed_at_its_timeout(agent: Boxed, client: C
 
 @every_backend
 def test_a_daemon_that_double_forks_dies_with_its_job(agent: Boxed, client: Client) -> None:
-    marker = "31415926"
+    marker = f"3141.{MARK}"
     job = client.run(
         f"(setsid sh -c 'exec sleep {marker}' </dev/null >/dev/null 2>&1 &) ; echo spawned"
     ).wait(60)
