@@ -366,3 +366,33 @@ def _processes_with(text: str) -> list[psutil.Process]:
         if text in " ".join(proc.info["cmdline"] or []):
             found.append(proc)
     return found
+
+
+def test_an_agent_that_may_not_make_cgroups_falls_back_to_rlimits() -> None:
+    """A cgroup parent made by a root agent must not fool an unprivileged one."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root, to run the check as another user")
+    site = next(p for p in sys.path if p.endswith("site-packages"))
+    probe_code = (
+        "from sandrun.agent.sandbox import FsView, open_sandboxing\n"
+        "print(open_sandboxing('none', FsView(), job_uids=True).report().limits['memory'])"
+    )
+    system_python = "/usr/bin/python3"
+    same = subprocess.run(
+        [system_python, "-c", "import sys; print(sys.version_info[:2])"],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    if same != str(sys.version_info[:2]):
+        pytest.skip(f"{system_python} is not Python {sys.version_info[:2]}: cannot load ours")
+    repo = str(Path(__file__).resolve().parents[2])
+    as_nobody = ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups"]
+    done = subprocess.run(
+        [*as_nobody, system_python, "-c", probe_code],
+        capture_output=True,
+        text=True,
+        cwd="/",
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": f"{repo}:{site}"},
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "rlimit (address space)"

@@ -73,7 +73,13 @@ class CgroupTree:
     def detect(cls, name: str = "sandrun") -> CgroupTree | None:
         """The usable hierarchy, or None where this agent may not make cgroups."""
         try:
-            return _v2(name) or _v1(name)
+            tree = _v2(name) or _v1(name)
+            if tree is not None:  # the parent may exist yet belong to someone else
+                for parent in tree.parents.values():
+                    trial = parent / f"probe-{os.getpid()}"
+                    trial.mkdir()
+                    trial.rmdir()
+            return tree
         except OSError:
             return None
 
