@@ -18,7 +18,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -35,7 +34,7 @@ from sandrun.embedded import agent_running
 from sandrun.home import Home
 
 sys.path.insert(0, str(Path(__file__).parent))
-from throughput import sandrun_rate
+from throughput import raw_rate, sandrun_rate
 
 
 def argv_maker(sandbox: Sandbox, root: Path, gate: bool = True) -> Callable[[int], list[str]]:
@@ -56,23 +55,6 @@ def per_start_ms(argv_for: Callable[[int], list[str]], starts: int) -> float:
     for i in range(starts):
         subprocess.run(argv_for(i), input=b"go\n", check=True, stdout=subprocess.DEVNULL)
     return (time.perf_counter() - begin) / starts * 1000
-
-
-def rate(argv_for: Callable[[int], list[str]], total: int, spawners: int = 2) -> float:
-    each = total // spawners
-
-    def spawn(worker: int) -> None:
-        for i in range(each):
-            argv = argv_for(worker * each + i)
-            subprocess.run(argv, input=b"go\n", check=True, stdout=subprocess.DEVNULL)
-
-    threads = [threading.Thread(target=spawn, args=(w,)) for w in range(spawners)]
-    begin = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return each * spawners / (time.perf_counter() - begin)
 
 
 def main() -> None:
@@ -103,7 +85,7 @@ def main() -> None:
         if bwrap_argv is None:
             print("bubblewrap is not available: no throughput comparison")
             return
-        raw = rate(bwrap_argv, args.jobs)
+        raw = raw_rate(args.jobs, 2, bwrap_argv)
         print(f"{'raw bwrap spawns, 2 spawners':<34} {raw:7.0f} starts/s")
         home = Home(root / "home")
         with connect(home=home.root) as client:

@@ -16,6 +16,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -25,14 +26,21 @@ from sandrun.embedded import agent_running
 from sandrun.home import Home
 
 
-def raw_rate(total: int, spawners: int) -> float:
+def raw_rate(
+    total: int,
+    spawners: int,
+    argv_for: Callable[[int], list[str]] = lambda i: ["true"],
+    stdin: bytes | None = None,
+) -> float:
+    """Commands per second from `spawners` threads each running argv_for(i) in turn."""
     each = total // spawners
 
-    def spawn() -> None:
-        for _ in range(each):
-            subprocess.run(["true"], check=True)
+    def spawn(worker: int) -> None:
+        for i in range(each):
+            argv = argv_for(worker * each + i)
+            subprocess.run(argv, input=stdin, check=True, stdout=subprocess.DEVNULL)
 
-    threads = [threading.Thread(target=spawn) for _ in range(spawners)]
+    threads = [threading.Thread(target=spawn, args=(w,)) for w in range(spawners)]
     start = time.perf_counter()
     for t in threads:
         t.start()

@@ -77,7 +77,6 @@ class Agent:
         self.executor = Executor(
             control, artifacts, runs_dir, kill_grace, sandboxing, self.capacity.gpus
         )
-        self.sandboxing = self.executor.sandboxing
         self.lease_seconds = lease_seconds
         self.heartbeat_every = heartbeat_every
         self.long_poll = long_poll
@@ -95,7 +94,7 @@ class Agent:
     def run(self, stop: threading.Event) -> None:
         """Serve until `stop` is set (then drain) or until idle for `idle_exit` seconds."""
         fixed = self.node_id is not None
-        report = self.sandboxing.report()
+        report = self.executor.sandboxing.report()
         self.node_id = self.control.register_node(
             self.name, self.capacity, self.labels, self.node_id, report
         )

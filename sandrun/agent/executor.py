@@ -200,15 +200,14 @@ class Executor:
             max_rss_mb=peak if peak is not None else rusage.ru_maxrss / 1024,
         )
         code = os.waitstatus_to_exitcode(status)
-        signum = -code if code < 0 else self.sandboxing.backend.exit_signal(code)
         exit_code = 128 - code if code < 0 else code  # a signal N reads as 128+N, as in shells
+        # A sandbox (like a shell) reports its job's death by signal N as exit code 128+N.
+        reported = exit_code - 128 if 128 < exit_code <= 128 + 64 else None
+        signum = -code if code < 0 else reported if self.sandboxing.backend.isolates else None
         limit = None
         if reason is None:
-            failed = exit_code != 0
-            # A shell reports its child's death by signal N as exit code 128+N.
-            shell_signal = code - 128 if 128 < code <= 128 + 64 else None
-            killer = signum if signum is not None else shell_signal
-            limit = self.sandboxing.limit_reason(confined, spec, killer, failed, cpu)
+            killer = signum if signum is not None else reported
+            limit = self.sandboxing.limit_reason(confined, spec, killer, exit_code != 0, cpu)
         result = _result(reason, exit_code, signum, usage, limit)
         if reason == "timeout" and confined.cgroup and confined.cgroup.hit_process_limit():
             note = f"it had hit its limit of {spec.limits.processes} processes"

@@ -26,7 +26,10 @@ class Box:
 
 class Sandbox(ABC):
     name: str
-    isolates = True  # filesystem, PID and network namespaces
+    # Filesystem, PID and network namespaces; the launcher then reports the job's death by
+    # signal N as exit code 128 + N.
+    isolates = True
+    builds_root = False  # whether it needs Box.root, an empty directory to build the view in
     # Sandbox processes that must not get the polite SIGTERM: killing them would SIGKILL
     # the job at once, and the job deserves its grace period.
     launchers: frozenset[str] = frozenset()
@@ -37,10 +40,6 @@ class Sandbox(ABC):
     @abstractmethod
     def command(self, box: Box) -> list[str]:
         """The argv that runs `box.argv` inside this sandbox."""
-
-    def exit_signal(self, code: int) -> int | None:
-        """The signal that killed the job, from the launcher's exit code (128 + N)."""
-        return code - 128 if self.isolates and 128 < code <= 128 + 64 else None
 
 
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"

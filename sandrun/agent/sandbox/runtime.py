@@ -16,7 +16,7 @@ import signal
 import subprocess
 import tempfile
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -122,10 +122,10 @@ class Sandboxing:
     def _prepare(self, name: str, spec: JobSpec, box: Box, uid: int | None) -> Confined:
         if uid is not None:  # the scratch (first writable) is the agent's to hand over
             os.chown(box.writable[0], uid, uid)
-        root = box.root if self.backend.name == "unshare" else None
+        root = box.root if self.backend.builds_root else None
         if root is not None:
             root.mkdir(exist_ok=True)
-        box = Box(box.argv, box.cwd, box.writable, spec.network, box.devices, uid=uid, root=root)
+        box = replace(box, network=spec.network, uid=uid, root=root)
         limits: dict[int, tuple[int, int]] = {resource.RLIMIT_CORE: (0, 0)}
         if spec.limits.cpu_time is not None:
             seconds = max(1, int(spec.limits.cpu_time))

@@ -23,6 +23,7 @@ _RO_ALL = (
 class UnshareSandbox(Sandbox):
     name = "unshare"
     launchers = frozenset({"unshare"})
+    builds_root = True
 
     def command(self, box: Box) -> list[str]:
         if box.root is None:

@@ -40,26 +40,9 @@ class FsView:
 
     def mounts(self, writable: list[Path], devices: list[Path]) -> list[Mount]:
         """The mounts for one attempt that may write `writable` and use `devices`."""
-        base: list[Mount] = []
-        shown: list[Path] = []
-        if self.mode == "host":
-            base.append(Mount("ro", "/", "/"))
-            shown.append(Path("/"))
-            for private in HOST_PRIVATE[:4]:
-                path = Path(private)
-                if path.is_dir() and not path.is_symlink():  # /var/run -> /run: covered
-                    base.append(Mount("tmpfs", private))
-        else:
-            for name in SYSTEM_DIRS:
-                path = Path(name)
-                if path.is_symlink():  # merged /usr: /bin -> usr/bin
-                    base.append(Mount("symlink", name, str(path.readlink())))
-                elif path.is_dir():
-                    base.append(Mount("ro", name, name))
-                    shown.append(path)
-            base.append(Mount("tmpfs", "/tmp"))
-        base += [Mount("proc", "/proc"), Mount("dev", "/dev")]
-        base += [Mount("device", str(d), str(d)) for d in devices]
+        fixed, fixed_shown = _base(self.mode)
+        base = [*fixed, *(Mount("device", str(d), str(d)) for d in devices)]
+        shown = list(fixed_shown)
         # Deeper paths go later, so a writable directory inside a hidden one (the attempt's
         # scratch under the agent's home) shows through, and state inside a writable
         # working directory stays hidden.
@@ -105,6 +88,31 @@ class FsView:
 
     def _extras(self) -> list[Path]:
         return [*self.read_only, *_python_prefixes()]
+
+
+@functools.cache
+def _base(mode: FsMode) -> tuple[tuple[Mount, ...], tuple[Path, ...]]:
+    """The mounts every attempt of a view starts with, and the paths they show."""
+    base: list[Mount] = []
+    shown: list[Path] = []
+    if mode == "host":
+        base.append(Mount("ro", "/", "/"))
+        shown.append(Path("/"))
+        for private in HOST_PRIVATE[:4]:
+            path = Path(private)
+            if path.is_dir() and not path.is_symlink():  # /var/run -> /run: covered
+                base.append(Mount("tmpfs", private))
+    else:
+        for name in SYSTEM_DIRS:
+            path = Path(name)
+            if path.is_symlink():  # merged /usr: /bin -> usr/bin
+                base.append(Mount("symlink", name, str(path.readlink())))
+            elif path.is_dir():
+                base.append(Mount("ro", name, name))
+                shown.append(path)
+        base.append(Mount("tmpfs", "/tmp"))
+    base += [Mount("proc", "/proc"), Mount("dev", "/dev")]
+    return tuple(base), tuple(shown)
 
 
 @functools.cache
