@@ -24,7 +24,7 @@ from typing import IO
 from sandrun.agent import Agent, Waker, address, notify
 from sandrun.agent.sandbox import KINDS, FsView, Kind, open_sandboxing
 from sandrun.artifacts import LocalArtifactStore
-from sandrun.errors import AgentError, AgentRunning, InvalidInput
+from sandrun.errors import AgentError, AgentRunning, ValidationError
 from sandrun.home import Home
 from sandrun.service import Service
 from sandrun.service.service import DEFAULT_LEASE_SECONDS
@@ -73,7 +73,7 @@ def ensure_agent(home: Home) -> None:
         return
     kind = os.environ.get("SANDRUN_SANDBOX")
     if kind and kind not in KINDS:
-        raise InvalidInput(
+        raise ValidationError(
             f"SANDRUN_SANDBOX={kind!r} is not a sandbox",
             field="SANDRUN_SANDBOX",
             suggestions=[f"use one of {', '.join(KINDS)}"],

@@ -6,6 +6,7 @@ Each class's docstring is its default message; `code` is stable (clients match o
 
 from __future__ import annotations
 
+import builtins
 import difflib
 from collections.abc import Iterable, Sequence
 
@@ -45,21 +46,21 @@ class SandrunError(Exception):
 # --- user input -------------------------------------------------------------------------
 
 
-class InvalidInput(SandrunError):
+class ValidationError(SandrunError):
     """The request is not valid."""
 
     code = "invalid_input"
     http_status = 400
 
 
-class InvalidSpec(InvalidInput):
+class InvalidSpec(ValidationError):
     """The job spec is not valid."""
 
     code = "invalid_spec"
     http_status = 422
 
 
-class Unauthorized(SandrunError):
+class AuthenticationError(SandrunError):
     """A valid API token is required (Authorization: Bearer <token>)."""
 
     code = "unauthorized"
@@ -82,7 +83,7 @@ class JobError(SandrunError):
     code = "job_error"
 
 
-class JobNotFound(JobError):
+class JobNotFoundError(JobError):
     """No job has that id."""
 
     code = "job_not_found"
@@ -103,11 +104,92 @@ class StaleAttempt(JobError):
     http_status = 409
 
 
-class WaitTimeout(JobError):
+class TimeoutError(JobError, builtins.TimeoutError):
     """The job did not finish in the time given."""
 
     code = "wait_timeout"
     http_status = 408
+
+
+class JobFailedError(JobError):
+    """The job did not complete."""
+
+    code = "job_failed"
+    http_status = 409
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        job_id: str = "",
+        state: str = "",
+        exit_code: int | None = None,
+        log_tail: str = "",
+        field: str | None = None,
+        suggestions: Sequence[str] = (),
+    ) -> None:
+        self.job_id = job_id
+        self.state = state
+        self.exit_code = exit_code
+        self.log_tail = log_tail
+        super().__init__(message, field=field, suggestions=suggestions)
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        return f"{text}\n--- last lines of its log ---\n{self.log_tail}" if self.log_tail else text
+
+
+class RemoteFunctionError(JobError):
+    """The remote function raised an exception."""
+
+    code = "remote_function_error"
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        remote_type: str = "",
+        remote_traceback: str = "",
+        field: str | None = None,
+        suggestions: Sequence[str] = (),
+    ) -> None:
+        self.remote_type = remote_type
+        self.remote_traceback = remote_traceback
+        super().__init__(message, field=field, suggestions=suggestions)
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        return f"{text}\n--- remote traceback ---\n{self.remote_traceback}".rstrip()
+
+
+class PythonVersionMismatch(RemoteFunctionError):
+    """The function was serialized by a different Python than the agent runs."""
+
+    code = "python_version_mismatch"
+
+
+# --- resources --------------------------------------------------------------------------
+
+
+class ResourceNotAvailableError(SandrunError):
+    """No machine here has the resources the job asks for."""
+
+    code = "resource_not_available"
+    http_status = 409
+
+
+class QuotaExceededError(SandrunError):
+    """That is over a limit."""
+
+    code = "quota_exceeded"
+    http_status = 429
+
+
+class UploadTooLarge(QuotaExceededError):
+    """The upload is larger than allowed."""
+
+    code = "upload_too_large"
+    http_status = 413
 
 
 # --- infrastructure ---------------------------------------------------------------------

@@ -29,7 +29,7 @@ from sandrun.cli.options import (
 )
 from sandrun.cli.specargs import build_spec
 from sandrun.client import Client, Job, connect
-from sandrun.errors import IllegalTransition, InvalidInput, JobNotFound, SandrunError
+from sandrun.errors import IllegalTransition, JobNotFoundError, SandrunError, ValidationError
 
 app = typer.Typer(
     name="sandrun",
@@ -321,7 +321,7 @@ def main() -> None:
     """Entry point: one clear line for any sandrun error, and its exit status."""
     try:
         app()
-    except (InvalidInput, JobNotFound, IllegalTransition) as exc:
+    except (ValidationError, JobNotFoundError, IllegalTransition) as exc:
         render.error(exc)
         sys.exit(2)
     except SandrunError as exc:

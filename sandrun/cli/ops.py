@@ -10,7 +10,7 @@ import typer
 from sandrun.cli import render
 from sandrun.cli.options import JsonOpt, LabelOpt
 from sandrun.client import connect
-from sandrun.errors import InvalidInput
+from sandrun.errors import ValidationError
 from sandrun.models import Role
 
 
@@ -140,7 +140,7 @@ def gc(
     try:
         age = parse_duration(older_than)
     except ValueError as exc:
-        raise InvalidInput(f"--older-than: {exc}", field="older_than") from None
+        raise ValidationError(f"--older-than: {exc}", field="older_than") from None
     if db is None:  # the local store, or the server at $SANDRUN_URL (admins)
         with connect() as client:
             report = client.collect_garbage(age, purge_jobs=purge_jobs)
@@ -214,7 +214,7 @@ def agent(
     from sandrun.home import Home
 
     if sandbox not in KINDS:
-        raise InvalidInput(
+        raise ValidationError(
             f"--sandbox {sandbox!r} is not known",
             field="sandbox",
             suggestions=[f"use one of {', '.join(KINDS)}"],

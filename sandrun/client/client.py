@@ -11,7 +11,7 @@ from sandrun.client.job import Job
 from sandrun.client.local import EmbeddedTransport
 from sandrun.client.remote import HttpTransport
 from sandrun.client.transport import Transport
-from sandrun.errors import InvalidInput
+from sandrun.errors import ValidationError
 from sandrun.home import Home
 from sandrun.models import GcReport, JobPage, LogChunk, NodeInfo
 from sandrun.spec import JobSpec, parse_spec
@@ -56,7 +56,7 @@ class Client:
         elif isinstance(command, dict):
             data = dict(command)
         else:
-            raise InvalidInput(
+            raise ValidationError(
                 f"cannot run a {type(command).__name__}; give a shell string, an argv list, "
                 "a JobSpec or a dict",
                 field="command",

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sandrun.errors import WaitTimeout
+from sandrun.errors import TimeoutError
 from sandrun.models import Attempt, Event, JobRecord, LogChunk, OutputFile
 from sandrun.states import JobState
 
@@ -56,7 +56,7 @@ class Job:
         return self._client.transport.events(self.id)
 
     def wait(self, timeout: float | None = None) -> Job:
-        """Block until the job ends (any terminal state); raise WaitTimeout after `timeout`."""
+        """Block until the job ends (any terminal state); raise TimeoutError after `timeout`."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             left = 30.0 if deadline is None else deadline - time.monotonic()
@@ -64,7 +64,7 @@ class Job:
             if self.record.is_terminal:
                 return self
             if deadline is not None and time.monotonic() >= deadline:
-                raise WaitTimeout(
+                raise TimeoutError(
                     f"job {self.id} is still {self.record.state} after {timeout}s",
                     field="timeout",
                 )

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 from sandrun.agent import detect_capacity
 from sandrun.embedded import ensure_agent, open_service
-from sandrun.errors import InvalidInput
+from sandrun.errors import ResourceNotAvailableError
 from sandrun.home import Home
 from sandrun.models import (
     Attempt,
@@ -124,17 +124,17 @@ def _check_fits_here(spec: JobSpec) -> None:
     """Embedded jobs run on this machine: refuse one that could never fit it."""
     here = detect_capacity()
     if spec.cpus > here.cpus:
-        raise InvalidInput(
+        raise ResourceNotAvailableError(
             f"cpus: the job asks for {spec.cpus:g} CPUs; this machine has {here.cpus:g}",
             field="cpus",
         )
     if spec.memory and spec.memory > here.memory_mb:
-        raise InvalidInput(
+        raise ResourceNotAvailableError(
             f"memory: the job asks for {spec.memory} MiB; this machine has {here.memory_mb} MiB",
             field="memory",
         )
     if spec.gpus:
-        raise InvalidInput(
+        raise ResourceNotAvailableError(
             "gpus: GPU jobs need the resources support of a later sandrun; "
             "this version runs CPU jobs",
             field="gpus",

@@ -11,7 +11,7 @@ from pathlib import Path
 import uvicorn
 
 from sandrun.artifacts import LocalArtifactStore
-from sandrun.errors import InvalidInput
+from sandrun.errors import ValidationError
 from sandrun.home import Home
 from sandrun.service import Service
 from sandrun.store import Store, is_postgres_url, open_database
@@ -52,14 +52,14 @@ def open_server_service(
     """The service over a server's database; an empty database gets the schema, an older
     one is refused unless `upgrade` (see `sandrun db upgrade`)."""
     if re.search(r"(^|\s)(host|dbname|user|port)=", db):
-        raise InvalidInput(
+        raise ValidationError(
             "--db takes a postgresql:// URL, not libpq key=value settings",
             field="db",
             suggestions=["--db postgresql://user:password@host:5432/dbname"],
         )
     if "://" in db and not is_postgres_url(db) and not db.startswith("sqlite:///"):
         scheme = db.split("://", 1)[0]
-        raise InvalidInput(
+        raise ValidationError(
             f"--db {scheme}:// is not supported; give postgresql://... or a SQLite file path",
             field="db",
             suggestions=["--db postgresql://user@host/sandrun", "--db /var/lib/sandrun/db"],
@@ -86,7 +86,7 @@ def run_server(
 ) -> None:
     """Serve until interrupted. Without auth, only a loopback address is allowed."""
     if not auth and not is_loopback(host):
-        raise InvalidInput(
+        raise ValidationError(
             f"refusing to serve {host} without auth: anyone who can reach it could run code",
             field="host",
             suggestions=[

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
 
-from sandrun.errors import Forbidden, Unauthorized
+from sandrun.errors import AuthenticationError, Forbidden
 from sandrun.models import ErrorBody, Principal, Role
 from sandrun.service import Service
 
@@ -32,7 +32,7 @@ async def principal(request: Request) -> Principal:
     header = request.headers.get("authorization", "")
     scheme, _, secret = header.partition(" ")
     if scheme.lower() != "bearer" or not secret:
-        raise Unauthorized("this server needs a token: Authorization: Bearer <token>")
+        raise AuthenticationError("this server needs a token: Authorization: Bearer <token>")
     secret = secret.strip()
     cache: dict[str, tuple[float, Principal | None]] = request.app.state.tokens
     hit = cache.get(secret)
@@ -43,7 +43,7 @@ async def principal(request: Request) -> Principal:
         found = await run_in_threadpool(service.authenticate, secret)
         cache[secret] = (time.monotonic() + TOKEN_CACHE_SECONDS, found)
     if found is None:
-        raise Unauthorized("that token is not valid")
+        raise AuthenticationError("that token is not valid")
     return found
 
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sandrun.artifacts import LocalArtifactStore
-from sandrun.errors import ArtifactNotFound, InvalidInput, JobNotFound, closest
+from sandrun.errors import ArtifactNotFound, JobNotFoundError, ValidationError, closest
 from sandrun.ids import new_id, new_token, now
 from sandrun.models import (
     Attempt,
@@ -93,7 +93,7 @@ class Service:
         """The job, if `viewer` (an owner name; None for admins) may see it."""
         job = self.store.get_job(job_id)
         if viewer is not None and job.owner != viewer:
-            raise JobNotFound(f"no job has id {job_id!r}", field="job_id")
+            raise JobNotFoundError(f"no job has id {job_id!r}", field="job_id")
         return job
 
     def list_jobs(
@@ -108,7 +108,7 @@ class Service:
     ) -> JobPage:
         """Jobs newest first, filtered; pass `next_cursor` back for the next page."""
         if not 1 <= limit <= MAX_PAGE:
-            raise InvalidInput(f"limit must be between 1 and {MAX_PAGE}", field="limit")
+            raise ValidationError(f"limit must be between 1 and {MAX_PAGE}", field="limit")
         jobs = self.store.list_jobs(
             state=_state(state) if state else None,
             owner=viewer,
@@ -180,7 +180,7 @@ class Service:
     def create_token(self, name: str, role: Role) -> str:
         """A new API token for `name`; only its hash is stored, so show it once."""
         if not NAME_RE.match(name):
-            raise InvalidInput(
+            raise ValidationError(
                 f"token name {name!r} is not valid; use letters, digits, '-' or '_'",
                 field="name",
             )
@@ -299,7 +299,7 @@ def _state(text: str) -> JobState:
     except ValueError:
         valid = [s.value for s in JobState]
         near = closest(text, valid)
-        raise InvalidInput(
+        raise ValidationError(
             f"state {text!r} is not a job state",
             field="state",
             suggestions=[*(f"did you mean {n!r}?" for n in near), "valid: " + ", ".join(valid)],
@@ -309,7 +309,7 @@ def _state(text: str) -> JobState:
 def _label(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
     if not sep or not key:
-        raise InvalidInput(f"label filter {text!r} must be KEY=VALUE", field="label")
+        raise ValidationError(f"label filter {text!r} must be KEY=VALUE", field="label")
     return key, value
 
 
@@ -318,4 +318,6 @@ def _cursor(text: str) -> tuple[float, str]:
     try:
         return float(created), job_id
     except ValueError:
-        raise InvalidInput(f"cursor {text!r} is not one this server gave", field="cursor") from None
+        raise ValidationError(
+            f"cursor {text!r} is not one this server gave", field="cursor"
+        ) from None

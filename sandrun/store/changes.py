@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sandrun.errors import JobNotFound, StaleAttempt
+from sandrun.errors import JobNotFoundError, StaleAttempt
 from sandrun.models import Attempt, AttemptResult, JobRecord
 from sandrun.states import (
     AttemptState,
@@ -44,7 +44,7 @@ def must(tx: Tx, job_id: str, lock: bool = False) -> Row:
     """The job's row; `lock` holds it until the transaction ends (PostgreSQL row lock)."""
     row = tx.one("lock_job" if lock else "get_job", id=job_id)
     if row is None:
-        raise JobNotFound(f"no job has id {job_id!r}", field="job_id")
+        raise JobNotFoundError(f"no job has id {job_id!r}", field="job_id")
     return row
 
 
@@ -157,7 +157,7 @@ def set_state(
         infra_retries=decision.infra_retries,
     )
     if row is None:
-        raise JobNotFound(f"no job has id {job.id!r}", field="job_id")
+        raise JobNotFoundError(f"no job has id {job.id!r}", field="job_id")
     if terminal:
         event(tx, job.id, None, str(decision.state), decision.message or str(decision.state), now)
     return row

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from sandrun.errors import IllegalTransition, JobNotFound, StaleAttempt
+from sandrun.errors import IllegalTransition, JobNotFoundError, StaleAttempt
 from sandrun.ids import new_id
 from sandrun.models import AttemptResult, Capacity, Claim, JobRecord, LogChunk, OutputFile
 from sandrun.service.retry import decide
@@ -58,9 +58,9 @@ def test_an_inserted_job_reads_back_whole(store: Store) -> None:
 
 
 def test_unknown_ids_are_refused(store: Store) -> None:
-    with pytest.raises(JobNotFound):
+    with pytest.raises(JobNotFoundError):
         store.get_job("nope")
-    with pytest.raises(JobNotFound):
+    with pytest.raises(JobNotFoundError):
         store.events("nope")
 
 

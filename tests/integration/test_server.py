@@ -13,7 +13,7 @@ import psutil
 import pytest
 
 from sandrun.client import Job
-from sandrun.errors import JobNotFound
+from sandrun.errors import JobNotFoundError
 from sandrun.states import AttemptState, FailureReason, JobState
 from tests.conftest import pid_gone
 from tests.helpers import wait_for
@@ -253,7 +253,7 @@ def test_users_see_only_their_own_jobs(cluster: Cluster) -> None:
             lambda: bob.cancel(job.id),
             lambda: bob.get(job.id).attempts,
         ):
-            with pytest.raises(JobNotFound):
+            with pytest.raises(JobNotFoundError):
                 attempt()
         assert bob.jobs().jobs == []
         assert [j.id for j in alice.jobs().jobs] == [job.id]
