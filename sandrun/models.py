@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, WithJsonSchema
 
 from sandrun.spec import JobSpec
-from sandrun.spec.job import Duration
+from sandrun.spec.job import Digest, Duration
 from sandrun.spec.units import Amount, Count, Int, Num, Ordinal
 from sandrun.states import AttemptState, FailureReason, JobState
 
@@ -22,8 +22,8 @@ class _Wire(BaseModel):
 
 
 # Numbers on the wire are numbers: "2" or true is refused, not quietly converted.
-Digest = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 Stream = Literal["stdout", "stderr"]
+GitCommit = Annotated[str, Field(pattern=r"^[0-9a-f]{40}([0-9a-f]{24})?$")]  # SHA-1 or SHA-256
 # Canonical base64, as the decoder insists (the last symbol's unused bits are zero).
 _B64 = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/][AQgw]==|[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048]=)?$"
 Base64Bytes = Annotated[
@@ -54,6 +54,7 @@ class Attempt(_Wire):
     failure_reason: FailureReason | None = None
     message: str | None = None
     usage: Usage = Usage()
+    git_commit: str | None = None  # what a repository job checked out
 
 
 class JobRecord(_Wire):
@@ -225,6 +226,7 @@ class StartRequest(_Wire):
     ref: AttemptRef
     pid: Ordinal | None = None
     pid_started_at: Amount | None = None
+    git_commit: GitCommit | None = None
 
 
 NodeState = Literal["active", "draining", "stopped"]

@@ -40,8 +40,16 @@ class ControlPlane(Protocol):
         ...
 
     def start(
-        self, ref: AttemptRef, pid: int | None = None, pid_started_at: float | None = None
+        self,
+        ref: AttemptRef,
+        pid: int | None = None,
+        pid_started_at: float | None = None,
+        git_commit: str | None = None,
     ) -> None: ...
+
+    def fetch_artifact(self, digest: str) -> None:
+        """Make sure the agent's artifact store holds `digest` (a job's input)."""
+        ...
 
     def heartbeat(
         self, node: str, leases: list[AttemptRef], state: NodeState = "active"

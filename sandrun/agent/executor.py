@@ -14,17 +14,20 @@ import selectors
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from sandrun.agent.control import ControlPlane
+from sandrun.agent.gitcache import GitCache
 from sandrun.agent.logsink import LogSink
 from sandrun.agent.outputs import collect_outputs
 from sandrun.agent.proctree import signal_tree, start_time
 from sandrun.agent.sandbox import Box, Confined, FsView, Sandboxing, open_sandboxing
 from sandrun.agent.sandbox.devices import GpuSlots
+from sandrun.agent.workspace import materialize
 from sandrun.artifacts import LocalArtifactStore
 from sandrun.errors import OutputsTooLarge, SandrunError, StaleAttempt
 from sandrun.models import AttemptResult, Claim, Stream, Usage
@@ -57,6 +60,7 @@ def job_env(spec: JobSpec, claim: Claim, home: Path) -> dict[str, str]:
         "SANDRUN_ATTEMPT": str(claim.attempt),
         "USER": "sandrun",  # a job's uid may have no name on this machine
         "LOGNAME": "sandrun",
+        "SANDRUN_PYTHON": sys.executable,  # the agent's own: function calls run on it
     }
     env.update(spec.env)
     return env
@@ -78,6 +82,7 @@ class Executor:
         self.kill_grace = kill_grace
         self.sandboxing = sandboxing or open_sandboxing("none", FsView(), job_uids=False)
         self.gpus = GpuSlots(gpus)
+        self.repos = GitCache(runs_dir.parent / "git")
 
     def run(self, claim: Claim, ctl: AttemptControl) -> AttemptResult | None:
         """Run the attempt to its end. None means it lost its job and must not report."""
@@ -97,6 +102,10 @@ class Executor:
                 return _spawn_error(
                     f"working_dir {str(workdir)!r} is inside the agent's own state ({inside})"
                 )
+        try:
+            commit = materialize(spec, workdir, self.control, self.artifacts, self.repos)
+        except SandrunError as exc:
+            return _spawn_error(f"cannot prepare the working directory: {exc.message}")
         script_path = None
         if spec.script is not None:
             script_path = scratch / ".sandrun-script"
@@ -119,7 +128,7 @@ class Executor:
             )
             confined = self.sandboxing.prepare(name, spec, box)
             try:
-                return self._run(claim, ctl, confined, env, workdir)
+                return self._run(claim, ctl, confined, env, workdir, commit)
             finally:
                 self.sandboxing.release(confined)
 
@@ -154,6 +163,7 @@ class Executor:
         confined: Confined,
         env: dict[str, str],
         workdir: Path,
+        commit: str | None,
     ) -> AttemptResult | None:
         spec = claim.job.spec
         try:
@@ -176,7 +186,7 @@ class Executor:
             confined.confine(proc.pid)
             # Running from here: its process exists, confined, and a stale attempt is
             # stopped at the gate before any of the job's code runs.
-            self.control.start(claim.ref, proc.pid, start_time(proc.pid))
+            self.control.start(claim.ref, proc.pid, start_time(proc.pid), commit)
             proc.stdin.write(b"go\n")  # the gate: now it may exec the job
             proc.stdin.close()
             sink = LogSink(self.control, claim, limit=spec.limits.log_size << 20)

@@ -92,10 +92,25 @@ class HttpControlPlane:
         return Claim.model_validate(data) if data is not None else None
 
     def start(
-        self, ref: AttemptRef, pid: int | None = None, pid_started_at: float | None = None
+        self,
+        ref: AttemptRef,
+        pid: int | None = None,
+        pid_started_at: float | None = None,
+        git_commit: str | None = None,
     ) -> None:
-        body = StartRequest(ref=ref, pid=pid, pid_started_at=pid_started_at)
+        body = StartRequest(ref=ref, pid=pid, pid_started_at=pid_started_at, git_commit=git_commit)
         self._post("/v1/agent/start", body, retry_for=self.lease_seconds)
+
+    def fetch_artifact(self, digest: str) -> None:
+        """Download a job's input once: the local store is this agent's cache."""
+        if self.artifacts.path(digest).exists():
+            return
+        response = self.api.request(
+            "GET", f"/v1/agent/artifacts/{digest}", retry_for=REPORT_RETRY, timeout=300.0
+        )
+        got, _ = self.artifacts.put_bytes(response.content)
+        if got != digest:
+            raise AgentError(f"the server sent other bytes for artifact {digest}")
 
     def heartbeat(
         self, node: str, leases: list[AttemptRef], state: NodeState = "active"

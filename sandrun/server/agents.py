@@ -10,6 +10,7 @@ import time
 
 from fastapi import APIRouter, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse
 
 from sandrun.errors import OutputNotUploaded
 from sandrun.models import (
@@ -69,7 +70,7 @@ async def claim(
 
 @router.post("/start", status_code=status.HTTP_204_NO_CONTENT)
 def start(body: StartRequest, caller: AgentDep, service: ServiceDep) -> None:
-    service.start(body.ref, body.pid, body.pid_started_at)
+    service.start(body.ref, body.pid, body.pid_started_at, body.git_commit)
 
 
 @router.post("/heartbeat")
@@ -98,6 +99,17 @@ async def put_artifact(request: Request, caller: AgentDep, service: ServiceDep) 
     data = await request.body()
     digest, size = await run_in_threadpool(service.artifacts.put_bytes, data)
     return Uploaded(digest=digest, size=size)
+
+
+@router.get(
+    "/artifacts/{digest}",
+    response_class=FileResponse,
+    responses={200: {"content": {"application/octet-stream": {}}}},
+)
+def get_artifact(digest: str, caller: AgentDep, service: ServiceDep) -> FileResponse:
+    """A blob a job brings (its inputs or code), for the agent that runs it."""
+    service.fetch_artifact(digest)
+    return FileResponse(service.artifacts.path(digest), media_type="application/octet-stream")
 
 
 @router.post("/complete")

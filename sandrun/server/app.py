@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 import sandrun
 from sandrun.errors import SandrunError
 from sandrun.models import ErrorBody
-from sandrun.server import agents, jobs
+from sandrun.server import agents, jobs, uploads
 from sandrun.server.notify import Notifier
 from sandrun.service import Service
 from sandrun.spec.parse import invalid_spec_from
@@ -64,6 +64,7 @@ def create_app(service: Service, *, auth: bool = True) -> FastAPI:
     app.state.tokens = {}  # secret -> (expires, principal): see auth.principal
     app.include_router(jobs.router)
     app.include_router(agents.router)
+    app.include_router(uploads.router)
 
     @app.get("/v1/health")
     def health() -> dict[str, Any]:

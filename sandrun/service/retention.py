@@ -2,7 +2,7 @@
 
 Logs go first (they are most of a job's bytes), then, if asked, the job records, then
 agents silent since the cutoff with nothing running; then blobs that no remaining output
-refers to. Blobs are only removed if they are older than
+or job input refers to. Blobs are only removed if they are older than
 the cutoff too, so an upload whose job has not reported yet is never taken.
 """
 
@@ -32,8 +32,6 @@ def collect(
     # whatever the cutoff.
     nodes = retention.remove_nodes(store.db, min(cutoff, now - 2 * lease_seconds))
     removed = freed = 0
-    # Function arguments and code bundles (not yet stored) will need to count as
-    # references here too.
     old = artifacts.blobs_older_than(cutoff)
     while chunk := list(islice(old, _DIGEST_BATCH)):
         for digest in retention.unreferenced(store.db, chunk):

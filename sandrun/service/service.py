@@ -73,6 +73,7 @@ class Service:
     def submit(self, spec: JobSpec | dict[str, Any], owner: str = "local") -> JobRecord:
         """Validate and durably record a job; it is pending once this returns."""
         spec = parse_spec(spec)
+        self._check_inputs(spec)
         at = self.clock()
         job = JobRecord(
             id=new_id(),
@@ -88,6 +89,19 @@ class Service:
         )
         self.store.insert_job(job)
         return job
+
+    def _check_inputs(self, spec: JobSpec) -> None:
+        """Every blob a job brings must be uploaded before it is submitted."""
+        named = {f"inputs.{path}": digest for path, digest in spec.inputs.items()}
+        if spec.code:
+            named["code"] = spec.code
+        for field, digest in named.items():
+            if not self.artifacts.path(digest).exists():
+                raise ArtifactNotFound(
+                    f"{field}: nothing was uploaded with digest {digest}",
+                    field=field,
+                    suggestions=["upload it first (POST /v1/artifacts), then submit"],
+                )
 
     def get(self, job_id: str, viewer: str | None = None) -> JobRecord:
         """The job, if `viewer` (an owner name; None for admins) may see it."""
@@ -233,11 +247,20 @@ class Service:
         return self.store.claim(node, free, self.clock(), self.lease_seconds)
 
     def start(
-        self, ref: AttemptRef, pid: int | None = None, pid_started_at: float | None = None
+        self,
+        ref: AttemptRef,
+        pid: int | None = None,
+        pid_started_at: float | None = None,
+        git_commit: str | None = None,
     ) -> None:
         self.store.start_attempt(
-            ref.job_id, ref.attempt, ref.token, self.clock(), pid, pid_started_at
+            ref.job_id, ref.attempt, ref.token, self.clock(), pid, pid_started_at, git_commit
         )
+
+    def fetch_artifact(self, digest: str) -> None:
+        """The agent shares this store: the blob is either here or was never uploaded."""
+        if not self.artifacts.path(digest).exists():
+            raise ArtifactNotFound(f"no artifact has digest {digest}")
 
     def heartbeat(
         self, node: str, leases: list[AttemptRef], state: NodeState = "active"

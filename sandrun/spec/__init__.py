@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sandrun.spec.job import GpuRequest, JobSpec, Limits, RetryOn, RetryPolicy
+from sandrun.spec.job import GpuRequest, JobSpec, Limits, Repository, RetryOn, RetryPolicy
 from sandrun.spec.parse import load_spec_file, parse_spec
 from sandrun.spec.units import format_duration, parse_duration, parse_memory_mb
 
@@ -10,6 +10,7 @@ __all__ = [
     "GpuRequest",
     "JobSpec",
     "Limits",
+    "Repository",
     "RetryOn",
     "RetryPolicy",
     "format_duration",

@@ -40,6 +40,30 @@ NOT_BLANK = r"[^ \t\n\r\f\v]"
 ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 LABEL_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_./-]{0,62}$")
 PRIORITY_CLASSES = {"low": -10, "normal": 0, "high": 10}
+# A git URL or ref never starts with '-' (it would read as an option) nor holds blanks.
+GIT_WORD = r"^[^-\s][^\s]*$"
+DIGEST_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+def _digest(value: object) -> object:
+    if isinstance(value, str) and not DIGEST_RE.match(value):
+        raise ValueError(f"{value[:80]!r} is not a sha256 digest (64 lowercase hex digits)")
+    return value
+
+
+Digest = Annotated[  # the sha256 (hex) of a blob's content
+    str, BeforeValidator(_digest), WithJsonSchema({"type": "string", "pattern": DIGEST_RE.pattern})
+]
+
+
+def _git_word(what: str) -> Any:
+    def check(value: object) -> object:
+        if isinstance(value, str) and not re.match(GIT_WORD, value):
+            raise ValueError(f"{what} {value!r} must not be empty, start with '-' or hold blanks")
+        return value
+
+    return BeforeValidator(check)
+
 
 # Each accepted form is published in the JSON schema, so API clients see them all.
 Duration = Annotated[
@@ -119,6 +143,27 @@ _PROGRAM_RULES: dict[str, Any] = {
     ],
     "if": {"required": ["interpreter"], "properties": {"interpreter": {"type": "string"}}},
     "then": {"required": ["script"], "properties": {"script": {"type": "string"}}},
+    "allOf": [
+        {
+            "not": {
+                "required": ["code", "repository"],
+                "properties": {
+                    "code": {"type": "string"},
+                    "repository": {"type": ["string", "object"]},
+                },
+            }
+        },
+        {
+            "if": {"required": ["working_dir"], "properties": {"working_dir": {"type": "string"}}},
+            "then": {
+                "properties": {
+                    "inputs": {"maxProperties": 0},
+                    "code": {"type": "null"},
+                    "repository": {"type": "null"},
+                }
+            },
+        },
+    ],
 }
 
 
@@ -159,6 +204,20 @@ class Limits(_Strict):
     log_size: MemoryMB = 64  # stdout and stderr together; past it, output is dropped
     stop_on_log_limit: StrictBool = False  # ...or the job is stopped
     output_size: MemoryMB = 10 * 1024  # all collected outputs together
+
+
+class Repository(_Strict):
+    """A git repository the agent checks out as the job's working directory."""
+
+    # https://, ssh://, git@host:path or file://; then a branch, tag or commit.
+    url: Annotated[str, _git_word("url"), WithJsonSchema({"type": "string", "pattern": GIT_WORD})]
+    ref: Annotated[
+        str, _git_word("ref"), WithJsonSchema({"type": "string", "pattern": GIT_WORD})
+    ] = "main"
+
+
+def _repository(value: object) -> object:
+    return {"url": value} if isinstance(value, str) else value
 
 
 def _retries(value: object) -> object:
@@ -224,6 +283,15 @@ class JobSpec(_Strict):
         },
     )
     working_dir: str | None = Field(default=None, json_schema_extra={"pattern": "^/"})
+    # What the agent puts in the job's scratch directory before the run: uploaded files,
+    # an uploaded code bundle (.tar.gz), or a git checkout. All by content digest.
+    inputs: dict[str, Digest] = Field(
+        default_factory=dict, json_schema_extra={"propertyNames": {"pattern": "^[^/]"}}
+    )
+    code: Digest | None = None
+    repository: Annotated[Repository | None, BeforeValidator(_repository)] = Field(
+        default=None, json_schema_extra=_also({"type": "string", "pattern": GIT_WORD})
+    )
     cpus: Num = Field(default=1.0, gt=0, le=1024)
     memory: MemoryMB | None = None
     gpus: Annotated[GpuRequest | None, BeforeValidator(_gpus)] = Field(
@@ -299,6 +367,18 @@ class JobSpec(_Strict):
             raise ValueError(f"working_dir {value!r} must be an absolute path")
         return value
 
+    @field_validator("inputs")
+    @classmethod
+    def _inputs(cls, value: dict[str, str]) -> dict[str, str]:
+        for path in value:
+            parts = PurePosixPath(path).parts
+            if not path or path.startswith("/") or ".." in parts or path.endswith("/"):
+                raise ValueError(
+                    f"input path {path!r} must be a file path relative to the working "
+                    "directory, e.g. 'data/config.json', without '..'"
+                )
+        return value
+
     @field_validator("outputs")
     @classmethod
     def _outputs(cls, value: list[str]) -> list[str]:
@@ -329,6 +409,15 @@ class JobSpec(_Strict):
             raise ValueError(f"give exactly one of command, shell or script (got {what})")
         if self.interpreter is not None and self.script is None:
             raise ValueError("interpreter is only used with script")
+        if self.code is not None and self.repository is not None:
+            raise ValueError("give code or repository, not both: each fills the working directory")
+        if self.working_dir is not None:
+            brought = [f for f in ("inputs", "code", "repository") if getattr(self, f)]
+            if brought:
+                raise ValueError(
+                    f"{' and '.join(brought)} fill the job's own scratch directory; "
+                    "drop working_dir (a directory on the node) to use them"
+                )
         return self
 
     @property

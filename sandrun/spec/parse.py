@@ -10,13 +10,15 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from sandrun.errors import InvalidSpec, closest
-from sandrun.spec.job import GpuRequest, JobSpec, RetryPolicy
+from sandrun.spec.job import GpuRequest, JobSpec, Limits, Repository, RetryPolicy
 
 # Which model's fields are valid at each nested place, for "did you mean" suggestions.
 _MODELS_AT: dict[tuple[str, ...], type[BaseModel]] = {
     (): JobSpec,
     ("retries",): RetryPolicy,
     ("gpus",): GpuRequest,
+    ("limits",): Limits,
+    ("repository",): Repository,
 }
 
 

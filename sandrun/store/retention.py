@@ -64,6 +64,6 @@ def remove_nodes(db: Database, cutoff: float, batch: int = DEFAULT_BATCH) -> int
 
 
 def unreferenced(db: Database, digests: Iterable[str]) -> list[str]:
-    """The digests among `digests` that no job output refers to."""
+    """The digests among `digests` that no job output or input refers to."""
     with db.transaction(write=False) as tx:
         return [d for d in digests if tx.one("digest_referenced", digest=d) is None]

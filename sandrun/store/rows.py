@@ -45,6 +45,7 @@ def attempt_from(row: Row) -> Attempt:
         exit_code=row["exit_code"],
         failure_reason=row["failure_reason"],
         message=row["message"],
+        git_commit=row["git_commit"],
         usage=Usage(
             wall_seconds=row["wall_seconds"],
             cpu_seconds=row["cpu_seconds"],

@@ -101,6 +101,8 @@ class Store:
                 not_before=job.not_before,
                 created_at=job.created_at,
             )
+            for digest in {*spec.inputs.values(), *([spec.code] if spec.code else [])}:
+                tx.run("insert_job_input", job_id=job.id, digest=digest)
             event(tx, job.id, None, "submitted", f"submitted as {job.name}", job.created_at)
             tx.notify("submitted")
 
@@ -187,6 +189,7 @@ class Store:
         now: float,
         pid: int | None = None,
         pid_started_at: float | None = None,
+        git_commit: str | None = None,
     ) -> None:
         with self._refusals_recorded(job_id, number, now), self.db.transaction() as tx:
             job, attempt = fenced(tx, job_id, number, token)
@@ -199,9 +202,11 @@ class Store:
                 now=now,
                 pid=pid,
                 pid_started_at=pid_started_at,
+                git_commit=git_commit,
             )
             tx.run("mark_running", id=job_id, now=now)
-            event(tx, job_id, number, "started", f"attempt {number} started", now)
+            at = f" at commit {git_commit}" if git_commit else ""
+            event(tx, job_id, number, "started", f"attempt {number} started{at}", now)
 
     def renew_leases(
         self, leases: list[tuple[str, int, str]], now: float, lease_seconds: float

@@ -121,7 +121,7 @@ class Sandboxing:
 
     def _prepare(self, name: str, spec: JobSpec, box: Box, uid: int | None) -> Confined:
         if uid is not None:  # the scratch (first writable) is the agent's to hand over
-            os.chown(box.writable[0], uid, uid)
+            _chown_tree(box.writable[0], uid)
         root = box.root if self.backend.builds_root else None
         if root is not None:
             root.mkdir(exist_ok=True)
@@ -243,3 +243,11 @@ def probe(backend: Sandbox, scratch: Path | None = None) -> str | None:
         text = done.stderr.decode(errors="replace").strip().splitlines()
         return text[-1] if text else f"it exited with code {done.returncode}"
     return None
+
+
+def _chown_tree(root: Path, uid: int) -> None:
+    """Hand the scratch, and what the agent put in it (code, inputs), to the job's uid."""
+    os.chown(root, uid, uid)
+    for parent, dirs, files in os.walk(root):
+        for name in (*dirs, *files):
+            os.lchown(os.path.join(parent, name), uid, uid)

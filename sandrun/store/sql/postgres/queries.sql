@@ -82,7 +82,7 @@ SELECT * FROM attempts WHERE job_id = %(job_id)s ORDER BY number;
 
 -- name: start_attempt
 UPDATE attempts SET state = 'running', started_at = %(now)s, pid = %(pid)s,
-                    pid_started_at = %(pid_started_at)s
+                    pid_started_at = %(pid_started_at)s, git_commit = %(git_commit)s
 WHERE job_id = %(job_id)s AND number = %(number)s;
 
 -- name: mark_running
@@ -207,7 +207,14 @@ WHERE id IN (SELECT id FROM nodes n
              LIMIT %(limit)s);
 
 -- name: digest_referenced
-SELECT 1 AS found FROM outputs WHERE digest = %(digest)s LIMIT 1;
+SELECT 1 AS found FROM outputs WHERE digest = %(digest)s
+UNION ALL
+SELECT 1 AS found FROM job_inputs WHERE digest = %(digest)s
+LIMIT 1;
+
+-- name: insert_job_input
+INSERT INTO job_inputs (job_id, digest) VALUES (%(job_id)s, %(digest)s)
+ON CONFLICT (job_id, digest) DO NOTHING;
 
 -- name: schema_version_table
 CREATE TABLE IF NOT EXISTS schema_version (version integer NOT NULL);

@@ -53,6 +53,7 @@ CREATE TABLE attempts (
     scheduled_at     double precision NOT NULL,
     started_at       double precision,
     finished_at      double precision,
+    git_commit       text,
     PRIMARY KEY (job_id, number)
 );
 CREATE INDEX attempts_live ON attempts (lease_expires_at) WHERE state IN ('scheduled', 'running');
@@ -88,6 +89,14 @@ CREATE TABLE outputs (
     PRIMARY KEY (job_id, attempt, path)
 );
 CREATE INDEX outputs_digest ON outputs (digest);
+
+-- The blobs a job brings (inputs, code bundle): retention keeps them while the job is kept.
+CREATE TABLE job_inputs (
+    job_id text NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+    digest text NOT NULL,
+    PRIMARY KEY (job_id, digest)
+);
+CREATE INDEX job_inputs_digest ON job_inputs (digest);
 
 CREATE TABLE nodes (
     id           text PRIMARY KEY,

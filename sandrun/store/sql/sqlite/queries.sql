@@ -71,7 +71,7 @@ SELECT * FROM attempts WHERE job_id = :job_id ORDER BY number;
 
 -- name: start_attempt
 UPDATE attempts SET state = 'running', started_at = :now, pid = :pid,
-                    pid_started_at = :pid_started_at
+                    pid_started_at = :pid_started_at, git_commit = :git_commit
 WHERE job_id = :job_id AND number = :number;
 
 -- name: mark_running
@@ -189,7 +189,14 @@ WHERE id IN (SELECT id FROM nodes n
              LIMIT :limit);
 
 -- name: digest_referenced
-SELECT 1 AS found FROM outputs WHERE digest = :digest LIMIT 1;
+SELECT 1 AS found FROM outputs WHERE digest = :digest
+UNION ALL
+SELECT 1 AS found FROM job_inputs WHERE digest = :digest
+LIMIT 1;
+
+-- name: insert_job_input
+INSERT INTO job_inputs (job_id, digest) VALUES (:job_id, :digest)
+ON CONFLICT (job_id, digest) DO NOTHING;
 
 -- name: schema_version_table
 CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);

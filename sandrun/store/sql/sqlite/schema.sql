@@ -49,6 +49,7 @@ CREATE TABLE attempts (
     scheduled_at     REAL NOT NULL,
     started_at       REAL,
     finished_at      REAL,
+    git_commit       TEXT,
     PRIMARY KEY (job_id, number)
 );
 CREATE INDEX attempts_live ON attempts (lease_expires_at) WHERE state IN ('scheduled', 'running');
@@ -84,6 +85,14 @@ CREATE TABLE outputs (
     PRIMARY KEY (job_id, attempt, path)
 );
 CREATE INDEX outputs_digest ON outputs (digest);
+
+-- The blobs a job brings (inputs, code bundle): retention keeps them while the job is kept.
+CREATE TABLE job_inputs (
+    job_id TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+    digest TEXT NOT NULL,
+    PRIMARY KEY (job_id, digest)
+);
+CREATE INDEX job_inputs_digest ON job_inputs (digest);
 
 CREATE TABLE nodes (
     id           TEXT PRIMARY KEY,

@@ -1,0 +1,88 @@
+"""Repository jobs: a per-agent cache of git mirrors, and checkouts of exact commits.
+
+Each URL is mirrored once and fetched before each checkout (unless the ref is a commit
+the mirror already has); the job gets a clone of its own at that commit, so its working
+directory is a normal git repository whose `origin` is the real URL.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+from sandrun.errors import AgentError
+
+GIT_TIMEOUT = 600.0
+_COMMIT_RE = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
+# Never prompt for credentials on the agent's terminal, nor read the user's git config.
+_GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_NOSYSTEM": "1", "GIT_ASKPASS": "true"}
+
+
+class CheckoutFailed(AgentError):
+    """The repository could not be checked out."""
+
+    code = "checkout_failed"
+
+
+class GitCache:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def checkout(self, url: str, ref: str, dest: Path) -> str:
+        """Clone `url` at `ref` into the empty directory `dest`; return the commit."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        mirror = self.root / (hashlib.sha256(url.encode()).hexdigest()[:32] + ".git")
+        with open(mirror.with_suffix(".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # one fetch per mirror at a time
+            if not mirror.is_dir():
+                partial = mirror.with_suffix(".partial")
+                shutil.rmtree(partial, ignore_errors=True)
+                _git(["clone", "--mirror", "--quiet", "--", url, str(partial)], url)
+                partial.rename(mirror)
+            elif not (_COMMIT_RE.match(ref) and _resolve(mirror, ref)):
+                _git(["-C", str(mirror), "fetch", "--prune", "--quiet", "origin"], url)
+            commit = _resolve(mirror, ref)
+            if commit is None:
+                raise CheckoutFailed(
+                    f"repository.ref {ref!r} is not a branch, tag or commit of {url}",
+                    field="repository.ref",
+                )
+            _git(["clone", "--quiet", "--no-checkout", "--", str(mirror), str(dest)], url)
+        _git(["-C", str(dest), "remote", "set-url", "origin", url], url)
+        _git(["-C", str(dest), "checkout", "--quiet", "--detach", commit], url)
+        return commit
+
+
+def _resolve(mirror: Path, ref: str) -> str | None:
+    result = subprocess.run(
+        ["git", "-C", str(mirror), "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **_GIT_ENV},
+        timeout=GIT_TIMEOUT,
+    )
+    commit = result.stdout.strip()
+    return commit if result.returncode == 0 and _COMMIT_RE.match(commit) else None
+
+
+def _git(args: list[str], url: str) -> None:
+    try:
+        result = subprocess.run(
+            ["git", *args],
+            capture_output=True,
+            text=True,
+            env={**os.environ, **_GIT_ENV},
+            timeout=GIT_TIMEOUT,
+        )
+    except FileNotFoundError:
+        raise CheckoutFailed("git is not installed on this agent's machine") from None
+    except subprocess.TimeoutExpired:
+        raise CheckoutFailed(f"git {args[0]} of {url} took over {GIT_TIMEOUT:g}s") from None
+    if result.returncode != 0:
+        said = " ".join(result.stderr.split())[-300:] or f"exit code {result.returncode}"
+        raise CheckoutFailed(f"cannot check out {url}: git {args[0]}: {said}")

@@ -1,0 +1,63 @@
+"""What a job brings into its scratch directory before it runs: a git checkout, an
+uploaded code bundle (.tar.gz), uploaded files. All by digest, fetched through the
+control plane into the agent's artifact store, which is also its cache."""
+
+from __future__ import annotations
+
+import tarfile
+from pathlib import Path, PurePosixPath
+
+from sandrun.agent.control import ControlPlane
+from sandrun.agent.gitcache import GitCache
+from sandrun.artifacts import LocalArtifactStore
+from sandrun.errors import AgentError
+from sandrun.spec import JobSpec
+
+
+class BadBundle(AgentError):
+    """The uploaded code bundle is not a .tar.gz of plain files."""
+
+    code = "bad_bundle"
+
+
+def materialize(
+    spec: JobSpec,
+    workdir: Path,
+    control: ControlPlane,
+    artifacts: LocalArtifactStore,
+    repos: GitCache,
+) -> str | None:
+    """Fill `workdir` (empty, the attempt's own) with what the spec brings; return the
+    commit checked out for a repository job."""
+    commit = None
+    if spec.repository is not None:
+        commit = repos.checkout(spec.repository.url, spec.repository.ref, workdir)
+    if spec.code is not None:
+        control.fetch_artifact(spec.code)
+        _unpack(artifacts.path(spec.code), workdir)
+    for rel, digest in spec.inputs.items():
+        control.fetch_artifact(digest)
+        target = workdir / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(artifacts.read_bytes(digest))
+    return commit
+
+
+def _unpack(bundle: Path, dest: Path) -> None:
+    try:
+        with tarfile.open(bundle, "r:gz") as tar:
+            members = tar.getmembers()
+            for member in members:
+                parts = PurePosixPath(member.name).parts
+                if (
+                    not (member.isfile() or member.isdir())
+                    or member.name.startswith("/")
+                    or ".." in parts
+                ):
+                    raise BadBundle(f"bundle entry {member.name!r} is not a plain relative file")
+                member.mode = (member.mode & 0o755) | 0o644 if member.isfile() else 0o755
+            # Entries are checked above; Python >= 3.11.4 checks again (its "data" filter).
+            safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+            tar.extractall(dest, members=members, **safe)  # type: ignore[arg-type]
+    except (tarfile.TarError, OSError) as exc:
+        raise BadBundle(f"cannot unpack the code bundle: {exc}") from None
