@@ -3,13 +3,80 @@
 import sandrun
 job = sandrun.connect().run("python3 train.py", cpus=2, timeout="2h")
 job.wait()
+
+Names are imported on first use, so `python -m sandrun.runner` (what a function job runs)
+starts without loading the client, the server or pydantic.
 """
 
 from __future__ import annotations
 
-from sandrun.client import Client, Job, connect
-from sandrun.errors import SandrunError
-from sandrun.spec import JobSpec, RetryPolicy
+import importlib
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["Client", "Job", "JobSpec", "RetryPolicy", "SandrunError", "connect"]
+if TYPE_CHECKING:
+    from sandrun.client import (
+        App,
+        AsyncClient,
+        AsyncJob,
+        Client,
+        Function,
+        FunctionCall,
+        Job,
+        JobBuilder,
+        TaskConfig,
+        connect,
+        connect_async,
+        invoke,
+    )
+    from sandrun.errors import SandrunError
+    from sandrun.spec import JobSpec, RetryPolicy
+
 __version__ = "0.1.0"
+
+_WHERE = {
+    **dict.fromkeys(
+        [
+            "App",
+            "AsyncClient",
+            "AsyncJob",
+            "Client",
+            "Function",
+            "FunctionCall",
+            "Job",
+            "JobBuilder",
+            "TaskConfig",
+            "connect",
+            "connect_async",
+            "invoke",
+        ],
+        "sandrun.client",
+    ),
+    "SandrunError": "sandrun.errors",
+    "JobSpec": "sandrun.spec",
+    "RetryPolicy": "sandrun.spec",
+}
+__all__ = [
+    "App",
+    "AsyncClient",
+    "AsyncJob",
+    "Client",
+    "Function",
+    "FunctionCall",
+    "Job",
+    "JobBuilder",
+    "JobSpec",
+    "RetryPolicy",
+    "SandrunError",
+    "TaskConfig",
+    "connect",
+    "connect_async",
+    "invoke",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'sandrun' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_WHERE[name]), name)
+    globals()[name] = value
+    return value

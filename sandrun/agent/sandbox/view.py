@@ -122,5 +122,9 @@ def _system_roots() -> list[Path]:
 
 @functools.cache
 def _python_prefixes() -> list[Path]:
-    # The agent's Python: jobs that run sandrun's own code (functions) need the same one.
-    return sorted({Path(p).resolve() for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)})
+    # The agent's Python: jobs that run sandrun's own code (functions) need the same one,
+    # and sandrun itself, which an editable install keeps outside the prefix.
+    package = Path(__file__).resolve().parents[2]
+    return sorted(
+        {Path(p).resolve() for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)} | {package}
+    )

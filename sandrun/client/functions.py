@@ -1,0 +1,201 @@
+"""Remote functions: `@app.function(gpu="a100")`, then `.remote()`, `.spawn()`, `.map()`.
+
+Each call is one job. The function is pickled once (cloudpickle) and uploaded once; each
+call uploads its arguments. A function defined outside installed packages (your script,
+your project's modules) is pickled by value, so agents need not have its source.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import sys
+import sysconfig
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+
+import cloudpickle
+
+from sandrun.client.calls import call_fields
+
+if TYPE_CHECKING:
+    from sandrun.client.client import Client
+    from sandrun.client.job import Job
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class App:
+    """A named group of functions sharing a client (by default `sandrun.connect()`)."""
+
+    def __init__(self, name: str, client: Client | None = None) -> None:
+        self.name = name
+        self._client = client
+
+    @property
+    def client(self) -> Client:
+        if self._client is None:
+            from sandrun.client.client import connect
+
+            self._client = connect()
+        return self._client
+
+    def function(
+        self,
+        *,
+        cpus: float | None = None,
+        memory: str | int | None = None,
+        gpu: str | int | None = None,
+        timeout: str | float | None = None,
+        retries: int | None = None,
+        upload_code: bool = False,
+        **fields: Any,
+    ) -> Callable[[Callable[P, R]], Function[P, R]]:
+        """Run the decorated function as a job per call, with these resources (and any
+        other spec fields: env, network, limits, labels, priority...)."""
+        given = {"cpus": cpus, "memory": memory, "gpus": gpu, "timeout": timeout}
+        given["retries"] = retries
+        spec = {k: v for k, v in given.items() if v is not None} | fields
+
+        def wrap(fn: Callable[P, R]) -> Function[P, R]:
+            return Function(self, fn, spec, upload_code)
+
+        return wrap
+
+
+class Function(Generic[P, R]):
+    def __init__(
+        self, app: App, fn: Callable[P, R], fields: dict[str, Any], upload_code: bool
+    ) -> None:
+        self.app = app
+        self.fn = fn
+        self.fields = fields
+        self.upload_code = upload_code
+        self._digest: str | None = None
+        functools.update_wrapper(self, fn)
+        _pickle_by_value_if_local(sys.modules.get(fn.__module__))
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run here, in this process, as a plain call."""
+        return self.fn(*args, **kwargs)
+
+    def remote(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run as a job and return its value (or raise what it raised)."""
+        return self.spawn(*args, **kwargs).get()
+
+    def spawn(self, *args: P.args, **kwargs: P.kwargs) -> FunctionCall[R]:
+        """Submit a call and return at once with its handle."""
+        return self._spawn(args, kwargs)
+
+    def _spawn(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> FunctionCall[R]:
+        client = self.app.client
+        if self._digest is None or not client.transport.has_blob(self._digest):
+            self._digest = client.transport.put_blob(cloudpickle.dumps(self.fn))
+        call = call_fields(client.transport, args, kwargs, function_digest=self._digest)
+        labels = {"app": _label(self.app.name), "function": _label(self.fn.__name__)}
+        spec = {"name": f"{labels['app']}-{labels['function']}"[:128], "labels": labels}
+        job = client.submit({**spec, **self.fields, **call}, upload_code=self.upload_code)
+        return FunctionCall(job)
+
+    def map(
+        self,
+        *iterables: Iterable[Any],
+        return_exceptions: bool = False,
+        progress: bool | None = None,
+    ) -> Iterator[R | BaseException]:
+        """Call once per item (several iterables: zipped, as the builtin map), all in
+        parallel; yield the results in order. A call that raised raises here (its
+        remaining calls are cancelled), or with `return_exceptions` is yielded. A progress
+        bar shows on a terminal unless `progress=False`."""
+        calls = [self._spawn(args, {}) for args in zip(*iterables, strict=False)]
+        show = sys.stderr.isatty() if progress is None else progress
+        done = 0
+        try:
+            with _progress(show, len(calls), self.fn.__name__) as advance:
+                for call in calls:
+                    try:
+                        value: R | BaseException = call.get()
+                    except Exception as exc:
+                        if not return_exceptions:
+                            raise
+                        value = exc
+                    done += 1
+                    advance()
+                    yield value
+        finally:
+            for call in calls[done:]:
+                call.cancel()
+
+
+class FunctionCall(Generic[R]):
+    """One submitted call: `.get()` its value, `.cancel()` it, or see its `.job`."""
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
+
+    @property
+    def id(self) -> str:
+        return self.job.id
+
+    def get(self, timeout: float | None = None) -> R:
+        value: R = self.job.result(timeout)
+        return value
+
+    def cancel(self) -> None:
+        if not self.job.record.is_terminal:
+            self.job.cancel()
+
+
+def invoke(
+    file: str | Path,
+    function: str,
+    args: list[Any] | tuple[Any, ...] = (),
+    kwargs: dict[str, Any] | None = None,
+    **fields: Any,
+) -> Any:
+    """`connect().invoke(...)`: run `function` from a Python file that does not import
+    sandrun, as a job (gpu=..., cpus=...), and return its value."""
+    from sandrun.client.client import connect
+
+    if "gpu" in fields:
+        fields["gpus"] = fields.pop("gpu")
+    with connect() as client:
+        return client.invoke(file, function, args, kwargs, **fields)
+
+
+def _label(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", text)[:60] or "function"
+
+
+_INSTALLED = {
+    os.path.realpath(p)
+    for key in ("stdlib", "platstdlib", "purelib", "platlib")
+    if (p := sysconfig.get_paths().get(key))
+}
+
+
+def _pickle_by_value_if_local(module: ModuleType | None) -> None:
+    # Agents have the installed packages, not your project: send its code with the call.
+    path = getattr(module, "__file__", None)
+    if module is None or path is None or module.__name__.split(".")[0] in ("__main__", "sandrun"):
+        return  # __main__ is pickled by value anyway; agents have sandrun
+    real = os.path.realpath(path)
+    if not any(real.startswith(root + os.sep) for root in _INSTALLED):
+        cloudpickle.register_pickle_by_value(module)
+
+
+@contextmanager
+def _progress(show: bool, total: int, what: str) -> Iterator[Callable[[], None]]:
+    if not show:
+        yield lambda: None
+        return
+    from rich.progress import Progress
+
+    with Progress(transient=True) as progress:
+        task = progress.add_task(f"{what}.map", total=total)
+        yield lambda: progress.advance(task)

@@ -1,0 +1,112 @@
+"""Runs one function call inside a job: `"$SANDRUN_PYTHON" -m sandrun.runner [DIR]`.
+
+The client put in DIR (default `.sandrun`): `call.json` (the Python it was made with, and
+what to call), `args.pkl` (cloudpickled args and kwargs) and either `function.pkl`
+(a cloudpickled function) or a source file named in call.json. The runner writes
+`result.json` (whether it returned, the exception's type, message and traceback) and
+`result.pkl` (the value or the exception itself, if it pickles). It imports only the
+standard library and cloudpickle, so it starts fast.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+CALL_DIR = ".sandrun"
+EXIT_RAISED = 1
+EXIT_MISMATCH = 3
+
+
+def main(argv: list[str]) -> int:
+    where = Path(argv[1] if len(argv) > 1 else CALL_DIR)
+    call = json.loads((where / "call.json").read_text())
+    have = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    if call["python"] != have:
+        _write(
+            where,
+            {
+                "ok": False,
+                "kind": "python_version",
+                "type": "PythonVersionMismatch",
+                "message": f"the call was serialized by Python {call['python']}, but this agent "
+                f"runs Python {have}; functions travel as bytecode, which only the same "
+                "version can load",
+                "traceback": "",
+            },
+        )
+        return EXIT_MISMATCH
+    import cloudpickle
+
+    sys.path.insert(0, os.getcwd())  # the uploaded code, as `python script.py` would see it
+    try:
+        function = _load_function(where, call)
+        args, kwargs = cloudpickle.loads((where / "args.pkl").read_bytes())
+        value = function(*args, **kwargs)
+    except BaseException as exc:  # whatever it raised goes back to the caller
+        report = {
+            "ok": False,
+            "kind": "raised",
+            "type": f"{type(exc).__module__}.{type(exc).__qualname__}",
+            "message": str(exc),
+            "traceback": traceback.format_exc(),
+        }
+        _write(where, report, _pickled(cloudpickle, exc))
+        return EXIT_RAISED
+    data = _pickled(cloudpickle, value)
+    if data is None:
+        _write(
+            where,
+            {
+                "ok": False,
+                "kind": "unpicklable",
+                "type": "TypeError",
+                "message": f"the function returned a {type(value).__name__}, which cloudpickle "
+                "cannot serialize",
+                "traceback": traceback.format_exc(),
+            },
+        )
+        return EXIT_RAISED
+    _write(where, {"ok": True}, data)
+    return 0
+
+
+def _load_function(where: Path, call: dict[str, Any]) -> Any:
+    import cloudpickle
+
+    if "file" not in call:
+        return cloudpickle.loads((where / "function.pkl").read_bytes())
+    path = Path(call["file"])
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path} as a Python module")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[path.stem] = module
+    spec.loader.exec_module(module)
+    function = getattr(module, call["function"], None)
+    if not callable(function):
+        raise AttributeError(f"{path} has no function named {call['function']!r}")
+    return function
+
+
+def _pickled(cloudpickle: Any, value: object) -> bytes | None:
+    try:
+        data: bytes = cloudpickle.dumps(value)
+    except Exception:  # reported as text instead
+        return None
+    return data
+
+
+def _write(where: Path, report: dict[str, Any], data: bytes | None = None) -> None:
+    if data is not None:
+        (where / "result.pkl").write_bytes(data)
+    (where / "result.json").write_text(json.dumps(report))
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
