@@ -254,7 +254,7 @@ class OutputsTooLarge(AgentError):
 
 def closest(word: str, choices: Iterable[str], n: int = 3) -> list[str]:
     """The valid choices nearest to a misspelled `word`, best first."""
-    return difflib.get_close_matches(word, list(choices), n=n, cutoff=0.5)
+    return difflib.get_close_matches(word, list(choices), n=n, cutoff=0.7)
 
 
 def error_for_code(code: str) -> type[SandrunError]:

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from sandrun.client.builder import JobBuilder
+from sandrun.client.calls import call_fields
 from sandrun.client.job import Job
 from sandrun.client.local import EmbeddedTransport
 from sandrun.client.remote import HttpTransport
+from sandrun.client.task import to_spec
 from sandrun.client.transport import Transport
+from sandrun.client.upload import list_files, make_bundle
 from sandrun.errors import ValidationError
 from sandrun.home import Home
 from sandrun.models import GcReport, JobPage, LogChunk, NodeInfo
@@ -31,6 +36,7 @@ def connect(
 class Client:
     def __init__(self, transport: Transport) -> None:
         self.transport = transport
+        self._bundles: dict[Path, tuple[int, str]] = {}  # root -> (tree signature, digest)
 
     def close(self) -> None:
         self.transport.close()
@@ -41,27 +47,67 @@ class Client:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def submit(self, spec: JobSpec | dict[str, Any]) -> Job:
-        """Record the job durably; it is pending once this returns."""
-        return Job(self, self.transport.submit(parse_spec(spec)))
+    def submit(self, spec: JobSpec | dict[str, Any], *, upload_code: bool = False) -> Job:
+        """Record the job durably; it is pending once this returns. With `upload_code`,
+        the current directory goes with it as its working directory."""
+        spec = parse_spec(spec)
+        if upload_code:
+            spec = parse_spec({**spec.to_json_dict(), "code": self.upload_directory(Path.cwd())})
+        return Job(self, self.transport.submit(spec))
 
-    def run(self, command: str | list[str] | JobSpec | dict[str, Any], **fields: Any) -> Job:
-        """Submit a shell string, an argv list or a spec, with extra spec fields."""
-        if isinstance(command, str):
-            data: dict[str, Any] = {"shell": command}
-        elif isinstance(command, list):
-            data = {"command": command}
-        elif isinstance(command, JobSpec):
-            data = command.to_json_dict()
-        elif isinstance(command, dict):
-            data = dict(command)
-        else:
+    def run(self, command: object = None, /, **fields: Any) -> Job:
+        """Submit a shell string, an argv list, a JobSpec, a TaskConfig or a dict, with
+        more spec fields (core or Flow-style: instance_type, max_run_time_hours...).
+
+        The current directory is uploaded as the job's working directory unless
+        `upload_code=False`, or the job brings its own (working_dir, code, repository)."""
+        spec, upload = to_spec(command, fields)
+        return self.submit(spec, upload_code=upload)
+
+    def job(self) -> JobBuilder:
+        """A fluent builder: `client.job().shell("make").cpus(2).submit()`."""
+        return JobBuilder(self)
+
+    def invoke(
+        self,
+        file: str | Path,
+        function: str,
+        args: list[Any] | tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
+        **fields: Any,
+    ) -> Any:
+        """Run `function` from a Python source `file` (which need not import sandrun) as a
+        job with `fields` (gpus, cpus, memory...); return its value or raise its error."""
+        path = Path(file)
+        try:
+            source = path.read_bytes()
+        except OSError as exc:
             raise ValidationError(
-                f"cannot run a {type(command).__name__}; give a shell string, an argv list, "
-                "a JobSpec or a dict",
-                field="command",
-            )
-        return self.submit({**data, **fields})
+                f"cannot read {str(path)!r}: {exc.strerror}", field="file"
+            ) from None
+        call = call_fields(self.transport, tuple(args), kwargs or {}, file=(path.name, function))
+        call["inputs"][path.name] = self.transport.put_blob(source)
+        fields.setdefault("name", re.sub(r"[^A-Za-z0-9_-]", "_", function)[:128] or "invoke")
+        job = self.submit({**fields, **call})
+        return job.result(timeout)
+
+    def upload_directory(self, root: Path) -> str:
+        """Upload `root` as a code bundle (honouring .sandrunignore); return its digest.
+
+        An unchanged tree is neither re-packed nor re-sent."""
+        root = root.resolve()
+        files = list_files(root)
+        signature = hash(tuple((rel, st.st_size, st.st_mtime_ns) for rel, st in files))
+        known = self._bundles.get(root)
+        if known and known[0] == signature and self.transport.has_blob(known[1]):
+            return known[1]
+        bundle = make_bundle(root, files)
+        if not self.transport.has_blob(bundle.digest):
+            self.transport.put_blob(bundle.data)
+        self._bundles[root] = (signature, bundle.digest)
+        return bundle.digest
 
     def get(self, job_id: str) -> Job:
         return Job(self, self.transport.get(job_id))

@@ -5,8 +5,9 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from sandrun.client.calls import failure, result_of
 from sandrun.errors import TimeoutError
 from sandrun.models import Attempt, Event, JobRecord, LogChunk, OutputFile
 from sandrun.states import JobState
@@ -55,29 +56,55 @@ class Job:
     def events(self) -> list[Event]:
         return self._client.transport.events(self.id)
 
-    def wait(self, timeout: float | None = None) -> Job:
-        """Block until the job ends (any terminal state); raise TimeoutError after `timeout`."""
+    def wait(self, timeout: float | None = None, *, check: bool = False) -> Job:
+        """Block until the job ends (any terminal state); raise TimeoutError after
+        `timeout` seconds. With `check`, a job that did not complete raises
+        JobFailedError (with its exit code and the last lines of its log)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             left = 30.0 if deadline is None else deadline - time.monotonic()
             self.record = self._client.transport.wait(self.id, max(left, 0.0))
             if self.record.is_terminal:
-                return self
+                break
             if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError(
                     f"job {self.id} is still {self.record.state} after {timeout}s",
                     field="timeout",
                 )
+        if check and self.record.state is not JobState.COMPLETED:
+            raise failure(self)
+        return self
 
-    def logs(self, follow: bool = False, attempt: int | None = None) -> Iterator[LogChunk]:
-        """Log chunks in order; with `follow`, keep yielding until the job has ended."""
+    def result(self, timeout: float | None = None) -> Any:
+        """What a function job returned; what it raised is raised here."""
+        return result_of(self.wait(timeout))
+
+    def chunks(self, follow: bool = False, attempt: int | None = None) -> Iterator[LogChunk]:
+        """Log chunks (bytes, with stream and attempt) in order; with `follow`, until the
+        job has ended."""
         return self._client.logs(self.id, follow=follow, attempt=attempt)
+
+    def logs(
+        self, follow: bool = False, tail: int | None = None, attempt: int | None = None
+    ) -> Iterator[str]:
+        """Log lines (stdout and stderr as they interleaved), without their newlines.
+        `tail`: only the last N lines so far; with `follow`, then keep yielding until
+        the job has ended."""
+        if tail is None:
+            yield from lines_of(self.chunks(follow, attempt))
+            return
+        so_far = list(self.chunks(False, attempt))
+        yield from list(lines_of(iter(so_far)))[-tail:] if tail > 0 else []
+        if follow:
+            seen = (so_far[-1].attempt, so_far[-1].seq) if so_far else (0, 0)
+            fresh = (c for c in self.chunks(True, attempt) if (c.attempt, c.seq) > seen)
+            yield from lines_of(fresh)
 
     def log_text(self, stream: str | None = None) -> str:
         """All output so far as text (both streams, or just "stdout" / "stderr")."""
-        return b"".join(c.data for c in self.logs() if stream is None or c.stream == stream).decode(
-            errors="replace"
-        )
+        return b"".join(
+            c.data for c in self.chunks() if stream is None or c.stream == stream
+        ).decode(errors="replace")
 
     def cancel(self) -> Job:
         self.record = self._client.transport.cancel(self.id)
@@ -102,3 +129,17 @@ class Job:
             target.write_bytes(self.read_bytes(out.path))
             written.append(target)
         return written
+
+
+def lines_of(chunks: Iterator[LogChunk]) -> Iterator[str]:
+    """Whole lines from chunks; a line split across chunks of one stream is joined."""
+    partial: dict[str, bytes] = {}
+    for chunk in chunks:
+        data = partial.pop(chunk.stream, b"") + chunk.data
+        *whole, rest = data.split(b"\n")
+        for line in whole:
+            yield line.decode(errors="replace")
+        if rest:
+            partial[chunk.stream] = rest
+    for rest in partial.values():
+        yield rest.decode(errors="replace")

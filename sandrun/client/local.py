@@ -113,6 +113,12 @@ class EmbeddedTransport:
     def read_output(self, job_id: str, path: str) -> bytes:
         return self.service.artifacts.read_bytes(self.service.output(job_id, path).digest)
 
+    def put_blob(self, data: bytes) -> str:
+        return self.service.artifacts.put_bytes(data)[0]
+
+    def has_blob(self, digest: str) -> bool:
+        return self.service.artifacts.path(digest).exists()
+
     def nodes(self) -> list[NodeInfo]:
         return self.service.nodes()
 

@@ -19,6 +19,7 @@ from sandrun.models import (
     LogChunk,
     NodeInfo,
     OutputFile,
+    Uploaded,
 )
 from sandrun.spec import JobSpec
 
@@ -126,6 +127,27 @@ class HttpTransport:
 
     def read_output(self, job_id: str, path: str) -> bytes:
         return self._get(f"{self._job(job_id)}/outputs/{quote(path)}")
+
+    def put_blob(self, data: bytes) -> str:
+        response = self.api.request(
+            "POST",
+            "/v1/artifacts",
+            content=data,
+            headers={"Content-Type": "application/octet-stream"},
+            timeout=httpx.Timeout(10.0, read=300.0, write=300.0),
+        )
+        return Uploaded.model_validate_json(response.content).digest
+
+    def has_blob(self, digest: str) -> bool:
+        try:
+            response = self.api.http.head(f"/v1/artifacts/{quote(digest, safe='')}")
+        except httpx.TransportError as exc:
+            url = self.api.url
+            raise ServerUnreachable(f"cannot reach the sandrun server at {url}: {exc}") from None
+        if response.status_code == 404:
+            return False
+        raise_for_error(response)
+        return True
 
     def nodes(self) -> list[NodeInfo]:
         return _NODES.validate_json(self._get("/v1/nodes"))

@@ -24,6 +24,7 @@ from pydantic import (
     model_validator,
 )
 
+from sandrun.errors import InvalidSpec
 from sandrun.spec.units import (
     DURATION_PATTERN,
     MEMORY_PATTERN,
@@ -260,6 +261,17 @@ def _gpus(value: object) -> object:
             return None if count == 0 else {"count": count}
         return {"count": int(match.group(2) or 1), "type": match.group(3).lower()}
     return value
+
+
+def gpu_request(value: object, field: str = "gpus") -> dict[str, Any]:
+    """A GPU request ("a100", "4xa100", 2) as the fields of a GpuRequest."""
+    try:
+        parsed = _gpus(value)
+    except ValueError as exc:
+        raise InvalidSpec(f"{field}: {exc}", field=field) from None
+    if not isinstance(parsed, dict):
+        raise InvalidSpec(f"{field}: {value!r} asks for no GPU", field=field)
+    return parsed
 
 
 class JobSpec(_Strict):
