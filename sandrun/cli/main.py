@@ -22,9 +22,12 @@ from sandrun.cli.options import (
     NetworkOpt,
     OutputOpt,
     PriorityOpt,
+    RefOpt,
+    RepoOpt,
     RetriesOpt,
     ShellOpt,
     TimeoutOpt,
+    UploadOpt,
     WorkdirOpt,
 )
 from sandrun.cli.specargs import build_spec
@@ -45,9 +48,11 @@ def _client() -> Client:
 
 
 def _submit(client: Client, command: list[str] | None, **kw: Any) -> Job:
+    upload = kw.pop("upload")
     spec = build_spec(
         command,
         local=client.transport.embedded,
+        upload=upload,
         file=kw.pop("file"),
         shell=kw.pop("shell"),
         env=kw.pop("env") or [],
@@ -62,9 +67,21 @@ def _submit(client: Client, command: list[str] | None, **kw: Any) -> Job:
             "priority": _priority(kw["priority"]),
             "working_dir": str(kw["workdir"].resolve()) if kw["workdir"] else None,
             "network": kw["network"] or None,
+            "repository": _repository(kw["repo"], kw["ref"]),
         },
     )
-    return client.submit(spec)
+    brings = spec.working_dir or spec.code or spec.repository
+    if upload is None:  # a server's agents have no copy of this directory: send it
+        upload = not client.transport.embedded and not brings
+    return client.submit(spec, upload_code=upload)
+
+
+def _repository(url: str | None, ref: str | None) -> dict[str, str] | None:
+    if url is None:
+        if ref is not None:
+            raise ValidationError("--ref needs --repo", field="repository.ref")
+        return None
+    return {"url": url, "ref": ref or "main"}
 
 
 def _priority(text: str | None) -> str | int | None:
@@ -88,6 +105,9 @@ def run(
     priority: PriorityOpt = None,
     workdir: WorkdirOpt = None,
     network: NetworkOpt = None,
+    repo: RepoOpt = None,
+    ref: RefOpt = None,
+    upload: UploadOpt = None,
     json: JsonOpt = False,
 ) -> None:
     """Run a job and stream its logs; exit with its exit code (124 timeout, 130 cancelled)."""
@@ -108,6 +128,9 @@ def run(
             priority=priority,
             workdir=workdir,
             network=network,
+            repo=repo,
+            ref=ref,
+            upload=upload,
         )
         if json:
             record = job.wait().record
@@ -160,6 +183,9 @@ def submit(
     priority: PriorityOpt = None,
     workdir: WorkdirOpt = None,
     network: NetworkOpt = None,
+    repo: RepoOpt = None,
+    ref: RefOpt = None,
+    upload: UploadOpt = None,
     json: JsonOpt = False,
 ) -> None:
     """Submit a job and print its id; it runs in the background."""
@@ -180,6 +206,9 @@ def submit(
             priority=priority,
             workdir=workdir,
             network=network,
+            repo=repo,
+            ref=ref,
+            upload=upload,
         )
         if json:
             render.print_json(job.record)

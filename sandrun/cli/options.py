@@ -37,6 +37,21 @@ NetworkOpt = Annotated[
     bool | None,
     typer.Option("--network", help="Let the job reach the network (default: off)."),
 ]
+RepoOpt = Annotated[
+    str | None,
+    typer.Option("--repo", help="A git repository to check out and run in (URL, or file://)."),
+]
+RefOpt = Annotated[
+    str | None, typer.Option("--ref", help="The branch, tag or commit of --repo (default main).")
+]
+UploadOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--upload/--no-upload",
+        help="Send the current directory as the job's working directory "
+        "(default: yes with a server; on this machine jobs run in place).",
+    ),
+]
 WorkdirOpt = Annotated[
     Path | None, typer.Option(help="Directory to run in (default: the current one).")
 ]

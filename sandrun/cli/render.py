@@ -81,6 +81,8 @@ def status_panel(job: JobRecord, attempts: list[Attempt]) -> None:
         ("name", job.name),
         ("state", state_text(job.state)),
     ]
+    if job.spec.repository is not None:
+        rows.append(("repository", f"{job.spec.repository.url} @ {job.spec.repository.ref}"))
     if job.exit_code is not None:
         rows.append(("exit code", str(job.exit_code)))
     if job.failure_reason is not None:
@@ -116,6 +118,9 @@ def status_panel(job: JobRecord, attempts: list[Attempt]) -> None:
             )
         out.print()
         out.print(table)
+        for a in attempts:
+            if a.git_commit:
+                out.print(f"attempt {a.number} ran commit {a.git_commit}")
 
 
 def exit_code_for(job: JobRecord) -> int:

@@ -34,6 +34,7 @@ def build_spec(
     command: list[str] | None,
     *,
     local: bool,
+    upload: bool | None = None,
     file: Path | None,
     shell: str | None,
     options: dict[str, Any],
@@ -44,8 +45,8 @@ def build_spec(
     """The spec: the file's (if any), overlaid with the options given on the command line.
 
     Like Slurm's sbatch, a job run on this machine (`local`) runs in the current directory
-    with the caller's PATH unless told otherwise. A job sent to a server runs where its
-    agent puts it.
+    with the caller's PATH unless told otherwise (or it brings its own: an upload or a
+    repository). A job sent to a server runs where its agent puts it.
     """
     data: dict[str, Any] = {}
     if file is not None:
@@ -76,6 +77,7 @@ def build_spec(
     if outputs:
         data["outputs"] = [*data.get("outputs", []), *outputs]
     if local:
-        data.setdefault("working_dir", os.getcwd())
+        if not (upload or data.get("repository") or data.get("code")):
+            data.setdefault("working_dir", os.getcwd())
         data.setdefault("env", {}).setdefault("PATH", os.environ.get("PATH", "/usr/bin:/bin"))
     return parse_spec(data)
