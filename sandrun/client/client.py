@@ -80,6 +80,8 @@ class Client:
     ) -> Any:
         """Run `function` from a Python source `file` (which need not import sandrun) as a
         job with `fields` (gpus, cpus, memory...); return its value or raise its error."""
+        if "gpu" in fields:  # as @app.function spells it
+            fields["gpus"] = fields.pop("gpu")
         path = Path(file)
         try:
             source = path.read_bytes()

@@ -7,6 +7,7 @@ your project's modules) is pickled by value, so agents need not have its source.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import re
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 import cloudpickle
 
 from sandrun.client.calls import call_fields
+from sandrun.errors import IllegalTransition
 
 if TYPE_CHECKING:
     from sandrun.client.client import Client
@@ -147,7 +149,8 @@ class FunctionCall(Generic[R]):
         return value
 
     def cancel(self) -> None:
-        if not self.job.record.is_terminal:
+        """Cancel the call unless it has already ended."""
+        with contextlib.suppress(IllegalTransition):
             self.job.cancel()
 
 
@@ -162,8 +165,6 @@ def invoke(
     sandrun, as a job (gpu=..., cpus=...), and return its value."""
     from sandrun.client.client import connect
 
-    if "gpu" in fields:
-        fields["gpus"] = fields.pop("gpu")
     with connect() as client:
         return client.invoke(file, function, args, kwargs, **fields)
 
