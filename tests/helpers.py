@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -21,3 +23,27 @@ def wait_for(check: Callable[[], T], *, timeout: float = 10.0, what: str = "cond
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(delay)
         delay = min(delay * 2, 0.1)
+
+
+def make_git_repo(root: Path) -> tuple[str, dict[str, str]]:
+    """A git repository at `root` with tags v1 and v2 (main at v2), each holding a
+    version.txt and a run.sh; returns its file:// URL and each tag's commit."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "-C", str(root), *args], check=True, capture_output=True, text=True
+        ).stdout.strip()
+
+    root.mkdir(parents=True, exist_ok=True)
+    git("init", "-q", "-b", "main")
+    git("config", "user.email", "t@example.com")
+    git("config", "user.name", "t")
+    commits = {}
+    for tag in ("v1", "v2"):
+        (root / "version.txt").write_text(tag + "\n")
+        (root / "run.sh").write_text('echo "running $(cat version.txt) $*"\n')
+        git("add", ".")
+        git("commit", "-q", "-m", tag)
+        git("tag", tag)
+        commits[tag] = git("rev-parse", "HEAD")
+    return f"file://{root}", commits

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.acceptance.conftest import SANDRUN, Cli, as_json
-from tests.helpers import wait_for
+from tests.helpers import make_git_repo, wait_for
 
 
 def test_run_streams_output_and_exits_zero(cli: Cli) -> None:
@@ -39,6 +39,9 @@ def test_ctrl_c_cancels_the_job_and_exits_130(cli: Cli, tmp_path: Path) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # As from a terminal: a test run started in the background ignores SIGINT, and
+        # its children would inherit that.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     assert proc.stdout is not None
     assert proc.stdout.readline() == "started\n"
@@ -183,7 +186,7 @@ def test_a_misspelled_yaml_field_is_named_with_a_suggestion(cli: Cli, tmp_path: 
     proc = cli("run", "-f", "job.yaml")
     assert proc.returncode == 2
     assert "unknown field 'comand'" in _no_traceback(proc)
-    assert "did you mean 'command'?" in proc.stderr
+    assert "did you mean 'command'" in proc.stderr
     assert as_json(cli("jobs", "--json")) == []
 
 
@@ -232,3 +235,14 @@ def test_an_agent_that_cannot_sandbox_says_so_instead_of_leaving_jobs_waiting(
     assert "auto, bwrap, unshare, none" in bad.stderr
     monkeypatch.setenv("SANDRUN_SANDBOX", "none")  # chosen knowingly: runs, no warning
     assert cli("run", "--", "true").returncode == 0
+
+
+def test_run_a_repository_at_a_tag(cli: Cli, tmp_path: Path) -> None:
+    url, commits = make_git_repo(tmp_path / "repo")
+    proc = cli("run", "--repo", url, "--ref", "v1", "--", "sh", "run.sh", "now")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "running v1 now\n"
+    [job] = as_json(cli("jobs", "--json"))
+    status = cli("status", job["id"])
+    assert f"attempt 1 ran commit {commits['v1']}" in status.stdout
+    assert "--ref needs --repo" in cli("run", "--ref", "v1", "--", "true").stderr

@@ -134,3 +134,18 @@ def test_a_list_of_servers_fails_over_to_one_that_answers(cluster: Cluster, tmp_
         )
     assert listed.returncode == 0, listed.stderr
     assert json.loads(listed.stdout) == []
+
+
+def test_a_run_sent_to_a_server_takes_the_current_directory(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    cluster.start_agent("n1")
+    sandrun = _remote(cluster, cluster.tokens["alice"], tmp_path)
+    (tmp_path / "main.py").write_text("print(open('data.txt').read())")
+    (tmp_path / "data.txt").write_text("sent along")
+
+    ran = sandrun("run", "--", "python3", "main.py")
+    assert (ran.returncode, ran.stdout) == (0, "sent along\n"), ran.stderr
+    kept_back = sandrun("run", "--no-upload", "--", "python3", "main.py")
+    assert kept_back.returncode != 0
+    assert "No such file" in kept_back.stderr

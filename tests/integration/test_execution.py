@@ -34,7 +34,7 @@ def test_each_stream_arrives_complete_and_in_order(local: Local) -> None:
     assert job.record.state is JobState.COMPLETED
     assert job.log_text("stdout") == "".join(f"out {i}\n" for i in range(2000))
     assert job.log_text("stderr") == "".join(f"err {i}\n" for i in range(0, 2000, 3))
-    seqs = [c.seq for c in job.logs()]
+    seqs = [c.seq for c in job.chunks()]
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
 
 
@@ -50,7 +50,7 @@ def test_a_job_printing_50_mb_arrives_whole(local: Local) -> None:
     assert job.record.state is JobState.COMPLETED
     digest = hashlib.sha256()
     size = 0
-    for chunk in job.logs():
+    for chunk in job.chunks():
         assert chunk.stream == "stdout"
         digest.update(chunk.data)
         size += len(chunk.data)
@@ -68,10 +68,10 @@ def test_logs_can_be_followed_while_the_job_runs(local: Local, tmp_path: Path) -
     )
     job = local.client.run([PY, "-c", program], working_dir=str(tmp_path))
     lines = job.logs(follow=True)
-    assert next(lines).data == b"before\n"  # arrives while the job still waits on the gate
+    assert next(lines) == "before"  # arrives while the job still waits on the gate
     assert job.is_running and not job.is_terminal
     gate.touch()
-    assert b"".join(c.data for c in lines) == b"after\n"
+    assert list(lines) == ["after"]
     assert job.wait(30).record.state is JobState.COMPLETED
 
 

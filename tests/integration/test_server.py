@@ -67,7 +67,7 @@ def test_a_remote_job_runs_with_live_logs_outputs_and_exit_code(
             ],
             outputs=["out.bin"],
         )
-        streamed = b"".join(c.data for c in job.logs(follow=True))
+        streamed = b"".join(c.data for c in job.chunks(follow=True))
         assert streamed == b"hi\n"
         job.wait(30)
         assert (job.record.state, job.record.exit_code) == (JobState.FAILED, 3)
