@@ -102,6 +102,20 @@ def serve(
     return ",".join(urls), user, procs
 
 
+def stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    """Stop what `serve` started, agents first."""
+    for proc in reversed(procs):
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+
+
+def stop_local_agent(home: Path) -> None:
+    """Stop the background agent an embedded client started under `home`."""
+    lock = home / "agent.lock"
+    if lock.exists() and lock.read_text().strip():
+        os.kill(int(lock.read_text()), signal.SIGTERM)
+
+
 def _up(url: str) -> bool:
     try:
         return httpx.get(f"{url}/v1/health", timeout=1).status_code == 200
@@ -127,18 +141,14 @@ def main() -> None:
         home = Path(tmp) / "embedded"
         with connect(home=home) as client:
             rows.append(("embedded", *measure(client, args.jobs, args.latency_samples)))
-        lock = home / "agent.lock"
-        if lock.exists() and lock.read_text().strip():
-            os.kill(int(lock.read_text()), signal.SIGTERM)
+        stop_local_agent(home)
         for label, agents in (("server + 1 agent", [2.0]), ("server + 2 agents", [1.0, 1.0])):
             url, token, procs = serve(Path(tmp) / label.replace(" ", ""), agents)
             try:
                 with connect(url, token=token) as client:
                     rows.append((label, *measure(client, args.jobs, args.latency_samples)))
             finally:
-                for proc in reversed(procs):
-                    proc.send_signal(signal.SIGTERM)
-                    proc.wait(60)
+                stop(procs)
 
     embedded = rows[0][1]
     print(f"{'raw subprocess.run, 2 spawners':<24} {raw2:8.0f} jobs/s")
