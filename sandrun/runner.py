@@ -1,8 +1,9 @@
 """Runs one function call inside a job: `"$SANDRUN_PYTHON" -m sandrun.runner [DIR]`.
 
-The client put in DIR (default `.sandrun`): `call.json` (the Python it was made with, and
-what to call), `args.pkl` (cloudpickled args and kwargs) and either `function.pkl`
-(a cloudpickled function) or a source file named in call.json. The runner writes
+The client put what to call in $SANDRUN_CALL (JSON: the Python it was made with, and a
+source file and function name, if the function is not pickled), and in DIR (default
+`.sandrun`): `args.pkl` (cloudpickled args and kwargs) and `function.pkl` (a cloudpickled
+function, unless it names a file). The runner writes
 `result.json` (whether it returned, the exception's type, message and traceback) and
 `result.pkl` (the value or the exception itself, if it pickles). It imports only the
 standard library and cloudpickle, so it starts fast.
@@ -19,13 +20,14 @@ from pathlib import Path
 from typing import Any
 
 CALL_DIR = ".sandrun"
+CALL_ENV = "SANDRUN_CALL"
 EXIT_RAISED = 1
 EXIT_MISMATCH = 3
 
 
 def main(argv: list[str]) -> int:
     where = Path(argv[1] if len(argv) > 1 else CALL_DIR)
-    call = json.loads((where / "call.json").read_text())
+    call = json.loads(os.environ[CALL_ENV])
     have = f"{sys.version_info[0]}.{sys.version_info[1]}"
     if call["python"] != have:
         _write(

@@ -20,7 +20,7 @@ from sandrun.errors import (
     PythonVersionMismatch,
     RemoteFunctionError,
 )
-from sandrun.runner import CALL_DIR
+from sandrun.runner import CALL_DIR, CALL_ENV
 from sandrun.states import JobState
 
 if TYPE_CHECKING:
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from sandrun.client.transport import Transport
 
 RUNNER = f'exec "$SANDRUN_PYTHON" -m sandrun.runner {CALL_DIR}'
+FUNCTION_INPUT = f"{CALL_DIR}/function.pkl"
 RESULT_OUTPUTS = [f"{CALL_DIR}/result.json", f"{CALL_DIR}/result.pkl"]
 LOG_TAIL_LINES = 20
 
@@ -45,15 +46,29 @@ def call_fields(
     file: tuple[str, str] | None = None,
 ) -> dict[str, Any]:
     """The spec fields of one call: a pickled function (by digest) or a function in a
-    source file (its name in the working directory, and the function's name)."""
+    source file (its name in the working directory, and the function's name). Merge them
+    over the caller's with `merge_call`."""
     call: dict[str, Any] = {"python": python_version()}
     inputs = {f"{CALL_DIR}/args.pkl": transport.put_blob(cloudpickle.dumps((args, kwargs)))}
     if function_digest is not None:
-        inputs[f"{CALL_DIR}/function.pkl"] = function_digest
+        inputs[FUNCTION_INPUT] = function_digest
     if file is not None:
         call["file"], call["function"] = file
-    inputs[f"{CALL_DIR}/call.json"] = transport.put_blob(json.dumps(call).encode())
-    return {"shell": RUNNER, "inputs": inputs, "outputs": RESULT_OUTPUTS}
+    return {
+        "shell": RUNNER,
+        "env": {CALL_ENV: json.dumps(call)},
+        "inputs": inputs,
+        "outputs": RESULT_OUTPUTS,
+    }
+
+
+def merge_call(fields: dict[str, Any], call: dict[str, Any]) -> dict[str, Any]:
+    """The caller's spec fields with a call's over them (env, inputs, outputs merged)."""
+    merged = {**fields, **call}
+    for key in ("env", "inputs"):
+        merged[key] = {**fields.get(key, {}), **call[key]}
+    merged["outputs"] = [*fields.get("outputs", []), *call["outputs"]]
+    return merged
 
 
 def result_of(job: Job) -> Any:

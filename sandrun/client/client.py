@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from sandrun.client.builder import JobBuilder
-from sandrun.client.calls import call_fields
+from sandrun.client.calls import call_fields, merge_call
 from sandrun.client.job import Job
 from sandrun.client.local import EmbeddedTransport
 from sandrun.client.remote import HttpTransport
@@ -92,7 +92,7 @@ class Client:
         call = call_fields(self.transport, tuple(args), kwargs or {}, file=(path.name, function))
         call["inputs"][path.name] = self.transport.put_blob(source)
         fields.setdefault("name", re.sub(r"[^A-Za-z0-9_-]", "_", function)[:128] or "invoke")
-        job = self.submit({**fields, **call})
+        job = self.submit(merge_call(fields, call))
         return job.result(timeout)
 
     def upload_directory(self, root: Path) -> str:

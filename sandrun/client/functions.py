@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 import cloudpickle
 
-from sandrun.client.calls import call_fields
-from sandrun.errors import IllegalTransition
+from sandrun.client.calls import FUNCTION_INPUT, call_fields, merge_call
+from sandrun.errors import ArtifactNotFound, IllegalTransition
 
 if TYPE_CHECKING:
     from sandrun.client.client import Client
@@ -95,13 +95,22 @@ class Function(Generic[P, R]):
         return self._spawn(args, kwargs)
 
     def _spawn(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> FunctionCall[R]:
+        try:
+            return self._submit(args, kwargs)
+        except ArtifactNotFound as exc:
+            if exc.field != f"inputs.{FUNCTION_INPUT}":
+                raise
+            self._digest = None  # retention removed it since it was sent: send it again
+            return self._submit(args, kwargs)
+
+    def _submit(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> FunctionCall[R]:
         client = self.app.client
-        if self._digest is None or not client.transport.has_blob(self._digest):
+        if self._digest is None:  # uploaded once, not checked on every call
             self._digest = client.transport.put_blob(cloudpickle.dumps(self.fn))
         call = call_fields(client.transport, args, kwargs, function_digest=self._digest)
         labels = {"app": _label(self.app.name), "function": _label(self.fn.__name__)}
         spec = {"name": f"{labels['app']}-{labels['function']}"[:128], "labels": labels}
-        job = client.submit({**spec, **self.fields, **call}, upload_code=self.upload_code)
+        job = client.submit(merge_call({**spec, **self.fields}, call), upload_code=self.upload_code)
         return FunctionCall(job)
 
     def map(

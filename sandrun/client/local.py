@@ -22,8 +22,15 @@ from sandrun.models import (
 from sandrun.spec import JobSpec
 
 LOG_PAGE = 1000
-POLL_START = 0.005
+# The agent is another process: poll the store, each time after a tenth of the time
+# waited so far (a short job is seen to end soon after it does; a long one costs little).
+POLL_SHARE = 0.1
+POLL_MIN = 0.002
 POLL_MAX = 0.1
+
+
+def _poll_delay(waited: float) -> float:
+    return min(max(waited * POLL_SHARE, POLL_MIN), POLL_MAX)
 
 
 class EmbeddedTransport:
@@ -63,14 +70,13 @@ class EmbeddedTransport:
         return self.service.cancel(job_id)
 
     def wait(self, job_id: str, timeout: float) -> JobRecord:
-        # The agent is another process: poll the store, backing off.
-        deadline = time.monotonic() + timeout
-        delay = POLL_START
+        start = time.monotonic()
+        deadline = start + timeout
         while not (job := self.service.get(job_id)).is_terminal:
-            if time.monotonic() >= deadline:
+            now = time.monotonic()
+            if now >= deadline:
                 break
-            time.sleep(min(delay, max(deadline - time.monotonic(), 0)))
-            delay = min(delay * 2, POLL_MAX)
+            time.sleep(min(_poll_delay(now - start), deadline - now))
         return job
 
     def attempts(self, job_id: str) -> list[Attempt]:
@@ -88,14 +94,14 @@ class EmbeddedTransport:
     def _read(self, job_id: str, attempt: int | None, follow: bool) -> Iterator[LogChunk]:
         self.service.get(job_id)  # an unknown id fails here, not on the first page
         cursor = (0, 0)
-        delay = POLL_START
+        quiet_since = time.monotonic()
         ended = False
         while True:
             chunks = self.service.logs(job_id, attempt=attempt, after=cursor, limit=LOG_PAGE)
             yield from chunks
             if chunks:
                 cursor = (chunks[-1].attempt, chunks[-1].seq)
-                delay = POLL_START
+                quiet_since = time.monotonic()
             if len(chunks) == LOG_PAGE:
                 continue
             if not follow or ended:
@@ -104,8 +110,7 @@ class EmbeddedTransport:
             # after the job is seen to end gets the rest.
             ended = self.service.get(job_id).is_terminal
             if not ended:
-                time.sleep(delay)  # the agent is another process: poll, backing off
-                delay = min(delay * 2, POLL_MAX)
+                time.sleep(_poll_delay(time.monotonic() - quiet_since))
 
     def outputs(self, job_id: str) -> list[OutputFile]:
         return self.service.outputs(job_id)

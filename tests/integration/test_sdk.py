@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 import sandrun
+from sandrun.artifacts import LocalArtifactStore
 from sandrun.client import App, Client
 from sandrun.client import calls as calls_module
 from sandrun.client.local import EmbeddedTransport
@@ -36,6 +37,7 @@ from tests.integration.cluster import Cluster
 class Sdk:
     mode: str
     client: Client
+    artifacts: LocalArtifactStore  # the blobs the client's jobs bring
 
 
 @pytest.fixture(scope="module", params=["embedded", "server"])
@@ -49,7 +51,7 @@ def sdk(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
         thread = threading.Thread(target=agent.run, daemon=True)
         thread.start()
         client = Client(EmbeddedTransport(home))
-        yield Sdk("embedded", client)
+        yield Sdk("embedded", client, LocalArtifactStore(home.artifacts))
         client.close()
         agent.stop()
         thread.join(timeout=30)
@@ -59,7 +61,7 @@ def sdk(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
     cluster.start_server()
     cluster.start_agent("sdk", cpus=2)
     client = cluster.client("alice")
-    yield Sdk("server", client)
+    yield Sdk("server", client, LocalArtifactStore(root / "artifacts"))
     client.close()
     cluster.stop()
 
@@ -295,6 +297,16 @@ def test_spawn_returns_a_handle_to_get_or_cancel(app: App) -> None:
     sleeper = app.function()(__import__("time").sleep).spawn(60)
     sleeper.cancel()
     assert sleeper.job.wait(60).status is JobState.CANCELLED
+
+
+def test_a_function_removed_by_retention_is_sent_again(sdk: Sdk, app: App) -> None:
+    square = app.function()(sdkfuncs.square)
+    first = square.spawn(3)
+    assert first.get(60) == 9
+    function_blob = first.job.record.spec.inputs[".sandrun/function.pkl"]
+    sdk.artifacts.path(function_blob).unlink()  # as `sandrun gc` would, long after
+    assert square.remote(4) == 16
+    assert sdk.artifacts.path(function_blob).exists()
 
 
 def test_map_keeps_order_over_200_items(app: App) -> None:
