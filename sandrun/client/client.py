@@ -74,12 +74,11 @@ class Client:
         function: str,
         args: list[Any] | tuple[Any, ...] = (),
         kwargs: dict[str, Any] | None = None,
-        *,
-        timeout: float | None = None,
         **fields: Any,
     ) -> Any:
         """Run `function` from a Python source `file` (which need not import sandrun) as a
-        job with `fields` (gpus, cpus, memory...); return its value or raise its error."""
+        job with `fields` (gpus, cpus, memory, timeout...); return its value or raise its
+        error."""
         if "gpu" in fields:  # as @app.function spells it
             fields["gpus"] = fields.pop("gpu")
         path = Path(file)
@@ -92,8 +91,7 @@ class Client:
         call = call_fields(self.transport, tuple(args), kwargs or {}, file=(path.name, function))
         call["inputs"][path.name] = self.transport.put_blob(source)
         fields.setdefault("name", re.sub(r"[^A-Za-z0-9_-]", "_", function)[:128] or "invoke")
-        job = self.submit(merge_call(fields, call))
-        return job.result(timeout)
+        return self.submit(merge_call(fields, call)).result()
 
     def upload_directory(self, root: Path) -> str:
         """Upload `root` as a code bundle (honouring .sandrunignore); return its digest.

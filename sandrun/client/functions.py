@@ -23,6 +23,7 @@ import cloudpickle
 
 from sandrun.client.calls import FUNCTION_INPUT, call_fields, merge_call
 from sandrun.errors import ArtifactNotFound, IllegalTransition
+from sandrun.spec import parse_spec
 
 if TYPE_CHECKING:
     from sandrun.client.client import Client
@@ -60,9 +61,15 @@ class App:
     ) -> Callable[[Callable[P, R]], Function[P, R]]:
         """Run the decorated function as a job per call, with these resources (and any
         other spec fields: env, network, limits, labels, priority...)."""
-        given = {"cpus": cpus, "memory": memory, "gpus": gpu, "timeout": timeout}
-        given["retries"] = retries
+        given = {
+            "cpus": cpus,
+            "memory": memory,
+            "gpus": gpu,
+            "timeout": timeout,
+            "retries": retries,
+        }
         spec = {k: v for k, v in given.items() if v is not None} | fields
+        parse_spec({**spec, "shell": "true"})  # a bad resource fails here, not at the call
 
         def wrap(fn: Callable[P, R]) -> Function[P, R]:
             return Function(self, fn, spec, upload_code)

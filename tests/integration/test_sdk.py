@@ -260,6 +260,11 @@ def app(sdk: Sdk) -> App:
     return App("tests", client=sdk.client)
 
 
+def test_a_bad_resource_fails_at_decoration(app: App) -> None:
+    with pytest.raises(InvalidSpec, match="memory"):
+        app.function(memory="lots")(sdkfuncs.square)
+
+
 def test_remote_returns_the_value_and_call_runs_locally(app: App) -> None:
     square = app.function(cpus=1)(sdkfuncs.square)
     assert square(7) == 49  # here
