@@ -154,6 +154,7 @@ class LocalAgent:
             heartbeat_every=lease_seconds / 6,  # a lease survives several missed beats
             idle_exit=idle_exit,
             sandboxing=sandboxing,
+            allow_local_repos=True,  # the jobs are this user's own
         )
 
     def run(self) -> None:

@@ -67,6 +67,7 @@ class Agent:
         drain_grace: float | None = None,
         max_attempts: int = MAX_ATTEMPTS,
         sandboxing: Sandboxing | None = None,
+        allow_local_repos: bool = False,
     ) -> None:
         self.control = control
         self.waker = waker
@@ -75,7 +76,13 @@ class Agent:
         self.node_id = node_id
         self.capacity = capacity or detect_capacity()
         self.executor = Executor(
-            control, artifacts, runs_dir, kill_grace, sandboxing, self.capacity.gpus
+            control,
+            artifacts,
+            runs_dir,
+            kill_grace,
+            sandboxing,
+            self.capacity.gpus,
+            allow_local_repos,
         )
         self.lease_seconds = lease_seconds
         self.heartbeat_every = heartbeat_every

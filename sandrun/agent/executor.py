@@ -75,6 +75,7 @@ class Executor:
         kill_grace: float = 5.0,
         sandboxing: Sandboxing | None = None,
         gpus: int = 0,
+        allow_local_repos: bool = False,
     ) -> None:
         self.control = control
         self.artifacts = artifacts
@@ -82,7 +83,7 @@ class Executor:
         self.kill_grace = kill_grace
         self.sandboxing = sandboxing or open_sandboxing("none", FsView(), job_uids=False)
         self.gpus = GpuSlots(gpus)
-        self.repos = GitCache(runs_dir.parent / "git")
+        self.repos = GitCache(runs_dir.parent / "git", allow_local=allow_local_repos)
 
     def run(self, claim: Claim, ctl: AttemptControl) -> AttemptResult | None:
         """Run the attempt to its end. None means it lost its job and must not report."""

@@ -19,8 +19,11 @@ from sandrun.errors import AgentError
 
 GIT_TIMEOUT = 600.0
 _COMMIT_RE = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
-# Never prompt for credentials on the agent's terminal, nor read the user's git config.
-_GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_NOSYSTEM": "1", "GIT_ASKPASS": "true"}
+# Never prompt for credentials on the agent's terminal.
+_GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true"}
+# Network transports only: `ext::` would run a command, and a local path could name any
+# repository on the agent's machine (its mirror cache of other users' repositories too).
+REMOTE_PROTOCOLS = "https:http:ssh:git"
 
 
 class CheckoutFailed(AgentError):
@@ -30,11 +33,24 @@ class CheckoutFailed(AgentError):
 
 
 class GitCache:
-    def __init__(self, root: Path) -> None:
+    """`allow_local`: also check out file:// URLs and paths on this machine (the
+    embedded agent, whose jobs are its own user's; a remote agent's operator may opt in)."""
+
+    def __init__(self, root: Path, allow_local: bool = False) -> None:
         self.root = root
+        self.allow_local = allow_local
+        protocols = REMOTE_PROTOCOLS + (":file" if allow_local else "")
+        self.env = {**os.environ, **_GIT_ENV, "GIT_ALLOW_PROTOCOL": protocols}
 
     def checkout(self, url: str, ref: str, dest: Path) -> str:
         """Clone `url` at `ref` into the empty directory `dest`; return the commit."""
+        if not self.allow_local and is_local(url):
+            raise CheckoutFailed(
+                f"repository.url {url!r} is on the agent's own machine, and this agent "
+                "checks out network repositories only (https, ssh, git)",
+                field="repository.url",
+                suggestions=["its operator can allow it: sandrun agent --allow-local-repos"],
+            )
         self.root.mkdir(parents=True, exist_ok=True)
         mirror = self.root / (hashlib.sha256(url.encode()).hexdigest()[:32] + ".git")
         with open(mirror.with_suffix(".lock"), "a") as lock:
@@ -42,47 +58,58 @@ class GitCache:
             if not mirror.is_dir():
                 partial = mirror.with_suffix(".partial")
                 shutil.rmtree(partial, ignore_errors=True)
-                _git(["clone", "--mirror", "--quiet", "--", url, str(partial)], url)
+                self._git(["clone", "--mirror", "--quiet", "--", url, str(partial)], url)
                 partial.rename(mirror)
-            elif not (_COMMIT_RE.match(ref) and _resolve(mirror, ref)):
-                _git(["-C", str(mirror), "fetch", "--prune", "--quiet", "origin"], url)
-            commit = _resolve(mirror, ref)
+            elif not (_COMMIT_RE.match(ref) and self._resolve(mirror, ref)):
+                self._git(["-C", str(mirror), "fetch", "--prune", "--quiet", "origin"], url)
+            commit = self._resolve(mirror, ref)
             if commit is None:
                 raise CheckoutFailed(
                     f"repository.ref {ref!r} is not a branch, tag or commit of {url}",
                     field="repository.ref",
                 )
-            _git(["clone", "--quiet", "--no-checkout", "--", str(mirror), str(dest)], url)
-        _git(["-C", str(dest), "remote", "set-url", "origin", url], url)
-        _git(["-C", str(dest), "checkout", "--quiet", "--detach", commit], url)
+            # The job's clone is local (from the mirror), whatever the URL's protocol.
+            local = {**self.env, "GIT_ALLOW_PROTOCOL": "file"}
+            self._git(
+                ["clone", "--quiet", "--no-checkout", "--", str(mirror), str(dest)], url, local
+            )
+        self._git(["-C", str(dest), "remote", "set-url", "origin", url], url)
+        self._git(["-C", str(dest), "checkout", "--quiet", "--detach", commit], url)
         return commit
 
-
-def _resolve(mirror: Path, ref: str) -> str | None:
-    result = subprocess.run(
-        ["git", "-C", str(mirror), "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **_GIT_ENV},
-        timeout=GIT_TIMEOUT,
-    )
-    commit = result.stdout.strip()
-    return commit if result.returncode == 0 and _COMMIT_RE.match(commit) else None
-
-
-def _git(args: list[str], url: str) -> None:
-    try:
+    def _resolve(self, mirror: Path, ref: str) -> str | None:
         result = subprocess.run(
-            ["git", *args],
+            ["git", "-C", str(mirror), "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"],
             capture_output=True,
             text=True,
-            env={**os.environ, **_GIT_ENV},
+            env=self.env,
             timeout=GIT_TIMEOUT,
         )
-    except FileNotFoundError:
-        raise CheckoutFailed("git is not installed on this agent's machine") from None
-    except subprocess.TimeoutExpired:
-        raise CheckoutFailed(f"git {args[0]} of {url} took over {GIT_TIMEOUT:g}s") from None
-    if result.returncode != 0:
-        said = " ".join(result.stderr.split())[-300:] or f"exit code {result.returncode}"
-        raise CheckoutFailed(f"cannot check out {url}: git {args[0]}: {said}")
+        commit = result.stdout.strip()
+        return commit if result.returncode == 0 and _COMMIT_RE.match(commit) else None
+
+    def _git(self, args: list[str], url: str, env: dict[str, str] | None = None) -> None:
+        try:
+            result = subprocess.run(
+                ["git", *args],
+                capture_output=True,
+                text=True,
+                env=env or self.env,
+                timeout=GIT_TIMEOUT,
+            )
+        except FileNotFoundError:
+            raise CheckoutFailed("git is not installed on this agent's machine") from None
+        except subprocess.TimeoutExpired:
+            raise CheckoutFailed(f"git {args[0]} of {url} took over {GIT_TIMEOUT:g}s") from None
+        if result.returncode != 0:
+            said = " ".join(result.stderr.split())[-300:] or f"exit code {result.returncode}"
+            raise CheckoutFailed(f"cannot check out {url}: git {args[0]}: {said}")
+
+
+def is_local(url: str) -> bool:
+    """Whether git reads `url` as a path on this machine (git's own rule: no "://", and
+    no "host:" before the first slash)."""
+    if "://" in url:
+        return url.startswith("file://")
+    head = url.split("/", 1)[0]
+    return ":" not in head

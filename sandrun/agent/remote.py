@@ -168,6 +168,7 @@ def run_remote_agent(
     sandbox: Kind = "auto",
     sandbox_ro: tuple[Path, ...] = (),
     hidden: tuple[Path, ...] = (),
+    allow_local_repos: bool = False,
 ) -> int:
     """Serve `url` until SIGTERM/SIGINT, then drain. Returns an exit status."""
     # Other people's code: the `system` view, and each attempt its own uid when root.
@@ -192,6 +193,7 @@ def run_remote_agent(
         drain_grace=drain_grace,
         max_attempts=max_jobs or MAX_ATTEMPTS,
         sandboxing=sandboxing,
+        allow_local_repos=allow_local_repos,
     )
     stop = threading.Event()
 

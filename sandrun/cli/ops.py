@@ -204,6 +204,13 @@ def agent(
         list[Path] | None,
         typer.Option(help="Also show this path to jobs, read-only. Repeatable."),
     ] = None,
+    allow_local_repos: Annotated[
+        bool,
+        typer.Option(
+            help="Check out repository jobs from file:// URLs and paths on this machine "
+            "(by default only https, ssh and git URLs)."
+        ),
+    ] = False,
 ) -> None:
     """Run an agent in the foreground: the local one, or one serving a remote server.
     `--server` may list several servers sharing one database, comma-separated."""
@@ -253,5 +260,6 @@ def agent(
             sandbox=sandbox,
             sandbox_ro=tuple(sandbox_ro or ()),
             hidden=(home.root,),
+            allow_local_repos=allow_local_repos,
         )
     )

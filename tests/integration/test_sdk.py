@@ -59,7 +59,7 @@ def sdk(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
     cluster = Cluster(root, db=str(root / "server.db"))
     cluster.make_tokens()
     cluster.start_server()
-    cluster.start_agent("sdk", cpus=2)
+    cluster.start_agent("sdk", cpus=2, extra=("--allow-local-repos",))  # file:// test repos
     client = cluster.client("alice")
     yield Sdk("server", client, LocalArtifactStore(root / "artifacts"))
     client.close()

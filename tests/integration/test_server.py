@@ -16,7 +16,7 @@ from sandrun.client import Job
 from sandrun.errors import JobNotFoundError
 from sandrun.states import AttemptState, FailureReason, JobState
 from tests.conftest import pid_gone
-from tests.helpers import wait_for
+from tests.helpers import make_git_repo, wait_for
 from tests.integration.cluster import LEASE, SANDRUN, Cluster
 
 # Attempt 1 parks (saying so on stderr); any later attempt finishes at once.
@@ -287,3 +287,19 @@ def test_malformed_bodies_get_422_naming_the_field_and_change_nothing(cluster: C
     assert garbage.status_code == 422
     with cluster.client() as client:
         assert client.jobs().jobs == []
+
+
+def test_a_remote_agent_checks_out_network_repositories_only(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    cluster.start_agent("n1")
+    url, _ = make_git_repo(tmp_path / "repo")
+    canary = tmp_path / "ext-ran"
+    with cluster.client() as client:
+        local = client.run("true", repository=url).wait(60)
+        ext = client.run("true", repository=f"ext::touch%{canary}", upload_code=False).wait(60)
+    assert local.record.state is JobState.FAILED
+    assert "checks out network repositories only" in (local.record.message or "")
+    assert ext.record.state is JobState.FAILED
+    assert "transport 'ext' not allowed" in (ext.record.message or "")
+    assert not canary.exists()

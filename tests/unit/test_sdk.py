@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from sandrun.agent.gitcache import is_local
 from sandrun.client import Client, TaskConfig
 from sandrun.client.task import to_spec
 from sandrun.client.upload import list_files, make_bundle
@@ -102,3 +103,19 @@ def test_a_bundle_is_reproducible_and_honours_ignore_files(tmp_path: Path) -> No
     with tarfile.open(tmp_path / "out.tgz") as tar:
         modes = {m.name: m.mode for m in tar.getmembers()}
     assert modes["run.sh"] == 0o755 and modes["notes.log"] == 0o644
+
+
+@pytest.mark.parametrize(
+    ("url", "local"),
+    [
+        ("file:///srv/repo", True),
+        ("/srv/repo", True),
+        ("./repo", True),
+        ("repo", True),
+        ("https://github.com/a/b", False),
+        ("ssh://git@host/a/b", False),
+        ("git@github.com:a/b.git", False),
+    ],
+)
+def test_which_repository_urls_are_on_the_agents_machine(url: str, local: bool) -> None:
+    assert is_local(url) is local
