@@ -20,6 +20,12 @@ class BadBundle(AgentError):
     code = "bad_bundle"
 
 
+class BadInput(AgentError):
+    """An input file cannot be written where the spec puts it."""
+
+    code = "bad_input"
+
+
 def materialize(
     spec: JobSpec,
     workdir: Path,
@@ -35,9 +41,13 @@ def materialize(
     if spec.code is not None:
         control.fetch_artifact(spec.code)
         _unpack(artifacts.path(spec.code), workdir)
+    root = workdir.resolve()
     for rel, digest in spec.inputs.items():
         control.fetch_artifact(digest)
         target = workdir / rel
+        # A checked-out repository may hold symlinks: never write (or mkdir) through one.
+        if target.is_symlink() or not target.parent.resolve().is_relative_to(root):
+            raise BadInput(f"input {rel!r} would be written outside the working directory")
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(artifacts.read_bytes(digest))
     return commit

@@ -4,6 +4,7 @@ builder, remote functions, invoke, code upload, repository jobs, the async clien
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -384,3 +385,19 @@ class _Spy:
 
     def __getattr__(self, name: str) -> object:
         return getattr(self._inner, name)
+
+
+def test_an_input_is_never_written_through_a_symlink_of_the_repository(
+    sdk: Sdk, tmp_path: Path
+) -> None:
+    url, _ = make_git_repo(tmp_path / "evil")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (tmp_path / "evil" / "escape").symlink_to(outside)
+    for args in (["add", "escape"], ["commit", "-q", "-m", "escape"]):
+        subprocess.run(["git", "-C", str(tmp_path / "evil"), *args], check=True)
+    digest = sdk.client.transport.put_blob(b"planted")
+    job = sdk.client.run("true", repository=url, inputs={"escape/sub/planted.txt": digest}).wait(60)
+    assert job.status is JobState.FAILED
+    assert "outside the working directory" in (job.record.message or "")
+    assert list(outside.iterdir()) == []
