@@ -4,6 +4,10 @@ embedded and through a server with one 2-CPU agent, beside the same work in
 
     python bench/sdk.py [--calls 1000] [--samples 50]
 
+Then, for each sandrun configuration, where a call's time goes: the round trip (p50) of
+jobs that do successively more of what a call does — `true`; the agent's Python doing
+nothing; that Python importing the runner and cloudpickle; a whole call.
+
 Every call is a job: spawned in the sandbox, run on the agent's Python, its argument and
 result carried as content-addressed blobs. The pool reuses 2 warm worker processes; it is
 the floor for "call a function in another process", not a peer job system.
@@ -28,11 +32,11 @@ def add_one(x: int) -> int:
     return x + 1
 
 
-def round_trips(call: Callable[[int], int], samples: int) -> list[float]:
+def round_trips(call: Callable[[], object], samples: int) -> list[float]:
     out = []
-    for i in range(samples):
+    for _ in range(samples):
         start = time.perf_counter()
-        assert call(i) == i + 1
+        call()
         out.append(time.perf_counter() - start)
     return out
 
@@ -44,10 +48,32 @@ def map_rate(run_map: Callable[[range], list[int]], calls: int) -> float:
     return calls / (time.perf_counter() - start)
 
 
+LADDER = [
+    ("job: true", "true"),
+    ("job: $SANDRUN_PYTHON -c pass", '"$SANDRUN_PYTHON" -c pass'),
+    (
+        "job: ... import runner, cloudpickle",
+        '"$SANDRUN_PYTHON" -c "import sandrun.runner, cloudpickle"',
+    ),
+]
+
+
+def ladder(client: Client, samples: int) -> list[tuple[str, float]]:
+    """p50 round trip of jobs doing more and more of what a call does."""
+    steps = []
+    for label, shell in LADDER:
+        client.run(shell, upload_code=False).wait()
+        trips = round_trips(lambda s=shell: client.run(s, upload_code=False).wait(), samples)
+        steps.append((label, percentile(trips, 50)))
+    f = App("bench", client=client).function()(add_one)
+    steps.append(("f.remote(x)", percentile(round_trips(lambda: f.remote(1), samples), 50)))
+    return steps
+
+
 def measure_sandrun(client: Client, calls: int, samples: int) -> tuple[list[float], float]:
     f = App("bench", client=client).function()(add_one)
-    f.remote(0)  # warm: the agent is up, the function uploaded
-    return round_trips(f.remote, samples), map_rate(
+    assert f.remote(0) == 1  # warm: the agent is up, the function uploaded
+    return round_trips(lambda: f.remote(1), samples), map_rate(
         lambda items: list(f.map(items, progress=False)), calls
     )
 
@@ -59,9 +85,10 @@ def main() -> None:
     args = parser.parse_args()
 
     rows: list[tuple[str, list[float], float]] = []
+    steps: dict[str, list[tuple[str, float]]] = {}
     with ProcessPoolExecutor(2) as pool:
         pool.submit(add_one, 0).result()  # warm the workers
-        trips = round_trips(lambda x: pool.submit(add_one, x).result(), args.samples)
+        trips = round_trips(lambda: pool.submit(add_one, 1).result(), args.samples)
         rows.append(
             (
                 "ProcessPoolExecutor(2)",
@@ -73,6 +100,7 @@ def main() -> None:
         home = Path(tmp) / "embedded"
         with connect(home=home) as client:
             rows.append(("sandrun embedded", *measure_sandrun(client, args.calls, args.samples)))
+            steps["sandrun embedded"] = ladder(client, args.samples)
         stop_local_agent(home)
         url, token, procs = serve(Path(tmp) / "server", [2.0])
         try:
@@ -80,6 +108,7 @@ def main() -> None:
                 rows.append(
                     ("sandrun server + agent", *measure_sandrun(client, args.calls, args.samples))
                 )
+                steps["sandrun server + agent"] = ladder(client, args.samples)
         finally:
             stop(procs)
 
@@ -92,6 +121,11 @@ def main() -> None:
             f"{label:<24} {p50 * 1000:10.2f} ms {p99 * 1000:6.2f} ms {rate:12.0f}  "
             f"p50 x{p50 / base_p50:,.0f}, map {rate / base_rate:.2%}"
         )
+
+    for label, ladder_steps in steps.items():
+        print(f"\nwhere a call's time goes, {label} (round trip p50):")
+        for step, p50 in ladder_steps:
+            print(f"  {step:<40} {p50 * 1000:8.2f} ms")
 
 
 if __name__ == "__main__":
