@@ -28,6 +28,7 @@ from sandrun.errors import AgentError, AgentRunning, ValidationError
 from sandrun.home import Home
 from sandrun.service import Service
 from sandrun.service.service import DEFAULT_LEASE_SECONDS
+from sandrun.signing import Identity
 from sandrun.store import open_sqlite
 
 LOCAL_NODE = "local"
@@ -146,6 +147,7 @@ class LocalAgent:
             self.service,
             self.service.artifacts,
             self.waker,
+            identity=Identity.load_or_create(home.root / "identity.key"),
             runs_dir=home.runs,
             name=LOCAL_NODE,
             node_id=LOCAL_NODE,

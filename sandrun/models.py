@@ -55,6 +55,8 @@ class Attempt(_Wire):
     message: str | None = None
     usage: Usage = Usage()
     git_commit: str | None = None  # what a repository job checked out
+    worker_id: str | None = None  # the public key (base64) of the agent that signed it
+    signature: str | None = None
 
 
 class JobRecord(_Wire):
@@ -143,6 +145,7 @@ class AttemptResult(_Wire):
     message: str | None = None
     usage: Usage = Usage()
     outputs: list[OutputFile] = []
+    signature: str | None = None  # the agent's, over sandrun.signing.result_claim
 
 
 class Capacity(_Wire):
@@ -199,6 +202,7 @@ class NodeInfo(_Wire):
     heartbeat_at: float
     running: int = 0
     sandbox: SandboxReport | None = None
+    public_key: str | None = None  # its worker id: what its results are signed with
 
 
 # --- agent <-> server requests -------------------------------------------------------------
@@ -209,6 +213,7 @@ class RegisterRequest(_Wire):
     capacity: Capacity
     labels: dict[str, str] = {}
     sandbox: SandboxReport | None = None
+    public_key: str | None = None  # older agents sign nothing
 
 
 class RegisterReply(_Wire):

@@ -26,7 +26,8 @@ from sandrun.agent.sandbox import Sandboxing
 from sandrun.agent.wake import Waker
 from sandrun.artifacts import LocalArtifactStore
 from sandrun.errors import SandrunError, StaleAttempt
-from sandrun.models import AttemptResult, Capacity, Claim, NodeState
+from sandrun.models import AttemptResult, Capacity, Claim, JobRecord, NodeState
+from sandrun.signing import Identity, result_claim
 from sandrun.states import FailureReason
 
 log = logging.getLogger("sandrun.agent")
@@ -54,6 +55,7 @@ class Agent:
         artifacts: LocalArtifactStore,
         waker: Waker,
         *,
+        identity: Identity | None = None,
         runs_dir: Path,
         name: str = "local",
         labels: dict[str, str] | None = None,
@@ -70,6 +72,7 @@ class Agent:
         allow_local_repos: bool = False,
     ) -> None:
         self.control = control
+        self.identity = identity  # signs every result it reports
         self.waker = waker
         self.name = name
         self.labels = labels or {}
@@ -103,7 +106,12 @@ class Agent:
         fixed = self.node_id is not None
         report = self.executor.sandboxing.report()
         self.node_id = self.control.register_node(
-            self.name, self.capacity, self.labels, self.node_id, report
+            self.name,
+            self.capacity,
+            self.labels,
+            self.node_id,
+            report,
+            self.identity.worker_id if self.identity else None,
         )
         log.info("registered as %s with %s", self.node_id, self.capacity.model_dump())
         log.info(
@@ -194,9 +202,18 @@ class Agent:
             failure_reason=FailureReason.NODE_LOST, message="handed back: the agent is stopping"
         )
         try:
-            self.control.complete(claim.ref, result)
+            self._complete(claim, result)
         except SandrunError as exc:
             log.warning("could not hand back: %s (its lease will expire)", exc)
+
+    def _complete(self, claim: Claim, result: AttemptResult) -> JobRecord:
+        """Report an attempt's end, signed."""
+        if self.identity is not None:
+            outputs = {out.path: out.digest for out in result.outputs}
+            job = claim.job
+            signed = result_claim(job.id, claim.attempt, job.spec, result.exit_code, outputs)
+            result = result.model_copy(update={"signature": self.identity.sign(signed)})
+        return self.control.complete(claim.ref, result)
 
     def _run_attempt(self, claim: Claim, ctl: AttemptControl) -> None:
         key = (claim.job.id, claim.attempt)
@@ -209,7 +226,7 @@ class Agent:
                 result = AttemptResult(failure_reason=FailureReason.INTERNAL, message=str(exc))
             if result is not None:
                 try:
-                    job = self.control.complete(claim.ref, result)
+                    job = self._complete(claim, result)
                     log.info(f"attempt ended; job {job.state}", extra=fields)
                 except StaleAttempt:
                     log.warning("result refused: attempt is stale", extra=fields)

@@ -32,6 +32,7 @@ class ControlPlane(Protocol):
         labels: dict[str, str] | None = None,
         node_id: str | None = None,
         sandbox: SandboxReport | None = None,
+        public_key: str | None = None,
     ) -> str: ...
 
     def claim(self, node: str, free: Capacity, wait: float = 0.0) -> Claim | None:

@@ -42,6 +42,7 @@ from sandrun.models import (
     StartRequest,
     Uploaded,
 )
+from sandrun.signing import Identity
 
 log = logging.getLogger("sandrun.agent")
 
@@ -78,8 +79,15 @@ class HttpControlPlane:
         labels: dict[str, str] | None = None,
         node_id: str | None = None,
         sandbox: SandboxReport | None = None,
+        public_key: str | None = None,
     ) -> str:
-        body = RegisterRequest(name=name, capacity=capacity, labels=labels or {}, sandbox=sandbox)
+        body = RegisterRequest(
+            name=name,
+            capacity=capacity,
+            labels=labels or {},
+            sandbox=sandbox,
+            public_key=public_key,
+        )
         reply = RegisterReply.model_validate(
             self._post("/v1/agent/register", body, retry_for=REPORT_RETRY)
         )
@@ -183,6 +191,7 @@ def run_remote_agent(
         control,
         artifacts,
         waker,
+        identity=Identity.load_or_create(work_dir / "identity.key"),
         runs_dir=work_dir / "runs",
         name=name,
         labels=labels,

@@ -32,6 +32,7 @@ from sandrun.cli.options import (
 )
 from sandrun.cli.specargs import build_spec
 from sandrun.client import Client, Job, connect
+from sandrun.client.verify import verify_result
 from sandrun.errors import IllegalTransition, JobNotFoundError, SandrunError, ValidationError
 
 app = typer.Typer(
@@ -336,6 +337,34 @@ def outputs(
                 render.err.print(f"job {job_id} has no outputs")
             for f in files:
                 print(f"{f.size:>12}  {f.digest[:12]}  {f.path}")
+
+
+@app.command()
+def verify(
+    job_id: JobId,
+    directory: Annotated[
+        Path | None,
+        typer.Option("--dir", help="Check the outputs downloaded here (default: the server's)."),
+    ] = None,
+    worker: Annotated[
+        str | None, typer.Option(help="Also require this worker id (an agent's public key).")
+    ] = None,
+    json: JsonOpt = False,
+) -> None:
+    """Check a job's result (exit code and outputs) against its agent's signature."""
+    with _client() as client:
+        verdict = verify_result(client, job_id, directory, worker)
+    if json:
+        render.print_json({**vars(verdict), "ok": verdict.ok})
+    elif verdict.ok:
+        print(
+            f"verified: job {verdict.job_id} attempt {verdict.attempt} (exit code "
+            f"{verdict.exit_code}, {verdict.outputs} outputs) signed by {verdict.worker_id}"
+        )
+    else:
+        for problem in verdict.problems:
+            render.err.print(f"[red]not verified:[/red] {problem}")
+    raise typer.Exit(0 if verdict.ok else 1)
 
 
 app.command()(ops.nodes)

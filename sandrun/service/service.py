@@ -35,6 +35,7 @@ from sandrun.models import (
     SandboxReport,
 )
 from sandrun.service import retention, retry
+from sandrun.signing import BadSignature, result_claim, verify
 from sandrun.spec import JobSpec, parse_spec
 from sandrun.spec.job import NAME_RE
 from sandrun.states import JobState
@@ -229,10 +230,14 @@ class Service:
         labels: dict[str, str] | None = None,
         node_id: str | None = None,
         sandbox: SandboxReport | None = None,
+        public_key: str | None = None,
     ) -> str:
-        """Record a node; a fixed `node_id` lets a restarted agent claim its old attempts."""
+        """Record a node; a fixed `node_id` lets a restarted agent claim its old attempts.
+        With `public_key`, every result it reports must be signed with that key."""
         node_id = node_id or f"{name}/{new_id()}"
-        self.store.register_node(node_id, name, capacity, labels or {}, self.clock(), sandbox)
+        self.store.register_node(
+            node_id, name, capacity, labels or {}, self.clock(), sandbox, public_key
+        )
         return node_id
 
     def node_is_live(self, node: str) -> bool:
@@ -279,9 +284,29 @@ class Service:
         self.store.append_logs(ref.job_id, ref.attempt, ref.token, chunks, self.clock())
 
     def complete(self, ref: AttemptRef, result: AttemptResult) -> JobRecord:
+        signer = self._signer(ref, result)
+        if signer is None:
+            result = result.model_copy(update={"signature": None})  # nothing to check it by
         return self.store.finish_attempt(
-            ref.job_id, ref.attempt, ref.token, result, retry.decide, self.clock()
+            ref.job_id, ref.attempt, ref.token, result, retry.decide, self.clock(), signer
         )
+
+    def _signer(self, ref: AttemptRef, result: AttemptResult) -> str | None:
+        """The key the result is verified to be signed with; None if its agent has none."""
+        attempts = self.store.attempts(ref.job_id)
+        attempt = next((a for a in attempts if a.number == ref.attempt), None)
+        key = self.store.node_public_key(attempt.node) if attempt else None
+        if key is None:
+            return None  # an agent that registered no key (or the store refuses the report)
+        where = f"job {ref.job_id} attempt {ref.attempt}"
+        if result.signature is None:
+            raise BadSignature(f"{where}: its agent signs results, but this one is unsigned")
+        job = self.store.get_job(ref.job_id)
+        outputs = {out.path: out.digest for out in result.outputs}
+        claim = result_claim(job.id, ref.attempt, job.spec, result.exit_code, outputs)
+        if not verify(key, claim, result.signature):
+            raise BadSignature(f"{where}: the signature does not match its agent's key")
+        return key
 
     def expire_leases(self) -> list[tuple[str, int]]:
         """End as node_lost the attempts whose agents stopped renewing their leases."""

@@ -69,9 +69,16 @@ def fenced(tx: Tx, job_id: str, number: int, token: str) -> tuple[JobRecord, Att
 
 
 def finish(
-    tx: Tx, job: JobRecord, attempt: Attempt, result: AttemptResult, decide: Decide, now: float
+    tx: Tx,
+    job: JobRecord,
+    attempt: Attempt,
+    result: AttemptResult,
+    decide: Decide,
+    now: float,
+    worker_id: str | None = None,
 ) -> Row:
-    """End `attempt` with `result` and move the job as `decide` says; returns its row."""
+    """End `attempt` with `result` and move the job as `decide` says; returns its row.
+    `worker_id` is the key the result's signature was verified with."""
     reason = result.failure_reason
     if reason is None and result.exit_code not in (0, None):
         reason = FailureReason.EXIT_CODE
@@ -98,6 +105,8 @@ def finish(
         cpu_seconds=usage.cpu_seconds,
         max_rss_mb=usage.max_rss_mb,
         now=now,
+        worker_id=worker_id if result.signature else None,
+        signature=result.signature,
     )
     for out in result.outputs:
         tx.run(

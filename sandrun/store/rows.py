@@ -46,6 +46,8 @@ def attempt_from(row: Row) -> Attempt:
         failure_reason=row["failure_reason"],
         message=row["message"],
         git_commit=row["git_commit"],
+        worker_id=row["worker_id"],
+        signature=row["signature"],
         usage=Usage(
             wall_seconds=row["wall_seconds"],
             cpu_seconds=row["cpu_seconds"],

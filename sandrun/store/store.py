@@ -256,11 +256,12 @@ class Store:
         result: AttemptResult,
         decide: Decide,
         now: float,
+        worker_id: str | None = None,
     ) -> JobRecord:
         """End an attempt with its result; `decide` says whether the job retries or ends."""
         with self._refusals_recorded(job_id, number, now), self.db.transaction() as tx:
             job, attempt = fenced(tx, job_id, number, token)
-            row = finish(tx, job, attempt, result, decide, now)
+            row = finish(tx, job, attempt, result, decide, now, worker_id)
             tx.notify("finished")
         return job_from(row)
 
@@ -355,10 +356,12 @@ class Store:
         labels: dict[str, str],
         now: float,
         sandbox: SandboxReport | None = None,
+        public_key: str | None = None,
     ) -> None:
         with self.db.transaction() as tx:
             tx.run(
                 "upsert_node",
+                public_key=public_key,
                 id=node_id,
                 name=name,
                 labels=json.dumps(labels),
@@ -370,6 +373,12 @@ class Store:
     def node_heartbeat(self, node_id: str, state: str, now: float) -> None:
         with self.db.transaction() as tx:
             tx.run("node_heartbeat", id=node_id, state=state, now=now)
+
+    def node_public_key(self, node_id: str) -> str | None:
+        """The key `node_id` registered to sign its results with, if any."""
+        with self.db.transaction(write=False) as tx:
+            row = tx.one("node_public_key", id=node_id)
+        return row["public_key"] if row else None
 
     def node_heartbeat_at(self, node_id: str) -> float:
         """When `node_id` last heartbeated; 0 for a node never registered."""

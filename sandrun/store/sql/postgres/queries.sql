@@ -97,7 +97,8 @@ WHERE job_id = %(job_id)s AND number = %(number)s AND token = %(token)s
 UPDATE attempts SET state = %(state)s, exit_code = %(exit_code)s,
                     failure_reason = %(failure_reason)s, message = %(message)s,
                     wall_seconds = %(wall_seconds)s, cpu_seconds = %(cpu_seconds)s,
-                    max_rss_mb = %(max_rss_mb)s, finished_at = %(now)s
+                    max_rss_mb = %(max_rss_mb)s, finished_at = %(now)s,
+                    worker_id = %(worker_id)s, signature = %(signature)s
 WHERE job_id = %(job_id)s AND number = %(number)s;
 
 -- name: node_attempts
@@ -148,14 +149,19 @@ SELECT a.job_id, a.number FROM attempts a JOIN jobs j ON j.id = a.job_id
 WHERE a.node = %(node)s AND a.state IN ('scheduled', 'running') AND j.cancel_requested = 1;
 
 -- name: upsert_node
-INSERT INTO nodes (id, name, labels, capacity, state, started_at, heartbeat_at, sandbox)
-VALUES (%(id)s, %(name)s, %(labels)s, %(capacity)s, 'active', %(now)s, %(now)s, %(sandbox)s)
+INSERT INTO nodes (id, name, labels, capacity, state, started_at, heartbeat_at, sandbox,
+                   public_key)
+VALUES (%(id)s, %(name)s, %(labels)s, %(capacity)s, 'active', %(now)s, %(now)s, %(sandbox)s,
+        %(public_key)s)
 ON CONFLICT (id) DO UPDATE SET labels = excluded.labels, capacity = excluded.capacity,
-    sandbox = excluded.sandbox,
+    sandbox = excluded.sandbox, public_key = excluded.public_key,
     state = 'active', started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at;
 
 -- name: node_heartbeat
 UPDATE nodes SET heartbeat_at = %(now)s, state = %(state)s WHERE id = %(id)s;
+
+-- name: node_public_key
+SELECT public_key FROM nodes WHERE id = %(id)s;
 
 -- name: node_heartbeat_at
 SELECT heartbeat_at FROM nodes WHERE id = %(id)s;

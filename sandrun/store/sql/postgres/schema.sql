@@ -54,6 +54,8 @@ CREATE TABLE attempts (
     started_at       double precision,
     finished_at      double precision,
     git_commit       text,
+    worker_id        text,
+    signature        text,
     PRIMARY KEY (job_id, number)
 );
 CREATE INDEX attempts_live ON attempts (lease_expires_at) WHERE state IN ('scheduled', 'running');
@@ -106,7 +108,8 @@ CREATE TABLE nodes (
     state        text NOT NULL DEFAULT 'active',
     started_at   double precision NOT NULL,
     heartbeat_at double precision NOT NULL,
-    sandbox      text
+    sandbox      text,
+    public_key   text
 );
 
 -- API tokens: only a sha256 of the secret is kept.

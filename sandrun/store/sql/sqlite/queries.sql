@@ -85,7 +85,8 @@ WHERE job_id = :job_id AND number = :number AND token = :token
 -- name: finish_attempt
 UPDATE attempts SET state = :state, exit_code = :exit_code, failure_reason = :failure_reason,
                     message = :message, wall_seconds = :wall_seconds,
-                    cpu_seconds = :cpu_seconds, max_rss_mb = :max_rss_mb, finished_at = :now
+                    cpu_seconds = :cpu_seconds, max_rss_mb = :max_rss_mb, finished_at = :now,
+                    worker_id = :worker_id, signature = :signature
 WHERE job_id = :job_id AND number = :number;
 
 -- name: node_attempts
@@ -130,14 +131,19 @@ SELECT a.job_id, a.number FROM attempts a JOIN jobs j ON j.id = a.job_id
 WHERE a.node = :node AND a.state IN ('scheduled', 'running') AND j.cancel_requested = 1;
 
 -- name: upsert_node
-INSERT INTO nodes (id, name, labels, capacity, state, started_at, heartbeat_at, sandbox)
-VALUES (:id, :name, :labels, :capacity, 'active', :now, :now, :sandbox)
+INSERT INTO nodes (id, name, labels, capacity, state, started_at, heartbeat_at, sandbox,
+                   public_key)
+VALUES (:id, :name, :labels, :capacity, 'active', :now, :now, :sandbox,
+        :public_key)
 ON CONFLICT (id) DO UPDATE SET labels = excluded.labels, capacity = excluded.capacity,
-    sandbox = excluded.sandbox,
+    sandbox = excluded.sandbox, public_key = excluded.public_key,
     state = 'active', started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at;
 
 -- name: node_heartbeat
 UPDATE nodes SET heartbeat_at = :now, state = :state WHERE id = :id;
+
+-- name: node_public_key
+SELECT public_key FROM nodes WHERE id = :id;
 
 -- name: node_heartbeat_at
 SELECT heartbeat_at FROM nodes WHERE id = :id;

@@ -50,6 +50,8 @@ CREATE TABLE attempts (
     started_at       REAL,
     finished_at      REAL,
     git_commit       TEXT,
+    worker_id        TEXT,
+    signature        TEXT,
     PRIMARY KEY (job_id, number)
 );
 CREATE INDEX attempts_live ON attempts (lease_expires_at) WHERE state IN ('scheduled', 'running');
@@ -102,7 +104,8 @@ CREATE TABLE nodes (
     state        TEXT NOT NULL DEFAULT 'active',
     started_at   REAL NOT NULL,
     heartbeat_at REAL NOT NULL,
-    sandbox      TEXT
+    sandbox      TEXT,
+    public_key   TEXT
 );
 
 -- API tokens: only a sha256 of the secret is kept.

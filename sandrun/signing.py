@@ -1,0 +1,97 @@
+"""Signed results: each agent has an Ed25519 identity and signs what it reports.
+
+The signed claim binds the job (its id and the hash of its spec, which names every input by
+digest), the attempt, the exit code and each output's sha256. The server verifies the
+signature against the key the agent registered with before it accepts the result; anyone
+holding the job's record and its outputs can check it again (`sandrun verify`). A worker's
+id is its public key, base64.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
+
+from sandrun.errors import AuthenticationError
+from sandrun.spec import JobSpec
+
+
+class BadSignature(AuthenticationError):
+    """The result's signature does not verify against its agent's key."""
+
+    code = "bad_signature"
+    http_status = 422
+
+
+def job_hash(spec: JobSpec) -> str:
+    """sha256 of the spec's canonical JSON: the job's command and every input's digest."""
+    return hashlib.sha256(_canonical(spec.to_json_dict())).hexdigest()
+
+
+def result_claim(
+    job_id: str, attempt: int, spec: JobSpec, exit_code: int | None, outputs: dict[str, str]
+) -> bytes:
+    """The bytes an agent signs for one attempt's result (`outputs`: path -> sha256)."""
+    return _canonical(
+        {
+            "v": 1,
+            "job_id": job_id,
+            "attempt": attempt,
+            "job_hash": job_hash(spec),
+            "exit_code": exit_code,
+            "outputs": outputs,
+        }
+    )
+
+
+class Identity:
+    """An agent's key pair, kept in one file (the raw private key, mode 0600)."""
+
+    def __init__(self, key: Ed25519PrivateKey) -> None:
+        self.key = key
+        raw = key.public_key().public_bytes_raw()
+        self.worker_id = base64.b64encode(raw).decode()
+
+    @classmethod
+    def load_or_create(cls, path: Path) -> Identity:
+        if path.exists():
+            return cls(Ed25519PrivateKey.from_private_bytes(path.read_bytes()))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(Ed25519PrivateKey.generate().private_bytes_raw())
+        try:
+            os.link(partial, path)  # never replaces: of two first starts, one key wins
+        except FileExistsError:
+            pass
+        finally:
+            partial.unlink()
+        return cls(Ed25519PrivateKey.from_private_bytes(path.read_bytes()))
+
+    def sign(self, claim: bytes) -> str:
+        return base64.b64encode(self.key.sign(claim)).decode()
+
+
+def verify(worker_id: str, claim: bytes, signature: str) -> bool:
+    """Whether `signature` (base64) is `worker_id`'s signature of `claim`."""
+    try:
+        public = Ed25519PublicKey.from_public_bytes(base64.b64decode(worker_id, validate=True))
+        public.verify(base64.b64decode(signature, validate=True), claim)
+    except (InvalidSignature, ValueError, binascii.Error):
+        return False
+    return True
+
+
+def _canonical(value: object) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
