@@ -57,10 +57,33 @@ def server(
     lease: Annotated[
         float, typer.Option(help="Seconds an agent may go silent before its jobs move.")
     ] = 30.0,
+    public_api: Annotated[
+        str,
+        typer.Option(
+            help="The public API at the root (/submit, /status...): anonymous (limited per "
+            "address), token, or off."
+        ),
+    ] = "anonymous",
+    anon_concurrent: Annotated[
+        int, typer.Option(help="Anonymous callers: jobs queued or running per address.")
+    ] = 2,
+    anon_jobs_per_hour: Annotated[
+        int, typer.Option(help="Anonymous callers: jobs per hour per address.")
+    ] = 60,
+    anon_cpu_per_minute: Annotated[
+        float, typer.Option(help="Anonymous callers: CPU-seconds per minute per address.")
+    ] = 120.0,
 ) -> None:
-    """Serve the HTTP API (under /v1) for remote agents, the CLI and the SDK."""
+    """Serve the HTTP API (under /v1, and the public API at the root) for agents, the
+    CLI, the SDK and public clients."""
     from sandrun.server import run_server
+    from sandrun.server.quota import MODES, PublicApi
 
+    if public_api not in MODES:
+        raise ValidationError(
+            f"--public-api {public_api!r} is not a mode; use " + ", ".join(MODES),
+            field="public_api",
+        )
     run_server(
         _server_db(db),
         host=host,
@@ -68,6 +91,12 @@ def server(
         auth=not no_auth,
         lease_seconds=lease,
         artifacts=artifacts,
+        public_api=PublicApi(
+            public_api,  # checked above
+            anon_concurrent,
+            anon_jobs_per_hour,
+            anon_cpu_per_minute,
+        ),
     )
 
 

@@ -2,24 +2,22 @@
 
 `.sandrunignore` (gitignore syntax; else `.gitignore`) says what to leave out, beside a
 few things never worth sending (VCS metadata, virtual environments, caches). The bundle
-is byte-for-byte reproducible (sorted entries, no times or owners), so an unchanged tree
-has the same digest and is not sent twice.
+is byte-for-byte reproducible (`sandrun.artifacts.bundle`), so an unchanged tree has the
+same digest and is not sent twice.
 """
 
 from __future__ import annotations
 
-import gzip
 import hashlib
-import io
 import os
 import stat
-import tarfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 from pathspec import GitIgnoreSpec
 
+from sandrun.artifacts.bundle import pack
 from sandrun.errors import UploadTooLarge
 
 ALWAYS_IGNORED = [
@@ -83,18 +81,7 @@ def make_bundle(root: Path, files: list[tuple[str, os.stat_result]] | None = Non
     limit = max_upload_bytes()
     if total > limit:
         raise _too_large(root, files, total, limit)
-    raw = io.BytesIO()
-    with (
-        gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, compresslevel=6) as gz,
-        tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
-    ):
-        for rel, info in files:
-            entry = tarfile.TarInfo(rel)
-            entry.size = info.st_size
-            entry.mode = 0o755 if info.st_mode & 0o111 else 0o644
-            with open(root / rel, "rb") as handle:
-                tar.addfile(entry, handle)
-    data = raw.getvalue()
+    data = pack((rel, (root / rel).read_bytes(), bool(info.st_mode & 0o111)) for rel, info in files)
     return Bundle(data, hashlib.sha256(data).hexdigest(), len(files), total)
 
 

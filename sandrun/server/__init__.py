@@ -13,6 +13,7 @@ import uvicorn
 from sandrun.artifacts import LocalArtifactStore
 from sandrun.errors import ValidationError
 from sandrun.home import Home
+from sandrun.server.quota import PublicApi
 from sandrun.service import Service
 from sandrun.store import Store, is_postgres_url, open_database
 
@@ -83,6 +84,7 @@ def run_server(
     auth: bool,
     lease_seconds: float = 30.0,
     artifacts: Path | None = None,
+    public_api: PublicApi | None = None,
 ) -> None:
     """Serve until interrupted. Without auth, only a loopback address is allowed."""
     if not auth and not is_loopback(host):
@@ -97,7 +99,7 @@ def run_server(
     from sandrun.server.app import create_app
 
     service = open_server_service(db, lease_seconds, artifacts=artifacts)
-    app = create_app(service, auth=auth)
+    app = create_app(service, auth=auth, public_api=public_api or PublicApi())
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     print(
         f"sandrun server on http://{host}:{port} (auth {'on' if auth else 'off'}, "

@@ -17,8 +17,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 import sandrun
 from sandrun.errors import SandrunError
 from sandrun.models import ErrorBody
-from sandrun.server import agents, jobs, uploads
+from sandrun.server import agents, compat, jobs, uploads
 from sandrun.server.notify import Notifier
+from sandrun.server.quota import PublicApi
 from sandrun.service import Service
 from sandrun.spec.parse import invalid_spec_from
 
@@ -30,7 +31,9 @@ _WORK = {"submitted", "lost", "finished", "cancel", "reconnected"}
 _LOGS = {"logs", "finished", "lost", "cancel", "reconnected"}
 
 
-def create_app(service: Service, *, auth: bool = True) -> FastAPI:
+def create_app(
+    service: Service, *, auth: bool = True, public_api: PublicApi | None = None
+) -> FastAPI:
     work, logs = Notifier(), Notifier()
 
     def on_change(kind: str) -> None:
@@ -62,9 +65,11 @@ def create_app(service: Service, *, auth: bool = True) -> FastAPI:
     app.state.work = work
     app.state.logs = logs
     app.state.tokens = {}  # secret -> (expires, principal): see auth.principal
+    app.state.public_api = public_api or PublicApi()
     app.include_router(jobs.router)
     app.include_router(agents.router)
     app.include_router(uploads.router)
+    app.include_router(compat.router)
 
     @app.get("/v1/health")
     def health() -> dict[str, Any]:

@@ -374,6 +374,27 @@ class Store:
         with self.db.transaction() as tx:
             tx.run("node_heartbeat", id=node_id, state=state, now=now)
 
+    def queue_position(self, job: JobRecord) -> int:
+        """How many pending jobs would be claimed before `job` (0: it is next)."""
+        with self.db.transaction(write=False) as tx:
+            row = tx.one("queue_position", priority=job.priority, created_at=job.created_at)
+        return int(row["ahead"]) if row else 0
+
+    def owner_usage(self, owner: str, now: float) -> tuple[int, int, float]:
+        """`owner`'s jobs queued or running, jobs submitted in the last hour, and CPU
+        seconds used by attempts that ended in the last minute."""
+        with self.db.transaction(write=False) as tx:
+            row = tx.one("owner_usage", owner=owner, hour_ago=now - 3600, minute_ago=now - 60)
+        assert row is not None
+        return int(row["active"]), int(row["last_hour"]), float(row["cpu_last_minute"])
+
+    def queue_length(self) -> tuple[int, int]:
+        """Jobs waiting (pending or scheduled) and running, all owners."""
+        with self.db.transaction(write=False) as tx:
+            row = tx.one("queue_length")
+        assert row is not None
+        return int(row["queued"]), int(row["running"])
+
     def node_public_key(self, node_id: str) -> str | None:
         """The key `node_id` registered to sign its results with, if any."""
         with self.db.transaction(write=False) as tx:

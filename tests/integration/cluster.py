@@ -44,6 +44,7 @@ class Cluster:
     server: subprocess.Popen[bytes] | None = None
     others: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)  # port: server
     agents: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    server_args: tuple[str, ...] = ()  # more `sandrun server` options
 
     @property
     def url(self) -> str:
@@ -84,6 +85,7 @@ class Cluster:
                 str(port),
                 "--lease",
                 str(self.lease),
+                *self.server_args,
             ],
             stdout=log,
             stderr=log,

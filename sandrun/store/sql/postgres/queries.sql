@@ -230,3 +230,21 @@ SELECT max(version) AS version FROM schema_version;
 
 -- name: set_schema_version
 INSERT INTO schema_version (version) VALUES (%(version)s);
+
+-- name: queue_position
+SELECT count(*) AS ahead FROM jobs
+WHERE state = 'pending'
+  AND (priority > %(priority)s OR (priority = %(priority)s AND created_at < %(created_at)s));
+
+-- name: owner_usage
+SELECT
+  (SELECT count(*) FROM jobs
+   WHERE owner = %(owner)s AND state IN ('pending', 'scheduled', 'running')) AS active,
+  (SELECT count(*) FROM jobs WHERE owner = %(owner)s AND created_at >= %(hour_ago)s) AS last_hour,
+  (SELECT coalesce(sum(a.cpu_seconds), 0) FROM attempts a JOIN jobs j ON j.id = a.job_id
+   WHERE j.owner = %(owner)s AND a.finished_at >= %(minute_ago)s) AS cpu_last_minute;
+
+-- name: queue_length
+SELECT
+  (SELECT count(*) FROM jobs WHERE state IN ('pending', 'scheduled')) AS queued,
+  (SELECT count(*) FROM jobs WHERE state = 'running') AS running;

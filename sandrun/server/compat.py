@@ -1,0 +1,374 @@
+"""The public sandrun REST API, served unchanged at the server root beside `/v1`.
+
+Its clients in the wild (a Python client, curl scripts, a web page, pool coordinators)
+speak this shape: errors are `{"error": ...}` (429 adds `retry_after`), states are
+queued | running | completed | failed. Anonymous callers are limited per client address
+(`PublicApi`); with a token, the token's user owns the jobs.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import mimetypes
+import tarfile
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, cast
+
+from fastapi import APIRouter, File, Form, Request, UploadFile, WebSocket
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, JSONResponse, Response
+from starlette.requests import HTTPConnection
+from starlette.websockets import WebSocketDisconnect
+
+import sandrun
+from sandrun.artifacts.bundle import pack
+from sandrun.errors import AuthenticationError, SandrunError
+from sandrun.models import Attempt, JobRecord, OutputFile, Role
+from sandrun.server.auth import principal
+from sandrun.server.manifest import ENVIRONMENTS, job_fields, read_manifest, unpack
+from sandrun.server.quota import OverQuota, PublicApi
+from sandrun.service import Service
+from sandrun.signing import job_hash
+from sandrun.states import JobState
+
+router = APIRouter(include_in_schema=False)  # its own shape, documented in docs/api.md
+
+_STATUS = {
+    JobState.PENDING: "queued",
+    JobState.SCHEDULED: "queued",
+    JobState.RUNNING: "running",
+    JobState.COMPLETED: "completed",
+}
+
+
+def _error(exc: SandrunError) -> JSONResponse:
+    status = 400 if exc.http_status in (400, 422) else exc.http_status
+    body: dict[str, Any] = {"error": str(exc)}
+    if isinstance(exc, OverQuota):
+        body["retry_after"] = exc.retry_after
+        return JSONResponse(body, status_code=429, headers={"Retry-After": str(exc.retry_after)})
+    return JSONResponse(body, status_code=status)
+
+
+async def _caller(conn: HTTPConnection) -> tuple[str, str | None]:
+    """Who owns what this caller submits, and whose jobs it may see (None: all). A token's
+    user, else (anonymous mode) the caller's address."""
+    config: PublicApi = conn.app.state.public_api
+    if config.mode == "off":
+        raise _Off()
+    if conn.headers.get("authorization") or config.mode == "token":
+        who = await principal(cast(Request, conn))  # it reads only headers and app state
+        if who.role not in (Role.USER, Role.ADMIN):
+            raise AuthenticationError(f"a {who.role} token cannot use the job API")
+        return who.name, None if who.role is Role.ADMIN else who.name
+    owner = f"anon:{conn.client.host if conn.client else 'unknown'}"
+    return owner, owner
+
+
+class _Off(SandrunError):
+    """The public API is turned off on this server; use /v1."""
+
+    code = "public_api_off"
+    http_status = 404
+
+
+Handler = Callable[..., Awaitable[Response]]
+
+
+def _answers(handler: Handler) -> Handler:
+    """Turn sandrun's errors into this API's `{"error"}` answers."""
+
+    @functools.wraps(handler)
+    async def wrapped(*args: Any, **kwargs: Any) -> Response:
+        try:
+            return await handler(*args, **kwargs)
+        except SandrunError as exc:
+            return _error(exc)
+
+    return wrapped
+
+
+@router.get("/")
+async def root() -> dict[str, str]:
+    return {
+        "service": "sandrun",
+        "status": "running",
+        "description": "Runs code in sandboxes on a pool of machines: POST /submit, "
+        "GET /status/{job_id}, /logs, /outputs, /download. The full API is under /v1.",
+        "version": sandrun.__version__,
+    }
+
+
+@router.post("/submit")
+@_answers
+async def submit(
+    request: Request,
+    files: Annotated[list[UploadFile] | None, File()] = None,
+    manifest: Annotated[str | None, Form()] = None,
+) -> Response:
+    owner, _ = await _caller(request)
+    if not files:
+        return JSONResponse({"error": "no files: upload a project as `files`"}, status_code=400)
+    uploads = [(f.filename or "file", await f.read()) for f in files]
+    service: Service = request.app.state.service
+    config: PublicApi = request.app.state.public_api
+    job, position = await run_in_threadpool(_submit, service, config, owner, uploads, manifest)
+    return JSONResponse({"job_id": job.id, "status": "queued", "position": position})
+
+
+def _submit(
+    service: Service,
+    config: PublicApi,
+    owner: str,
+    uploads: list[tuple[str, bytes]],
+    manifest_text: str | None,
+) -> tuple[JobRecord, int]:
+    tree = unpack(uploads)
+    manifest = read_manifest(manifest_text, tree)
+    fields = job_fields(manifest, tree)
+    if owner.startswith("anon:"):
+        config.check(*service.store.owner_usage(owner, service.clock()))
+    bundle = pack((path, data, path.endswith(".sh")) for path, data in tree.items())
+    digest, _ = service.artifacts.put_bytes(bundle)
+    job = service.submit({**fields, "code": digest}, owner=owner)
+    return job, service.store.queue_position(job)
+
+
+@router.get("/status/{job_id}")
+@_answers
+async def status(job_id: str, request: Request) -> Response:
+    service: Service = request.app.state.service
+    _, viewer = await _caller(request)
+    return JSONResponse(await run_in_threadpool(_status, service, job_id, viewer))
+
+
+def _status(service: Service, job_id: str, viewer: str | None) -> dict[str, Any]:
+    job = service.get(job_id, viewer)
+    attempts = service.attempts(job_id, viewer)
+    last = _last_ended(attempts)
+    outputs = service.outputs(job_id, viewer=viewer)
+    state = _STATUS.get(job.state, "failed")
+    usage = last.usage if last else None
+    peak_mb = usage.max_rss_mb if usage else None
+    return {
+        "job_id": job.id,
+        "status": state,
+        "queue_position": service.store.queue_position(job) if state == "queued" else None,
+        "execution_metadata": {
+            "cpu_seconds": usage.cpu_seconds if usage else None,
+            "memory_peak_bytes": int(peak_mb * 1024 * 1024) if peak_mb is not None else None,
+            "memory_peak_mb": peak_mb,
+            "wall_time_ms": int(usage.wall_seconds * 1000)
+            if usage and usage.wall_seconds is not None
+            else None,
+            "exit_code": job.exit_code,
+            "environment": job.spec.labels.get("environment"),
+            "interpreter": job.spec.labels.get("interpreter"),
+        },
+        "job_hash": job_hash(job.spec),
+        "output_files": {
+            o.path: {"size_bytes": o.size, "sha256": o.digest, "type": _mime(o.path)}
+            for o in outputs
+        },
+        "worker_metadata": {
+            "worker_id": last.worker_id if last else None,
+            "signature": last.signature if last else None,
+            "attempt": last.number if last else None,
+        },
+        "message": job.message,
+    }
+
+
+@router.get("/logs/{job_id}")
+@_answers
+async def logs(job_id: str, request: Request) -> Response:
+    service: Service = request.app.state.service
+    _, viewer = await _caller(request)
+    return JSONResponse(await run_in_threadpool(_logs, service, job_id, viewer))
+
+
+def _logs(service: Service, job_id: str, viewer: str | None) -> dict[str, str]:
+    service.get(job_id, viewer)
+    text = {"stdout": bytearray(), "stderr": bytearray()}
+    cursor = (0, 0)
+    while page := service.logs(job_id, after=cursor, limit=1000):
+        for chunk in page:
+            text[chunk.stream] += chunk.data
+        cursor = (page[-1].attempt, page[-1].seq)
+    return {stream: data.decode(errors="replace") for stream, data in text.items()}
+
+
+@router.websocket("/logs/{job_id}/stream")
+async def stream_logs(websocket: WebSocket, job_id: str) -> None:
+    """Each log line as `{"stream", "line"}`, live; then `{"status"}` and close."""
+    service: Service = websocket.app.state.service
+    await websocket.accept()
+    try:
+        _, viewer = await _caller(websocket)
+        await run_in_threadpool(service.get, job_id, viewer)
+    except SandrunError as exc:
+        await websocket.send_json({"error": str(exc)})
+        await websocket.close(code=4404)
+        return
+    notifier = websocket.app.state.logs
+    cursor, partial, ended = (0, 0), {"stdout": b"", "stderr": b""}, False
+    try:
+        while True:
+            seen = notifier.generation
+            page = await run_in_threadpool(service.logs, job_id, after=cursor, limit=1000)
+            for chunk in page:
+                *lines, partial[chunk.stream] = (partial[chunk.stream] + chunk.data).split(b"\n")
+                for line in lines:
+                    text = line.decode(errors="replace")
+                    await websocket.send_json({"stream": chunk.stream, "line": text})
+            if page:
+                cursor = (page[-1].attempt, page[-1].seq)
+                continue
+            if ended:
+                break
+            ended = (await run_in_threadpool(service.get, job_id)).is_terminal
+            if not ended:
+                await notifier.wait(seen, timeout=1.0)
+        for stream, rest in partial.items():
+            if rest:
+                await websocket.send_json({"stream": stream, "line": rest.decode(errors="replace")})
+        job = await run_in_threadpool(service.get, job_id)
+        await websocket.send_json({"status": _STATUS.get(job.state, "failed")})
+        await websocket.close()
+    except WebSocketDisconnect:
+        return
+
+
+@router.get("/outputs/{job_id}")
+@_answers
+async def outputs(job_id: str, request: Request) -> Response:
+    service: Service = request.app.state.service
+    _, viewer = await _caller(request)
+    job = await run_in_threadpool(service.get, job_id, viewer)
+    files = await run_in_threadpool(service.outputs, job_id, None, viewer)
+    return JSONResponse(
+        {
+            "job_id": job.id,
+            "status": _STATUS.get(job.state, "failed"),
+            "total_files": len(files),
+            "files": [_file(job.id, f) for f in files],
+        }
+    )
+
+
+@router.get("/download/{job_id}/{path:path}")
+@_answers
+async def download_one(job_id: str, path: str, request: Request) -> Response:
+    service: Service = request.app.state.service
+    _, viewer = await _caller(request)
+    out = await run_in_threadpool(service.output, job_id, path, None, viewer)
+    return FileResponse(
+        service.artifacts.path(out.digest),
+        media_type=_mime(out.path),
+        filename=out.path.rsplit("/", 1)[-1],
+    )
+
+
+@router.get("/download/{job_id}")
+@_answers
+async def download_all(job_id: str, request: Request) -> Response:
+    service: Service = request.app.state.service
+    _, viewer = await _caller(request)
+    data = await run_in_threadpool(_tarball, service, job_id, viewer)
+    return Response(
+        data,
+        media_type="application/gzip",
+        headers={"Content-Disposition": f'attachment; filename="{job_id}-outputs.tar.gz"'},
+    )
+
+
+def _tarball(service: Service, job_id: str, viewer: str | None) -> bytes:
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w:gz") as tar:
+        for out in service.outputs(job_id, viewer=viewer):
+            entry = tarfile.TarInfo(out.path)
+            entry.size = out.size
+            with open(service.artifacts.path(out.digest), "rb") as handle:
+                tar.addfile(entry, handle)
+    return raw.getvalue()
+
+
+@router.get("/health")
+@_answers
+async def health(request: Request) -> Response:
+    await _caller(request)
+    service: Service = request.app.state.service
+    queued, running = await run_in_threadpool(service.store.queue_length)
+    nodes = await run_in_threadpool(service.nodes)
+    active = [n for n in nodes if n.state == "active"]
+    return JSONResponse(
+        {
+            "status": "healthy",
+            "version": sandrun.__version__,
+            "workers": [
+                {"worker_id": n.public_key, "name": n.name, "running": n.running} for n in active
+            ],
+            "load": {"queued": queued, "running": running, "workers": len(active)},
+        }
+    )
+
+
+@router.get("/stats")
+@_answers
+async def stats(request: Request) -> Response:
+    service: Service = request.app.state.service
+    config: PublicApi = request.app.state.public_api
+    owner, _ = await _caller(request)
+    active, hour, cpu = await run_in_threadpool(service.store.owner_usage, owner, service.clock())
+    queued, running = await run_in_threadpool(service.store.queue_length)
+    return JSONResponse(
+        {
+            "client": owner,
+            "quota": {
+                "concurrent_jobs": {"used": active, "limit": config.max_concurrent},
+                "jobs_per_hour": {"used": hour, "limit": config.jobs_per_hour},
+                "cpu_seconds_per_minute": {"used": cpu, "limit": config.cpu_seconds_per_minute},
+                "applies": owner.startswith("anon:"),
+            },
+            "system": {"queue_length": queued, "running": running},
+        }
+    )
+
+
+@router.get("/environments")
+@_answers
+async def environments(request: Request) -> Response:
+    await _caller(request)
+    named = [{"name": k, "description": v} for k, v in ENVIRONMENTS.items()]
+    return JSONResponse({"environments": named})
+
+
+def _last_ended(attempts: list[Attempt]) -> Attempt | None:
+    ended = [a for a in attempts if a.finished_at is not None]
+    return ended[-1] if ended else None
+
+
+def _file(job_id: str, out: OutputFile) -> dict[str, Any]:
+    return {
+        "name": out.path,
+        "size": out.size,
+        "size_formatted": _size(out.size),
+        "type": "file",
+        "mime_type": _mime(out.path),
+        "download_url": f"/download/{job_id}/{out.path}",
+        "sha256": out.digest,
+    }
+
+
+def _mime(path: str) -> str:
+    return mimetypes.guess_type(path)[0] or "application/octet-stream"
+
+
+def _size(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"
