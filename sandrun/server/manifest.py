@@ -156,6 +156,10 @@ def job_fields(manifest: Manifest, tree: dict[str, bytes]) -> dict[str, Any]:
         if manifest.gpu.min_vram_gb is not None:
             gpus["memory_gb"] = manifest.gpu.min_vram_gb
         fields["gpus"] = gpus
+        # Kept with the job; matching them to nodes' GPUs needs GPU detection (resources).
+        for key in ("cuda_version", "compute_capability"):
+            if (value := getattr(manifest.gpu, key)) is not None:
+                fields["labels"][key] = value
     return fields
 
 
