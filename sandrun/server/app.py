@@ -70,6 +70,7 @@ def create_app(
     app.include_router(agents.router)
     app.include_router(uploads.router)
     app.include_router(compat.router)
+    app.add_middleware(compat.SubmitSizeLimit)
 
     @app.get("/v1/health")
     def health() -> dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,7 @@ import pytest
 
 from sandrun.artifacts import LocalArtifactStore
 from sandrun.models import Role
-from sandrun.server import uploads
+from sandrun.server import manifest, uploads
 from sandrun.server.app import create_app
 from sandrun.service import Service
 from sandrun.store import open_sqlite
@@ -27,10 +27,12 @@ class Api:
         self.headers = {"Authorization": f"Bearer {token}"}
 
     def request(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        headers = {**self.headers, **kw.pop("headers", {})}
+
         async def send() -> httpx.Response:
             transport = httpx.ASGITransport(app=self.app)
             async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
-                return await client.request(method, path, headers=self.headers, **kw)
+                return await client.request(method, path, headers=headers, **kw)
 
         return asyncio.run(send())
 
@@ -79,3 +81,24 @@ def test_too_large_an_upload_is_413_and_stores_nothing(
     assert answer.json()["code"] == "upload_too_large"
     assert "2.0 MiB" in answer.json()["message"]
     assert not list((tmp_path / "blobs").rglob("*"))
+
+
+@pytest.mark.parametrize("declared", [True, False])
+def test_a_public_submit_over_the_limit_is_413_before_it_is_read(
+    api: Api, monkeypatch: pytest.MonkeyPatch, declared: bool
+) -> None:
+    monkeypatch.setattr(manifest, "MAX_UPLOAD", 1 << 20)
+    head = b'--x\r\nContent-Disposition: form-data; name="files"; filename="big.bin"\r\n\r\n'
+    body = head + b"\0" * (3 << 20) + b"\r\n--x--\r\n"
+
+    async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: counted as it comes
+        for start in range(0, len(body), 1 << 16):
+            yield body[start : start + (1 << 16)]
+
+    answer = api.post(
+        "/submit",
+        content=body if declared else chunks(),
+        headers={"Content-Type": "multipart/form-data; boundary=x"},
+    )
+    assert answer.status_code == 413
+    assert "over 2 MiB" in answer.json()["error"]
