@@ -130,11 +130,11 @@ def _submit(
     manifest = read_manifest(manifest_text, tree)
     fields = job_fields(manifest, tree)
     if owner.startswith("anon:"):
-        config.check(*service.store.owner_usage(owner, service.clock()))
+        config.check(*service.owner_usage(owner))
     bundle = pack((path, data, path.endswith(".sh")) for path, data in tree.items())
     digest, _ = service.artifacts.put_bytes(bundle)
     job = service.submit({**fields, "code": digest}, owner=owner)
-    return job, service.store.queue_position(job)
+    return job, service.queue_position(job)
 
 
 @router.get("/status/{job_id}")
@@ -156,7 +156,7 @@ def _status(service: Service, job_id: str, viewer: str | None) -> dict[str, Any]
     return {
         "job_id": job.id,
         "status": state,
-        "queue_position": service.store.queue_position(job) if state == "queued" else None,
+        "queue_position": service.queue_position(job) if state == "queued" else None,
         "execution_metadata": {
             "cpu_seconds": usage.cpu_seconds if usage else None,
             "memory_peak_bytes": int(peak_mb * 1024 * 1024) if peak_mb is not None else None,
@@ -301,7 +301,7 @@ def _tarball(service: Service, job_id: str, viewer: str | None) -> bytes:
 async def health(request: Request) -> Response:
     await _caller(request)
     service: Service = request.app.state.service
-    queued, running = await run_in_threadpool(service.store.queue_length)
+    queued, running = await run_in_threadpool(service.queue_length)
     nodes = await run_in_threadpool(service.nodes)
     active = [n for n in nodes if n.state == "active"]
     return JSONResponse(
@@ -322,8 +322,8 @@ async def stats(request: Request) -> Response:
     service: Service = request.app.state.service
     config: PublicApi = request.app.state.public_api
     owner, _ = await _caller(request)
-    active, hour, cpu = await run_in_threadpool(service.store.owner_usage, owner, service.clock())
-    queued, running = await run_in_threadpool(service.store.queue_length)
+    active, hour, cpu = await run_in_threadpool(service.owner_usage, owner)
+    queued, running = await run_in_threadpool(service.queue_length)
     return JSONResponse(
         {
             "client": owner,

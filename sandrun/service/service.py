@@ -104,6 +104,19 @@ class Service:
                     suggestions=["upload it first (POST /v1/artifacts), then submit"],
                 )
 
+    def queue_position(self, job: JobRecord) -> int:
+        """Pending jobs that would be claimed before `job`."""
+        return self.store.queue_position(job)
+
+    def owner_usage(self, owner: str) -> tuple[int, int, float]:
+        """`owner`'s jobs queued or running, submitted in the last hour, and CPU-seconds
+        of attempts that ended in the last minute."""
+        return self.store.owner_usage(owner, self.clock())
+
+    def queue_length(self) -> tuple[int, int]:
+        """Jobs waiting and running, all owners."""
+        return self.store.queue_length()
+
     def get(self, job_id: str, viewer: str | None = None) -> JobRecord:
         """The job, if `viewer` (an owner name; None for admins) may see it."""
         job = self.store.get_job(job_id)
