@@ -154,6 +154,8 @@ class Capacity(_Wire):
     cpus: Num
     memory_mb: Int
     gpus: Int = 0
+    gpu_type: str | None = None  # the model (see sandrun/spec/gpus.json); one per node
+    gpu_memory_gb: Amount = 0  # each GPU's
 
 
 class SandboxReport(_Wire):

@@ -21,6 +21,7 @@ import psutil
 
 from sandrun.agent.control import ControlPlane
 from sandrun.agent.executor import AttemptControl, Executor
+from sandrun.agent.gpus import detect_gpus
 from sandrun.agent.proctree import kill_if_same
 from sandrun.agent.sandbox import Sandboxing
 from sandrun.agent.wake import Waker
@@ -36,9 +37,16 @@ MAX_ATTEMPTS = 256  # at once on one node, however small their CPU share
 
 
 def detect_capacity() -> Capacity:
-    """This machine's CPUs (those this process may use) and memory."""
+    """This machine's CPUs (those this process may use), memory and NVIDIA GPUs."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return Capacity(cpus=float(cpus or 1), memory_mb=psutil.virtual_memory().total >> 20)
+    gpus, model, memory = detect_gpus()
+    return Capacity(
+        cpus=float(cpus or 1),
+        memory_mb=psutil.virtual_memory().total >> 20,
+        gpus=gpus,
+        gpu_type=model,
+        gpu_memory_gb=memory,
+    )
 
 
 @dataclass
@@ -178,6 +186,8 @@ class Agent:
             cpus=self.capacity.cpus - sum(s.cpus for s in specs),
             memory_mb=self.capacity.memory_mb - sum(s.memory or 0 for s in specs),
             gpus=self.capacity.gpus - sum(s.gpus.count if s.gpus else 0 for s in specs),
+            gpu_type=self.capacity.gpu_type,
+            gpu_memory_gb=self.capacity.gpu_memory_gb,
         )
 
     def _claim_while_fits(self, stop: threading.Event) -> bool:

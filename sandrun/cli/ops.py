@@ -204,6 +204,13 @@ def agent(
     max_jobs: Annotated[int | None, typer.Option(help="Attempts at once, at most.")] = None,
     cpus: Annotated[float | None, typer.Option(help="CPUs to offer (default: all).")] = None,
     memory: Annotated[str | None, typer.Option(help="Memory to offer (default: all).")] = None,
+    gpus: Annotated[
+        str | None,
+        typer.Option(
+            help="GPUs to offer, e.g. 2xa100-80gb, where detection misses them "
+            "(default: those NVML or nvidia-smi find; 0 for none)."
+        ),
+    ] = None,
     work_dir: Annotated[
         Path | None, typer.Option(help="Where attempts run (default: under $SANDRUN_HOME).")
     ] = None,
@@ -266,12 +273,18 @@ def agent(
     from sandrun.cli.specargs import parse_pairs
     from sandrun.models import Capacity
     from sandrun.spec import parse_memory_mb
+    from sandrun.spec.gpus import declared_gpus
 
     here = detect_capacity()
     offered = Capacity(
         cpus=cpus if cpus is not None else here.cpus,
         memory_mb=parse_memory_mb(memory) if memory else here.memory_mb,
+        gpus=here.gpus,
+        gpu_type=here.gpu_type,
+        gpu_memory_gb=here.gpu_memory_gb,
     )
+    if gpus is not None:
+        offered = offered.model_copy(update=declared_gpus(gpus))
     node = name or socket.gethostname()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     raise typer.Exit(

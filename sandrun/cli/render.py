@@ -144,9 +144,25 @@ def summary(job: JobRecord) -> str:
     return f"job {job.id} {job.state}{tries}{detail}"
 
 
+def _gpus(node: NodeInfo) -> str:
+    c = node.capacity
+    return f"{c.gpus}x{c.gpu_type} {c.gpu_memory_gb:g}GB" if c.gpus else "-"
+
+
 def nodes_table(nodes: list[NodeInfo]) -> None:
     table = Table(box=None, header_style="bold")
-    columns = ("NAME", "STATE", "CPUS", "MEMORY", "RUNNING", "HEARTBEAT", "SANDBOX", "LABELS", "ID")
+    columns = (
+        "NAME",
+        "STATE",
+        "CPUS",
+        "MEMORY",
+        "GPUS",
+        "RUNNING",
+        "HEARTBEAT",
+        "SANDBOX",
+        "LABELS",
+        "ID",
+    )
     for column in columns:
         table.add_column(column, no_wrap=column == "ID")
     weak = []
@@ -159,6 +175,7 @@ def nodes_table(nodes: list[NodeInfo]) -> None:
             f"[{style}]{n.state}[/]" if style else n.state,
             f"{n.capacity.cpus:g}",
             f"{n.capacity.memory_mb / 1024:.1f} GiB",
+            _gpus(n),
             str(n.running),
             ago(n.heartbeat_at),
             _sandbox(n),

@@ -145,8 +145,19 @@ def _check_fits_here(spec: JobSpec) -> None:
             field="memory",
         )
     if spec.gpus:
-        raise ResourceNotAvailableError(
-            "gpus: GPU jobs need the resources support of a later sandrun; "
-            "this version runs CPU jobs",
-            field="gpus",
+        want = spec.gpus
+        have = (
+            f"{here.gpus}x{here.gpu_type} ({here.gpu_memory_gb:g} GB each)" if here.gpus else "none"
         )
+        fits = (
+            want.count <= here.gpus
+            and want.type in (None, here.gpu_type)
+            and (want.memory_gb or 0) <= here.gpu_memory_gb
+        )
+        if not fits:
+            raise ResourceNotAvailableError(
+                f"gpus: the job asks for {want.count}x{want.type or 'any GPU'}"
+                + (f" with {want.memory_gb:g} GB" if want.memory_gb else "")
+                + f"; this machine's NVIDIA GPUs: {have}",
+                field="gpus",
+            )

@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from sandrun.errors import InvalidSpec
+from sandrun.spec.gpus import canonical
 from sandrun.spec.units import (
     DURATION_PATTERN,
     MEMORY_PATTERN,
@@ -238,11 +239,22 @@ _GPU_RE = re.compile(
 
 
 class GpuRequest(_Strict):
-    """GPUs a job needs. Matching against nodes' GPUs comes with the resources work."""
+    """GPUs a job needs: how many, of which model (see gpus.json), with how much memory
+    each. A model named with its memory ("a100-80gb") sets `memory_gb` too."""
 
     count: Int = Field(default=1, ge=1, le=64)
     type: str | None = None
     memory_gb: Positive | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _model(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("type"), str):
+            name, memory = canonical(data["type"])
+            data = {**data, "type": name}
+            if memory is not None and data.get("memory_gb") is None:
+                data["memory_gb"] = memory
+        return data
 
 
 def _gpus(value: object) -> object:

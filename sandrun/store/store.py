@@ -98,6 +98,8 @@ class Store:
                 cpus=spec.cpus,
                 memory_mb=spec.memory or 0,
                 gpu_count=spec.gpus.count if spec.gpus else 0,
+                gpu_type=spec.gpus.type if spec.gpus else None,
+                gpu_memory_gb=(spec.gpus.memory_gb or 0) if spec.gpus else 0,
                 not_before=job.not_before,
                 created_at=job.created_at,
             )
@@ -172,6 +174,8 @@ class Store:
                 cpus=free.cpus,
                 memory_mb=free.memory_mb,
                 gpus=free.gpus,
+                gpu_type=free.gpu_type,
+                gpu_memory_gb=free.gpu_memory_gb,
                 node=node,
                 token=token,
                 lease_expires_at=lease,

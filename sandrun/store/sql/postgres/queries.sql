@@ -5,9 +5,10 @@
 
 -- name: insert_job
 INSERT INTO jobs (id, name, owner, state, spec, labels, priority, cpus, memory_mb, gpu_count,
-                  not_before, created_at, updated_at)
+                  gpu_type, gpu_memory_gb, not_before, created_at, updated_at)
 VALUES (%(id)s, %(name)s, %(owner)s, %(state)s, %(spec)s, %(labels)s, %(priority)s, %(cpus)s,
-        %(memory_mb)s, %(gpu_count)s, %(not_before)s, %(created_at)s, %(created_at)s);
+        %(memory_mb)s, %(gpu_count)s, %(gpu_type)s, %(gpu_memory_gb)s, %(not_before)s,
+        %(created_at)s, %(created_at)s);
 
 -- name: insert_event
 INSERT INTO events (job_id, attempt, kind, message, data, at)
@@ -55,6 +56,8 @@ WITH job AS (
                 WHERE state = 'pending' AND not_before + 0 <= %(now)s
                   AND cpus <= %(cpus)s AND memory_mb <= %(memory_mb)s
                   AND gpu_count <= %(gpus)s
+                  AND (gpu_count = 0 OR ((gpu_type IS NULL OR gpu_type = %(gpu_type)s)
+                                         AND gpu_memory_gb <= %(gpu_memory_gb)s))
                 ORDER BY priority DESC, created_at, id
                 LIMIT 1
                 FOR UPDATE SKIP LOCKED)

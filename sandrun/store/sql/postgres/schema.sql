@@ -23,7 +23,9 @@ CREATE TABLE jobs (
     message          text,
     created_at       double precision NOT NULL,
     updated_at       double precision NOT NULL,
-    finished_at      double precision
+    finished_at      double precision,
+    gpu_type         text,
+    gpu_memory_gb    double precision NOT NULL DEFAULT 0
 );
 CREATE INDEX jobs_queue ON jobs (priority DESC, created_at, id) WHERE state = 'pending';
 CREATE INDEX jobs_eligible ON jobs (not_before) WHERE state = 'pending';

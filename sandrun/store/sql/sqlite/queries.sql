@@ -4,9 +4,9 @@
 
 -- name: insert_job
 INSERT INTO jobs (id, name, owner, state, spec, labels, priority, cpus, memory_mb, gpu_count,
-                  not_before, created_at, updated_at)
+                  gpu_type, gpu_memory_gb, not_before, created_at, updated_at)
 VALUES (:id, :name, :owner, :state, :spec, :labels, :priority, :cpus, :memory_mb, :gpu_count,
-        :not_before, :created_at, :created_at);
+        :gpu_type, :gpu_memory_gb, :not_before, :created_at, :created_at);
 
 -- name: insert_event
 INSERT INTO events (job_id, attempt, kind, message, data, at)
@@ -52,6 +52,8 @@ UPDATE jobs SET state = 'scheduled', attempts = attempts + 1, updated_at = :now
 WHERE id = (SELECT id FROM jobs INDEXED BY jobs_queue
             WHERE state = 'pending' AND not_before <= :now
               AND cpus <= :cpus AND memory_mb <= :memory_mb AND gpu_count <= :gpus
+              AND (gpu_count = 0 OR ((gpu_type IS NULL OR gpu_type = :gpu_type)
+                                     AND gpu_memory_gb <= :gpu_memory_gb))
             ORDER BY priority DESC, created_at, id
             LIMIT 1)
 RETURNING *;

@@ -22,7 +22,9 @@ CREATE TABLE jobs (
     message          TEXT,
     created_at       REAL NOT NULL,
     updated_at       REAL NOT NULL,
-    finished_at      REAL
+    finished_at      REAL,
+    gpu_type         TEXT,
+    gpu_memory_gb    REAL NOT NULL DEFAULT 0
 );
 CREATE INDEX jobs_queue ON jobs (priority DESC, created_at, id) WHERE state = 'pending';
 CREATE INDEX jobs_eligible ON jobs (not_before) WHERE state = 'pending';

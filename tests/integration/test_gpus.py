@@ -1,0 +1,69 @@
+"""GPU placement with agents that declare their GPUs (`sandrun agent --gpus 2xa100-80gb`):
+jobs land where their model, count and memory fit, and get GPU indices of their own."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+
+from sandrun.client import Job
+from sandrun.states import JobState
+from tests.integration.cluster import SANDRUN, Cluster
+
+
+@pytest.fixture
+def gpu_pool(cluster: Cluster) -> Cluster:
+    cluster.start_agent("big", cpus=4, extra=("--gpus", "2xa100-80gb"))
+    cluster.start_agent("small", cpus=2, extra=("--gpus", "1xt4"))
+    return cluster
+
+
+def _ran(job: Job) -> tuple[str, str]:
+    """(the node it ran on, what it printed)."""
+    done = job.wait(60)
+    assert done.record.state is JobState.COMPLETED, done.log_text()
+    return done.attempts[-1].node.split("/")[0], done.log_text().strip()
+
+
+def test_jobs_land_where_their_gpus_fit(gpu_pool: Cluster) -> None:
+    show = "echo $CUDA_VISIBLE_DEVICES"
+    nodes = {n.name: n for n in gpu_pool.nodes()}
+    assert (nodes["big"].capacity.gpus, nodes["big"].capacity.gpu_type) == (2, "a100")
+    assert nodes["big"].capacity.gpu_memory_gb == 80
+    env = {**os.environ, "SANDRUN_URL": gpu_pool.url, "SANDRUN_TOKEN": gpu_pool.tokens["admin"]}
+    listed = subprocess.run([SANDRUN, "nodes"], capture_output=True, text=True, env=env)
+    assert "2xa100 80GB" in listed.stdout and "1xt4 16GB" in listed.stdout
+    with gpu_pool.client() as client:
+        two = client.run(show, gpus="2xa100", upload_code=False)
+        t4 = client.run(show, gpus="t4", upload_code=False)
+        roomy = client.run(show, gpus={"count": 1, "memory_gb": 40}, upload_code=False)
+        too_big = client.run(show, gpus="8xh100", upload_code=False)
+        assert _ran(two) == ("big", "0,1")
+        assert _ran(t4) == ("small", "0")
+        assert _ran(roomy)[0] == "big"  # a t4 has 16 GB
+        assert too_big.refresh().record.state is JobState.PENDING  # fits no node
+
+
+def test_two_one_gpu_jobs_share_a_two_gpu_node(gpu_pool: Cluster) -> None:
+    with gpu_pool.client() as client:
+        jobs = [
+            client.run("echo $CUDA_VISIBLE_DEVICES; sleep 2", gpus="a100", upload_code=False)
+            for _ in range(2)
+        ]
+        ran = [_ran(job) for job in jobs]
+    assert [node for node, _ in ran] == ["big", "big"]
+    assert sorted(index for _, index in ran) == ["0", "1"]  # at once, each its own GPU
+
+
+def test_an_agent_refuses_an_unknown_gpu_model(cluster: Cluster) -> None:
+    agent = subprocess.run(
+        [SANDRUN, "agent", "--server", cluster.url, "--gpus", "4xtpu"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "SANDRUN_TOKEN": cluster.tokens["agents"]},
+    )
+    assert agent.returncode == 2
+    assert "GPU 'tpu' is not one sandrun knows" in agent.stderr
