@@ -223,15 +223,39 @@ def status(job_id: JobId, json: JsonOpt = False) -> None:
     with _client() as client:
         job = client.get(job_id)
         attempts = job.attempts
+        waiting = client.why_pending(job_id)
         if json:
             render.print_json(
                 {
                     **job.record.model_dump(mode="json"),
                     "attempt_list": [a.model_dump(mode="json") for a in attempts],
+                    "pending_reason": waiting,
                 }
             )
         else:
-            render.status_panel(job.record, attempts)
+            render.status_panel(job.record, attempts, waiting)
+
+
+@app.command()
+def instances(
+    min_gpu_memory: Annotated[
+        float, typer.Option(help="Only GPUs with at least this many GB each.")
+    ] = 0,
+    max_price: Annotated[
+        float | None, typer.Option(help="Only instances up to this price per hour.")
+    ] = None,
+    json: JsonOpt = False,
+) -> None:
+    """GPU instance types the pool can run now, with a price per hour, cheapest first."""
+    with _client() as client:
+        found = client.find_instances(min_gpu_memory, max_price)
+    if json:
+        render.print_json(found)
+        return
+    if not found:
+        render.err.print("no node offers such GPUs now")
+    for i in found:
+        print(f"{i.name:<24} {i.price_per_hour:>8.2f}/h  {i.nodes} node(s)")
 
 
 @app.command()

@@ -75,7 +75,7 @@ def jobs_table(jobs: list[JobRecord]) -> None:
     out.print(table)
 
 
-def status_panel(job: JobRecord, attempts: list[Attempt]) -> None:
+def status_panel(job: JobRecord, attempts: list[Attempt], waiting: str | None = None) -> None:
     rows = [
         ("id", job.id),
         ("name", job.name),
@@ -89,6 +89,8 @@ def status_panel(job: JobRecord, attempts: list[Attempt]) -> None:
         rows.append(("reason", str(job.failure_reason)))
     if job.message and job.state is not JobState.COMPLETED:
         rows.append(("message", job.message))
+    if waiting is not None:
+        rows.append(("waiting", waiting))
     if job.cancel_requested and not job.is_terminal:
         rows.append(("cancel", "requested"))
     rows.append(("submitted", ago(job.created_at)))

@@ -19,7 +19,9 @@ from sandrun.client.upload import list_files, make_bundle
 from sandrun.errors import ValidationError
 from sandrun.home import Home
 from sandrun.models import GcReport, JobPage, LogChunk, NodeInfo
+from sandrun.service.placement import Instance, why_pending
 from sandrun.spec import JobSpec, parse_spec
+from sandrun.states import JobState
 
 
 def connect(
@@ -138,6 +140,20 @@ class Client:
 
     def nodes(self) -> list[NodeInfo]:
         return self.transport.nodes()
+
+    def find_instances(
+        self, min_gpu_memory_gb: float = 0, max_price: float | None = None
+    ) -> list[Instance]:
+        """GPU instance types the pool can run now (e.g. "2xa100-80gb"), with a price per
+        hour, cheapest first; use a name as `instance_type`."""
+        return self.transport.instances(min_gpu_memory_gb, max_price)
+
+    def why_pending(self, job_id: str) -> str | None:
+        """Why a pending job has not started (None once it has)."""
+        job = self.transport.get(job_id)
+        if job.state is not JobState.PENDING:
+            return None
+        return why_pending(job.spec, self.transport.nodes())
 
     def collect_garbage(self, older_than: float = 30 * 86400, purge_jobs: bool = False) -> GcReport:
         """Retention (admins): remove the logs of jobs that ended more than `older_than`

@@ -19,6 +19,7 @@ from sandrun.models import (
     NodeInfo,
     OutputFile,
 )
+from sandrun.service.placement import Instance, fits, has, needs
 from sandrun.spec import JobSpec
 
 LOG_PAGE = 1000
@@ -124,6 +125,9 @@ class EmbeddedTransport:
     def has_blob(self, digest: str) -> bool:
         return self.service.artifacts.path(digest).exists()
 
+    def instances(self, min_gpu_memory_gb: float, max_price: float | None) -> list[Instance]:
+        return self.service.instances(min_gpu_memory_gb, max_price)
+
     def nodes(self) -> list[NodeInfo]:
         return self.service.nodes()
 
@@ -134,30 +138,16 @@ class EmbeddedTransport:
 def _check_fits_here(spec: JobSpec) -> None:
     """Embedded jobs run on this machine: refuse one that could never fit it."""
     here = detect_capacity()
-    if spec.cpus > here.cpus:
-        raise ResourceNotAvailableError(
-            f"cpus: the job asks for {spec.cpus:g} CPUs; this machine has {here.cpus:g}",
-            field="cpus",
-        )
-    if spec.memory and spec.memory > here.memory_mb:
-        raise ResourceNotAvailableError(
-            f"memory: the job asks for {spec.memory} MiB; this machine has {here.memory_mb} MiB",
-            field="memory",
-        )
-    if spec.gpus:
-        want = spec.gpus
-        have = (
-            f"{here.gpus}x{here.gpu_type} ({here.gpu_memory_gb:g} GB each)" if here.gpus else "none"
-        )
-        fits = (
-            want.count <= here.gpus
-            and want.type in (None, here.gpu_type)
-            and (want.memory_gb or 0) <= here.gpu_memory_gb
-        )
-        if not fits:
-            raise ResourceNotAvailableError(
-                f"gpus: the job asks for {want.count}x{want.type or 'any GPU'}"
-                + (f" with {want.memory_gb:g} GB" if want.memory_gb else "")
-                + f"; this machine's NVIDIA GPUs: {have}",
-                field="gpus",
+    if not fits(spec, here):
+        field = next(
+            f
+            for f, too_big in (
+                ("cpus", spec.cpus > here.cpus),
+                ("memory", (spec.memory or 0) > here.memory_mb),
+                ("gpus", True),
             )
+            if too_big
+        )
+        raise ResourceNotAvailableError(
+            f"{field}: the job needs {needs(spec)}; this machine has {has(here)}", field=field
+        )

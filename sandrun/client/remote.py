@@ -21,6 +21,7 @@ from sandrun.models import (
     OutputFile,
     Uploaded,
 )
+from sandrun.service.placement import Instance
 from sandrun.spec import JobSpec
 
 _ATTEMPTS = TypeAdapter(list[Attempt])
@@ -28,6 +29,7 @@ _EVENTS = TypeAdapter(list[Event])
 _CHUNKS = TypeAdapter(list[LogChunk])
 _OUTPUTS = TypeAdapter(list[OutputFile])
 _NODES = TypeAdapter(list[NodeInfo])
+_INSTANCES = TypeAdapter(list[Instance])
 
 
 class HttpTransport:
@@ -148,6 +150,10 @@ class HttpTransport:
             return False
         raise_for_error(response)
         return True
+
+    def instances(self, min_gpu_memory_gb: float, max_price: float | None) -> list[Instance]:
+        data = self._get("/v1/instances", min_gpu_memory=min_gpu_memory_gb, max_price=max_price)
+        return _INSTANCES.validate_json(data)
 
     def nodes(self) -> list[NodeInfo]:
         return _NODES.validate_json(self._get("/v1/nodes"))

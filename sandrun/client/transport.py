@@ -15,6 +15,7 @@ from sandrun.models import (
     NodeInfo,
     OutputFile,
 )
+from sandrun.service.placement import Instance
 from sandrun.spec import JobSpec
 
 
@@ -64,6 +65,8 @@ class Transport(Protocol):
     def has_blob(self, digest: str) -> bool: ...
 
     def nodes(self) -> list[NodeInfo]: ...
+
+    def instances(self, min_gpu_memory_gb: float, max_price: float | None) -> list[Instance]: ...
 
     def collect_garbage(self, older_than: float, purge_jobs: bool) -> GcReport: ...
 

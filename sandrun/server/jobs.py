@@ -23,6 +23,7 @@ from sandrun.models import (
 )
 from sandrun.server.auth import ERRORS, AdminDep, ServiceDep, UserDep, viewer
 from sandrun.server.notify import Notifier
+from sandrun.service.placement import Instance
 from sandrun.spec import JobSpec
 from sandrun.states import JobState
 
@@ -189,6 +190,17 @@ def download(
 ) -> FileResponse:
     out = service.output(job_id, path, attempt, viewer(caller))
     return FileResponse(service.artifacts.path(out.digest), media_type="application/octet-stream")
+
+
+@router.get("/instances")
+def instances(
+    caller: UserDep,
+    service: ServiceDep,
+    min_gpu_memory: Annotated[float, Query(ge=0)] = 0,
+    max_price: Annotated[float | None, Query(ge=0)] = None,
+) -> list[Instance]:
+    """GPU instance types the pool can run now, with a price per hour, cheapest first."""
+    return service.instances(min_gpu_memory, max_price)
 
 
 @router.get("/nodes")

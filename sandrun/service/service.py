@@ -34,7 +34,8 @@ from sandrun.models import (
     Role,
     SandboxReport,
 )
-from sandrun.service import retention, retry
+from sandrun.service import placement, retention, retry
+from sandrun.service.placement import Instance
 from sandrun.signing import BadSignature, result_claim, verify
 from sandrun.spec import JobSpec, parse_spec
 from sandrun.spec.job import NAME_RE
@@ -112,6 +113,12 @@ class Service:
         """`owner`'s jobs queued or running, submitted in the last hour, and CPU-seconds
         of attempts that ended in the last minute."""
         return self.store.owner_usage(owner, self.clock())
+
+    def instances(
+        self, min_gpu_memory_gb: float = 0, max_price: float | None = None
+    ) -> list[Instance]:
+        """The GPU instance types the pool's active nodes offer, cheapest first."""
+        return placement.instances(self.nodes(), min_gpu_memory_gb, max_price)
 
     def queue_length(self) -> tuple[int, int]:
         """Jobs waiting and running, all owners."""

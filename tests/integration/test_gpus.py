@@ -32,9 +32,15 @@ def test_jobs_land_where_their_gpus_fit(gpu_pool: Cluster) -> None:
     nodes = {n.name: n for n in gpu_pool.nodes()}
     assert (nodes["big"].capacity.gpus, nodes["big"].capacity.gpu_type) == (2, "a100")
     assert nodes["big"].capacity.gpu_memory_gb == 80
-    env = {**os.environ, "SANDRUN_URL": gpu_pool.url, "SANDRUN_TOKEN": gpu_pool.tokens["admin"]}
-    listed = subprocess.run([SANDRUN, "nodes"], capture_output=True, text=True, env=env)
-    assert "2xa100 80GB" in listed.stdout and "1xt4 16GB" in listed.stdout
+    env = {**os.environ, "SANDRUN_URL": gpu_pool.url, "SANDRUN_TOKEN": gpu_pool.tokens["alice"]}
+
+    def cli(*args: str) -> str:
+        done = subprocess.run([SANDRUN, *args], capture_output=True, text=True, env=env)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    listed = cli("nodes")
+    assert "2xa100 80GB" in listed and "1xt4 16GB" in listed
     with gpu_pool.client() as client:
         two = client.run(show, gpus="2xa100", upload_code=False)
         t4 = client.run(show, gpus="t4", upload_code=False)
@@ -44,6 +50,26 @@ def test_jobs_land_where_their_gpus_fit(gpu_pool: Cluster) -> None:
         assert _ran(t4) == ("small", "0")
         assert _ran(roomy)[0] == "big"  # a t4 has 16 GB
         assert too_big.refresh().record.state is JobState.PENDING  # fits no node
+        why = client.why_pending(too_big.id)
+        assert why is not None and why.startswith("fits no registered node: needs")
+        assert "8xh100" in why and "the largest node (big) has" in why
+        status = subprocess.run(
+            [SANDRUN, "status", too_big.id], capture_output=True, text=True, env=env
+        )
+        assert "fits no registered node" in status.stdout
+
+        offered = {i.name: i for i in client.find_instances(min_gpu_memory_gb=40)}
+        assert sorted(offered) == ["1xa100-80gb", "2xa100-80gb"]
+        assert offered["2xa100-80gb"].price_per_hour == 2 * offered["1xa100-80gb"].price_per_hour
+        cheap = [i.name for i in client.find_instances(max_price=1)]
+        assert cheap == ["1xt4-16gb"]
+        listed = subprocess.run(
+            [SANDRUN, "instances", "--min-gpu-memory", "40"],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
+        assert "2xa100-80gb" in listed.stdout and "t4" not in listed.stdout
 
 
 def test_two_one_gpu_jobs_share_a_two_gpu_node(gpu_pool: Cluster) -> None:

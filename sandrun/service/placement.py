@@ -1,0 +1,100 @@
+"""Where jobs can run: whether a job fits a node, why a pending job waits, and which GPU
+instance types the pool offers. Pure functions over specs and node records."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+
+from sandrun.models import Capacity, NodeInfo
+from sandrun.spec import JobSpec
+from sandrun.spec.gpus import catalogue
+
+
+class Instance(BaseModel):
+    """A GPU shape the pool can run now: `count` GPUs of one model on one node."""
+
+    name: str  # "2xa100-80gb"
+    gpu_type: str
+    gpu_count: int
+    gpu_memory_gb: float
+    price_per_hour: float  # all its GPUs, from the catalogue's price per GPU-hour
+    nodes: int  # active nodes that have that many
+
+
+def fits(spec: JobSpec, capacity: Capacity) -> bool:
+    """Whether `spec` could run on a node of this capacity (all of it free)."""
+    if spec.cpus > capacity.cpus or (spec.memory or 0) > capacity.memory_mb:
+        return False
+    if spec.gpus is None:
+        return True
+    want = spec.gpus
+    return (
+        want.count <= capacity.gpus
+        and want.type in (None, capacity.gpu_type)
+        and (want.memory_gb or 0) <= capacity.gpu_memory_gb
+    )
+
+
+def needs(spec: JobSpec) -> str:
+    parts = [f"{spec.cpus:g} CPUs"]
+    if spec.memory:
+        parts.append(f"{spec.memory / 1024:g} GiB")
+    if spec.gpus:
+        gpu = f"{spec.gpus.count}x{spec.gpus.type or 'GPU'}"
+        if spec.gpus.memory_gb:
+            gpu += f" ({spec.gpus.memory_gb:g} GB)"
+        parts.append(gpu)
+    return ", ".join(parts)
+
+
+def has(capacity: Capacity) -> str:
+    parts = [f"{capacity.cpus:g} CPUs", f"{capacity.memory_mb / 1024:.0f} GiB"]
+    if capacity.gpus:
+        parts.append(f"{capacity.gpus}x{capacity.gpu_type} ({capacity.gpu_memory_gb:g} GB)")
+    return ", ".join(parts)
+
+
+def why_pending(spec: JobSpec, nodes: list[NodeInfo]) -> str:
+    """Why a pending job has not started, in words for `sandrun status`."""
+    live = [n for n in nodes if n.state == "active"]
+    if not live:
+        return "no agent is connected"
+    able = [n for n in live if fits(spec, n.capacity)]
+    if not able:
+        biggest = max(live, key=lambda n: (n.capacity.gpus, n.capacity.cpus, n.capacity.memory_mb))
+        return (
+            f"fits no registered node: needs {needs(spec)}; the largest node "
+            f"({biggest.name}) has {has(biggest.capacity)}"
+        )
+    names = ", ".join(sorted({n.name for n in able})[:5])
+    return f"waiting for room on a node that can hold it ({names}); jobs ahead of it come first"
+
+
+def instances(
+    nodes: list[NodeInfo], min_gpu_memory_gb: float = 0, max_price: float | None = None
+) -> list[Instance]:
+    """The GPU instance types active nodes offer, cheapest first."""
+    prices = catalogue()
+    found: dict[str, Instance] = {}
+    for node in nodes:
+        cap = node.capacity
+        if node.state != "active" or not cap.gpus or cap.gpu_type is None:
+            continue
+        if cap.gpu_memory_gb < min_gpu_memory_gb:
+            continue
+        per_gpu = prices[cap.gpu_type].price_per_hour if cap.gpu_type in prices else 0.0
+        for count in range(1, cap.gpus + 1):
+            name = f"{count}x{cap.gpu_type}-{cap.gpu_memory_gb:g}gb"
+            price = round(per_gpu * count, 4)
+            if max_price is not None and price > max_price:
+                continue
+            known = found.get(name)
+            found[name] = Instance(
+                name=name,
+                gpu_type=cap.gpu_type,
+                gpu_count=count,
+                gpu_memory_gb=cap.gpu_memory_gb,
+                price_per_hour=price,
+                nodes=(known.nodes if known else 0) + 1,
+            )
+    return sorted(found.values(), key=lambda i: (i.price_per_hour, i.name))
