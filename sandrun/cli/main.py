@@ -14,16 +14,19 @@ from sandrun.cli.options import (
     CpusOpt,
     EnvOpt,
     FileOpt,
+    GpusOpt,
     JobId,
     JsonOpt,
     LabelOpt,
     MemoryOpt,
+    MinGpuMemoryOpt,
     NameOpt,
     NetworkOpt,
     OutputOpt,
     PriorityOpt,
     RefOpt,
     RepoOpt,
+    RequireOpt,
     RetriesOpt,
     ShellOpt,
     TimeoutOpt,
@@ -34,6 +37,7 @@ from sandrun.cli.specargs import build_spec
 from sandrun.client import Client, Job, connect
 from sandrun.client.verify import verify_result
 from sandrun.errors import IllegalTransition, JobNotFoundError, SandrunError, ValidationError
+from sandrun.spec.job import gpu_request
 
 app = typer.Typer(
     name="sandrun",
@@ -58,6 +62,7 @@ def _submit(client: Client, command: list[str] | None, **kw: Any) -> Job:
         shell=kw.pop("shell"),
         env=kw.pop("env") or [],
         labels=kw.pop("label") or [],
+        requires=kw.pop("require") or [],
         outputs=kw.pop("output") or [],
         options={
             "name": kw["name"],
@@ -69,12 +74,21 @@ def _submit(client: Client, command: list[str] | None, **kw: Any) -> Job:
             "working_dir": str(kw["workdir"].resolve()) if kw["workdir"] else None,
             "network": kw["network"] or None,
             "repository": _repository(kw["repo"], kw["ref"]),
+            "gpus": _gpus(kw["gpus"], kw["min_gpu_memory"]),
         },
     )
     brings = spec.working_dir or spec.code or spec.repository
     if upload is None:  # a server's agents have no copy of this directory: send it
         upload = not client.transport.embedded and not brings
     return client.submit(spec, upload_code=upload)
+
+
+def _gpus(text: str | None, min_memory: float | None) -> object:
+    """--gpus 4xa100 and --min-gpu-memory 40, as the spec's gpus."""
+    if min_memory is None:
+        return text
+    request = gpu_request(text if text is not None else 1, field="gpus")
+    return {**request, "memory_gb": min_memory}
 
 
 def _repository(url: str | None, ref: str | None) -> dict[str, str] | None:
@@ -103,6 +117,9 @@ def run(
     retries: RetriesOpt = None,
     output: OutputOpt = None,
     label: LabelOpt = None,
+    require: RequireOpt = None,
+    gpus: GpusOpt = None,
+    min_gpu_memory: MinGpuMemoryOpt = None,
     priority: PriorityOpt = None,
     workdir: WorkdirOpt = None,
     network: NetworkOpt = None,
@@ -126,6 +143,9 @@ def run(
             retries=retries,
             output=output,
             label=label,
+            require=require,
+            gpus=gpus,
+            min_gpu_memory=min_gpu_memory,
             priority=priority,
             workdir=workdir,
             network=network,
@@ -181,6 +201,9 @@ def submit(
     retries: RetriesOpt = None,
     output: OutputOpt = None,
     label: LabelOpt = None,
+    require: RequireOpt = None,
+    gpus: GpusOpt = None,
+    min_gpu_memory: MinGpuMemoryOpt = None,
     priority: PriorityOpt = None,
     workdir: WorkdirOpt = None,
     network: NetworkOpt = None,
@@ -204,6 +227,9 @@ def submit(
             retries=retries,
             output=output,
             label=label,
+            require=require,
+            gpus=gpus,
+            min_gpu_memory=min_gpu_memory,
             priority=priority,
             workdir=workdir,
             network=network,

@@ -32,6 +32,16 @@ OutputOpt = Annotated[
     list[str] | None, typer.Option("--output", "-o", help="Glob of files to keep. Repeatable.")
 ]
 LabelOpt = Annotated[list[str] | None, typer.Option("--label", "-l", help="KEY=VALUE.")]
+GpusOpt = Annotated[
+    str | None, typer.Option("--gpus", help="GPUs: a count (2), a model (a100) or both (4xa100).")
+]
+MinGpuMemoryOpt = Annotated[
+    float | None, typer.Option(help="Each GPU with at least this many GB (any model by default).")
+]
+RequireOpt = Annotated[
+    list[str] | None,
+    typer.Option("--require", help="Run only on nodes with this label, KEY=VALUE. Repeatable."),
+]
 PriorityOpt = Annotated[str | None, typer.Option(help="low, normal, high or an integer.")]
 NetworkOpt = Annotated[
     bool | None,

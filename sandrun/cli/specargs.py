@@ -41,6 +41,7 @@ def build_spec(
     env: list[str],
     labels: list[str],
     outputs: list[str],
+    requires: list[str] | None = None,
 ) -> JobSpec:
     """The spec: the file's (if any), overlaid with the options given on the command line.
 
@@ -74,6 +75,11 @@ def build_spec(
         data["env"] = {**data.get("env", {}), **parse_pairs(env, "env", "--env")}
     if labels:
         data["labels"] = {**data.get("labels", {}), **parse_pairs(labels, "labels", "--label")}
+    if requires:
+        data["requires"] = {
+            **data.get("requires", {}),
+            **parse_pairs(requires, "requires", "--require"),
+        }
     if outputs:
         data["outputs"] = [*data.get("outputs", []), *outputs]
     if local:

@@ -134,6 +134,11 @@ class JobBuilder:
         self._fields.setdefault("labels", {}).update(labels)
         return self
 
+    def require(self, labels: dict[str, str]) -> JobBuilder:
+        """Run only on nodes with these labels (`sandrun agent --label pool=gpu-east`)."""
+        self._fields.setdefault("requires", {}).update(labels)
+        return self
+
     def priority(self, priority: int | str) -> JobBuilder:
         """low, normal, high, or an integer from -1000 to 1000."""
         return self._set("priority", priority)

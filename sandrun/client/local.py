@@ -138,12 +138,13 @@ class EmbeddedTransport:
 def _check_fits_here(spec: JobSpec) -> None:
     """Embedded jobs run on this machine: refuse one that could never fit it."""
     here = detect_capacity()
-    if not fits(spec, here):
+    if not fits(spec, here, labels={}):  # the local node has no labels
         field = next(
             f
             for f, too_big in (
                 ("cpus", spec.cpus > here.cpus),
                 ("memory", (spec.memory or 0) > here.memory_mb),
+                ("requires", bool(spec.requires)),
                 ("gpus", True),
             )
             if too_big

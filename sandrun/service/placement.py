@@ -21,9 +21,11 @@ class Instance(BaseModel):
     nodes: int  # active nodes that have that many
 
 
-def fits(spec: JobSpec, capacity: Capacity) -> bool:
-    """Whether `spec` could run on a node of this capacity (all of it free)."""
+def fits(spec: JobSpec, capacity: Capacity, labels: dict[str, str] | None = None) -> bool:
+    """Whether `spec` could run on a node of this capacity (all of it free) and labels."""
     if spec.cpus > capacity.cpus or (spec.memory or 0) > capacity.memory_mb:
+        return False
+    if any((labels or {}).get(key) != value for key, value in spec.requires.items()):
         return False
     if spec.gpus is None:
         return True
@@ -44,6 +46,7 @@ def needs(spec: JobSpec) -> str:
         if spec.gpus.memory_gb:
             gpu += f" ({spec.gpus.memory_gb:g} GB)"
         parts.append(gpu)
+    parts += [f"{key}={value}" for key, value in spec.requires.items()]
     return ", ".join(parts)
 
 
@@ -59,7 +62,7 @@ def why_pending(spec: JobSpec, nodes: list[NodeInfo]) -> str:
     live = [n for n in nodes if n.state == "active"]
     if not live:
         return "no agent is connected"
-    able = [n for n in live if fits(spec, n.capacity)]
+    able = [n for n in live if fits(spec, n.capacity, n.labels)]
     if not able:
         biggest = max(live, key=lambda n: (n.capacity.gpus, n.capacity.cpus, n.capacity.memory_mb))
         return (

@@ -338,6 +338,10 @@ class JobSpec(_Strict):
     labels: dict[str, str] = Field(
         default_factory=dict, json_schema_extra={"propertyNames": {"pattern": LABEL_KEY_RE.pattern}}
     )
+    # Node labels the job must run on (`sandrun agent --label pool=gpu-east`).
+    requires: dict[str, str] = Field(
+        default_factory=dict, json_schema_extra={"propertyNames": {"pattern": LABEL_KEY_RE.pattern}}
+    )
     priority: Annotated[
         Int,
         BeforeValidator(_priority),
@@ -415,7 +419,7 @@ class JobSpec(_Strict):
                 )
         return value
 
-    @field_validator("labels")
+    @field_validator("labels", "requires")
     @classmethod
     def _labels(cls, value: dict[str, str]) -> dict[str, str]:
         for key in value:

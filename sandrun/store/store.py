@@ -94,6 +94,7 @@ class Store:
                 state=job.state.value,
                 spec=json.dumps(spec.to_json_dict()),
                 labels=json.dumps(spec.labels),
+                requires=json.dumps(spec.requires, sort_keys=True),
                 priority=job.priority,
                 cpus=spec.cpus,
                 memory_mb=spec.memory or 0,

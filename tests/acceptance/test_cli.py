@@ -167,6 +167,12 @@ def _no_traceback(proc: subprocess.CompletedProcess[str]) -> str:
         (["run", "--name", "bad name", "--", "true"], "name 'bad name' is not valid"),
         (["run", "--env", "NOT_SET_ANYWHERE_X", "--", "true"], "it is not set"),
         (["run", "--cpus", "1000", "--", "true"], "this machine has"),
+        (
+            ["run", "--require", "pool=gpu", "--", "true"],
+            "requires: the job needs 1 CPUs, pool=gpu",
+        ),
+        (["run", "--gpus", "4xa100", "--", "true"], "gpus: the job needs 1 CPUs, 4xa100"),
+        (["run", "--gpus", "4xa1000", "--", "true"], "did you mean a100"),
         (["submit", "-f", "missing.yaml"], "cannot read spec file"),
         (["jobs", "--state", "runing"], "did you mean 'running'?"),
     ],

@@ -3,6 +3,7 @@ jobs land where their model, count and memory fit, and get GPU indices of their 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 
@@ -53,23 +54,17 @@ def test_jobs_land_where_their_gpus_fit(gpu_pool: Cluster) -> None:
         why = client.why_pending(too_big.id)
         assert why is not None and why.startswith("fits no registered node: needs")
         assert "8xh100" in why and "the largest node (big) has" in why
-        status = subprocess.run(
-            [SANDRUN, "status", too_big.id], capture_output=True, text=True, env=env
-        )
-        assert "fits no registered node" in status.stdout
+        assert "fits no registered node" in cli("status", too_big.id)
 
         offered = {i.name: i for i in client.find_instances(min_gpu_memory_gb=40)}
         assert sorted(offered) == ["1xa100-80gb", "2xa100-80gb"]
         assert offered["2xa100-80gb"].price_per_hour == 2 * offered["1xa100-80gb"].price_per_hour
         cheap = [i.name for i in client.find_instances(max_price=1)]
         assert cheap == ["1xt4-16gb"]
-        listed = subprocess.run(
-            [SANDRUN, "instances", "--min-gpu-memory", "40"],
-            capture_output=True,
-            text=True,
-            env=env,
-        )
-        assert "2xa100-80gb" in listed.stdout and "t4" not in listed.stdout
+        ran = cli("run", "--no-upload", "--min-gpu-memory", "40", "--json", "--", "true")
+        assert client.get(json.loads(ran)["id"]).attempts[-1].node.startswith("big/")
+        listed = cli("instances", "--min-gpu-memory", "40")
+        assert "2xa100-80gb" in listed and "t4" not in listed
 
 
 def test_two_one_gpu_jobs_share_a_two_gpu_node(gpu_pool: Cluster) -> None:
@@ -93,3 +88,25 @@ def test_an_agent_refuses_an_unknown_gpu_model(cluster: Cluster) -> None:
     )
     assert agent.returncode == 2
     assert "GPU 'tpu' is not one sandrun knows" in agent.stderr
+
+
+def test_a_job_can_require_node_labels(cluster: Cluster) -> None:
+    cluster.start_agent("east", extra=("--label", "pool=gpu-east"))
+    cluster.start_agent("west", extra=("--label", "pool=gpu-west"))
+    env = {**os.environ, "SANDRUN_URL": cluster.url, "SANDRUN_TOKEN": cluster.tokens["alice"]}
+    for _ in range(3):
+        ran = subprocess.run(
+            [SANDRUN, "run", "--no-upload", "--require", "pool=gpu-east", "--json", "--", "true"],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
+        assert ran.returncode == 0, ran.stderr
+        with cluster.client() as client:
+            assert client.get(json.loads(ran.stdout)["id"]).attempts[-1].node.startswith("east/")
+    with cluster.client() as client:
+        nowhere = client.run("true", requires={"pool": "gpu-north"}, upload_code=False)
+        assert client.run("true", upload_code=False).wait(60).record.state is JobState.COMPLETED
+        assert nowhere.refresh().record.state is JobState.PENDING
+        why = client.why_pending(nowhere.id) or ""
+        assert "fits no registered node: needs 1 CPUs, pool=gpu-north" in why

@@ -48,3 +48,10 @@ def test_instances_the_pool_offers() -> None:
     assert offers[1].price_per_hour == 2 * offers[0].price_per_hour
     assert instances(pool, min_gpu_memory_gb=96) == []
     assert [i.name for i in instances(pool, max_price=offers[0].price_per_hour)] == ["1xa100-80gb"]
+
+
+def test_required_labels_must_all_match() -> None:
+    spec = parse_spec({"shell": "x", "requires": {"pool": "east", "zone": "a"}})
+    assert fits(spec, CPU, {"pool": "east", "zone": "a", "extra": "1"})
+    assert not fits(spec, CPU, {"pool": "east"})
+    assert not fits(spec, CPU, {"pool": "west", "zone": "a"})

@@ -5,9 +5,10 @@
 
 -- name: insert_job
 INSERT INTO jobs (id, name, owner, state, spec, labels, priority, cpus, memory_mb, gpu_count,
-                  gpu_type, gpu_memory_gb, not_before, created_at, updated_at)
+                  gpu_type, gpu_memory_gb, requires, not_before, created_at, updated_at)
 VALUES (%(id)s, %(name)s, %(owner)s, %(state)s, %(spec)s, %(labels)s, %(priority)s, %(cpus)s,
-        %(memory_mb)s, %(gpu_count)s, %(gpu_type)s, %(gpu_memory_gb)s, %(not_before)s,
+        %(memory_mb)s, %(gpu_count)s, %(gpu_type)s, %(gpu_memory_gb)s, %(requires)s,
+        %(not_before)s,
         %(created_at)s, %(created_at)s);
 
 -- name: insert_event
@@ -58,6 +59,8 @@ WITH job AS (
                   AND gpu_count <= %(gpus)s
                   AND (gpu_count = 0 OR ((gpu_type IS NULL OR gpu_type = %(gpu_type)s)
                                          AND gpu_memory_gb <= %(gpu_memory_gb)s))
+                  AND (requires = '{}' OR requires::jsonb
+                       <@ (SELECT labels::jsonb FROM nodes WHERE id = %(node)s))
                 ORDER BY priority DESC, created_at, id
                 LIMIT 1
                 FOR UPDATE SKIP LOCKED)

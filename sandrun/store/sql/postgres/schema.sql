@@ -25,7 +25,8 @@ CREATE TABLE jobs (
     updated_at       double precision NOT NULL,
     finished_at      double precision,
     gpu_type         text,
-    gpu_memory_gb    double precision NOT NULL DEFAULT 0
+    gpu_memory_gb    double precision NOT NULL DEFAULT 0,
+    requires         text NOT NULL DEFAULT '{}'
 );
 CREATE INDEX jobs_queue ON jobs (priority DESC, created_at, id) WHERE state = 'pending';
 CREATE INDEX jobs_eligible ON jobs (not_before) WHERE state = 'pending';

@@ -4,9 +4,9 @@
 
 -- name: insert_job
 INSERT INTO jobs (id, name, owner, state, spec, labels, priority, cpus, memory_mb, gpu_count,
-                  gpu_type, gpu_memory_gb, not_before, created_at, updated_at)
+                  gpu_type, gpu_memory_gb, requires, not_before, created_at, updated_at)
 VALUES (:id, :name, :owner, :state, :spec, :labels, :priority, :cpus, :memory_mb, :gpu_count,
-        :gpu_type, :gpu_memory_gb, :not_before, :created_at, :created_at);
+        :gpu_type, :gpu_memory_gb, :requires, :not_before, :created_at, :created_at);
 
 -- name: insert_event
 INSERT INTO events (job_id, attempt, kind, message, data, at)
@@ -54,6 +54,10 @@ WHERE id = (SELECT id FROM jobs INDEXED BY jobs_queue
               AND cpus <= :cpus AND memory_mb <= :memory_mb AND gpu_count <= :gpus
               AND (gpu_count = 0 OR ((gpu_type IS NULL OR gpu_type = :gpu_type)
                                      AND gpu_memory_gb <= :gpu_memory_gb))
+              AND (requires = '{}' OR NOT EXISTS (
+                    SELECT 1 FROM json_each(requires) r
+                    WHERE json_extract((SELECT labels FROM nodes WHERE id = :node),
+                                       '$."' || r.key || '"') IS NOT r.value))
             ORDER BY priority DESC, created_at, id
             LIMIT 1)
 RETURNING *;

@@ -24,7 +24,8 @@ CREATE TABLE jobs (
     updated_at       REAL NOT NULL,
     finished_at      REAL,
     gpu_type         TEXT,
-    gpu_memory_gb    REAL NOT NULL DEFAULT 0
+    gpu_memory_gb    REAL NOT NULL DEFAULT 0,
+    requires         TEXT NOT NULL DEFAULT '{}'
 );
 CREATE INDEX jobs_queue ON jobs (priority DESC, created_at, id) WHERE state = 'pending';
 CREATE INDEX jobs_eligible ON jobs (not_before) WHERE state = 'pending';
