@@ -9,6 +9,7 @@ cut-off agent never runs on beside the retry the server has started elsewhere.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -39,7 +40,7 @@ MAX_ATTEMPTS = 256  # at once on one node, however small their CPU share
 def detect_capacity() -> Capacity:
     """This machine's CPUs (those this process may use), memory and NVIDIA GPUs."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    gpus, model, memory = detect_gpus()
+    gpus, model, memory = _machine_gpus()
     return Capacity(
         cpus=float(cpus or 1),
         memory_mb=psutil.virtual_memory().total >> 20,
@@ -47,6 +48,12 @@ def detect_capacity() -> Capacity:
         gpu_type=model,
         gpu_memory_gb=memory,
     )
+
+
+@functools.cache
+def _machine_gpus() -> tuple[int, str | None, float]:
+    # Asked once per process: an embedded submit checks the fit, and nvidia-smi is slow.
+    return detect_gpus()
 
 
 @dataclass
