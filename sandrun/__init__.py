@@ -33,28 +33,6 @@ if TYPE_CHECKING:
 
 __version__ = "0.1.0"
 
-_WHERE = {
-    **dict.fromkeys(
-        [
-            "App",
-            "AsyncClient",
-            "AsyncJob",
-            "Client",
-            "Function",
-            "FunctionCall",
-            "Job",
-            "JobBuilder",
-            "TaskConfig",
-            "connect",
-            "connect_async",
-            "invoke",
-        ],
-        "sandrun.client",
-    ),
-    "SandrunError": "sandrun.errors",
-    "JobSpec": "sandrun.spec",
-    "RetryPolicy": "sandrun.spec",
-}
 __all__ = [
     "App",
     "AsyncClient",
@@ -72,6 +50,12 @@ __all__ = [
     "connect_async",
     "invoke",
 ]
+_ELSEWHERE = {
+    "SandrunError": "sandrun.errors",
+    "JobSpec": "sandrun.spec",
+    "RetryPolicy": "sandrun.spec",
+}
+_WHERE = {name: _ELSEWHERE.get(name, "sandrun.client") for name in __all__}
 
 
 def __getattr__(name: str) -> Any:

@@ -111,7 +111,7 @@ class HttpControlPlane:
 
     def fetch_artifact(self, digest: str) -> None:
         """Download a job's input once: the local store is this agent's cache."""
-        if self.artifacts.path(digest).exists():
+        if self.artifacts.has(digest):
             return
         response = self.api.request(
             "GET", f"/v1/agent/artifacts/{digest}", retry_for=REPORT_RETRY, timeout=300.0

@@ -29,6 +29,9 @@ class LocalArtifactStore:
             raise ArtifactNotFound(f"{digest!r} is not a sha256 digest", field="digest")
         return self.root / digest[:2] / digest[2:4] / digest
 
+    def has(self, digest: str) -> bool:
+        return self.path(digest).exists()
+
     def put_file(self, source: str | Path) -> tuple[str, int]:
         """Store a file's content; return (sha256 hex digest, size in bytes)."""
         with open(source, "rb") as handle:

@@ -123,7 +123,7 @@ class EmbeddedTransport:
         return self.service.artifacts.put_bytes(data)[0]
 
     def has_blob(self, digest: str) -> bool:
-        return self.service.artifacts.path(digest).exists()
+        return self.service.artifacts.has(digest)
 
     def instances(self, min_gpu_memory_gb: float, max_price: float | None) -> list[Instance]:
         return self.service.instances(min_gpu_memory_gb, max_price)

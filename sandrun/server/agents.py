@@ -117,7 +117,7 @@ def get_artifact(digest: str, caller: AgentDep, service: ServiceDep) -> FileResp
 @router.post("/complete")
 def complete(body: CompleteRequest, caller: AgentDep, service: ServiceDep) -> JobRecord:
     for out in body.result.outputs:
-        if not service.artifacts.path(out.digest).exists():
+        if not service.artifacts.has(out.digest):
             raise OutputNotUploaded(
                 f"output {out.path!r} was not uploaded (no artifact {out.digest})",
                 field="result.outputs",

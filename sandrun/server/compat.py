@@ -13,7 +13,7 @@ import io
 import mimetypes
 import tarfile
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, cast
+from typing import Annotated, Any, TypeVar, cast
 
 from fastapi import APIRouter, File, Form, Request, UploadFile, WebSocket
 from fastapi.concurrency import run_in_threadpool
@@ -76,6 +76,15 @@ class _Off(SandrunError):
 
 
 Handler = Callable[..., Awaitable[Response]]
+T = TypeVar("T")
+
+
+async def _as_viewer(
+    request: Request, work: Callable[[Service, str, str | None], T], job_id: str
+) -> T:
+    """`work(service, job_id, viewer)` on a worker thread, for this caller."""
+    _, viewer = await _caller(request)
+    return await run_in_threadpool(work, request.app.state.service, job_id, viewer)
 
 
 def _answers(handler: Handler) -> Handler:
@@ -140,9 +149,7 @@ def _submit(
 @router.get("/status/{job_id}")
 @_answers
 async def status(job_id: str, request: Request) -> Response:
-    service: Service = request.app.state.service
-    _, viewer = await _caller(request)
-    return JSONResponse(await run_in_threadpool(_status, service, job_id, viewer))
+    return JSONResponse(await _as_viewer(request, _status, job_id))
 
 
 def _status(service: Service, job_id: str, viewer: str | None) -> dict[str, Any]:
@@ -185,9 +192,7 @@ def _status(service: Service, job_id: str, viewer: str | None) -> dict[str, Any]
 @router.get("/logs/{job_id}")
 @_answers
 async def logs(job_id: str, request: Request) -> Response:
-    service: Service = request.app.state.service
-    _, viewer = await _caller(request)
-    return JSONResponse(await run_in_threadpool(_logs, service, job_id, viewer))
+    return JSONResponse(await _as_viewer(request, _logs, job_id))
 
 
 def _logs(service: Service, job_id: str, viewer: str | None) -> dict[str, str]:
@@ -275,9 +280,7 @@ async def download_one(job_id: str, path: str, request: Request) -> Response:
 @router.get("/download/{job_id}")
 @_answers
 async def download_all(job_id: str, request: Request) -> Response:
-    service: Service = request.app.state.service
-    _, viewer = await _caller(request)
-    data = await run_in_threadpool(_tarball, service, job_id, viewer)
+    data = await _as_viewer(request, _tarball, job_id)
     return Response(
         data,
         media_type="application/gzip",

@@ -8,7 +8,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
-from sandrun.errors import ArtifactNotFound, UploadTooLarge
+from sandrun.errors import UploadTooLarge
 from sandrun.models import Uploaded
 from sandrun.server.auth import ERRORS, ServiceDep, UserDep
 
@@ -46,8 +46,7 @@ async def upload(request: Request, caller: UserDep, service: ServiceDep) -> Uplo
 @router.head("/artifacts/{digest}", responses={200: {"description": "the blob is stored"}})
 def has_artifact(digest: str, caller: UserDep, service: ServiceDep) -> Response:
     """200 if a blob with this sha256 is stored (no need to upload it again), else 404."""
-    if not service.artifacts.path(digest).exists():
-        raise ArtifactNotFound(f"no artifact has digest {digest}")
+    service.fetch_artifact(digest)  # the server's store: present, or ArtifactNotFound
     return Response(status_code=200)
 
 

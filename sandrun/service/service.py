@@ -98,7 +98,7 @@ class Service:
         if spec.code:
             named["code"] = spec.code
         for field, digest in named.items():
-            if not self.artifacts.path(digest).exists():
+            if not self.artifacts.has(digest):
                 raise ArtifactNotFound(
                     f"{field}: nothing was uploaded with digest {digest}",
                     field=field,
@@ -284,7 +284,7 @@ class Service:
 
     def fetch_artifact(self, digest: str) -> None:
         """The agent shares this store: the blob is either here or was never uploaded."""
-        if not self.artifacts.path(digest).exists():
+        if not self.artifacts.has(digest):
             raise ArtifactNotFound(f"no artifact has digest {digest}")
 
     def heartbeat(
@@ -313,9 +313,7 @@ class Service:
 
     def _signer(self, ref: AttemptRef, result: AttemptResult) -> str | None:
         """The key the result is verified to be signed with; None if its agent has none."""
-        attempts = self.store.attempts(ref.job_id)
-        attempt = next((a for a in attempts if a.number == ref.attempt), None)
-        key = self.store.node_public_key(attempt.node) if attempt else None
+        key = self.store.signer_key(ref.job_id, ref.attempt)
         if key is None:
             return None  # an agent that registered no key (or the store refuses the report)
         where = f"job {ref.job_id} attempt {ref.attempt}"

@@ -400,10 +400,10 @@ class Store:
         assert row is not None
         return int(row["queued"]), int(row["running"])
 
-    def node_public_key(self, node_id: str) -> str | None:
-        """The key `node_id` registered to sign its results with, if any."""
+    def signer_key(self, job_id: str, number: int) -> str | None:
+        """The key the node running this attempt registered to sign results with, if any."""
         with self.db.transaction(write=False) as tx:
-            row = tx.one("node_public_key", id=node_id)
+            row = tx.one("signer_key", job_id=job_id, number=number)
         return row["public_key"] if row else None
 
     def node_heartbeat_at(self, node_id: str) -> float:

@@ -148,8 +148,9 @@ ON CONFLICT (id) DO UPDATE SET labels = excluded.labels, capacity = excluded.cap
 -- name: node_heartbeat
 UPDATE nodes SET heartbeat_at = :now, state = :state WHERE id = :id;
 
--- name: node_public_key
-SELECT public_key FROM nodes WHERE id = :id;
+-- name: signer_key
+SELECT n.public_key FROM attempts a JOIN nodes n ON n.id = a.node
+WHERE a.job_id = :job_id AND a.number = :number;
 
 -- name: node_heartbeat_at
 SELECT heartbeat_at FROM nodes WHERE id = :id;
