@@ -185,6 +185,13 @@ class QuotaExceededError(SandrunError):
     http_status = 429
 
 
+class OverOwnerLimit(QuotaExceededError):
+    """That asks for more than the server lets one owner hold."""
+
+    code = "over_owner_limit"
+    http_status = 403
+
+
 class UploadTooLarge(QuotaExceededError):
     """The upload is larger than allowed."""
 

@@ -260,6 +260,12 @@ class Uploaded(_Wire):
     size: Count
 
 
+class Waiting(_Wire):
+    """Why a job has not started; None once it has."""
+
+    reason: str | None
+
+
 class GcRequest(BaseModel):
     """POST /v1/admin/gc: retention, as `sandrun gc` runs it (admins only)."""
 

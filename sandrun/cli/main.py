@@ -37,7 +37,6 @@ from sandrun.cli.specargs import build_spec
 from sandrun.client import Client, Job, connect
 from sandrun.client.verify import verify_result
 from sandrun.errors import IllegalTransition, JobNotFoundError, SandrunError, ValidationError
-from sandrun.service.placement import why_pending
 from sandrun.spec.job import gpu_request
 from sandrun.states import JobState
 
@@ -252,7 +251,7 @@ def status(job_id: JobId, json: JsonOpt = False) -> None:
         job = client.get(job_id)
         attempts = job.attempts
         pending = job.record.state is JobState.PENDING
-        waiting = why_pending(job.record.spec, client.nodes()) if pending else None
+        waiting = client.why_pending(job_id) if pending else None
         if json:
             render.print_json(
                 {

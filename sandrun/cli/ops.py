@@ -73,11 +73,19 @@ def server(
     anon_cpu_per_minute: Annotated[
         float, typer.Option(help="Anonymous callers: CPU-seconds per minute per address.")
     ] = 120.0,
+    policy: Annotated[
+        Path | None,
+        typer.Option(
+            help="Scheduling policy (YAML): per-owner limits (max_running_jobs, max_gpus), "
+            "reserve_after, GPU prices. See docs/scheduling.md.",
+        ),
+    ] = None,
 ) -> None:
     """Serve the HTTP API (under /v1, and the public API at the root) for agents, the
     CLI, the SDK and public clients."""
     from sandrun.server import run_server
     from sandrun.server.quota import MODES, PublicApi
+    from sandrun.spec.policy import load_policy
 
     if public_api not in MODES:
         raise ValidationError(
@@ -97,6 +105,7 @@ def server(
             anon_jobs_per_hour,
             anon_cpu_per_minute,
         ),
+        policy=load_policy(policy) if policy else None,
     )
 
 

@@ -88,14 +88,18 @@ class JobBuilder:
         return self._set("memory", memory)
 
     def gpu(
-        self, type: str | None = None, count: int = 1, memory: str | int | None = None
+        self,
+        type: str | list[str] | None = None,
+        count: int = 1,
+        memory: str | int | None = None,
     ) -> JobBuilder:
-        """`count` GPUs of `type` ("a100"; or "4xa100" with the count in it), with at
-        least `memory` each ("40GB")."""
+        """`count` GPUs of `type` ("a100"; "4xa100" with the count in it; or a list of
+        acceptable models, ["a100", "h100"]), with at least `memory` each ("40GB")."""
         try:
-            request: dict[str, Any] = (
-                gpu_request(type, field="gpu") if type is not None else {"count": 1}
-            )
+            if isinstance(type, list):
+                request: dict[str, Any] = {"count": 1, "type": type}
+            else:
+                request = gpu_request(type, field="gpu") if type is not None else {"count": 1}
             if count != 1:
                 request["count"] = count
             if memory is not None:

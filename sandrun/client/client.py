@@ -19,9 +19,8 @@ from sandrun.client.upload import list_files, make_bundle
 from sandrun.errors import ValidationError
 from sandrun.home import Home
 from sandrun.models import GcReport, JobPage, LogChunk, NodeInfo
-from sandrun.service.placement import Instance, why_pending
+from sandrun.service.placement import Instance
 from sandrun.spec import JobSpec, parse_spec
-from sandrun.states import JobState
 
 
 def connect(
@@ -150,10 +149,7 @@ class Client:
 
     def why_pending(self, job_id: str) -> str | None:
         """Why a pending job has not started (None once it has)."""
-        job = self.transport.get(job_id)
-        if job.state is not JobState.PENDING:
-            return None
-        return why_pending(job.spec, self.transport.nodes())
+        return self.transport.why_pending(job_id)
 
     def collect_garbage(self, older_than: float = 30 * 86400, purge_jobs: bool = False) -> GcReport:
         """Retention (admins): remove the logs of jobs that ended more than `older_than`

@@ -128,6 +128,9 @@ class EmbeddedTransport:
     def instances(self, min_gpu_memory_gb: float, max_price: float | None) -> list[Instance]:
         return self.service.instances(min_gpu_memory_gb, max_price)
 
+    def why_pending(self, job_id: str) -> str | None:
+        return self.service.why_pending(job_id)
+
     def nodes(self) -> list[NodeInfo]:
         return self.service.nodes()
 

@@ -20,6 +20,7 @@ from sandrun.models import (
     NodeInfo,
     OutputFile,
     Uploaded,
+    Waiting,
 )
 from sandrun.service.placement import Instance
 from sandrun.spec import JobSpec
@@ -154,6 +155,9 @@ class HttpTransport:
     def instances(self, min_gpu_memory_gb: float, max_price: float | None) -> list[Instance]:
         data = self._get("/v1/instances", min_gpu_memory=min_gpu_memory_gb, max_price=max_price)
         return _INSTANCES.validate_json(data)
+
+    def why_pending(self, job_id: str) -> str | None:
+        return Waiting.model_validate_json(self._get(self._job(job_id) + "/waiting")).reason
 
     def nodes(self) -> list[NodeInfo]:
         return _NODES.validate_json(self._get("/v1/nodes"))

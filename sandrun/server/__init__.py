@@ -15,6 +15,7 @@ from sandrun.errors import ValidationError
 from sandrun.home import Home
 from sandrun.server.quota import PublicApi
 from sandrun.service import Service
+from sandrun.spec.policy import Policy
 from sandrun.store import Store, is_postgres_url, open_database
 
 
@@ -49,6 +50,7 @@ def open_server_service(
     *,
     artifacts: Path | None = None,
     upgrade: bool = False,
+    policy: Policy | None = None,
 ) -> Service:
     """The service over a server's database; an empty database gets the schema, an older
     one is refused unless `upgrade` (see `sandrun db upgrade`)."""
@@ -72,7 +74,10 @@ def open_server_service(
         store.close()
         raise
     return Service(
-        store, LocalArtifactStore(artifacts or default_artifacts(db)), lease_seconds=lease_seconds
+        store,
+        LocalArtifactStore(artifacts or default_artifacts(db)),
+        lease_seconds=lease_seconds,
+        policy=policy,
     )
 
 
@@ -85,6 +90,7 @@ def run_server(
     lease_seconds: float = 30.0,
     artifacts: Path | None = None,
     public_api: PublicApi | None = None,
+    policy: Policy | None = None,
 ) -> None:
     """Serve until interrupted. Without auth, only a loopback address is allowed."""
     if not auth and not is_loopback(host):
@@ -98,7 +104,7 @@ def run_server(
         )
     from sandrun.server.app import create_app
 
-    service = open_server_service(db, lease_seconds, artifacts=artifacts)
+    service = open_server_service(db, lease_seconds, artifacts=artifacts, policy=policy)
     app = create_app(service, auth=auth, public_api=public_api or PublicApi())
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     print(

@@ -20,6 +20,7 @@ from sandrun.models import (
     LogChunk,
     NodeInfo,
     OutputFile,
+    Waiting,
 )
 from sandrun.server.auth import ERRORS, AdminDep, ServiceDep, UserDep, viewer
 from sandrun.server.notify import Notifier
@@ -63,6 +64,12 @@ def list_jobs(
 @router.get("/jobs/{job_id}")
 def get_job(job_id: str, caller: UserDep, service: ServiceDep) -> JobRecord:
     return service.get(job_id, viewer(caller))
+
+
+@router.get("/jobs/{job_id}/waiting")
+def waiting(job_id: str, caller: UserDep, service: ServiceDep) -> Waiting:
+    """Why a pending job has not started (the reason is null once it has)."""
+    return Waiting(reason=service.why_pending(job_id, viewer(caller)))
 
 
 @router.get("/jobs/{job_id}/wait")

@@ -3,11 +3,13 @@ instance types the pool offers. Pure functions over specs and node records."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from pydantic import BaseModel
 
 from sandrun.models import Capacity, NodeInfo
 from sandrun.spec import JobSpec
-from sandrun.spec.gpus import catalogue
+from sandrun.spec.policy import OwnerLimits
 
 
 class Instance(BaseModel):
@@ -17,7 +19,7 @@ class Instance(BaseModel):
     gpu_type: str
     gpu_count: int
     gpu_memory_gb: float
-    price_per_hour: float  # all its GPUs, from the catalogue's price per GPU-hour
+    price_per_hour: float  # all its GPUs, from the server's price table (or the catalogue)
     nodes: int  # active nodes that have that many
 
 
@@ -32,7 +34,7 @@ def fits(spec: JobSpec, capacity: Capacity, labels: dict[str, str] | None = None
     want = spec.gpus
     return (
         want.count <= capacity.gpus
-        and want.type in (None, capacity.gpu_type)
+        and (not want.types or capacity.gpu_type in want.types)
         and (want.memory_gb or 0) <= capacity.gpu_memory_gb
     )
 
@@ -42,7 +44,7 @@ def needs(spec: JobSpec) -> str:
     if spec.memory:
         parts.append(f"{spec.memory / 1024:g} GiB")
     if spec.gpus:
-        gpu = f"{spec.gpus.count}x{spec.gpus.type or 'GPU'}"
+        gpu = f"{spec.gpus.count}x{'/'.join(spec.gpus.types) or 'GPU'}"
         if spec.gpus.memory_gb:
             gpu += f" ({spec.gpus.memory_gb:g} GB)"
         parts.append(gpu)
@@ -57,8 +59,18 @@ def has(capacity: Capacity) -> str:
     return ", ".join(parts)
 
 
-def why_pending(spec: JobSpec, nodes: list[NodeInfo]) -> str:
-    """Why a pending job has not started, in words for `sandrun status`."""
+def why_pending(
+    spec: JobSpec,
+    nodes: list[NodeInfo],
+    *,
+    owner: str = "",
+    limits: OwnerLimits | None = None,
+    held: tuple[int, int] | None = None,
+    reserved_on: str | None = None,
+) -> str:
+    """Why a pending job has not started, in words for `sandrun status`. `held`: the jobs
+    and GPUs its owner runs now, counted against `limits`; `reserved_on`: the node keeping
+    itself free for the job."""
     live = [n for n in nodes if n.state == "active"]
     if not live:
         return "no agent is connected"
@@ -69,15 +81,36 @@ def why_pending(spec: JobSpec, nodes: list[NodeInfo]) -> str:
             f"fits no registered node: needs {needs(spec)}; the largest node "
             f"({biggest.name}) has {has(biggest.capacity)}"
         )
+    if limits is not None and held is not None:
+        jobs, gpus = held
+        if limits.max_running_jobs is not None and jobs >= limits.max_running_jobs:
+            return (
+                f"{owner} runs {jobs} jobs, as many as this server lets one owner run "
+                f"(max_running_jobs {limits.max_running_jobs}); it starts as they end"
+            )
+        want = spec.gpus.count if spec.gpus else 0
+        if want and limits.max_gpus is not None and gpus + want > limits.max_gpus:
+            return (
+                f"{owner} holds {gpus} of the {limits.max_gpus} GPUs this server lets one "
+                f"owner hold (max_gpus) and this job needs {want}; it starts as they free"
+            )
+    if reserved_on is not None:
+        name = next((n.name for n in nodes if n.id == reserved_on), reserved_on)
+        return (
+            f"next in line: node {name} is kept for it and takes nothing that would delay "
+            "it; it starts when the jobs running there end (or sooner on a node with room)"
+        )
     names = ", ".join(sorted({n.name for n in able})[:5])
     return f"waiting for room on a node that can hold it ({names}); jobs ahead of it come first"
 
 
 def instances(
-    nodes: list[NodeInfo], min_gpu_memory_gb: float = 0, max_price: float | None = None
+    nodes: list[NodeInfo],
+    price_per_gpu_hour: Callable[[str], float],
+    min_gpu_memory_gb: float = 0,
+    max_price: float | None = None,
 ) -> list[Instance]:
     """The GPU instance types active nodes offer, cheapest first."""
-    prices = catalogue()
     found: dict[str, Instance] = {}
     for node in nodes:
         cap = node.capacity
@@ -85,7 +118,7 @@ def instances(
             continue
         if cap.gpu_memory_gb < min_gpu_memory_gb:
             continue
-        per_gpu = prices[cap.gpu_type].price_per_hour if cap.gpu_type in prices else 0.0
+        per_gpu = price_per_gpu_hour(cap.gpu_type)
         for count in range(1, cap.gpus + 1):
             name = f"{count}x{cap.gpu_type}-{cap.gpu_memory_gb:g}gb"
             price = round(per_gpu * count, 4)

@@ -12,7 +12,13 @@ from collections.abc import Callable
 from typing import Any
 
 from sandrun.artifacts import LocalArtifactStore
-from sandrun.errors import ArtifactNotFound, JobNotFoundError, ValidationError, closest
+from sandrun.errors import (
+    ArtifactNotFound,
+    JobNotFoundError,
+    OverOwnerLimit,
+    ValidationError,
+    closest,
+)
 from sandrun.ids import new_id, new_token, now
 from sandrun.models import (
     Attempt,
@@ -39,6 +45,7 @@ from sandrun.service.placement import Instance
 from sandrun.signing import BadSignature, result_claim, verify
 from sandrun.spec import JobSpec, parse_spec
 from sandrun.spec.job import NAME_RE
+from sandrun.spec.policy import Policy
 from sandrun.states import JobState
 from sandrun.store import Store
 
@@ -56,10 +63,12 @@ class Service:
         *,
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
         clock: Callable[[], float] = now,
+        policy: Policy | None = None,
     ) -> None:
         self.store = store
         self.artifacts = artifacts
         self.lease_seconds = lease_seconds
+        self.policy = policy or Policy()
         self.clock = clock
 
     def close(self) -> None:
@@ -76,6 +85,7 @@ class Service:
         """Validate and durably record a job; it is pending once this returns."""
         spec = parse_spec(spec)
         self._check_inputs(spec)
+        self._check_limits(spec, owner)
         at = self.clock()
         job = JobRecord(
             id=new_id(),
@@ -105,6 +115,38 @@ class Service:
                     suggestions=["upload it first (POST /v1/artifacts), then submit"],
                 )
 
+    def _check_limits(self, spec: JobSpec, owner: str) -> None:
+        """Refuse a job its owner's limits would keep waiting forever."""
+        limits = self.policy.limits_for(owner)
+        gpus = spec.gpus.count if spec.gpus else 0
+        if limits.max_running_jobs == 0:
+            raise OverOwnerLimit(
+                f"{owner} may not run jobs on this server (max_running_jobs 0)", field="owner"
+            )
+        if limits.max_gpus is not None and gpus > limits.max_gpus:
+            raise OverOwnerLimit(
+                f"gpus: the job needs {gpus} GPUs; this server lets {owner} hold at most "
+                f"{limits.max_gpus} at once (max_gpus)",
+                field="gpus",
+                suggestions=[f"ask for at most {limits.max_gpus}, or ask an admin to raise it"],
+            )
+
+    def why_pending(self, job_id: str, viewer: str | None = None) -> str | None:
+        """Why a pending job has not started, in words (None once it has)."""
+        job = self.get(job_id, viewer)
+        if job.state is not JobState.PENDING:
+            return None
+        limits = self.policy.limits_for(job.owner)
+        held = self.store.owner_load(job.owner) if limits.any else None
+        return placement.why_pending(
+            job.spec,
+            self.nodes(),
+            owner=job.owner,
+            limits=limits,
+            held=held,
+            reserved_on=self.store.reserved_node(job_id),
+        )
+
     def queue_position(self, job: JobRecord) -> int:
         """Pending jobs that would be claimed before `job`."""
         return self.store.queue_position(job)
@@ -118,7 +160,9 @@ class Service:
         self, min_gpu_memory_gb: float = 0, max_price: float | None = None
     ) -> list[Instance]:
         """The GPU instance types the pool's active nodes offer, cheapest first."""
-        return placement.instances(self.nodes(), min_gpu_memory_gb, max_price)
+        return placement.instances(
+            self.nodes(), self.policy.price_per_gpu_hour, min_gpu_memory_gb, max_price
+        )
 
     def queue_length(self) -> tuple[int, int]:
         """Jobs waiting and running, all owners."""
@@ -269,7 +313,7 @@ class Service:
 
     def claim(self, node: str, free: Capacity, wait: float = 0.0) -> Claim | None:
         """Claim at once; `wait` is for remote agents, whose server long-polls for them."""
-        return self.store.claim(node, free, self.clock(), self.lease_seconds)
+        return self.store.claim(node, free, self.clock(), self.lease_seconds, self.policy)
 
     def start(
         self,

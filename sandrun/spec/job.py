@@ -230,31 +230,51 @@ def _retries(value: object) -> object:
     return value
 
 
-# "2", "a100", "4xa100", "4*a100", and the multiplication sign people paste from docs.
+# "2", "a100", "4xa100", "4*a100", the multiplication sign people paste from docs, and
+# "2xa100,h100": two GPUs, all a100s or all h100s.
 _COUNT = r"(?:[0-9]|[1-5][0-9]|6[0-4])"
-GPU_PATTERN = rf"^\s*(?:{_COUNT}|(?:{_COUNT}\s*[x\u00d7*]\s*)?[A-Za-z][A-Za-z0-9_.-]*)\s*$"
-_GPU_RE = re.compile(
-    rf"^\s*(?:({_COUNT})|(?:({_COUNT})\s*[x\u00d7*]\s*)?([A-Za-z][A-Za-z0-9_.-]*))\s*$"
-)
+_MODEL = r"[A-Za-z][A-Za-z0-9_.-]*"
+_MODELS = rf"{_MODEL}(?:\s*,\s*{_MODEL})*"
+GPU_PATTERN = rf"^\s*(?:{_COUNT}|(?:{_COUNT}\s*[x\u00d7*]\s*)?{_MODELS})\s*$"
+_GPU_RE = re.compile(rf"^\s*(?:({_COUNT})|(?:({_COUNT})\s*[x\u00d7*]\s*)?({_MODELS}))\s*$")
 
 
 class GpuRequest(_Strict):
-    """GPUs a job needs: how many, of which model (see gpus.json), with how much memory
-    each. A model named with its memory ("a100-80gb") sets `memory_gb` too."""
+    """GPUs a job needs: how many, of which model (see gpus.json) or which models (a list:
+    any one of them, all of the job's GPUs alike), with how much memory each. A model named
+    with its memory ("a100-80gb") sets `memory_gb` too."""
 
     count: Int = Field(default=1, ge=1, le=64)
-    type: str | None = None
+    type: str | list[str] | None = None
     memory_gb: Positive | None = None
 
     @model_validator(mode="before")
     @classmethod
     def _model(cls, data: Any) -> Any:
-        if isinstance(data, dict) and isinstance(data.get("type"), str):
-            name, memory = canonical(data["type"])
-            data = {**data, "type": name}
-            if memory is not None and data.get("memory_gb") is None:
-                data["memory_gb"] = memory
+        if not isinstance(data, dict) or data.get("type") is None:
+            return data
+        named = data["type"] if isinstance(data["type"], list) else [data["type"]]
+        if not named:
+            raise ValueError("type: name at least one model, or leave type out for any")
+        if not all(isinstance(n, str) for n in named):
+            return data  # pydantic says what is wrong with it
+        models = [canonical(n) for n in named]
+        memories = {memory for _, memory in models if memory is not None}
+        if len(memories) > 1:
+            sizes = " and ".join(f"{m:g} GB" for m in sorted(memories))
+            raise ValueError(f"the types name {sizes}; set memory_gb to the least you need")
+        names = list(dict.fromkeys(name for name, _ in models))
+        data = {**data, "type": names[0] if len(names) == 1 else names}
+        if memories and data.get("memory_gb") is None:
+            data["memory_gb"] = memories.pop()
         return data
+
+    @property
+    def types(self) -> tuple[str, ...]:
+        """The acceptable models; empty: any."""
+        if self.type is None:
+            return ()
+        return (self.type,) if isinstance(self.type, str) else tuple(self.type)
 
 
 def _gpus(value: object) -> object:
@@ -266,12 +286,14 @@ def _gpus(value: object) -> object:
         match = _GPU_RE.match(value)
         if not match:
             raise ValueError(
-                f"gpus {value!r} is not valid; use a count (2), a type (a100) or both (4xa100)"
+                f"gpus {value!r} is not valid; use a count (2), a type (a100), both (4xa100) "
+                "or acceptable types (2xa100,h100)"
             )
         if match.group(1) is not None:
             count = int(match.group(1))
             return None if count == 0 else {"count": count}
-        return {"count": int(match.group(2) or 1), "type": match.group(3).lower()}
+        names = [name.strip().lower() for name in match.group(3).split(",")]
+        return {"count": int(match.group(2) or 1), "type": names[0] if len(names) == 1 else names}
     return value
 
 

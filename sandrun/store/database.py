@@ -52,11 +52,11 @@ class Database(Protocol):
     dialect: str
 
     def transaction(
-        self, write: bool = True, one_statement: bool = False
+        self, write: bool = True, autocommit: bool = False
     ) -> AbstractContextManager[Tx]:
-        """A transaction that commits on success and rolls back on error. `one_statement`:
-        the caller runs a single (atomic) statement, so a server database may skip the
-        BEGIN/COMMIT round trips."""
+        """A transaction that commits on success and rolls back on error. `autocommit`: the
+        caller needs no atomicity across its statements (each is atomic alone), so a server
+        database may skip the BEGIN/COMMIT round trips; SQLite still runs one transaction."""
         ...
 
     def schema_version(self) -> int: ...

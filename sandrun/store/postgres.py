@@ -112,13 +112,13 @@ class PostgresDatabase:
             ) from None
 
     @contextmanager
-    def transaction(self, write: bool = True, one_statement: bool = False) -> Iterator[_PgTx]:
+    def transaction(self, write: bool = True, autocommit: bool = False) -> Iterator[_PgTx]:
         # Reads and single statements run in autocommit: no BEGIN/COMMIT round trips (each
         # statement sees the latest commits, as READ COMMITTED would anyway, and is atomic
         # on its own). Writes lock the rows they change.
         try:
             with self._pool.connection() as conn:
-                conn.autocommit = one_statement or not write
+                conn.autocommit = autocommit or not write
                 tx = _PgTx(conn, self._queries, self._origin)
                 yield tx
         except PoolTimeout:

@@ -106,7 +106,7 @@ class SQLiteDatabase:
         return conn
 
     @contextmanager
-    def transaction(self, write: bool = True, one_statement: bool = False) -> Iterator[_SQLiteTx]:
+    def transaction(self, write: bool = True, autocommit: bool = False) -> Iterator[_SQLiteTx]:
         conn = self._acquire()
         try:
             yield from self._in_transaction(conn, write)

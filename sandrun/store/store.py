@@ -28,6 +28,7 @@ from sandrun.models import (
     Role,
     SandboxReport,
 )
+from sandrun.spec.policy import Policy
 from sandrun.states import (
     AttemptState,
     FailureReason,
@@ -47,7 +48,10 @@ from sandrun.store.changes import (
     set_state,
 )
 from sandrun.store.database import Database, load_migrations
+from sandrun.store.queue import Claimer
 from sandrun.store.rows import attempt_from, job_from
+
+NO_POLICY = Policy()
 
 
 class Store:
@@ -99,7 +103,7 @@ class Store:
                 cpus=spec.cpus,
                 memory_mb=spec.memory or 0,
                 gpu_count=spec.gpus.count if spec.gpus else 0,
-                gpu_type=spec.gpus.type if spec.gpus else None,
+                gpu_type=",".join(spec.gpus.types) or None if spec.gpus else None,
                 gpu_memory_gb=(spec.gpus.memory_gb or 0) if spec.gpus else 0,
                 not_before=job.not_before,
                 created_at=job.created_at,
@@ -163,27 +167,27 @@ class Store:
 
     # --- attempts (the agent's side) --------------------------------------------------
 
-    def claim(self, node: str, free: Capacity, now: float, lease_seconds: float) -> Claim | None:
-        """Take the best pending job that fits `free`: one row lock, a new attempt (fenced
-        by a fresh token) and its event, in one statement where the backend allows."""
+    def claim(
+        self,
+        node: str,
+        free: Capacity,
+        now: float,
+        lease_seconds: float,
+        policy: Policy = NO_POLICY,
+    ) -> Claim | None:
+        """Take the next pending job that fits `free` in the order and within the limits of
+        `policy` (see queue.py): one row lock, a new attempt (fenced by a fresh token) and
+        its event. Without limits each step commits alone (no round trips for BEGIN and
+        COMMIT on a server database): the claim itself is one statement."""
         token = new_token()
-        lease = now + lease_seconds
-        with self.db.transaction(one_statement=True) as tx:
-            row = tx.one(
-                "claim_job",
-                now=now,
-                cpus=free.cpus,
-                memory_mb=free.memory_mb,
-                gpus=free.gpus,
-                gpu_type=free.gpu_type,
-                gpu_memory_gb=free.gpu_memory_gb,
-                node=node,
-                token=token,
-                lease_expires_at=lease,
-            )
+        with self.db.transaction(autocommit=not policy.limited) as tx:
+            row = Claimer(
+                tx, node, free, policy, now=now, lease_seconds=lease_seconds, token=token
+            ).claim()
         if row is None:
             return None
         job = job_from(row)
+        lease = now + lease_seconds
         return Claim(job=job, attempt=job.attempts, token=token, lease_expires_at=lease)
 
     def start_attempt(
@@ -392,6 +396,18 @@ class Store:
             row = tx.one("owner_usage", owner=owner, hour_ago=now - 3600, minute_ago=now - 60)
         assert row is not None
         return int(row["active"]), int(row["last_hour"]), float(row["cpu_last_minute"])
+
+    def owner_load(self, owner: str) -> tuple[int, int]:
+        """The jobs `owner` has scheduled or running, and the GPUs they hold."""
+        with self.db.transaction(write=False) as tx:
+            row = tx.one("running_load", owners=json.dumps([owner]))
+        return (int(row["jobs"]), int(row["gpus"])) if row else (0, 0)
+
+    def reserved_node(self, job_id: str) -> str | None:
+        """The node keeping itself free for this pending job, if one is."""
+        with self.db.transaction(write=False) as tx:
+            row = tx.one("job_reservation", id=job_id)
+        return row["reserved_node"] if row else None
 
     def queue_length(self) -> tuple[int, int]:
         """Jobs waiting (pending or scheduled) and running, all owners."""

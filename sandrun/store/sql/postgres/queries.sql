@@ -45,20 +45,53 @@ RETURNING *;
 -- name: request_cancel
 UPDATE jobs SET cancel_requested = 1, updated_at = %(now)s WHERE id = %(id)s;
 
+-- name: queue_heads
+-- Each owner's first pending job, in claim order, that fits the given room and this node's
+-- labels (gpu_type holds one model or a comma-separated list of acceptable ones). A skip
+-- scan finds the owners (one probe of jobs_owner_queue each: its whole key in ORDER BY keeps
+-- the planner on it, not on jobs_owner, which holds every finished job too), then one probe
+-- per owner walks that owner's queue to the first fit.
+WITH RECURSIVE owners(owner) AS (
+    (SELECT owner FROM jobs WHERE state = 'pending'
+     ORDER BY owner, priority DESC, created_at, id LIMIT 1)
+    UNION ALL
+    SELECT (SELECT j.owner FROM jobs j WHERE j.state = 'pending' AND j.owner > o.owner
+            ORDER BY j.owner, j.priority DESC, j.created_at, j.id LIMIT 1)
+    FROM owners o WHERE o.owner IS NOT NULL
+)
+SELECT h.*, (SELECT heartbeat_at FROM nodes WHERE id = h.reserved_node) AS reserver_seen
+FROM owners o
+CROSS JOIN LATERAL (
+    SELECT id, owner, priority, created_at, cpus, memory_mb, gpu_count, reserved_node,
+           reserved_at
+    FROM jobs
+    WHERE owner = o.owner AND state = 'pending' AND not_before + 0 <= %(now)s
+      AND cpus <= %(cpus)s AND memory_mb <= %(memory_mb)s AND gpu_count <= %(gpus)s
+      AND (gpu_count = 0
+           OR ((gpu_type IS NULL
+                OR strpos(',' || gpu_type || ',', ',' || %(gpu_type)s || ',') > 0)
+               AND gpu_memory_gb <= %(gpu_memory_gb)s))
+      AND (requires = '{}' OR requires::jsonb
+           <@ (SELECT labels::jsonb FROM nodes WHERE id = %(node)s))
+    ORDER BY priority DESC, created_at, id
+    LIMIT 1) h;
+
 -- name: claim_job
--- The best pending job that fits, marked scheduled, with its new attempt and event, in one
--- statement (one round trip). Rows another claimer holds are skipped, not waited for.
--- `not_before + 0` keeps the planner on jobs_queue, in claim order, stopping at the first
--- fit; jobs_eligible would sort every pending job.
+-- `owner`'s first pending job that fits, marked scheduled, with its new attempt and event,
+-- in one statement (one round trip). Rows another claimer holds are skipped, not waited
+-- for. `not_before + 0` keeps the planner on jobs_owner_queue, in claim order, stopping at
+-- the first fit; jobs_eligible would sort every pending job.
 WITH job AS (
-    UPDATE jobs SET state = 'scheduled', attempts = attempts + 1, updated_at = %(now)s
+    UPDATE jobs SET state = 'scheduled', attempts = attempts + 1, updated_at = %(now)s,
+                    reserved_node = NULL, reserved_at = NULL
     WHERE state = 'pending'
       AND id = (SELECT id FROM jobs
-                WHERE state = 'pending' AND not_before + 0 <= %(now)s
-                  AND cpus <= %(cpus)s AND memory_mb <= %(memory_mb)s
-                  AND gpu_count <= %(gpus)s
-                  AND (gpu_count = 0 OR ((gpu_type IS NULL OR gpu_type = %(gpu_type)s)
-                                         AND gpu_memory_gb <= %(gpu_memory_gb)s))
+                WHERE owner = %(owner)s AND state = 'pending' AND not_before + 0 <= %(now)s
+                  AND cpus <= %(cpus)s AND memory_mb <= %(memory_mb)s AND gpu_count <= %(gpus)s
+                  AND (gpu_count = 0
+                       OR ((gpu_type IS NULL
+                            OR strpos(',' || gpu_type || ',', ',' || %(gpu_type)s || ',') > 0)
+                           AND gpu_memory_gb <= %(gpu_memory_gb)s))
                   AND (requires = '{}' OR requires::jsonb
                        <@ (SELECT labels::jsonb FROM nodes WHERE id = %(node)s))
                 ORDER BY priority DESC, created_at, id
@@ -76,6 +109,80 @@ WITH job AS (
     FROM job
 )
 SELECT * FROM job;
+
+-- name: claim_reserved
+-- The job this node reserved, now that it fits.
+WITH job AS (
+    UPDATE jobs SET state = 'scheduled', attempts = attempts + 1, updated_at = %(now)s,
+                    reserved_node = NULL, reserved_at = NULL
+    WHERE state = 'pending'
+      AND id = (SELECT id FROM jobs
+                WHERE id = %(job)s AND state = 'pending'
+                FOR UPDATE SKIP LOCKED)
+    RETURNING *
+), attempt AS (
+    INSERT INTO attempts (job_id, number, state, node, token, lease_expires_at, scheduled_at)
+    SELECT id, attempts, 'scheduled', %(node)s, %(token)s, %(lease_expires_at)s, %(now)s
+    FROM job
+), event AS (
+    INSERT INTO events (job_id, attempt, kind, message, data, at)
+    SELECT id, attempts, 'scheduled', 'attempt ' || attempts || ' on ' || %(node)s, '{}',
+           %(now)s
+    FROM job
+)
+SELECT * FROM job;
+
+-- name: reservation
+SELECT id, owner, priority, created_at, cpus, memory_mb, gpu_count, reserved_node,
+       reserved_at
+FROM jobs
+WHERE reserved_node = %(node)s AND state = 'pending'
+ORDER BY reserved_at
+LIMIT 1;
+
+-- name: reserve_job
+-- Unless a live node (heard from since live_since) already keeps itself for the job.
+UPDATE jobs SET reserved_node = %(node)s, reserved_at = %(now)s
+WHERE id = %(job)s AND state = 'pending'
+  AND (reserved_node IS NULL OR reserved_node = %(node)s
+       OR NOT EXISTS (SELECT 1 FROM nodes
+                      WHERE id = jobs.reserved_node AND heartbeat_at >= %(live_since)s));
+
+-- name: job_reservation
+SELECT reserved_node FROM jobs WHERE id = %(id)s AND state = 'pending';
+
+-- name: release_reservation
+UPDATE jobs SET reserved_node = NULL, reserved_at = NULL WHERE id = %(job)s;
+
+-- name: backfilled
+-- What this node started since it reserved a job: all of it must fit beside that job.
+SELECT coalesce(sum(j.cpus), 0) AS cpus, coalesce(sum(j.memory_mb), 0) AS memory_mb,
+       coalesce(sum(j.gpu_count), 0) AS gpus
+FROM attempts a JOIN jobs j ON j.id = a.job_id
+WHERE a.node = %(node)s AND a.state IN ('scheduled', 'running') AND a.scheduled_at >= %(since)s;
+
+-- name: running_load
+-- What each of the given owners (a JSON array) holds now: jobs, CPUs, memory, GPUs.
+SELECT owner, count(*) AS jobs, sum(cpus) AS cpus, sum(memory_mb) AS memory_mb,
+       sum(gpu_count) AS gpus
+FROM jobs
+WHERE state IN ('scheduled', 'running')
+  AND owner IN (SELECT jsonb_array_elements_text(%(owners)s::jsonb))
+GROUP BY owner;
+
+-- name: pool_capacity
+-- Everything the live nodes have, the denominator of each owner's share.
+SELECT coalesce(sum((capacity::jsonb ->> 'cpus')::float8), 0) AS cpus,
+       coalesce(sum((capacity::jsonb ->> 'memory_mb')::float8), 0) AS memory_mb,
+       coalesce(sum((capacity::jsonb ->> 'gpus')::float8), 0) AS gpus
+FROM nodes WHERE state = 'active' AND heartbeat_at >= %(live_since)s;
+
+-- name: node_capacity
+SELECT capacity FROM nodes WHERE id = %(node)s;
+
+-- name: lock_owner
+-- Serializes claims for one owner (until commit), so a limit is counted exactly.
+SELECT pg_advisory_xact_lock(hashtext('sandrun.owner:' || %(owner)s))::text AS locked;
 
 -- name: next_not_before
 SELECT min(not_before) AS at FROM jobs WHERE state = 'pending';

@@ -42,18 +42,52 @@ RETURNING *;
 -- name: request_cancel
 UPDATE jobs SET cancel_requested = 1, updated_at = :now WHERE id = :id;
 
--- name: claim_job
--- The best pending job that fits, marked scheduled, with its new attempt and event. SQLite
--- has one writer at a time (BEGIN IMMEDIATE), so no row lock is needed. INDEXED BY keeps
--- the claim on jobs_queue, in claim order, stopping at the first fit: left to itself the
--- planner sorts every pending job. The statements after the first see its returned row
--- as parameters (:id, :attempts).
-UPDATE jobs SET state = 'scheduled', attempts = attempts + 1, updated_at = :now
-WHERE id = (SELECT id FROM jobs INDEXED BY jobs_queue
-            WHERE state = 'pending' AND not_before <= :now
+-- name: queue_heads
+-- Each owner's first pending job, in claim order, that fits the given room and this node's
+-- labels (gpu_type holds one model or a comma-separated list of acceptable ones). A skip
+-- scan finds the owners (one probe of jobs_owner_queue each), then one probe per owner
+-- walks that owner's queue to the first fit.
+WITH RECURSIVE owners(owner) AS (
+    SELECT min(owner) FROM jobs INDEXED BY jobs_owner_queue WHERE state = 'pending'
+    UNION ALL
+    SELECT (SELECT min(j.owner) FROM jobs j INDEXED BY jobs_owner_queue
+            WHERE j.state = 'pending' AND j.owner > o.owner)
+    FROM owners o WHERE o.owner IS NOT NULL
+), heads(id) AS (
+    SELECT (SELECT id FROM jobs INDEXED BY jobs_owner_queue
+            WHERE owner = o.owner AND state = 'pending' AND not_before <= :now
               AND cpus <= :cpus AND memory_mb <= :memory_mb AND gpu_count <= :gpus
-              AND (gpu_count = 0 OR ((gpu_type IS NULL OR gpu_type = :gpu_type)
-                                     AND gpu_memory_gb <= :gpu_memory_gb))
+              AND (gpu_count = 0
+                   OR ((gpu_type IS NULL
+                        OR instr(',' || gpu_type || ',', ',' || :gpu_type || ',') > 0)
+                       AND gpu_memory_gb <= :gpu_memory_gb))
+              AND (requires = '{}' OR NOT EXISTS (
+                    SELECT 1 FROM json_each(requires) r
+                    WHERE json_extract((SELECT labels FROM nodes WHERE id = :node),
+                                       '$."' || r.key || '"') IS NOT r.value))
+            ORDER BY priority DESC, created_at, id
+            LIMIT 1)
+    FROM owners o WHERE o.owner IS NOT NULL
+)
+SELECT j.id, j.owner, j.priority, j.created_at, j.cpus, j.memory_mb, j.gpu_count,
+       j.reserved_node, j.reserved_at, n.heartbeat_at AS reserver_seen
+FROM heads h JOIN jobs j ON j.id = h.id LEFT JOIN nodes n ON n.id = j.reserved_node;
+
+-- name: claim_job
+-- `owner`'s first pending job that fits, marked scheduled, with its new attempt and event.
+-- SQLite has one writer at a time (BEGIN IMMEDIATE), so no row lock is needed. INDEXED BY
+-- keeps the claim on jobs_owner_queue, in claim order, stopping at the first fit: left to
+-- itself the planner may sort every pending job. The statements after the first see its
+-- returned row as parameters (:id, :attempts).
+UPDATE jobs SET state = 'scheduled', attempts = attempts + 1, updated_at = :now,
+                reserved_node = NULL, reserved_at = NULL
+WHERE id = (SELECT id FROM jobs INDEXED BY jobs_owner_queue
+            WHERE owner = :owner AND state = 'pending' AND not_before <= :now
+              AND cpus <= :cpus AND memory_mb <= :memory_mb AND gpu_count <= :gpus
+              AND (gpu_count = 0
+                   OR ((gpu_type IS NULL
+                        OR instr(',' || gpu_type || ',', ',' || :gpu_type || ',') > 0)
+                       AND gpu_memory_gb <= :gpu_memory_gb))
               AND (requires = '{}' OR NOT EXISTS (
                     SELECT 1 FROM json_each(requires) r
                     WHERE json_extract((SELECT labels FROM nodes WHERE id = :node),
@@ -65,6 +99,68 @@ INSERT INTO attempts (job_id, number, state, node, token, lease_expires_at, sche
 VALUES (:id, :attempts, 'scheduled', :node, :token, :lease_expires_at, :now);
 INSERT INTO events (job_id, attempt, kind, message, data, at)
 VALUES (:id, :attempts, 'scheduled', 'attempt ' || :attempts || ' on ' || :node, '{}', :now);
+
+-- name: claim_reserved
+-- The job this node reserved, now that it fits.
+UPDATE jobs SET state = 'scheduled', attempts = attempts + 1, updated_at = :now,
+                reserved_node = NULL, reserved_at = NULL
+WHERE id = :job AND state = 'pending'
+RETURNING *;
+INSERT INTO attempts (job_id, number, state, node, token, lease_expires_at, scheduled_at)
+VALUES (:id, :attempts, 'scheduled', :node, :token, :lease_expires_at, :now);
+INSERT INTO events (job_id, attempt, kind, message, data, at)
+VALUES (:id, :attempts, 'scheduled', 'attempt ' || :attempts || ' on ' || :node, '{}', :now);
+
+-- name: reservation
+SELECT id, owner, priority, created_at, cpus, memory_mb, gpu_count, reserved_node,
+       reserved_at
+FROM jobs
+WHERE reserved_node = :node AND state = 'pending'
+ORDER BY reserved_at
+LIMIT 1;
+
+-- name: reserve_job
+-- Unless a live node (heard from since :live_since) already keeps itself for the job.
+UPDATE jobs SET reserved_node = :node, reserved_at = :now
+WHERE id = :job AND state = 'pending'
+  AND (reserved_node IS NULL OR reserved_node = :node
+       OR NOT EXISTS (SELECT 1 FROM nodes
+                      WHERE id = jobs.reserved_node AND heartbeat_at >= :live_since));
+
+-- name: job_reservation
+SELECT reserved_node FROM jobs WHERE id = :id AND state = 'pending';
+
+-- name: release_reservation
+UPDATE jobs SET reserved_node = NULL, reserved_at = NULL WHERE id = :job;
+
+-- name: backfilled
+-- What this node started since it reserved a job: all of it must fit beside that job.
+SELECT coalesce(sum(j.cpus), 0) AS cpus, coalesce(sum(j.memory_mb), 0) AS memory_mb,
+       coalesce(sum(j.gpu_count), 0) AS gpus
+FROM attempts a JOIN jobs j ON j.id = a.job_id
+WHERE a.node = :node AND a.state IN ('scheduled', 'running') AND a.scheduled_at >= :since;
+
+-- name: running_load
+-- What each of the given owners (a JSON array) holds now: jobs, CPUs, memory, GPUs.
+SELECT owner, count(*) AS jobs, sum(cpus) AS cpus, sum(memory_mb) AS memory_mb,
+       sum(gpu_count) AS gpus
+FROM jobs INDEXED BY jobs_active
+WHERE state IN ('scheduled', 'running') AND owner IN (SELECT value FROM json_each(:owners))
+GROUP BY owner;
+
+-- name: pool_capacity
+-- Everything the live nodes have, the denominator of each owner's share.
+SELECT coalesce(sum(json_extract(capacity, '$.cpus')), 0) AS cpus,
+       coalesce(sum(json_extract(capacity, '$.memory_mb')), 0) AS memory_mb,
+       coalesce(sum(json_extract(capacity, '$.gpus')), 0) AS gpus
+FROM nodes WHERE state = 'active' AND heartbeat_at >= :live_since;
+
+-- name: node_capacity
+SELECT capacity FROM nodes WHERE id = :node;
+
+-- name: lock_owner
+-- One writer at a time already: nothing more to lock (PostgreSQL takes an advisory lock).
+SELECT :owner AS owner;
 
 -- name: next_not_before
 SELECT min(not_before) AS at FROM jobs WHERE state = 'pending';

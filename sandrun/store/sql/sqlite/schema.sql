@@ -25,7 +25,9 @@ CREATE TABLE jobs (
     finished_at      REAL,
     gpu_type         TEXT,
     gpu_memory_gb    REAL NOT NULL DEFAULT 0,
-    requires         TEXT NOT NULL DEFAULT '{}'
+    requires         TEXT NOT NULL DEFAULT '{}',
+    reserved_node    TEXT,
+    reserved_at      REAL
 );
 CREATE INDEX jobs_queue ON jobs (priority DESC, created_at, id) WHERE state = 'pending';
 CREATE INDEX jobs_eligible ON jobs (not_before) WHERE state = 'pending';
@@ -33,6 +35,9 @@ CREATE INDEX jobs_newest ON jobs (created_at DESC, id DESC);
 CREATE INDEX jobs_state ON jobs (state, created_at DESC);
 CREATE INDEX jobs_owner ON jobs (owner, created_at DESC);
 CREATE INDEX jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL;
+CREATE INDEX jobs_owner_queue ON jobs (owner, priority DESC, created_at, id) WHERE state = 'pending';
+CREATE INDEX jobs_active ON jobs (owner) WHERE state IN ('scheduled', 'running');
+CREATE INDEX jobs_reserved ON jobs (reserved_node) WHERE state = 'pending' AND reserved_node IS NOT NULL;
 
 CREATE TABLE attempts (
     job_id           TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,

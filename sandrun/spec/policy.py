@@ -1,0 +1,103 @@
+"""A server's scheduling policy: per-owner limits, reservations for big jobs, GPU prices.
+
+Read from YAML (`sandrun server --policy policy.yaml`); unknown fields are refused, and
+every error names the field. Without a file: no limits, reservations at once, catalogue
+prices.
+
+    limits:
+      default: {max_running_jobs: 100, max_gpus: 8}   # owners not named below
+      alice: {max_gpus: 16}
+    reserve_after: 0     # seconds a job that fits no free node waits before one is kept for it
+    prices:              # USD per GPU-hour, by model (sandrun/spec/gpus.json names)
+      a100: 1.80
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from sandrun.errors import InvalidSpec
+from sandrun.spec.gpus import canonical, catalogue
+from sandrun.spec.units import Int
+
+
+class OwnerLimits(BaseModel):
+    """What one owner may hold at once; None: no limit."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_running_jobs: Int | None = Field(default=None, ge=0)
+    max_gpus: Int | None = Field(default=None, ge=0)
+
+    @property
+    def any(self) -> bool:
+        return self.max_running_jobs is not None or self.max_gpus is not None
+
+
+class Policy(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    limits: dict[str, OwnerLimits] = {}
+    # None: never reserve (small jobs may then overtake a big one forever).
+    reserve_after: float | None = Field(default=0.0, ge=0)
+    prices: dict[str, float] = {}
+
+    @field_validator("prices")
+    @classmethod
+    def _known_models(cls, prices: dict[str, float]) -> dict[str, float]:
+        named = {}
+        for text, price in prices.items():
+            name, _ = canonical(text)  # ValueError naming the closest models
+            if price < 0:
+                raise ValueError(f"the price of {text} must not be negative")
+            named[name] = float(price)
+        return named
+
+    def limits_for(self, owner: str) -> OwnerLimits:
+        return self.limits.get(owner) or self.limits.get("default") or OwnerLimits()
+
+    @property
+    def limited(self) -> bool:
+        return any(limits.any for limits in self.limits.values())
+
+    def price_per_gpu_hour(self, model: str) -> float:
+        if model in self.prices:
+            return self.prices[model]
+        known = catalogue().get(model)
+        return known.price_per_hour if known else 0.0
+
+
+def parse_policy(data: Any, source: str = "policy") -> Policy:
+    if data is None:
+        return Policy()
+    if not isinstance(data, dict):
+        raise InvalidSpec(f"{source} must be a mapping (limits, reserve_after, prices)")
+    try:
+        return Policy.model_validate(data)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = ".".join(str(part) for part in error["loc"]) or None
+        message = str(error["msg"]).removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown field; valid here: " + _valid_at(error["loc"])
+        raise InvalidSpec(f"{source}: {field}: {message}", field=field) from None
+
+
+def _valid_at(loc: tuple[Any, ...]) -> str:
+    model: type[BaseModel] = OwnerLimits if loc and loc[0] == "limits" else Policy
+    return ", ".join(model.model_fields)
+
+
+def load_policy(path: str | Path) -> Policy:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise InvalidSpec(f"cannot read policy file {str(path)!r}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise InvalidSpec(f"{path} is not valid YAML: {exc}") from None
+    return parse_policy(data, str(path))
