@@ -203,6 +203,9 @@ class NodeInfo(_Wire):
     started_at: float
     heartbeat_at: float
     running: int = 0
+    used_cpus: float = 0  # what its running jobs hold
+    used_memory_mb: int = 0
+    used_gpus: int = 0
     sandbox: SandboxReport | None = None
     public_key: str | None = None  # its worker id: what its results are signed with
 

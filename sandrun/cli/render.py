@@ -148,7 +148,18 @@ def summary(job: JobRecord) -> str:
 
 def _gpus(node: NodeInfo) -> str:
     c = node.capacity
-    return f"{c.gpus}x{c.gpu_type} {c.gpu_memory_gb:g}GB" if c.gpus else "-"
+    return f"{node.used_gpus}/{c.gpus}x{c.gpu_type} {c.gpu_memory_gb:g}GB" if c.gpus else "-"
+
+
+def _free(node: NodeInfo) -> str:
+    c = node.capacity
+    parts = [
+        f"{c.cpus - node.used_cpus:g} CPUs",
+        f"{(c.memory_mb - node.used_memory_mb) / 1024:.1f} GiB",
+    ]
+    if c.gpus:
+        parts.append(f"{c.gpus - node.used_gpus} GPUs")
+    return ", ".join(parts)
 
 
 def nodes_table(nodes: list[NodeInfo]) -> None:
@@ -159,6 +170,7 @@ def nodes_table(nodes: list[NodeInfo]) -> None:
         "CPUS",
         "MEMORY",
         "GPUS",
+        "FREE",
         "RUNNING",
         "HEARTBEAT",
         "SANDBOX",
@@ -175,9 +187,10 @@ def nodes_table(nodes: list[NodeInfo]) -> None:
         table.add_row(
             n.name,
             f"[{style}]{n.state}[/]" if style else n.state,
-            f"{n.capacity.cpus:g}",
-            f"{n.capacity.memory_mb / 1024:.1f} GiB",
+            f"{n.used_cpus:g}/{n.capacity.cpus:g}",
+            f"{n.used_memory_mb / 1024:.1f}/{n.capacity.memory_mb / 1024:.1f} GiB",
             _gpus(n),
+            _free(n),
             str(n.running),
             ago(n.heartbeat_at),
             _sandbox(n),

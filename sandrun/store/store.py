@@ -438,6 +438,7 @@ class Store:
                     "labels": json.loads(r["labels"]),
                     "capacity": json.loads(r["capacity"]),
                     "sandbox": json.loads(r["sandbox"]) if r["sandbox"] else None,
+                    "used_memory_mb": int(r["used_memory_mb"]),
                 }
             )
             for r in rows

@@ -281,9 +281,16 @@ WHERE a.job_id = %(job_id)s AND a.number = %(number)s;
 SELECT heartbeat_at FROM nodes WHERE id = %(id)s;
 
 -- name: list_nodes
-SELECT n.*, (SELECT count(*) FROM attempts a
-             WHERE a.node = n.id AND a.state IN ('scheduled', 'running')) AS running
-FROM nodes n ORDER BY n.name, n.id;
+-- Each node with what its live attempts hold (count, CPUs, memory, GPUs).
+SELECT n.*, coalesce(u.running, 0) AS running, coalesce(u.cpus, 0) AS used_cpus,
+       coalesce(u.memory_mb, 0) AS used_memory_mb, coalesce(u.gpus, 0) AS used_gpus
+FROM nodes n
+LEFT JOIN (SELECT a.node, count(*) AS running, sum(j.cpus) AS cpus,
+                  sum(j.memory_mb) AS memory_mb, sum(j.gpu_count) AS gpus
+           FROM attempts a JOIN jobs j ON j.id = a.job_id
+           WHERE a.state IN ('scheduled', 'running')
+           GROUP BY a.node) u ON u.node = n.id
+ORDER BY n.name, n.id;
 
 -- name: extend_live_leases
 UPDATE attempts SET lease_expires_at = greatest(lease_expires_at, %(until)s)
