@@ -208,6 +208,7 @@ class NodeInfo(_Wire):
     used_gpus: int = 0
     sandbox: SandboxReport | None = None
     public_key: str | None = None  # its worker id: what its results are signed with
+    detected: Capacity | None = None  # what its hardware showed (capacity may be declared)
 
 
 # --- agent <-> server requests -------------------------------------------------------------
@@ -219,6 +220,7 @@ class RegisterRequest(_Wire):
     labels: dict[str, str] = {}
     sandbox: SandboxReport | None = None
     public_key: str | None = None  # older agents sign nothing
+    detected: Capacity | None = None  # what the hardware showed, where --cpus/--gpus... differ
 
 
 class RegisterReply(_Wire):

@@ -127,6 +127,7 @@ class Agent:
             self.node_id,
             report,
             self.identity.worker_id if self.identity else None,
+            detect_capacity(),
         )
         log.info("registered as %s with %s", self.node_id, self.capacity.model_dump())
         log.info(

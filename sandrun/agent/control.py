@@ -33,6 +33,7 @@ class ControlPlane(Protocol):
         node_id: str | None = None,
         sandbox: SandboxReport | None = None,
         public_key: str | None = None,
+        detected: Capacity | None = None,
     ) -> str: ...
 
     def claim(self, node: str, free: Capacity, wait: float = 0.0) -> Claim | None:

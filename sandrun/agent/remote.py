@@ -80,6 +80,7 @@ class HttpControlPlane:
         node_id: str | None = None,
         sandbox: SandboxReport | None = None,
         public_key: str | None = None,
+        detected: Capacity | None = None,
     ) -> str:
         body = RegisterRequest(
             name=name,
@@ -87,6 +88,7 @@ class HttpControlPlane:
             labels=labels or {},
             sandbox=sandbox,
             public_key=public_key,
+            detected=detected,
         )
         reply = RegisterReply.model_validate(
             self._post("/v1/agent/register", body, retry_for=REPORT_RETRY)

@@ -203,6 +203,27 @@ def nodes_table(nodes: list[NodeInfo]) -> None:
     out.print(table)
     for line in weak:
         err.print(f"[yellow]{line}[/]")
+    for n in nodes:
+        if (declared := _declared(n)) is not None:
+            out.print(f"{n.name}: declared {declared}")
+
+
+def _declared(node: NodeInfo) -> str | None:
+    """What the operator declared (--cpus, --memory, --gpus) beside what was detected."""
+    found = node.detected
+    if found is None:
+        return None
+    c = node.capacity
+    said = []
+    if c.cpus != found.cpus:
+        said.append(f"{c.cpus:g} CPUs (detected {found.cpus:g})")
+    if c.memory_mb != found.memory_mb:
+        said.append(f"{c.memory_mb / 1024:.1f} GiB (detected {found.memory_mb / 1024:.1f})")
+    if (c.gpus, c.gpu_type, c.gpu_memory_gb) != (found.gpus, found.gpu_type, found.gpu_memory_gb):
+        gpus = f"{c.gpus}x{c.gpu_type} {c.gpu_memory_gb:g}GB" if c.gpus else "no GPUs"
+        seen = f"{found.gpus}x{found.gpu_type} {found.gpu_memory_gb:g}GB" if found.gpus else "none"
+        said.append(f"{gpus} (detected {seen})")
+    return "; ".join(said) or None
 
 
 def _sandbox(node: NodeInfo) -> str:

@@ -35,7 +35,12 @@ router = APIRouter(prefix="/v1/agent", responses=ERRORS)
 @router.post("/register")
 def register(body: RegisterRequest, caller: AgentDep, service: ServiceDep) -> RegisterReply:
     node_id = service.register_node(
-        body.name, body.capacity, body.labels, sandbox=body.sandbox, public_key=body.public_key
+        body.name,
+        body.capacity,
+        body.labels,
+        sandbox=body.sandbox,
+        public_key=body.public_key,
+        detected=body.detected,
     )
     return RegisterReply(node_id=node_id, lease_seconds=service.lease_seconds)
 

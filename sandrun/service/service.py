@@ -295,12 +295,13 @@ class Service:
         node_id: str | None = None,
         sandbox: SandboxReport | None = None,
         public_key: str | None = None,
+        detected: Capacity | None = None,
     ) -> str:
         """Record a node; a fixed `node_id` lets a restarted agent claim its old attempts.
         With `public_key`, every result it reports must be signed with that key."""
         node_id = node_id or f"{name}/{new_id()}"
         self.store.register_node(
-            node_id, name, capacity, labels or {}, self.clock(), sandbox, public_key
+            node_id, name, capacity, labels or {}, self.clock(), sandbox, public_key, detected
         )
         return node_id
 

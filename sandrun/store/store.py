@@ -366,11 +366,13 @@ class Store:
         now: float,
         sandbox: SandboxReport | None = None,
         public_key: str | None = None,
+        detected: Capacity | None = None,
     ) -> None:
         with self.db.transaction() as tx:
             tx.run(
                 "upsert_node",
                 public_key=public_key,
+                detected=detected.model_dump_json() if detected else None,
                 id=node_id,
                 name=name,
                 labels=json.dumps(labels),
@@ -438,6 +440,7 @@ class Store:
                     "labels": json.loads(r["labels"]),
                     "capacity": json.loads(r["capacity"]),
                     "sandbox": json.loads(r["sandbox"]) if r["sandbox"] else None,
+                    "detected": json.loads(r["detected"]) if r["detected"] else None,
                     "used_memory_mb": int(r["used_memory_mb"]),
                 }
             )

@@ -42,6 +42,9 @@ def test_jobs_land_where_their_gpus_fit(gpu_pool: Cluster) -> None:
 
     listed = cli("nodes")
     assert "2xa100 80GB" in listed and "1xt4 16GB" in listed
+    # What the operator declared is shown beside what the hardware showed.
+    assert nodes["small"].detected is not None
+    assert "small: declared" in listed and "1xt4 16GB (detected " in listed
     with gpu_pool.client() as client:
         two = client.run(show, gpus="2xa100", upload_code=False)
         t4 = client.run(show, gpus="t4", upload_code=False)

@@ -263,11 +263,12 @@ WHERE a.node = %(node)s AND a.state IN ('scheduled', 'running') AND j.cancel_req
 
 -- name: upsert_node
 INSERT INTO nodes (id, name, labels, capacity, state, started_at, heartbeat_at, sandbox,
-                   public_key)
+                   public_key, detected)
 VALUES (%(id)s, %(name)s, %(labels)s, %(capacity)s, 'active', %(now)s, %(now)s, %(sandbox)s,
-        %(public_key)s)
+        %(public_key)s, %(detected)s)
 ON CONFLICT (id) DO UPDATE SET labels = excluded.labels, capacity = excluded.capacity,
     sandbox = excluded.sandbox, public_key = excluded.public_key,
+    detected = excluded.detected,
     state = 'active', started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at;
 
 -- name: node_heartbeat

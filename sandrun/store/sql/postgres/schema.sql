@@ -117,7 +117,8 @@ CREATE TABLE nodes (
     started_at   double precision NOT NULL,
     heartbeat_at double precision NOT NULL,
     sandbox      text,
-    public_key   text
+    public_key   text,
+    detected     text
 );
 
 -- API tokens: only a sha256 of the secret is kept.

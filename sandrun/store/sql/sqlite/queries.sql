@@ -234,11 +234,12 @@ WHERE a.node = :node AND a.state IN ('scheduled', 'running') AND j.cancel_reques
 
 -- name: upsert_node
 INSERT INTO nodes (id, name, labels, capacity, state, started_at, heartbeat_at, sandbox,
-                   public_key)
+                   public_key, detected)
 VALUES (:id, :name, :labels, :capacity, 'active', :now, :now, :sandbox,
-        :public_key)
+        :public_key, :detected)
 ON CONFLICT (id) DO UPDATE SET labels = excluded.labels, capacity = excluded.capacity,
     sandbox = excluded.sandbox, public_key = excluded.public_key,
+    detected = excluded.detected,
     state = 'active', started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at;
 
 -- name: node_heartbeat

@@ -113,7 +113,8 @@ CREATE TABLE nodes (
     started_at   REAL NOT NULL,
     heartbeat_at REAL NOT NULL,
     sandbox      TEXT,
-    public_key   TEXT
+    public_key   TEXT,
+    detected     TEXT
 );
 
 -- API tokens: only a sha256 of the secret is kept.
