@@ -1,13 +1,16 @@
 """The cost of a scheduling decision: claim latency with 1,000 registered nodes of mixed
 shapes and 100,000 pending jobs of mixed needs, on SQLite and on PostgreSQL, beside the same
-with 1,000 pending jobs.
+with 1,000 pending jobs, and with the 100,000 spread over 20 owners (fair share compares
+them on every claim).
 
-    python bench/claims.py [--jobs 100000] [--nodes 1000] [--claims 2000] [--pg URL]
+    python bench/claims.py [--jobs 100000] [--nodes 1000] [--claims 2000] [--owners 20]
+                           [--pg URL]
 
 Nodes: 70% CPU-only (8 CPUs), 20% 1xt4, 8% 2xa100-80gb, 2% 8xh100 labelled pool=gpu-east.
 Jobs: 90% one CPU, 7% a t4, 2% 2xa100, 1% 8xh100 requiring pool=gpu-east. Each claim comes
-from a random node with all its resources free; the claimed job is consumed. Printed: p50
-and p99 claim latency by node shape, and overall.
+from a random node, half of them with all their resources free, half with half (so a node may
+reserve itself for a job that does not fit what it has free); the claimed job stays
+running. Printed: p50 and p99 claim latency by node shape, and overall.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from sandrun.spec import parse_spec
 from sandrun.store import Store, open_sqlite
 from sandrun.store.postgres import PostgresDatabase
 
+NOW = 1e9  # after every job's not_before; nodes heartbeat now
 SHAPES = [  # (share, name, capacity, labels)
     (0.70, "cpu", Capacity(cpus=8, memory_mb=32 << 10), {}),
     (
@@ -70,14 +74,14 @@ def pick(rng: random.Random, table: list) -> object:  # type: ignore[type-arg]
 
 
 def fill(
-    store: Store, jobs: int, nodes: int, rng: random.Random
+    store: Store, jobs: int, nodes: int, owners: int, rng: random.Random
 ) -> list[tuple[str, str, Capacity]]:
     """Register the nodes and queue the jobs (one transaction each, for speed)."""
     placed = []
     for i in range(nodes):
         _, shape, capacity, labels = pick(rng, SHAPES)  # type: ignore[misc]
         node = f"{shape}-{i}"
-        store.register_node(node, node, capacity, labels, 0.0)
+        store.register_node(node, node, capacity, labels, NOW)
         placed.append((node, shape, capacity))
     specs = [(share, parse_spec(data)) for share, data in NEEDS]
     with store.db.transaction() as tx:
@@ -88,7 +92,7 @@ def fill(
                 "insert_job",
                 id=new_id(),
                 name=spec.display_name,
-                owner="bench",
+                owner=f"owner-{n % owners}",
                 state="pending",
                 spec=json.dumps(spec.to_json_dict()),
                 labels="{}",
@@ -97,7 +101,7 @@ def fill(
                 cpus=spec.cpus,
                 memory_mb=spec.memory or 0,
                 gpu_count=spec.gpus.count if spec.gpus else 0,
-                gpu_type=spec.gpus.type if spec.gpus else None,
+                gpu_type=",".join(spec.gpus.types) or None if spec.gpus else None,
                 gpu_memory_gb=(spec.gpus.memory_gb or 0) if spec.gpus else 0,
                 not_before=at,
                 created_at=at,
@@ -111,8 +115,12 @@ def claims(
     by_shape: dict[str, list[float]] = {}
     for _ in range(count):
         node, shape, capacity = rng.choice(nodes)
+        if rng.random() < 0.5:
+            capacity = capacity.model_copy(
+                update={"cpus": capacity.cpus / 2, "gpus": capacity.gpus // 2}
+            )
         start = time.perf_counter()
-        store.claim(node, capacity, now=1e12, lease_seconds=30)
+        store.claim(node, capacity, now=NOW, lease_seconds=30)
         by_shape.setdefault(shape, []).append(time.perf_counter() - start)
     return by_shape
 
@@ -145,22 +153,23 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=100_000)
     parser.add_argument("--nodes", type=int, default=1000)
     parser.add_argument("--claims", type=int, default=2000)
+    parser.add_argument("--owners", type=int, default=20)
     parser.add_argument("--pg", help="postgresql:// URL (default: a throwaway cluster)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        for queued in (1000, args.jobs):
+        for queued, owners in ((1000, 1), (args.jobs, 1), (args.jobs, args.owners)):
             with stores(args.pg, Path(tmp)) as each:
                 for label, store in each:
                     rng = random.Random(7)
                     started = time.perf_counter()
-                    nodes = fill(store, queued, args.nodes, rng)
+                    nodes = fill(store, queued, args.nodes, owners, rng)
                     if label == "postgres":
                         analyze(store.db.url)  # type: ignore[attr-defined]
                     filled = time.perf_counter() - started
                     # Never more than half the queue: a claim from an empty queue costs nothing.
                     results = claims(store, nodes, min(args.claims, queued // 2), rng)
                     every = [t for ts in results.values() for t in ts]
-                    head = f"{label}, {queued:,} pending, {args.nodes} nodes"
+                    head = f"{label}, {queued:,} pending of {owners} owner(s), {args.nodes} nodes"
                     print(f"{head} (filled in {filled:.0f}s):")
                     for shape, ts in sorted(results.items()):
                         print(_line(shape, ts))

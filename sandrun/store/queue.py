@@ -17,6 +17,8 @@ reservation at a time; a node that stops heartbeating loses it to the next node 
 from __future__ import annotations
 
 import json
+import threading
+import time
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -106,6 +108,29 @@ class Allowance:
     gpus_left: int | None = None  # under max_gpus; None: no GPU limit
 
 
+class PoolCache:
+    """What the live nodes have together, the denominator of every share: summed from
+    each node's JSON capacity (milliseconds with a thousand nodes), so kept a few seconds."""
+
+    TTL = 5.0
+
+    def __init__(self) -> None:
+        self._at = -self.TTL
+        self._pool = Load()
+        self._lock = threading.Lock()
+
+    def get(self, tx: Tx, live_since: float) -> Load:
+        with self._lock:
+            if time.monotonic() - self._at < self.TTL:
+                return self._pool
+        row = tx.one("pool_capacity", live_since=live_since)
+        assert row is not None
+        pool = Load(0, float(row["cpus"]), float(row["memory_mb"]), int(row["gpus"]))
+        with self._lock:
+            self._pool, self._at = pool, time.monotonic()
+        return pool
+
+
 class Claimer:
     """One claim by one node: reads what it needs, then takes at most one job."""
 
@@ -119,8 +144,10 @@ class Claimer:
         now: float,
         lease_seconds: float,
         token: str,
+        pool: PoolCache,
     ) -> None:
         self.tx = tx
+        self.pool = pool
         self.node = node
         self.free = free
         self.policy = policy
@@ -150,7 +177,7 @@ class Claimer:
             return None
         if len(heads) > 1 or self.policy.limited:
             self.loads = self._load([h.owner for h in heads])
-        pool = self._pool() if len(heads) > 1 else Load()
+        pool = self.pool.get(self.tx, self.live_since) if len(heads) > 1 else Load()
         for head in fair_order(heads, self.loads, pool):
             allowance = self._allowance(head.owner)
             if allowance.blocked:
@@ -218,11 +245,6 @@ class Claimer:
             )
             for r in rows
         }
-
-    def _pool(self) -> Load:
-        row = self.tx.one("pool_capacity", live_since=self.live_since)
-        assert row is not None
-        return Load(0, float(row["cpus"]), float(row["memory_mb"]), int(row["gpus"]))
 
     def _allowance(self, owner: str) -> Allowance:
         """With a limit, claims for the owner are serialized and its load is counted again

@@ -48,7 +48,7 @@ from sandrun.store.changes import (
     set_state,
 )
 from sandrun.store.database import Database, load_migrations
-from sandrun.store.queue import Claimer
+from sandrun.store.queue import Claimer, PoolCache
 from sandrun.store.rows import attempt_from, job_from
 
 NO_POLICY = Policy()
@@ -57,6 +57,7 @@ NO_POLICY = Policy()
 class Store:
     def __init__(self, db: Database) -> None:
         self.db = db
+        self._pool = PoolCache()
 
     # --- schema -----------------------------------------------------------------------
 
@@ -182,7 +183,14 @@ class Store:
         token = new_token()
         with self.db.transaction(autocommit=not policy.limited) as tx:
             row = Claimer(
-                tx, node, free, policy, now=now, lease_seconds=lease_seconds, token=token
+                tx,
+                node,
+                free,
+                policy,
+                now=now,
+                lease_seconds=lease_seconds,
+                token=token,
+                pool=self._pool,
             ).claim()
         if row is None:
             return None

@@ -50,7 +50,9 @@ UPDATE jobs SET cancel_requested = 1, updated_at = %(now)s WHERE id = %(id)s;
 -- labels (gpu_type holds one model or a comma-separated list of acceptable ones). A skip
 -- scan finds the owners (one probe of jobs_owner_queue each: its whole key in ORDER BY keeps
 -- the planner on it, not on jobs_owner, which holds every finished job too), then one probe
--- per owner walks that owner's queue to the first fit.
+-- per owner walks that owner's queue to the first fit (`owner` leads its ORDER BY for the
+-- same reason: jobs_queue, in priority order across owners, would be walked past every
+-- other owner's jobs).
 WITH RECURSIVE owners(owner) AS (
     (SELECT owner FROM jobs WHERE state = 'pending'
      ORDER BY owner, priority DESC, created_at, id LIMIT 1)
@@ -73,14 +75,16 @@ CROSS JOIN LATERAL (
                AND gpu_memory_gb <= %(gpu_memory_gb)s))
       AND (requires = '{}' OR requires::jsonb
            <@ (SELECT labels::jsonb FROM nodes WHERE id = %(node)s))
-    ORDER BY priority DESC, created_at, id
-    LIMIT 1) h;
+    ORDER BY owner, priority DESC, created_at, id
+    LIMIT 1) h
+WHERE o.owner IS NOT NULL;
 
 -- name: claim_job
 -- `owner`'s first pending job that fits, marked scheduled, with its new attempt and event,
 -- in one statement (one round trip). Rows another claimer holds are skipped, not waited
--- for. `not_before + 0` keeps the planner on jobs_owner_queue, in claim order, stopping at
--- the first fit; jobs_eligible would sort every pending job.
+-- for. `not_before + 0` and `owner` leading the ORDER BY keep the planner on
+-- jobs_owner_queue, in claim order, stopping at the first fit: jobs_eligible would sort
+-- every pending job, jobs_queue walk past every other owner's.
 WITH job AS (
     UPDATE jobs SET state = 'scheduled', attempts = attempts + 1, updated_at = %(now)s,
                     reserved_node = NULL, reserved_at = NULL
@@ -94,7 +98,7 @@ WITH job AS (
                            AND gpu_memory_gb <= %(gpu_memory_gb)s))
                   AND (requires = '{}' OR requires::jsonb
                        <@ (SELECT labels::jsonb FROM nodes WHERE id = %(node)s))
-                ORDER BY priority DESC, created_at, id
+                ORDER BY owner, priority DESC, created_at, id
                 LIMIT 1
                 FOR UPDATE SKIP LOCKED)
     RETURNING *
