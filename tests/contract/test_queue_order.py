@@ -251,3 +251,18 @@ def test_a_job_naming_several_gpu_models_runs_on_any_of_them(store: Store) -> No
     assert take(store, node(store, "t4", t4), t4) is None
     got = take(store, node(store, "h100", h100), h100)
     assert got is not None and got.job.id == either.id
+
+
+def test_a_draining_nodes_reservation_passes_to_the_next(store: Store) -> None:
+    small = Capacity(cpus=2, memory_mb=8 << 10)
+    one_free = Capacity(cpus=1, memory_mb=8 << 10)
+    for name in ("leaving", "staying"):
+        node(store, name, small)
+        add(store, "alice", 90.0, name=f"running-{name}")
+        take(store, name, small)
+    big = add(store, "bob", 100.0, name="big", cpus=2)
+    assert take(store, "leaving", one_free) is None  # reserves
+    store.node_heartbeat("leaving", "draining", NOW)
+    assert take(store, "staying", one_free) is None  # takes the reservation over
+    reserved = [e.message for e in store.events(big.id) if e.kind == "reserved"]
+    assert reserved[-1] == "node staying is kept for it"

@@ -61,7 +61,8 @@ WITH RECURSIVE owners(owner) AS (
             ORDER BY j.owner, j.priority DESC, j.created_at, j.id LIMIT 1)
     FROM owners o WHERE o.owner IS NOT NULL
 )
-SELECT h.*, (SELECT heartbeat_at FROM nodes WHERE id = h.reserved_node) AS reserver_seen
+SELECT h.*, (SELECT heartbeat_at FROM nodes WHERE id = h.reserved_node AND state = 'active')
+       AS reserver_seen
 FROM owners o
 CROSS JOIN LATERAL (
     SELECT id, owner, priority, created_at, cpus, memory_mb, gpu_count, reserved_node,
@@ -145,12 +146,14 @@ ORDER BY reserved_at
 LIMIT 1;
 
 -- name: reserve_job
--- Unless a live node (heard from since live_since) already keeps itself for the job.
+-- Unless a live, active node (heard from since live_since, not draining) already keeps
+-- itself for the job.
 UPDATE jobs SET reserved_node = %(node)s, reserved_at = %(now)s
 WHERE id = %(job)s AND state = 'pending'
   AND (reserved_node IS NULL OR reserved_node = %(node)s
        OR NOT EXISTS (SELECT 1 FROM nodes
-                      WHERE id = jobs.reserved_node AND heartbeat_at >= %(live_since)s));
+                      WHERE id = jobs.reserved_node AND heartbeat_at >= %(live_since)s
+                        AND state = 'active'));
 
 -- name: job_reservation
 SELECT reserved_node FROM jobs WHERE id = %(id)s AND state = 'pending';

@@ -71,7 +71,7 @@ WITH RECURSIVE owners(owner) AS (
 )
 SELECT j.id, j.owner, j.priority, j.created_at, j.cpus, j.memory_mb, j.gpu_count,
        j.reserved_node, j.reserved_at, n.heartbeat_at AS reserver_seen
-FROM heads h JOIN jobs j ON j.id = h.id LEFT JOIN nodes n ON n.id = j.reserved_node;
+FROM heads h JOIN jobs j ON j.id = h.id LEFT JOIN nodes n ON n.id = j.reserved_node AND n.state = 'active';
 
 -- name: claim_job
 -- `owner`'s first pending job that fits, marked scheduled, with its new attempt and event.
@@ -120,12 +120,14 @@ ORDER BY reserved_at
 LIMIT 1;
 
 -- name: reserve_job
--- Unless a live node (heard from since :live_since) already keeps itself for the job.
+-- Unless a live, active node (heard from since :live_since, not draining) already keeps
+-- itself for the job.
 UPDATE jobs SET reserved_node = :node, reserved_at = :now
 WHERE id = :job AND state = 'pending'
   AND (reserved_node IS NULL OR reserved_node = :node
        OR NOT EXISTS (SELECT 1 FROM nodes
-                      WHERE id = jobs.reserved_node AND heartbeat_at >= :live_since));
+                      WHERE id = jobs.reserved_node AND heartbeat_at >= :live_since
+                        AND state = 'active'));
 
 -- name: job_reservation
 SELECT reserved_node FROM jobs WHERE id = :id AND state = 'pending';
