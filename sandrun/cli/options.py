@@ -33,7 +33,12 @@ OutputOpt = Annotated[
 ]
 LabelOpt = Annotated[list[str] | None, typer.Option("--label", "-l", help="KEY=VALUE.")]
 GpusOpt = Annotated[
-    str | None, typer.Option("--gpus", help="GPUs: a count (2), a model (a100) or both (4xa100).")
+    str | None,
+    typer.Option(
+        "--gpus",
+        help="GPUs: a count (2), a model (a100), both (4xa100), or models to choose from "
+        "(2xa100,h100).",
+    ),
 ]
 MinGpuMemoryOpt = Annotated[
     float | None, typer.Option(help="Each GPU with at least this many GB (any model by default).")
