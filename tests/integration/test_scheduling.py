@@ -16,6 +16,7 @@ from sandrun.errors import OverOwnerLimit
 from sandrun.states import JobState
 from tests.helpers import wait_for
 from tests.integration.cluster import SANDRUN, Cluster
+from tests.integration.conftest import Local
 
 POLICY = """
 limits:
@@ -122,3 +123,15 @@ def test_a_bad_policy_file_stops_the_server_naming_the_field(tmp_path: Path) -> 
     )
     assert done.returncode != 0
     assert "limits.alice.max_gpu" in done.stderr and "max_gpus" in done.stderr
+
+
+def test_embedded_mode_says_why_a_job_waits(local: Local) -> None:
+    every_cpu = float(len(os.sched_getaffinity(0)))
+    first = local.client.run(HOLD, cpus=every_cpu, upload_code=False)
+    second = local.client.run(HOLD, cpus=every_cpu, upload_code=False)
+    _running({"first": first}, 1)
+    why = local.client.why_pending(second.id)
+    assert why is not None and why.startswith("waiting for room on a node that can hold it")
+    assert local.client.why_pending(first.id) is None
+    for job in (first, second):
+        job.cancel()
