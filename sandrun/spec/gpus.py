@@ -44,20 +44,31 @@ def _names() -> dict[str, str]:
     return names
 
 
+def spellings() -> tuple[list[str], list[str]]:
+    """The names the published schema lists: every model and alias, and every model with
+    one of its memory sizes ("a100-80gb"). `canonical` also takes other case and
+    punctuation ("A100_80GB", "nvidia-a100-sxm4-80gb"); the schema names the plain forms."""
+    plain = sorted(_names())
+    sized = sorted(f"{m.name}-{size:g}gb" for m in catalogue().values() for size in m.memory_gb)
+    return plain, sized
+
+
 def canonical(text: str) -> tuple[str, float | None]:
     """(model name, memory GB if the text names a variant) for a GPU name; ValueError
     naming the closest models if it is not one sandrun knows."""
     name = text.strip().lower().replace("_", "-").removeprefix("nvidia-")
-    memory = None
+    # The whole name first: "a10g" is a model, not "a" with 10 GB.
+    readings: list[tuple[str, float | None]] = [(name, None)]
     if match := _MEMORY.search(name):
-        memory, name = float(match.group(1)), name[: match.start()]
-    for candidate in (name, re.sub(r"-(sxm\d?|pcie)$", "", name)):
-        if candidate in _names():
-            model = catalogue()[_names()[candidate]]
-            if memory is not None and memory not in model.memory_gb:
-                sizes = " or ".join(f"{m:g}" for m in model.memory_gb)
-                raise ValueError(f"{model.name} GPUs have {sizes} GB, not {memory:g}")
-            return model.name, memory
+        readings.append((name[: match.start()], float(match.group(1))))
+    for base, memory in readings:
+        for candidate in (base, re.sub(r"-(sxm\d?|pcie)$", "", base)):
+            if candidate in _names():
+                model = catalogue()[_names()[candidate]]
+                if memory is not None and memory not in model.memory_gb:
+                    sizes = " or ".join(f"{m:g}" for m in model.memory_gb)
+                    raise ValueError(f"{model.name} GPUs have {sizes} GB, not {memory:g}")
+                return model.name, memory
     near = closest(name, _names()) or sorted(catalogue())
     raise ValueError(f"GPU {text!r} is not one sandrun knows; did you mean {', '.join(near)}?")
 

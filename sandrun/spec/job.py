@@ -25,7 +25,7 @@ from pydantic import (
 )
 
 from sandrun.errors import InvalidSpec
-from sandrun.spec.gpus import canonical
+from sandrun.spec.gpus import canonical, spellings
 from sandrun.spec.units import (
     DURATION_PATTERN,
     MEMORY_PATTERN,
@@ -235,8 +235,23 @@ def _retries(value: object) -> object:
 _COUNT = r"(?:[0-9]|[1-5][0-9]|6[0-4])"
 _MODEL = r"[A-Za-z][A-Za-z0-9_.-]*"
 _MODELS = rf"{_MODEL}(?:\s*,\s*{_MODEL})*"
-GPU_PATTERN = rf"^\s*(?:{_COUNT}|(?:{_COUNT}\s*[x\u00d7*]\s*)?{_MODELS})\s*$"
 _GPU_RE = re.compile(rf"^\s*(?:({_COUNT})|(?:({_COUNT})\s*[x\u00d7*]\s*)?({_MODELS}))\s*$")
+# The schema publishes the names sandrun knows, so a schema-valid request is one it
+# accepts: a list names plain models (memory sizes in a list could disagree).
+_PLAIN, _SIZED = spellings()
+_WORDS = [n for n in _PLAIN if n[0].isalpha()]  # "4090" alone would read as a count
+_KNOWN = "|".join(re.escape(n) for n in sorted(_WORDS + _SIZED, key=len, reverse=True))
+_KNOWN_PLAIN = "|".join(re.escape(n) for n in sorted(_WORDS, key=len, reverse=True))
+GPU_PATTERN = (
+    rf"^\s*(?:{_COUNT}|(?:{_COUNT}\s*[x\u00d7*]\s*)?(?:{_KNOWN})(?:\s*,\s*(?:{_KNOWN_PLAIN}))*)\s*$"
+)
+_GPU_TYPE_SCHEMA = {
+    "anyOf": [
+        {"type": "string", "enum": _PLAIN + _SIZED},
+        {"type": "array", "items": {"type": "string", "enum": _PLAIN}, "minItems": 1},
+        {"type": "null"},
+    ]
+}
 
 
 class GpuRequest(_Strict):
@@ -245,7 +260,7 @@ class GpuRequest(_Strict):
     with its memory ("a100-80gb") sets `memory_gb` too."""
 
     count: Int = Field(default=1, ge=1, le=64)
-    type: str | list[str] | None = None
+    type: Annotated[str | list[str] | None, WithJsonSchema(_GPU_TYPE_SCHEMA)] = None
     memory_gb: Positive | None = None
 
     @model_validator(mode="before")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,8 @@ import pytest
 from sandrun.agent.gpus import detect_gpus, model_of
 from sandrun.errors import InvalidSpec, ValidationError
 from sandrun.spec import parse_spec
-from sandrun.spec.gpus import canonical, catalogue, declared_gpus
+from sandrun.spec.gpus import canonical, catalogue, declared_gpus, spellings
+from sandrun.spec.job import GPU_PATTERN
 
 
 @pytest.mark.parametrize(
@@ -69,3 +71,17 @@ def test_detection_reads_nvidia_smi(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert detect_gpus() == (2, "a100", 80)
     fake.write_text("#!/bin/sh\nexit 9\n")  # a driver that does not answer: no GPUs
     assert detect_gpus() == (0, None, 0.0)
+
+
+def test_every_gpu_name_the_schema_publishes_is_accepted() -> None:
+    plain, sized = spellings()
+    assert "a10g" in plain and "a100-80gb" in sized
+    for name in plain + sized:
+        forms: list[object] = [{"count": 2, "type": name}]
+        if name in plain:
+            forms.append({"count": 2, "type": [name, "h100"]})
+        if re.match(GPU_PATTERN, f"2x{name}"):
+            forms.append(f"2x{name}")
+        for form in forms:
+            parse_spec({"shell": "x", "gpus": form})  # raises if refused
+    assert canonical("a10g") == ("a10g", None)  # a model, not "a" with 10 GB
