@@ -104,8 +104,9 @@ def within(room: Capacity, gpus_left: int | None) -> Capacity:
 class Allowance:
     """What an owner's limits let it start now."""
 
-    blocked: bool = False  # at max_running_jobs
+    blocked: bool = False  # at max_running_jobs, or busy
     gpus_left: int | None = None  # under max_gpus; None: no GPU limit
+    busy: bool = False  # another claim for this owner is under way: skip it this time
 
 
 class PoolCache:
@@ -162,12 +163,14 @@ class Claimer:
         row = tx.one("node_capacity", node=node)
         self.capacity = Capacity.model_validate_json(row["capacity"]) if row else free
         self.loads: dict[str, Load] = {}
+        self.allowances: dict[str, Allowance] = {}
 
     def claim(self) -> Row | None:
         room = self.free
         held = self._held()
         if held is not None:
-            if held.fits(within(self.free, self._allowance(held.owner).gpus_left)):
+            allowance = self._allowance(held.owner)
+            if not allowance.blocked and held.fits(within(self.free, allowance.gpus_left)):
                 return self.tx.one("claim_reserved", job=held.id, **self.write)
             room = self._backfill(held)
         # Without a reservation, ask what fits the whole node: a job first in order that
@@ -204,7 +207,7 @@ class Claimer:
         startable = not allowance.blocked and (
             allowance.gpus_left is None or head.gpu_count <= allowance.gpus_left
         )
-        if startable and head.fits(self.capacity):
+        if allowance.busy or (startable and head.fits(self.capacity)):
             return head
         self.tx.run("release_reservation", job=head.id)
         return None
@@ -247,12 +250,21 @@ class Claimer:
         }
 
     def _allowance(self, owner: str) -> Allowance:
-        """With a limit, claims for the owner are serialized and its load is counted again
-        under that lock, so concurrent claims (and servers) cannot overshoot it."""
+        if owner not in self.allowances:
+            self.allowances[owner] = self._count_allowance(owner)
+        return self.allowances[owner]
+
+    def _count_allowance(self, owner: str) -> Allowance:
+        """With a limit, one claim at a time may start the owner's jobs: it holds a lock
+        until it commits and counts the owner's load again under it, so concurrent claims
+        (and servers) cannot overshoot. A claim that finds the lock taken skips the owner
+        (as SKIP LOCKED skips rows): no claim waits for another, none can deadlock."""
         limits = self.policy.limits_for(owner)
         if not limits.any:
             return Allowance()
-        self.tx.run("lock_owner", owner=owner)
+        locked = self.tx.one("lock_owner", owner=owner)
+        if locked is None or not locked["locked"]:
+            return Allowance(blocked=True, busy=True)
         load = self._load([owner]).get(owner, Load())
         self.loads[owner] = load
         if limits.max_running_jobs is not None and load.jobs >= limits.max_running_jobs:

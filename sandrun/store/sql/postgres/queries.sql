@@ -188,8 +188,9 @@ FROM nodes WHERE state = 'active' AND heartbeat_at >= %(live_since)s;
 SELECT capacity FROM nodes WHERE id = %(node)s;
 
 -- name: lock_owner
--- Serializes claims for one owner (until commit), so a limit is counted exactly.
-SELECT pg_advisory_xact_lock(hashtext('sandrun.owner:' || %(owner)s))::text AS locked;
+-- One claim at a time per limited owner (held until commit), so its limit is counted
+-- exactly; a claim that finds it taken skips the owner rather than wait (no deadlocks).
+SELECT pg_try_advisory_xact_lock(hashtext('sandrun.owner:' || %(owner)s)) AS locked;
 
 -- name: next_not_before
 SELECT min(not_before) AS at FROM jobs WHERE state = 'pending';

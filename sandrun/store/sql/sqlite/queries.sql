@@ -162,7 +162,7 @@ SELECT capacity FROM nodes WHERE id = :node;
 
 -- name: lock_owner
 -- One writer at a time already: nothing more to lock (PostgreSQL takes an advisory lock).
-SELECT :owner AS owner;
+SELECT 1 AS locked WHERE :owner IS NOT NULL;
 
 -- name: next_not_before
 SELECT min(not_before) AS at FROM jobs WHERE state = 'pending';
