@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from sandrun.errors import SandrunError
-from sandrun.models import Attempt, JobRecord, NodeInfo
+from sandrun.models import Attempt, Capacity, JobRecord, NodeInfo
 from sandrun.spec import format_duration
 from sandrun.states import FailureReason, JobState
 
@@ -146,9 +146,12 @@ def summary(job: JobRecord) -> str:
     return f"job {job.id} {job.state}{tries}{detail}"
 
 
+def _shape(c: Capacity) -> str:
+    return f"{c.gpus}x{c.gpu_type} {c.gpu_memory_gb:g}GB"
+
+
 def _gpus(node: NodeInfo) -> str:
-    c = node.capacity
-    return f"{node.used_gpus}/{c.gpus}x{c.gpu_type} {c.gpu_memory_gb:g}GB" if c.gpus else "-"
+    return f"{node.used_gpus}/{_shape(node.capacity)}" if node.capacity.gpus else "-"
 
 
 def _free(node: NodeInfo) -> str:
@@ -220,9 +223,8 @@ def _declared(node: NodeInfo) -> str | None:
     if c.memory_mb != found.memory_mb:
         said.append(f"{c.memory_mb / 1024:.1f} GiB (detected {found.memory_mb / 1024:.1f})")
     if (c.gpus, c.gpu_type, c.gpu_memory_gb) != (found.gpus, found.gpu_type, found.gpu_memory_gb):
-        gpus = f"{c.gpus}x{c.gpu_type} {c.gpu_memory_gb:g}GB" if c.gpus else "no GPUs"
-        seen = f"{found.gpus}x{found.gpu_type} {found.gpu_memory_gb:g}GB" if found.gpus else "none"
-        said.append(f"{gpus} (detected {seen})")
+        gpus = _shape(c) if c.gpus else "no GPUs"
+        said.append(f"{gpus} (detected {_shape(found) if found.gpus else 'none'})")
     return "; ".join(said) or None
 
 

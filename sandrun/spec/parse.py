@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -41,10 +41,17 @@ def _to_invalid_spec(exc: ValidationError) -> InvalidSpec:
     return invalid_spec_from(list(exc.errors()))
 
 
-def invalid_spec_from(errors: list[Any], strip: tuple[str, ...] = ()) -> InvalidSpec:
+def invalid_spec_from(
+    errors: list[Any],
+    strip: tuple[str, ...] = (),
+    model_at: Callable[[tuple[str, ...]], type[BaseModel] | None] = _MODELS_AT.get,
+    source: str = "",
+) -> InvalidSpec:
     """One clear error from pydantic's list: the first problem, its field, a suggestion.
 
-    `strip` drops leading location parts that are not fields (FastAPI's "body", "query").
+    `strip` drops leading location parts that are not fields (FastAPI's "body", "query");
+    `model_at` says which model's fields are valid under a location (a JobSpec's by
+    default); `source` (a file name) starts the message.
     """
     error = errors[0]
     loc = tuple(str(part) for part in error["loc"])
@@ -53,12 +60,12 @@ def invalid_spec_from(errors: list[Any], strip: tuple[str, ...] = ()) -> Invalid
     field = ".".join(loc) or None
     if error["type"] == "extra_forbidden":
         parent, unknown = loc[:-1], loc[-1]
-        model = _MODELS_AT.get(parent)
+        model = model_at(parent)
         valid = list(model.model_fields) if model else []
         near = closest(unknown, valid)
         hint = [f"did you mean {' or '.join(repr(n) for n in near)}?"] if near else []
         return InvalidSpec(
-            f"unknown field {field!r}",
+            f"{source}unknown field {field!r}",
             field=field,
             suggestions=[*hint, "valid fields: " + ", ".join(valid)] if valid else hint,
         )
@@ -66,7 +73,7 @@ def invalid_spec_from(errors: list[Any], strip: tuple[str, ...] = ()) -> Invalid
     if error["type"] == "missing":
         message = "this field is required"
     where = f"{field}: " if field else ""
-    return InvalidSpec(f"{where}{message}", field=field)
+    return InvalidSpec(f"{source}{where}{message}", field=field)
 
 
 def load_spec_file(path: str | Path) -> JobSpec:

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from sandrun.errors import InvalidSpec
 from sandrun.spec.gpus import canonical, catalogue
+from sandrun.spec.parse import invalid_spec_from
 from sandrun.spec.units import Int
 
 
@@ -79,17 +80,15 @@ def parse_policy(data: Any, source: str = "policy") -> Policy:
     try:
         return Policy.model_validate(data)
     except ValidationError as exc:
-        error = exc.errors()[0]
-        field = ".".join(str(part) for part in error["loc"]) or None
-        message = str(error["msg"]).removeprefix("Value error, ")
-        if error["type"] == "extra_forbidden":
-            message = "unknown field; valid here: " + _valid_at(error["loc"])
-        raise InvalidSpec(f"{source}: {field}: {message}", field=field) from None
+        errors = list(exc.errors())
+        raise invalid_spec_from(errors, model_at=_model_at, source=f"{source}: ") from None
 
 
-def _valid_at(loc: tuple[Any, ...]) -> str:
-    model: type[BaseModel] = OwnerLimits if loc and loc[0] == "limits" else Policy
-    return ", ".join(model.model_fields)
+def _model_at(parent: tuple[str, ...]) -> type[BaseModel] | None:
+    """Whose fields are valid under `parent`: the policy's, or an owner's limits."""
+    if parent == ():
+        return Policy
+    return OwnerLimits if len(parent) == 2 and parent[0] == "limits" else None
 
 
 def load_policy(path: str | Path) -> Policy:

@@ -3,39 +3,18 @@
 from __future__ import annotations
 
 import threading
-from typing import Any
 
 import pytest
 
 from sandrun.errors import IllegalTransition, JobNotFoundError, StaleAttempt
-from sandrun.ids import new_id
-from sandrun.models import AttemptResult, Capacity, Claim, JobRecord, LogChunk, OutputFile
+from sandrun.models import AttemptResult, Capacity, Claim, LogChunk, OutputFile
 from sandrun.service.retry import decide
-from sandrun.spec import parse_spec
 from sandrun.states import AttemptState, FailureReason, JobState
 from sandrun.store import Store
+from tests.contract.queued import add
 
 BIG = Capacity(cpus=64, memory_mb=1 << 20, gpus=8)
 LEASE = 30.0
-
-
-def add(store: Store, at: float = 100.0, **spec: Any) -> JobRecord:
-    data = {"command": ["true"], **spec}
-    parsed = parse_spec(data)
-    job = JobRecord(
-        id=new_id(),
-        name=parsed.display_name,
-        owner="me",
-        state=JobState.PENDING,
-        spec=parsed,
-        priority=parsed.priority,
-        attempts=0,
-        not_before=at,
-        created_at=at,
-        updated_at=at,
-    )
-    store.insert_job(job)
-    return job
 
 
 def claim(store: Store, now: float = 200.0, free: Capacity = BIG) -> Claim:
