@@ -223,9 +223,26 @@ class RegisterRequest(_Wire):
     detected: Capacity | None = None  # what the hardware showed, where --cpus/--gpus... differ
 
 
+MAX_BATCH = 1000  # jobs in one batch submit: one request, one transaction
+
+
+class SubmitBatch(BaseModel):
+    """Jobs to submit together: all are recorded, in this order, or none."""
+
+    model_config = ConfigDict(extra="forbid")
+    jobs: list[JobSpec] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class SubmittedBatch(_Wire):
+    jobs: list[JobRecord]
+
+
 class RegisterReply(_Wire):
     node_id: str
     lease_seconds: float
+    # What this server offers beyond the first agent API, so a newer agent can talk to
+    # an older server: "complete-and-claim".
+    features: list[str] = []
 
 
 class ClaimRequest(_Wire):
@@ -258,6 +275,18 @@ class LogsRequest(_Wire):
 class CompleteRequest(_Wire):
     ref: AttemptRef
     result: AttemptResult
+
+
+class CompleteAndClaimRequest(CompleteRequest):
+    """An attempt's end, and a claim for the room it leaves on `node`: one round trip."""
+
+    node: str
+    free: Capacity
+
+
+class CompleteAndClaimReply(_Wire):
+    job: JobRecord
+    next: Claim | None = None
 
 
 class Uploaded(_Wire):

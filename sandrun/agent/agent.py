@@ -113,6 +113,7 @@ class Agent:
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._beat_now = threading.Event()
+        self._stopping = threading.Event()  # set with `run`'s stop: claim nothing more
         # Attempts run on reused threads (one each while it runs): no per-job thread churn.
         self._pool = ThreadPoolExecutor(MAX_ATTEMPTS, thread_name_prefix="attempt")
 
@@ -157,6 +158,7 @@ class Agent:
 
     def _serve(self, stop: threading.Event) -> None:
         idle_since = time.monotonic()
+        self._stopping = stop
         while not stop.is_set():
             try:
                 room_left = self._claim_while_fits(stop)
@@ -224,18 +226,29 @@ class Agent:
         except SandrunError as exc:
             log.warning("could not hand back: %s (its lease will expire)", exc)
 
+    def _sign(self, claim: Claim, result: AttemptResult) -> AttemptResult:
+        if self.identity is None:
+            return result
+        outputs = {out.path: out.digest for out in result.outputs}
+        job = claim.job
+        signed = result_claim(job.id, claim.attempt, job.spec, result.exit_code, outputs)
+        return result.model_copy(update={"signature": self.identity.sign(signed)})
+
     def _complete(self, claim: Claim, result: AttemptResult) -> JobRecord:
         """Report an attempt's end, signed."""
-        if self.identity is not None:
-            outputs = {out.path: out.digest for out in result.outputs}
-            job = claim.job
-            signed = result_claim(job.id, claim.attempt, job.spec, result.exit_code, outputs)
-            result = result.model_copy(update={"signature": self.identity.sign(signed)})
-        return self.control.complete(claim.ref, result)
+        return self.control.complete(claim.ref, self._sign(claim, result))
 
-    def _run_attempt(self, claim: Claim, ctl: AttemptControl) -> None:
+    def _run_attempt(self, claim: Claim | None, ctl: AttemptControl) -> None:
+        """Run attempts on this thread: the claimed one, then while its room is refilled
+        in the same call that reports its end, the next (no wake-up, no extra trip)."""
+        while claim is not None:
+            claim, ctl = self._run_one(claim, ctl)
+
+    def _run_one(self, claim: Claim, ctl: AttemptControl) -> tuple[Claim | None, AttemptControl]:
         key = (claim.job.id, claim.attempt)
         fields = {"job": key[0], "attempt": key[1]}
+        following: Claim | None = None
+        next_ctl = AttemptControl()
         try:
             try:
                 result = self.executor.run(claim, ctl)
@@ -244,7 +257,7 @@ class Agent:
                 result = AttemptResult(failure_reason=FailureReason.INTERNAL, message=str(exc))
             if result is not None:
                 try:
-                    job = self._complete(claim, result)
+                    job, following = self._report(claim, result, next_ctl)
                     log.info(f"attempt ended; job {job.state}", extra=fields)
                 except StaleAttempt:
                     log.warning("result refused: attempt is stale", extra=fields)
@@ -254,7 +267,39 @@ class Agent:
             with self._changed:
                 self._running.pop(key, None)
                 self._changed.notify_all()
-            self.waker.wake("finished")
+            if following is None:
+                self.waker.wake("finished")  # room for the claim loop
+        if following is not None:
+            log.info("claimed", extra={"job": following.job.id, "attempt": following.attempt})
+        return following, next_ctl
+
+    def _report(
+        self, claim: Claim, result: AttemptResult, next_ctl: AttemptControl
+    ) -> tuple[JobRecord, Claim | None]:
+        """Report the end; unless stopping, claim a job for exactly this attempt's room
+        (never more: the claim loop may be claiming the rest of the node meanwhile)."""
+        result = self._sign(claim, result)
+        if self._stopping.is_set() or self.draining:
+            return self.control.complete(claim.ref, result), None
+        spec = claim.job.spec
+        room = Capacity(
+            cpus=spec.cpus,
+            memory_mb=spec.memory or 0,
+            gpus=spec.gpus.count if spec.gpus else 0,
+            gpu_type=self.capacity.gpu_type,
+            gpu_memory_gb=self.capacity.gpu_memory_gb,
+        )
+        assert self.node_id is not None
+        job, following = self.control.complete_and_claim(claim.ref, result, self.node_id, room)
+        if following is not None:
+            with self._lock:  # counted as running before this one's room is given back
+                self._running[(following.job.id, following.attempt)] = _Running(following, next_ctl)
+            if self._stopping.is_set():
+                self._hand_back(following)
+                with self._lock:
+                    self._running.pop((following.job.id, following.attempt), None)
+                following = None
+        return job, following
 
     # --- heartbeats -------------------------------------------------------------------
 

@@ -29,6 +29,8 @@ from sandrun.models import (
     Capacity,
     Claim,
     ClaimRequest,
+    CompleteAndClaimReply,
+    CompleteAndClaimRequest,
     CompleteRequest,
     HeartbeatReply,
     HeartbeatRequest,
@@ -61,6 +63,7 @@ class HttpControlPlane:
         self.api = HttpJson(url, token, read_timeout=long_poll + 30)
         self.artifacts = artifacts
         self.lease_seconds = 30.0
+        self.features: set[str] = set()  # what the server offers, told at registration
 
     def _post(
         self, path: str, body: BaseModel, retry_for: float = 0.0, timeout: float | None = None
@@ -94,6 +97,7 @@ class HttpControlPlane:
             self._post("/v1/agent/register", body, retry_for=REPORT_RETRY)
         )
         self.lease_seconds = reply.lease_seconds
+        self.features = set(reply.features)
         return reply.node_id
 
     def claim(self, node: str, free: Capacity, wait: float = 0.0) -> Claim | None:
@@ -136,6 +140,22 @@ class HttpControlPlane:
         self._post("/v1/agent/logs", LogsRequest(ref=ref, chunks=chunks), self.lease_seconds)
 
     def complete(self, ref: AttemptRef, result: AttemptResult) -> JobRecord:
+        self._upload_outputs(result)
+        body = CompleteRequest(ref=ref, result=result)
+        return JobRecord.model_validate(self._post("/v1/agent/complete", body, REPORT_RETRY))
+
+    def complete_and_claim(
+        self, ref: AttemptRef, result: AttemptResult, node: str, free: Capacity
+    ) -> tuple[JobRecord, Claim | None]:
+        if "complete-and-claim" not in self.features:  # an older server
+            return self.complete(ref, result), None
+        self._upload_outputs(result)
+        body = CompleteAndClaimRequest(ref=ref, result=result, node=node, free=free)
+        data = self._post("/v1/agent/complete-and-claim", body, REPORT_RETRY)
+        reply = CompleteAndClaimReply.model_validate(data)
+        return reply.job, reply.next
+
+    def _upload_outputs(self, result: AttemptResult) -> None:
         for out in result.outputs:
             response = self.api.request(
                 "POST",
@@ -146,8 +166,6 @@ class HttpControlPlane:
             )
             if Uploaded.model_validate_json(response.content).digest != out.digest:
                 raise AgentError(f"output {out.path} changed while it was uploaded")
-        body = CompleteRequest(ref=ref, result=result)
-        return JobRecord.model_validate(self._post("/v1/agent/complete", body, REPORT_RETRY))
 
     # The server reaps leases and knows no previous life of this node: nothing to do here.
     def expire_leases(self) -> list[tuple[str, int]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ from sandrun.client.transport import Transport
 from sandrun.client.upload import list_files, make_bundle
 from sandrun.errors import ValidationError
 from sandrun.home import Home
-from sandrun.models import GcReport, JobPage, LogChunk, NodeInfo
+from sandrun.models import MAX_BATCH, GcReport, JobPage, LogChunk, NodeInfo
 from sandrun.service.placement import Instance
 from sandrun.spec import JobSpec, parse_spec
 
@@ -55,6 +55,21 @@ class Client:
         if upload_code:
             spec = parse_spec({**spec.to_json_dict(), "code": self.upload_directory(Path.cwd())})
         return Job(self, self.transport.submit(spec))
+
+    def submit_many(
+        self, specs: Iterable[JobSpec | dict[str, Any]], *, upload_code: bool = False
+    ) -> list[Job]:
+        """Submit many jobs at once: one request and one transaction per 1,000, queued in
+        order. Every spec is checked before any is sent; a bad one refuses its batch."""
+        parsed = [parse_spec(spec) for spec in specs]
+        if upload_code and parsed:
+            code = self.upload_directory(Path.cwd())
+            parsed = [parse_spec({**s.to_json_dict(), "code": code}) for s in parsed]
+        jobs: list[Job] = []
+        for first in range(0, len(parsed), MAX_BATCH):
+            records = self.transport.submit_many(parsed[first : first + MAX_BATCH])
+            jobs += [Job(self, record) for record in records]
+        return jobs
 
     def run(self, command: object = None, /, **fields: Any) -> Job:
         """Submit a shell string, an argv list, a JobSpec, a TaskConfig or a dict, with

@@ -102,23 +102,35 @@ class Function(Generic[P, R]):
         return self._spawn(args, kwargs)
 
     def _spawn(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> FunctionCall[R]:
+        return self._spawn_many([(args, kwargs)])[0]
+
+    def _spawn_many(
+        self, calls: list[tuple[tuple[Any, ...], dict[str, Any]]]
+    ) -> list[FunctionCall[R]]:
+        """Submit calls together (one request per 1,000); the function is sent once."""
         try:
-            return self._submit(args, kwargs)
+            return self._submit(calls)
         except ArtifactNotFound as exc:
-            if exc.field != f"inputs.{FUNCTION_INPUT}":
+            if not (exc.field or "").endswith(f"inputs.{FUNCTION_INPUT}"):
                 raise
             self._digest = None  # retention removed it since it was sent: send it again
-            return self._submit(args, kwargs)
+            return self._submit(calls)
 
-    def _submit(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> FunctionCall[R]:
+    def _submit(self, calls: list[tuple[tuple[Any, ...], dict[str, Any]]]) -> list[FunctionCall[R]]:
         client = self.app.client
         if self._digest is None:  # uploaded once, not checked on every call
             self._digest = client.transport.put_blob(cloudpickle.dumps(self.fn))
-        call = call_fields(client.transport, args, kwargs, function_digest=self._digest)
         labels = {"app": _label(self.app.name), "function": _label(self.fn.__name__)}
         spec = {"name": f"{labels['app']}-{labels['function']}"[:128], "labels": labels}
-        job = client.submit(merge_call({**spec, **self.fields}, call), upload_code=self.upload_code)
-        return FunctionCall(job)
+        specs = [
+            merge_call(
+                {**spec, **self.fields},
+                call_fields(client.transport, args, kwargs, function_digest=self._digest),
+            )
+            for args, kwargs in calls
+        ]
+        jobs = client.submit_many(specs, upload_code=self.upload_code)
+        return [FunctionCall(job) for job in jobs]
 
     def map(
         self,
@@ -130,7 +142,7 @@ class Function(Generic[P, R]):
         parallel; yield the results in order. A call that raised raises here (its
         remaining calls are cancelled), or with `return_exceptions` is yielded. A progress
         bar shows on a terminal unless `progress=False`."""
-        calls = [self._spawn(args, {}) for args in zip(*iterables, strict=False)]
+        calls = self._spawn_many([(args, {}) for args in zip(*iterables, strict=False)])
         show = sys.stderr.isatty() if progress is None else progress
         done = 0
         try:

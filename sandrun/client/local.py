@@ -51,6 +51,13 @@ class EmbeddedTransport:
         ensure_agent(self.home)
         return job
 
+    def submit_many(self, specs: list[JobSpec]) -> list[JobRecord]:
+        for spec in specs:
+            _check_fits_here(spec)
+        jobs = self.service.submit_many(specs)
+        ensure_agent(self.home)
+        return jobs
+
     def get(self, job_id: str) -> JobRecord:
         return self.service.get(job_id)
 

@@ -19,6 +19,7 @@ from sandrun.models import (
     LogChunk,
     NodeInfo,
     OutputFile,
+    SubmittedBatch,
     Uploaded,
     Waiting,
 )
@@ -52,6 +53,11 @@ class HttpTransport:
     def submit(self, spec: JobSpec) -> JobRecord:
         response = self.api.request("POST", "/v1/jobs", json=spec.model_dump(mode="json"))
         return JobRecord.model_validate_json(response.content)
+
+    def submit_many(self, specs: list[JobSpec]) -> list[JobRecord]:
+        body = {"jobs": [spec.model_dump(mode="json") for spec in specs]}
+        response = self.api.request("POST", "/v1/jobs/batch", json=body)
+        return SubmittedBatch.model_validate_json(response.content).jobs
 
     def get(self, job_id: str) -> JobRecord:
         return JobRecord.model_validate_json(self._get(self._job(job_id)))

@@ -24,6 +24,10 @@ class Transport(Protocol):
 
     def submit(self, spec: JobSpec) -> JobRecord: ...
 
+    def submit_many(self, specs: list[JobSpec]) -> list[JobRecord]:
+        """All recorded, in this order, or none (at most MAX_BATCH)."""
+        ...
+
     def get(self, job_id: str) -> JobRecord: ...
 
     def list_jobs(

@@ -16,6 +16,8 @@ from sandrun.errors import OutputNotUploaded
 from sandrun.models import (
     Claim,
     ClaimRequest,
+    CompleteAndClaimReply,
+    CompleteAndClaimRequest,
     CompleteRequest,
     HeartbeatReply,
     HeartbeatRequest,
@@ -28,6 +30,7 @@ from sandrun.models import (
 )
 from sandrun.server.auth import ERRORS, AgentDep, ServiceDep
 from sandrun.server.notify import Notifier
+from sandrun.service import Service
 
 router = APIRouter(prefix="/v1/agent", responses=ERRORS)
 
@@ -42,7 +45,9 @@ def register(body: RegisterRequest, caller: AgentDep, service: ServiceDep) -> Re
         public_key=body.public_key,
         detected=body.detected,
     )
-    return RegisterReply(node_id=node_id, lease_seconds=service.lease_seconds)
+    return RegisterReply(
+        node_id=node_id, lease_seconds=service.lease_seconds, features=["complete-and-claim"]
+    )
 
 
 @router.post(
@@ -121,10 +126,24 @@ def get_artifact(digest: str, caller: AgentDep, service: ServiceDep) -> FileResp
 
 @router.post("/complete")
 def complete(body: CompleteRequest, caller: AgentDep, service: ServiceDep) -> JobRecord:
+    _check_uploaded(body, service)
+    return service.complete(body.ref, body.result)
+
+
+@router.post("/complete-and-claim")
+def complete_and_claim(
+    body: CompleteAndClaimRequest, caller: AgentDep, service: ServiceDep
+) -> CompleteAndClaimReply:
+    """`complete`, then at once (no long-poll) the best job that fits `free`."""
+    _check_uploaded(body, service)
+    job, claim = service.complete_and_claim(body.ref, body.result, body.node, body.free)
+    return CompleteAndClaimReply(job=job, next=claim)
+
+
+def _check_uploaded(body: CompleteRequest, service: Service) -> None:
     for out in body.result.outputs:
         if not service.artifacts.has(out.digest):
             raise OutputNotUploaded(
                 f"output {out.path!r} was not uploaded (no artifact {out.digest})",
                 field="result.outputs",
             )
-    return service.complete(body.ref, body.result)

@@ -20,6 +20,8 @@ from sandrun.models import (
     LogChunk,
     NodeInfo,
     OutputFile,
+    SubmitBatch,
+    SubmittedBatch,
     Waiting,
 )
 from sandrun.server.auth import ERRORS, AdminDep, ServiceDep, UserDep, viewer
@@ -37,6 +39,12 @@ CURSOR = r"^[0-9]+(\.[0-9]+)?/.+$"
 @router.post("/jobs", status_code=status.HTTP_201_CREATED)
 def submit(spec: JobSpec, caller: UserDep, service: ServiceDep) -> JobRecord:
     return service.submit(spec, owner=caller.name)
+
+
+@router.post("/jobs/batch", status_code=status.HTTP_201_CREATED)
+def submit_batch(body: SubmitBatch, caller: UserDep, service: ServiceDep) -> SubmittedBatch:
+    """Up to 1,000 jobs in one request and one transaction: all are queued, or none."""
+    return SubmittedBatch(jobs=service.submit_many(body.jobs, owner=caller.name))
 
 
 @router.get("/jobs")

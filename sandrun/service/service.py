@@ -8,7 +8,7 @@ listeners (a local agent's waker, say) that something changed.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sandrun.artifacts import LocalArtifactStore
@@ -16,11 +16,13 @@ from sandrun.errors import (
     ArtifactNotFound,
     JobNotFoundError,
     OverOwnerLimit,
+    SandrunError,
     ValidationError,
     closest,
 )
 from sandrun.ids import new_id, new_token, now
 from sandrun.models import (
+    MAX_BATCH,
     Attempt,
     AttemptKey,
     AttemptRef,
@@ -83,24 +85,48 @@ class Service:
 
     def submit(self, spec: JobSpec | dict[str, Any], owner: str = "local") -> JobRecord:
         """Validate and durably record a job; it is pending once this returns."""
-        spec = parse_spec(spec)
-        self._check_inputs(spec)
-        self._check_limits(spec, owner)
+        return self.submit_many([spec], owner)[0]
+
+    def submit_many(
+        self, specs: Sequence[JobSpec | dict[str, Any]], owner: str = "local"
+    ) -> list[JobRecord]:
+        """Validate every spec, then record them all in one transaction (queued in this
+        order); one bad spec refuses the batch, its error naming `jobs.<i>`."""
+        if not 1 <= len(specs) <= MAX_BATCH:
+            raise ValidationError(
+                f"a batch holds 1 to {MAX_BATCH} jobs, not {len(specs)}",
+                field="jobs",
+                suggestions=[f"submit in batches of at most {MAX_BATCH}"],
+            )
+        parsed = []
+        for i, given in enumerate(specs):
+            try:
+                spec = parse_spec(given)
+                self._check_inputs(spec)
+                self._check_limits(spec, owner)
+            except SandrunError as exc:
+                if len(specs) == 1:
+                    raise
+                raise _in_batch(exc, i) from None
+            parsed.append(spec)
         at = self.clock()
-        job = JobRecord(
-            id=new_id(),
-            name=spec.display_name,
-            owner=owner,
-            state=JobState.PENDING,
-            spec=spec,
-            priority=spec.priority,
-            attempts=0,
-            not_before=at,
-            created_at=at,
-            updated_at=at,
-        )
-        self.store.insert_job(job)
-        return job
+        jobs = [
+            JobRecord(
+                id=new_id(),
+                name=spec.display_name,
+                owner=owner,
+                state=JobState.PENDING,
+                spec=spec,
+                priority=spec.priority,
+                attempts=0,
+                not_before=at,
+                created_at=at,
+                updated_at=at,
+            )
+            for spec in parsed
+        ]
+        self.store.insert_jobs(jobs)
+        return jobs
 
     def _check_inputs(self, spec: JobSpec) -> None:
         """Every blob a job brings must be uploaded before it is submitted."""
@@ -356,6 +382,14 @@ class Service:
             ref.job_id, ref.attempt, ref.token, result, retry.decide, self.clock(), signer
         )
 
+    def complete_and_claim(
+        self, ref: AttemptRef, result: AttemptResult, node: str, free: Capacity
+    ) -> tuple[JobRecord, Claim | None]:
+        """Report an attempt's end, then claim the best job that fits the room it leaves
+        (`free`), so an agent refills a slot without another round trip."""
+        job = self.complete(ref, result)
+        return job, self.claim(node, free) if self.node_is_live(node) else None
+
     def _signer(self, ref: AttemptRef, result: AttemptResult) -> str | None:
         """The key the result is verified to be signed with; None if its agent has none."""
         key = self.store.signer_key(ref.job_id, ref.attempt)
@@ -432,3 +466,13 @@ def _cursor(text: str) -> tuple[float, str]:
         raise ValidationError(
             f"cursor {text!r} is not one this server gave", field="cursor"
         ) from None
+
+
+def _in_batch(exc: SandrunError, index: int) -> SandrunError:
+    """The same error, naming the batch entry it is about."""
+    where = f"jobs.{index}"
+    return type(exc)(
+        f"{where}: {exc.message}",
+        field=f"{where}.{exc.field}" if exc.field else where,
+        suggestions=exc.suggestions,
+    )

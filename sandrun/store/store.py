@@ -89,29 +89,34 @@ class Store:
     # --- jobs -------------------------------------------------------------------------
 
     def insert_job(self, job: JobRecord) -> None:
-        spec = job.spec
+        self.insert_jobs([job])
+
+    def insert_jobs(self, jobs: list[JobRecord]) -> None:
+        """Record pending jobs in one transaction: all of them, or none."""
         with self.db.transaction() as tx:
-            tx.run(
-                "insert_job",
-                id=job.id,
-                name=job.name,
-                owner=job.owner,
-                state=job.state.value,
-                spec=json.dumps(spec.to_json_dict()),
-                labels=json.dumps(spec.labels),
-                requires=json.dumps(spec.requires, sort_keys=True),
-                priority=job.priority,
-                cpus=spec.cpus,
-                memory_mb=spec.memory or 0,
-                gpu_count=spec.gpus.count if spec.gpus else 0,
-                gpu_type=",".join(spec.gpus.types) or None if spec.gpus else None,
-                gpu_memory_gb=(spec.gpus.memory_gb or 0) if spec.gpus else 0,
-                not_before=job.not_before,
-                created_at=job.created_at,
-            )
-            for digest in {*spec.inputs.values(), *([spec.code] if spec.code else [])}:
-                tx.run("insert_job_input", job_id=job.id, digest=digest)
-            event(tx, job.id, None, "submitted", f"submitted as {job.name}", job.created_at)
+            for job in jobs:
+                spec = job.spec
+                tx.run(
+                    "insert_job",
+                    id=job.id,
+                    name=job.name,
+                    owner=job.owner,
+                    state=job.state.value,
+                    spec=json.dumps(spec.to_json_dict()),
+                    labels=json.dumps(spec.labels),
+                    requires=json.dumps(spec.requires, sort_keys=True),
+                    priority=job.priority,
+                    cpus=spec.cpus,
+                    memory_mb=spec.memory or 0,
+                    gpu_count=spec.gpus.count if spec.gpus else 0,
+                    gpu_type=",".join(spec.gpus.types) or None if spec.gpus else None,
+                    gpu_memory_gb=(spec.gpus.memory_gb or 0) if spec.gpus else 0,
+                    not_before=job.not_before,
+                    created_at=job.created_at,
+                )
+                for digest in {*spec.inputs.values(), *([spec.code] if spec.code else [])}:
+                    tx.run("insert_job_input", job_id=job.id, digest=digest)
+                event(tx, job.id, None, "submitted", f"submitted as {job.name}", job.created_at)
             tx.notify("submitted")
 
     def get_job(self, job_id: str) -> JobRecord:

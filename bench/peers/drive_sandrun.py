@@ -1,0 +1,66 @@
+"""sandrun: embedded (a fresh $SANDRUN_HOME, its background agent), or a server with two
+1-CPU agents on loopback. --arg mode=embedded|server --arg sandbox=auto|none|bwrap
+--arg db=sqlite|postgresql://..."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from workloads import measure, sizes_from_argv
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from server_throughput import serve, stop, stop_local_agent
+
+from sandrun.client import App, Client, connect
+
+
+def add_one(x: int) -> int:
+    return x + 1
+
+
+class Sandrun:
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.add_one = App("bench", client=client).function()(add_one)
+
+    def commands(self, argv: list[str], n: int) -> None:
+        jobs = [self.client.submit({"command": argv}) for _ in range(n)]
+        for job in jobs:
+            if job.wait(600).exit_code != 0:
+                raise SystemExit(f"job {job.id} failed: {job.record}")
+
+    def calls(self, n: int) -> list[int]:
+        return list(self.add_one.map(range(n), progress=False))  # type: ignore[arg-type]
+
+    def stamp(self) -> str:
+        job = self.client.submit({"command": ["date", "+%s.%N"]}).wait(60)
+        return job.log_text("stdout")
+
+
+def main() -> None:
+    sizes, only, args = sizes_from_argv(__doc__)
+    opts = dict(kv.split("=", 1) for kv in args.arg)
+    os.environ["SANDRUN_SANDBOX"] = opts.get("sandbox", "auto")
+    with tempfile.TemporaryDirectory() as tmp:
+        if opts.get("mode", "embedded") == "embedded":
+            home = Path(tmp) / "home"
+            try:
+                with connect(home=home) as client:
+                    measure(Sandrun(client), sizes, only)
+            finally:
+                stop_local_agent(home)
+            return
+        db = opts.get("db", "sqlite")
+        url, token, procs = serve(Path(tmp), [1.0, 1.0], None if db == "sqlite" else db)
+        try:
+            with connect(url, token=token) as client:
+                measure(Sandrun(client), sizes, only)
+        finally:
+            stop(procs)
+
+
+if __name__ == "__main__":
+    main()

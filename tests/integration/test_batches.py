@@ -1,0 +1,64 @@
+"""Batch submits and slot refills through a real server and agent."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+
+from sandrun.agent.remote import HttpControlPlane
+from sandrun.artifacts import LocalArtifactStore
+from sandrun.models import AttemptResult, Capacity
+from sandrun.states import JobState
+from tests.integration.cluster import Cluster
+
+
+def test_a_batch_runs_in_the_order_it_was_submitted(cluster: Cluster) -> None:
+    cluster.start_agent("a1", cpus=1)  # one slot: each end refills it with the next job
+    with cluster.client() as client:
+        jobs = client.submit_many({"shell": f"echo {i}", "name": f"j{i}"} for i in range(6))
+        assert [j.record.name for j in jobs] == [f"j{i}" for i in range(6)]
+        for i, job in enumerate(jobs):
+            assert job.wait(60).status is JobState.COMPLETED
+            assert job.log_text("stdout") == f"{i}\n"
+        starts = [job.attempts[0].started_at or 0.0 for job in jobs]
+        assert starts == sorted(starts)
+
+
+def test_a_batch_with_one_bad_job_is_refused_whole(cluster: Cluster) -> None:
+    specs = [{"command": ["true"]}, {"command": ["true"], "cpus": -1}, {"command": ["true"]}]
+    headers = {"Authorization": f"Bearer {cluster.tokens['alice']}"}
+    bad = httpx.post(f"{cluster.url}/v1/jobs/batch", json={"jobs": specs}, headers=headers)
+    assert bad.status_code == 422
+    assert bad.json()["field"] == "jobs.1.cpus"
+    big = httpx.post(
+        f"{cluster.url}/v1/jobs/batch", json={"jobs": [specs[0]] * 1001}, headers=headers
+    )
+    assert big.status_code == 422 and big.json()["field"] == "jobs"
+    with cluster.client() as client:
+        assert client.jobs().jobs == []
+
+
+def test_an_agent_talking_to_an_older_server_reports_and_claims_separately(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    control = HttpControlPlane(
+        cluster.url, cluster.tokens["agents"], LocalArtifactStore(tmp_path / "blobs")
+    )
+    try:
+        node = control.register_node("old-style", Capacity(cpus=1, memory_mb=1024))
+        assert "complete-and-claim" in control.features
+        control.features.clear()  # as a server from before the feature would register it
+        with cluster.client() as client:
+            first, second = client.submit_many([{"command": ["true"]}] * 2)
+            claim = control.claim(node, Capacity(cpus=1, memory_mb=0))
+            assert claim is not None and claim.job.id == first.id
+            control.start(claim.ref)
+            room = Capacity(cpus=1, memory_mb=0)
+            done, following = control.complete_and_claim(
+                claim.ref, AttemptResult(exit_code=0), node, room
+            )
+            assert done.state is JobState.COMPLETED and following is None
+            assert second.refresh().status is JobState.PENDING
+    finally:
+        control.api.close()
