@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from sandrun.cli import ops, render
+from sandrun.cli import agentcmd, ops, render
 from sandrun.cli.options import (
     CommandArg,
     CpusOpt,
@@ -421,7 +421,7 @@ def verify(
 
 app.command()(ops.nodes)
 app.command()(ops.server)
-app.command()(ops.agent)
+app.command()(agentcmd.agent)
 app.command()(ops.gc)
 app.add_typer(ops.token_app, name="token")
 app.add_typer(ops.db_app, name="db")

@@ -1,0 +1,142 @@
+"""`sandrun agent`: kept apart from the rest of the CLI so that an agent, which runs for
+days, loads only what it needs (not the client, the server or the table renderer)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from sandrun.cli.options import LabelOpt
+from sandrun.errors import SandrunError, ValidationError
+
+
+def agent(
+    server: Annotated[
+        str | None,
+        typer.Option(help="Server URL(s), comma-separated; without it, run the local agent."),
+    ] = None,
+    token: Annotated[
+        str | None, typer.Option(envvar="SANDRUN_TOKEN", help="An agent token.")
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="Node name (default: hostname).")] = None,
+    label: LabelOpt = None,
+    max_jobs: Annotated[int | None, typer.Option(help="Attempts at once, at most.")] = None,
+    cpus: Annotated[float | None, typer.Option(help="CPUs to offer (default: all).")] = None,
+    memory: Annotated[str | None, typer.Option(help="Memory to offer (default: all).")] = None,
+    gpus: Annotated[
+        str | None,
+        typer.Option(
+            help="GPUs to offer, e.g. 2xa100-80gb, where detection misses them "
+            "(default: those NVML or nvidia-smi find; 0 for none)."
+        ),
+    ] = None,
+    work_dir: Annotated[
+        Path | None, typer.Option(help="Where attempts run (default: under $SANDRUN_HOME).")
+    ] = None,
+    drain_grace: Annotated[
+        float, typer.Option(help="On SIGTERM, seconds running jobs get before hand-back.")
+    ] = 60.0,
+    idle_exit: Annotated[
+        float, typer.Option(help="Local agent: exit after this many idle seconds (0: never).")
+    ] = 0,
+    kill_grace: Annotated[float, typer.Option(help="Seconds between SIGTERM and SIGKILL.")] = 5.0,
+    long_poll: Annotated[
+        float,
+        typer.Option(
+            min=0.5,
+            max=60,
+            help="Seconds a claim waits at the server for work (also how soon SIGTERM is seen).",
+        ),
+    ] = 5.0,
+    sandbox: Annotated[
+        str,
+        typer.Option(
+            envvar="SANDRUN_SANDBOX",
+            help="bwrap, unshare, none, or auto: the best that works here.",
+        ),
+    ] = "auto",
+    sandbox_ro: Annotated[
+        list[Path] | None,
+        typer.Option(help="Also show this path to jobs, read-only. Repeatable."),
+    ] = None,
+    allow_local_repos: Annotated[
+        bool,
+        typer.Option(
+            help="Check out repository jobs from file:// URLs and paths on this machine "
+            "(by default only https, ssh and git URLs)."
+        ),
+    ] = False,
+) -> None:
+    """Run an agent in the foreground: the local one, or one serving a remote server.
+    `--server` may list several servers sharing one database, comma-separated."""
+    import logging
+    import socket
+
+    from sandrun.agent.sandbox import KINDS
+    from sandrun.home import Home
+
+    if sandbox not in KINDS:
+        raise ValidationError(
+            f"--sandbox {sandbox!r} is not known",
+            field="sandbox",
+            suggestions=[f"use one of {', '.join(KINDS)}"],
+        )
+    home = Home.resolve()
+    if server is None:
+        from sandrun.embedded import serve
+
+        raise typer.Exit(serve(home, idle_exit or None, kill_grace, sandbox))
+
+    from sandrun.agent import detect_capacity
+    from sandrun.agent.remote import run_remote_agent
+    from sandrun.cli.specargs import parse_pairs
+    from sandrun.models import Capacity
+    from sandrun.spec import parse_memory_mb
+    from sandrun.spec.gpus import declared_gpus
+
+    here = detect_capacity()
+    offered = Capacity(
+        cpus=cpus if cpus is not None else here.cpus,
+        memory_mb=parse_memory_mb(memory) if memory else here.memory_mb,
+        gpus=here.gpus,
+        gpu_type=here.gpu_type,
+        gpu_memory_gb=here.gpu_memory_gb,
+    )
+    if gpus is not None:
+        offered = offered.model_copy(update=declared_gpus(gpus))
+    node = name or socket.gethostname()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    raise typer.Exit(
+        run_remote_agent(
+            server,
+            token,
+            name=node,
+            labels=parse_pairs(label or [], "labels", "--label"),
+            work_dir=work_dir or home.root / f"agent-{node}",
+            capacity=offered,
+            max_jobs=max_jobs,
+            kill_grace=kill_grace,
+            drain_grace=drain_grace,
+            long_poll=long_poll,
+            sandbox=sandbox,
+            sandbox_ro=tuple(sandbox_ro or ()),
+            hidden=(home.root,),
+            allow_local_repos=allow_local_repos,
+        )
+    )
+
+
+def run_alone() -> None:
+    """`sandrun agent ...` on its own: the same command, without the others' imports."""
+    app = typer.Typer(add_completion=False)
+    app.command()(agent)
+    try:
+        app(args=sys.argv[2:], prog_name="sandrun agent")
+    except SandrunError as exc:
+        from sandrun.cli import render
+
+        render.error(exc)
+        sys.exit(2 if isinstance(exc, ValidationError) else 1)
