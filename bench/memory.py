@@ -87,8 +87,11 @@ def walk(client: Client) -> int:
 def baseline(code: str) -> float:
     """RSS (MiB) of a Python process that ran `code` and then waits."""
     proc = subprocess.Popen(
-        [sys.executable, "-c", f"{code}\nimport sys; sys.stdout.write('ok\\n'); "
-         "sys.stdout.flush(); sys.stdin.read()"],
+        [
+            sys.executable,
+            "-c",
+            f"{code}\nimport sys; sys.stdout.write('ok\\n'); sys.stdout.flush(); sys.stdin.read()",
+        ],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
     )
