@@ -8,6 +8,8 @@ the job's processes, then SIGKILL to all after `kill_grace` seconds.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import resource
 import selectors
@@ -17,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -117,7 +120,10 @@ class Executor:
         problem = self._find_program(argv[0], env, workdir, writable)
         if problem is not None:
             return _spawn_error(*problem)
-        with self.gpus.assign(spec.gpus.count if spec.gpus else 0) as gpus:
+        with (
+            self.gpus.assign(spec.gpus.count if spec.gpus else 0) as gpus,
+            _InfoPipe.open(self.sandboxing.backend.gates_itself) as info,
+        ):
             if self.gpus.total:
                 env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpus))
             box = Box(
@@ -126,10 +132,11 @@ class Executor:
                 writable,
                 devices=tuple(self.gpus.devices(gpus)),
                 root=self.runs_dir / f"{name}.root",
+                info_fd=info.write_fd if info else None,
             )
             confined = self.sandboxing.prepare(name, spec, box)
             try:
-                return self._run(claim, ctl, confined, env, workdir, commit)
+                return self._run(claim, ctl, confined, env, workdir, commit, info)
             finally:
                 self.sandboxing.release(confined)
 
@@ -165,6 +172,7 @@ class Executor:
         env: dict[str, str],
         workdir: Path,
         commit: str | None,
+        info: _InfoPipe | None,
     ) -> AttemptResult | None:
         spec = claim.job.spec
         try:
@@ -176,6 +184,7 @@ class Executor:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 start_new_session=True,
+                pass_fds=(info.write_fd,) if info else (),
             )
         except OSError as exc:
             return AttemptResult(
@@ -184,11 +193,17 @@ class Executor:
         started = time.monotonic()
         try:
             assert proc.stdin is not None
-            confined.confine(proc.pid)
+            gated = [proc.pid]
+            if info is not None:  # the sandbox's first process waits at its own gate
+                child = info.child_pid()
+                if child is None:
+                    return _sandbox_failed(proc)
+                gated.append(child)
+            confined.confine(*gated)
             # Running from here: its process exists, confined, and a stale attempt is
             # stopped at the gate before any of the job's code runs.
             self.control.start(claim.ref, proc.pid, start_time(proc.pid), commit)
-            proc.stdin.write(b"go\n")  # the gate: now it may exec the job
+            proc.stdin.write(b"\n")  # the gate: now it may exec the job
             proc.stdin.close()
             sink = LogSink(self.control, claim, limit=spec.limits.log_size << 20)
             reason, status, rusage = self._supervise(proc, spec, sink, ctl, started)
@@ -321,6 +336,54 @@ class Executor:
             proc.stderr.close()
         assert exited is not None
         return reason, exited[0], exited[1]
+
+
+class _InfoPipe:
+    """Where a self-gating sandbox tells the pid of its first process (`Box.info_fd`)."""
+
+    def __init__(self) -> None:
+        self.read_fd, self.write_fd = os.pipe()
+        self._open = [self.read_fd, self.write_fd]
+
+    @classmethod
+    @contextlib.contextmanager
+    def open(cls, wanted: bool) -> Iterator[_InfoPipe | None]:
+        pipe = cls() if wanted else None
+        try:
+            yield pipe
+        finally:
+            if pipe is not None:
+                for fd in pipe._open:
+                    os.close(fd)
+
+    def child_pid(self) -> int | None:
+        """Read to the end (the sandbox closes it once written); None if it said nothing."""
+        self._close(self.write_fd)  # the sandbox holds its own copy
+        data = b""
+        while chunk := os.read(self.read_fd, 4096):
+            data += chunk
+        try:
+            return int(json.loads(data)["child-pid"])
+        except (ValueError, KeyError, TypeError):
+            return None
+
+    def _close(self, fd: int) -> None:
+        if fd in self._open:
+            self._open.remove(fd)
+            os.close(fd)
+
+
+def _sandbox_failed(proc: subprocess.Popen[bytes]) -> AttemptResult:
+    """The sandbox exited before starting its first process: say what it said."""
+    assert proc.stdin is not None and proc.stderr is not None
+    signal_tree(proc.pid, signal.SIGKILL)
+    text = proc.stderr.read().decode(errors="replace").strip()
+    proc.stdin.close()
+    _reap(proc)
+    return AttemptResult(
+        failure_reason=FailureReason.INTERNAL,
+        message=f"cannot start the sandbox: {text.splitlines()[-1] if text else 'it exited'}",
+    )
 
 
 def _pidfd(pid: int) -> int | None:

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from sandrun.agent.sandbox import Box, FsView
+from sandrun.agent.executor import _InfoPipe, _sandbox_failed
+from sandrun.agent.sandbox import Box, FsView, Sandboxing
 from sandrun.agent.sandbox import view as view_module
 from sandrun.agent.sandbox.bwrap import BwrapSandbox
 from sandrun.agent.sandbox.devices import GpuSlots
+from sandrun.agent.sandbox.runtime import GATE
 from sandrun.errors import InvalidSpec
 from sandrun.spec import parse_spec
+from sandrun.states import FailureReason
 
 
 def _kinds(view: FsView, writable: list[Path]) -> list[tuple[str, str]]:
@@ -102,3 +106,31 @@ def test_limits_have_safe_defaults_and_refuse_typos() -> None:
     with pytest.raises(InvalidSpec) as info:
         parse_spec({"command": ["true"], "network": "yes"})
     assert "network" in str(info.value)
+
+
+def test_bwrap_is_its_own_start_gate_when_given_an_info_fd(tmp_path: Path) -> None:
+    sandboxing = Sandboxing(BwrapSandbox(FsView("system")), None, None)
+    spec = parse_spec({"command": ["true"]})
+    gated = sandboxing.prepare("a", spec, Box(["true"], tmp_path, [tmp_path], info_fd=7)).argv
+    assert gated[0] == "bwrap" and "--block-fd" in gated
+    assert (
+        gated[gated.index("--info-fd") + 1] == "7" and gated[gated.index("--block-fd") + 1] == "0"
+    )
+    shelled = sandboxing.prepare("b", spec, Box(["true"], tmp_path, [tmp_path])).argv
+    assert shelled[: len(GATE)] == GATE and "--block-fd" not in shelled
+
+
+def test_a_sandbox_that_ends_before_its_first_process_says_why() -> None:
+    with _InfoPipe.open(True) as info:
+        assert info is not None
+        proc = subprocess.Popen(
+            ["sh", "-c", "echo 'bwrap: no permission to clone' >&2; exit 1"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            pass_fds=(info.write_fd,),
+        )
+        assert info.child_pid() is None  # it closed its end without a word
+        result = _sandbox_failed(proc)
+    assert result.failure_reason is FailureReason.INTERNAL
+    assert result.message == "cannot start the sandbox: bwrap: no permission to clone"

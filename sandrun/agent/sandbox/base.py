@@ -22,6 +22,9 @@ class Box:
     devices: tuple[Path, ...] = ()  # /dev/nvidia* for the GPUs it was given
     uid: int | None = None  # run as this uid (an agent running as root), else as the agent
     root: Path | None = None  # an empty directory a backend may build the view in
+    # A backend with its own start gate writes the sandbox's first process id here as JSON,
+    # then waits for a byte on stdin before it runs the job (no gate shell to exec).
+    info_fd: int | None = None
 
 
 class Sandbox(ABC):
@@ -30,6 +33,7 @@ class Sandbox(ABC):
     # signal N as exit code 128 + N.
     isolates = True
     builds_root = False  # whether it needs Box.root, an empty directory to build the view in
+    gates_itself = False  # whether it honours Box.info_fd (else it runs behind the gate shell)
     # Sandbox processes that must not get the polite SIGTERM: killing them would SIGKILL
     # the job at once, and the job deserves its grace period.
     launchers: frozenset[str] = frozenset()

@@ -12,6 +12,7 @@ from sandrun.agent.sandbox.view import Mount
 class BwrapSandbox(Sandbox):
     name = "bwrap"
     launchers = frozenset({"bwrap"})
+    gates_itself = True
 
     def command(self, box: Box) -> list[str]:
         argv = ["bwrap", "--die-with-parent", "--new-session"]
@@ -36,6 +37,8 @@ class BwrapSandbox(Sandbox):
             argv += _mount_args(mount)
             made.add(mount.path if mount.kind != "ro" else f"ro:{mount.path}")
         argv += ["--chdir", str(box.cwd)]
+        if box.info_fd is not None:  # the start gate: report the child's pid, then wait
+            argv += ["--info-fd", str(box.info_fd), "--block-fd", "0"]
         if box.uid is None:  # bwrap drops root's capabilities itself: one exec fewer
             argv += ["--cap-drop", "ALL"] if os.geteuid() == 0 else []
             return [*argv, "--", *box.argv]

@@ -1,8 +1,9 @@
 """An agent's sandboxing: the chosen backend, its cgroups, rlimits and job uids.
 
-Each attempt starts behind a gate: a tiny shell that waits on its stdin until the agent has
-put it in the attempt's cgroup and set its rlimits, then execs the sandbox. Everything the
-job later forks inherits both, and nothing runs before they hold.
+Each attempt starts behind a gate that waits on its stdin until the agent has put it in the
+attempt's cgroup and set its rlimits: bubblewrap's own (`--block-fd`; it tells the pid of
+the sandbox's first process on `--info-fd`), else a tiny shell that then execs the sandbox.
+Everything the job later forks inherits both, and nothing runs before they hold.
 """
 
 from __future__ import annotations
@@ -71,12 +72,13 @@ class Confined:
     uid: int | None
     root: Path | None
 
-    def confine(self, pid: int) -> None:
-        """Apply the cgroup and rlimits to the gate process `pid` (before it may go on)."""
-        if self.cgroup is not None:
-            self.cgroup.attach(pid)
-        for which, value in self.limits.items():
-            resource.prlimit(pid, which, value)
+    def confine(self, *pids: int) -> None:
+        """Apply the cgroup and rlimits to the gated processes (before they may go on)."""
+        for pid in pids:
+            if self.cgroup is not None:
+                self.cgroup.attach(pid)
+            for which, value in self.limits.items():
+                resource.prlimit(pid, which, value)
 
 
 class Sandboxing:
@@ -142,7 +144,9 @@ class Sandboxing:
                 limits[resource.RLIMIT_AS] = (size, size)
             if uid is not None:
                 limits[resource.RLIMIT_NPROC] = (spec.limits.processes,) * 2
-        return Confined([*GATE, *self.backend.command(box)], limits, cgroup, uid, root)
+        command = self.backend.command(box)
+        gated = box.info_fd is not None and self.backend.gates_itself
+        return Confined(command if gated else [*GATE, *command], limits, cgroup, uid, root)
 
     def release(self, confined: Confined) -> None:
         """After the attempt: kill what is left in its cgroup, free its uid and root."""
