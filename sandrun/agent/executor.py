@@ -155,11 +155,13 @@ class Executor:
             if isolated and not view.shows(path, writable):
                 return _invisible(program, path), 127
             return None
-        dirs = [d for d in env.get("PATH", "").split(os.pathsep) if d]
-        visible = [d for d in dirs if not isolated or view.shows(Path(d), writable)]
-        if shutil.which(program, path=os.pathsep.join(visible)) is not None:
-            return None
-        outside = shutil.which(program, path=os.pathsep.join(dirs))
+        outside = None
+        for d in (d for d in env.get("PATH", "").split(os.pathsep) if d):
+            found = shutil.which(program, path=d)  # where it is first, then whether it shows
+            if found is not None:
+                if not isolated or view.shows(Path(d), writable):
+                    return None
+                outside = outside or found
         if outside is not None:
             return _invisible(program, Path(outside)), 127
         return f"cannot run {program!r}: not found on the job's PATH", 127
@@ -193,13 +195,13 @@ class Executor:
         started = time.monotonic()
         try:
             assert proc.stdin is not None
-            gated = [proc.pid]
+            gated = proc.pid
             if info is not None:  # the sandbox's first process waits at its own gate
                 child = info.child_pid()
                 if child is None:
                     return _sandbox_failed(proc)
-                gated.append(child)
-            confined.confine(*gated)
+                gated = child  # the job is its descendant; the launcher only watches it
+            confined.confine(gated)
             # Running from here: its process exists, confined, and a stale attempt is
             # stopped at the gate before any of the job's code runs.
             self.control.start(claim.ref, proc.pid, start_time(proc.pid), commit)

@@ -72,13 +72,12 @@ class Confined:
     uid: int | None
     root: Path | None
 
-    def confine(self, *pids: int) -> None:
-        """Apply the cgroup and rlimits to the gated processes (before they may go on)."""
-        for pid in pids:
-            if self.cgroup is not None:
-                self.cgroup.attach(pid)
-            for which, value in self.limits.items():
-                resource.prlimit(pid, which, value)
+    def confine(self, pid: int) -> None:
+        """Apply the cgroup and rlimits to the gated process `pid` (before it may go on)."""
+        if self.cgroup is not None:
+            self.cgroup.attach(pid)
+        for which, value in self.limits.items():
+            resource.prlimit(pid, which, value)
 
 
 class Sandboxing:
