@@ -8,6 +8,7 @@ listeners (a local agent's waker, say) that something changed.
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -50,6 +51,8 @@ from sandrun.spec.job import NAME_RE
 from sandrun.spec.policy import Policy
 from sandrun.states import JobState
 from sandrun.store import Store
+
+log = logging.getLogger("sandrun.service")
 
 DEFAULT_LEASE_SECONDS = 30.0
 MAX_PAGE = 1000
@@ -388,7 +391,11 @@ class Service:
         """Report an attempt's end, then claim the best job that fits the room it leaves
         (`free`), so an agent refills a slot without another round trip."""
         job = self.complete(ref, result)
-        return job, self.claim(node, free) if self.node_is_live(node) else None
+        try:
+            return job, self.claim(node, free) if self.node_is_live(node) else None
+        except SandrunError as exc:  # the result is recorded: that must not read as failed
+            log.warning("claim after job %s ended failed: %s", ref.job_id, exc)
+            return job, None
 
     def _signer(self, ref: AttemptRef, result: AttemptResult) -> str | None:
         """The key the result is verified to be signed with; None if its agent has none."""

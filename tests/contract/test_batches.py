@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from sandrun.artifacts import LocalArtifactStore
-from sandrun.errors import InvalidSpec, ValidationError
+from sandrun.errors import InvalidSpec, StoreError, ValidationError
 from sandrun.models import AttemptResult, Capacity
 from sandrun.service import Service
 from sandrun.states import JobState
@@ -93,3 +93,23 @@ def test_a_node_that_is_not_live_claims_nothing_at_its_attempts_end(service: Ser
     )
     assert done.state is JobState.COMPLETED and following is None
     assert service.get(second.id).state is JobState.PENDING
+
+
+def test_a_failed_claim_after_an_attempts_end_keeps_the_result(
+    service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (only,) = service.submit_many([{"command": ["true"]}])
+    node = service.register_node("n1", TWO_CPUS)
+    claim = service.claim(node, ONE_CPU)
+    assert claim is not None
+    service.start(claim.ref)
+
+    def unreachable(*args: object) -> None:
+        raise StoreError("the database went away")
+
+    monkeypatch.setattr(service, "claim", unreachable)
+    done, following = service.complete_and_claim(
+        claim.ref, AttemptResult(exit_code=0), node, ONE_CPU
+    )
+    assert following is None
+    assert done.state is JobState.COMPLETED and service.get(only.id).exit_code == 0
