@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import functools
+
 from sandrun.models import Attempt, JobRecord, Usage
 from sandrun.spec import JobSpec
 from sandrun.states import AttemptState, JobState
 from sandrun.store.database import Row
+
+_SPEC_CACHED_BELOW = 4096  # bytes of JSON: a cached spec is a small one
 
 
 def job_from(row: Row) -> JobRecord:
@@ -14,7 +18,7 @@ def job_from(row: Row) -> JobRecord:
         name=row["name"],
         owner=row["owner"],
         state=JobState(row["state"]),
-        spec=JobSpec.model_validate_json(row["spec"]),
+        spec=_spec(row["spec"]) if len(row["spec"]) < _SPEC_CACHED_BELOW else _parse(row["spec"]),
         priority=row["priority"],
         attempts=row["attempts"],
         exit_code=row["exit_code"],
@@ -28,6 +32,16 @@ def job_from(row: Row) -> JobRecord:
         retries_used=row["retries_used"],
         infra_retries=row["infra_retries"],
     )
+
+
+def _parse(text: str) -> JobSpec:
+    return JobSpec.model_validate_json(text)
+
+
+# A job's row is read several times in its life (claim, start, end), and many jobs share a
+# spec (an array, a map): validating it again costs more than the rest of the row. Specs
+# are frozen, so one parsed spec may be shared.
+_spec = functools.lru_cache(maxsize=1024)(_parse)
 
 
 def attempt_from(row: Row) -> Attempt:

@@ -150,7 +150,7 @@ class AttemptCgroup:
 
     def limit(self, memory_mb: int | None, processes: int) -> None:
         self.processes = processes
-        self._file("pids", "pids.max").write_text(str(processes))
+        _write(self._file("pids", "pids.max"), str(processes))
         if memory_mb is None:
             return
         limit = str(memory_mb << 20)
@@ -167,11 +167,11 @@ class AttemptCgroup:
 
     def attach(self, pid: int) -> None:
         for path in self.dirs.values():
-            (path / "cgroup.procs").write_text(str(pid))
+            _write(path / "cgroup.procs", str(pid))
 
     def _counter(self, controller: str, name: str, key: str) -> int:
         try:
-            text = self._file(controller, name).read_text()
+            text = _read(self._file(controller, name))
         except OSError:
             return 0
         for line in text.splitlines():
@@ -190,7 +190,7 @@ class AttemptCgroup:
     def peak_memory_mb(self) -> float | None:
         name = "memory.peak" if self.version == 2 else "memory.max_usage_in_bytes"
         try:
-            return int(self._file("memory", name).read_text()) / 2**20
+            return int(_read(self._file("memory", name))) / 2**20
         except (OSError, ValueError):
             return None
 
@@ -221,3 +221,20 @@ class AttemptCgroup:
                 return False  # its last tasks are still exiting: try again later
             del self.dirs[controller]
         return True
+
+
+# Control files are read and written on every attempt: plain system calls, no text layer.
+def _write(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+
+
+def _read(path: Path) -> str:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return os.read(fd, 65536).decode()
+    finally:
+        os.close(fd)
