@@ -37,3 +37,9 @@ def new_token() -> str:
 def now() -> float:
     """Seconds since the Unix epoch (UTC)."""
     return time.time()
+
+
+def pause(waited: float) -> float:
+    """How long a waiter that has waited `waited` seconds pauses before looking again:
+    soon at first, then a tenth of the wait so far, at most 0.1 s."""
+    return min(max(waited * 0.1, 0.002), 0.1)

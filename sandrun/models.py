@@ -237,6 +237,18 @@ class SubmittedBatch(_Wire):
     jobs: list[JobRecord]
 
 
+class WaitRequest(BaseModel):
+    """Jobs to wait for: the answer comes once all have ended, or at `timeout`."""
+
+    model_config = ConfigDict(extra="forbid")
+    ids: list[str] = Field(min_length=1, max_length=MAX_BATCH)
+    timeout: float = Field(default=30.0, ge=0, le=60)
+
+
+class EndedJobs(_Wire):
+    jobs: list[JobRecord]
+
+
 class RegisterReply(_Wire):
     node_id: str
     lease_seconds: float

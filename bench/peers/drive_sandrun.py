@@ -30,8 +30,8 @@ class Sandrun:
         # Submitted together, as a user with many jobs would (and .map() does): one
         # request and one transaction per 1,000 (Slurm's driver uses a job array).
         jobs = self.client.submit_many([{"command": argv}] * n)
-        for job in jobs:
-            if job.wait(600).exit_code != 0:
+        for job in self.client.wait(jobs, timeout=600):  # as Ray's get, Celery's join
+            if job.exit_code != 0:
                 raise SystemExit(f"job {job.id} failed: {job.record}")
 
     def calls(self, n: int) -> list[int]:

@@ -48,6 +48,14 @@ class AsyncClient:
         job = await asyncio.to_thread(self.sync.submit, spec, upload_code=upload_code)
         return AsyncJob(job)
 
+    async def submit_many(self, specs: Any, *, upload_code: bool = False) -> list[AsyncJob]:
+        jobs = await asyncio.to_thread(self.sync.submit_many, specs, upload_code=upload_code)
+        return [AsyncJob(job) for job in jobs]
+
+    async def wait(self, jobs: list[AsyncJob], timeout: float | None = None) -> list[AsyncJob]:
+        await asyncio.to_thread(self.sync.wait, [job.sync for job in jobs], timeout)
+        return jobs
+
     async def get(self, job_id: str) -> AsyncJob:
         return AsyncJob(await asyncio.to_thread(self.sync.get, job_id))
 

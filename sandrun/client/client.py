@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from sandrun.client.remote import HttpTransport
 from sandrun.client.task import to_spec
 from sandrun.client.transport import Transport
 from sandrun.client.upload import list_files, make_bundle
-from sandrun.errors import ValidationError
+from sandrun.errors import TimeoutError, ValidationError
 from sandrun.home import Home
 from sandrun.models import MAX_BATCH, GcReport, JobPage, LogChunk, NodeInfo
 from sandrun.service.placement import Instance
@@ -70,6 +71,23 @@ class Client:
             records = self.transport.submit_many(parsed[first : first + MAX_BATCH])
             jobs += [Job(self, record) for record in records]
         return jobs
+
+    def wait(self, jobs: Iterable[Job], timeout: float | None = None) -> list[Job]:
+        """Block until every one of `jobs` has ended (their records refreshed), asking
+        about up to 1,000 at a time; raise TimeoutError after `timeout` seconds."""
+        waiting = {job.id: job for job in jobs}
+        done = list(waiting.values())
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while waiting:
+            left = 30.0 if deadline is None else deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(
+                    f"{len(waiting)} of {len(done)} jobs have not ended after {timeout}s",
+                    field="timeout",
+                )
+            for record in self.transport.wait_all(list(waiting)[:MAX_BATCH], left):
+                waiting.pop(record.id).record = record
+        return done
 
     def run(self, command: object = None, /, **fields: Any) -> Job:
         """Submit a shell string, an argv list, a JobSpec, a TaskConfig or a dict, with

@@ -9,6 +9,7 @@ from sandrun.agent import detect_capacity
 from sandrun.embedded import ensure_agent, open_service
 from sandrun.errors import ResourceNotAvailableError
 from sandrun.home import Home
+from sandrun.ids import pause
 from sandrun.models import (
     Attempt,
     Event,
@@ -23,15 +24,9 @@ from sandrun.service.placement import Instance, fits, has, needs
 from sandrun.spec import JobSpec
 
 LOG_PAGE = 1000
-# The agent is another process: poll the store, each time after a tenth of the time
-# waited so far (a short job is seen to end soon after it does; a long one costs little).
-POLL_SHARE = 0.1
-POLL_MIN = 0.002
-POLL_MAX = 0.1
-
-
-def _poll_delay(waited: float) -> float:
-    return min(max(waited * POLL_SHARE, POLL_MIN), POLL_MAX)
+# The agent is another process: the store is polled, each time after `pause` (a tenth of
+# the time waited so far: a short job is seen to end soon after it does; a long one costs
+# little).
 
 
 class EmbeddedTransport:
@@ -84,8 +79,19 @@ class EmbeddedTransport:
             now = time.monotonic()
             if now >= deadline:
                 break
-            time.sleep(min(_poll_delay(now - start), deadline - now))
+            time.sleep(min(pause(now - start), deadline - now))
         return job
+
+    def wait_all(self, ids: list[str], timeout: float) -> list[JobRecord]:
+        start = time.monotonic()
+        deadline = start + timeout
+        wanted = len(set(ids))
+        while len(ended := self.service.ended(ids)) < wanted:
+            now = time.monotonic()
+            if now >= deadline:
+                break
+            time.sleep(min(pause(now - start), deadline - now))
+        return ended
 
     def attempts(self, job_id: str) -> list[Attempt]:
         return self.service.attempts(job_id)
@@ -118,7 +124,7 @@ class EmbeddedTransport:
             # after the job is seen to end gets the rest.
             ended = self.service.get(job_id).is_terminal
             if not ended:
-                time.sleep(_poll_delay(time.monotonic() - quiet_since))
+                time.sleep(pause(time.monotonic() - quiet_since))
 
     def outputs(self, job_id: str) -> list[OutputFile]:
         return self.service.outputs(job_id)

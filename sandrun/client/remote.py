@@ -11,6 +11,7 @@ from pydantic import TypeAdapter
 from sandrun.httpjson import HttpJson, ServerUnreachable, raise_for_error
 from sandrun.models import (
     Attempt,
+    EndedJobs,
     Event,
     GcReport,
     GcRequest,
@@ -85,6 +86,16 @@ class HttpTransport:
             timeout=httpx.Timeout(10.0, read=held + 10),
         )
         return JobRecord.model_validate_json(response.content)
+
+    def wait_all(self, ids: list[str], timeout: float) -> list[JobRecord]:
+        held = min(timeout, 30.0)
+        response = self.api.request(
+            "POST",
+            "/v1/jobs/wait",
+            json={"ids": ids, "timeout": held},
+            timeout=httpx.Timeout(10.0, read=held + 10),
+        )
+        return EndedJobs.model_validate_json(response.content).jobs
 
     def cancel(self, job_id: str) -> JobRecord:
         response = self.api.request("POST", f"{self._job(job_id)}/cancel")

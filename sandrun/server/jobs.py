@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from typing import Annotated
@@ -10,8 +11,10 @@ from fastapi import APIRouter, Query, Request, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, StreamingResponse
 
+from sandrun.ids import pause
 from sandrun.models import (
     Attempt,
+    EndedJobs,
     Event,
     GcReport,
     GcRequest,
@@ -23,6 +26,7 @@ from sandrun.models import (
     SubmitBatch,
     SubmittedBatch,
     Waiting,
+    WaitRequest,
 )
 from sandrun.server.auth import ERRORS, AdminDep, ServiceDep, UserDep, viewer
 from sandrun.server.notify import Notifier
@@ -98,6 +102,28 @@ async def wait(
         if job.is_terminal or left <= 0 or await request.is_disconnected():
             return job
         await notifier.wait(seen, left)
+
+
+@router.post("/jobs/wait")
+async def wait_all(
+    body: WaitRequest, request: Request, caller: UserDep, service: ServiceDep
+) -> EndedJobs:
+    """The jobs once all of `ids` have ended, or those that have after `timeout` seconds
+    (a long-poll). Wake-ups are coalesced: a long wait looks again at most every 10% of
+    the time waited so far (up to 0.1 s), so a waiter on many jobs costs little."""
+    notifier: Notifier = request.app.state.logs  # bumped whenever an attempt ends
+    began = time.monotonic()
+    deadline = began + body.timeout
+    wanted = len(set(body.ids))
+    while True:
+        seen = notifier.generation
+        ended = await run_in_threadpool(service.ended, body.ids, viewer(caller))
+        left = deadline - time.monotonic()
+        if len(ended) == wanted or left <= 0 or await request.is_disconnected():
+            return EndedJobs(jobs=ended)
+        await notifier.wait(seen, left)
+        waited = time.monotonic() - began
+        await asyncio.sleep(min(pause(waited), max(deadline - time.monotonic(), 0.0)))
 
 
 @router.post("/jobs/{job_id}/cancel")

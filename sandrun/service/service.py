@@ -204,6 +204,19 @@ class Service:
             raise JobNotFoundError(f"no job has id {job_id!r}", field="job_id")
         return job
 
+    def ended(self, ids: Sequence[str], viewer: str | None = None) -> list[JobRecord]:
+        """Those of these jobs (at most MAX_BATCH) that have ended; an unknown id, or
+        another owner's, is refused as `get` refuses it."""
+        if not 1 <= len(ids) <= MAX_BATCH:
+            raise ValidationError(
+                f"wait for 1 to {MAX_BATCH} jobs at once, not {len(ids)}", field="ids"
+            )
+        ended, owners = self.store.ended_jobs(list(ids))
+        for job_id in ids:
+            if job_id not in owners or (viewer is not None and owners[job_id] != viewer):
+                raise JobNotFoundError(f"no job has id {job_id!r}", field="ids")
+        return ended
+
     def list_jobs(
         self,
         *,

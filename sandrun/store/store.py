@@ -123,6 +123,13 @@ class Store:
         with self.db.transaction(write=False) as tx:
             return job_from(must(tx, job_id))
 
+    def ended_jobs(self, ids: list[str]) -> tuple[list[JobRecord], dict[str, str]]:
+        """Of these jobs: those that have ended, and the owner of each that exists."""
+        with self.db.transaction(write=False) as tx:
+            rows = tx.all("jobs_by_ids", ids=json.dumps(ids))
+        ended = [job_from(r) for r in rows if JobState(r["state"]).is_terminal]
+        return ended, {r["id"]: r["owner"] for r in rows}
+
     def list_jobs(
         self,
         *,

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from sandrun.artifacts import LocalArtifactStore
-from sandrun.errors import InvalidSpec, StoreError, ValidationError
+from sandrun.errors import InvalidSpec, JobNotFoundError, StoreError, ValidationError
 from sandrun.models import AttemptResult, Capacity
 from sandrun.service import Service
 from sandrun.states import JobState
@@ -113,3 +113,27 @@ def test_a_failed_claim_after_an_attempts_end_keeps_the_result(
     )
     assert following is None
     assert done.state is JobState.COMPLETED and service.get(only.id).exit_code == 0
+
+
+def test_waiting_on_many_jobs_tells_which_have_ended(service: Service) -> None:
+    first, second = service.submit_many([{"command": ["true"]}] * 2)
+    assert service.ended([first.id, second.id]) == []
+    node = service.register_node("n1", TWO_CPUS)
+    claim = service.claim(node, ONE_CPU)
+    assert claim is not None
+    service.start(claim.ref)
+    service.complete(claim.ref, AttemptResult(exit_code=0))
+    (ended,) = service.ended([first.id, second.id])
+    assert ended.id == first.id and ended.state is JobState.COMPLETED
+
+
+def test_waiting_on_an_unknown_or_anothers_job_is_refused(service: Service) -> None:
+    (mine,) = service.submit_many([{"command": ["true"]}], owner="alice")
+    with pytest.raises(JobNotFoundError) as caught:
+        service.ended([mine.id, "no-such-job"], viewer="alice")
+    assert caught.value.field == "ids" and "no-such-job" in caught.value.message
+    with pytest.raises(JobNotFoundError):
+        service.ended([mine.id], viewer="bob")
+    with pytest.raises(ValidationError) as too_many:
+        service.ended([mine.id] * 1001)
+    assert too_many.value.field == "ids"

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import httpx
+import pytest
 
 from sandrun.agent.remote import HttpControlPlane
 from sandrun.artifacts import LocalArtifactStore
+from sandrun.client.aio import AsyncClient
+from sandrun.errors import TimeoutError
 from sandrun.models import AttemptResult, Capacity
 from sandrun.states import JobState
 from tests.integration.cluster import Cluster
+from tests.integration.conftest import Local
 
 
 def test_a_batch_runs_in_the_order_it_was_submitted(cluster: Cluster) -> None:
@@ -62,3 +67,41 @@ def test_an_agent_talking_to_an_older_server_reports_and_claims_separately(
             assert second.refresh().status is JobState.PENDING
     finally:
         control.api.close()
+
+
+def test_a_client_waits_for_many_jobs_at_once(cluster: Cluster) -> None:
+    with cluster.client() as client:
+        quick = client.submit_many([{"shell": f"exit {i}"} for i in range(4)])
+        slow = client.submit({"command": ["sleep", "30"]})
+        with pytest.raises(TimeoutError):
+            client.wait([*quick, slow], timeout=1)  # no agent yet: nothing ends
+        cluster.start_agent("a1", cpus=2)
+        done = client.wait(quick, timeout=60)
+        assert [job.record.exit_code for job in done] == [0, 1, 2, 3]
+        assert all(job.record.state.is_terminal for job in done)
+        slow.cancel()
+        (cancelled,) = client.wait([slow], timeout=60)
+        assert cancelled.status is JobState.CANCELLED
+        missing = httpx.post(
+            f"{cluster.url}/v1/jobs/wait",
+            json={"ids": [quick[0].id, "nope"], "timeout": 0},
+            headers={"Authorization": f"Bearer {cluster.tokens['bob']}"},
+        )
+        assert missing.status_code == 404  # bob may not see alice's jobs
+
+
+def test_an_embedded_client_submits_and_waits_for_many(local: Local) -> None:
+    jobs = local.client.submit_many([{"shell": f"echo {i}; exit {i}"} for i in range(3)])
+    done = local.client.wait(jobs, timeout=60)
+    assert [job.record.exit_code for job in done] == [0, 1, 2]
+    assert [job.log_text("stdout") for job in done] == ["0\n", "1\n", "2\n"]
+
+
+def test_the_async_client_submits_and_waits_for_many(local: Local) -> None:
+    async def main() -> list[int | None]:
+        aclient = AsyncClient(local.client)
+        jobs = await aclient.submit_many([{"shell": f"exit {i}"} for i in range(3)])
+        done = await aclient.wait(jobs, timeout=60)
+        return [job.exit_code for job in done]
+
+    assert asyncio.run(main()) == [0, 1, 2]

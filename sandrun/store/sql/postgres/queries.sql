@@ -18,6 +18,10 @@ VALUES (%(job_id)s, %(attempt)s, %(kind)s, %(message)s, %(data)s, %(at)s);
 -- name: get_job
 SELECT * FROM jobs WHERE id = %(id)s;
 
+-- name: jobs_by_ids
+-- The given jobs (a JSON array of ids), as far as they exist.
+SELECT * FROM jobs WHERE id IN (SELECT jsonb_array_elements_text(%(ids)s::jsonb));
+
 -- name: lock_job
 SELECT * FROM jobs WHERE id = %(id)s FOR UPDATE;
 

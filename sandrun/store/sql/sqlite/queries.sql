@@ -15,6 +15,10 @@ VALUES (:job_id, :attempt, :kind, :message, :data, :at);
 -- name: get_job
 SELECT * FROM jobs WHERE id = :id;
 
+-- name: jobs_by_ids
+-- The given jobs (a JSON array of ids), as far as they exist.
+SELECT * FROM jobs WHERE id IN (SELECT value FROM json_each(:ids));
+
 -- name: lock_job
 -- Row locks are PostgreSQL's; here the write transaction already excludes other writers.
 SELECT * FROM jobs WHERE id = :id;
