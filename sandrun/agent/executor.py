@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import resource
+import select
 import selectors
 import shutil
 import signal
@@ -40,6 +41,7 @@ from sandrun.states import FailureReason
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 _READ = 1 << 16
 _DRAIN_AFTER_EXIT = 1.0  # seconds to keep reading pipes held open by escaped children
+_SANDBOX_START = 30.0  # seconds a sandbox may take to start its first process
 
 
 @dataclass
@@ -358,11 +360,18 @@ class _InfoPipe:
                 for fd in pipe._open:
                     os.close(fd)
 
-    def child_pid(self) -> int | None:
-        """Read to the end (the sandbox closes it once written); None if it said nothing."""
+    def child_pid(self, timeout: float = _SANDBOX_START) -> int | None:
+        """Read to the end (the sandbox closes it once written); None if it said nothing
+        (or nothing in `timeout` seconds)."""
         self._close(self.write_fd)  # the sandbox holds its own copy
         data = b""
-        while chunk := os.read(self.read_fd, 4096):
+        deadline = time.monotonic() + timeout
+        while True:
+            left = max(deadline - time.monotonic(), 0.0)
+            ready, _, _ = select.select([self.read_fd], [], [], left)
+            chunk = os.read(self.read_fd, 4096) if ready else b""
+            if not chunk:
+                break
             data += chunk
         try:
             return int(json.loads(data)["child-pid"])

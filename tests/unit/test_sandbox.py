@@ -134,3 +134,14 @@ def test_a_sandbox_that_ends_before_its_first_process_says_why() -> None:
         result = _sandbox_failed(proc)
     assert result.failure_reason is FailureReason.INTERNAL
     assert result.message == "cannot start the sandbox: bwrap: no permission to clone"
+
+
+def test_a_sandbox_that_says_nothing_in_time_is_given_up_on() -> None:
+    with _InfoPipe.open(True) as info:
+        assert info is not None
+        silent = subprocess.Popen(["sleep", "30"], pass_fds=(info.write_fd,))
+        try:
+            assert info.child_pid(timeout=0.2) is None  # it holds the pipe, says nothing
+        finally:
+            silent.kill()
+            silent.wait()
