@@ -24,7 +24,6 @@ from pg_throughput import postgres
 from server_throughput import serve, stop, stop_local_agent
 
 from sandrun.client import Client, connect
-from sandrun.ids import new_id
 from sandrun.models import JobRecord
 from sandrun.server import open_server_service
 from sandrun.spec import parse_spec
@@ -40,20 +39,10 @@ def fill_finished(db: str, count: int) -> None:
     try:
         for first in range(0, count, 1000):
             at = 1e9 + first
+            done = {"state": JobState.COMPLETED, "attempts": 1}
             service.store.insert_jobs(
                 [
-                    JobRecord(
-                        id=new_id(),
-                        name=spec.display_name,
-                        owner="bench",
-                        state=JobState.COMPLETED,
-                        spec=spec,
-                        priority=0,
-                        attempts=1,
-                        not_before=at,
-                        created_at=at,
-                        updated_at=at,
-                    )
+                    JobRecord.submitted(spec, "bench", at).model_copy(update=done)
                     for _ in range(min(1000, count - first))
                 ]
             )

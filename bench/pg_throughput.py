@@ -35,10 +35,8 @@ from server_throughput import measure, serve
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for tests.pg
 from sandrun.client import connect
-from sandrun.ids import new_id
 from sandrun.models import Capacity, JobRecord
 from sandrun.spec import parse_spec
-from sandrun.states import JobState
 from sandrun.store import Store, open_sqlite
 from sandrun.store.postgres import PostgresDatabase
 from tests.pg import DURABLE, PgServer, throwaway_cluster
@@ -59,21 +57,7 @@ def postgres(url: str | None) -> Iterator[PgServer]:
 def fill(store: Store, count: int) -> None:
     spec = parse_spec({"command": ["true"]})
     for i in range(count):
-        at = 1000.0 + i
-        store.insert_job(
-            JobRecord(
-                id=new_id(),
-                name=spec.display_name,
-                owner="bench",
-                state=JobState.PENDING,
-                spec=spec,
-                priority=0,
-                attempts=0,
-                not_before=at,
-                created_at=at,
-                updated_at=at,
-            )
-        )
+        store.insert_job(JobRecord.submitted(spec, "bench", 1000.0 + i))
 
 
 def analyze(url: str) -> None:

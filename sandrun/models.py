@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, WithJsonSchema
 
+from sandrun.ids import new_id
 from sandrun.spec import JobSpec
 from sandrun.spec.job import Digest, Duration
 from sandrun.spec.units import Amount, Count, Int, Num, Ordinal
@@ -77,6 +78,22 @@ class JobRecord(_Wire):
     created_at: float
     updated_at: float
     finished_at: float | None = None
+
+    @classmethod
+    def submitted(cls, spec: JobSpec, owner: str, at: float) -> JobRecord:
+        """A job as a submit records it: pending, eligible from `at`, a fresh id."""
+        return cls(
+            id=new_id(),
+            name=spec.display_name,
+            owner=owner,
+            state=JobState.PENDING,
+            spec=spec,
+            priority=spec.priority,
+            attempts=0,
+            not_before=at,
+            created_at=at,
+            updated_at=at,
+        )
 
     @property
     def is_terminal(self) -> bool:

@@ -291,14 +291,12 @@ class Agent:
         )
         assert self.node_id is not None
         job, following = self.control.complete_and_claim(claim.ref, result, self.node_id, room)
+        if following is not None and self._stopping.is_set():  # arrived as we were stopping
+            self._hand_back(following)
+            following = None
         if following is not None:
             with self._lock:  # counted as running before this one's room is given back
                 self._running[(following.job.id, following.attempt)] = _Running(following, next_ctl)
-            if self._stopping.is_set():
-                self._hand_back(following)
-                with self._lock:
-                    self._running.pop((following.job.id, following.attempt), None)
-                following = None
         return job, following
 
     # --- heartbeats -------------------------------------------------------------------

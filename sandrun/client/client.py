@@ -52,25 +52,29 @@ class Client:
     def submit(self, spec: JobSpec | dict[str, Any], *, upload_code: bool = False) -> Job:
         """Record the job durably; it is pending once this returns. With `upload_code`,
         the current directory goes with it as its working directory."""
-        spec = parse_spec(spec)
-        if upload_code:
-            spec = parse_spec({**spec.to_json_dict(), "code": self.upload_directory(Path.cwd())})
-        return Job(self, self.transport.submit(spec))
+        (parsed,) = self._specs([spec], upload_code)
+        return Job(self, self.transport.submit(parsed))
 
     def submit_many(
         self, specs: Iterable[JobSpec | dict[str, Any]], *, upload_code: bool = False
     ) -> list[Job]:
         """Submit many jobs at once: one request and one transaction per 1,000, queued in
         order. Every spec is checked before any is sent; a bad one refuses its batch."""
-        parsed = [parse_spec(spec) for spec in specs]
-        if upload_code and parsed:
-            code = self.upload_directory(Path.cwd())
-            parsed = [parse_spec({**s.to_json_dict(), "code": code}) for s in parsed]
+        parsed = self._specs(specs, upload_code)
         jobs: list[Job] = []
         for first in range(0, len(parsed), MAX_BATCH):
             records = self.transport.submit_many(parsed[first : first + MAX_BATCH])
             jobs += [Job(self, record) for record in records]
         return jobs
+
+    def _specs(self, specs: Iterable[JobSpec | dict[str, Any]], upload_code: bool) -> list[JobSpec]:
+        """Validated specs; with `upload_code`, the current directory goes with each as its
+        working directory (uploaded once)."""
+        parsed = [parse_spec(spec) for spec in specs]
+        if upload_code and parsed:
+            code = self.upload_directory(Path.cwd())
+            parsed = [parse_spec({**s.to_json_dict(), "code": code}) for s in parsed]
+        return parsed
 
     def wait(self, jobs: Iterable[Job], timeout: float | None = None) -> list[Job]:
         """Block until every one of `jobs` has ended (their records refreshed), asking

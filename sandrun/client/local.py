@@ -73,14 +73,8 @@ class EmbeddedTransport:
         return self.service.cancel(job_id)
 
     def wait(self, job_id: str, timeout: float) -> JobRecord:
-        start = time.monotonic()
-        deadline = start + timeout
-        while not (job := self.service.get(job_id)).is_terminal:
-            now = time.monotonic()
-            if now >= deadline:
-                break
-            time.sleep(min(pause(now - start), deadline - now))
-        return job
+        ended = self.wait_all([job_id], timeout)
+        return ended[0] if ended else self.service.get(job_id)
 
     def wait_all(self, ids: list[str], timeout: float) -> list[JobRecord]:
         start = time.monotonic()

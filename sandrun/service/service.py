@@ -113,21 +113,7 @@ class Service:
                 raise _in_batch(exc, i) from None
             parsed.append(spec)
         at = self.clock()
-        jobs = [
-            JobRecord(
-                id=new_id(),
-                name=spec.display_name,
-                owner=owner,
-                state=JobState.PENDING,
-                spec=spec,
-                priority=spec.priority,
-                attempts=0,
-                not_before=at,
-                created_at=at,
-                updated_at=at,
-            )
-            for spec in parsed
-        ]
+        jobs = [JobRecord.submitted(spec, owner, at) for spec in parsed]
         self.store.insert_jobs(jobs)
         return jobs
 
