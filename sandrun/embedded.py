@@ -43,6 +43,7 @@ def open_service(home: Home, lease_seconds: float = DEFAULT_LEASE_SECONDS) -> Se
         open_sqlite(home.db, synchronous=sync),
         LocalArtifactStore(home.artifacts),
         lease_seconds=lease_seconds,
+        host_paths=True,  # the user and the node are one: `sandrun run` runs in place
     )
     addr = address(home.root)
 
@@ -157,6 +158,7 @@ class LocalAgent:
             idle_exit=idle_exit,
             sandboxing=sandboxing,
             allow_local_repos=True,  # the jobs are this user's own
+            host_paths=True,  # ...and may run in this user's directories
         )
 
     def run(self) -> None:

@@ -241,6 +241,13 @@ class OutputNotUploaded(ArtifactError):
     http_status = 409
 
 
+class KeyInUse(AuthenticationError):
+    """That worker key belongs to another node."""
+
+    code = "key_in_use"
+    http_status = 409
+
+
 class AgentError(SandrunError):
     """The agent failed."""
 

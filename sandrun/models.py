@@ -225,10 +225,28 @@ class NodeInfo(_Wire):
     used_gpus: int = 0
     sandbox: SandboxReport | None = None
     public_key: str | None = None  # its worker id: what its results are signed with
+    key_first_seen: float | None = None  # when that key first registered
     detected: Capacity | None = None  # what its hardware showed (capacity may be declared)
 
 
+class TokenInfo(_Wire):
+    """An API token as `sandrun token list` shows it (never its secret)."""
+
+    id: str
+    name: str
+    role: Role
+    created_at: float
+    revoked_at: float | None = None
+
+
 # --- agent <-> server requests -------------------------------------------------------------
+
+
+class KeyProof(_Wire):
+    """The agent's signature of (its name, its public key, `at`): see signing.prove."""
+
+    at: float
+    signature: str
 
 
 class RegisterRequest(_Wire):
@@ -237,6 +255,7 @@ class RegisterRequest(_Wire):
     labels: dict[str, str] = {}
     sandbox: SandboxReport | None = None
     public_key: str | None = None  # older agents sign nothing
+    key_proof: KeyProof | None = None  # that it holds public_key's private half
     detected: Capacity | None = None  # what the hardware showed, where --cpus/--gpus... differ
 
 

@@ -54,6 +54,15 @@ def result_claim(
     )
 
 
+# How far a registration's signed time may be from the server's clock.
+PROOF_WINDOW = 300.0
+
+
+def registration_claim(name: str, worker_id: str, at: float) -> bytes:
+    """What an agent signs to prove, at registration, that it holds its key's private half."""
+    return _canonical({"v": 1, "register": name, "worker_id": worker_id, "at": at})
+
+
 class Identity:
     """An agent's key pair, kept in one file (the raw private key, mode 0600)."""
 
@@ -81,6 +90,10 @@ class Identity:
 
     def sign(self, claim: bytes) -> str:
         return base64.b64encode(self.key.sign(claim)).decode()
+
+    def prove(self, name: str, at: float) -> str:
+        """The signature that registers this identity as node `name` at time `at`."""
+        return self.sign(registration_claim(name, self.worker_id, at))
 
 
 def verify(worker_id: str, claim: bytes, signature: str) -> bool:

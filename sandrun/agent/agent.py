@@ -28,7 +28,7 @@ from sandrun.agent.sandbox import Sandboxing
 from sandrun.agent.wake import Waker
 from sandrun.artifacts import LocalArtifactStore
 from sandrun.errors import SandrunError, StaleAttempt
-from sandrun.models import AttemptResult, Capacity, Claim, JobRecord, NodeState
+from sandrun.models import AttemptResult, Capacity, Claim, JobRecord, KeyProof, NodeState
 from sandrun.signing import Identity, result_claim
 from sandrun.states import FailureReason
 
@@ -85,6 +85,7 @@ class Agent:
         max_attempts: int = MAX_ATTEMPTS,
         sandboxing: Sandboxing | None = None,
         allow_local_repos: bool = False,
+        host_paths: bool = False,
     ) -> None:
         self.control = control
         self.identity = identity  # signs every result it reports
@@ -101,6 +102,7 @@ class Agent:
             sandboxing,
             self.capacity.gpus,
             allow_local_repos,
+            host_paths,
         )
         self.lease_seconds = lease_seconds
         self.heartbeat_every = heartbeat_every
@@ -121,6 +123,10 @@ class Agent:
         """Serve until `stop` is set (then drain) or until idle for `idle_exit` seconds."""
         fixed = self.node_id is not None
         report = self.executor.sandboxing.report()
+        proof = None
+        if self.identity is not None:
+            at = time.time()
+            proof = KeyProof(at=at, signature=self.identity.prove(self.name, at))
         self.node_id = self.control.register_node(
             self.name,
             self.capacity,
@@ -129,6 +135,7 @@ class Agent:
             report,
             self.identity.worker_id if self.identity else None,
             detect_capacity(),
+            proof,
         )
         log.info("registered as %s with %s", self.node_id, self.capacity.model_dump())
         log.info(

@@ -16,6 +16,7 @@ from sandrun.models import (
     Claim,
     HeartbeatReply,
     JobRecord,
+    KeyProof,
     LogChunk,
     NodeState,
     SandboxReport,
@@ -34,6 +35,7 @@ class ControlPlane(Protocol):
         sandbox: SandboxReport | None = None,
         public_key: str | None = None,
         detected: Capacity | None = None,
+        key_proof: KeyProof | None = None,
     ) -> str: ...
 
     def claim(self, node: str, free: Capacity, wait: float = 0.0) -> Claim | None:

@@ -81,6 +81,7 @@ class Executor:
         sandboxing: Sandboxing | None = None,
         gpus: int = 0,
         allow_local_repos: bool = False,
+        host_paths: bool = False,
     ) -> None:
         self.control = control
         self.artifacts = artifacts
@@ -89,10 +90,18 @@ class Executor:
         self.sandboxing = sandboxing or open_sandboxing("none", FsView(), job_uids=False)
         self.gpus = GpuSlots(gpus)
         self.repos = GitCache(runs_dir.parent / "git", allow_local=allow_local_repos)
+        # Whether a job may name a directory of this node (working_dir): embedded mode only.
+        # A server refuses such specs at submit; this agent refuses them too.
+        self.host_paths = host_paths
 
     def run(self, claim: Claim, ctl: AttemptControl) -> AttemptResult | None:
         """Run the attempt to its end. None means it lost its job and must not report."""
         spec = claim.job.spec
+        if spec.working_dir is not None and not self.host_paths:
+            return _spawn_error(
+                f"working_dir {spec.working_dir!r}: this agent runs jobs only in what they "
+                "bring (code, inputs, a repository), never in a directory of its host"
+            )
         # One scratch directory per attempt: the job's HOME, and its working directory
         # unless the spec names one.
         name = f"{claim.job.id}.{claim.attempt}"

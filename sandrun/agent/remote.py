@@ -35,6 +35,7 @@ from sandrun.models import (
     HeartbeatReply,
     HeartbeatRequest,
     JobRecord,
+    KeyProof,
     LogChunk,
     LogsRequest,
     NodeState,
@@ -84,6 +85,7 @@ class HttpControlPlane:
         sandbox: SandboxReport | None = None,
         public_key: str | None = None,
         detected: Capacity | None = None,
+        key_proof: KeyProof | None = None,
     ) -> str:
         body = RegisterRequest(
             name=name,
@@ -91,6 +93,7 @@ class HttpControlPlane:
             labels=labels or {},
             sandbox=sandbox,
             public_key=public_key,
+            key_proof=key_proof,
             detected=detected,
         )
         reply = RegisterReply.model_validate(

@@ -19,7 +19,15 @@ def agent(
         typer.Option(help="Server URL(s), comma-separated; without it, run the local agent."),
     ] = None,
     token: Annotated[
-        str | None, typer.Option(envvar="SANDRUN_TOKEN", help="An agent token.")
+        str | None,
+        typer.Option(
+            envvar="SANDRUN_TOKEN",
+            help="An agent token. Prefer $SANDRUN_TOKEN or --token-file: every local user "
+            "can read a command line (ps).",
+        ),
+    ] = None,
+    token_file: Annotated[
+        Path | None, typer.Option(help="Read the agent token from this file.")
     ] = None,
     name: Annotated[str | None, typer.Option(help="Node name (default: hostname).")] = None,
     label: LabelOpt = None,
@@ -85,6 +93,8 @@ def agent(
             suggestions=[f"use one of {', '.join(KINDS)}"],
         )
     home = Home.resolve()
+    if token_file is not None:
+        token = _read_token(token_file, token)
     if server is None:
         from sandrun.embedded import serve
 
@@ -127,6 +137,23 @@ def agent(
             allow_local_repos=allow_local_repos,
         )
     )
+
+
+def _read_token(path: Path, given: str | None) -> str:
+    if given is not None:
+        raise ValidationError(
+            "give --token-file or a token ($SANDRUN_TOKEN, --token), not both",
+            field="token_file",
+        )
+    try:
+        token = path.read_text().strip()
+    except OSError as exc:
+        raise ValidationError(
+            f"--token-file {str(path)!r}: {exc.strerror}", field="token_file"
+        ) from None
+    if not token:
+        raise ValidationError(f"--token-file {str(path)!r} is empty", field="token_file")
+    return token
 
 
 def run_alone() -> None:

@@ -80,6 +80,13 @@ def server(
             "reserve_after, GPU prices. See docs/scheduling.md.",
         ),
     ] = None,
+    forwarded_allow_ips: Annotated[
+        str,
+        typer.Option(
+            help="Proxies whose X-Forwarded-For is believed: addresses or networks, "
+            "comma-separated, or '*' (default: none, so a caller is its own address)."
+        ),
+    ] = "",
 ) -> None:
     """Serve the HTTP API (under /v1, and the public API at the root) for agents, the
     CLI, the SDK and public clients."""
@@ -106,6 +113,7 @@ def server(
             anon_cpu_per_minute,
         ),
         policy=load_policy(policy) if policy else None,
+        forwarded_allow_ips=forwarded_allow_ips,
     )
 
 
@@ -132,6 +140,40 @@ def token_create(
         print(service.create_token(name, role))
     finally:
         service.close()
+
+
+@token_app.command("list")
+def token_list(db: DbOpt = None, json: JsonOpt = False) -> None:
+    """List tokens: id, name, role, created, revoked (never the secrets)."""
+    from sandrun.server import open_server_service
+
+    service = open_server_service(_server_db(db))
+    try:
+        tokens = service.tokens()
+    finally:
+        service.close()
+    if json:
+        render.print_json(tokens)
+    elif tokens:
+        render.tokens_table(tokens)
+    else:
+        render.err.print("no tokens: create one with `sandrun token create`")
+
+
+@token_app.command("revoke")
+def token_revoke(
+    token: Annotated[str, typer.Argument(help="A token's id, or a name: all its tokens.")],
+    db: DbOpt = None,
+) -> None:
+    """Revoke a token: every server refuses it within a second."""
+    from sandrun.server import open_server_service
+
+    service = open_server_service(_server_db(db))
+    try:
+        count = service.revoke_token(token)
+    finally:
+        service.close()
+    print(f"revoked {count} token(s)" if count else f"{token} was revoked already")
 
 
 db_app = typer.Typer(help="The server's database schema.", no_args_is_help=True)

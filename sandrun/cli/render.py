@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from sandrun.errors import SandrunError
-from sandrun.models import Attempt, Capacity, JobRecord, NodeInfo
+from sandrun.models import Attempt, Capacity, JobRecord, NodeInfo, TokenInfo
 from sandrun.spec import format_duration
 from sandrun.states import FailureReason, JobState
 
@@ -165,6 +165,24 @@ def _free(node: NodeInfo) -> str:
     return ", ".join(parts)
 
 
+def _key(node: NodeInfo) -> str:
+    """The worker key, shortened, and when it was first seen (a new key is worth a look)."""
+    if node.public_key is None:
+        return "-"
+    seen = f" (since {ago(node.key_first_seen)})" if node.key_first_seen else ""
+    return f"{node.public_key[:10]}…{seen}"
+
+
+def tokens_table(tokens: list[TokenInfo]) -> None:
+    table = Table(box=None, header_style="bold")
+    for column in ("ID", "NAME", "ROLE", "CREATED", "REVOKED"):
+        table.add_column(column, no_wrap=column == "ID")
+    for t in tokens:
+        revoked = ago(t.revoked_at) if t.revoked_at else "-"
+        table.add_row(t.id, t.name, t.role.value, ago(t.created_at), revoked)
+    out.print(table)
+
+
 def nodes_table(nodes: list[NodeInfo]) -> None:
     table = Table(box=None, header_style="bold")
     columns = (
@@ -178,6 +196,7 @@ def nodes_table(nodes: list[NodeInfo]) -> None:
         "HEARTBEAT",
         "SANDBOX",
         "LABELS",
+        "KEY",
         "ID",
     )
     for column in columns:
@@ -198,6 +217,7 @@ def nodes_table(nodes: list[NodeInfo]) -> None:
             ago(n.heartbeat_at),
             _sandbox(n),
             ",".join(f"{k}={v}" for k, v in n.labels.items()),
+            _key(n),
             n.id,
         )
         loose = [k for k, v in (n.sandbox.limits if n.sandbox else {}).items() if "not" in v]

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from sandrun.client.calls import failure, result_of
-from sandrun.errors import TimeoutError
+from sandrun.errors import ArtifactError, TimeoutError
 from sandrun.models import Attempt, Event, JobRecord, LogChunk, OutputFile
 from sandrun.states import JobState
 
@@ -121,14 +121,32 @@ class Job:
         return self.read_bytes(path).decode()
 
     def download(self, dest: str | Path) -> list[Path]:
-        """Write every output under `dest`, keeping relative paths; return the files written."""
-        written = []
-        for out in self.outputs:
-            target = Path(dest) / out.path
+        """Write every output under `dest`, keeping relative paths; return the files written.
+
+        Whatever the server sends, nothing is written outside `dest`: a path that would
+        leave it (absolute, '..', through a symlink) refuses the whole download first."""
+        outputs = self.outputs
+        targets = [inside(Path(dest), out.path) for out in outputs]
+        for out, target in zip(outputs, targets, strict=True):
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(self.read_bytes(out.path))
-            written.append(target)
-        return written
+        return targets
+
+
+def inside(dest: Path, path: str) -> Path:
+    """`dest / path`, if that stays inside `dest` once symlinks are resolved."""
+    root = dest.resolve()
+    target = (root / path).resolve()
+    relative = PurePosixPath(path)
+    if relative.is_absolute() or ".." in relative.parts or not target.is_relative_to(root):
+        raise ArtifactError(
+            f"output path {path!r} would be written outside {str(dest)!r}; refusing the download",
+            field="path",
+            suggestions=["the server (or an agent) sent a path that is not safe; report it"],
+        )
+    if target == root:
+        raise ArtifactError(f"output path {path!r} names no file", field="path")
+    return target
 
 
 def lines_of(chunks: Iterator[LogChunk]) -> Iterator[str]:

@@ -21,6 +21,7 @@ from sandrun.models import (
     OutputFile,
 )
 from sandrun.service.placement import Instance, fits, has, needs
+from sandrun.service.service import LOCAL_OWNER
 from sandrun.spec import JobSpec
 
 LOG_PAGE = 1000
@@ -127,10 +128,10 @@ class EmbeddedTransport:
         return self.service.artifacts.read_bytes(self.service.output(job_id, path).digest)
 
     def put_blob(self, data: bytes) -> str:
-        return self.service.artifacts.put_bytes(data)[0]
+        return self.service.upload(data, LOCAL_OWNER)[0]
 
     def has_blob(self, digest: str) -> bool:
-        return self.service.artifacts.has(digest)
+        return self.service.blob_visible(digest, LOCAL_OWNER)
 
     def instances(self, min_gpu_memory_gb: float, max_price: float | None) -> list[Instance]:
         return self.service.instances(min_gpu_memory_gb, max_price)

@@ -91,8 +91,13 @@ def run_server(
     artifacts: Path | None = None,
     public_api: PublicApi | None = None,
     policy: Policy | None = None,
+    forwarded_allow_ips: str = "",
 ) -> None:
-    """Serve until interrupted. Without auth, only a loopback address is allowed."""
+    """Serve until interrupted. Without auth, only a loopback address is allowed.
+
+    X-Forwarded-For and -Proto count only from the proxies in `forwarded_allow_ips`
+    (comma-separated addresses or networks, or '*'): uvicorn's default trusts loopback,
+    and then any local process could mint anonymous callers' addresses."""
     if not auth and not is_loopback(host):
         raise ValidationError(
             f"refusing to serve {host} without auth: anyone who can reach it could run code",
@@ -114,6 +119,13 @@ def run_server(
         flush=True,
     )
     try:
-        uvicorn.run(app, host=host, port=port, log_level="warning")
+        uvicorn.run(
+            app,
+            host=host,
+            port=port,
+            log_level="warning",
+            proxy_headers=bool(forwarded_allow_ips),
+            forwarded_allow_ips=forwarded_allow_ips or None,
+        )
     finally:
         service.close()

@@ -44,6 +44,7 @@ def register(body: RegisterRequest, caller: AgentDep, service: ServiceDep) -> Re
         sandbox=body.sandbox,
         public_key=body.public_key,
         detected=body.detected,
+        key_proof=body.key_proof,
     )
     return RegisterReply(
         node_id=node_id, lease_seconds=service.lease_seconds, features=["complete-and-claim"]

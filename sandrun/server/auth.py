@@ -16,9 +16,9 @@ from sandrun.service import Service
 LOCAL_ADMIN = Principal(name="local", role=Role.ADMIN)
 
 
-# Resolved tokens are remembered briefly: a request should not cost a store read to
-# authenticate. (A revoked token would stop working within this many seconds.)
-TOKEN_CACHE_SECONDS = 30.0
+# Resolved tokens are remembered briefly: a busy client's requests should not each cost a
+# store read. A revoked token stops working on every server within this many seconds.
+TOKEN_CACHE_SECONDS = 0.5
 
 
 async def service_of(request: Request) -> Service:  # async: no thread hop per request

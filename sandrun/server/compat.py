@@ -141,7 +141,7 @@ def _submit(
     if owner.startswith("anon:"):
         config.check(*service.owner_usage(owner))
     bundle = pack((path, data, path.endswith(".sh")) for path, data in tree.items())
-    digest, _ = service.artifacts.put_bytes(bundle)
+    digest, _ = service.upload(bundle, owner)
     job = service.submit({**fields, "code": digest}, owner=owner)
     return job, service.queue_position(job)
 

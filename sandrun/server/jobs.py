@@ -42,13 +42,14 @@ CURSOR = r"^[0-9]+(\.[0-9]+)?/.+$"
 
 @router.post("/jobs", status_code=status.HTTP_201_CREATED)
 def submit(spec: JobSpec, caller: UserDep, service: ServiceDep) -> JobRecord:
-    return service.submit(spec, owner=caller.name)
+    return service.submit(spec, owner=caller.name, admin=viewer(caller) is None)
 
 
 @router.post("/jobs/batch", status_code=status.HTTP_201_CREATED)
 def submit_batch(body: SubmitBatch, caller: UserDep, service: ServiceDep) -> SubmittedBatch:
     """Up to 1,000 jobs in one request and one transaction: all are queued, or none."""
-    return SubmittedBatch(jobs=service.submit_many(body.jobs, owner=caller.name))
+    jobs = service.submit_many(body.jobs, owner=caller.name, admin=viewer(caller) is None)
+    return SubmittedBatch(jobs=jobs)
 
 
 @router.get("/jobs")

@@ -10,7 +10,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from sandrun.errors import UploadTooLarge
 from sandrun.models import Uploaded
-from sandrun.server.auth import ERRORS, ServiceDep, UserDep
+from sandrun.server.auth import ERRORS, ServiceDep, UserDep, viewer
 
 router = APIRouter(prefix="/v1", responses=ERRORS)
 
@@ -39,14 +39,15 @@ async def upload(request: Request, caller: UserDep, service: ServiceDep) -> Uplo
         data += chunk
         if len(data) > limit:
             raise _too_large(len(data))
-    digest, size = await run_in_threadpool(service.artifacts.put_bytes, bytes(data))
+    digest, size = await run_in_threadpool(service.upload, bytes(data), caller.name)
     return Uploaded(digest=digest, size=size)
 
 
 @router.head("/artifacts/{digest}", responses={200: {"description": "the blob is stored"}})
 def has_artifact(digest: str, caller: UserDep, service: ServiceDep) -> Response:
-    """200 if a blob with this sha256 is stored (no need to upload it again), else 404."""
-    service.fetch_artifact(digest)  # the server's store: present, or ArtifactNotFound
+    """200 if a blob with this sha256 is stored and yours to use (you uploaded it, or your
+    jobs made or use it; no need to upload it again), else 404."""
+    service.fetch_artifact(digest, viewer(caller))
     return Response(status_code=200)
 
 

@@ -37,6 +37,7 @@ def collect(
         for digest in retention.unreferenced(store.db, chunk):
             size = artifacts.remove_if_older(digest, cutoff)
             if size:
+                store.forget_blob(digest)
                 removed += 1
                 freed += size
     return GcReport(

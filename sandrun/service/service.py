@@ -10,11 +10,13 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable, Sequence
+from pathlib import PurePosixPath
 from typing import Any
 
 from sandrun.artifacts import LocalArtifactStore
 from sandrun.errors import (
     ArtifactNotFound,
+    InvalidSpec,
     JobNotFoundError,
     OverOwnerLimit,
     SandrunError,
@@ -35,6 +37,7 @@ from sandrun.models import (
     HeartbeatReply,
     JobPage,
     JobRecord,
+    KeyProof,
     LogChunk,
     NodeInfo,
     NodeState,
@@ -42,10 +45,17 @@ from sandrun.models import (
     Principal,
     Role,
     SandboxReport,
+    TokenInfo,
 )
 from sandrun.service import placement, retention, retry
 from sandrun.service.placement import Instance
-from sandrun.signing import BadSignature, result_claim, verify
+from sandrun.signing import (
+    PROOF_WINDOW,
+    BadSignature,
+    registration_claim,
+    result_claim,
+    verify,
+)
 from sandrun.spec import JobSpec, parse_spec
 from sandrun.spec.job import NAME_RE
 from sandrun.spec.policy import Policy
@@ -55,6 +65,7 @@ from sandrun.store import Store
 log = logging.getLogger("sandrun.service")
 
 DEFAULT_LEASE_SECONDS = 30.0
+LOCAL_OWNER = "local"  # who owns embedded jobs (and a server's without auth)
 MAX_PAGE = 1000
 
 Listener = Callable[[str], None]
@@ -69,7 +80,11 @@ class Service:
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
         clock: Callable[[], float] = now,
         policy: Policy | None = None,
+        host_paths: bool = False,
     ) -> None:
+        # host_paths: jobs may name directories of the node (working_dir): embedded mode,
+        # where the user and the node are one.
+        self.host_paths = host_paths
         self.store = store
         self.artifacts = artifacts
         self.lease_seconds = lease_seconds
@@ -86,15 +101,22 @@ class Service:
 
     # --- users ------------------------------------------------------------------------
 
-    def submit(self, spec: JobSpec | dict[str, Any], owner: str = "local") -> JobRecord:
+    def submit(
+        self, spec: JobSpec | dict[str, Any], owner: str = LOCAL_OWNER, *, admin: bool = False
+    ) -> JobRecord:
         """Validate and durably record a job; it is pending once this returns."""
-        return self.submit_many([spec], owner)[0]
+        return self.submit_many([spec], owner, admin=admin)[0]
 
     def submit_many(
-        self, specs: Sequence[JobSpec | dict[str, Any]], owner: str = "local"
+        self,
+        specs: Sequence[JobSpec | dict[str, Any]],
+        owner: str = LOCAL_OWNER,
+        *,
+        admin: bool = False,
     ) -> list[JobRecord]:
         """Validate every spec, then record them all in one transaction (queued in this
-        order); one bad spec refuses the batch, its error naming `jobs.<i>`."""
+        order); one bad spec refuses the batch, its error naming `jobs.<i>`. The blobs a
+        job brings must be its owner's (`admin`: any blob stored here)."""
         if not 1 <= len(specs) <= MAX_BATCH:
             raise ValidationError(
                 f"a batch holds 1 to {MAX_BATCH} jobs, not {len(specs)}",
@@ -105,7 +127,8 @@ class Service:
         for i, given in enumerate(specs):
             try:
                 spec = parse_spec(given)
-                self._check_inputs(spec)
+                self._check_host_paths(spec)
+                self._check_inputs(spec, None if admin else owner)
                 self._check_limits(spec, owner)
             except SandrunError as exc:
                 if len(specs) == 1:
@@ -117,13 +140,26 @@ class Service:
         self.store.insert_jobs(jobs)
         return jobs
 
-    def _check_inputs(self, spec: JobSpec) -> None:
-        """Every blob a job brings must be uploaded before it is submitted."""
+    def _check_host_paths(self, spec: JobSpec) -> None:
+        """A server's jobs run only in what they bring: a path on the node is refused."""
+        if spec.working_dir is not None and not self.host_paths:
+            raise InvalidSpec(
+                f"working_dir {spec.working_dir!r} names a directory on the node; a server's "
+                "jobs run only in what they bring",
+                field="working_dir",
+                suggestions=[
+                    "drop working_dir: `sandrun run` and the SDK upload the current directory",
+                    "or bring the files as code, inputs or a repository",
+                ],
+            )
+
+    def _check_inputs(self, spec: JobSpec, owner: str | None) -> None:
+        """Every blob a job brings must be uploaded (by its owner) before it is submitted."""
         named = {f"inputs.{path}": digest for path, digest in spec.inputs.items()}
         if spec.code:
             named["code"] = spec.code
         for field, digest in named.items():
-            if not self.artifacts.has(digest):
+            if not self._visible(digest, owner):
                 raise ArtifactNotFound(
                     f"{field}: nothing was uploaded with digest {digest}",
                     field=field,
@@ -298,6 +334,23 @@ class Service:
     def authenticate(self, secret: str) -> Principal | None:
         return self.store.principal_by_hash(_digest(secret))
 
+    def tokens(self) -> list[TokenInfo]:
+        return self.store.tokens()
+
+    def revoke_token(self, key: str) -> int:
+        """Revoke the token with id `key`, or every token named `key`; return how many."""
+        count = self.store.revoke_tokens(key, self.clock())
+        if count == 0:
+            known = [t for t in self.store.tokens() if t.id == key or t.name == key]
+            if known:
+                return 0  # revoked already
+            raise ValidationError(
+                f"no token has id or name {key!r}",
+                field="token",
+                suggestions=["list them with `sandrun token list`"],
+            )
+        return count
+
     def nodes(self) -> list[NodeInfo]:
         """Every registered node; one whose heartbeats stopped for a lease reads as lost."""
         horizon = self.clock() - self.lease_seconds
@@ -324,14 +377,38 @@ class Service:
         sandbox: SandboxReport | None = None,
         public_key: str | None = None,
         detected: Capacity | None = None,
+        key_proof: KeyProof | None = None,
     ) -> str:
         """Record a node; a fixed `node_id` lets a restarted agent claim its old attempts.
-        With `public_key`, every result it reports must be signed with that key."""
+        With `public_key`, every result it reports must be signed with that key: the agent
+        proves it holds the key (`key_proof`), and a key belongs to the first node name
+        that registered it."""
+        if public_key is not None:
+            self._check_proof(name, public_key, key_proof)
         node_id = node_id or f"{name}/{new_id()}"
         self.store.register_node(
             node_id, name, capacity, labels or {}, self.clock(), sandbox, public_key, detected
         )
         return node_id
+
+    def _check_proof(self, name: str, public_key: str, proof: KeyProof | None) -> None:
+        if proof is None:
+            raise BadSignature(
+                "registering a worker key needs proof of its private key (key_proof)",
+                field="key_proof",
+                suggestions=["upgrade the agent"],
+            )
+        if abs(proof.at - self.clock()) > PROOF_WINDOW:
+            raise BadSignature(
+                f"key_proof is from {proof.at:.0f}, not within {PROOF_WINDOW:.0f} s of the "
+                "server's clock",
+                field="key_proof.at",
+                suggestions=["set the agent's clock (NTP)"],
+            )
+        if not verify(public_key, registration_claim(name, public_key, proof.at), proof.signature):
+            raise BadSignature(
+                "key_proof does not verify against public_key", field="key_proof.signature"
+            )
 
     def node_is_live(self, node: str) -> bool:
         """Whether `node` is registered and has heartbeated within a lease."""
@@ -355,10 +432,25 @@ class Service:
             ref.job_id, ref.attempt, ref.token, self.clock(), pid, pid_started_at, git_commit
         )
 
-    def fetch_artifact(self, digest: str) -> None:
-        """The agent shares this store: the blob is either here or was never uploaded."""
-        if not self.artifacts.has(digest):
+    def fetch_artifact(self, digest: str, viewer: str | None = None) -> None:
+        """The agent shares this store: the blob is either here or was never uploaded.
+        A `viewer` (an owner) is told the same about a blob that is not theirs."""
+        if not self._visible(digest, viewer):
             raise ArtifactNotFound(f"no artifact has digest {digest}")
+
+    def _visible(self, digest: str, viewer: str | None) -> bool:
+        return self.artifacts.has(digest) if viewer is None else self.blob_visible(digest, viewer)
+
+    def upload(self, data: bytes, owner: str) -> tuple[str, int]:
+        """Store a blob `owner` sends; return (sha256, size)."""
+        digest, size = self.artifacts.put_bytes(data)
+        self.store.add_blob_owner(digest, owner)
+        return digest, size
+
+    def blob_visible(self, digest: str, owner: str) -> bool:
+        """Whether `owner` may name this blob: it uploaded it, or its jobs made or use it.
+        Any other blob reads as absent, so a digest tells nobody what others stored."""
+        return self.artifacts.has(digest) and self.store.blob_visible(digest, owner)
 
     def heartbeat(
         self, node: str, leases: list[AttemptRef], state: NodeState = "active"
@@ -377,6 +469,7 @@ class Service:
         self.store.append_logs(ref.job_id, ref.attempt, ref.token, chunks, self.clock())
 
     def complete(self, ref: AttemptRef, result: AttemptResult) -> JobRecord:
+        _check_output_paths(result.outputs)
         signer = self._signer(ref, result)
         if signer is None:
             result = result.model_copy(update={"signature": None})  # nothing to check it by
@@ -437,6 +530,27 @@ class Service:
             lease_seconds=self.lease_seconds,
             purge_jobs=purge_jobs,
         )
+
+
+def _check_output_paths(outputs: Sequence[OutputFile]) -> None:
+    """An agent names outputs: each must be a normalised relative path inside the working
+    directory, named once (a client writes them under its download directory)."""
+    seen: set[str] = set()
+    for i, out in enumerate(outputs):
+        path = out.path
+        clean = PurePosixPath(path).as_posix()
+        parts = path.split("/")
+        if clean != path or path.startswith("/") or "\0" in path or {"", ".", ".."} & set(parts):
+            raise ValidationError(
+                f"output path {path!r} is not a normalised relative path inside the working "
+                "directory",
+                field=f"result.outputs.{i}.path",
+            )
+        if path in seen:
+            raise ValidationError(
+                f"output path {path!r} is listed twice", field=f"result.outputs.{i}.path"
+            )
+        seen.add(path)
 
 
 def _digest(secret: str) -> str:

@@ -12,7 +12,13 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sandrun.errors import IllegalTransition, SchemaTooNew, SchemaTooOld, StaleAttempt
+from sandrun.errors import (
+    IllegalTransition,
+    KeyInUse,
+    SchemaTooNew,
+    SchemaTooOld,
+    StaleAttempt,
+)
 from sandrun.ids import new_token
 from sandrun.models import (
     Attempt,
@@ -27,6 +33,7 @@ from sandrun.models import (
     Principal,
     Role,
     SandboxReport,
+    TokenInfo,
 )
 from sandrun.spec.policy import Policy
 from sandrun.states import (
@@ -389,6 +396,16 @@ class Store:
         detected: Capacity | None = None,
     ) -> None:
         with self.db.transaction() as tx:
+            if public_key is not None:
+                bound = tx.one("worker_key", public_key=public_key)
+                if bound is not None and bound["node_name"] != name:
+                    raise KeyInUse(
+                        f"worker key {public_key[:16]}... belongs to node "
+                        f"{bound['node_name']!r}; a node registers its own key",
+                        field="public_key",
+                        suggestions=["give each agent its own work directory (identity.key)"],
+                    )
+                tx.run("insert_worker_key", public_key=public_key, node_name=name, now=now)
             tx.run(
                 "upsert_node",
                 public_key=public_key,
@@ -479,6 +496,32 @@ class Store:
             tx.run("insert_token", id=token_id, name=name, role=role.value, hash=digest, now=now)
 
     def principal_by_hash(self, digest: str) -> Principal | None:
+        """The holder of the unrevoked token with this hash, if there is one."""
         with self.db.transaction(write=False) as tx:
             row = tx.one("token_by_hash", hash=digest)
         return Principal(name=row["name"], role=Role(row["role"])) if row else None
+
+    def tokens(self) -> list[TokenInfo]:
+        with self.db.transaction(write=False) as tx:
+            return [TokenInfo.model_validate(r) for r in tx.all("list_tokens")]
+
+    def revoke_tokens(self, key: str, now: float) -> int:
+        """Revoke the token with this id, or every token of this name; return how many."""
+        with self.db.transaction() as tx:
+            return tx.run("revoke_tokens", key=key, now=now)
+
+    # --- blobs ------------------------------------------------------------------------
+
+    def add_blob_owner(self, digest: str, owner: str) -> None:
+        with self.db.transaction() as tx:
+            tx.run("insert_blob_owner", digest=digest, owner=owner)
+
+    def forget_blob(self, digest: str) -> None:
+        """The blob is gone: nobody owns it any more."""
+        with self.db.transaction() as tx:
+            tx.run("delete_blob_owners", digest=digest)
+
+    def blob_visible(self, digest: str, owner: str) -> bool:
+        """Whether `owner` uploaded this blob, or has a job that produced or uses it."""
+        with self.db.transaction(write=False) as tx:
+            return tx.one("blob_visible", digest=digest, owner=owner) is not None

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from sandrun.artifacts import LocalArtifactStore
-from sandrun.models import AttemptResult, Capacity, Claim
+from sandrun.models import AttemptResult, Capacity, Claim, KeyProof
 from sandrun.service import Service
 from sandrun.signing import BadSignature, Identity, result_claim
 from sandrun.states import AttemptState, JobState
@@ -28,8 +29,14 @@ def service(tmp_path: Path) -> Iterator[Service]:
     s.close()
 
 
-def _claimed(service: Service, public_key: str | None) -> Claim:
-    node = service.register_node("n1", FREE, public_key=public_key)
+def _claimed(service: Service, identity: Identity | None) -> Claim:
+    at = time.time()
+    node = service.register_node(
+        "n1",
+        FREE,
+        public_key=identity.worker_id if identity else None,
+        key_proof=KeyProof(at=at, signature=identity.prove("n1", at)) if identity else None,
+    )
     service.submit({"shell": "true"})
     claim = service.claim(node, FREE)
     assert claim is not None
@@ -46,7 +53,7 @@ def test_a_result_signed_by_its_agent_is_accepted_and_kept(
     service: Service, tmp_path: Path
 ) -> None:
     agent = Identity.load_or_create(tmp_path / "agent.key")
-    claim = _claimed(service, agent.worker_id)
+    claim = _claimed(service, agent)
     job = service.complete(claim.ref, _signed(agent, claim, 0))
     assert job.state is JobState.COMPLETED
     [attempt] = service.attempts(job.id)
@@ -58,7 +65,7 @@ def test_a_forged_result_is_refused_and_changes_nothing(
     service: Service, tmp_path: Path, forgery: str
 ) -> None:
     agent = Identity.load_or_create(tmp_path / "agent.key")
-    claim = _claimed(service, agent.worker_id)
+    claim = _claimed(service, agent)
     if forgery == "other key":
         result = _signed(Identity.load_or_create(tmp_path / "mallory.key"), claim, 0)
     elif forgery == "unsigned":

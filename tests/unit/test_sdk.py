@@ -9,9 +9,12 @@ import pytest
 
 from sandrun.agent.gitcache import is_local
 from sandrun.client import Client, TaskConfig
+from sandrun.client.job import Job
 from sandrun.client.task import to_spec
 from sandrun.client.upload import list_files, make_bundle
-from sandrun.errors import InvalidSpec, ValidationError
+from sandrun.errors import ArtifactError, InvalidSpec, ValidationError
+from sandrun.models import JobRecord, OutputFile
+from sandrun.spec import parse_spec
 
 
 def test_flow_fields_become_the_core_spec() -> None:
@@ -119,3 +122,35 @@ def test_a_bundle_is_reproducible_and_honours_ignore_files(tmp_path: Path) -> No
 )
 def test_which_repository_urls_are_on_the_agents_machine(url: str, local: bool) -> None:
     assert is_local(url) is local
+
+
+def test_a_download_never_writes_outside_its_directory(tmp_path: Path) -> None:
+    class Hostile:
+        """A transport whose server lists outputs with paths that leave the directory."""
+
+        def __init__(self, path: str) -> None:
+            self.path = path
+
+        def outputs(self, job_id: str) -> list[OutputFile]:
+            return [
+                OutputFile(attempt=1, path="fine.txt", digest="0" * 64, size=1),
+                OutputFile(attempt=1, path=self.path, digest="0" * 64, size=1),
+            ]
+
+        def read_output(self, job_id: str, path: str) -> bytes:
+            return b"x"
+
+    class Holder:
+        def __init__(self, transport: Hostile) -> None:
+            self.transport = transport
+
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    (dest / "link").symlink_to(tmp_path)
+    for path in ["/tmp/evil", "../evil", "a/../../evil", "link/evil"]:
+        record = JobRecord.submitted(parse_spec({"shell": "true"}), "me", 0.0)
+        job = Job(Holder(Hostile(path)), record)  # type: ignore[arg-type]
+        with pytest.raises(ArtifactError, match="outside"):
+            job.download(dest)
+        assert sorted(p.name for p in dest.iterdir()) == ["link"]  # nothing written
+        assert not (tmp_path / "evil").exists()

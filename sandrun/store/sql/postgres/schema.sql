@@ -127,5 +127,21 @@ CREATE TABLE tokens (
     name       text NOT NULL,
     role       text NOT NULL,
     hash       text NOT NULL UNIQUE,
-    created_at double precision NOT NULL
+    created_at double precision NOT NULL,
+    revoked_at double precision
+);
+
+-- Each worker key belongs to the node name that first registered it (a restart of that
+-- node proves it holds the private key); no other node may register it.
+CREATE TABLE worker_keys (
+    public_key text PRIMARY KEY,
+    node_name  text NOT NULL,
+    first_seen double precision NOT NULL
+);
+
+-- Who uploaded a blob. An owner sees a blob it uploaded, or one its jobs made or use.
+CREATE TABLE blob_owners (
+    digest text NOT NULL,
+    owner  text NOT NULL,
+    PRIMARY KEY (digest, owner)
 );

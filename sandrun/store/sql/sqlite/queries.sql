@@ -260,7 +260,8 @@ SELECT heartbeat_at FROM nodes WHERE id = :id;
 
 -- name: list_nodes
 -- Each node with what its live attempts hold (count, CPUs, memory, GPUs).
-SELECT n.*, coalesce(u.running, 0) AS running, coalesce(u.cpus, 0) AS used_cpus,
+SELECT n.*, k.first_seen AS key_first_seen, coalesce(u.running, 0) AS running,
+       coalesce(u.cpus, 0) AS used_cpus,
        coalesce(u.memory_mb, 0) AS used_memory_mb, coalesce(u.gpus, 0) AS used_gpus
 FROM nodes n
 LEFT JOIN (SELECT a.node, count(*) AS running, sum(j.cpus) AS cpus,
@@ -268,6 +269,7 @@ LEFT JOIN (SELECT a.node, count(*) AS running, sum(j.cpus) AS cpus,
            FROM attempts a JOIN jobs j ON j.id = a.job_id
            WHERE a.state IN ('scheduled', 'running')
            GROUP BY a.node) u ON u.node = n.id
+LEFT JOIN worker_keys k ON k.public_key = n.public_key
 ORDER BY n.name, n.id;
 
 -- name: extend_live_leases
@@ -279,7 +281,41 @@ INSERT INTO tokens (id, name, role, hash, created_at)
 VALUES (:id, :name, :role, :hash, :now);
 
 -- name: token_by_hash
-SELECT name, role FROM tokens WHERE hash = :hash;
+SELECT name, role FROM tokens WHERE hash = :hash AND revoked_at IS NULL;
+
+-- name: list_tokens
+SELECT id, name, role, created_at, revoked_at FROM tokens ORDER BY created_at, id;
+
+-- name: revoke_tokens
+-- By id or by name (all of that name's tokens); revoking twice changes nothing.
+UPDATE tokens SET revoked_at = :now
+WHERE (id = :key OR name = :key) AND revoked_at IS NULL;
+
+-- name: worker_key
+SELECT node_name, first_seen FROM worker_keys WHERE public_key = :public_key;
+
+-- name: insert_worker_key
+INSERT INTO worker_keys (public_key, node_name, first_seen)
+VALUES (:public_key, :node_name, :now)
+ON CONFLICT (public_key) DO NOTHING;
+
+-- name: insert_blob_owner
+INSERT INTO blob_owners (digest, owner) VALUES (:digest, :owner)
+ON CONFLICT (digest, owner) DO NOTHING;
+
+-- name: blob_visible
+-- An owner sees a blob it uploaded, or one its jobs produced or use.
+SELECT 1 AS found FROM blob_owners WHERE digest = :digest AND owner = :owner
+UNION ALL
+SELECT 1 AS found FROM outputs o JOIN jobs j ON j.id = o.job_id
+WHERE o.digest = :digest AND j.owner = :owner
+UNION ALL
+SELECT 1 AS found FROM job_inputs i JOIN jobs j ON j.id = i.job_id
+WHERE i.digest = :digest AND j.owner = :owner
+LIMIT 1;
+
+-- name: delete_blob_owners
+DELETE FROM blob_owners WHERE digest = :digest;
 
 -- name: logged_jobs_before
 -- Retention: terminal jobs finished before :cutoff that still have logs, oldest first.

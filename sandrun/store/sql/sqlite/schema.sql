@@ -123,5 +123,21 @@ CREATE TABLE tokens (
     name       TEXT NOT NULL,
     role       TEXT NOT NULL,
     hash       TEXT NOT NULL UNIQUE,
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL,
+    revoked_at REAL
+);
+
+-- Each worker key belongs to the node name that first registered it (a restart of that
+-- node proves it holds the private key); no other node may register it.
+CREATE TABLE worker_keys (
+    public_key TEXT PRIMARY KEY,
+    node_name  TEXT NOT NULL,
+    first_seen REAL NOT NULL
+);
+
+-- Who uploaded a blob. An owner sees a blob it uploaded, or one its jobs made or use.
+CREATE TABLE blob_owners (
+    digest TEXT NOT NULL,
+    owner  TEXT NOT NULL,
+    PRIMARY KEY (digest, owner)
 );

@@ -1,0 +1,387 @@
+"""Attacks on the surfaces around the sandbox (issue 17): a hostile user's spec, a rogue
+agent speaking the agent API with its own key, another tenant naming blobs by digest,
+forged forwarding headers, stolen tokens.
+
+Each test performs the attack for real against a server and agents on loopback and checks
+what it must not get.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import pytest
+
+from sandrun.client import Client
+from sandrun.models import Claim, KeyProof
+from sandrun.server import open_server_service
+from sandrun.signing import Identity, result_claim
+from sandrun.states import FailureReason, JobState
+from tests.helpers import wait_for
+from tests.integration.cluster import SANDRUN, Cluster
+
+FREE = {"cpus": 1, "memory_mb": 512}
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """A server with auth on (SQLite) and one honest agent."""
+    root = tmp_path_factory.mktemp("attacks")
+    c = Cluster(root, db=str(root / "server.db"))
+    c.make_tokens()
+    c.start_server()
+    c.start_agent("honest", cpus=8)
+    yield c
+    c.stop()
+
+
+def _headers(cluster: Cluster, who: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {cluster.tokens[who]}"}
+
+
+class Rogue:
+    """An agent that speaks the agent API itself, with a key of its own."""
+
+    def __init__(self, cluster: Cluster, name: str, identity: Identity) -> None:
+        self.cluster, self.name, self.identity = cluster, name, identity
+        self.node = ""
+
+    def post(self, path: str, body: dict[str, Any]) -> httpx.Response:
+        return httpx.post(
+            f"{self.cluster.url}/v1/agent/{path}",
+            json=body,
+            headers=_headers(self.cluster, "agents"),
+            timeout=30,
+        )
+
+    def register(
+        self, public_key: str | None = None, proof: KeyProof | None = None
+    ) -> httpx.Response:
+        at = time.time()
+        key = public_key or self.identity.worker_id
+        proof = proof or KeyProof(at=at, signature=self.identity.prove(self.name, at))
+        answer = self.post(
+            "register",
+            {
+                "name": self.name,
+                "capacity": FREE,
+                "labels": {"pool": "rogue"},
+                "public_key": key,
+                "key_proof": proof.model_dump(),
+            },
+        )
+        if answer.status_code == 200:
+            self.node = answer.json()["node_id"]
+        return answer
+
+    def claim(self) -> Claim:
+        answer = self.post("claim", {"node": self.node, "free": FREE, "wait": 10})
+        assert answer.status_code == 200, answer.text
+        claim = Claim.model_validate(answer.json())
+        started = self.post("start", {"ref": claim.ref.model_dump(), "pid": 1})
+        assert started.status_code == 204, started.text
+        return claim
+
+    def put(self, data: bytes) -> str:
+        answer = httpx.post(
+            f"{self.cluster.url}/v1/agent/artifacts",
+            content=data,
+            headers=_headers(self.cluster, "agents"),
+        )
+        return str(answer.json()["digest"])
+
+    def complete(self, claim: Claim, outputs: list[dict[str, Any]]) -> httpx.Response:
+        signed = result_claim(
+            claim.job.id,
+            claim.attempt,
+            claim.job.spec,
+            0,
+            {o["path"]: o["digest"] for o in outputs},
+        )
+        result = {"exit_code": 0, "outputs": outputs, "signature": self.identity.sign(signed)}
+        return self.post("complete", {"ref": claim.ref.model_dump(), "result": result})
+
+
+@pytest.fixture
+def rogue(cluster: Cluster, tmp_path: Path) -> Rogue:
+    r = Rogue(cluster, f"rogue-{tmp_path.name[-12:]}", Identity.load_or_create(tmp_path / "k"))
+    assert r.register().status_code == 200
+    return r
+
+
+def _rogue_job(client: Client) -> str:
+    """A job only the rogue agent's pool can take."""
+    return client.submit({"shell": "true", "requires": {"pool": "rogue"}}).id
+
+
+# --- 1. a spec naming a host path -----------------------------------------------------------
+
+
+def test_a_server_refuses_a_host_working_dir_and_records_nothing(cluster: Cluster) -> None:
+    spec = {"command": ["cat", "shadow"], "working_dir": "/etc", "outputs": ["shadow"]}
+    answer = httpx.post(f"{cluster.url}/v1/jobs", json=spec, headers=_headers(cluster, "bob"))
+    assert answer.status_code == 422
+    assert answer.json()["field"] == "working_dir"
+    with cluster.client("bob") as bob:
+        assert bob.jobs().jobs == []
+
+
+def test_a_remote_agent_refuses_a_host_working_dir_an_older_server_hands_it(
+    cluster: Cluster,
+) -> None:
+    # Recorded behind the server's back (as an older server would have accepted it).
+    service = open_server_service(cluster.db)
+    service.host_paths = True
+    job = service.submit(
+        {"command": ["cat", "shadow"], "working_dir": "/etc", "outputs": ["shadow"]}, "bob"
+    )
+    service.close()
+    with cluster.client("bob") as bob:
+        ended = bob.get(job.id).wait(60)
+        assert ended.record.state is JobState.FAILED
+        assert ended.record.failure_reason is FailureReason.SPAWN_ERROR
+        assert "never in a directory of its host" in (ended.record.message or "")
+        assert ended.outputs == []
+
+
+def test_outputs_never_follow_a_link_out_of_the_attempt(cluster: Cluster, tmp_path: Path) -> None:
+    secret = tmp_path / "host-secret"
+    secret.write_text("host-only")
+    secret.chmod(0o644)  # readable by anyone on the host: only the link's target matters
+    with cluster.client("bob") as bob:
+        job = bob.run(
+            f"ln -s {secret} leak; ln -s {tmp_path} dir; mkdir real; ln -s {secret} real/x; "
+            "mkfifo pipe; echo mine > real/ok",
+            outputs=["leak", "dir", "dir/*", "real", "pipe", "*"],
+            upload_code=False,
+        ).wait(60)
+        assert job.record.state is JobState.COMPLETED, job.record.message
+        paths = sorted(o.path for o in job.outputs)
+        assert paths == ["real/ok"]
+        assert job.read_text("real/ok") == "mine\n"
+
+
+# --- 2 and 3. outputs an agent names --------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/etc/passwd", "../../x", "a/../../b", "./a", "a//b", "a/."])
+def test_the_server_refuses_an_output_path_outside_the_workdir(
+    cluster: Cluster, rogue: Rogue, path: str
+) -> None:
+    with cluster.client("alice") as alice:
+        job_id = _rogue_job(alice)
+        claim = rogue.claim()
+        digest = rogue.put(b"planted")
+        answer = rogue.complete(claim, [{"attempt": 1, "path": path, "digest": digest, "size": 7}])
+        assert answer.status_code == 400, answer.text
+        assert answer.json()["field"] == "result.outputs.0.path"
+        assert alice.get(job_id).record.state is JobState.RUNNING  # nothing accepted
+        good = {"attempt": 1, "path": "ok.txt", "digest": digest, "size": 7}
+        assert rogue.complete(claim, [good]).status_code == 200
+        assert [o.path for o in alice.get(job_id).outputs] == ["ok.txt"]
+
+
+def test_an_output_listed_twice_is_refused(cluster: Cluster, rogue: Rogue) -> None:
+    with cluster.client("alice") as alice:
+        job_id = _rogue_job(alice)
+        claim = rogue.claim()
+        signed, unsigned = rogue.put(b"signed"), rogue.put(b"unsigned")
+        outputs = [
+            {"attempt": 1, "path": "out.txt", "digest": unsigned, "size": 8},
+            {"attempt": 1, "path": "out.txt", "digest": signed, "size": 6},
+        ]
+        answer = rogue.complete(claim, outputs)
+        assert answer.status_code == 400 and "listed twice" in answer.json()["message"]
+        assert alice.get(job_id).record.state is JobState.RUNNING
+
+
+# --- 4. a worker identity claimed twice -----------------------------------------------------
+
+
+def test_a_stolen_public_key_cannot_register_as_another_node(
+    cluster: Cluster, rogue: Rogue, tmp_path: Path
+) -> None:
+    honest = next(n for n in cluster.nodes() if n.name == "honest")
+    assert honest.public_key and honest.key_first_seen is not None
+    thief = Rogue(cluster, "thief", Identity.load_or_create(tmp_path / "thief"))
+    # With the honest key and the thief's own proof: the proof does not verify.
+    forged = thief.register(public_key=honest.public_key)
+    assert forged.status_code == 422 and forged.json()["field"] == "key_proof.signature"
+    # Without a proof at all.
+    answer = thief.post(
+        "register", {"name": "thief", "capacity": FREE, "public_key": honest.public_key}
+    )
+    assert answer.status_code == 422 and answer.json()["field"] == "key_proof"
+    # With the honest agent's private key (stolen) but another name: the key is bound.
+    stolen = Identity.load_or_create(cluster.root / "agent-honest" / "identity.key")
+    thief.identity = stolen
+    bound = thief.register()
+    assert bound.status_code == 409 and bound.json()["code"] == "key_in_use"
+    # An old proof is refused too (no replays of a registration seen on the wire).
+    old = time.time() - 3600
+    stale = rogue.register(proof=KeyProof(at=old, signature=rogue.identity.prove(rogue.name, old)))
+    assert stale.status_code == 422 and stale.json()["field"] == "key_proof.at"
+    # The same node restarting with its own key and a fresh proof is welcome.
+    assert rogue.register().status_code == 200
+    names = [n.name for n in cluster.nodes() if n.public_key == honest.public_key]
+    assert set(names) == {"honest"}
+
+
+# --- 5. blobs across tenants ----------------------------------------------------------------
+
+
+def test_a_blob_is_visible_only_to_its_owners(cluster: Cluster) -> None:
+    with cluster.client("alice") as alice, cluster.client("bob") as bob:
+        bobs = len(bob.jobs().jobs)
+        job = alice.run("echo alice-secret > out.txt", outputs=["out.txt"], upload_code=False).wait(
+            60
+        )
+        [out] = job.outputs
+        uploaded = alice.transport.put_blob(b"alice's upload")  # type: ignore[attr-defined]
+        for digest in (out.digest, uploaded):
+            head = f"{cluster.url}/v1/artifacts/{digest}"
+            assert httpx.head(head, headers=_headers(cluster, "alice")).status_code == 200
+            assert httpx.head(head, headers=_headers(cluster, "admin")).status_code == 200
+            assert httpx.head(head, headers=_headers(cluster, "bob")).status_code == 404
+            spec = {"command": ["cat", "x"], "inputs": {"x": digest}, "outputs": ["x"]}
+            stolen = httpx.post(
+                f"{cluster.url}/v1/jobs", json=spec, headers=_headers(cluster, "bob")
+            )
+            missing = {**spec, "inputs": {"x": "f" * 64}}
+            absent = httpx.post(
+                f"{cluster.url}/v1/jobs", json=missing, headers=_headers(cluster, "bob")
+            )
+            assert stolen.status_code == absent.status_code == 404
+            assert stolen.json()["code"] == absent.json()["code"] == "artifact_not_found"
+        assert len(bob.jobs().jobs) == bobs  # nothing recorded
+        # bob uploading the same bytes himself is fine: then he has them anyway.
+        assert bob.transport.put_blob(b"alice's upload") == uploaded  # type: ignore[attr-defined]
+        spec = {"command": ["cat", "x"], "inputs": {"x": uploaded}}
+        assert bob.submit(spec).wait(60).log_text() == "alice's upload"
+
+
+# --- 6. forwarding headers ------------------------------------------------------------------
+
+
+def _anonymous_client(cluster: Cluster, forwarded: str) -> str:
+    answer = httpx.get(f"{cluster.url}/stats", headers={"X-Forwarded-For": forwarded})
+    assert answer.status_code == 200, answer.text
+    return str(answer.json()["client"])
+
+
+def test_forwarded_for_is_ignored_unless_the_proxy_is_named(tmp_path: Path) -> None:
+    plain = Cluster(tmp_path / "plain", db=str(tmp_path / "plain.db"))
+    behind = Cluster(
+        tmp_path / "proxied",
+        db=str(tmp_path / "proxied.db"),
+        server_args=("--forwarded-allow-ips", "127.0.0.1"),
+    )
+    for c in (plain, behind):
+        c.root.mkdir()
+        c.make_tokens()
+        c.start_server()
+    try:
+        # Any local process could otherwise mint fresh anonymous identities (and quotas).
+        assert _anonymous_client(plain, "203.0.113.7") == "anon:127.0.0.1"
+        assert _anonymous_client(plain, "203.0.113.8") == "anon:127.0.0.1"
+        assert _anonymous_client(behind, "203.0.113.7") == "anon:203.0.113.7"
+    finally:
+        plain.stop()
+        behind.stop()
+
+
+# --- 11. the agent's token on its command line ----------------------------------------------
+
+
+def test_an_agent_takes_its_token_from_a_file_and_ps_shows_none(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    token_file = tmp_path / "agent-token"
+    token_file.write_text(cluster.tokens["agents"] + "\n")
+    token_file.chmod(0o600)
+    env = {k: v for k, v in os.environ.items() if k != "SANDRUN_TOKEN"}
+    proc = subprocess.Popen(
+        [
+            SANDRUN,
+            "agent",
+            "--server",
+            cluster.url,
+            "--token-file",
+            str(token_file),
+            "--name",
+            "from-file",
+            "--work-dir",
+            str(tmp_path / "work"),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        wait_for(
+            lambda: any(n.name == "from-file" and n.state == "active" for n in cluster.nodes()),
+            timeout=30,
+            what="the agent with a token file to register",
+        )
+        seen = " ".join(psutil.Process(proc.pid).cmdline())
+        assert cluster.tokens["agents"] not in seen
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+# --- 13. tokens listed and revoked ----------------------------------------------------------
+
+
+def test_a_revoked_token_is_refused_within_a_second_on_every_server(tmp_path: Path) -> None:
+    c = Cluster(tmp_path, db=str(tmp_path / "server.db"))
+    c.make_tokens()
+    c.start_server()
+    other = c.start_other_server()
+    try:
+        urls = [c.url, other]
+        alice = _headers(c, "alice")
+        for url in urls:  # both servers have the token in their caches now
+            assert httpx.get(f"{url}/v1/jobs", headers=alice).status_code == 200
+        listed = subprocess.run(
+            [SANDRUN, "token", "list", "--db", c.db, "--json"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert c.tokens["alice"] not in listed.stdout  # never the secrets
+        assert {"admin", "agents", "alice", "bob"} <= {t["name"] for t in _json(listed.stdout)}
+        revoked = subprocess.run(
+            [SANDRUN, "token", "revoke", "alice", "--db", c.db], capture_output=True, text=True
+        )
+        assert revoked.returncode == 0 and "revoked 1 token" in revoked.stdout
+        at = time.monotonic()
+        for url in urls:
+            wait_for(
+                lambda url=url: httpx.get(f"{url}/v1/jobs", headers=alice).status_code == 401,
+                timeout=1.0 - (time.monotonic() - at),
+                what=f"{url} to refuse the revoked token",
+            )
+        assert httpx.get(f"{c.url}/v1/jobs", headers=_headers(c, "bob")).status_code == 200
+        again = subprocess.run(
+            [SANDRUN, "token", "revoke", "nobody", "--db", c.db], capture_output=True, text=True
+        )
+        assert again.returncode != 0 and "no token has id or name 'nobody'" in again.stderr
+    finally:
+        c.stop()
+
+
+def _json(text: str) -> list[dict[str, Any]]:
+    import json
+
+    data = json.loads(text)
+    assert isinstance(data, list)
+    return data
