@@ -10,8 +10,12 @@ from pathlib import Path, PurePosixPath
 from sandrun.agent.control import ControlPlane
 from sandrun.agent.gitcache import GitCache
 from sandrun.artifacts import LocalArtifactStore
+from sandrun.artifacts.archives import ArchiveLimits, ArchiveTooLarge, Budget
 from sandrun.errors import AgentError
 from sandrun.spec import JobSpec
+
+# What one code bundle may unpack to on an agent's disk.
+BUNDLE_LIMITS = ArchiveLimits(max_bytes=10 << 30, max_members=200_000, max_ratio=1000.0)
 
 
 class BadBundle(AgentError):
@@ -54,10 +58,11 @@ def materialize(
 
 
 def _unpack(bundle: Path, dest: Path) -> None:
+    budget = Budget(BUNDLE_LIMITS, bundle.stat().st_size, "the code bundle")
     try:
-        with tarfile.open(bundle, "r:gz") as tar:
-            members = tar.getmembers()
-            for member in members:
+        # A stream: each member is checked (and counted) before it is written.
+        with tarfile.open(bundle, "r|gz") as tar:
+            for member in tar:
                 parts = PurePosixPath(member.name).parts
                 if (
                     not (member.isfile() or member.isdir())
@@ -65,9 +70,13 @@ def _unpack(bundle: Path, dest: Path) -> None:
                     or ".." in parts
                 ):
                     raise BadBundle(f"bundle entry {member.name!r} is not a plain relative file")
+                budget.member(member.size)
+                budget.take(member.size)
                 member.mode = (member.mode & 0o755) | 0o644 if member.isfile() else 0o755
-            # Entries are checked above; Python >= 3.11.4 checks again (its "data" filter).
-            safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
-            tar.extractall(dest, members=members, **safe)  # type: ignore[arg-type]
+                # Checked above; Python >= 3.11.4 checks again (its "data" filter).
+                safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+                tar.extract(member, dest, **safe)  # type: ignore[arg-type]
+    except ArchiveTooLarge as exc:
+        raise BadBundle(exc.message) from None
     except (tarfile.TarError, OSError) as exc:
         raise BadBundle(f"cannot unpack the code bundle: {exc}") from None

@@ -13,12 +13,14 @@ import json
 import shlex
 import tarfile
 import zipfile
+import zlib
 from pathlib import PurePosixPath
-from typing import Any
+from typing import IO, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
 
+from sandrun.artifacts.archives import ArchiveLimits, Budget
 from sandrun.errors import ValidationError
 
 ENTRYPOINTS = ("main.py", "index.js", "run.sh")
@@ -28,6 +30,8 @@ INTERPRETERS = ("python3", "python", "node", "bash", "sh", "ruby", "perl")
 # cloudpickle); operators add more by showing a venv to jobs (`agent --sandbox-ro`).
 ENVIRONMENTS = {"default": "the agent's own Python"}
 MAX_UPLOAD = 100 << 20
+LIMITS = ArchiveLimits(max_bytes=MAX_UPLOAD)
+_CHUNK = 1 << 20
 DEPS = ".sandrun/deps"
 
 
@@ -58,20 +62,23 @@ class Manifest(BaseModel):
 
 
 def unpack(uploads: list[tuple[str, bytes]]) -> dict[str, bytes]:
-    """The uploaded files as {relative path: content}."""
+    """The uploaded files as {relative path: content}; archives are read under one budget
+    (MAX_UPLOAD unpacked in all, a member count and a compression ratio), checked as each
+    member comes out, so a bomb is refused having cost at most that much memory."""
+    budget = Budget(LIMITS, sum(len(data) for _, data in uploads), "the upload")
     tree: dict[str, bytes] = {}
     for name, data in uploads:
         lower = name.lower()
         if lower.endswith((".tar.gz", ".tgz", ".tar")):
-            tree.update(_strip_top(_from_tar(name, data)))
+            tree.update(_strip_top(_from_tar(name, data, budget)))
         elif lower.endswith(".zip"):
-            tree.update(_strip_top(_from_zip(name, data)))
+            tree.update(_strip_top(_from_zip(name, data, budget)))
         else:
+            budget.member()
+            budget.take(len(data))
             tree[_safe(PurePosixPath(name).name or "file", name)] = data
     if not tree:
         raise ValidationError("the upload holds no files", field="files")
-    if sum(len(d) for d in tree.values()) > MAX_UPLOAD:
-        raise ValidationError(f"the upload is over {MAX_UPLOAD >> 20} MiB", field="files")
     return tree
 
 
@@ -163,37 +170,50 @@ def job_fields(manifest: Manifest, tree: dict[str, bytes]) -> dict[str, Any]:
     return fields
 
 
-def _from_tar(name: str, data: bytes) -> dict[str, bytes]:
+def _from_tar(name: str, data: bytes, budget: Budget) -> dict[str, bytes]:
     out = {}
     try:
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as tar:
-            for member in tar.getmembers():
+        # A stream ("r|*"): members are met one by one, never all listed first.
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r|*") as tar:
+            for member in tar:
                 if member.isdir():
                     continue
                 if not member.isfile():
                     raise ValidationError(f"{name}: {member.name!r} is not a plain file")
+                budget.member(member.size)
                 handle = tar.extractfile(member)
                 assert handle is not None
-                out[_safe(member.name, name)] = handle.read()
-    except (tarfile.TarError, EOFError, OSError) as exc:
+                out[_safe(member.name, name)] = _read(handle, budget)
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
         raise ValidationError(
             f"{name} is not a readable tar archive: {exc}", field="files"
         ) from None
     return out
 
 
-def _from_zip(name: str, data: bytes) -> dict[str, bytes]:
+def _from_zip(name: str, data: bytes, budget: Budget) -> dict[str, bytes]:
+    out = {}
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            return {
-                _safe(info.filename, name): archive.read(info)
-                for info in archive.infolist()
-                if not info.is_dir()
-            }
-    except (zipfile.BadZipFile, OSError) as exc:
+            for info in archive.infolist():
+                if info.is_dir():
+                    continue
+                budget.member(info.file_size)  # what it claims; what it holds is counted too
+                with archive.open(info) as handle:
+                    out[_safe(info.filename, name)] = _read(handle, budget)
+    except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as exc:
         raise ValidationError(
             f"{name} is not a readable zip archive: {exc}", field="files"
         ) from None
+    return out
+
+
+def _read(handle: IO[bytes], budget: Budget) -> bytes:
+    parts = []
+    while chunk := handle.read(_CHUNK):
+        budget.take(len(chunk))
+        parts.append(chunk)
+    return b"".join(parts)
 
 
 def _strip_top(tree: dict[str, bytes]) -> dict[str, bytes]:

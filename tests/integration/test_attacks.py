@@ -8,9 +8,12 @@ what it must not get.
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
+import tarfile
 import time
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -265,6 +268,81 @@ def test_a_blob_is_visible_only_to_its_owners(cluster: Cluster) -> None:
         assert bob.transport.put_blob(b"alice's upload") == uploaded  # type: ignore[attr-defined]
         spec = {"command": ["cat", "x"], "inputs": {"x": uploaded}}
         assert bob.submit(spec).wait(60).log_text() == "alice's upload"
+
+
+# --- 8. archive bombs ---------------------------------------------------------------------
+
+
+class _Zeros(io.RawIOBase):
+    def __init__(self, size: int) -> None:
+        self.left = size
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        n = min(len(buffer), self.left)
+        buffer[:n] = bytes(n)
+        self.left -= n
+        return n
+
+
+def _zip_bomb(size: int) -> bytes:
+    raw = io.BytesIO()
+    with zipfile.ZipFile(raw, "w", zipfile.ZIP_DEFLATED) as archive:
+        with archive.open("main.py", "w", force_zip64=True) as member:
+            zeros = _Zeros(size)
+            while chunk := zeros.read(1 << 20):
+                member.write(chunk)
+    return raw.getvalue()
+
+
+def _tar_bomb(size: int) -> bytes:
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w:gz") as tar:
+        entry = tarfile.TarInfo("main.py")
+        entry.size = size
+        tar.addfile(entry, _Zeros(size))
+    return raw.getvalue()
+
+
+def _many_files(count: int) -> bytes:
+    raw = io.BytesIO()
+    with zipfile.ZipFile(raw, "w") as archive:
+        for i in range(count):
+            archive.writestr(f"f{i}.txt", b"")
+    return raw.getvalue()
+
+
+def _peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM")
+
+
+@pytest.mark.parametrize(
+    ("name", "make", "says"),
+    [
+        ("bomb.zip", lambda: _zip_bomb(400 << 20), "unpacks to over 100 MiB"),
+        ("bomb.tar.gz", lambda: _tar_bomb(400 << 20), "unpacks to over 100 MiB"),
+        ("many.zip", lambda: _many_files(10_001), "holds over 10000 files"),
+    ],
+)
+def test_an_archive_bomb_is_refused_with_bounded_memory(
+    cluster: Cluster, name: str, make: Any, says: str
+) -> None:
+    archive = make()
+    assert len(archive) < 3 << 20  # megabytes that claim hundreds
+    assert cluster.server is not None
+    # Reset the server's peak RSS, so this request's cost is what is measured.
+    Path(f"/proc/{cluster.server.pid}/clear_refs").write_text("5")
+    before = _peak_rss_mb(cluster.server.pid)
+    answer = httpx.post(f"{cluster.url}/submit", files={"files": (name, archive)}, timeout=60)
+    assert answer.status_code == 413, answer.text
+    assert says in answer.json()["error"]
+    assert _peak_rss_mb(cluster.server.pid) - before < 48  # was gigabytes
+    assert cluster.server.poll() is None
 
 
 # --- 6. forwarding headers ------------------------------------------------------------------

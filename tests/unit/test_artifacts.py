@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from sandrun.artifacts import LocalArtifactStore
+from sandrun.artifacts.bundle import pack
 from sandrun.errors import ArtifactError, ArtifactNotFound
 
 
@@ -42,3 +43,19 @@ def test_only_blobs_not_written_since_the_cutoff_are_old(tmp_path: Path) -> None
     assert store.remove_if_older(old, cutoff) == 3
     assert not store.path(old).exists()
     assert store.remove_if_older(old, cutoff) == 0  # already gone: nothing to free
+
+
+def test_an_agent_refuses_a_code_bundle_over_its_limits_before_writing_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sandrun.agent import workspace
+    from sandrun.artifacts.archives import ArchiveLimits
+
+    monkeypatch.setattr(workspace, "BUNDLE_LIMITS", ArchiveLimits(max_bytes=1 << 20))
+    bundle = tmp_path / "bundle.tar.gz"
+    bundle.write_bytes(pack([("small", b"ok", False), ("zeros", bytes(2 << 20), False)]))
+    dest = tmp_path / "work"
+    dest.mkdir()
+    with pytest.raises(workspace.BadBundle, match="unpacks to over 1 MiB"):
+        workspace._unpack(bundle, dest)
+    assert not (dest / "zeros").exists()
