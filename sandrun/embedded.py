@@ -31,6 +31,8 @@ from sandrun.service.service import DEFAULT_LEASE_SECONDS
 from sandrun.signing import Identity
 from sandrun.store import open_sqlite
 
+log = logging.getLogger("sandrun.agent")
+
 LOCAL_NODE = "local"
 DEFAULT_IDLE_EXIT = 300.0
 AGENT_START_WAIT = 15.0  # seconds a client waits for the agent it started to take its lock
@@ -54,6 +56,12 @@ def open_service(home: Home, lease_seconds: float = DEFAULT_LEASE_SECONDS) -> Se
 
     service.on_change(wake_agent)
     return service
+
+
+def _sudo_user() -> int | None:
+    """The user who ran sudo, whose code this is: embedded jobs run as them, not root."""
+    uid = os.environ.get("SUDO_UID", "")
+    return int(uid) if uid.isdigit() and int(uid) != 0 else None
 
 
 def agent_running(home: Home) -> bool:
@@ -133,7 +141,15 @@ class LocalAgent:
         # The user's own code, run like sbatch in their directory: the `host` view. Checked
         # before taking the lock, so a client sees an agent that cannot sandbox never start.
         view = FsView("host", hidden=(home.root,))
-        sandboxing = open_sandboxing(sandbox, view, job_uids=False, scratch=home.root)
+        sandboxing = open_sandboxing(
+            sandbox, view, job_uids=False, scratch=home.root, run_as=_sudo_user()
+        )
+        if os.geteuid() == 0 and sandboxing.uids is None:
+            log.warning(
+                "jobs run as root (no sudo user to run them as): without capabilities and "
+                "with /proc/sys read-only they cannot change the kernel, but they can read "
+                "what root can read in the host view and write their working directory"
+            )
         self._lock = open(home.agent_lock, "a+")
         if not _lock_within(self._lock, seconds=0.5):  # a client's probe holds it briefly
             self._lock.close()

@@ -354,6 +354,50 @@ def test_embedded_jobs_see_the_host_read_only_but_not_sandruns_state(
     assert "denied" in logs and not Path("/etc/escaped").exists() and not outside.exists()
 
 
+# Each write puts back the value already there: harmless should the mount be writable.
+_KERNEL_WRITE = (
+    "for f in kernel/printk_ratelimit kernel/core_pattern; do "
+    'v=$(cat /proc/sys/$f); printf "%s\\n" "$v" > /proc/sys/$f && echo "wrote $f"; done; '
+    "echo > /proc/sysrq-trigger 2>/dev/null && echo wrote-sysrq; echo done"
+)
+
+
+def test_embedded_jobs_cannot_change_kernel_settings(embedded: Client) -> None:
+    job = embedded.run(_KERNEL_WRITE).wait(60)
+    logs = job.log_text()
+    assert "done" in logs and "wrote" not in logs, logs
+    assert "Read-only file system" in logs or "Permission denied" in logs
+
+
+@isolating
+def test_remote_jobs_cannot_change_kernel_settings(agent: Boxed, client: Client) -> None:
+    logs = client.run(_KERNEL_WRITE, upload_code=False).wait(60).log_text()
+    assert "done" in logs and "wrote" not in logs, logs
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only a root agent can run jobs as another user")
+@pytest.mark.parametrize("kind", ISOLATING)
+def test_an_embedded_agent_started_through_sudo_runs_jobs_as_the_user(
+    kind: str, home: Home, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _require(kind)
+    monkeypatch.setenv("SUDO_UID", "65534")
+    project = tmp_path / "project"
+    project.mkdir()
+    os.chown(project, 65534, 65534)
+    local = LocalAgent(home, idle_exit=None, kill_grace=0.5, sandbox=kind)
+    thread = threading.Thread(target=local.run, daemon=True)
+    thread.start()
+    try:
+        with connect(home=home.root) as client:
+            job = client.run("id -u; touch made-here", working_dir=str(project)).wait(60)
+            assert job.log_text("stdout").split() == ["65534"], job.log_text()
+            assert (project / "made-here").stat().st_uid == 65534
+    finally:
+        local.stop()
+        thread.join(30)
+
+
 def test_embedded_jobs_have_no_network_unless_asked(embedded: Client, host_server: int) -> None:
     program = [PY, "-c", f"import socket; socket.create_connection(('127.0.0.1', {host_server}))"]
     assert embedded.run(program).wait(60).record.state is JobState.FAILED

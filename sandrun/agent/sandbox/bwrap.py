@@ -6,7 +6,7 @@ import os
 from pathlib import PurePosixPath
 
 from sandrun.agent.sandbox.base import Box, Sandbox, drop_privileges
-from sandrun.agent.sandbox.view import Mount
+from sandrun.agent.sandbox.view import PROC_READ_ONLY, Mount
 
 
 class BwrapSandbox(Sandbox):
@@ -70,7 +70,8 @@ def _mount_args(mount: Mount) -> list[str]:
                 return ["--tmpfs", mount.path]
             return ["--ro-bind", "/dev/null", mount.path]
         case "proc":
-            return ["--proc", mount.path]
+            covered = [f"{mount.path}/{name}" for name in PROC_READ_ONLY]
+            return ["--proc", mount.path, *(a for c in covered for a in ("--ro-bind-try", c, c))]
         case "dev":
             return ["--dev", mount.path]
         case _:

@@ -47,17 +47,25 @@ JOB_UID_BASE = 2_000_000_000  # root agents run each attempt as its own uid from
 
 
 class UidPool:
-    """Distinct unprivileged uids for the attempts running at once on a root agent."""
+    """Distinct unprivileged uids for the attempts running at once on a root agent; or,
+    `shared`, one uid for all (the user who started an embedded agent through sudo)."""
 
-    def __init__(self, base: int = JOB_UID_BASE, size: int = 4096) -> None:
-        self._free = list(range(base + size - 1, base - 1, -1))
+    def __init__(
+        self, base: int = JOB_UID_BASE, size: int = 4096, shared: int | None = None
+    ) -> None:
+        self.shared = shared
+        self._free = [] if shared is not None else list(range(base + size - 1, base - 1, -1))
         self._lock = threading.Lock()
 
     def acquire(self) -> int:
+        if self.shared is not None:
+            return self.shared
         with self._lock:
             return self._free.pop()
 
     def release(self, uid: int) -> None:
+        if self.shared is not None:
+            return
         with self._lock:
             self._free.append(uid)
 
@@ -98,7 +106,7 @@ class Sandboxing:
         return SandboxReport(
             backend=self.backend.name,
             view=self.backend.view.mode if self.backend.isolates else "host",
-            job_user="per-attempt uid" if self.uids else "the agent's user",
+            job_user=_job_user(self.uids),
             limits={
                 "memory": f"{cg} memory" if cg else "rlimit (address space)",
                 "processes": f"{cg} pids" if cg else per_uid,
@@ -184,9 +192,15 @@ class Sandboxing:
 
 
 def open_sandboxing(
-    kind: Kind, view: FsView, *, job_uids: bool, scratch: Path | None = None
+    kind: Kind,
+    view: FsView,
+    *,
+    job_uids: bool,
+    scratch: Path | None = None,
+    run_as: int | None = None,
 ) -> Sandboxing:
     """The sandboxing asked for, checked on this machine; `auto` takes the best that works.
+    A root agent runs each attempt as a uid of its own (`job_uids`), or all as `run_as`.
 
     `none` is never chosen silently: `auto` says loudly when it has to fall back to it.
     """
@@ -218,8 +232,18 @@ def open_sandboxing(
             "; ".join(f"{k}: {v}" for k, v in why.items()),
         )
     cgroups = CgroupTree.detect()
-    uids = UidPool() if job_uids and os.geteuid() == 0 else None
+    uids = None
+    if os.geteuid() == 0 and run_as is not None:
+        uids = UidPool(shared=run_as)
+    elif os.geteuid() == 0 and job_uids:
+        uids = UidPool()
     return Sandboxing(backend, cgroups, uids)
+
+
+def _job_user(uids: UidPool | None) -> str:
+    if uids is None:
+        return "the agent's user"
+    return f"uid {uids.shared}" if uids.shared is not None else "per-attempt uid"
 
 
 def probe(backend: Sandbox, scratch: Path | None = None) -> str | None:

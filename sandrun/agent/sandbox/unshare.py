@@ -11,7 +11,7 @@ import os
 import shlex
 
 from sandrun.agent.sandbox.base import SYSTEM_PATH, Box, Sandbox, drop_privileges, system_tool
-from sandrun.agent.sandbox.view import DEVICES, HOST_PRIVATE, Mount
+from sandrun.agent.sandbox.view import DEVICES, HOST_PRIVATE, PROC_READ_ONLY, Mount
 
 # Remounting read-only is per mount: do it for the bind and every mount under it.
 _RO_ALL = (
@@ -90,7 +90,14 @@ def _mount_lines(mount: Mount) -> list[str]:
                 return [f"mkdir -p {at}", f"mount -t tmpfs -o mode=0755 hidden {at}"]
             return [f"mount --bind /dev/null {at}"]
         case "proc":
-            return [make, f"mount -t proc proc {at}"]
+            lines = [make, f"mount -t proc proc {at}"]
+            for name in PROC_READ_ONLY:
+                there = f"{at}/{name}"
+                lines.append(
+                    f"if [ -e {there} ]; then mount --bind {there} {there} && "
+                    f"mount -o remount,bind,ro {there}; fi"
+                )
+            return lines
         case "dev":
             lines = [make, f"mount -t tmpfs -o mode=0755 dev {at}"]
             for name in DEVICES:

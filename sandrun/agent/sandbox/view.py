@@ -115,6 +115,11 @@ def _base(mode: FsMode) -> tuple[tuple[Mount, ...], tuple[Path, ...]]:
     return tuple(base), tuple(shown)
 
 
+# Under a job's own /proc, what container runtimes make read-only: kernel settings
+# (/proc/sys: core_pattern, printk...), the magic SysRq key, IRQ and bus settings.
+PROC_READ_ONLY = ("bus", "fs", "irq", "sys", "sysrq-trigger")
+
+
 @functools.cache
 def _system_roots() -> list[Path]:
     return [p for d in SYSTEM_DIRS if Path(d).exists() for p in (Path(d), Path(d).resolve())]
