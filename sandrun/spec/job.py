@@ -45,6 +45,8 @@ PRIORITY_CLASSES = {"low": -10, "normal": 0, "high": 10}
 # A git URL or ref never starts with '-' (it would read as an option) nor holds blanks.
 GIT_WORD = r"^[^-\s][^\s]*$"
 DIGEST_RE = re.compile(r"^[0-9a-f]{64}$")
+# An input's path: relative, no '..' component, naming a file (no trailing '/').
+INPUT_PATH = r"^(?!/|([\s\S]*/)?\.\.(/|$))[\s\S]*[^/]$"
 
 
 def _digest(value: object) -> object:
@@ -347,7 +349,7 @@ class JobSpec(_Strict):
     # What the agent puts in the job's scratch directory before the run: uploaded files,
     # an uploaded code bundle (.tar.gz), or a git checkout. All by content digest.
     inputs: dict[str, Digest] = Field(
-        default_factory=dict, json_schema_extra={"propertyNames": {"pattern": "^[^/]"}}
+        default_factory=dict, json_schema_extra={"propertyNames": {"pattern": INPUT_PATH}}
     )
     code: Digest | None = None
     repository: Annotated[Repository | None, BeforeValidator(_repository)] = Field(
