@@ -88,7 +88,7 @@ def backend_db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 def cluster(tmp_path: Path, backend_db: str) -> Iterator[Cluster]:
     """A server (lease 2 s) with tokens for admin, agents, alice and bob; agents on demand;
     once on SQLite and once on PostgreSQL."""
-    c = Cluster(tmp_path, db=backend_db)
+    c = Cluster(tmp_path, db=backend_db, host_paths=True)  # jobs may mark a shared directory
     c.make_tokens()
     c.start_server()
     yield c

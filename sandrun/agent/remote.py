@@ -200,6 +200,7 @@ def run_remote_agent(
     sandbox_ro: tuple[Path, ...] = (),
     hidden: tuple[Path, ...] = (),
     allow_local_repos: bool = False,
+    host_paths: bool = False,
 ) -> int:
     """Serve `url` until SIGTERM/SIGINT, then drain. Returns an exit status."""
     # Other people's code: the `system` view, and each attempt its own uid when root.
@@ -226,6 +227,7 @@ def run_remote_agent(
         max_attempts=max_jobs or MAX_ATTEMPTS,
         sandboxing=sandboxing,
         allow_local_repos=allow_local_repos,
+        host_paths=host_paths,
     )
     stop = threading.Event()
 

@@ -77,6 +77,13 @@ def agent(
             "(by default only https, ssh and git URLs)."
         ),
     ] = False,
+    allow_host_paths: Annotated[
+        bool,
+        typer.Option(
+            help="Run jobs that name a directory of this machine (working_dir), e.g. on a "
+            "shared filesystem. Only for pools whose users are all trusted with this host."
+        ),
+    ] = False,
 ) -> None:
     """Run an agent in the foreground: the local one, or one serving a remote server.
     `--server` may list several servers sharing one database, comma-separated."""
@@ -135,6 +142,7 @@ def agent(
             sandbox_ro=tuple(sandbox_ro or ()),
             hidden=(home.root,),
             allow_local_repos=allow_local_repos,
+            host_paths=allow_host_paths,
         )
     )
 

@@ -87,6 +87,13 @@ def server(
             "comma-separated, or '*' (default: none, so a caller is its own address)."
         ),
     ] = "",
+    allow_host_paths: Annotated[
+        bool,
+        typer.Option(
+            help="Accept jobs that name a directory of the node (working_dir), e.g. on a "
+            "shared filesystem; agents must allow it too. Only for trusted users."
+        ),
+    ] = False,
 ) -> None:
     """Serve the HTTP API (under /v1, and the public API at the root) for agents, the
     CLI, the SDK and public clients."""
@@ -114,6 +121,7 @@ def server(
         ),
         policy=load_policy(policy) if policy else None,
         forwarded_allow_ips=forwarded_allow_ips,
+        host_paths=allow_host_paths,
     )
 
 

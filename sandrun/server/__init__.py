@@ -51,6 +51,7 @@ def open_server_service(
     artifacts: Path | None = None,
     upgrade: bool = False,
     policy: Policy | None = None,
+    host_paths: bool = False,
 ) -> Service:
     """The service over a server's database; an empty database gets the schema, an older
     one is refused unless `upgrade` (see `sandrun db upgrade`)."""
@@ -78,6 +79,7 @@ def open_server_service(
         LocalArtifactStore(artifacts or default_artifacts(db)),
         lease_seconds=lease_seconds,
         policy=policy,
+        host_paths=host_paths,
     )
 
 
@@ -92,6 +94,7 @@ def run_server(
     public_api: PublicApi | None = None,
     policy: Policy | None = None,
     forwarded_allow_ips: str = "",
+    host_paths: bool = False,
 ) -> None:
     """Serve until interrupted. Without auth, only a loopback address is allowed.
 
@@ -109,7 +112,9 @@ def run_server(
         )
     from sandrun.server.app import create_app
 
-    service = open_server_service(db, lease_seconds, artifacts=artifacts, policy=policy)
+    service = open_server_service(
+        db, lease_seconds, artifacts=artifacts, policy=policy, host_paths=host_paths
+    )
     app = create_app(service, auth=auth, public_api=public_api or PublicApi())
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     print(

@@ -8,16 +8,18 @@ queued | running | completed | failed. Anonymous callers are limited per client 
 
 from __future__ import annotations
 
+import codecs
 import functools
 import io
+import json
 import mimetypes
 import tarfile
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Annotated, Any, TypeVar, cast
 
 from fastapi import APIRouter, File, Form, Request, UploadFile, WebSocket
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocketDisconnect
@@ -35,6 +37,7 @@ from sandrun.signing import job_hash
 from sandrun.states import JobState
 
 router = APIRouter(include_in_schema=False)  # its own shape, documented in docs/api.md
+LOG_PAGE = 4  # log chunks read at a time (each up to 1 MiB: MAX_CHUNK)
 
 _STATUS = {
     JobState.PENDING: "queued",
@@ -192,18 +195,25 @@ def _status(service: Service, job_id: str, viewer: str | None) -> dict[str, Any]
 @router.get("/logs/{job_id}")
 @_answers
 async def logs(job_id: str, request: Request) -> Response:
-    return JSONResponse(await _as_viewer(request, _logs, job_id))
+    service: Service = request.app.state.service
+    _, viewer = await _caller(request)
+    await run_in_threadpool(service.get, job_id, viewer)
+    return StreamingResponse(_logs_json(service, job_id), media_type="application/json")
 
 
-def _logs(service: Service, job_id: str, viewer: str | None) -> dict[str, str]:
-    service.get(job_id, viewer)
-    text = {"stdout": bytearray(), "stderr": bytearray()}
-    cursor = (0, 0)
-    while page := service.logs(job_id, after=cursor, limit=1000):
-        for chunk in page:
-            text[chunk.stream] += chunk.data
-        cursor = (page[-1].attempt, page[-1].seq)
-    return {stream: data.decode(errors="replace") for stream, data in text.items()}
+def _logs_json(service: Service, job_id: str) -> Iterator[bytes]:
+    """`{"stdout": ..., "stderr": ...}`, written page by page: a job's logs may be far
+    larger than what a server should hold in memory for one request."""
+    for i, stream in enumerate(("stdout", "stderr")):
+        yield f'{"{" if i == 0 else ", "}"{stream}": "'.encode()
+        decode = codecs.getincrementaldecoder("utf-8")(errors="replace").decode
+        cursor = (0, 0)
+        while page := service.logs(job_id, after=cursor, limit=LOG_PAGE):
+            text = decode(b"".join(c.data for c in page if c.stream == stream))
+            yield json.dumps(text)[1:-1].encode()
+            cursor = (page[-1].attempt, page[-1].seq)
+        yield json.dumps(decode(b"", final=True))[1:-1].encode() + b'"'
+    yield b"}"
 
 
 @router.websocket("/logs/{job_id}/stream")
@@ -223,7 +233,7 @@ async def stream_logs(websocket: WebSocket, job_id: str) -> None:
     try:
         while True:
             seen = notifier.generation
-            page = await run_in_threadpool(service.logs, job_id, after=cursor, limit=1000)
+            page = await run_in_threadpool(service.logs, job_id, after=cursor, limit=LOG_PAGE)
             for chunk in page:
                 *lines, partial[chunk.stream] = (partial[chunk.stream] + chunk.data).split(b"\n")
                 for line in lines:

@@ -36,7 +36,9 @@ from sandrun.states import JobState
 
 router = APIRouter(prefix="/v1", responses=ERRORS)
 
-LOG_PAGE = 1000
+# Log chunks per read. Each is up to 1 MiB (agent.logsink.MAX_CHUNK): a page, and so what
+# one request holds in memory, stays a few MiB however large the logs are.
+LOG_PAGE = 16
 CURSOR = r"^[0-9]+(\.[0-9]+)?/.+$"
 
 
@@ -156,14 +158,15 @@ def logs(
     attempt: Annotated[int | None, Query(ge=1)] = None,
     after_attempt: Annotated[int, Query(ge=0)] = 0,
     after_seq: Annotated[int, Query(ge=0)] = 0,
-    limit: Annotated[int, Query(ge=1, le=LOG_PAGE)] = LOG_PAGE,
+    limit: Annotated[int, Query(ge=1, le=1000)] = LOG_PAGE,
 ) -> list[LogChunk]:
-    """Log chunks (data in base64) after the cursor (after_attempt, after_seq)."""
+    """Log chunks (data in base64) after the cursor (after_attempt, after_seq): at most
+    `limit`, and at most 16 whatever `limit` asks; an empty page is the end."""
     return service.logs(
         job_id,
         attempt=attempt,
         after=(after_attempt, after_seq),
-        limit=limit,
+        limit=min(limit, LOG_PAGE),
         viewer=viewer(caller),
     )
 

@@ -47,7 +47,7 @@ from sandrun.models import (
     SandboxReport,
     TokenInfo,
 )
-from sandrun.service import placement, retention, retry
+from sandrun.service import maxima, placement, retention, retry
 from sandrun.service.placement import Instance
 from sandrun.signing import (
     PROOF_WINDOW,
@@ -128,6 +128,7 @@ class Service:
             try:
                 spec = parse_spec(given)
                 self._check_host_paths(spec)
+                self._check_maxima(spec)
                 self._check_inputs(spec, None if admin else owner)
                 self._check_limits(spec, owner)
             except SandrunError as exc:
@@ -165,6 +166,17 @@ class Service:
                     field=field,
                     suggestions=["upload it first (POST /v1/artifacts), then submit"],
                 )
+
+    def _check_maxima(self, spec: JobSpec) -> None:
+        """Refuse a job that asks for more than this server lets one job have."""
+        first = next(maxima.over(spec, self.policy.maxima), None)
+        if first is not None:
+            field, asked, most, unit = first
+            raise InvalidSpec(
+                f"{field}: {asked:g}{unit} is over this server's maximum of {most:g}{unit}",
+                field=field,
+                suggestions=[f"ask for at most {most:g}{unit}, or ask an admin to raise it"],
+            )
 
     def _check_limits(self, spec: JobSpec, owner: str) -> None:
         """Refuse a job its owner's limits would keep waiting forever."""

@@ -10,6 +10,14 @@ prices.
     reserve_after: 0     # seconds a job that fits no free node waits before one is kept for it
     prices:              # USD per GPU-hour, by model (sandrun/spec/gpus.json names)
       a100: 1.80
+    maxima:              # the most one job may ask for; a spec above is refused at submit
+      log_size: 1GB
+      output_size: 100GB
+      timeout: 7d
+      memory: 256GB
+      processes: 100000
+      env_size: 1MB      # names and values together
+      spec_size: 4MB     # the whole spec as JSON (a script's text included)
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from sandrun.errors import InvalidSpec
 from sandrun.spec.gpus import canonical, catalogue
+from sandrun.spec.job import Duration, MemoryMB
 from sandrun.spec.parse import invalid_spec_from
 from sandrun.spec.units import Int
 
@@ -39,10 +48,26 @@ class OwnerLimits(BaseModel):
         return self.max_running_jobs is not None or self.max_gpus is not None
 
 
+class JobMaxima(BaseModel):
+    """The most one job may ask for on this server; None: no maximum. Without a policy
+    file a server still caps what would let one job exhaust it (logs, outputs, sizes)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    log_size: MemoryMB | None = 1024
+    output_size: MemoryMB | None = 100 * 1024
+    timeout: Duration | None = None
+    memory: MemoryMB | None = None
+    processes: Int | None = Field(default=100_000, ge=1)
+    env_size: MemoryMB | None = 1  # MiB
+    spec_size: MemoryMB | None = 4  # MiB
+
+
 class Policy(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     limits: dict[str, OwnerLimits] = {}
+    maxima: JobMaxima = JobMaxima()
     # None: never reserve (small jobs may then overtake a big one forever).
     reserve_after: float | None = Field(default=0.0, ge=0)
     prices: dict[str, float] = {}
@@ -76,7 +101,7 @@ def parse_policy(data: Any, source: str = "policy") -> Policy:
     if data is None:
         return Policy()
     if not isinstance(data, dict):
-        raise InvalidSpec(f"{source} must be a mapping (limits, reserve_after, prices)")
+        raise InvalidSpec(f"{source} must be a mapping (limits, reserve_after, prices, maxima)")
     try:
         return Policy.model_validate(data)
     except ValidationError as exc:
@@ -88,6 +113,8 @@ def _model_at(parent: tuple[str, ...]) -> type[BaseModel] | None:
     """Whose fields are valid under `parent`: the policy's, or an owner's limits."""
     if parent == ():
         return Policy
+    if parent == ("maxima",):
+        return JobMaxima
     return OwnerLimits if len(parent) == 2 and parent[0] == "limits" else None
 
 

@@ -45,6 +45,8 @@ class Cluster:
     others: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)  # port: server
     agents: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     server_args: tuple[str, ...] = ()  # more `sandrun server` options
+    # Jobs may name a directory the test shares with them (working_dir): trusted mode.
+    host_paths: bool = False
 
     @property
     def url(self) -> str:
@@ -85,6 +87,7 @@ class Cluster:
                 str(port),
                 "--lease",
                 str(self.lease),
+                *(["--allow-host-paths"] if self.host_paths else []),
                 *self.server_args,
             ],
             stdout=log,
@@ -120,6 +123,7 @@ class Cluster:
                 "0.5",
                 "--drain-grace",
                 str(drain_grace),
+                *(["--allow-host-paths"] if self.host_paths else []),
                 *extra,
             ],
             stdout=log,

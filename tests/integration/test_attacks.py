@@ -140,8 +140,7 @@ def test_a_remote_agent_refuses_a_host_working_dir_an_older_server_hands_it(
     cluster: Cluster,
 ) -> None:
     # Recorded behind the server's back (as an older server would have accepted it).
-    service = open_server_service(cluster.db)
-    service.host_paths = True
+    service = open_server_service(cluster.db, host_paths=True)
     job = service.submit(
         {"command": ["cat", "shadow"], "working_dir": "/etc", "outputs": ["shadow"]}, "bob"
     )
@@ -343,6 +342,53 @@ def test_an_archive_bomb_is_refused_with_bounded_memory(
     assert says in answer.json()["error"]
     assert _peak_rss_mb(cluster.server.pid) - before < 48  # was gigabytes
     assert cluster.server.poll() is None
+
+
+# --- 9. limits with no ceiling --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("spec", "field"),
+    [
+        ({"shell": "true", "limits": {"log_size": "100GB"}}, "limits.log_size"),
+        ({"shell": "true", "limits": {"output_size": "1TB"}}, "limits.output_size"),
+        ({"shell": "true", "limits": {"processes": 1_000_000}}, "limits.processes"),
+        ({"shell": "true", "env": {"BIG": "x" * (2 << 20)}}, "env"),
+        ({"script": "#" * (5 << 20)}, "spec"),
+    ],
+)
+def test_a_spec_over_the_servers_maxima_is_refused(
+    cluster: Cluster, spec: dict[str, Any], field: str
+) -> None:
+    answer = httpx.post(f"{cluster.url}/v1/jobs", json=spec, headers=_headers(cluster, "bob"))
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["field"] == field
+    assert "over this server's maximum" in answer.json()["message"]
+
+
+def test_huge_logs_are_served_without_holding_them_in_memory(cluster: Cluster) -> None:
+    size = 96 << 20
+    with cluster.client("alice") as alice:
+        job = alice.run(
+            f"head -c {size} /dev/zero | tr '\\0' a; echo; echo tail >&2",
+            limits={"log_size": "128MB"},
+            upload_code=False,
+        ).wait(120)
+        assert job.record.state is JobState.COMPLETED
+    assert cluster.server is not None
+    Path(f"/proc/{cluster.server.pid}/clear_refs").write_text("5")
+    before = _peak_rss_mb(cluster.server.pid)
+    with httpx.stream(
+        "GET", f"{cluster.url}/logs/{job.id}", headers=_headers(cluster, "alice"), timeout=120
+    ) as answer:
+        assert answer.status_code == 200
+        head, length = b"", 0
+        for block in answer.iter_bytes():
+            head = head or block[:12]
+            length += len(block)
+    assert head == b'{"stdout": "'
+    assert length > size
+    assert _peak_rss_mb(cluster.server.pid) - before < 64  # was several times the logs
 
 
 # --- 6. forwarding headers ------------------------------------------------------------------

@@ -21,7 +21,7 @@ from tests.integration.cluster import Cluster
 def shared(tmp_path: Path, pg_url: str) -> Iterator[Cluster]:
     """One server on a PostgreSQL database (a second one on demand); a 10 s lease, so only
     a real failure, not a slow machine, moves a job."""
-    c = Cluster(tmp_path, db=pg_url, lease=10.0)
+    c = Cluster(tmp_path, db=pg_url, lease=10.0, host_paths=True)  # a shared marks directory
     c.make_tokens()
     c.start_server()
     yield c
