@@ -192,6 +192,19 @@ class OverOwnerLimit(QuotaExceededError):
     http_status = 403
 
 
+class HostPathRefused(Forbidden):
+    """A server's jobs run only in what they bring, not in a directory of the node."""
+
+    code = "host_path_refused"
+
+
+class OverMaximum(QuotaExceededError):
+    """That asks for more than this server lets one job have (its policy's maxima)."""
+
+    code = "over_maximum"
+    http_status = 403
+
+
 class UploadTooLarge(QuotaExceededError):
     """The upload is larger than allowed."""
 

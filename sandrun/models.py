@@ -245,7 +245,7 @@ class TokenInfo(_Wire):
 class KeyProof(_Wire):
     """The agent's signature of (its name, its public key, `at`): see signing.prove."""
 
-    at: float
+    at: Num
     signature: str
 
 

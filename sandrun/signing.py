@@ -33,6 +33,12 @@ class BadSignature(AuthenticationError):
     http_status = 422
 
 
+class BadKeyProof(AuthenticationError):
+    """The registration does not prove that the agent holds its key's private half."""
+
+    code = "bad_key_proof"
+
+
 def job_hash(spec: JobSpec) -> str:
     """sha256 of the spec's canonical JSON: the job's command and every input's digest."""
     return hashlib.sha256(_canonical(spec.to_json_dict())).hexdigest()

@@ -16,8 +16,9 @@ from typing import Any
 from sandrun.artifacts import LocalArtifactStore
 from sandrun.errors import (
     ArtifactNotFound,
-    InvalidSpec,
+    HostPathRefused,
     JobNotFoundError,
+    OverMaximum,
     OverOwnerLimit,
     SandrunError,
     ValidationError,
@@ -51,6 +52,7 @@ from sandrun.service import maxima, placement, retention, retry
 from sandrun.service.placement import Instance
 from sandrun.signing import (
     PROOF_WINDOW,
+    BadKeyProof,
     BadSignature,
     registration_claim,
     result_claim,
@@ -144,7 +146,7 @@ class Service:
     def _check_host_paths(self, spec: JobSpec) -> None:
         """A server's jobs run only in what they bring: a path on the node is refused."""
         if spec.working_dir is not None and not self.host_paths:
-            raise InvalidSpec(
+            raise HostPathRefused(
                 f"working_dir {spec.working_dir!r} names a directory on the node; a server's "
                 "jobs run only in what they bring",
                 field="working_dir",
@@ -172,7 +174,7 @@ class Service:
         first = next(maxima.over(spec, self.policy.maxima), None)
         if first is not None:
             field, asked, most, unit = first
-            raise InvalidSpec(
+            raise OverMaximum(
                 f"{field}: {asked:g}{unit} is over this server's maximum of {most:g}{unit}",
                 field=field,
                 suggestions=[f"ask for at most {most:g}{unit}, or ask an admin to raise it"],
@@ -405,20 +407,20 @@ class Service:
 
     def _check_proof(self, name: str, public_key: str, proof: KeyProof | None) -> None:
         if proof is None:
-            raise BadSignature(
+            raise BadKeyProof(
                 "registering a worker key needs proof of its private key (key_proof)",
                 field="key_proof",
                 suggestions=["upgrade the agent"],
             )
         if abs(proof.at - self.clock()) > PROOF_WINDOW:
-            raise BadSignature(
+            raise BadKeyProof(
                 f"key_proof is from {proof.at:.0f}, not within {PROOF_WINDOW:.0f} s of the "
                 "server's clock",
                 field="key_proof.at",
                 suggestions=["set the agent's clock (NTP)"],
             )
         if not verify(public_key, registration_claim(name, public_key, proof.at), proof.signature):
-            raise BadSignature(
+            raise BadKeyProof(
                 "key_proof does not verify against public_key", field="key_proof.signature"
             )
 

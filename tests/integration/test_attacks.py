@@ -130,8 +130,8 @@ def _rogue_job(client: Client) -> str:
 def test_a_server_refuses_a_host_working_dir_and_records_nothing(cluster: Cluster) -> None:
     spec = {"command": ["cat", "shadow"], "working_dir": "/etc", "outputs": ["shadow"]}
     answer = httpx.post(f"{cluster.url}/v1/jobs", json=spec, headers=_headers(cluster, "bob"))
-    assert answer.status_code == 422
-    assert answer.json()["field"] == "working_dir"
+    assert answer.status_code == 403
+    assert answer.json()["code"] == "host_path_refused" and answer.json()["field"] == "working_dir"
     with cluster.client("bob") as bob:
         assert bob.jobs().jobs == []
 
@@ -215,12 +215,12 @@ def test_a_stolen_public_key_cannot_register_as_another_node(
     thief = Rogue(cluster, "thief", Identity.load_or_create(tmp_path / "thief"))
     # With the honest key and the thief's own proof: the proof does not verify.
     forged = thief.register(public_key=honest.public_key)
-    assert forged.status_code == 422 and forged.json()["field"] == "key_proof.signature"
+    assert forged.status_code == 401 and forged.json()["field"] == "key_proof.signature"
     # Without a proof at all.
     answer = thief.post(
         "register", {"name": "thief", "capacity": FREE, "public_key": honest.public_key}
     )
-    assert answer.status_code == 422 and answer.json()["field"] == "key_proof"
+    assert answer.status_code == 401 and answer.json()["field"] == "key_proof"
     # With the honest agent's private key (stolen) but another name: the key is bound.
     stolen = Identity.load_or_create(cluster.root / "agent-honest" / "identity.key")
     thief.identity = stolen
@@ -229,7 +229,7 @@ def test_a_stolen_public_key_cannot_register_as_another_node(
     # An old proof is refused too (no replays of a registration seen on the wire).
     old = time.time() - 3600
     stale = rogue.register(proof=KeyProof(at=old, signature=rogue.identity.prove(rogue.name, old)))
-    assert stale.status_code == 422 and stale.json()["field"] == "key_proof.at"
+    assert stale.status_code == 401 and stale.json()["field"] == "key_proof.at"
     # The same node restarting with its own key and a fresh proof is welcome.
     assert rogue.register().status_code == 200
     names = [n.name for n in cluster.nodes() if n.public_key == honest.public_key]
@@ -361,8 +361,8 @@ def test_a_spec_over_the_servers_maxima_is_refused(
     cluster: Cluster, spec: dict[str, Any], field: str
 ) -> None:
     answer = httpx.post(f"{cluster.url}/v1/jobs", json=spec, headers=_headers(cluster, "bob"))
-    assert answer.status_code == 422, answer.text
-    assert answer.json()["field"] == field
+    assert answer.status_code == 403, answer.text
+    assert answer.json()["code"] == "over_maximum" and answer.json()["field"] == field
     assert "over this server's maximum" in answer.json()["message"]
 
 
