@@ -21,8 +21,9 @@ from pathlib import Path
 from types import FrameType
 from typing import IO
 
-from sandrun.agent import Agent, Waker, address, notify
+from sandrun.agent import Agent, Waker, address, detect_capacity, notify
 from sandrun.agent.sandbox import KINDS, FsView, Kind, open_sandboxing
+from sandrun.agent.sandbox.runtime import JobDefaults
 from sandrun.artifacts import LocalArtifactStore
 from sandrun.errors import AgentError, AgentRunning, ValidationError
 from sandrun.home import Home
@@ -141,8 +142,15 @@ class LocalAgent:
         # The user's own code, run like sbatch in their directory: the `host` view. Checked
         # before taking the lock, so a client sees an agent that cannot sandbox never start.
         view = FsView("host", hidden=(home.root,))
+        # A job that names no memory may use what the machine has, and no more.
+        defaults = JobDefaults(memory_mb=detect_capacity().memory_mb)
         sandboxing = open_sandboxing(
-            sandbox, view, job_uids=False, scratch=home.root, run_as=_sudo_user()
+            sandbox,
+            view,
+            job_uids=False,
+            scratch=home.root,
+            run_as=_sudo_user(),
+            defaults=defaults,
         )
         if os.geteuid() == 0 and sandboxing.uids is None:
             log.warning(

@@ -182,6 +182,7 @@ class SandboxReport(_Wire):
     view: str  # system | host
     job_user: str
     limits: dict[str, str] = {}  # limit -> how it is enforced, or "not enforced"
+    seccomp: str = "none"  # the system-call filter jobs run under, or "none: why"
 
 
 class AttemptKey(_Wire):

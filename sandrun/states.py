@@ -36,6 +36,7 @@ class FailureReason(StrEnum):
     PROCESS_LIMIT = "process_limit"  # failed after hitting limits.processes
     CPU_LIMIT = "cpu_limit"  # killed for using limits.cpu_time
     FILE_LIMIT = "file_limit"  # stopped writing a file past limits.file_size
+    DISK_LIMIT = "disk_limit"  # filled its scratch past limits.disk (or the node's cap)
     LOG_LIMIT = "log_limit"  # stopped at limits.log_size (limits.stop_on_log_limit)
     OUTPUT_LIMIT = "output_limit"  # its outputs were larger than limits.output_size
     SIGNALED = "signaled"  # killed by a signal it did not ask for

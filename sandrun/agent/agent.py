@@ -21,7 +21,7 @@ from pathlib import Path
 import psutil
 
 from sandrun.agent.control import ControlPlane
-from sandrun.agent.executor import AttemptControl, Executor
+from sandrun.agent.executor import KEEP_FAILED, AttemptControl, Executor
 from sandrun.agent.gpus import detect_gpus
 from sandrun.agent.proctree import kill_if_same
 from sandrun.agent.sandbox import Sandboxing
@@ -86,6 +86,7 @@ class Agent:
         sandboxing: Sandboxing | None = None,
         allow_local_repos: bool = False,
         host_paths: bool = False,
+        keep_failed: float = KEEP_FAILED,
     ) -> None:
         self.control = control
         self.identity = identity  # signs every result it reports
@@ -103,6 +104,7 @@ class Agent:
             self.capacity.gpus,
             allow_local_repos,
             host_paths,
+            keep_failed,
         )
         self.lease_seconds = lease_seconds
         self.heartbeat_every = heartbeat_every
@@ -313,6 +315,8 @@ class Agent:
             self._beat_now.wait(self.heartbeat_every)
             self._beat_now.clear()
             self._heartbeat()
+            # Failed attempts' scratch, once kept long enough: checked a few times per term.
+            self.executor.sweep(every=min(60.0, self.executor.keep_failed / 4))
 
     def _heartbeat(self) -> None:
         assert self.node_id is not None

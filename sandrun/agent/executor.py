@@ -25,12 +25,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sandrun.agent.control import ControlPlane
+from sandrun.agent.diskwatch import DiskWatch
 from sandrun.agent.gitcache import GitCache
 from sandrun.agent.logsink import LogSink
 from sandrun.agent.outputs import collect_outputs
 from sandrun.agent.proctree import signal_tree, start_time
 from sandrun.agent.sandbox import Box, Confined, FsView, Sandboxing, open_sandboxing
 from sandrun.agent.sandbox.devices import GpuSlots
+from sandrun.agent.sandbox.runtime import disk_message
 from sandrun.agent.workspace import materialize
 from sandrun.artifacts import LocalArtifactStore
 from sandrun.errors import OutputsTooLarge, SandrunError, StaleAttempt
@@ -42,6 +44,9 @@ DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 _READ = 1 << 16
 _DRAIN_AFTER_EXIT = 1.0  # seconds to keep reading pipes held open by escaped children
 _SANDBOX_START = 30.0  # seconds a sandbox may take to start its first process
+KEEP_FAILED = 3600.0  # seconds a failed attempt's scratch stays on disk, to look into
+# Ends that leave nothing worth looking into: the scratch goes at once.
+_NOTHING_TO_SEE = (None, FailureReason.CANCELLED, FailureReason.NODE_LOST)
 
 
 @dataclass
@@ -82,6 +87,7 @@ class Executor:
         gpus: int = 0,
         allow_local_repos: bool = False,
         host_paths: bool = False,
+        keep_failed: float = KEEP_FAILED,
     ) -> None:
         self.control = control
         self.artifacts = artifacts
@@ -93,6 +99,10 @@ class Executor:
         # Whether a job may name a directory of this node (working_dir): embedded mode only.
         # A server refuses such specs at submit; this agent refuses them too.
         self.host_paths = host_paths
+        self.keep_failed = keep_failed
+        self._active: set[str] = set()  # the attempts whose scratch is in use
+        self._lock = threading.Lock()
+        self._swept = 0.0
 
     def run(self, claim: Claim, ctl: AttemptControl) -> AttemptResult | None:
         """Run the attempt to its end. None means it lost its job and must not report."""
@@ -103,10 +113,52 @@ class Executor:
                 "bring (code, inputs, a repository), never in a directory of its host"
             )
         # One scratch directory per attempt: the job's HOME, and its working directory
-        # unless the spec names one.
+        # unless the spec names one. It goes when the attempt ends, unless it failed.
         name = f"{claim.job.id}.{claim.attempt}"
         scratch = self.runs_dir / name
-        scratch.mkdir(parents=True, exist_ok=True)
+        with self._lock:
+            self._active.add(name)
+        result = None
+        try:
+            scratch.mkdir(parents=True, exist_ok=True)
+            result = self._attempt(claim, ctl, name, scratch)
+            return result
+        finally:
+            with self._lock:
+                self._active.discard(name)
+            if result is None or result.failure_reason in _NOTHING_TO_SEE or not self.keep_failed:
+                remove_tree(scratch)
+            else:
+                with contextlib.suppress(OSError):
+                    os.utime(scratch)  # kept `keep_failed` seconds from now
+            self.sweep(every=1.0)
+
+    def sweep(self, every: float = 0.0) -> None:
+        """Remove the scratch of attempts that ended over `keep_failed` seconds ago (and
+        what a crash left); at most once per `every` seconds."""
+        now = time.time()
+        if now - self._swept < every:
+            return
+        self._swept = now
+        try:
+            entries = list(os.scandir(self.runs_dir))
+        except OSError:
+            return
+        for entry in entries:
+            with self._lock:
+                if entry.name.removesuffix(".root") in self._active:
+                    continue
+            try:
+                ended = entry.stat(follow_symlinks=False).st_mtime
+            except OSError:
+                continue
+            if now - ended >= self.keep_failed:
+                remove_tree(Path(entry.path))
+
+    def _attempt(
+        self, claim: Claim, ctl: AttemptControl, name: str, scratch: Path
+    ) -> AttemptResult | None:
+        spec = claim.job.spec
         workdir = Path(spec.working_dir) if spec.working_dir else scratch
         if not workdir.is_dir():
             return _spawn_error(f"working_dir {str(workdir)!r} is not a directory on this node")
@@ -147,7 +199,7 @@ class Executor:
             )
             confined = self.sandboxing.prepare(name, spec, box)
             try:
-                return self._run(claim, ctl, confined, env, workdir, commit, info)
+                return self._run(claim, ctl, confined, env, scratch, workdir, commit, info)
             finally:
                 self.sandboxing.release(confined)
 
@@ -183,6 +235,7 @@ class Executor:
         ctl: AttemptControl,
         confined: Confined,
         env: dict[str, str],
+        scratch: Path,
         workdir: Path,
         commit: str | None,
         info: _InfoPipe | None,
@@ -197,7 +250,7 @@ class Executor:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 start_new_session=True,
-                pass_fds=(info.write_fd,) if info else (),
+                pass_fds=((info.write_fd,) if info else ()) + confined.pass_fds,
             )
         except OSError as exc:
             return AttemptResult(
@@ -219,7 +272,8 @@ class Executor:
             proc.stdin.write(b"\n")  # the gate: now it may exec the job
             proc.stdin.close()
             sink = LogSink(self.control, claim, limit=spec.limits.log_size << 20)
-            reason, status, rusage = self._supervise(proc, spec, sink, ctl, started)
+            with DiskWatch(scratch, confined.disk_mb << 20) as disk:
+                reason, status, rusage = self._supervise(proc, spec, sink, ctl, started, disk)
             sink.flush()
         except BaseException as exc:
             # Whatever went wrong, the job's processes must not outlive its attempt.
@@ -248,6 +302,8 @@ class Executor:
             killer = signum if signum is not None else reported
             limit = self.sandboxing.limit_reason(confined, spec, killer, exit_code != 0, cpu)
         result = _result(reason, exit_code, signum, usage, limit)
+        if reason == "disk_limit":
+            result = result.model_copy(update={"message": disk_message(confined.disk_mb)})
         if reason == "timeout" and confined.cgroup and confined.cgroup.hit_process_limit():
             note = f"it had hit its limit of {spec.limits.processes} processes"
             result = result.model_copy(update={"message": note})
@@ -284,6 +340,7 @@ class Executor:
         sink: LogSink,
         ctl: AttemptControl,
         started: float,
+        disk: DiskWatch,
     ) -> tuple[str | None, int, resource.struct_rusage]:
         """Pump output until the process ends; return (why we stopped it, status, rusage)."""
         assert proc.stdout is not None and proc.stderr is not None
@@ -334,6 +391,8 @@ class Executor:
                         reason = "timeout"
                     elif sink.capped and spec.limits.stop_on_log_limit:
                         reason = "log_limit"
+                    elif disk.over.is_set():
+                        reason = "disk_limit"
                     if reason is not None:
                         spare = self.sandboxing.backend.launchers
                         signal_tree(proc.pid, signal.SIGTERM, spare=spare)
@@ -448,6 +507,7 @@ _OURS: dict[str, tuple[FailureReason, str | None]] = {
     # A drain is an infrastructure event: retried without using the job's retries.
     "handback": (FailureReason.NODE_LOST, "handed back: the agent was drained"),
     "log_limit": (FailureReason.LOG_LIMIT, "stopped at its log limit (limits.stop_on_log_limit)"),
+    "disk_limit": (FailureReason.DISK_LIMIT, None),  # the message names the limit
 }
 
 
@@ -476,6 +536,22 @@ def _signal_name(signum: int) -> str:
         return signal.Signals(signum).name
     except ValueError:
         return f"signal {signum}"
+
+
+def remove_tree(path: Path) -> None:
+    """Remove an attempt's directory, whatever modes the job left on what it made."""
+    shutil.rmtree(path, ignore_errors=True)
+    if not path.exists():
+        return
+    with contextlib.suppress(OSError):
+        os.chmod(path, 0o700)
+    for parent, dirs, _ in os.walk(path):  # a job may have left itself unreadable dirs
+        for name in dirs:
+            inner = os.path.join(parent, name)
+            if not os.path.islink(inner):
+                with contextlib.suppress(OSError):
+                    os.chmod(inner, 0o700)
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def _invisible(program: str, path: Path) -> str:

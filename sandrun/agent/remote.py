@@ -17,7 +17,9 @@ from types import FrameType
 from pydantic import BaseModel
 
 from sandrun.agent.agent import MAX_ATTEMPTS, Agent, detect_capacity
+from sandrun.agent.executor import KEEP_FAILED
 from sandrun.agent.sandbox import FsView, Kind, open_sandboxing
+from sandrun.agent.sandbox.runtime import DEFAULT_DISK_MB, JobDefaults
 from sandrun.agent.wake import Waker
 from sandrun.artifacts import LocalArtifactStore
 from sandrun.errors import AgentError
@@ -201,13 +203,19 @@ def run_remote_agent(
     hidden: tuple[Path, ...] = (),
     allow_local_repos: bool = False,
     host_paths: bool = False,
+    job_memory: int | None = None,
+    job_disk: int = DEFAULT_DISK_MB,
+    keep_failed: float = KEEP_FAILED,
 ) -> int:
     """Serve `url` until SIGTERM/SIGINT, then drain. Returns an exit status."""
     # Other people's code: the `system` view, and each attempt its own uid when root.
     work_dir.mkdir(parents=True, exist_ok=True)
     secret = tuple(p.absolute() for p in (work_dir, *hidden))
     view = FsView("system", read_only=tuple(p.absolute() for p in sandbox_ro), hidden=secret)
-    sandboxing = open_sandboxing(sandbox, view, job_uids=True, scratch=work_dir)
+    capacity = capacity or detect_capacity()
+    # A job that names no memory gets the operator's default, else all the node offers.
+    defaults = JobDefaults(job_memory or capacity.memory_mb, job_disk)
+    sandboxing = open_sandboxing(sandbox, view, job_uids=True, scratch=work_dir, defaults=defaults)
     artifacts = LocalArtifactStore(work_dir / "artifacts")
     control = HttpControlPlane(url, token, artifacts, long_poll)
     waker = Waker(f"\0sandrun-agent-{uuid.uuid4().hex}")
@@ -219,7 +227,7 @@ def run_remote_agent(
         runs_dir=work_dir / "runs",
         name=name,
         labels=labels,
-        capacity=capacity or detect_capacity(),
+        capacity=capacity,
         kill_grace=kill_grace,
         heartbeat_every=1.0,  # a cancel reaches the job within about a second
         long_poll=long_poll,
@@ -228,6 +236,7 @@ def run_remote_agent(
         sandboxing=sandboxing,
         allow_local_repos=allow_local_repos,
         host_paths=host_paths,
+        keep_failed=keep_failed,
     )
     stop = threading.Event()
 

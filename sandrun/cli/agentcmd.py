@@ -77,6 +77,26 @@ def agent(
             "(by default only https, ssh and git URLs)."
         ),
     ] = False,
+    job_memory: Annotated[
+        str | None,
+        typer.Option(
+            help="Memory limit for a job that asks for none, e.g. 4G (default: all the "
+            "memory this agent offers)."
+        ),
+    ] = None,
+    job_disk: Annotated[
+        str,
+        typer.Option(
+            help="The most a job's scratch directory may hold, whatever it asks; its "
+            "/tmp holds at most its memory limit."
+        ),
+    ] = "20G",
+    keep_failed: Annotated[
+        float,
+        typer.Option(
+            min=0, help="Seconds a failed attempt's directory is kept to look into (0: none)."
+        ),
+    ] = 3600.0,
     allow_host_paths: Annotated[
         bool,
         typer.Option(
@@ -143,8 +163,22 @@ def agent(
             hidden=(home.root,),
             allow_local_repos=allow_local_repos,
             host_paths=allow_host_paths,
+            job_memory=_size("--job-memory", job_memory) if job_memory else None,
+            job_disk=_size("--job-disk", job_disk),
+            keep_failed=keep_failed,
         )
     )
+
+
+def _size(flag: str, text: str) -> int:
+    from sandrun.spec import parse_memory_mb
+
+    try:
+        return parse_memory_mb(text)
+    except ValueError as exc:
+        raise ValidationError(
+            f"{flag} {text!r}: {exc}", field=flag, suggestions=["a size such as 512M or 4G"]
+        ) from None
 
 
 def _read_token(path: Path, given: str | None) -> str:

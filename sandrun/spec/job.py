@@ -205,6 +205,7 @@ class Limits(_Strict):
     processes: Int = Field(default=4096, ge=1, le=1_000_000)  # tasks: threads count too
     cpu_time: Duration | None = None  # CPU seconds, per process (RLIMIT_CPU)
     file_size: MemoryMB | None = None  # the largest file the job may write
+    disk: MemoryMB | None = None  # its scratch directory, at most (the node may cap it lower)
     log_size: MemoryMB = 64  # stdout and stderr together; past it, output is dropped
     stop_on_log_limit: StrictBool = False  # ...or the job is stopped
     output_size: MemoryMB = 10 * 1024  # all collected outputs together

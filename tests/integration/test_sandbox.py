@@ -9,6 +9,7 @@ run with `--sandbox none`, which still has cgroups and rlimits.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -70,7 +71,9 @@ def agent(
     c = Boxed(root, db=str(root / "server.db"), kind=kind)
     c.make_tokens()
     c.start_server()
-    c.start_agent("box", cpus=64, extra=("--sandbox", kind))
+    # The operator's defaults for what a spec leaves open, small enough to reach.
+    defaults = ("--job-memory", "256M", "--job-disk", "64M", "--keep-failed", "3")
+    c.start_agent("box", cpus=64, extra=("--sandbox", kind, *defaults))
     yield c
     c.stop()
 
@@ -250,6 +253,86 @@ def test_allocating_past_the_memory_limit_is_oom(agent: Boxed, client: Client) -
 
 
 @every_backend
+def test_a_job_that_names_no_memory_gets_the_nodes_default(agent: Boxed, client: Client) -> None:
+    hog = "x = bytearray(400 * 2**20)\nx[::4096] = b'1' * len(x[::4096])\nprint('survived')"
+    job = client.run([PY, "-c", hog]).wait(120)
+    assert job.record.failure_reason is FailureReason.OOM
+    assert "memory limit of 256 MiB (this node's default" in (job.record.message or "")
+    assert "survived" not in job.log_text()
+
+
+@isolating
+def test_tmp_and_shm_hold_at_most_the_memory_limit(agent: Boxed, client: Client) -> None:
+    job = client.run(
+        "df --output=size -B1M /tmp /dev/shm | tail -n 2; "
+        "dd if=/dev/zero of=/tmp/fill bs=1M count=200 2>&1; echo dd=$?",
+        memory="64MB",
+    ).wait(120)
+    sizes = job.log_text("stdout").split()[:2]
+    assert sizes == ["64", "64"], job.log_text()
+    # Filling /tmp ends in no space, or (its pages are charged to the job) out of memory.
+    assert job.record.failure_reason is FailureReason.OOM or (
+        "No space left on device" in job.log_text() and "dd=1" in job.log_text()
+    )
+
+
+@every_backend
+def test_filling_the_scratch_stops_at_the_disk_limit(agent: Boxed, client: Client) -> None:
+    writer = client.run(  # many small files: the agent's measurement catches it
+        "i=0; while [ $i -lt 200 ]; do i=$((i+1)); head -c 1048576 /dev/zero > f$i; "
+        "sleep 0.02; done; echo wrote-all",
+        limits={"disk": 16},
+        timeout=120,
+    )
+    # One file past the node's cap (64 MiB) whatever the spec asks: the file size rlimit.
+    big = client.run("dd if=/dev/zero of=big bs=1M count=100", limits={"disk": 4096})
+    writer.wait(120)
+    assert writer.record.failure_reason is FailureReason.DISK_LIMIT
+    assert "filled its scratch directory past its disk limit of 16 MiB" in (
+        writer.record.message or ""
+    )
+    assert "wrote-all" not in writer.log_text()
+    big.wait(60)
+    assert big.record.failure_reason is FailureReason.DISK_LIMIT
+    assert "wrote a file past its disk limit of 64 MiB" in (big.record.message or "")
+
+
+@every_backend
+def test_an_attempts_directory_goes_when_it_ends_a_failed_one_after_a_while(
+    agent: Boxed, client: Client
+) -> None:
+    runs = agent.root / "agent-box" / "runs"
+    done = client.run("head -c 5000000 /dev/zero > big; mkdir -p d && chmod 0 d").wait(60)
+    failed = client.run("head -c 5000000 /dev/zero > big; exit 3").wait(60)
+    assert done.record.state is JobState.COMPLETED
+    assert not (runs / f"{done.id}.1").exists()  # gone before the result was reported
+    assert failed.record.failure_reason is FailureReason.EXIT_CODE
+    kept = runs / f"{failed.id}.1"
+    assert (kept / "big").stat().st_size == 5_000_000  # kept, to look into
+    wait_for(lambda: not kept.exists(), timeout=30, what="the failed attempt's directory to go")
+
+
+@pytest.mark.parametrize("agent", ["bwrap"], indirect=True)
+def test_a_bwrap_job_runs_under_the_seccomp_filter(agent: Boxed, client: Client) -> None:
+    keyctl = (
+        "import ctypes, os, pyseccomp as s\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        "number = s.resolve_syscall(s.Arch.NATIVE, 'keyctl')\n"
+        "print('keyctl', libc.syscall(number, 0, 0), os.strerror(ctypes.get_errno()))"
+    )
+    job = client.run(
+        "grep Seccomp: /proc/self/status; unshare --user true 2>&1; echo unshare=$?; "
+        f'{PY} -c "{keyctl}"'
+    ).wait(60)
+    out = job.log_text()
+    assert "Seccomp:\t2" in out, out  # a filter is loaded
+    assert "unshare=1" in out and "Operation not permitted" in out
+    assert "keyctl -1 Operation not permitted" in out
+    (node,) = [n for n in agent.nodes() if n.name == "box"]
+    assert node.sandbox is not None and node.sandbox.seccomp.startswith("default filter")
+
+
+@every_backend
 def test_endless_output_is_capped_with_a_marker(agent: Boxed, client: Client) -> None:
     capped = client.run("head -c 3000000 /dev/zero | tr '\\0' x", limits={"log_size": 1}).wait(60)
     stopped = client.run("yes", limits={"log_size": 1, "stop_on_log_limit": True}).wait(60)
@@ -308,7 +391,11 @@ def test_the_node_reports_what_it_enforces(agent: Boxed) -> None:
     assert node.sandbox is not None
     assert node.sandbox.backend == agent.kind
     limits = node.sandbox.limits
-    assert set(limits) >= {"memory", "processes", "cpu_time", "file_size", "log_size"}
+    assert set(limits) >= {"memory", "processes", "cpu_time", "file_size", "log_size", "disk"}
+    assert "256 MiB unless the job asks" in limits["memory"]
+    assert "at most 64 MiB" in limits["disk"]
+    if agent.kind == "unshare":
+        assert node.sandbox.seccomp == "none: not loaded by the unshare sandbox"
     if os.geteuid() == 0:
         assert node.sandbox.job_user == "per-attempt uid"
     env = {**os.environ, "SANDRUN_URL": agent.url, "SANDRUN_TOKEN": agent.tokens["admin"]}
@@ -316,6 +403,9 @@ def test_the_node_reports_what_it_enforces(agent: Boxed) -> None:
     assert listed.returncode == 0
     row = next(line for line in listed.stdout.splitlines() if line.split()[:1] == ["box"])
     assert agent.kind in row
+    as_json = subprocess.run([SANDRUN, "nodes", "--json"], capture_output=True, env=env)
+    (box,) = [n for n in json.loads(as_json.stdout) if n["name"] == "box"]
+    assert box["sandbox"]["seccomp"] == node.sandbox.seccomp
 
 
 # --- the embedded agent: the user's own code, the `host` view -----------------------------

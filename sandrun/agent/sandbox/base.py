@@ -25,6 +25,8 @@ class Box:
     # A backend with its own start gate writes the sandbox's first process id here as JSON,
     # then waits for a byte on stdin before it runs the job (no gate shell to exec).
     info_fd: int | None = None
+    tmp_size: int | None = None  # bytes each tmpfs (/tmp, /dev/shm) may hold
+    seccomp_fd: int | None = None  # a BPF program a backend that filters loads before the job
 
 
 class Sandbox(ABC):
@@ -34,6 +36,7 @@ class Sandbox(ABC):
     isolates = True
     builds_root = False  # whether it needs Box.root, an empty directory to build the view in
     gates_itself = False  # whether it honours Box.info_fd (else it runs behind the gate shell)
+    filters = False  # whether it honours Box.seccomp_fd
     # Sandbox processes that must not get the polite SIGTERM: killing them would SIGKILL
     # the job at once, and the job deserves its grace period.
     launchers: frozenset[str] = frozenset()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import os
+import subprocess
 from pathlib import PurePosixPath
 
 from sandrun.agent.sandbox.base import Box, Sandbox, drop_privileges
@@ -13,6 +15,7 @@ class BwrapSandbox(Sandbox):
     name = "bwrap"
     launchers = frozenset({"bwrap"})
     gates_itself = True
+    filters = True
 
     def command(self, box: Box) -> list[str]:
         argv = ["bwrap", "--die-with-parent", "--new-session"]
@@ -34,16 +37,37 @@ class BwrapSandbox(Sandbox):
                         made.add(str(parent))
             if mount.kind == "tmpfs":
                 argv += ["--perms", "1777"]
+            if _is_tmpfs(mount) and box.tmp_size is not None and sizes_tmpfs():
+                argv += ["--size", str(box.tmp_size)]
             argv += _mount_args(mount)
+            if mount.kind == "dev" and box.tmp_size is not None and sizes_tmpfs():
+                # --dev makes /dev/shm a plain directory of an unsized tmpfs.
+                argv += ["--perms", "1777", "--size", str(box.tmp_size)]
+                argv += ["--tmpfs", f"{mount.path}/shm"]
             made.add(mount.path if mount.kind != "ro" else f"ro:{mount.path}")
         argv += ["--chdir", str(box.cwd)]
+        if box.seccomp_fd is not None:
+            argv += ["--seccomp", str(box.seccomp_fd)]
         if box.info_fd is not None:  # the start gate: report the child's pid, then wait
             argv += ["--info-fd", str(box.info_fd), "--block-fd", "0"]
         if box.uid is None:  # bwrap drops root's capabilities itself: one exec fewer
             argv += ["--cap-drop", "ALL"] if os.geteuid() == 0 else []
             return [*argv, "--", *box.argv]
         return [*argv, "--", *drop_privileges(box.uid), *box.argv]
-        return argv
+
+
+@functools.cache
+def sizes_tmpfs() -> bool:
+    """Whether this bwrap caps a tmpfs's size (`--size`, bubblewrap 0.7 and later)."""
+    try:
+        done = subprocess.run(["bwrap", "--help"], capture_output=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return b"--size" in done.stdout + done.stderr
+
+
+def _is_tmpfs(mount: Mount) -> bool:
+    return mount.kind == "tmpfs" or (mount.kind == "hide" and os.path.isdir(mount.path))
 
 
 def _under_ro(path: str, made: set[str]) -> bool:

@@ -22,9 +22,11 @@ from pathlib import Path
 from typing import Literal
 
 from sandrun.agent.sandbox.base import Box, Sandbox
-from sandrun.agent.sandbox.bwrap import BwrapSandbox
+from sandrun.agent.sandbox.bwrap import BwrapSandbox, sizes_tmpfs
 from sandrun.agent.sandbox.cgroups import AttemptCgroup, CgroupTree
 from sandrun.agent.sandbox.plain import NoSandbox
+from sandrun.agent.sandbox.seccomp import SeccompFilter
+from sandrun.agent.sandbox.seccomp import build as build_seccomp
 from sandrun.agent.sandbox.unshare import UnshareSandbox
 from sandrun.agent.sandbox.view import FsView
 from sandrun.errors import AgentError
@@ -44,6 +46,15 @@ _BACKENDS: dict[str, type[Sandbox]] = {
 # The gate: wait for the agent's go (on stdin), then run the sandbox with stdin closed.
 GATE = ["/bin/sh", "-c", 'read -r go || exit 125; exec "$@" </dev/null', "sandrun-gate"]
 JOB_UID_BASE = 2_000_000_000  # root agents run each attempt as its own uid from here
+DEFAULT_DISK_MB = 20 * 1024
+
+
+@dataclass(frozen=True)
+class JobDefaults:
+    """The operator's limits for what a spec leaves open (`sandrun agent --job-memory ...`)."""
+
+    memory_mb: int | None = None  # a job with no `memory` gets this limit
+    disk_mb: int = DEFAULT_DISK_MB  # the most a job's scratch may hold, whatever it asks
 
 
 class UidPool:
@@ -72,13 +83,16 @@ class UidPool:
 
 @dataclass
 class Confined:
-    """One attempt's sandbox: its command line, cgroup, rlimits and uid."""
+    """One attempt's sandbox: its command line, cgroup, rlimits, uid and limits in force."""
 
     argv: list[str]
     limits: dict[int, tuple[int, int]]
     cgroup: AttemptCgroup | None
     uid: int | None
     root: Path | None
+    memory_mb: int | None = None  # the memory limit in force: the spec's or the default
+    disk_mb: int = DEFAULT_DISK_MB  # the scratch's limit in force
+    pass_fds: tuple[int, ...] = ()  # descriptors the sandbox must inherit (the filter)
 
     def confine(self, pid: int) -> None:
         """Apply the cgroup and rlimits to the gated process `pid` (before it may go on)."""
@@ -94,30 +108,46 @@ class Sandboxing:
         backend: Sandbox,
         cgroups: CgroupTree | None,
         uids: UidPool | None,
+        defaults: JobDefaults | None = None,
+        seccomp: SeccompFilter | None = None,
+        seccomp_note: str = "",
     ) -> None:
         self.backend = backend
         self.cgroups = cgroups
         self.uids = uids
+        self.defaults = defaults or JobDefaults()
+        self.seccomp = seccomp if backend.filters else None
+        self.seccomp_note = seccomp_note or f"not loaded by the {backend.name} sandbox"
 
     def report(self) -> SandboxReport:
         """What this agent enforces on this machine, and how."""
         cg = self.cgroups.describe() if self.cgroups else None
         per_uid = "rlimit (one uid per attempt)" if self.uids else "not enforced (needs root)"
+        memory = f"{cg} memory" if cg else "rlimit (address space)"
+        if self.defaults.memory_mb is not None:
+            memory += f", {self.defaults.memory_mb} MiB unless the job asks"
+        tmp = "tmpfs capped at the memory limit" if self._caps_tmp() else "tmpfs, not capped"
         return SandboxReport(
             backend=self.backend.name,
             view=self.backend.view.mode if self.backend.isolates else "host",
             job_user=_job_user(self.uids),
             limits={
-                "memory": f"{cg} memory" if cg else "rlimit (address space)",
+                "memory": memory,
                 "processes": f"{cg} pids" if cg else per_uid,
                 "cpu_time": "rlimit",
                 "file_size": "rlimit",
                 "timeout": "agent",
                 "log_size": "agent",
                 "output_size": "agent",
+                "disk": f"agent measures the scratch, at most {self.defaults.disk_mb} MiB",
+                "tmp": tmp if self.backend.isolates else "not enforced (the host's /tmp)",
                 "network": "namespace" if self.backend.isolates else "not enforced",
             },
+            seccomp=self.seccomp.describe() if self.seccomp else f"none: {self.seccomp_note}",
         )
+
+    def _caps_tmp(self) -> bool:
+        return self.backend.name == "unshare" or (self.backend.name == "bwrap" and sizes_tmpfs())
 
     def prepare(self, name: str, spec: JobSpec, box: Box) -> Confined:
         uid = self.uids.acquire() if self.uids else None
@@ -134,29 +164,62 @@ class Sandboxing:
         root = box.root if self.backend.builds_root else None
         if root is not None:
             root.mkdir(exist_ok=True)
-        box = replace(box, network=spec.network, uid=uid, root=root)
+        memory = spec.memory if spec.memory is not None else self.defaults.memory_mb
+        disk = min(spec.limits.disk or self.defaults.disk_mb, self.defaults.disk_mb)
+        # Each tmpfs holds at most the memory limit: its pages are charged to the job's
+        # memory cgroup too, but without one the size is the only bound.
+        tmp_size = memory << 20 if memory is not None else None
+        seccomp_fd = self.seccomp.open_fd() if self.seccomp is not None else None
+        box = replace(
+            box,
+            network=spec.network,
+            uid=uid,
+            root=root,
+            tmp_size=tmp_size,
+            seccomp_fd=seccomp_fd,
+        )
         limits: dict[int, tuple[int, int]] = {resource.RLIMIT_CORE: (0, 0)}
         if spec.limits.cpu_time is not None:
             seconds = max(1, int(spec.limits.cpu_time))
             limits[resource.RLIMIT_CPU] = (seconds, seconds + 5)  # SIGXCPU, then SIGKILL
-        if spec.limits.file_size is not None:
-            size = spec.limits.file_size << 20
-            limits[resource.RLIMIT_FSIZE] = (size, size)
+        # No one file may be larger than the disk limit: the measurement between walks
+        # cannot miss a single runaway file.
+        size = min(spec.limits.file_size or disk, disk) << 20
+        limits[resource.RLIMIT_FSIZE] = (size, size)
         cgroup = None
-        if self.cgroups is not None:
-            cgroup = self.cgroups.create(name, spec.memory, spec.limits.processes)
-        else:
-            if spec.memory is not None:
-                size = spec.memory << 20
-                limits[resource.RLIMIT_AS] = (size, size)
-            if uid is not None:
-                limits[resource.RLIMIT_NPROC] = (spec.limits.processes,) * 2
-        command = self.backend.command(box)
+        try:
+            if self.cgroups is not None:
+                cgroup = self.cgroups.create(name, memory, spec.limits.processes)
+            else:
+                # CUDA reserves far more address space than memory: only a GPU job's own
+                # request limits it there.
+                if memory is not None and (spec.memory is not None or spec.gpus is None):
+                    limits[resource.RLIMIT_AS] = (memory << 20, memory << 20)
+                if uid is not None:
+                    limits[resource.RLIMIT_NPROC] = (spec.limits.processes,) * 2
+            command = self.backend.command(box)
+        except BaseException:
+            if seccomp_fd is not None:
+                os.close(seccomp_fd)
+            raise
         gated = box.info_fd is not None and self.backend.gates_itself
-        return Confined(command if gated else [*GATE, *command], limits, cgroup, uid, root)
+        return Confined(
+            command if gated else [*GATE, *command],
+            limits,
+            cgroup,
+            uid,
+            root,
+            memory,
+            disk,
+            (seccomp_fd,) if seccomp_fd is not None else (),
+        )
 
     def release(self, confined: Confined) -> None:
         """After the attempt: kill what is left in its cgroup, free its uid and root."""
+        for fd in confined.pass_fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        confined.pass_fds = ()
         if confined.cgroup is not None and self.cgroups is not None:
             self.cgroups.release(confined.cgroup)
         if confined.root is not None:
@@ -171,7 +234,9 @@ class Sandboxing:
         """Which limit ended a job that ended on its own, if one did."""
         group = confined.cgroup
         if group is not None and group.oom_killed():
-            return FailureReason.OOM, f"used more than its memory limit of {spec.memory} MiB"
+            memory = confined.memory_mb
+            asked = "" if spec.memory is not None else " (this node's default: set `memory`)"
+            return FailureReason.OOM, f"used more than its memory limit of {memory} MiB{asked}"
         # A job may also set these rlimits on itself: then there is no spec limit to name.
         cpu_limit = spec.limits.cpu_time
         if signum == signal.SIGXCPU or (
@@ -179,6 +244,9 @@ class Sandboxing:
         ):
             limit = f" of {cpu_limit:g} s" if cpu_limit is not None else ""
             return FailureReason.CPU_LIMIT, f"used its CPU time limit{limit}"
+        file_size = spec.limits.file_size
+        if signum == signal.SIGXFSZ and (file_size is None or file_size >= confined.disk_mb):
+            return FailureReason.DISK_LIMIT, disk_message(confined.disk_mb, "wrote a file")
         if signum == signal.SIGXFSZ:
             size = spec.limits.file_size
             limit = f" of {size} MiB" if size is not None else ""
@@ -191,6 +259,10 @@ class Sandboxing:
         return None
 
 
+def disk_message(limit_mb: int, what: str = "filled its scratch directory") -> str:
+    return f"{what} past its disk limit of {limit_mb} MiB"
+
+
 def open_sandboxing(
     kind: Kind,
     view: FsView,
@@ -198,9 +270,11 @@ def open_sandboxing(
     job_uids: bool,
     scratch: Path | None = None,
     run_as: int | None = None,
+    defaults: JobDefaults | None = None,
 ) -> Sandboxing:
     """The sandboxing asked for, checked on this machine; `auto` takes the best that works.
     A root agent runs each attempt as a uid of its own (`job_uids`), or all as `run_as`.
+    A bubblewrap sandbox loads the default seccomp filter where libseccomp can build it.
 
     `none` is never chosen silently: `auto` says loudly when it has to fall back to it.
     """
@@ -231,13 +305,20 @@ def open_sandboxing(
             "choose this knowingly.",
             "; ".join(f"{k}: {v}" for k, v in why.items()),
         )
+    seccomp, note = build_seccomp() if backend.filters else (None, "")
+    if seccomp is not None:
+        problem = probe(backend, scratch, seccomp)
+        if problem is not None:
+            seccomp, note = None, f"the kernel refused it ({problem})"
+    if backend.filters and seccomp is None:
+        log.warning("jobs run without a seccomp filter: %s", note)
     cgroups = CgroupTree.detect()
     uids = None
     if os.geteuid() == 0 and run_as is not None:
         uids = UidPool(shared=run_as)
     elif os.geteuid() == 0 and job_uids:
         uids = UidPool()
-    return Sandboxing(backend, cgroups, uids)
+    return Sandboxing(backend, cgroups, uids, defaults, seccomp, note)
 
 
 def _job_user(uids: UidPool | None) -> str:
@@ -246,14 +327,17 @@ def _job_user(uids: UidPool | None) -> str:
     return f"uid {uids.shared}" if uids.shared is not None else "per-attempt uid"
 
 
-def probe(backend: Sandbox, scratch: Path | None = None) -> str | None:
-    """None if `backend` can run a job here, else why not."""
+def probe(
+    backend: Sandbox, scratch: Path | None = None, seccomp: SeccompFilter | None = None
+) -> str | None:
+    """None if `backend` can run a job here (under `seccomp`, if given), else why not."""
     if backend.name == "none":
         return None
     if shutil.which(backend.name) is None:  # each backend is named for its tool
         return f"{backend.name} is not installed"
+    fd = seccomp.open_fd() if seccomp is not None else None
     with tempfile.TemporaryDirectory(dir=scratch, prefix="probe-") as tmp:
-        box = Box(["true"], Path(tmp), [Path(tmp)], root=Path(tmp) / ".root")
+        box = Box(["true"], Path(tmp), [Path(tmp)], root=Path(tmp) / ".root", seccomp_fd=fd)
         if box.root is not None:
             box.root.mkdir()
         try:
@@ -263,9 +347,13 @@ def probe(backend: Sandbox, scratch: Path | None = None) -> str | None:
                 capture_output=True,
                 timeout=30,
                 check=False,
+                pass_fds=(fd,) if fd is not None else (),
             )
         except (OSError, subprocess.TimeoutExpired) as exc:
             return str(exc)
+        finally:
+            if fd is not None:
+                os.close(fd)
     if done.returncode != 0:
         text = done.stderr.decode(errors="replace").strip().splitlines()
         return text[-1] if text else f"it exited with code {done.returncode}"

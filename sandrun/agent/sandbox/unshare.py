@@ -39,8 +39,9 @@ class UnshareSandbox(Sandbox):
         lines = ["set -eu", f"R={shlex.quote(str(box.root))}", "JOB_PATH=$PATH"]
         lines += [f"PATH={SYSTEM_PATH}", _RO_ALL]
         lines.append('mount -t tmpfs -o mode=0755 sandrun "$R"')
+        size = f",size={box.tmp_size}" if box.tmp_size is not None else ""
         for mount in self._expand(self.view.mounts(box.writable, list(box.devices))):
-            lines += _mount_lines(mount)
+            lines += _mount_lines(mount, size)
         if not box.network:
             lines.append("if command -v ip >/dev/null; then ip link set lo up; fi")
         # Not exec: this shell stays PID 1 of the namespace, the job its child.
@@ -71,7 +72,8 @@ class UnshareSandbox(Sandbox):
         return out
 
 
-def _mount_lines(mount: Mount) -> list[str]:
+def _mount_lines(mount: Mount, size: str) -> list[str]:
+    """The shell lines for one mount; `size` caps each tmpfs a job may write (",size=N")."""
     at = f'"$R"{shlex.quote(mount.path)}'
     src = shlex.quote(mount.source)
     is_dir = not mount.source or os.path.isdir(mount.source)
@@ -84,10 +86,10 @@ def _mount_lines(mount: Mount) -> list[str]:
         case "symlink":
             return [f'mkdir -p "$(dirname {at})"', f"ln -sfn {src} {at}"]
         case "tmpfs":
-            return [make, f"mount -t tmpfs -o mode=1777 tmp {at}"]
+            return [make, f"mount -t tmpfs -o mode=1777{size} tmp {at}"]
         case "hide":
             if os.path.isdir(mount.path):
-                return [f"mkdir -p {at}", f"mount -t tmpfs -o mode=0755 hidden {at}"]
+                return [f"mkdir -p {at}", f"mount -t tmpfs -o mode=0755{size} hidden {at}"]
             return [f"mount --bind /dev/null {at}"]
         case "proc":
             lines = [make, f"mount -t proc proc {at}"]
@@ -99,7 +101,7 @@ def _mount_lines(mount: Mount) -> list[str]:
                 )
             return lines
         case "dev":
-            lines = [make, f"mount -t tmpfs -o mode=0755 dev {at}"]
+            lines = [make, f"mount -t tmpfs -o mode=0755{size} dev {at}"]
             for name in DEVICES:
                 node = f"{at}/{name}"
                 lines += [f"touch {node}", f"mount --bind /dev/{name} {node}"]
