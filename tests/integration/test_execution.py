@@ -79,13 +79,14 @@ def test_the_job_sees_only_its_declared_environment(
     local: Local, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("AGENT_SECRET", "do-not-leak")
-    job = local.client.run("env", env={"MINE": "yes"}).wait(30)
-    env = dict(line.split("=", 1) for line in job.log_text().splitlines())
+    job = local.client.run("env; test -d $HOME && echo HOME_IS_DIR=1", env={"MINE": "yes"})
+    env = dict(line.split("=", 1) for line in job.wait(30).log_text().splitlines())
     assert "AGENT_SECRET" not in env
     assert env["MINE"] == "yes"
     assert env["SANDRUN_JOB_ID"] == job.id
     assert env["SANDRUN_ATTEMPT"] == "1"
-    assert Path(env["HOME"]).is_dir()
+    assert env["HOME_IS_DIR"] == "1"
+    assert not Path(env["HOME"]).exists()  # the attempt's scratch went when it ended
 
 
 def test_jobs_run_in_their_working_dir(local: Local, tmp_path: Path) -> None:

@@ -135,13 +135,15 @@ def test_outputs_are_kept_for_failed_attempts_too(local: Local, tmp_path: Path) 
 
 
 def test_concurrent_jobs_each_get_their_own_scratch_dir(local: Local) -> None:
-    jobs = [local.client.run("pwd; echo $HOME; touch mine", cpus=0.25) for _ in range(4)]
+    script = "pwd; echo $HOME; touch mine && ls mine"
+    jobs = [local.client.run(script, cpus=0.25) for _ in range(4)]
     dirs = set()
     for job in jobs:
         job.wait(30)
-        work, home = job.log_text().split()
-        assert os.path.isfile(os.path.join(work, "mine"))
+        work, home, mine = job.log_text().split()
+        assert mine == "mine"
         assert home == work  # the scratch dir is the job's HOME too
+        assert not os.path.exists(work)  # and it went when the attempt ended
         dirs.add(work)
     assert len(dirs) == 4
 
