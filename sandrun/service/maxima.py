@@ -19,6 +19,7 @@ def over(spec: JobSpec, most: JobMaxima) -> Iterator[tuple[str, float, float, st
         ("limits.processes", spec.limits.processes, most.processes, ""),
         ("timeout", spec.timeout, most.timeout, " s"),
         ("memory", spec.memory, most.memory, " MiB"),
+        ("limits.disk", spec.limits.disk, most.disk, " MiB"),
         ("env", round(env_mb, 3), most.env_size, " MiB"),
         ("spec", round(spec_mb, 3), most.spec_size, " MiB"),
     ]

@@ -58,6 +58,7 @@ class JobMaxima(BaseModel):
     output_size: MemoryMB | None = 100 * 1024
     timeout: Duration | None = None
     memory: MemoryMB | None = None
+    disk: MemoryMB | None = None  # each agent caps it too (--job-disk)
     processes: Int | None = Field(default=100_000, ge=1)
     env_size: MemoryMB | None = 1  # MiB
     spec_size: MemoryMB | None = 4  # MiB

@@ -5,7 +5,9 @@ from pathlib import Path
 import pytest
 
 from sandrun.errors import InvalidSpec
+from sandrun.service.maxima import over
 from sandrun.spec import JobSpec, load_spec_file, parse_duration, parse_memory_mb, parse_spec
+from sandrun.spec.policy import JobMaxima
 
 
 @pytest.mark.parametrize(
@@ -174,3 +176,9 @@ def test_yaml_file_parses(tmp_path: Path) -> None:
         30,
         1,
     )
+
+
+def test_the_operators_maxima_name_each_ask_over_them() -> None:
+    spec = JobSpec.model_validate({"shell": "true", "memory": "8GB", "limits": {"disk": "2TB"}})
+    found = {field: (asked, most) for field, asked, most, _ in over(spec, JobMaxima(disk=1024))}
+    assert found == {"limits.disk": (2 * 1024 * 1024, 1024)}
