@@ -8,14 +8,18 @@ speed, so the file size rlimit (no file larger than the limit) bounds the oversh
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import threading
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 _MIN_INTERVAL = 1.0  # seconds between walks
 _BUSY_FACTOR = 10  # ...and at least ten times as long as a walk took: a vast tree costs <10%
+_IDLE_EXIT = 30.0  # seconds with nothing to watch before the thread ends
 
 
 def allocated_bytes(root: Path) -> int:
@@ -45,31 +49,56 @@ def allocated_bytes(root: Path) -> int:
     return total
 
 
+@dataclass(eq=False)
+class Watched:
+    """One attempt's scratch under watch: `over` is set once it holds more than `limit`."""
+
+    root: Path
+    limit: int
+    since: float = field(default_factory=time.monotonic)
+    used: int = 0
+    over: threading.Event = field(default_factory=threading.Event)
+
+
 class DiskWatch:
-    """Walks `root` until stopped; `over` is set once it holds more than `limit` bytes."""
+    """One thread for all of an agent's attempts: it walks each scratch in turn, each at
+    most once a second (never in an attempt's first second: most jobs are over by then)."""
 
-    def __init__(self, root: Path, limit: int) -> None:
-        self.root = root
-        self.limit = limit
-        self.used = 0
-        self.over = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, name="diskwatch", daemon=True)
+    def __init__(self) -> None:
+        self._watched: list[Watched] = []
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
 
-    def __enter__(self) -> DiskWatch:
-        self._thread.start()
-        return self
+    @contextlib.contextmanager
+    def watch(self, root: Path, limit: int) -> Iterator[Watched]:
+        watched = Watched(root, limit)
+        with self._lock:
+            self._watched.append(watched)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="diskwatch", daemon=True)
+                self._thread.start()
+        try:
+            yield watched
+        finally:
+            with self._lock:
+                self._watched.remove(watched)
 
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _watch(self) -> None:
-        while not self._stop.is_set():
+    def _run(self) -> None:
+        idle_since = time.monotonic()
+        pause = _MIN_INTERVAL
+        while True:
+            time.sleep(pause)
+            with self._lock:
+                due = [w for w in self._watched if not w.over.is_set()]
+                if not self._watched and time.monotonic() - idle_since > _IDLE_EXIT:
+                    self._thread = None  # the next watch starts another
+                    return
+            if self._watched:
+                idle_since = time.monotonic()
             began = time.monotonic()
-            self.used = allocated_bytes(self.root)
-            if self.used > self.limit:
-                self.over.set()
-                return
-            spent = time.monotonic() - began
-            self._stop.wait(max(_MIN_INTERVAL, _BUSY_FACTOR * spent))
+            for watched in due:
+                if began - watched.since >= _MIN_INTERVAL:
+                    watched.used = allocated_bytes(watched.root)
+                    if watched.used > watched.limit:
+                        watched.over.set()
+            pause = max(_MIN_INTERVAL, _BUSY_FACTOR * (time.monotonic() - began))

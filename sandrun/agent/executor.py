@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sandrun.agent.control import ControlPlane
-from sandrun.agent.diskwatch import DiskWatch
+from sandrun.agent.diskwatch import DiskWatch, Watched
 from sandrun.agent.gitcache import GitCache
 from sandrun.agent.logsink import LogSink
 from sandrun.agent.outputs import collect_outputs
@@ -103,6 +103,7 @@ class Executor:
         self._active: set[str] = set()  # the attempts whose scratch is in use
         self._lock = threading.Lock()
         self._swept = 0.0
+        self.disks = DiskWatch()
 
     def run(self, claim: Claim, ctl: AttemptControl) -> AttemptResult | None:
         """Run the attempt to its end. None means it lost its job and must not report."""
@@ -272,7 +273,7 @@ class Executor:
             proc.stdin.write(b"\n")  # the gate: now it may exec the job
             proc.stdin.close()
             sink = LogSink(self.control, claim, limit=spec.limits.log_size << 20)
-            with DiskWatch(scratch, confined.disk_mb << 20) as disk:
+            with self.disks.watch(scratch, confined.disk_mb << 20) as disk:
                 reason, status, rusage = self._supervise(proc, spec, sink, ctl, started, disk)
             sink.flush()
         except BaseException as exc:
@@ -340,7 +341,7 @@ class Executor:
         sink: LogSink,
         ctl: AttemptControl,
         started: float,
-        disk: DiskWatch,
+        disk: Watched,
     ) -> tuple[str | None, int, resource.struct_rusage]:
         """Pump output until the process ends; return (why we stopped it, status, rusage)."""
         assert proc.stdout is not None and proc.stderr is not None
