@@ -222,6 +222,13 @@ class StoreError(SandrunError):
     http_status = 503
 
 
+class StoreRefused(ValidationError):
+    """The store cannot hold a value in this request (a number out of range, say)."""
+
+    code = "store_refused"
+    http_status = 400
+
+
 class SchemaTooNew(StoreError):
     """The database schema is newer than this version of sandrun knows."""
 

@@ -9,17 +9,24 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, WithJsonSchema
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, WithJsonSchema, field_validator
 
 from sandrun.ids import new_id
 from sandrun.spec import JobSpec
 from sandrun.spec.job import Digest, Duration
+from sandrun.spec.text import forbid_nul_in_schema, refuse_nul
 from sandrun.spec.units import Amount, Count, Int, Num, Ordinal
 from sandrun.states import AttemptState, FailureReason, JobState
 
 
 class _Wire(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", json_schema_extra=forbid_nul_in_schema)
+
+
+class _Request(_Wire):
+    """A message a server receives: its text reaches the store, so none may hold a NUL."""
+
+    _no_nul = field_validator("*")(refuse_nul)
 
 
 # Numbers on the wire are numbers: "2" or true is refused, not quietly converted.
@@ -250,7 +257,7 @@ class KeyProof(_Wire):
     signature: str
 
 
-class RegisterRequest(_Wire):
+class RegisterRequest(_Request):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,128}$")]
     capacity: Capacity
     labels: dict[str, str] = {}
@@ -277,8 +284,9 @@ class SubmittedBatch(_Wire):
 class WaitRequest(BaseModel):
     """Jobs to wait for: the answer comes once all have ended, or at `timeout`."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=forbid_nul_in_schema)
     ids: list[str] = Field(min_length=1, max_length=MAX_BATCH)
+    _no_nul = field_validator("*")(refuse_nul)
     timeout: float = Field(default=30.0, ge=0, le=60)
 
 
@@ -294,13 +302,13 @@ class RegisterReply(_Wire):
     features: list[str] = []
 
 
-class ClaimRequest(_Wire):
+class ClaimRequest(_Request):
     node: str
     free: Capacity
     wait: Num = Field(default=0.0, ge=0.0, le=60.0)  # long-poll this long for a job
 
 
-class StartRequest(_Wire):
+class StartRequest(_Request):
     ref: AttemptRef
     pid: Ordinal | None = None
     pid_started_at: Amount | None = None
@@ -310,18 +318,18 @@ class StartRequest(_Wire):
 NodeState = Literal["active", "draining", "stopped"]
 
 
-class HeartbeatRequest(_Wire):
+class HeartbeatRequest(_Request):
     node: str
     leases: list[AttemptRef] = []
     state: NodeState = "active"
 
 
-class LogsRequest(_Wire):
+class LogsRequest(_Request):
     ref: AttemptRef
     chunks: list[LogChunk]
 
 
-class CompleteRequest(_Wire):
+class CompleteRequest(_Request):
     ref: AttemptRef
     result: AttemptResult
 

@@ -30,6 +30,7 @@ from sandrun.models import (
 )
 from sandrun.server.auth import ERRORS, AgentDep, ServiceDep
 from sandrun.server.notify import Notifier
+from sandrun.server.params import Text
 from sandrun.service import Service
 
 router = APIRouter(prefix="/v1/agent", responses=ERRORS)
@@ -119,7 +120,7 @@ async def put_artifact(request: Request, caller: AgentDep, service: ServiceDep) 
     response_class=FileResponse,
     responses={200: {"content": {"application/octet-stream": {}}}},
 )
-def get_artifact(digest: str, caller: AgentDep, service: ServiceDep) -> FileResponse:
+def get_artifact(digest: Text, caller: AgentDep, service: ServiceDep) -> FileResponse:
     """A blob a job brings (its inputs or code), for the agent that runs it."""
     service.fetch_artifact(digest)
     return FileResponse(service.artifacts.path(digest), media_type="application/octet-stream")

@@ -31,6 +31,7 @@ from sandrun.models import Attempt, JobRecord, OutputFile, Role
 from sandrun.server import manifest as manifests
 from sandrun.server.auth import principal
 from sandrun.server.manifest import ENVIRONMENTS, job_fields, read_manifest, unpack
+from sandrun.server.params import JobId, Text
 from sandrun.server.quota import OverQuota, PublicApi
 from sandrun.service import Service
 from sandrun.signing import job_hash
@@ -151,7 +152,7 @@ def _submit(
 
 @router.get("/status/{job_id}")
 @_answers
-async def status(job_id: str, request: Request) -> Response:
+async def status(job_id: JobId, request: Request) -> Response:
     return JSONResponse(await _as_viewer(request, _status, job_id))
 
 
@@ -194,7 +195,7 @@ def _status(service: Service, job_id: str, viewer: str | None) -> dict[str, Any]
 
 @router.get("/logs/{job_id}")
 @_answers
-async def logs(job_id: str, request: Request) -> Response:
+async def logs(job_id: JobId, request: Request) -> Response:
     service: Service = request.app.state.service
     _, viewer = await _caller(request)
     await run_in_threadpool(service.get, job_id, viewer)
@@ -217,7 +218,7 @@ def _logs_json(service: Service, job_id: str) -> Iterator[bytes]:
 
 
 @router.websocket("/logs/{job_id}/stream")
-async def stream_logs(websocket: WebSocket, job_id: str) -> None:
+async def stream_logs(websocket: WebSocket, job_id: JobId) -> None:
     """Each log line as `{"stream", "line"}`, live; then `{"status"}` and close."""
     service: Service = websocket.app.state.service
     await websocket.accept()
@@ -259,7 +260,7 @@ async def stream_logs(websocket: WebSocket, job_id: str) -> None:
 
 @router.get("/outputs/{job_id}")
 @_answers
-async def outputs(job_id: str, request: Request) -> Response:
+async def outputs(job_id: JobId, request: Request) -> Response:
     service: Service = request.app.state.service
     _, viewer = await _caller(request)
     job = await run_in_threadpool(service.get, job_id, viewer)
@@ -276,7 +277,7 @@ async def outputs(job_id: str, request: Request) -> Response:
 
 @router.get("/download/{job_id}/{path:path}")
 @_answers
-async def download_one(job_id: str, path: str, request: Request) -> Response:
+async def download_one(job_id: JobId, path: Text, request: Request) -> Response:
     service: Service = request.app.state.service
     _, viewer = await _caller(request)
     out = await run_in_threadpool(service.output, job_id, path, None, viewer)
@@ -289,7 +290,7 @@ async def download_one(job_id: str, path: str, request: Request) -> Response:
 
 @router.get("/download/{job_id}")
 @_answers
-async def download_all(job_id: str, request: Request) -> Response:
+async def download_all(job_id: JobId, request: Request) -> Response:
     data = await _as_viewer(request, _tarball, job_id)
     return Response(
         data,

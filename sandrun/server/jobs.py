@@ -30,8 +30,10 @@ from sandrun.models import (
 )
 from sandrun.server.auth import ERRORS, AdminDep, ServiceDep, UserDep, viewer
 from sandrun.server.notify import Notifier
+from sandrun.server.params import INT32, JobId, Text
 from sandrun.service.placement import Instance
 from sandrun.spec import JobSpec
+from sandrun.spec.text import NO_NUL
 from sandrun.states import JobState
 
 router = APIRouter(prefix="/v1", responses=ERRORS)
@@ -39,7 +41,8 @@ router = APIRouter(prefix="/v1", responses=ERRORS)
 # Log chunks per read. Each is up to 1 MiB (agent.logsink.MAX_CHUNK): a page, and so what
 # one request holds in memory, stays a few MiB however large the logs are.
 LOG_PAGE = 16
-CURSOR = r"^[0-9]+(\.[0-9]+)?/.+$"
+LABEL = r"^[^=\x00]+=[^\x00]*$"
+CURSOR = r"^[0-9]+(\.[0-9]+)?/[^\x00]+$"
 
 
 @router.post("/jobs", status_code=status.HTTP_201_CREATED)
@@ -59,8 +62,10 @@ def list_jobs(
     caller: UserDep,
     service: ServiceDep,
     state: JobState | None = None,
-    name: str | None = None,
-    label: Annotated[str | None, Query(description="KEY=VALUE", pattern=r"^[^=]+=")] = None,
+    name: Annotated[str | None, Query(pattern=NO_NUL)] = None,
+    label: Annotated[
+        str | None, Query(description="KEY=VALUE", pattern=r"^[^=\x00]+=[^\x00]*$")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     cursor: Annotated[
         str | None, Query(description="next_cursor of the previous page", pattern=CURSOR)
@@ -77,19 +82,19 @@ def list_jobs(
 
 
 @router.get("/jobs/{job_id}")
-def get_job(job_id: str, caller: UserDep, service: ServiceDep) -> JobRecord:
+def get_job(job_id: JobId, caller: UserDep, service: ServiceDep) -> JobRecord:
     return service.get(job_id, viewer(caller))
 
 
 @router.get("/jobs/{job_id}/waiting")
-def waiting(job_id: str, caller: UserDep, service: ServiceDep) -> Waiting:
+def waiting(job_id: JobId, caller: UserDep, service: ServiceDep) -> Waiting:
     """Why a pending job has not started (the reason is null once it has)."""
     return Waiting(reason=service.why_pending(job_id, viewer(caller)))
 
 
 @router.get("/jobs/{job_id}/wait")
 async def wait(
-    job_id: str,
+    job_id: JobId,
     request: Request,
     caller: UserDep,
     service: ServiceDep,
@@ -130,21 +135,21 @@ async def wait_all(
 
 
 @router.post("/jobs/{job_id}/cancel")
-def cancel(job_id: str, caller: UserDep, service: ServiceDep) -> JobRecord:
+def cancel(job_id: JobId, caller: UserDep, service: ServiceDep) -> JobRecord:
     return service.cancel(job_id, viewer(caller))
 
 
 @router.get("/jobs/{job_id}/attempts")
-def attempts(job_id: str, caller: UserDep, service: ServiceDep) -> list[Attempt]:
+def attempts(job_id: JobId, caller: UserDep, service: ServiceDep) -> list[Attempt]:
     return service.attempts(job_id, viewer(caller))
 
 
 @router.get("/jobs/{job_id}/events")
 def events(
-    job_id: str,
+    job_id: JobId,
     caller: UserDep,
     service: ServiceDep,
-    after: Annotated[int, Query(ge=0)] = 0,
+    after: Annotated[int, Query(ge=0, le=INT32)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
 ) -> list[Event]:
     return service.events(job_id, after=after, limit=limit, viewer=viewer(caller))
@@ -152,12 +157,12 @@ def events(
 
 @router.get("/jobs/{job_id}/logs")
 def logs(
-    job_id: str,
+    job_id: JobId,
     caller: UserDep,
     service: ServiceDep,
-    attempt: Annotated[int | None, Query(ge=1)] = None,
-    after_attempt: Annotated[int, Query(ge=0)] = 0,
-    after_seq: Annotated[int, Query(ge=0)] = 0,
+    attempt: Annotated[int | None, Query(ge=1, le=INT32)] = None,
+    after_attempt: Annotated[int, Query(ge=0, le=INT32)] = 0,
+    after_seq: Annotated[int, Query(ge=0, le=INT32)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = LOG_PAGE,
 ) -> list[LogChunk]:
     """Log chunks (data in base64) after the cursor (after_attempt, after_seq): at most
@@ -177,11 +182,11 @@ def logs(
     responses={200: {"content": {"application/x-ndjson": {}}}},
 )
 async def stream_logs(
-    job_id: str,
+    job_id: JobId,
     request: Request,
     caller: UserDep,
     service: ServiceDep,
-    attempt: Annotated[int | None, Query(ge=1)] = None,
+    attempt: Annotated[int | None, Query(ge=1, le=INT32)] = None,
 ) -> StreamingResponse:
     """Follow the logs live: one JSON chunk per line, ending when the job has ended."""
     await run_in_threadpool(service.get, job_id, viewer(caller))
@@ -213,10 +218,10 @@ async def stream_logs(
 
 @router.get("/jobs/{job_id}/outputs")
 def outputs(
-    job_id: str,
+    job_id: JobId,
     caller: UserDep,
     service: ServiceDep,
-    attempt: Annotated[int | None, Query(ge=1)] = None,
+    attempt: Annotated[int | None, Query(ge=1, le=INT32)] = None,
 ) -> list[OutputFile]:
     return service.outputs(job_id, attempt, viewer(caller))
 
@@ -227,11 +232,11 @@ def outputs(
     responses={200: {"content": {"application/octet-stream": {}}}},
 )
 def download(
-    job_id: str,
-    path: str,
+    job_id: JobId,
+    path: Text,
     caller: UserDep,
     service: ServiceDep,
-    attempt: Annotated[int | None, Query(ge=1)] = None,
+    attempt: Annotated[int | None, Query(ge=1, le=INT32)] = None,
 ) -> FileResponse:
     out = service.output(job_id, path, attempt, viewer(caller))
     return FileResponse(service.artifacts.path(out.digest), media_type="application/octet-stream")
@@ -241,8 +246,8 @@ def download(
 def instances(
     caller: UserDep,
     service: ServiceDep,
-    min_gpu_memory: Annotated[float, Query(ge=0)] = 0,
-    max_price: Annotated[float | None, Query(ge=0)] = None,
+    min_gpu_memory: Annotated[float, Query(ge=0, le=INT32)] = 0,
+    max_price: Annotated[float | None, Query(ge=0, le=INT32)] = None,
 ) -> list[Instance]:
     """GPU instance types the pool can run now, with a price per hour, cheapest first."""
     return service.instances(min_gpu_memory, max_price)

@@ -11,6 +11,7 @@ from fastapi.concurrency import run_in_threadpool
 from sandrun.errors import UploadTooLarge
 from sandrun.models import Uploaded
 from sandrun.server.auth import ERRORS, ServiceDep, UserDep, viewer
+from sandrun.server.params import Text
 
 router = APIRouter(prefix="/v1", responses=ERRORS)
 
@@ -44,7 +45,7 @@ async def upload(request: Request, caller: UserDep, service: ServiceDep) -> Uplo
 
 
 @router.head("/artifacts/{digest}", responses={200: {"description": "the blob is stored"}})
-def has_artifact(digest: str, caller: UserDep, service: ServiceDep) -> Response:
+def has_artifact(digest: Text, caller: UserDep, service: ServiceDep) -> Response:
     """200 if a blob with this sha256 is stored and yours to use (you uploaded it, or your
     jobs made or use it; no need to upload it again), else 404."""
     service.fetch_artifact(digest, viewer(caller))

@@ -26,6 +26,7 @@ from pydantic import (
 
 from sandrun.errors import InvalidSpec
 from sandrun.spec.gpus import canonical, spellings
+from sandrun.spec.text import forbid_nul_in_schema, refuse_nul
 from sandrun.spec.units import (
     DURATION_PATTERN,
     MEMORY_PATTERN,
@@ -43,10 +44,10 @@ ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 LABEL_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_./-]{0,62}$")
 PRIORITY_CLASSES = {"low": -10, "normal": 0, "high": 10}
 # A git URL or ref never starts with '-' (it would read as an option) nor holds blanks.
-GIT_WORD = r"^[^-\s][^\s]*$"
+GIT_WORD = r"^[^-\s\x00][^\s\x00]*$"
 DIGEST_RE = re.compile(r"^[0-9a-f]{64}$")
 # An input's path: relative, no '..' component, naming a file (no trailing '/').
-INPUT_PATH = r"^(?!/|([\s\S]*/)?\.\.(/|$))[\s\S]*[^/]$"
+INPUT_PATH = r"^(?!/|([^\x00]*/)?\.\.(/|$))[^\x00]*[^/\x00]$"
 
 
 def _digest(value: object) -> object:
@@ -136,7 +137,8 @@ def _also(*alternatives: dict[str, Any]) -> Any:
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=forbid_nul_in_schema)
+    _no_nul = field_validator("*")(refuse_nul)
 
 
 # What the validators below enforce across fields, said in the schema too.
@@ -169,6 +171,11 @@ _PROGRAM_RULES: dict[str, Any] = {
         },
     ],
 }
+
+
+def _program_rules(schema: dict[str, Any]) -> None:
+    forbid_nul_in_schema(schema)
+    schema.update(_PROGRAM_RULES)
 
 
 class RetryOn(StrEnum):
@@ -329,7 +336,7 @@ def gpu_request(value: object, field: str = "gpus") -> dict[str, Any]:
 class JobSpec(_Strict):
     """One job: exactly one of `command`, `shell` or `script`, plus resources and policy."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_PROGRAM_RULES)
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_program_rules)
 
     name: str | None = Field(default=None, json_schema_extra={"pattern": NAME_RE.pattern})
     command: list[str] | None = Field(
@@ -373,7 +380,8 @@ class JobSpec(_Strict):
         json_schema_extra=_also({"type": "integer", "minimum": 0, "maximum": 100}),
     )
     outputs: list[str] = Field(
-        default_factory=list, json_schema_extra={"items": {"type": "string", "pattern": "^[^/]"}}
+        default_factory=list,
+        json_schema_extra={"items": {"type": "string", "pattern": r"^[^/\x00][^\x00]*$"}},
     )
     labels: dict[str, str] = Field(
         default_factory=dict, json_schema_extra={"propertyNames": {"pattern": LABEL_KEY_RE.pattern}}

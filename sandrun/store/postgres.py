@@ -21,7 +21,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from sandrun.errors import StoreError
+from sandrun.errors import StoreError, StoreRefused
 from sandrun.store.database import Row, Subscriber, deliver, iter_statements, load_queries
 
 log = logging.getLogger("sandrun.store")
@@ -123,6 +123,8 @@ class PostgresDatabase:
                 yield tx
         except PoolTimeout:
             raise StoreError(f"no free connection to {self.name}") from None
+        except psycopg.DataError as exc:  # the request's value, not the store: a 4xx
+            raise StoreRefused(f"PostgreSQL cannot take a value: {_first_line(exc)}") from None
         except psycopg.Error as exc:
             raise StoreError(f"PostgreSQL error: {_first_line(exc)}") from None
         deliver(self._subscribers, tx.changes)

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sandrun.errors import StoreError
+from sandrun.errors import StoreError, StoreRefused
 from sandrun.store.database import (
     Row,
     Subscriber,
@@ -122,7 +122,10 @@ class SQLiteDatabase:
         tx = _SQLiteTx(conn, self._queries)
         try:
             yield tx
-        except (sqlite3.Error, OverflowError) as exc:  # OverflowError: an int past 64 bits
+        except (OverflowError, sqlite3.DataError) as exc:  # an int past 64 bits, say
+            conn.execute("ROLLBACK")
+            raise StoreRefused(f"SQLite cannot take a value: {exc}") from None
+        except sqlite3.Error as exc:
             conn.execute("ROLLBACK")
             raise StoreError(f"SQLite error: {exc}") from None
         except BaseException:
