@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import sandrun
@@ -86,7 +87,10 @@ def create_app(
         # Framework errors (a body that is not JSON, an unknown route) keep our error shape.
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "invalid_input")
         body = ErrorBody(code=code, message=str(exc.detail))
-        return JSONResponse(body.model_dump(), status_code=exc.status_code, headers=exc.headers)
+        headers = exc.headers
+        if exc.status_code == 405:  # Starlette names only the first route's methods
+            headers = {**(headers or {}), "Allow": ", ".join(_allowed(request))}
+        return JSONResponse(body.model_dump(), status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -94,6 +98,20 @@ def create_app(
         return JSONResponse(error.to_dict(), status_code=422)
 
     return app
+
+
+def _allowed(request: Request) -> list[str]:
+    """The methods of the routes at this request's path; a path a route names literally
+    (/v1/jobs/wait) is that route's alone, as the schema documents it."""
+    path = request.url.path
+    matching = [
+        route
+        for router in (jobs.router, agents.router, uploads.router, compat.router)
+        for route in router.routes
+        if isinstance(route, APIRoute) and route.path_regex.match(path)
+    ]
+    literal = [route for route in matching if route.path == path]
+    return sorted({m for route in literal or matching for m in route.methods or ()})
 
 
 async def _reap(service: Service) -> None:

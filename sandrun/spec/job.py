@@ -44,7 +44,9 @@ ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 LABEL_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_./-]{0,62}$")
 PRIORITY_CLASSES = {"low": -10, "normal": 0, "high": 10}
 # A git URL or ref never starts with '-' (it would read as an option) nor holds blanks.
-GIT_WORD = r"^[^-\s\x00][^\s\x00]*$"
+# Explicit ASCII blanks, not \s: Python's \s also takes \x1c-\x1f, a JSON Schema
+# (ECMAScript) one does not, and the schema must say exactly what is refused.
+GIT_WORD = r"^[^- \t\n\r\f\v\x00][^ \t\n\r\f\v\x00]*$"
 DIGEST_RE = re.compile(r"^[0-9a-f]{64}$")
 # An input's path: relative, no '..' component, naming a file (no trailing '/').
 INPUT_PATH = r"^(?!/|([^\x00]*/)?\.\.(/|$))[^\x00]*[^/\x00]$"
@@ -63,7 +65,7 @@ Digest = Annotated[  # the sha256 (hex) of a blob's content
 
 def _git_word(what: str) -> Any:
     def check(value: object) -> object:
-        if isinstance(value, str) and not re.match(GIT_WORD, value):
+        if isinstance(value, str) and not re.fullmatch(GIT_WORD, value):
             raise ValueError(f"{what} {value!r} must not be empty, start with '-' or hold blanks")
         return value
 

@@ -1,4 +1,5 @@
-"""Schemathesis against the served OpenAPI schema: positive and negative data, all checks.
+"""Schemathesis against the served OpenAPI schema, on SQLite and on PostgreSQL: positive and
+negative data with every check, then the stateful phase (sequences of linked calls).
 
 No request may get a 5xx, and every response must match the schema the server publishes.
 """
@@ -9,17 +10,17 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, ClassVar
 
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi import checks
+from starlette.types import Receive, Scope, Send
 
-from sandrun.artifacts import LocalArtifactStore
 from sandrun.models import Role
+from sandrun.server import open_server_service
 from sandrun.server.app import create_app
-from sandrun.service import Service
-from sandrun.store import open_sqlite
 
 ALL_CHECKS = [
     checks.status_code_conformance,
@@ -34,25 +35,106 @@ ALL_CHECKS = [
     checks.ensure_resource_availability,
     checks.ignored_auth,
 ]
-# Built at import, because schemathesis parametrizes tests when the module loads.
+LONG_POLL_CAP = 0.2  # seconds a generated wait may hold its request (the schema allows 60)
+
+
+class Current:
+    """The app under test: the schema is loaded once, the store behind it changes."""
+
+    app: ClassVar[Any] = None
+    headers: ClassVar[dict[str, str]] = {}
+
+    @classmethod
+    def serve(cls, db: str, artifacts: Path) -> Iterator[None]:
+        service = open_server_service(db, artifacts=artifacts)
+        token = service.create_token("fuzzer", Role.ADMIN)
+        service.submit({"shell": "true"}, owner="fuzzer")
+        cls.app, cls.headers = create_app(service, auth=True), {"Authorization": f"Bearer {token}"}
+        try:
+            yield
+        finally:
+            cls.app = None
+            service.close()
+
+
+async def _dispatch(scope: Scope, receive: Receive, send: Send) -> None:
+    await Current.app(scope, receive, send)
+
+
+# Loaded at import (schemathesis parametrizes when the module loads), from a throwaway
+# SQLite service; the tests then run against each store's own.
 _ROOT = Path(tempfile.mkdtemp(prefix="sandrun-openapi-"))
-_SERVICE = Service(open_sqlite(_ROOT / "s.db"), LocalArtifactStore(_ROOT / "artifacts"))
-_TOKEN = _SERVICE.create_token("fuzzer", Role.ADMIN)
-_SERVICE.submit({"shell": "true"}, owner="fuzzer")
+_loading = Current.serve(str(_ROOT / "schema.db"), _ROOT / "artifacts")
+next(_loading)
 # A claim may rightly hold its request open for up to a minute (a long-poll): left out.
-schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(_SERVICE, auth=True)).exclude(
-    path="/v1/agent/claim"
-)
+schema = schemathesis.openapi.from_asgi("/openapi.json", _dispatch).exclude(path="/v1/agent/claim")
+_loading.close()
+shutil.rmtree(_ROOT, ignore_errors=True)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _cleanup() -> Iterator[None]:
-    yield
-    _SERVICE.close()
-    shutil.rmtree(_ROOT, ignore_errors=True)
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    db = str(tmp_path / "s.db")
+    if request.param == "postgres":
+        db = str(request.getfixturevalue("pg_url"))
+    yield from Current.serve(db, tmp_path / "artifacts")
+
+
+def _short_polls(case: schemathesis.Case) -> None:
+    """Long-polls end soon: the fuzzer's jobs never start, so a wait would hold its full
+    timeout."""
+    if not case.path.endswith("/wait"):
+        return
+    if case.method == "GET":
+        case.query = {**(case.query or {})}
+        case.query["timeout"] = _capped(case.query.get("timeout", LONG_POLL_CAP))
+    elif isinstance(case.body, dict):
+        case.body["timeout"] = _capped(case.body.get("timeout", LONG_POLL_CAP))
+
+
+def _capped(value: Any) -> Any:
+    """A number (or a number's text) capped at LONG_POLL_CAP; anything else as it was (a
+    negative case's garbage must still be refused)."""
+    if isinstance(value, bool):
+        return value
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return value
+    if not 0 <= number <= 60:  # out of range: the server must refuse it as it is
+        return value
+    capped = min(number, LONG_POLL_CAP)
+    return str(capped) if isinstance(value, str) else capped
 
 
 @schema.parametrize()
 @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
-def test_the_api_matches_its_schema(case: schemathesis.Case) -> None:
-    case.call_and_validate(headers={"Authorization": f"Bearer {_TOKEN}"}, checks=ALL_CHECKS)
+def test_the_api_matches_its_schema(case: schemathesis.Case, store: str) -> None:
+    _short_polls(case)
+    case.call_and_validate(headers=Current.headers, checks=ALL_CHECKS)
+
+
+# Following a job's logs lasts as long as the job, and the fuzzer's jobs never start.
+_linked = schema.exclude(path_regex=r"/logs/stream$")
+
+
+class _Sequences(_linked.as_state_machine()):  # type: ignore[misc]
+    def before_call(self, case: schemathesis.Case) -> None:
+        _short_polls(case)
+
+    def get_call_kwargs(self, case: schemathesis.Case) -> dict[str, Any]:
+        return {"headers": Current.headers}
+
+    def validate_response(self, response: Any, case: schemathesis.Case, **kw: Any) -> None:
+        case.validate_response(response, checks=ALL_CHECKS, headers=Current.headers)
+
+
+def test_call_sequences_match_the_schema(store: str) -> None:
+    _Sequences.run(
+        settings=settings(
+            max_examples=50,
+            stateful_step_count=6,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+        )
+    )
