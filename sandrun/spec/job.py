@@ -245,9 +245,10 @@ def _retries(value: object) -> object:
 # "2", "a100", "4xa100", "4*a100", the multiplication sign people paste from docs, and
 # "2xa100,h100": two GPUs, all a100s or all h100s.
 _COUNT = r"(?:[0-9]|[1-5][0-9]|6[0-4])"
+_SOME = r"(?:[1-9]|[1-5][0-9]|6[0-4])"  # before a type: "0xa100" asks for nothing
 _MODEL = r"[A-Za-z][A-Za-z0-9_.-]*"
 _MODELS = rf"{_MODEL}(?:\s*,\s*{_MODEL})*"
-_GPU_RE = re.compile(rf"^\s*(?:({_COUNT})|(?:({_COUNT})\s*[x\u00d7*]\s*)?({_MODELS}))\s*$")
+_GPU_RE = re.compile(rf"^\s*(?:({_COUNT})|(?:({_SOME})\s*[x\u00d7*]\s*)?({_MODELS}))\s*$")
 # The schema publishes the names sandrun knows, so a schema-valid request is one it
 # accepts: a list names plain models (memory sizes in a list could disagree).
 _PLAIN, _SIZED = spellings()
@@ -255,7 +256,7 @@ _WORDS = [n for n in _PLAIN if n[0].isalpha()]  # "4090" alone would read as a c
 _KNOWN = "|".join(re.escape(n) for n in sorted(_WORDS + _SIZED, key=len, reverse=True))
 _KNOWN_PLAIN = "|".join(re.escape(n) for n in sorted(_WORDS, key=len, reverse=True))
 GPU_PATTERN = (
-    rf"^\s*(?:{_COUNT}|(?:{_COUNT}\s*[x\u00d7*]\s*)?(?:{_KNOWN})(?:\s*,\s*(?:{_KNOWN_PLAIN}))*)\s*$"
+    rf"^\s*(?:{_COUNT}|(?:{_SOME}\s*[x\u00d7*]\s*)?(?:{_KNOWN})(?:\s*,\s*(?:{_KNOWN_PLAIN}))*)\s*$"
 )
 _GPU_TYPE_SCHEMA = {
     "anyOf": [
