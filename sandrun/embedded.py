@@ -22,6 +22,7 @@ from types import FrameType
 from typing import IO
 
 from sandrun.agent import Agent, Waker, address, detect_capacity, notify
+from sandrun.agent.logfields import log_to_stderr
 from sandrun.agent.sandbox import KINDS, FsView, Kind, open_sandboxing
 from sandrun.agent.sandbox.runtime import JobDefaults
 from sandrun.artifacts import LocalArtifactStore
@@ -228,15 +229,6 @@ def serve(
     return 0
 
 
-class _FieldsFormatter(logging.Formatter):
-    """Structured lines: the message, then job/attempt fields when a record has them."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record)
-        fields = [f"{k}={getattr(record, k)}" for k in ("job", "attempt") if hasattr(record, k)]
-        return " ".join([text, *fields])
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sandrun.embedded")
     parser.add_argument("--home", type=Path)
@@ -249,9 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         "--kill-grace", type=float, default=float(os.environ.get("SANDRUN_KILL_GRACE", 5.0))
     )
     args = parser.parse_args(argv)
-    handler = logging.StreamHandler()
-    handler.setFormatter(_FieldsFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-    logging.basicConfig(level=logging.INFO, handlers=[handler])
+    log_to_stderr()
     idle = args.idle_exit if args.idle_exit > 0 else None
     return serve(Home.resolve(args.home), idle, args.kill_grace)
 

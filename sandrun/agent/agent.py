@@ -37,6 +37,13 @@ log = logging.getLogger("sandrun.agent")
 MAX_ATTEMPTS = 256  # at once on one node, however small their CPU share
 
 
+def _summary(result: AttemptResult) -> str:
+    """What a result said, for a log line."""
+    if result.failure_reason is None:
+        return f"exit code {result.exit_code}"
+    return f"{result.failure_reason} ({result.message or f'exit code {result.exit_code}'})"
+
+
 def detect_capacity() -> Capacity:
     """This machine's CPUs (those this process may use), memory and NVIDIA GPUs."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
@@ -264,12 +271,20 @@ class Agent:
             except Exception as exc:  # a bug of ours must not be blamed on the job
                 log.exception("attempt crashed", extra=fields)
                 result = AttemptResult(failure_reason=FailureReason.INTERNAL, message=str(exc))
-            if result is not None:
+            if result is None:
+                log.warning(
+                    "stopped: the server refused the attempt as stale while it ran", extra=fields
+                )
+            else:
                 try:
                     job, following = self._report(claim, result, next_ctl)
                     log.info(f"attempt ended; job {job.state}", extra=fields)
                 except StaleAttempt:
-                    log.warning("result refused: attempt is stale", extra=fields)
+                    log.warning(
+                        "result refused as stale (the server gave the attempt away): %s",
+                        _summary(result),
+                        extra=fields,
+                    )
                 except SandrunError as exc:
                     log.error("could not report the result: %s", exc, extra=fields)
         finally:

@@ -47,6 +47,7 @@ _SANDBOX_START = 30.0  # seconds a sandbox may take to start its first process
 KEEP_FAILED = 3600.0  # seconds a failed attempt's scratch stays on disk, to look into
 # Ends that leave nothing worth looking into: the scratch goes at once.
 _NOTHING_TO_SEE = (None, FailureReason.CANCELLED, FailureReason.NODE_LOST)
+_NO_OUTPUTS = (FailureReason.CANCELLED, FailureReason.NODE_LOST)  # nobody will take them
 
 
 @dataclass
@@ -275,7 +276,7 @@ class Executor:
             sink = LogSink(self.control, claim, limit=spec.limits.log_size << 20)
             with self.disks.watch(scratch, confined.disk_mb << 20) as disk:
                 reason, status, rusage = self._supervise(proc, spec, sink, ctl, started, disk)
-            sink.flush()
+            sink.drain()
         except BaseException as exc:
             # Whatever went wrong, the job's processes must not outlive its attempt.
             if proc.returncode is None:
@@ -284,8 +285,6 @@ class Executor:
             if isinstance(exc, StaleAttempt):
                 return None
             raise
-        if reason == "lost":
-            return None
         cpu = rusage.ru_utime + rusage.ru_stime
         peak = confined.cgroup.peak_memory_mb() if confined.cgroup else None
         usage = Usage(
@@ -308,7 +307,7 @@ class Executor:
         if reason == "timeout" and confined.cgroup and confined.cgroup.hit_process_limit():
             note = f"it had hit its limit of {spec.limits.processes} processes"
             result = result.model_copy(update={"message": note})
-        if spec.outputs and result.failure_reason is not FailureReason.CANCELLED:
+        if spec.outputs and result.failure_reason not in _NO_OUTPUTS:
             result = self._outputs(result, spec, workdir, claim.attempt)
         return result
 
@@ -373,13 +372,13 @@ class Executor:
                     else:
                         sel.unregister(key.fileobj)
                         streams -= 1
+                sink.maybe_flush()  # first: whether it exited is looked at after any wait
                 if exited is None:
                     exited = _poll_exit(proc)
                     if exited is not None:
                         drain_until = time.monotonic() + _DRAIN_AFTER_EXIT
                 if drain_until is not None and time.monotonic() > drain_until:
                     break  # an escaped child holds the pipes open; the job is over
-                sink.maybe_flush()
                 now = time.monotonic()
                 if reason is None and exited is None:
                     if ctl.cancel.is_set():
@@ -507,6 +506,8 @@ _OURS: dict[str, tuple[FailureReason, str | None]] = {
     "cancelled": (FailureReason.CANCELLED, None),
     # A drain is an infrastructure event: retried without using the job's retries.
     "handback": (FailureReason.NODE_LOST, "handed back: the agent was drained"),
+    # Reported all the same: the server refuses it if it has given the attempt away.
+    "lost": (FailureReason.NODE_LOST, "stopped: its agent could not renew the lease"),
     "log_limit": (FailureReason.LOG_LIMIT, "stopped at its log limit (limits.stop_on_log_limit)"),
     "disk_limit": (FailureReason.DISK_LIMIT, None),  # the message names the limit
 }

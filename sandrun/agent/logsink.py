@@ -3,17 +3,27 @@
 Reads are coalesced: consecutive pieces of one stream become one chunk (up to 1 MiB),
 flushed at most every `interval` seconds, so a chatty job costs few store writes. Past
 `limit` bytes in all, output is dropped after one marker line on stderr.
+
+While the server is away the chunks are kept (the limit bounds them) and sent again with
+backoff: an outage never stops the job. At the end, `drain` keeps trying as long as the
+result itself would, since the logs are stored before the end is reported.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 
 from sandrun.agent.control import ControlPlane
+from sandrun.errors import SandrunError, StaleAttempt
 from sandrun.ids import now
 from sandrun.models import Claim, LogChunk, Stream
 
+log = logging.getLogger("sandrun.agent")
+
 MAX_CHUNK = 1 << 20
+DRAIN_PATIENCE = 600.0  # seconds the last logs are retried at the end, as a result is
+_MAX_BACKOFF = 5.0
 
 
 class LogSink:
@@ -33,6 +43,8 @@ class LogSink:
         self._pending_bytes = 0
         self._seq = 0
         self._last_flush = time.monotonic()
+        self._retry_at = 0.0  # while the server is away: not before this
+        self._backoff = 0.25
         self.total_bytes = 0
 
     def add(self, stream: Stream, data: bytes) -> None:
@@ -66,14 +78,44 @@ class LogSink:
         self._pending_bytes += len(data)
 
     def maybe_flush(self) -> None:
-        due = time.monotonic() - self._last_flush >= self._interval
-        if self._pending and (due or self._pending_bytes >= 4 * MAX_CHUNK):
+        at = time.monotonic()
+        due = at - self._last_flush >= self._interval
+        if self._pending and (due or self._pending_bytes >= 4 * MAX_CHUNK) and at >= self._retry_at:
             self.flush()
 
-    def flush(self) -> None:
-        """Send what is buffered. Raises StaleAttempt if the attempt lost its job."""
+    def flush(self) -> bool:
+        """Send what is buffered; False if the server could not take it (kept, to send
+        again). Raises StaleAttempt if the attempt lost its job."""
         self._last_flush = time.monotonic()
         if not self._pending:
-            return
-        chunks, self._pending, self._pending_bytes = self._pending, [], 0
-        self._control.append_logs(self._claim.ref, chunks)
+            return True
+        chunks, size = self._pending, self._pending_bytes
+        self._pending, self._pending_bytes = [], 0
+        try:
+            self._control.append_logs(self._claim.ref, chunks)
+        except StaleAttempt:
+            raise
+        except SandrunError as exc:
+            self._pending, self._pending_bytes = chunks + self._pending, size + self._pending_bytes
+            if self._backoff == 0.25:  # once per outage
+                log.warning("logs kept until the server is back: %s", exc, extra=self._fields())
+            self._retry_at = time.monotonic() + self._backoff
+            self._backoff = min(self._backoff * 2, _MAX_BACKOFF)
+            return False
+        self._backoff = 0.25
+        return True
+
+    def drain(self, patience: float = DRAIN_PATIENCE) -> None:
+        """Send everything left, trying for `patience` seconds; past that the logs are
+        dropped (said in the agent's log): the result matters more."""
+        deadline = time.monotonic() + patience
+        while not self.flush():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                log.error("dropped %d bytes of logs", self._pending_bytes, extra=self._fields())
+                self._pending, self._pending_bytes = [], 0
+                return
+            time.sleep(min(max(self._retry_at - time.monotonic(), 0.0), left))
+
+    def _fields(self) -> dict[str, object]:
+        return {"job": self._claim.job.id, "attempt": self._claim.attempt}

@@ -142,7 +142,9 @@ class HttpControlPlane:
         )
 
     def append_logs(self, ref: AttemptRef, chunks: list[LogChunk]) -> None:
-        self._post("/v1/agent/logs", LogsRequest(ref=ref, chunks=chunks), self.lease_seconds)
+        # One try: the log sink keeps what could not be sent and tries again later,
+        # without holding up the job's supervision.
+        self._post("/v1/agent/logs", LogsRequest(ref=ref, chunks=chunks))
 
     def complete(self, ref: AttemptRef, result: AttemptResult) -> JobRecord:
         self._upload_outputs(result)

@@ -107,7 +107,6 @@ def agent(
 ) -> None:
     """Run an agent in the foreground: the local one, or one serving a remote server.
     `--server` may list several servers sharing one database, comma-separated."""
-    import logging
     import socket
 
     from sandrun.agent.sandbox import KINDS
@@ -128,6 +127,7 @@ def agent(
         raise typer.Exit(serve(home, idle_exit or None, kill_grace, sandbox))
 
     from sandrun.agent import detect_capacity
+    from sandrun.agent.logfields import log_to_stderr
     from sandrun.agent.remote import run_remote_agent
     from sandrun.cli.specargs import parse_pairs
     from sandrun.models import Capacity
@@ -145,7 +145,7 @@ def agent(
     if gpus is not None:
         offered = offered.model_copy(update=declared_gpus(gpus))
     node = name or socket.gethostname()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    log_to_stderr()
     raise typer.Exit(
         run_remote_agent(
             server,

@@ -115,13 +115,18 @@ def _allowed(request: Request) -> list[str]:
 
 
 async def _reap(service: Service) -> None:
-    """End as node_lost the attempts whose agents stopped renewing their leases."""
+    """End as node_lost the attempts whose agents stopped renewing their leases.
+
+    A server that has just started (after a crash, say) first gives agents a lease to reach
+    it: leases that ran out while no server was up say nothing about their agents.
+    """
+    await asyncio.sleep(service.lease_seconds)
     while True:
-        await asyncio.sleep(min(5.0, service.lease_seconds / 3))
         try:
             lost = await run_in_threadpool(service.expire_leases)
         except SandrunError as exc:
             log.warning("lease reaper: %s", exc)
-            continue
+            lost = []
         for job_id, attempt in lost:
             log.info("attempt %d of job %s lost its lease", attempt, job_id)
+        await asyncio.sleep(min(5.0, service.lease_seconds / 3))

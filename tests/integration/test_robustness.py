@@ -7,12 +7,20 @@ Each runs against a real server (SQLite and PostgreSQL) and real agents on loopb
 
 from __future__ import annotations
 
+import os
+import re
+import signal
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from sandrun.states import JobState
+from sandrun.states import FailureReason, JobState
+from tests.helpers import wait_for
 from tests.integration.cluster import Cluster
 
 
@@ -82,3 +90,90 @@ def test_values_the_store_cannot_take_are_4xx_never_503(cluster: Cluster) -> Non
         assert answer.json()["code"] in ("invalid_spec", "invalid_input", "not_found"), path
     health = httpx.get(f"{cluster.url}/v1/jobs/{job.id}", headers=user)
     assert health.status_code == 200
+
+
+def _kill(proc: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> None:
+    os.killpg(proc.pid, sig)
+
+
+def _accounting(log: str) -> tuple[Counter[str], list[str]]:
+    """Each attempt's ends in an agent's log: every claimed one must end exactly once,
+    as reported, refused as stale, or handed back."""
+    claimed = Counter(re.findall(r"\bclaimed job=(\S+) attempt=(\d+)", log))
+    ended = Counter(
+        re.findall(
+            r"(?:attempt ended|refused as stale|handed back)[^\n]*job=(\S+) attempt=(\d+)", log
+        )
+    )
+    odd = [
+        f"{k}: claimed {claimed[k]}, ended {ended[k]}"
+        for k in claimed | ended
+        if claimed[k] != ended[k]
+    ]
+    return claimed, odd
+
+
+def test_attempts_that_end_in_an_outage_past_the_lease_are_reported(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """The server is killed while jobs run; they end while it is down; it comes back after
+    1.2 leases. Every result counts, none failed `internal`, nothing was retried."""
+    cluster.start_agent("a", cpus=4)
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    marks.chmod(0o777)  # sandboxed jobs run as uids of their own when the agent is root
+    with cluster.client() as client:
+        jobs = [
+            client.submit(
+                {
+                    "shell": f"echo started; while [ ! -e {marks}/go ]; do sleep 0.05; done; "
+                    f"echo done; touch {marks}/{i}",
+                    "working_dir": str(marks),
+                }
+            )
+            for i in range(4)
+        ]
+        wait_for(lambda: all(j.refresh().is_running for j in jobs), timeout=60, what="all running")
+        assert cluster.server is not None
+        _kill(cluster.server)
+        cluster.server.wait(30)
+        down = time.monotonic()
+        (marks / "go").touch()  # the jobs end while no server is up
+        wait_for(lambda: all((marks / str(i)).exists() for i in range(4)), timeout=30, what="ends")
+        time.sleep(max(0.0, down + 1.2 * cluster.lease - time.monotonic()))  # the outage
+        cluster.start_server()
+        for job in jobs:
+            record = job.wait(60).record
+            assert record.state is JobState.COMPLETED, (record.failure_reason, record.message)
+            assert [a.number for a in job.attempts] == [1]  # no retry of any kind
+            assert job.log_text("stdout") == "started\ndone\n"
+    _, odd = _accounting(cluster.log("agent-a"))
+    assert odd == []
+
+
+def test_a_stale_result_is_refused_and_the_agent_says_so(cluster: Cluster, tmp_path: Path) -> None:
+    """An agent stopped (SIGSTOP) past its lease loses the attempt; resumed, its report is
+    refused, and its log names the attempt and what was refused."""
+    agent = cluster.start_agent("a")
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)  # sandboxed jobs run as uids of their own when the agent is root
+    gate = shared / "gate"
+    with cluster.client() as client:
+        job = client.submit(
+            {"shell": f"while [ ! -e {gate} ]; do sleep 0.05; done", "working_dir": str(shared)}
+        )
+        wait_for(lambda: job.refresh().is_running, timeout=60, what="the job to run")
+        _kill(agent, signal.SIGSTOP)
+        gate.touch()  # the job ends while its agent is stopped
+        lost = lambda: [a.failure_reason for a in job.attempts][:1] == [FailureReason.NODE_LOST]  # noqa: E731
+        wait_for(lost, timeout=60, what="the server to give the attempt away")
+        _kill(agent, signal.SIGCONT)
+        refused = "result refused as stale (the server gave the attempt away): exit code 0"
+        wait_for(lambda: refused in cluster.log("agent-a"), timeout=30, what="the refusal logged")
+        assert job.wait(60).record.state is JobState.COMPLETED  # its retry, on the same agent
+    assert f"job={job.id} attempt=1" in next(
+        line for line in cluster.log("agent-a").splitlines() if refused in line
+    )
+    # The retry's end is logged just after it is reported.
+    wait_for(lambda: not _accounting(cluster.log("agent-a"))[1], timeout=30, what="every end")
