@@ -152,6 +152,7 @@ class LocalAgent:
             scratch=home.root,
             run_as=_sudo_user(),
             defaults=defaults,
+            owner=home.root,
         )
         if os.geteuid() == 0 and sandboxing.uids is None:
             log.warning(

@@ -131,6 +131,7 @@ class Agent:
     def run(self, stop: threading.Event) -> None:
         """Serve until `stop` is set (then drain) or until idle for `idle_exit` seconds."""
         fixed = self.node_id is not None
+        self.executor.end_leftovers()
         report = self.executor.sandboxing.report()
         proof = None
         if self.identity is not None:

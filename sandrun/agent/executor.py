@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import resource
 import select
@@ -29,7 +30,7 @@ from sandrun.agent.diskwatch import DiskWatch, Watched
 from sandrun.agent.gitcache import GitCache
 from sandrun.agent.logsink import LogSink
 from sandrun.agent.outputs import collect_outputs
-from sandrun.agent.proctree import signal_tree, start_time
+from sandrun.agent.proctree import kill_if_same, signal_tree, start_time
 from sandrun.agent.sandbox import Box, Confined, FsView, Sandboxing, open_sandboxing
 from sandrun.agent.sandbox.devices import GpuSlots
 from sandrun.agent.sandbox.runtime import disk_message
@@ -39,6 +40,8 @@ from sandrun.errors import OutputsTooLarge, SandrunError, StaleAttempt
 from sandrun.models import AttemptResult, Claim, Stream, Usage
 from sandrun.spec import JobSpec
 from sandrun.states import FailureReason
+
+log = logging.getLogger("sandrun.agent")
 
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 _READ = 1 << 16
@@ -128,12 +131,25 @@ class Executor:
         finally:
             with self._lock:
                 self._active.discard(name)
+            (self.runs_dir / f"{name}.pid").unlink(missing_ok=True)
             if result is None or result.failure_reason in _NOTHING_TO_SEE or not self.keep_failed:
                 remove_tree(scratch)
             else:
                 with contextlib.suppress(OSError):
                     os.utime(scratch)  # kept `keep_failed` seconds from now
             self.sweep(every=1.0)
+
+    def end_leftovers(self) -> None:
+        """At the agent's start: kill what a previous run of it left running (the agent was
+        killed: a sandbox dies with it, a `none` job's children may not)."""
+        ended = self.sandboxing.end_leftovers()
+        for record in self.runs_dir.glob("*.pid"):
+            with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+                pid = json.loads(record.read_text())
+                ended += kill_if_same(int(pid["pid"]), pid["started"])
+            record.unlink(missing_ok=True)
+        if ended:
+            log.warning("killed what %d attempt(s) of a previous run left running", ended)
 
     def sweep(self, every: float = 0.0) -> None:
         """Remove the scratch of attempts that ended over `keep_failed` seconds ago (and
@@ -147,6 +163,8 @@ class Executor:
         except OSError:
             return
         for entry in entries:
+            if entry.name.endswith(".pid"):  # a running attempt's: it goes when it ends
+                continue
             with self._lock:
                 if entry.name.removesuffix(".root") in self._active:
                     continue
@@ -270,7 +288,10 @@ class Executor:
             confined.confine(gated)
             # Running from here: its process exists, confined, and a stale attempt is
             # stopped at the gate before any of the job's code runs.
-            self.control.start(claim.ref, proc.pid, start_time(proc.pid), commit)
+            began = start_time(proc.pid)
+            record = {"pid": proc.pid, "started": began}
+            (self.runs_dir / f"{claim.job.id}.{claim.attempt}.pid").write_text(json.dumps(record))
+            self.control.start(claim.ref, proc.pid, began, commit)
             proc.stdin.write(b"\n")  # the gate: now it may exec the job
             proc.stdin.close()
             sink = LogSink(self.control, claim, limit=spec.limits.log_size << 20)

@@ -217,7 +217,9 @@ def run_remote_agent(
     capacity = capacity or detect_capacity()
     # A job that names no memory gets the operator's default, else all the node offers.
     defaults = JobDefaults(job_memory or capacity.memory_mb, job_disk)
-    sandboxing = open_sandboxing(sandbox, view, job_uids=True, scratch=work_dir, defaults=defaults)
+    sandboxing = open_sandboxing(
+        sandbox, view, job_uids=True, scratch=work_dir, defaults=defaults, owner=work_dir
+    )
     artifacts = LocalArtifactStore(work_dir / "artifacts")
     control = HttpControlPlane(url, token, artifacts, long_poll)
     waker = Waker(f"\0sandrun-agent-{uuid.uuid4().hex}")

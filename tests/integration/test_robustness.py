@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import pytest
 
 from sandrun.states import FailureReason, JobState
@@ -177,3 +178,39 @@ def test_a_stale_result_is_refused_and_the_agent_says_so(cluster: Cluster, tmp_p
     )
     # The retry's end is logged just after it is reported.
     wait_for(lambda: not _accounting(cluster.log("agent-a"))[1], timeout=30, what="every end")
+
+
+def _processes_with(text: str) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        if text in " ".join(proc.info["cmdline"] or []):
+            found.append(proc)
+    return found
+
+
+def _alive(procs: list[psutil.Process]) -> list[psutil.Process]:
+    return [p for p in procs if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+
+
+@pytest.mark.parametrize("backend_db", ["sqlite"], indirect=True)
+def test_a_killed_agents_unsandboxed_jobs_die_with_it_or_at_its_restart(
+    cluster: Cluster,
+) -> None:
+    """`--sandbox none`: the job's first process dies with the agent; what it forked dies
+    when the agent starts again with the same work directory."""
+    marker = f"4242.{os.getpid()}"
+    agent = cluster.start_agent("a", extra=("--sandbox", "none"))
+    with cluster.client() as client:
+        job = client.submit({"shell": f"sleep {marker}1 & exec sleep {marker}2"})
+        wait_for(lambda: len(_processes_with(f"sleep {marker}")) == 2, timeout=60, what="both")
+        (forked,) = _processes_with(f"sleep {marker}1")
+        (first,) = _processes_with(f"sleep {marker}2")
+        _kill(agent)
+        agent.wait(30)
+        wait_for(lambda: not _alive([first]), timeout=30, what="the first to die with the agent")
+        assert _alive([forked])  # what it forked is the agent's to end when it starts again
+        cluster.start_agent("a", extra=("--sandbox", "none"))
+        wait_for(lambda: not _alive([forked]), timeout=30, what="the forked one to die")
+        retried = lambda: [a.failure_reason for a in job.attempts][:1] == [FailureReason.NODE_LOST]  # noqa: E731
+        wait_for(retried, timeout=60, what="the lost attempt to be retried")
+        client.cancel(job.id)

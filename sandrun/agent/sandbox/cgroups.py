@@ -69,6 +69,18 @@ class CgroupTree:
         with self._lock:
             self._leftovers += left
 
+    def sweep(self) -> int:
+        """Kill and remove every attempt cgroup left here (by this agent's previous run:
+        the parent is this agent's own); how many there were."""
+        names: set[str] = set()
+        for parent in self.parents.values():
+            with contextlib.suppress(OSError):
+                names |= {p.name for p in parent.iterdir() if p.is_dir()}
+        for name in names:
+            dirs = {c: p / name for c, p in self.parents.items() if (p / name).is_dir()}
+            self.release(AttemptCgroup(self.version, dirs))
+        return len(names)
+
     @classmethod
     def detect(cls, name: str = "sandrun") -> CgroupTree | None:
         """The usable hierarchy, or None where this agent may not make cgroups."""

@@ -9,6 +9,7 @@ Everything the job later forks inherits both, and nothing runs before they hold.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import resource
@@ -118,6 +119,14 @@ class Sandboxing:
         self.defaults = defaults or JobDefaults()
         self.seccomp = seccomp if backend.filters else None
         self.seccomp_note = seccomp_note or f"not loaded by the {backend.name} sandbox"
+        self.owned = False  # whether its cgroups are this agent's alone (open_sandboxing's owner)
+
+    def end_leftovers(self) -> int:
+        """Kill what a previous run of this agent left in its cgroups; how many attempts.
+        Only for an agent that owns its cgroups, once it is sure to be the only one."""
+        if self.cgroups is None or not self.owned:
+            return 0
+        return self.cgroups.sweep()
 
     def report(self) -> SandboxReport:
         """What this agent enforces on this machine, and how."""
@@ -271,10 +280,13 @@ def open_sandboxing(
     scratch: Path | None = None,
     run_as: int | None = None,
     defaults: JobDefaults | None = None,
+    owner: Path | None = None,
 ) -> Sandboxing:
     """The sandboxing asked for, checked on this machine; `auto` takes the best that works.
     A root agent runs each attempt as a uid of its own (`job_uids`), or all as `run_as`.
     A bubblewrap sandbox loads the default seccomp filter where libseccomp can build it.
+    `owner` (the agent's work directory) gives the agent cgroups of its own, so that
+    `end_leftovers` can kill what a previous run of it left.
 
     `none` is never chosen silently: `auto` says loudly when it has to fall back to it.
     """
@@ -312,13 +324,18 @@ def open_sandboxing(
             seccomp, note = None, f"the kernel refused it ({problem})"
     if backend.filters and seccomp is None:
         log.warning("jobs run without a seccomp filter: %s", note)
-    cgroups = CgroupTree.detect()
+    name = "sandrun"
+    if owner is not None:
+        name += "-" + hashlib.sha256(str(owner.absolute()).encode()).hexdigest()[:12]
+    cgroups = CgroupTree.detect(name)
     uids = None
     if os.geteuid() == 0 and run_as is not None:
         uids = UidPool(shared=run_as)
     elif os.geteuid() == 0 and job_uids:
         uids = UidPool()
-    return Sandboxing(backend, cgroups, uids, defaults, seccomp, note)
+    sandboxing = Sandboxing(backend, cgroups, uids, defaults, seccomp, note)
+    sandboxing.owned = owner is not None
+    return sandboxing
 
 
 def _job_user(uids: UidPool | None) -> str:
