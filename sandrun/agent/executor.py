@@ -292,6 +292,9 @@ class Executor:
             record = {"pid": proc.pid, "started": began}
             (self.runs_dir / f"{claim.job.id}.{claim.attempt}.pid").write_text(json.dumps(record))
             self.control.start(claim.ref, proc.pid, began, commit)
+            # The server took the start with this attempt's token: it is still ours, however
+            # long the agent was cut off while it waited at the gate.
+            ctl.lost.clear()
             proc.stdin.write(b"\n")  # the gate: now it may exec the job
             proc.stdin.close()
             sink = LogSink(self.control, claim, limit=spec.limits.log_size << 20)

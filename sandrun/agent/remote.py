@@ -118,7 +118,9 @@ class HttpControlPlane:
         git_commit: str | None = None,
     ) -> None:
         body = StartRequest(ref=ref, pid=pid, pid_started_at=pid_started_at, git_commit=git_commit)
-        self._post("/v1/agent/start", body, retry_for=self.lease_seconds)
+        # The job waits at its gate, none of its code run: safe to wait out an outage, and
+        # the server's answer (its fencing) decides whether it runs.
+        self._post("/v1/agent/start", body, retry_for=REPORT_RETRY)
 
     def fetch_artifact(self, digest: str) -> None:
         """Download a job's input once: the local store is this agent's cache."""
