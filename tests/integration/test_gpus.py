@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from pathlib import Path
 
 import pytest
 
 from sandrun.client import Job
 from sandrun.states import JobState
+from tests.helpers import wait_for
 from tests.integration.cluster import SANDRUN, Cluster
 
 
@@ -70,15 +72,22 @@ def test_jobs_land_where_their_gpus_fit(gpu_pool: Cluster) -> None:
         assert "2xa100-80gb" in listed and "t4" not in listed
 
 
-def test_two_one_gpu_jobs_share_a_two_gpu_node(gpu_pool: Cluster) -> None:
+def test_two_one_gpu_jobs_share_a_two_gpu_node(gpu_pool: Cluster, tmp_path: Path) -> None:
+    shared = tmp_path / "gate"
+    shared.mkdir()
+    shared.chmod(0o777)  # sandboxed jobs run as uids of their own when the agent is root
+    held = "echo $CUDA_VISIBLE_DEVICES; while [ ! -e go ]; do sleep 0.05; done"
     with gpu_pool.client() as client:
         jobs = [
-            client.run("echo $CUDA_VISIBLE_DEVICES; sleep 2", gpus="a100", upload_code=False)
+            client.run(held, gpus="a100", upload_code=False, working_dir=str(shared))
             for _ in range(2)
         ]
+        # Both run at once (each holds at its gate until the other runs too).
+        wait_for(lambda: all(j.refresh().is_running for j in jobs), timeout=60, what="both")
+        (shared / "go").touch()
         ran = [_ran(job) for job in jobs]
     assert [node for node, _ in ran] == ["big", "big"]
-    assert sorted(index for _, index in ran) == ["0", "1"]  # at once, each its own GPU
+    assert sorted(index for _, index in ran) == ["0", "1"]  # each its own GPU
 
 
 def test_an_agent_refuses_an_unknown_gpu_model(cluster: Cluster) -> None:

@@ -224,13 +224,18 @@ def test_an_agent_cut_off_from_the_server_stops_its_job(cluster: Cluster) -> Non
         os.killpg(cluster.server.pid, signal.SIGCONT)
 
 
-def test_max_jobs_and_labels_are_honoured(cluster: Cluster) -> None:
+def test_max_jobs_and_labels_are_honoured(cluster: Cluster, tmp_path: Path) -> None:
     cluster.start_agent("solo", cpus=4, extra=("--max-jobs", "1", "--label", "zone=a"))
     [node] = cluster.nodes()
     assert node.labels == {"zone": "a"} and node.capacity.cpus == 4
+    shared = tmp_path / "gate"
+    shared.mkdir()
+    shared.chmod(0o777)  # sandboxed jobs run as uids of their own when the agent is root
     with cluster.client() as client:
-        first = client.run("sleep 0.5")  # long enough that the second is queued behind it
-        second = client.run("true")
+        first = client.run("while [ ! -e go ]; do sleep 0.05; done", working_dir=str(shared))
+        wait_for(lambda: first.refresh().is_running, timeout=60, what="the first to run")
+        second = client.run("true")  # CPUs to spare, but the agent takes one job at a time
+        (shared / "go").touch()
         first.wait(30)
         second.wait(30)
         # One at a time: the second was scheduled only once the first had finished.

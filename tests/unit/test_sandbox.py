@@ -1,14 +1,13 @@
-"""The sandbox's pure parts: the view's mounts, backend command lines, GPU slots, limits."""
+"""The sandbox's pure parts: the view's mounts, backend command lines, GPU slots, limits.
+(What starts processes is in tests/integration/test_sandbox.py.)"""
 
 from __future__ import annotations
 
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from sandrun.agent.executor import _InfoPipe, _sandbox_failed
 from sandrun.agent.sandbox import Box, FsView, Sandboxing
 from sandrun.agent.sandbox import view as view_module
 from sandrun.agent.sandbox.bwrap import BwrapSandbox
@@ -16,7 +15,6 @@ from sandrun.agent.sandbox.devices import GpuSlots
 from sandrun.agent.sandbox.runtime import GATE
 from sandrun.errors import InvalidSpec
 from sandrun.spec import parse_spec
-from sandrun.states import FailureReason
 
 
 def _kinds(view: FsView, writable: list[Path]) -> list[tuple[str, str]]:
@@ -118,30 +116,3 @@ def test_bwrap_is_its_own_start_gate_when_given_an_info_fd(tmp_path: Path) -> No
     )
     shelled = sandboxing.prepare("b", spec, Box(["true"], tmp_path, [tmp_path])).argv
     assert shelled[: len(GATE)] == GATE and "--block-fd" not in shelled
-
-
-def test_a_sandbox_that_ends_before_its_first_process_says_why() -> None:
-    with _InfoPipe.open(True) as info:
-        assert info is not None
-        proc = subprocess.Popen(
-            ["sh", "-c", "echo 'bwrap: no permission to clone' >&2; exit 1"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            pass_fds=(info.write_fd,),
-        )
-        assert info.child_pid() is None  # it closed its end without a word
-        result = _sandbox_failed(proc)
-    assert result.failure_reason is FailureReason.INTERNAL
-    assert result.message == "cannot start the sandbox: bwrap: no permission to clone"
-
-
-def test_a_sandbox_that_says_nothing_in_time_is_given_up_on() -> None:
-    with _InfoPipe.open(True) as info:
-        assert info is not None
-        silent = subprocess.Popen(["sleep", "30"], pass_fds=(info.write_fd,))
-        try:
-            assert info.child_pid(timeout=0.2) is None  # it holds the pipe, says nothing
-        finally:
-            silent.kill()
-            silent.wait()
