@@ -74,6 +74,19 @@ class Forbidden(SandrunError):
     http_status = 403
 
 
+class BadSignature(AuthenticationError):
+    """The result's signature does not verify against its agent's key."""
+
+    code = "bad_signature"
+    http_status = 422
+
+
+class BadKeyProof(AuthenticationError):
+    """The registration does not prove that the agent holds its key's private half."""
+
+    code = "bad_key_proof"
+
+
 # --- jobs -------------------------------------------------------------------------------
 
 
@@ -212,6 +225,30 @@ class UploadTooLarge(QuotaExceededError):
     http_status = 413
 
 
+class ArchiveTooLarge(ValidationError):
+    """The archive unpacks to more than this server takes."""
+
+    code = "archive_too_large"
+    http_status = 413
+
+
+class OverQuota(QuotaExceededError):
+    """Too much at once for this caller (the public API's per-address quota)."""
+
+    code = "over_quota"
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        self.retry_after = retry_after
+        super().__init__(message)
+
+
+class PublicApiOff(SandrunError):
+    """The public API is turned off on this server; use /v1."""
+
+    code = "public_api_off"
+    http_status = 404
+
+
 # --- infrastructure ---------------------------------------------------------------------
 
 
@@ -286,17 +323,49 @@ class OutputsTooLarge(AgentError):
     code = "outputs_too_large"
 
 
+class CheckoutFailed(AgentError):
+    """The repository could not be checked out."""
+
+    code = "checkout_failed"
+
+
+class BadBundle(AgentError):
+    """The uploaded code bundle is not a .tar.gz of plain files."""
+
+    code = "bad_bundle"
+
+
+class BadInput(AgentError):
+    """An input file cannot be written where the spec puts it."""
+
+    code = "bad_input"
+
+
+class ServerUnreachable(SandrunError):
+    """The sandrun server could not be reached."""
+
+    code = "server_unreachable"
+    http_status = 503
+
+
 def closest(word: str, choices: Iterable[str], n: int = 3) -> list[str]:
     """The valid choices nearest to a misspelled `word`, best first."""
     return difflib.get_close_matches(word, list(choices), n=n, cutoff=0.7)
 
 
+def _every(base: type[SandrunError]) -> list[type[SandrunError]]:
+    found = [base]
+    for sub in base.__subclasses__():
+        found += _every(sub)
+    return found
+
+
+# Every class is defined above, so the registry is whole whatever else was imported.
+CODES: dict[str, type[SandrunError]] = {}
+for _cls in _every(SandrunError):
+    CODES.setdefault(_cls.code, _cls)  # a sub-base's code is its first class's
+
+
 def error_for_code(code: str) -> type[SandrunError]:
     """The exception class with this stable `code` (for clients decoding server errors)."""
-    pending: list[type[SandrunError]] = [SandrunError]
-    while pending:
-        cls = pending.pop()
-        if cls.code == code:
-            return cls
-        pending.extend(cls.__subclasses__())
-    return SandrunError
+    return CODES.get(code, SandrunError)

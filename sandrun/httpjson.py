@@ -8,14 +8,7 @@ from typing import Any
 
 import httpx
 
-from sandrun.errors import SandrunError, error_for_code
-
-
-class ServerUnreachable(SandrunError):
-    """The sandrun server could not be reached."""
-
-    code = "server_unreachable"
-    http_status = 503
+from sandrun.errors import SandrunError, ServerUnreachable, error_for_code
 
 
 class HttpJson:

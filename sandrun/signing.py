@@ -22,21 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
-from sandrun.errors import AuthenticationError
 from sandrun.spec import JobSpec
-
-
-class BadSignature(AuthenticationError):
-    """The result's signature does not verify against its agent's key."""
-
-    code = "bad_signature"
-    http_status = 422
-
-
-class BadKeyProof(AuthenticationError):
-    """The registration does not prove that the agent holds its key's private half."""
-
-    code = "bad_key_proof"
 
 
 def job_hash(spec: JobSpec) -> str:

@@ -15,7 +15,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from sandrun.errors import AgentError
+from sandrun.errors import CheckoutFailed
 
 GIT_TIMEOUT = 600.0
 _COMMIT_RE = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
@@ -24,12 +24,6 @@ _GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true"}
 # Network transports only: `ext::` would run a command, and a local path could name any
 # repository on the agent's machine (its mirror cache of other users' repositories too).
 REMOTE_PROTOCOLS = "https:http:ssh:git"
-
-
-class CheckoutFailed(AgentError):
-    """The repository could not be checked out."""
-
-    code = "checkout_failed"
 
 
 class GitCache:

@@ -10,24 +10,12 @@ from pathlib import Path, PurePosixPath
 from sandrun.agent.control import ControlPlane
 from sandrun.agent.gitcache import GitCache
 from sandrun.artifacts import LocalArtifactStore
-from sandrun.artifacts.archives import ArchiveLimits, ArchiveTooLarge, Budget
-from sandrun.errors import AgentError
+from sandrun.artifacts.archives import ArchiveLimits, Budget
+from sandrun.errors import ArchiveTooLarge, BadBundle, BadInput
 from sandrun.spec import JobSpec
 
 # What one code bundle may unpack to on an agent's disk.
 BUNDLE_LIMITS = ArchiveLimits(max_bytes=10 << 30, max_members=200_000, max_ratio=1000.0)
-
-
-class BadBundle(AgentError):
-    """The uploaded code bundle is not a .tar.gz of plain files."""
-
-    code = "bad_bundle"
-
-
-class BadInput(AgentError):
-    """An input file cannot be written where the spec puts it."""
-
-    code = "bad_input"
 
 
 def materialize(

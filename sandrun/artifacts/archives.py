@@ -9,17 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sandrun.errors import ValidationError
+from sandrun.errors import ArchiveTooLarge
 
 # Below this much unpacked, any compression ratio is fine (small, repetitive files).
 _RATIO_FLOOR = 1 << 20
-
-
-class ArchiveTooLarge(ValidationError):
-    """The archive unpacks to more than this server takes."""
-
-    code = "archive_too_large"
-    http_status = 413
 
 
 @dataclass(frozen=True)

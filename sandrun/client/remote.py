@@ -8,7 +8,8 @@ from urllib.parse import quote
 import httpx
 from pydantic import TypeAdapter
 
-from sandrun.httpjson import HttpJson, ServerUnreachable, raise_for_error
+from sandrun.errors import ServerUnreachable
+from sandrun.httpjson import HttpJson, raise_for_error
 from sandrun.models import (
     Attempt,
     EndedJobs,

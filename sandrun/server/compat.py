@@ -26,13 +26,13 @@ from starlette.websockets import WebSocketDisconnect
 
 import sandrun
 from sandrun.artifacts.bundle import pack
-from sandrun.errors import AuthenticationError, SandrunError
+from sandrun.errors import AuthenticationError, OverQuota, PublicApiOff, SandrunError
 from sandrun.models import Attempt, JobRecord, OutputFile, Role
 from sandrun.server import manifest as manifests
 from sandrun.server.auth import principal
 from sandrun.server.manifest import ENVIRONMENTS, job_fields, read_manifest, unpack
 from sandrun.server.params import JobId, Text
-from sandrun.server.quota import OverQuota, PublicApi
+from sandrun.server.quota import PublicApi
 from sandrun.service import Service
 from sandrun.signing import job_hash
 from sandrun.states import JobState
@@ -62,7 +62,7 @@ async def _caller(conn: HTTPConnection) -> tuple[str, str | None]:
     user, else (anonymous mode) the caller's address."""
     config: PublicApi = conn.app.state.public_api
     if config.mode == "off":
-        raise _Off()
+        raise PublicApiOff()
     if conn.headers.get("authorization") or config.mode == "token":
         who = await principal(cast(Request, conn))  # it reads only headers and app state
         if who.role not in (Role.USER, Role.ADMIN):
@@ -70,13 +70,6 @@ async def _caller(conn: HTTPConnection) -> tuple[str, str | None]:
         return who.name, None if who.role is Role.ADMIN else who.name
     owner = f"anon:{conn.client.host if conn.client else 'unknown'}"
     return owner, owner
-
-
-class _Off(SandrunError):
-    """The public API is turned off on this server; use /v1."""
-
-    code = "public_api_off"
-    http_status = 404
 
 
 Handler = Callable[..., Awaitable[Response]]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from sandrun.errors import QuotaExceededError
+from sandrun.errors import OverQuota
 
 CompatMode = Literal["anonymous", "token", "off"]
 MODES: tuple[CompatMode, ...] = ("anonymous", "token", "off")
@@ -37,13 +37,3 @@ class PublicApi:
                 f"{self.cpu_seconds_per_minute:g}",
                 60,
             )
-
-
-class OverQuota(QuotaExceededError):
-    """Too much at once for this caller."""
-
-    code = "over_quota"
-
-    def __init__(self, message: str, retry_after: int) -> None:
-        self.retry_after = retry_after
-        super().__init__(message)

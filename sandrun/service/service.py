@@ -16,6 +16,8 @@ from typing import Any
 from sandrun.artifacts import LocalArtifactStore
 from sandrun.errors import (
     ArtifactNotFound,
+    BadKeyProof,
+    BadSignature,
     HostPathRefused,
     JobNotFoundError,
     OverMaximum,
@@ -52,8 +54,6 @@ from sandrun.service import maxima, placement, retention, retry
 from sandrun.service.placement import Instance
 from sandrun.signing import (
     PROOF_WINDOW,
-    BadKeyProof,
-    BadSignature,
     registration_claim,
     result_claim,
     verify,

@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 
 from sandrun.artifacts import LocalArtifactStore
+from sandrun.errors import BadSignature
 from sandrun.models import AttemptResult, Capacity, Claim, KeyProof
 from sandrun.service import Service
-from sandrun.signing import BadSignature, Identity, result_claim
+from sandrun.signing import Identity, result_claim
 from sandrun.states import AttemptState, JobState
 from sandrun.store import open_sqlite
 from tests.integration.cluster import SANDRUN, Cluster

@@ -7,9 +7,9 @@ import tarfile
 
 import pytest
 
-from sandrun.errors import ValidationError
+from sandrun.errors import OverQuota, ValidationError
 from sandrun.server.manifest import Manifest, job_fields, read_manifest, unpack
-from sandrun.server.quota import OverQuota, PublicApi
+from sandrun.server.quota import PublicApi
 from sandrun.spec import parse_spec
 
 
