@@ -89,6 +89,8 @@ class HttpControlPlane:
         detected: Capacity | None = None,
         key_proof: KeyProof | None = None,
     ) -> str:
+        if node_id is not None:  # only an embedded agent keeps its node id across runs
+            raise AgentError("a server names its nodes: register a remote agent by name only")
         body = RegisterRequest(
             name=name,
             capacity=capacity,

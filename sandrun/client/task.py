@@ -14,14 +14,6 @@ from sandrun.spec.job import gpu_request
 from sandrun.spec.parse import invalid_spec_from
 from sandrun.spec.units import Positive
 
-FLOW_FIELDS = (
-    "instance_type",
-    "min_gpu_memory_gb",
-    "max_run_time_hours",
-    "num_instances",
-    "upload_code",
-)
-
 
 class TaskConfig(BaseModel):
     """A job in Flow's words. Any core JobSpec field (cpus, retries, outputs...) may be

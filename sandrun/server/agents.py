@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 
-from fastapi import APIRouter, Request, Response, status
+from fastapi import APIRouter, Depends, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 
@@ -28,16 +28,17 @@ from sandrun.models import (
     StartRequest,
     Uploaded,
 )
-from sandrun.server.auth import ERRORS, AgentDep, ServiceDep
+from sandrun.server.auth import ERRORS, ServiceDep, agent
 from sandrun.server.notify import Notifier
 from sandrun.server.params import Text
 from sandrun.service import Service
 
-router = APIRouter(prefix="/v1/agent", responses=ERRORS)
+# Every route here is for agents (or admins): checked once, for the whole router.
+router = APIRouter(prefix="/v1/agent", responses=ERRORS, dependencies=[Depends(agent)])
 
 
 @router.post("/register")
-def register(body: RegisterRequest, caller: AgentDep, service: ServiceDep) -> RegisterReply:
+def register(body: RegisterRequest, service: ServiceDep) -> RegisterReply:
     node_id = service.register_node(
         body.name,
         body.capacity,
@@ -57,9 +58,7 @@ def register(body: RegisterRequest, caller: AgentDep, service: ServiceDep) -> Re
     response_model=Claim,
     responses={204: {"description": "nothing fitting arrived within `wait` seconds"}},
 )
-async def claim(
-    body: ClaimRequest, request: Request, caller: AgentDep, service: ServiceDep
-) -> Claim | Response:
+async def claim(body: ClaimRequest, request: Request, service: ServiceDep) -> Claim | Response:
     """The best pending job that fits `free`; held open up to `wait` s until one arrives."""
     notifier: Notifier = request.app.state.work
     deadline = time.monotonic() + body.wait
@@ -83,17 +82,17 @@ async def claim(
 
 
 @router.post("/start", status_code=status.HTTP_204_NO_CONTENT)
-def start(body: StartRequest, caller: AgentDep, service: ServiceDep) -> None:
+def start(body: StartRequest, service: ServiceDep) -> None:
     service.start(body.ref, body.pid, body.pid_started_at, body.git_commit)
 
 
 @router.post("/heartbeat")
-def heartbeat(body: HeartbeatRequest, caller: AgentDep, service: ServiceDep) -> HeartbeatReply:
+def heartbeat(body: HeartbeatRequest, service: ServiceDep) -> HeartbeatReply:
     return service.heartbeat(body.node, body.leases, body.state)
 
 
 @router.post("/logs", status_code=status.HTTP_204_NO_CONTENT)
-def logs(body: LogsRequest, caller: AgentDep, service: ServiceDep) -> None:
+def logs(body: LogsRequest, service: ServiceDep) -> None:
     service.append_logs(body.ref, body.chunks)
 
 
@@ -108,7 +107,7 @@ def logs(body: LogsRequest, caller: AgentDep, service: ServiceDep) -> None:
         }
     },
 )
-async def put_artifact(request: Request, caller: AgentDep, service: ServiceDep) -> Uploaded:
+async def put_artifact(request: Request, service: ServiceDep) -> Uploaded:
     """Store one output's bytes; the answer names them by their sha256."""
     data = await request.body()
     digest, size = await run_in_threadpool(service.artifacts.put_bytes, data)
@@ -120,22 +119,20 @@ async def put_artifact(request: Request, caller: AgentDep, service: ServiceDep) 
     response_class=FileResponse,
     responses={200: {"content": {"application/octet-stream": {}}}},
 )
-def get_artifact(digest: Text, caller: AgentDep, service: ServiceDep) -> FileResponse:
+def get_artifact(digest: Text, service: ServiceDep) -> FileResponse:
     """A blob a job brings (its inputs or code), for the agent that runs it."""
     service.fetch_artifact(digest)
     return FileResponse(service.artifacts.path(digest), media_type="application/octet-stream")
 
 
 @router.post("/complete")
-def complete(body: CompleteRequest, caller: AgentDep, service: ServiceDep) -> JobRecord:
+def complete(body: CompleteRequest, service: ServiceDep) -> JobRecord:
     _check_uploaded(body, service)
     return service.complete(body.ref, body.result)
 
 
 @router.post("/complete-and-claim")
-def complete_and_claim(
-    body: CompleteAndClaimRequest, caller: AgentDep, service: ServiceDep
-) -> CompleteAndClaimReply:
+def complete_and_claim(body: CompleteAndClaimRequest, service: ServiceDep) -> CompleteAndClaimReply:
     """`complete`, then at once (no long-poll) the best job that fits `free`."""
     _check_uploaded(body, service)
     job, claim = service.complete_and_claim(body.ref, body.result, body.node, body.free)

@@ -7,7 +7,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, status
+from fastapi import APIRouter, Depends, Query, Request, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, StreamingResponse
 
@@ -28,7 +28,7 @@ from sandrun.models import (
     Waiting,
     WaitRequest,
 )
-from sandrun.server.auth import ERRORS, AdminDep, ServiceDep, UserDep, viewer
+from sandrun.server.auth import ERRORS, ServiceDep, UserDep, admin, user, viewer
 from sandrun.server.notify import Notifier
 from sandrun.server.params import INT32, JobId, Text
 from sandrun.service.placement import Instance
@@ -242,9 +242,8 @@ def download(
     return FileResponse(service.artifacts.path(out.digest), media_type="application/octet-stream")
 
 
-@router.get("/instances")
+@router.get("/instances", dependencies=[Depends(user)])
 def instances(
-    caller: UserDep,
     service: ServiceDep,
     min_gpu_memory: Annotated[float, Query(ge=0, le=INT32)] = 0,
     max_price: Annotated[float | None, Query(ge=0, le=INT32)] = None,
@@ -253,13 +252,13 @@ def instances(
     return service.instances(min_gpu_memory, max_price)
 
 
-@router.get("/nodes")
-def nodes(caller: UserDep, service: ServiceDep) -> list[NodeInfo]:
+@router.get("/nodes", dependencies=[Depends(user)])
+def nodes(service: ServiceDep) -> list[NodeInfo]:
     return service.nodes()
 
 
-@router.post("/admin/gc")
-def gc(body: GcRequest, caller: AdminDep, service: ServiceDep) -> GcReport:
+@router.post("/admin/gc", dependencies=[Depends(admin)])
+def gc(body: GcRequest, service: ServiceDep) -> GcReport:
     """Remove the logs of jobs that ended more than `older_than` ago (with `purge_jobs`,
     the jobs), agents silent that long, then blobs nothing refers to; in batches."""
     return service.collect_garbage(body.older_than, purge_jobs=body.purge_jobs)

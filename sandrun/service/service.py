@@ -1,4 +1,4 @@
-"""The application layer: everything the CLI, the SDK and (later) the HTTP routes do.
+"""The application layer: everything the CLI, the SDK and the HTTP routes do.
 
 Nothing else touches the store. Scheduling and retry decisions are pure functions
 (see retry.py); this module validates requests, stamps time and ids, and tells
@@ -432,7 +432,8 @@ class Service:
         return self.store.live_attempts(node)
 
     def claim(self, node: str, free: Capacity, wait: float = 0.0) -> Claim | None:
-        """Claim at once; `wait` is for remote agents, whose server long-polls for them."""
+        """Claim at once. (`wait` is the control plane's long-poll: the server's route
+        holds the request, an embedded agent is woken by a datagram instead.)"""
         return self.store.claim(node, free, self.clock(), self.lease_seconds, self.policy)
 
     def start(
