@@ -21,10 +21,11 @@ from pathlib import Path
 import psutil
 
 from sandrun.agent.control import ControlPlane
-from sandrun.agent.executor import KEEP_FAILED, AttemptControl, Executor
+from sandrun.agent.executor import KEEP_FAILED, Executor
 from sandrun.agent.gpus import detect_gpus
 from sandrun.agent.proctree import kill_if_same
 from sandrun.agent.sandbox import Sandboxing
+from sandrun.agent.supervise import AttemptControl
 from sandrun.agent.wake import Waker
 from sandrun.artifacts import LocalArtifactStore
 from sandrun.errors import SandrunError, StaleAttempt

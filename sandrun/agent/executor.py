@@ -12,32 +12,30 @@ import contextlib
 import json
 import logging
 import os
-import resource
-import select
-import selectors
 import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from sandrun.agent.control import ControlPlane
-from sandrun.agent.diskwatch import DiskWatch, Watched
+from sandrun.agent.diskwatch import DiskWatch
 from sandrun.agent.gitcache import GitCache
 from sandrun.agent.logsink import LogSink
 from sandrun.agent.outputs import collect_outputs
+from sandrun.agent.process import InfoPipe, reap, sandbox_failed
 from sandrun.agent.proctree import kill_if_same, signal_tree, start_time
+from sandrun.agent.results import result_of, spawn_error
 from sandrun.agent.sandbox import Box, Confined, FsView, Sandboxing, open_sandboxing
 from sandrun.agent.sandbox.devices import GpuSlots
 from sandrun.agent.sandbox.runtime import disk_message
-from sandrun.agent.workspace import materialize
+from sandrun.agent.supervise import AttemptControl, Stop, supervise
+from sandrun.agent.workspace import materialize, remove_tree
 from sandrun.artifacts import LocalArtifactStore
 from sandrun.errors import OutputsTooLarge, SandrunError, StaleAttempt
-from sandrun.models import AttemptResult, Claim, Stream, Usage
+from sandrun.models import AttemptResult, Claim, Usage
 from sandrun.spec import JobSpec
 from sandrun.states import FailureReason
 
@@ -51,15 +49,6 @@ KEEP_FAILED = 3600.0  # seconds a failed attempt's scratch stays on disk, to loo
 # Ends that leave nothing worth looking into: the scratch goes at once.
 _NOTHING_TO_SEE = (None, FailureReason.CANCELLED, FailureReason.NODE_LOST)
 _NO_OUTPUTS = (FailureReason.CANCELLED, FailureReason.NODE_LOST)  # nobody will take them
-
-
-@dataclass
-class AttemptControl:
-    """Signals from the agent to a running attempt."""
-
-    cancel: threading.Event = field(default_factory=threading.Event)
-    lost: threading.Event = field(default_factory=threading.Event)  # lease gone: stop quietly
-    handback: threading.Event = field(default_factory=threading.Event)  # draining: give back
 
 
 def job_env(spec: JobSpec, claim: Claim, home: Path) -> dict[str, str]:
@@ -113,7 +102,7 @@ class Executor:
         """Run the attempt to its end. None means it lost its job and must not report."""
         spec = claim.job.spec
         if spec.working_dir is not None and not self.host_paths:
-            return _spawn_error(
+            return spawn_error(
                 f"working_dir {spec.working_dir!r}: this agent runs jobs only in what they "
                 "bring (code, inputs, a repository), never in a directory of its host"
             )
@@ -181,18 +170,18 @@ class Executor:
         spec = claim.job.spec
         workdir = Path(spec.working_dir) if spec.working_dir else scratch
         if not workdir.is_dir():
-            return _spawn_error(f"working_dir {str(workdir)!r} is not a directory on this node")
+            return spawn_error(f"working_dir {str(workdir)!r} is not a directory on this node")
         view = self.sandboxing.backend.view
         if self.sandboxing.backend.isolates and workdir != scratch:
             inside = view.conceals(workdir.resolve())
             if inside is not None:
-                return _spawn_error(
+                return spawn_error(
                     f"working_dir {str(workdir)!r} is inside the agent's own state ({inside})"
                 )
         try:
             commit = materialize(spec, workdir, self.control, self.artifacts, self.repos)
         except SandrunError as exc:
-            return _spawn_error(f"cannot prepare the working directory: {exc.message}")
+            return spawn_error(f"cannot prepare the working directory: {exc.message}")
         script_path = None
         if spec.script is not None:
             script_path = scratch / ".sandrun-script"
@@ -202,10 +191,10 @@ class Executor:
         writable = [scratch] if workdir == scratch else [scratch, workdir]
         problem = self._find_program(argv[0], env, workdir, writable)
         if problem is not None:
-            return _spawn_error(*problem)
+            return spawn_error(*problem)
         with (
             self.gpus.assign(spec.gpus.count if spec.gpus else 0) as gpus,
-            _InfoPipe.open(self.sandboxing.backend.gates_itself) as info,
+            InfoPipe.open(self.sandboxing.backend.gates_itself) as info,
         ):
             if self.gpus.total:
                 env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpus))
@@ -258,7 +247,7 @@ class Executor:
         scratch: Path,
         workdir: Path,
         commit: str | None,
-        info: _InfoPipe | None,
+        info: InfoPipe | None,
     ) -> AttemptResult | None:
         spec = claim.job.spec
         try:
@@ -283,7 +272,7 @@ class Executor:
             if info is not None:  # the sandbox's first process waits at its own gate
                 child = info.child_pid()
                 if child is None:
-                    return _sandbox_failed(proc)
+                    return sandbox_failed(proc)
                 gated = child  # the job is its descendant; the launcher only watches it
             confined.confine(gated)
             # Running from here: its process exists, confined, and a stale attempt is
@@ -299,13 +288,22 @@ class Executor:
             proc.stdin.close()
             sink = LogSink(self.control, claim, limit=spec.limits.log_size << 20)
             with self.disks.watch(scratch, confined.disk_mb << 20) as disk:
-                reason, status, rusage = self._supervise(proc, spec, sink, ctl, started, disk)
+                reason, status, rusage = supervise(
+                    proc,
+                    spec,
+                    sink,
+                    ctl,
+                    started,
+                    disk,
+                    self.kill_grace,
+                    self.sandboxing.backend.launchers,
+                )
             sink.drain()
         except BaseException as exc:
             # Whatever went wrong, the job's processes must not outlive its attempt.
             if proc.returncode is None:
                 signal_tree(proc.pid, signal.SIGKILL)
-                _reap(proc)
+                reap(proc)
             if isinstance(exc, StaleAttempt):
                 return None
             raise
@@ -325,10 +323,10 @@ class Executor:
         if reason is None:
             killer = signum if signum is not None else reported
             limit = self.sandboxing.limit_reason(confined, spec, killer, exit_code != 0, cpu)
-        result = _result(reason, exit_code, signum, usage, limit)
-        if reason == "disk_limit":
+        result = result_of(reason, exit_code, signum, usage, limit)
+        if reason is Stop.DISK_LIMIT:
             result = result.model_copy(update={"message": disk_message(confined.disk_mb)})
-        if reason == "timeout" and confined.cgroup and confined.cgroup.hit_process_limit():
+        if reason is Stop.TIMEOUT and confined.cgroup and confined.cgroup.hit_process_limit():
             note = f"it had hit its limit of {spec.limits.processes} processes"
             result = result.model_copy(update={"message": note})
         if spec.outputs and result.failure_reason not in _NO_OUTPUTS:
@@ -356,228 +354,6 @@ class Executor:
                 )
             return result
         return result.model_copy(update={"outputs": outputs})
-
-    def _supervise(
-        self,
-        proc: subprocess.Popen[bytes],
-        spec: JobSpec,
-        sink: LogSink,
-        ctl: AttemptControl,
-        started: float,
-        disk: Watched,
-    ) -> tuple[str | None, int, resource.struct_rusage]:
-        """Pump output until the process ends; return (why we stopped it, status, rusage)."""
-        assert proc.stdout is not None and proc.stderr is not None
-        sel = selectors.DefaultSelector()
-        streams_by_fd: dict[int, Stream] = {
-            proc.stdout.fileno(): "stdout",
-            proc.stderr.fileno(): "stderr",
-        }
-        sel.register(proc.stdout, selectors.EVENT_READ, "pipe")
-        sel.register(proc.stderr, selectors.EVENT_READ, "pipe")
-        pidfd = _pidfd(proc.pid)
-        if pidfd is not None:
-            sel.register(pidfd, selectors.EVENT_READ, "exit")
-        deadline = started + spec.timeout if spec.timeout else None
-        reason: str | None = None
-        kill_at: float | None = None
-        exited: tuple[int, resource.struct_rusage] | None = None
-        drain_until: float | None = None
-        streams = 2
-        try:
-            while streams or exited is None:
-                for key, _ in sel.select(0.05):
-                    if key.data == "exit":
-                        sel.unregister(key.fileobj)
-                        continue
-                    chunk = os.read(key.fd, _READ)
-                    if chunk:
-                        sink.add(streams_by_fd[key.fd], chunk)
-                    else:
-                        sel.unregister(key.fileobj)
-                        streams -= 1
-                sink.maybe_flush()  # first: whether it exited is looked at after any wait
-                if exited is None:
-                    exited = _poll_exit(proc)
-                    if exited is not None:
-                        drain_until = time.monotonic() + _DRAIN_AFTER_EXIT
-                if drain_until is not None and time.monotonic() > drain_until:
-                    break  # an escaped child holds the pipes open; the job is over
-                now = time.monotonic()
-                if reason is None and exited is None:
-                    if ctl.cancel.is_set():
-                        reason = "cancelled"
-                    elif ctl.lost.is_set():
-                        reason = "lost"
-                    elif ctl.handback.is_set():
-                        reason = "handback"
-                    elif deadline is not None and now >= deadline:
-                        reason = "timeout"
-                    elif sink.capped and spec.limits.stop_on_log_limit:
-                        reason = "log_limit"
-                    elif disk.over.is_set():
-                        reason = "disk_limit"
-                    if reason is not None:
-                        spare = self.sandboxing.backend.launchers
-                        signal_tree(proc.pid, signal.SIGTERM, spare=spare)
-                        kill_at = now + (0 if reason == "lost" else self.kill_grace)
-                if kill_at is not None and now >= kill_at and exited is None:
-                    signal_tree(proc.pid, signal.SIGKILL)
-                    kill_at = None
-        finally:
-            sel.close()
-            if pidfd is not None:
-                os.close(pidfd)
-            proc.stdout.close()
-            proc.stderr.close()
-        assert exited is not None
-        return reason, exited[0], exited[1]
-
-
-class _InfoPipe:
-    """Where a self-gating sandbox tells the pid of its first process (`Box.info_fd`)."""
-
-    def __init__(self) -> None:
-        self.read_fd, self.write_fd = os.pipe()
-        self._open = [self.read_fd, self.write_fd]
-
-    @classmethod
-    @contextlib.contextmanager
-    def open(cls, wanted: bool) -> Iterator[_InfoPipe | None]:
-        pipe = cls() if wanted else None
-        try:
-            yield pipe
-        finally:
-            if pipe is not None:
-                for fd in pipe._open:
-                    os.close(fd)
-
-    def child_pid(self, timeout: float = _SANDBOX_START) -> int | None:
-        """Read to the end (the sandbox closes it once written); None if it said nothing
-        (or nothing in `timeout` seconds)."""
-        self._close(self.write_fd)  # the sandbox holds its own copy
-        data = b""
-        deadline = time.monotonic() + timeout
-        while True:
-            left = max(deadline - time.monotonic(), 0.0)
-            ready, _, _ = select.select([self.read_fd], [], [], left)
-            chunk = os.read(self.read_fd, 4096) if ready else b""
-            if not chunk:
-                break
-            data += chunk
-        try:
-            return int(json.loads(data)["child-pid"])
-        except (ValueError, KeyError, TypeError):
-            return None
-
-    def _close(self, fd: int) -> None:
-        if fd in self._open:
-            self._open.remove(fd)
-            os.close(fd)
-
-
-def _sandbox_failed(proc: subprocess.Popen[bytes]) -> AttemptResult:
-    """The sandbox exited before starting its first process: say what it said."""
-    assert proc.stdin is not None and proc.stderr is not None
-    signal_tree(proc.pid, signal.SIGKILL)
-    text = proc.stderr.read().decode(errors="replace").strip()
-    proc.stdin.close()
-    _reap(proc)
-    return AttemptResult(
-        failure_reason=FailureReason.INTERNAL,
-        message=f"cannot start the sandbox: {text.splitlines()[-1] if text else 'it exited'}",
-    )
-
-
-def _pidfd(pid: int) -> int | None:
-    try:
-        return os.pidfd_open(pid)
-    except (AttributeError, OSError):
-        return None  # old kernel: the 50 ms select timeout polls instead
-
-
-def _poll_exit(proc: subprocess.Popen[bytes]) -> tuple[int, resource.struct_rusage] | None:
-    """If the leader exited: kill what it left in its group, reap it, return status+usage."""
-    info = os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-    if info is None:
-        return None
-    # The leader is a zombie: its pid (and so its group id) cannot be reused yet.
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    _, status, rusage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return status, rusage
-
-
-def _reap(proc: subprocess.Popen[bytes]) -> None:
-    _, status, _ = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    for pipe in (proc.stdout, proc.stderr):
-        if pipe is not None and not pipe.closed:
-            pipe.close()
-
-
-def _spawn_error(message: str, exit_code: int = 127) -> AttemptResult:
-    return AttemptResult(
-        exit_code=exit_code, failure_reason=FailureReason.SPAWN_ERROR, message=message
-    )
-
-
-_OURS: dict[str, tuple[FailureReason, str | None]] = {
-    "timeout": (FailureReason.TIMEOUT, None),
-    "cancelled": (FailureReason.CANCELLED, None),
-    # A drain is an infrastructure event: retried without using the job's retries.
-    "handback": (FailureReason.NODE_LOST, "handed back: the agent was drained"),
-    # Reported all the same: the server refuses it if it has given the attempt away.
-    "lost": (FailureReason.NODE_LOST, "stopped: its agent could not renew the lease"),
-    "log_limit": (FailureReason.LOG_LIMIT, "stopped at its log limit (limits.stop_on_log_limit)"),
-    "disk_limit": (FailureReason.DISK_LIMIT, None),  # the message names the limit
-}
-
-
-def _result(
-    reason: str | None,
-    exit_code: int,
-    signum: int | None,
-    usage: Usage,
-    limit: tuple[FailureReason, str] | None,
-) -> AttemptResult:
-    failure: FailureReason | None
-    message: str | None
-    if reason is not None:
-        failure, message = _OURS[reason]
-    elif limit is not None:
-        failure, message = limit
-    elif signum is not None:
-        failure, message = FailureReason.SIGNALED, f"killed by {_signal_name(signum)}"
-    else:
-        failure, message = (FailureReason.EXIT_CODE if exit_code else None), None
-    return AttemptResult(exit_code=exit_code, failure_reason=failure, message=message, usage=usage)
-
-
-def _signal_name(signum: int) -> str:
-    try:
-        return signal.Signals(signum).name
-    except ValueError:
-        return f"signal {signum}"
-
-
-def remove_tree(path: Path) -> None:
-    """Remove an attempt's directory, whatever modes the job left on what it made."""
-    shutil.rmtree(path, ignore_errors=True)
-    if not path.exists():
-        return
-    with contextlib.suppress(OSError):
-        os.chmod(path, 0o700)
-    for parent, dirs, _ in os.walk(path):  # a job may have left itself unreadable dirs
-        for name in dirs:
-            inner = os.path.join(parent, name)
-            if not os.path.islink(inner):
-                with contextlib.suppress(OSError):
-                    os.chmod(inner, 0o700)
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def _invisible(program: str, path: Path) -> str:

@@ -1,9 +1,13 @@
-"""What a job brings into its scratch directory before it runs: a git checkout, an
-uploaded code bundle (.tar.gz), uploaded files. All by digest, fetched through the
-control plane into the agent's artifact store, which is also its cache."""
+"""An attempt's scratch directory: what a job brings into it before it runs (a git
+checkout, an uploaded code bundle (.tar.gz), uploaded files — all by digest, fetched
+through the control plane into the agent's artifact store, which is also its cache), and
+its removal at the end."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
 import tarfile
 from pathlib import Path, PurePosixPath
 
@@ -68,3 +72,19 @@ def _unpack(bundle: Path, dest: Path) -> None:
         raise BadBundle(exc.message) from None
     except (tarfile.TarError, OSError) as exc:
         raise BadBundle(f"cannot unpack the code bundle: {exc}") from None
+
+
+def remove_tree(path: Path) -> None:
+    """Remove an attempt's directory, whatever modes the job left on what it made."""
+    shutil.rmtree(path, ignore_errors=True)
+    if not path.exists():
+        return
+    with contextlib.suppress(OSError):
+        os.chmod(path, 0o700)
+    for parent, dirs, _ in os.walk(path):  # a job may have left itself unreadable dirs
+        for name in dirs:
+            inner = os.path.join(parent, name)
+            if not os.path.islink(inner):
+                with contextlib.suppress(OSError):
+                    os.chmod(inner, 0o700)
+    shutil.rmtree(path, ignore_errors=True)

@@ -22,7 +22,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from sandrun.agent.executor import _InfoPipe, _sandbox_failed
+from sandrun.agent.process import InfoPipe, sandbox_failed
 from sandrun.agent.sandbox import FsView, probe
 from sandrun.agent.sandbox.bwrap import BwrapSandbox
 from sandrun.agent.sandbox.unshare import UnshareSandbox
@@ -537,7 +537,7 @@ def test_an_agent_that_may_not_make_cgroups_falls_back_to_rlimits() -> None:
 
 
 def test_a_sandbox_that_ends_before_its_first_process_says_why() -> None:
-    with _InfoPipe.open(True) as info:
+    with InfoPipe.open(True) as info:
         assert info is not None
         proc = subprocess.Popen(
             ["sh", "-c", "echo 'bwrap: no permission to clone' >&2; exit 1"],
@@ -547,13 +547,13 @@ def test_a_sandbox_that_ends_before_its_first_process_says_why() -> None:
             pass_fds=(info.write_fd,),
         )
         assert info.child_pid() is None  # it closed its end without a word
-        result = _sandbox_failed(proc)
+        result = sandbox_failed(proc)
     assert result.failure_reason is FailureReason.INTERNAL
     assert result.message == "cannot start the sandbox: bwrap: no permission to clone"
 
 
 def test_a_sandbox_that_says_nothing_in_time_is_given_up_on() -> None:
-    with _InfoPipe.open(True) as info:
+    with InfoPipe.open(True) as info:
         assert info is not None
         silent = subprocess.Popen(["sleep", "30"], pass_fds=(info.write_fd,))
         try:

@@ -1,0 +1,123 @@
+"""Supervising a running attempt: pump its output into the log sink, and stop it — SIGTERM,
+then SIGKILL after the grace — when it is cancelled, loses its lease, is handed back, runs
+past its timeout, its log limit (if asked) or its disk limit."""
+
+from __future__ import annotations
+
+import os
+import resource
+import selectors
+import signal
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from sandrun.agent.diskwatch import Watched
+from sandrun.agent.logsink import LogSink
+from sandrun.agent.process import pidfd_of, poll_exit
+from sandrun.agent.proctree import signal_tree
+from sandrun.models import Stream
+from sandrun.spec import JobSpec
+
+_READ = 1 << 16
+_DRAIN_AFTER_EXIT = 1.0  # seconds to keep reading pipes held open by escaped children
+
+
+class Stop(StrEnum):
+    """Why the agent stopped an attempt (None: it ended on its own)."""
+
+    CANCELLED = "cancelled"
+    LOST = "lost"  # its lease is gone: stop at once
+    HANDBACK = "handback"  # the agent is draining
+    TIMEOUT = "timeout"
+    LOG_LIMIT = "log_limit"
+    DISK_LIMIT = "disk_limit"
+
+
+@dataclass
+class AttemptControl:
+    """Signals from the agent to a running attempt."""
+
+    cancel: threading.Event = field(default_factory=threading.Event)
+    lost: threading.Event = field(default_factory=threading.Event)  # lease gone: stop quietly
+    handback: threading.Event = field(default_factory=threading.Event)  # draining: give back
+
+
+def supervise(
+    proc: subprocess.Popen[bytes],
+    spec: JobSpec,
+    sink: LogSink,
+    ctl: AttemptControl,
+    started: float,
+    disk: Watched,
+    kill_grace: float,
+    launchers: frozenset[str],
+) -> tuple[Stop | None, int, resource.struct_rusage]:
+    """Pump output until the process ends; return (why we stopped it, status, rusage).
+    `launchers` are the sandbox's own processes, spared the polite SIGTERM."""
+    assert proc.stdout is not None and proc.stderr is not None
+    sel = selectors.DefaultSelector()
+    streams_by_fd: dict[int, Stream] = {
+        proc.stdout.fileno(): "stdout",
+        proc.stderr.fileno(): "stderr",
+    }
+    sel.register(proc.stdout, selectors.EVENT_READ, "pipe")
+    sel.register(proc.stderr, selectors.EVENT_READ, "pipe")
+    pidfd = pidfd_of(proc.pid)
+    if pidfd is not None:
+        sel.register(pidfd, selectors.EVENT_READ, "exit")
+    deadline = started + spec.timeout if spec.timeout else None
+    reason: Stop | None = None
+    kill_at: float | None = None
+    exited: tuple[int, resource.struct_rusage] | None = None
+    drain_until: float | None = None
+    streams = 2
+    try:
+        while streams or exited is None:
+            for key, _ in sel.select(0.05):
+                if key.data == "exit":
+                    sel.unregister(key.fileobj)
+                    continue
+                chunk = os.read(key.fd, _READ)
+                if chunk:
+                    sink.add(streams_by_fd[key.fd], chunk)
+                else:
+                    sel.unregister(key.fileobj)
+                    streams -= 1
+            sink.maybe_flush()  # first: whether it exited is looked at after any wait
+            if exited is None:
+                exited = poll_exit(proc)
+                if exited is not None:
+                    drain_until = time.monotonic() + _DRAIN_AFTER_EXIT
+            if drain_until is not None and time.monotonic() > drain_until:
+                break  # an escaped child holds the pipes open; the job is over
+            now = time.monotonic()
+            if reason is None and exited is None:
+                if ctl.cancel.is_set():
+                    reason = Stop.CANCELLED
+                elif ctl.lost.is_set():
+                    reason = Stop.LOST
+                elif ctl.handback.is_set():
+                    reason = Stop.HANDBACK
+                elif deadline is not None and now >= deadline:
+                    reason = Stop.TIMEOUT
+                elif sink.capped and spec.limits.stop_on_log_limit:
+                    reason = Stop.LOG_LIMIT
+                elif disk.over.is_set():
+                    reason = Stop.DISK_LIMIT
+                if reason is not None:
+                    signal_tree(proc.pid, signal.SIGTERM, spare=launchers)
+                    kill_at = now + (0 if reason is Stop.LOST else kill_grace)
+            if kill_at is not None and now >= kill_at and exited is None:
+                signal_tree(proc.pid, signal.SIGKILL)
+                kill_at = None
+    finally:
+        sel.close()
+        if pidfd is not None:
+            os.close(pidfd)
+        proc.stdout.close()
+        proc.stderr.close()
+    assert exited is not None
+    return reason, exited[0], exited[1]
