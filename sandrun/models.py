@@ -237,6 +237,17 @@ class NodeInfo(_Wire):
     detected: Capacity | None = None  # what its hardware showed (capacity may be declared)
 
 
+class Instance(BaseModel):
+    """A GPU shape the pool can run now: `count` GPUs of one model on one node."""
+
+    name: str  # "2xa100-80gb"
+    gpu_type: str
+    gpu_count: int
+    gpu_memory_gb: float
+    price_per_hour: float  # all its GPUs, from the server's price table (or the catalogue)
+    nodes: int  # active nodes that have that many
+
+
 class TokenInfo(_Wire):
     """An API token as `sandrun token list` shows it (never its secret)."""
 

@@ -196,7 +196,7 @@ def db_upgrade(db: DbOpt = None) -> None:
     target = _server_db(db)
     store = Store(open_database(target))
     try:
-        before = store.db.schema_version()
+        before = store.schema_version()
         after = store.migrate(upgrade=True)
     finally:
         store.close()

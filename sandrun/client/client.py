@@ -19,8 +19,7 @@ from sandrun.client.transport import Transport
 from sandrun.client.upload import list_files, make_bundle
 from sandrun.errors import TimeoutError, ValidationError
 from sandrun.home import Home
-from sandrun.models import MAX_BATCH, GcReport, JobPage, LogChunk, NodeInfo
-from sandrun.service.placement import Instance
+from sandrun.models import MAX_BATCH, GcReport, Instance, JobPage, LogChunk, NodeInfo
 from sandrun.spec import JobSpec, parse_spec
 
 

@@ -14,13 +14,14 @@ from sandrun.models import (
     Attempt,
     Event,
     GcReport,
+    Instance,
     JobPage,
     JobRecord,
     LogChunk,
     NodeInfo,
     OutputFile,
 )
-from sandrun.service.placement import Instance, fits, has, needs
+from sandrun.service.placement import fits, has, needs
 from sandrun.service.service import LOCAL_OWNER
 from sandrun.spec import JobSpec
 

@@ -16,6 +16,7 @@ from sandrun.models import (
     Event,
     GcReport,
     GcRequest,
+    Instance,
     JobPage,
     JobRecord,
     LogChunk,
@@ -25,7 +26,6 @@ from sandrun.models import (
     Uploaded,
     Waiting,
 )
-from sandrun.service.placement import Instance
 from sandrun.spec import JobSpec
 
 _ATTEMPTS = TypeAdapter(list[Attempt])

@@ -9,13 +9,13 @@ from sandrun.models import (
     Attempt,
     Event,
     GcReport,
+    Instance,
     JobPage,
     JobRecord,
     LogChunk,
     NodeInfo,
     OutputFile,
 )
-from sandrun.service.placement import Instance
 from sandrun.spec import JobSpec
 
 

@@ -18,6 +18,7 @@ from sandrun.models import (
     Event,
     GcReport,
     GcRequest,
+    Instance,
     JobPage,
     JobRecord,
     LogChunk,
@@ -31,7 +32,6 @@ from sandrun.models import (
 from sandrun.server.auth import ERRORS, ServiceDep, UserDep, admin, user, viewer
 from sandrun.server.notify import Notifier
 from sandrun.server.params import INT32, JobId, Text
-from sandrun.service.placement import Instance
 from sandrun.spec import JobSpec
 from sandrun.spec.text import NO_NUL
 from sandrun.states import JobState

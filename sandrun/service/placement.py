@@ -5,22 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from pydantic import BaseModel
-
-from sandrun.models import Capacity, NodeInfo
+from sandrun.models import Capacity, Instance, NodeInfo
 from sandrun.spec import JobSpec
 from sandrun.spec.policy import OwnerLimits
-
-
-class Instance(BaseModel):
-    """A GPU shape the pool can run now: `count` GPUs of one model on one node."""
-
-    name: str  # "2xa100-80gb"
-    gpu_type: str
-    gpu_count: int
-    gpu_memory_gb: float
-    price_per_hour: float  # all its GPUs, from the server's price table (or the catalogue)
-    nodes: int  # active nodes that have that many
 
 
 def fits(spec: JobSpec, capacity: Capacity, labels: dict[str, str] | None = None) -> bool:

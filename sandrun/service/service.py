@@ -38,6 +38,7 @@ from sandrun.models import (
     Event,
     GcReport,
     HeartbeatReply,
+    Instance,
     JobPage,
     JobRecord,
     KeyProof,
@@ -51,7 +52,6 @@ from sandrun.models import (
     TokenInfo,
 )
 from sandrun.service import maxima, placement, retention, retry
-from sandrun.service.placement import Instance
 from sandrun.signing import (
     PROOF_WINDOW,
     registration_claim,
@@ -63,14 +63,13 @@ from sandrun.spec.job import NAME_RE
 from sandrun.spec.policy import Policy
 from sandrun.states import JobState
 from sandrun.store import Store
+from sandrun.store.store import Listener
 
 log = logging.getLogger("sandrun.service")
 
 DEFAULT_LEASE_SECONDS = 30.0
 LOCAL_OWNER = "local"  # who owns embedded jobs (and a server's without auth)
 MAX_PAGE = 1000
-
-Listener = Callable[[str], None]
 
 
 class Service:
@@ -99,7 +98,7 @@ class Service:
     def on_change(self, listener: Listener) -> None:
         """Call `listener(kind)` after each committed change: submitted, cancel, logs,
         finished, lost (and, on PostgreSQL, those made by other servers)."""
-        self.store.db.subscribe(listener)
+        self.store.subscribe(listener)
 
     # --- users ------------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ and are refused unless that attempt still holds the job.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from sandrun.errors import (
@@ -59,6 +59,7 @@ from sandrun.store.queue import Claimer, PoolCache
 from sandrun.store.rows import attempt_from, job_from
 
 NO_POLICY = Policy()
+Listener = Callable[[str], None]  # told the kind of each committed change
 
 
 class Store:
@@ -89,6 +90,14 @@ class Store:
             if migration.version > current:
                 self.db.apply_migration(migration.version, migration.sql)
         return known
+
+    def schema_version(self) -> int:
+        return self.db.schema_version()
+
+    def subscribe(self, listener: Listener) -> None:
+        """Call `listener(kind)` after each committed change (other servers' too, on
+        PostgreSQL)."""
+        self.db.subscribe(listener)
 
     def close(self) -> None:
         self.db.close()
