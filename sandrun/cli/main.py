@@ -37,7 +37,7 @@ from sandrun.cli.specargs import build_spec
 from sandrun.client import Client, Job, connect
 from sandrun.client.verify import verify_result
 from sandrun.errors import IllegalTransition, JobNotFoundError, SandrunError, ValidationError
-from sandrun.spec.job import gpu_request
+from sandrun.spec.gpus import gpu_request
 from sandrun.states import JobState
 
 app = typer.Typer(

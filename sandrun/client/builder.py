@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from sandrun.errors import InvalidSpec, SandrunError
 from sandrun.spec import JobSpec, parse_memory_mb, parse_spec
-from sandrun.spec.job import gpu_request
+from sandrun.spec.gpus import gpu_request
 
 if TYPE_CHECKING:
     from sandrun.client.client import Client

@@ -10,7 +10,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from sandrun.errors import InvalidSpec, ValidationError
 from sandrun.spec import JobSpec, parse_spec
-from sandrun.spec.job import gpu_request
+from sandrun.spec.gpus import gpu_request
 from sandrun.spec.parse import invalid_spec_from
 from sandrun.spec.units import Positive
 

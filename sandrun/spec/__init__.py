@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from sandrun.spec.job import GpuRequest, JobSpec, Limits, Repository, RetryOn, RetryPolicy
+from sandrun.spec.gpus import GpuRequest
+from sandrun.spec.job import JobSpec, Limits, Repository, RetryOn, RetryPolicy
 from sandrun.spec.parse import load_spec_file, parse_spec
 from sandrun.spec.units import format_duration, parse_duration, parse_memory_mb
 

@@ -13,7 +13,6 @@ from pathlib import PurePosixPath
 from typing import Annotated, Any
 
 from pydantic import (
-    BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
@@ -24,15 +23,14 @@ from pydantic import (
     model_validator,
 )
 
-from sandrun.errors import InvalidSpec
-from sandrun.spec.gpus import canonical, spellings
-from sandrun.spec.text import forbid_nul_in_schema, refuse_nul
+from sandrun.spec.base import Strict
+from sandrun.spec.gpus import GPU_PATTERN, GpuRequest, parse_gpus
+from sandrun.spec.text import forbid_nul_in_schema
 from sandrun.spec.units import (
     DURATION_PATTERN,
     MEMORY_PATTERN,
     Int,
     Num,
-    Positive,
     parse_duration,
     parse_memory_mb,
 )
@@ -138,11 +136,6 @@ def _also(*alternatives: dict[str, Any]) -> Any:
     return extend
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=forbid_nul_in_schema)
-    _no_nul = field_validator("*")(refuse_nul)
-
-
 # What the validators below enforce across fields, said in the schema too.
 _PROGRAM_RULES: dict[str, Any] = {
     "oneOf": [
@@ -187,7 +180,7 @@ class RetryOn(StrEnum):
     NODE_LOST = "node_lost"
 
 
-class RetryPolicy(_Strict):
+class RetryPolicy(Strict):
     """`limit` retries after the first attempt, waiting backoff * factor**(n-1), capped."""
 
     limit: Int = Field(default=0, ge=0, le=100)
@@ -208,7 +201,7 @@ class RetryPolicy(_Strict):
         return float(min(self.backoff * self.factor ** (retry_number - 1), self.max_backoff))
 
 
-class Limits(_Strict):
+class Limits(Strict):
     """What one attempt may use beyond `memory` and `timeout`; the agent enforces them."""
 
     processes: Int = Field(default=4096, ge=1, le=1_000_000)  # tasks: threads count too
@@ -220,7 +213,7 @@ class Limits(_Strict):
     output_size: MemoryMB = 10 * 1024  # all collected outputs together
 
 
-class Repository(_Strict):
+class Repository(Strict):
     """A git repository the agent checks out as the job's working directory."""
 
     # https://, ssh://, git@host:path or file://; then a branch, tag or commit.
@@ -242,101 +235,7 @@ def _retries(value: object) -> object:
     return value
 
 
-# "2", "a100", "4xa100", "4*a100", the multiplication sign people paste from docs, and
-# "2xa100,h100": two GPUs, all a100s or all h100s.
-_COUNT = r"(?:[0-9]|[1-5][0-9]|6[0-4])"
-_SOME = r"(?:[1-9]|[1-5][0-9]|6[0-4])"  # before a type: "0xa100" asks for nothing
-_MODEL = r"[A-Za-z][A-Za-z0-9_.-]*"
-_MODELS = rf"{_MODEL}(?:\s*,\s*{_MODEL})*"
-_GPU_RE = re.compile(rf"^\s*(?:({_COUNT})|(?:({_SOME})\s*[x\u00d7*]\s*)?({_MODELS}))\s*$")
-# The schema publishes the names sandrun knows, so a schema-valid request is one it
-# accepts: a list names plain models (memory sizes in a list could disagree).
-_PLAIN, _SIZED = spellings()
-_WORDS = [n for n in _PLAIN if n[0].isalpha()]  # "4090" alone would read as a count
-_KNOWN = "|".join(re.escape(n) for n in sorted(_WORDS + _SIZED, key=len, reverse=True))
-_KNOWN_PLAIN = "|".join(re.escape(n) for n in sorted(_WORDS, key=len, reverse=True))
-GPU_PATTERN = (
-    rf"^\s*(?:{_COUNT}|(?:{_SOME}\s*[x\u00d7*]\s*)?(?:{_KNOWN})(?:\s*,\s*(?:{_KNOWN_PLAIN}))*)\s*$"
-)
-_GPU_TYPE_SCHEMA = {
-    "anyOf": [
-        {"type": "string", "enum": _PLAIN + _SIZED},
-        {"type": "array", "items": {"type": "string", "enum": _PLAIN}, "minItems": 1},
-        {"type": "null"},
-    ]
-}
-
-
-class GpuRequest(_Strict):
-    """GPUs a job needs: how many, of which model (see gpus.json) or which models (a list:
-    any one of them, all of the job's GPUs alike), with how much memory each. A model named
-    with its memory ("a100-80gb") sets `memory_gb` too."""
-
-    count: Int = Field(default=1, ge=1, le=64)
-    type: Annotated[str | list[str] | None, WithJsonSchema(_GPU_TYPE_SCHEMA)] = None
-    memory_gb: Positive | None = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _model(cls, data: Any) -> Any:
-        if not isinstance(data, dict) or data.get("type") is None:
-            return data
-        named = data["type"] if isinstance(data["type"], list) else [data["type"]]
-        if not named:
-            raise ValueError("type: name at least one model, or leave type out for any")
-        if not all(isinstance(n, str) for n in named):
-            return data  # pydantic says what is wrong with it
-        models = [canonical(n) for n in named]
-        memories = {memory for _, memory in models if memory is not None}
-        if len(memories) > 1:
-            sizes = " and ".join(f"{m:g} GB" for m in sorted(memories))
-            raise ValueError(f"the types name {sizes}; set memory_gb to the least you need")
-        names = list(dict.fromkeys(name for name, _ in models))
-        data = {**data, "type": names[0] if len(names) == 1 else names}
-        if memories and data.get("memory_gb") is None:
-            data["memory_gb"] = memories.pop()
-        return data
-
-    @property
-    def types(self) -> tuple[str, ...]:
-        """The acceptable models; empty: any."""
-        if self.type is None:
-            return ()
-        return (self.type,) if isinstance(self.type, str) else tuple(self.type)
-
-
-def _gpus(value: object) -> object:
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)  # JSON's 2.0 is the integer 2
-    if isinstance(value, int) and not isinstance(value, bool):
-        return None if value == 0 else {"count": value}
-    if isinstance(value, str):
-        match = _GPU_RE.match(value)
-        if not match:
-            raise ValueError(
-                f"gpus {value!r} is not valid; use a count (2), a type (a100), both (4xa100) "
-                "or acceptable types (2xa100,h100)"
-            )
-        if match.group(1) is not None:
-            count = int(match.group(1))
-            return None if count == 0 else {"count": count}
-        names = [name.strip().lower() for name in match.group(3).split(",")]
-        return {"count": int(match.group(2) or 1), "type": names[0] if len(names) == 1 else names}
-    return value
-
-
-def gpu_request(value: object, field: str = "gpus") -> dict[str, Any]:
-    """A GPU request ("a100", "4xa100", 2) as the fields of a GpuRequest."""
-    try:
-        parsed = _gpus(value)
-    except ValueError as exc:
-        raise InvalidSpec(f"{field}: {exc}", field=field) from None
-    if not isinstance(parsed, dict):
-        raise InvalidSpec(f"{field}: {value!r} asks for no GPU", field=field)
-    return parsed
-
-
-class JobSpec(_Strict):
+class JobSpec(Strict):
     """One job: exactly one of `command`, `shell` or `script`, plus resources and policy."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_program_rules)
@@ -368,7 +267,7 @@ class JobSpec(_Strict):
     )
     cpus: Num = Field(default=1.0, gt=0, le=1024)
     memory: MemoryMB | None = None
-    gpus: Annotated[GpuRequest | None, BeforeValidator(_gpus)] = Field(
+    gpus: Annotated[GpuRequest | None, BeforeValidator(parse_gpus)] = Field(
         default=None,
         json_schema_extra=_also(
             {"type": "integer", "minimum": 0, "maximum": 64},
