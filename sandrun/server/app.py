@@ -18,7 +18,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 import sandrun
 from sandrun.errors import SandrunError
 from sandrun.models import ErrorBody
-from sandrun.server import agents, compat, jobs, uploads
+from sandrun.server import agents, jobs, public, uploads
+from sandrun.server.bodylimit import SubmitSizeLimit
 from sandrun.server.notify import Notifier
 from sandrun.server.quota import PublicApi
 from sandrun.service import Service
@@ -70,8 +71,8 @@ def create_app(
     app.include_router(jobs.router)
     app.include_router(agents.router)
     app.include_router(uploads.router)
-    app.include_router(compat.router)
-    app.add_middleware(compat.SubmitSizeLimit)
+    app.include_router(public.router)
+    app.add_middleware(SubmitSizeLimit)
 
     @app.get("/v1/health")
     def health() -> dict[str, Any]:
@@ -106,7 +107,7 @@ def _allowed(request: Request) -> list[str]:
     path = request.url.path
     matching = [
         route
-        for router in (jobs.router, agents.router, uploads.router, compat.router)
+        for router in (jobs.router, agents.router, uploads.router, public.router)
         for route in router.routes
         if isinstance(route, APIRoute) and route.path_regex.match(path)
     ]

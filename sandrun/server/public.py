@@ -12,7 +12,6 @@ import codecs
 import functools
 import io
 import json
-import mimetypes
 import tarfile
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Annotated, Any, TypeVar, cast
@@ -21,31 +20,21 @@ from fastapi import APIRouter, File, Form, Request, UploadFile, WebSocket
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.requests import HTTPConnection
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocketDisconnect
 
 import sandrun
 from sandrun.artifacts.bundle import pack
 from sandrun.errors import AuthenticationError, OverQuota, PublicApiOff, SandrunError
-from sandrun.models import Attempt, JobRecord, OutputFile, Role
-from sandrun.server import manifest as manifests
+from sandrun.models import JobRecord, Role
 from sandrun.server.auth import principal
 from sandrun.server.manifest import ENVIRONMENTS, job_fields, read_manifest, unpack
 from sandrun.server.params import JobId, Text
+from sandrun.server.public_shapes import STATES, file_entry, mime_type, status_of
 from sandrun.server.quota import PublicApi
 from sandrun.service import Service
-from sandrun.signing import job_hash
-from sandrun.states import JobState
 
 router = APIRouter(include_in_schema=False)  # its own shape, documented in docs/api.md
 LOG_PAGE = 4  # log chunks read at a time (each up to 1 MiB: MAX_CHUNK)
-
-_STATUS = {
-    JobState.PENDING: "queued",
-    JobState.SCHEDULED: "queued",
-    JobState.RUNNING: "running",
-    JobState.COMPLETED: "completed",
-}
 
 
 def _error(exc: SandrunError) -> JSONResponse:
@@ -146,44 +135,7 @@ def _submit(
 @router.get("/status/{job_id}")
 @_answers
 async def status(job_id: JobId, request: Request) -> Response:
-    return JSONResponse(await _as_viewer(request, _status, job_id))
-
-
-def _status(service: Service, job_id: str, viewer: str | None) -> dict[str, Any]:
-    job = service.get(job_id, viewer)
-    attempts = service.attempts(job_id, viewer)
-    last = _last_ended(attempts)
-    outputs = service.outputs(job_id, viewer=viewer)
-    state = _STATUS.get(job.state, "failed")
-    usage = last.usage if last else None
-    peak_mb = usage.max_rss_mb if usage else None
-    return {
-        "job_id": job.id,
-        "status": state,
-        "queue_position": service.queue_position(job) if state == "queued" else None,
-        "execution_metadata": {
-            "cpu_seconds": usage.cpu_seconds if usage else None,
-            "memory_peak_bytes": int(peak_mb * 1024 * 1024) if peak_mb is not None else None,
-            "memory_peak_mb": peak_mb,
-            "wall_time_ms": int(usage.wall_seconds * 1000)
-            if usage and usage.wall_seconds is not None
-            else None,
-            "exit_code": job.exit_code,
-            "environment": job.spec.labels.get("environment"),
-            "interpreter": job.spec.labels.get("interpreter"),
-        },
-        "job_hash": job_hash(job.spec),
-        "output_files": {
-            o.path: {"size_bytes": o.size, "sha256": o.digest, "type": _mime(o.path)}
-            for o in outputs
-        },
-        "worker_metadata": {
-            "worker_id": last.worker_id if last else None,
-            "signature": last.signature if last else None,
-            "attempt": last.number if last else None,
-        },
-        "message": job.message,
-    }
+    return JSONResponse(await _as_viewer(request, status_of, job_id))
 
 
 @router.get("/logs/{job_id}")
@@ -245,7 +197,7 @@ async def stream_logs(websocket: WebSocket, job_id: JobId) -> None:
             if rest:
                 await websocket.send_json({"stream": stream, "line": rest.decode(errors="replace")})
         job = await run_in_threadpool(service.get, job_id)
-        await websocket.send_json({"status": _STATUS.get(job.state, "failed")})
+        await websocket.send_json({"status": STATES.get(job.state, "failed")})
         await websocket.close()
     except WebSocketDisconnect:
         return
@@ -261,9 +213,9 @@ async def outputs(job_id: JobId, request: Request) -> Response:
     return JSONResponse(
         {
             "job_id": job.id,
-            "status": _STATUS.get(job.state, "failed"),
+            "status": STATES.get(job.state, "failed"),
             "total_files": len(files),
-            "files": [_file(job.id, f) for f in files],
+            "files": [file_entry(job.id, f) for f in files],
         }
     )
 
@@ -276,7 +228,7 @@ async def download_one(job_id: JobId, path: Text, request: Request) -> Response:
     out = await run_in_threadpool(service.output, job_id, path, None, viewer)
     return FileResponse(
         service.artifacts.path(out.digest),
-        media_type=_mime(out.path),
+        media_type=mime_type(out.path),
         filename=out.path.rsplit("/", 1)[-1],
     )
 
@@ -351,81 +303,3 @@ async def environments(request: Request) -> Response:
     await _caller(request)
     named = [{"name": k, "description": v} for k, v in ENVIRONMENTS.items()]
     return JSONResponse({"environments": named})
-
-
-def _last_ended(attempts: list[Attempt]) -> Attempt | None:
-    ended = [a for a in attempts if a.finished_at is not None]
-    return ended[-1] if ended else None
-
-
-def _file(job_id: str, out: OutputFile) -> dict[str, Any]:
-    return {
-        "name": out.path,
-        "size": out.size,
-        "size_formatted": _size(out.size),
-        "type": "file",
-        "mime_type": _mime(out.path),
-        "download_url": f"/download/{job_id}/{out.path}",
-        "sha256": out.digest,
-    }
-
-
-def _mime(path: str) -> str:
-    return mimetypes.guess_type(path)[0] or "application/octet-stream"
-
-
-def _size(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KB", "MB", "GB"):
-        if value < 1024 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{size} B"
-
-
-class SubmitSizeLimit:
-    """Refuse a `/submit` body over the upload limit while it arrives, before the form
-    parser spools it: 413 `{"error"}`. (Middleware: FastAPI reads a form before any route
-    code runs.)"""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] != "/submit":
-            await self.app(scope, receive, send)
-            return
-        limit = manifests.MAX_UPLOAD + (1 << 20)  # the files, and the form framing
-        declared = dict(scope["headers"]).get(b"content-length", b"")
-        if declared.isdigit() and int(declared) > limit:
-            await _too_large(limit)(scope, receive, send)
-            return
-        seen, answered = 0, False
-
-        async def counted() -> Message:
-            # Over the limit: answer 413 ourselves, and tell the app the client has gone.
-            nonlocal seen, answered
-            if answered:
-                return {"type": "http.disconnect"}
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > limit:
-                await _too_large(limit)(scope, receive, send)
-                answered = True
-                return {"type": "http.disconnect"}
-            return message
-
-        async def unless_answered(message: Message) -> None:
-            if not answered:
-                await send(message)
-
-        try:
-            await self.app(scope, counted, unless_answered)
-        except Exception:
-            if not answered:
-                raise
-
-
-def _too_large(limit: int) -> JSONResponse:
-    message = f"the upload is over {limit >> 20} MiB; leave large files out of it"
-    return JSONResponse({"error": message}, status_code=413)
