@@ -107,12 +107,12 @@ class Agent:
             control,
             artifacts,
             runs_dir,
-            kill_grace,
-            sandboxing,
-            self.capacity.gpus,
-            allow_local_repos,
-            host_paths,
-            keep_failed,
+            kill_grace=kill_grace,
+            sandboxing=sandboxing,
+            gpus=self.capacity.gpus,
+            allow_local_repos=allow_local_repos,
+            host_paths=host_paths,
+            keep_failed=keep_failed,
         )
         self.lease_seconds = lease_seconds
         self.heartbeat_every = heartbeat_every

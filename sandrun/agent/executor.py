@@ -42,9 +42,6 @@ from sandrun.states import FailureReason
 log = logging.getLogger("sandrun.agent")
 
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
-_READ = 1 << 16
-_DRAIN_AFTER_EXIT = 1.0  # seconds to keep reading pipes held open by escaped children
-_SANDBOX_START = 30.0  # seconds a sandbox may take to start its first process
 KEEP_FAILED = 3600.0  # seconds a failed attempt's scratch stays on disk, to look into
 # Ends that leave nothing worth looking into: the scratch goes at once.
 _NOTHING_TO_SEE = (None, FailureReason.CANCELLED, FailureReason.NODE_LOST)
@@ -75,6 +72,7 @@ class Executor:
         control: ControlPlane,
         artifacts: LocalArtifactStore,
         runs_dir: Path,
+        *,
         kill_grace: float = 5.0,
         sandboxing: Sandboxing | None = None,
         gpus: int = 0,
