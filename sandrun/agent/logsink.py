@@ -96,6 +96,9 @@ class LogSink:
         except StaleAttempt:
             raise
         except SandrunError as exc:
+            if exc.http_status < 500:  # refused for good, not unavailable: no use retrying
+                log.error("logs refused by the server: %s", exc, extra=self._fields())
+                return True
             self._pending, self._pending_bytes = chunks + self._pending, size + self._pending_bytes
             if self._backoff == 0.25:  # once per outage
                 log.warning("logs kept until the server is back: %s", exc, extra=self._fields())
