@@ -8,7 +8,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+import psutil
+
 T = TypeVar("T")
+
+
+def processes_with(text: str) -> list[psutil.Process]:
+    """This machine's processes whose command line holds `text`."""
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        if text in " ".join(proc.info["cmdline"] or []):
+            found.append(proc)
+    return found
 
 
 def wait_for(check: Callable[[], T], *, timeout: float = 10.0, what: str = "condition") -> T:

@@ -118,13 +118,17 @@ class Executor:
         finally:
             with self._lock:
                 self._active.discard(name)
-            (self.runs_dir / f"{name}.pid").unlink(missing_ok=True)
+            self._pid_record(name).unlink(missing_ok=True)
             if result is None or result.failure_reason in _NOTHING_TO_SEE or not self.keep_failed:
                 remove_tree(scratch)
             else:
                 with contextlib.suppress(OSError):
                     os.utime(scratch)  # kept `keep_failed` seconds from now
             self.sweep(every=1.0)
+
+    def _pid_record(self, name: str) -> Path:
+        """Where a running attempt's first process is recorded, for `end_leftovers`."""
+        return self.runs_dir / f"{name}.pid"
 
     def end_leftovers(self) -> None:
         """At the agent's start: kill what a previous run of it left running (the agent was
@@ -277,7 +281,7 @@ class Executor:
             # stopped at the gate before any of the job's code runs.
             began = start_time(proc.pid)
             record = {"pid": proc.pid, "started": began}
-            (self.runs_dir / f"{claim.job.id}.{claim.attempt}.pid").write_text(json.dumps(record))
+            self._pid_record(f"{claim.job.id}.{claim.attempt}").write_text(json.dumps(record))
             self.control.start(claim.ref, proc.pid, began, commit)
             # The server took the start with this attempt's token: it is still ours, however
             # long the agent was cut off while it waited at the gate.

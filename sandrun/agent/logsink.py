@@ -23,6 +23,7 @@ log = logging.getLogger("sandrun.agent")
 
 MAX_CHUNK = 1 << 20
 DRAIN_PATIENCE = 600.0  # seconds the last logs are retried at the end, as a result is
+_FIRST_BACKOFF = 0.25  # seconds before the first retry after a failed send
 _MAX_BACKOFF = 5.0
 
 
@@ -44,7 +45,7 @@ class LogSink:
         self._seq = 0
         self._last_flush = time.monotonic()
         self._retry_at = 0.0  # while the server is away: not before this
-        self._backoff = 0.25
+        self._backoff = _FIRST_BACKOFF
         self.total_bytes = 0
 
     def add(self, stream: Stream, data: bytes) -> None:
@@ -100,12 +101,12 @@ class LogSink:
                 log.error("logs refused by the server: %s", exc, extra=self._fields())
                 return True
             self._pending, self._pending_bytes = chunks + self._pending, size + self._pending_bytes
-            if self._backoff == 0.25:  # once per outage
+            if self._backoff == _FIRST_BACKOFF:  # once per outage
                 log.warning("logs kept until the server is back: %s", exc, extra=self._fields())
             self._retry_at = time.monotonic() + self._backoff
             self._backoff = min(self._backoff * 2, _MAX_BACKOFF)
             return False
-        self._backoff = 0.25
+        self._backoff = _FIRST_BACKOFF
         return True
 
     def drain(self, patience: float = DRAIN_PATIENCE) -> None:

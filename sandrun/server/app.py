@@ -26,6 +26,7 @@ from sandrun.service import Service
 from sandrun.spec.parse import invalid_spec_from
 
 log = logging.getLogger("sandrun.server")
+ROUTERS = (jobs.router, agents.router, uploads.router, public.router)
 
 # Which service changes wake whom: claims wait for work, log followers for output or ends.
 # "reconnected": the PostgreSQL listener was away and may have missed anything.
@@ -68,10 +69,8 @@ def create_app(
     app.state.logs = logs
     app.state.tokens = {}  # secret -> (expires, principal): see auth.principal
     app.state.public_api = public_api or PublicApi()
-    app.include_router(jobs.router)
-    app.include_router(agents.router)
-    app.include_router(uploads.router)
-    app.include_router(public.router)
+    for router in ROUTERS:
+        app.include_router(router)
     app.add_middleware(SubmitSizeLimit)
 
     @app.get("/v1/health")
@@ -107,7 +106,7 @@ def _allowed(request: Request) -> list[str]:
     path = request.url.path
     matching = [
         route
-        for router in (jobs.router, agents.router, uploads.router, public.router)
+        for router in ROUTERS
         for route in router.routes
         if isinstance(route, APIRoute) and route.path_regex.match(path)
     ]

@@ -21,7 +21,7 @@ import psutil
 import pytest
 
 from sandrun.states import FailureReason, JobState
-from tests.helpers import wait_for
+from tests.helpers import processes_with, wait_for
 from tests.integration.cluster import Cluster
 
 
@@ -180,14 +180,6 @@ def test_a_stale_result_is_refused_and_the_agent_says_so(cluster: Cluster, tmp_p
     wait_for(lambda: not _accounting(cluster.log("agent-a"))[1], timeout=30, what="every end")
 
 
-def _processes_with(text: str) -> list[psutil.Process]:
-    found = []
-    for proc in psutil.process_iter(["cmdline"]):
-        if text in " ".join(proc.info["cmdline"] or []):
-            found.append(proc)
-    return found
-
-
 def _alive(procs: list[psutil.Process]) -> list[psutil.Process]:
     return [p for p in procs if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
 
@@ -202,9 +194,9 @@ def test_a_killed_agents_unsandboxed_jobs_die_with_it_or_at_its_restart(
     agent = cluster.start_agent("a", extra=("--sandbox", "none"))
     with cluster.client() as client:
         job = client.submit({"shell": f"sleep {marker}1 & exec sleep {marker}2"})
-        wait_for(lambda: len(_processes_with(f"sleep {marker}")) == 2, timeout=60, what="both")
-        (forked,) = _processes_with(f"sleep {marker}1")
-        (first,) = _processes_with(f"sleep {marker}2")
+        wait_for(lambda: len(processes_with(f"sleep {marker}")) == 2, timeout=60, what="both")
+        (forked,) = processes_with(f"sleep {marker}1")
+        (first,) = processes_with(f"sleep {marker}2")
         _kill(agent)
         agent.wait(30)
         wait_for(lambda: not _alive([first]), timeout=30, what="the first to die with the agent")

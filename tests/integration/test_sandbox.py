@@ -19,7 +19,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import psutil
 import pytest
 
 from sandrun.agent.process import InfoPipe, sandbox_failed
@@ -31,7 +30,7 @@ from sandrun.embedded import LocalAgent
 from sandrun.home import Home
 from sandrun.states import FailureReason, JobState
 from tests.conftest import no_service, pid_gone
-from tests.helpers import wait_for
+from tests.helpers import processes_with, wait_for
 from tests.integration.cluster import SANDRUN, Cluster
 
 PY = sys.executable
@@ -195,7 +194,7 @@ def test_a_sandboxed_job_dies_with_its_agent(agent: Boxed, client: Client) -> No
     assert leader is not None
     doomed.kill()
     doomed.wait(10)
-    wait_for(lambda: not _processes_with(f"sleep 300.{MARK}"), timeout=10, what="the job to die")
+    wait_for(lambda: not processes_with(f"sleep 300.{MARK}"), timeout=10, what="the job to die")
     assert pid_gone(leader)
 
 
@@ -228,7 +227,7 @@ def test_a_fork_bomb_is_contained_and_reported(agent: Boxed, client: Client) -> 
     assert client.run("echo still here").wait(60).log_text() == "still here\n"
     assert agent.agents["box"].poll() is None
     gone = f"time.sleep(300.{MARK})"
-    wait_for(lambda: not _processes_with(gone), timeout=30, what="the bomb gone")
+    wait_for(lambda: not processes_with(gone), timeout=30, what="the bomb gone")
 
 
 @every_backend
@@ -360,7 +359,7 @@ def test_a_daemon_that_double_forks_dies_with_its_job(agent: Boxed, client: Clie
         f"(setsid sh -c 'exec sleep {marker}' </dev/null >/dev/null 2>&1 &) ; echo spawned"
     ).wait(60)
     assert job.record.state is JobState.COMPLETED
-    wait_for(lambda: not _processes_with(f"sleep {marker}"), timeout=30, what="the daemon to die")
+    wait_for(lambda: not processes_with(f"sleep {marker}"), timeout=30, what="the daemon to die")
 
 
 @every_backend
@@ -493,14 +492,6 @@ def test_embedded_jobs_have_no_network_unless_asked(embedded: Client, host_serve
     program = [PY, "-c", f"import socket; socket.create_connection(('127.0.0.1', {host_server}))"]
     assert embedded.run(program).wait(60).record.state is JobState.FAILED
     assert embedded.run(program, network=True).wait(60).record.state is JobState.COMPLETED
-
-
-def _processes_with(text: str) -> list[psutil.Process]:
-    found = []
-    for proc in psutil.process_iter(["cmdline"]):
-        if text in " ".join(proc.info["cmdline"] or []):
-            found.append(proc)
-    return found
 
 
 def test_an_agent_that_may_not_make_cgroups_falls_back_to_rlimits() -> None:

@@ -44,6 +44,10 @@ class Sandbox(ABC):
     def __init__(self, view: FsView) -> None:
         self.view = view
 
+    def caps_tmpfs(self) -> bool:
+        """Whether a job's /tmp and /dev/shm hold at most `Box.tmp_size`."""
+        return False
+
     @abstractmethod
     def command(self, box: Box) -> list[str]:
         """The argv that runs `box.argv` inside this sandbox."""

@@ -17,6 +17,9 @@ class BwrapSandbox(Sandbox):
     gates_itself = True
     filters = True
 
+    def caps_tmpfs(self) -> bool:
+        return sizes_tmpfs()
+
     def command(self, box: Box) -> list[str]:
         argv = ["bwrap", "--die-with-parent", "--new-session"]
         # As root bwrap needs no user namespace (and the job leaves root through setpriv);
@@ -37,10 +40,10 @@ class BwrapSandbox(Sandbox):
                         made.add(str(parent))
             if mount.kind == "tmpfs":
                 argv += ["--perms", "1777"]
-            if _is_tmpfs(mount) and box.tmp_size is not None and sizes_tmpfs():
+            if _is_tmpfs(mount) and box.tmp_size is not None and self.caps_tmpfs():
                 argv += ["--size", str(box.tmp_size)]
             argv += _mount_args(mount)
-            if mount.kind == "dev" and box.tmp_size is not None and sizes_tmpfs():
+            if mount.kind == "dev" and box.tmp_size is not None and self.caps_tmpfs():
                 # --dev makes /dev/shm a plain directory of an unsized tmpfs.
                 argv += ["--perms", "1777", "--size", str(box.tmp_size)]
                 argv += ["--tmpfs", f"{mount.path}/shm"]

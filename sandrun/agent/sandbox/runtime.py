@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Literal
 
 from sandrun.agent.sandbox.base import Box, Sandbox
-from sandrun.agent.sandbox.bwrap import BwrapSandbox, sizes_tmpfs
+from sandrun.agent.sandbox.bwrap import BwrapSandbox
 from sandrun.agent.sandbox.cgroups import AttemptCgroup, CgroupTree
 from sandrun.agent.sandbox.plain import NoSandbox
 from sandrun.agent.sandbox.seccomp import SeccompFilter
@@ -112,6 +112,7 @@ class Sandboxing:
         defaults: JobDefaults | None = None,
         seccomp: SeccompFilter | None = None,
         seccomp_note: str = "",
+        owned: bool = False,
     ) -> None:
         self.backend = backend
         self.cgroups = cgroups
@@ -119,7 +120,7 @@ class Sandboxing:
         self.defaults = defaults or JobDefaults()
         self.seccomp = seccomp if backend.filters else None
         self.seccomp_note = seccomp_note or f"not loaded by the {backend.name} sandbox"
-        self.owned = False  # whether its cgroups are this agent's alone (open_sandboxing's owner)
+        self.owned = owned  # whether its cgroups are this agent's alone (open_sandboxing's owner)
 
     def end_leftovers(self) -> int:
         """Kill what a previous run of this agent left in its cgroups; how many attempts.
@@ -135,7 +136,8 @@ class Sandboxing:
         memory = f"{cg} memory" if cg else "rlimit (address space)"
         if self.defaults.memory_mb is not None:
             memory += f", {self.defaults.memory_mb} MiB unless the job asks"
-        tmp = "tmpfs capped at the memory limit" if self._caps_tmp() else "tmpfs, not capped"
+        capped = self.backend.caps_tmpfs()
+        tmp = "tmpfs capped at the memory limit" if capped else "tmpfs, not capped"
         return SandboxReport(
             backend=self.backend.name,
             view=self.backend.view.mode if self.backend.isolates else "host",
@@ -154,9 +156,6 @@ class Sandboxing:
             },
             seccomp=self.seccomp.describe() if self.seccomp else f"none: {self.seccomp_note}",
         )
-
-    def _caps_tmp(self) -> bool:
-        return self.backend.name == "unshare" or (self.backend.name == "bwrap" and sizes_tmpfs())
 
     def prepare(self, name: str, spec: JobSpec, box: Box) -> Confined:
         uid = self.uids.acquire() if self.uids else None
@@ -333,9 +332,7 @@ def open_sandboxing(
         uids = UidPool(shared=run_as)
     elif os.geteuid() == 0 and job_uids:
         uids = UidPool()
-    sandboxing = Sandboxing(backend, cgroups, uids, defaults, seccomp, note)
-    sandboxing.owned = owner is not None
-    return sandboxing
+    return Sandboxing(backend, cgroups, uids, defaults, seccomp, note, owned=owner is not None)
 
 
 def _job_user(uids: UidPool | None) -> str:

@@ -25,6 +25,9 @@ class UnshareSandbox(Sandbox):
     launchers = frozenset({"unshare"})
     builds_root = True
 
+    def caps_tmpfs(self) -> bool:
+        return True
+
     def command(self, box: Box) -> list[str]:
         if box.root is None:
             raise ValueError("the unshare sandbox needs an empty root directory")
