@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -310,6 +311,42 @@ def test_an_attempts_directory_goes_when_it_ends_a_failed_one_after_a_while(
     kept = runs / f"{failed.id}.1"
     assert (kept / "big").stat().st_size == 5_000_000  # kept, to look into
     wait_for(lambda: not kept.exists(), timeout=30, what="the failed attempt's directory to go")
+
+
+@every_backend
+def test_links_a_job_leaves_in_its_scratch_lead_its_removal_nowhere(
+    agent: Boxed, client: Client, tmp_path: Path
+) -> None:
+    """A hostile job plants links to the host and unreadable directories, then fails so
+    its scratch is kept: removing it later touches nothing but the scratch."""
+    outside = tmp_path / "outside"
+    (outside / "inner").mkdir(parents=True)
+    (outside / "keep").write_text("mine")
+    outside.chmod(0o750)
+    failed = client.run(
+        f"ln -s {outside} dir; ln -s {outside}/keep file; ln -s / root; "
+        "mkdir -p locked/deeper && chmod 0 locked; exit 3"
+    ).wait(60)
+    assert failed.record.failure_reason is FailureReason.EXIT_CODE
+    kept = agent.root / "agent-box" / "runs" / f"{failed.id}.1"
+    wait_for(lambda: not kept.exists(), timeout=30, what="the failed attempt's directory to go")
+    assert (outside / "keep").read_text() == "mine" and (outside / "inner").is_dir()
+    assert outside.stat().st_mode & 0o777 == 0o750  # not chmod-ed on the way out
+
+
+@isolating
+def test_a_job_inherits_no_descriptor_but_its_stdio(agent: Boxed, client: Client) -> None:
+    """The start gate's pipe and the seccomp program are the sandbox's, not the job's."""
+    job = client.run("ls -l /proc/self/fd").wait(60)
+    fds = dict(
+        (line.split()[-3], line.split()[-1])
+        for line in job.log_text("stdout").splitlines()
+        if " -> " in line
+    )
+    extra = {fd: to for fd, to in fds.items() if fd not in ("0", "1", "2")}
+    # The only other descriptor is the one ls lists the directory with.
+    assert all(re.fullmatch(r"/proc/\d+/fd", to) for to in extra.values()), fds
+    assert len(extra) <= 1 and not any("memfd" in to for to in fds.values()), fds
 
 
 @pytest.mark.parametrize("agent", ["bwrap"], indirect=True)
