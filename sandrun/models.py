@@ -204,6 +204,9 @@ class AttemptKey(_Wire):
 class HeartbeatReply(_Wire):
     cancel: list[AttemptKey] = []  # attempts to kill: their jobs were cancelled
     stale: list[AttemptKey] = []  # attempts that lost their job: stop, do not report
+    # Attempts the server has this node holding, not started, that the heartbeat did not
+    # list: a claim whose reply was lost. The agent hands back those it never received.
+    unheld: list[AttemptKey] = []
 
 
 class Role(StrEnum):
@@ -333,6 +336,17 @@ class HeartbeatRequest(_Request):
     node: str
     leases: list[AttemptRef] = []
     state: NodeState = "active"
+
+
+# Why an agent gives back attempts it never started: it is stopping, or it never
+# received their claims (the reply was lost, say in a server crash).
+HandBackReason = Literal["stopping", "not_received"]
+
+
+class HandBackRequest(_Request):
+    node: str
+    attempts: list[AttemptKey]
+    reason: HandBackReason
 
 
 class LogsRequest(_Request):

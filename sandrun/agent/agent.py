@@ -20,6 +20,7 @@ from pathlib import Path
 
 import psutil
 
+from sandrun.agent.claims import ClaimBook
 from sandrun.agent.control import ControlPlane
 from sandrun.agent.executor import KEEP_FAILED, Executor
 from sandrun.agent.gpus import detect_gpus
@@ -29,7 +30,15 @@ from sandrun.agent.supervise import AttemptControl
 from sandrun.agent.wake import Waker
 from sandrun.artifacts import LocalArtifactStore
 from sandrun.errors import SandrunError, StaleAttempt
-from sandrun.models import AttemptResult, Capacity, Claim, JobRecord, KeyProof, NodeState
+from sandrun.models import (
+    AttemptKey,
+    AttemptResult,
+    Capacity,
+    Claim,
+    JobRecord,
+    KeyProof,
+    NodeState,
+)
 from sandrun.signing import Identity, result_claim
 from sandrun.states import FailureReason
 
@@ -122,6 +131,7 @@ class Agent:
         self.max_attempts = min(max_attempts, MAX_ATTEMPTS)
         self.draining = False
         self._running: dict[tuple[str, int], _Running] = {}
+        self.claims = ClaimBook()  # to tell a claim whose reply was lost
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._beat_now = threading.Event()
@@ -222,7 +232,9 @@ class Agent:
         """Claim until nothing more fits; return whether room is left for a later job."""
         assert self.node_id is not None
         while (free := self._free()).cpus > 0 and len(self._running) < self.max_attempts:
-            claim = self.control.claim(self.node_id, free, self.long_poll)
+            with self.claims.call():
+                claim = self.control.claim(self.node_id, free, self.long_poll)
+                self.claims.received(claim)
             if claim is None:
                 return True
             if stop.is_set():  # it arrived as we were told to stop: give it straight back
@@ -236,11 +248,11 @@ class Agent:
         return False
 
     def _hand_back(self, claim: Claim) -> None:
-        result = AttemptResult(
-            failure_reason=FailureReason.NODE_LOST, message="handed back: the agent is stopping"
-        )
+        """Give back, unstarted, a claim that arrived as the agent was stopping."""
+        assert self.node_id is not None
+        key = AttemptKey(job_id=claim.job.id, attempt=claim.attempt)
         try:
-            self._complete(claim, result)
+            self.control.hand_back(self.node_id, [key], "stopping")
         except SandrunError as exc:
             log.warning("could not hand back: %s (its lease will expire)", exc)
 
@@ -251,10 +263,6 @@ class Agent:
         job = claim.job
         signed = result_claim(job.id, claim.attempt, job.spec, result.exit_code, outputs)
         return result.model_copy(update={"signature": self.identity.sign(signed)})
-
-    def _complete(self, claim: Claim, result: AttemptResult) -> JobRecord:
-        """Report an attempt's end, signed."""
-        return self.control.complete(claim.ref, self._sign(claim, result))
 
     def _run_attempt(self, claim: Claim | None, ctl: AttemptControl) -> None:
         """Run attempts on this thread: the claimed one, then while its room is refilled
@@ -316,7 +324,9 @@ class Agent:
             gpu_memory_gb=self.capacity.gpu_memory_gb,
         )
         assert self.node_id is not None
-        job, following = self.control.complete_and_claim(claim.ref, result, self.node_id, room)
+        with self.claims.call():
+            job, following = self.control.complete_and_claim(claim.ref, result, self.node_id, room)
+            self.claims.received(following)
         if following is not None and self._stopping.is_set():  # arrived as we were stopping
             self._hand_back(following)
             following = None
@@ -359,6 +369,25 @@ class Agent:
         for k in reply.cancel:
             if k.key in running:
                 running[k.key].ctl.cancel.set()
+        self._give_back_unreceived(reply.unheld)
+
+    def _give_back_unreceived(self, unheld: list[AttemptKey]) -> None:
+        """Claims the server committed whose replies never arrived: back to the queue at
+        once, with no retry counted, rather than after a lease as node_lost."""
+        lost = self.claims.never_received(unheld)
+        if not lost:
+            return
+        assert self.node_id is not None
+        try:
+            given = self.control.hand_back(self.node_id, lost, "not_received")
+        except SandrunError as exc:
+            log.warning("could not give back unreceived claims: %s", exc)
+            return
+        for k in given:
+            log.warning(
+                "gave back an attempt whose claim never arrived",
+                extra={"job": k.job_id, "attempt": k.attempt},
+            )
 
     def _stop_expired(self, running: dict[tuple[str, int], _Running]) -> None:
         """Kill attempts whose lease ran out unrenewed: the server has given them away."""

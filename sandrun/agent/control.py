@@ -10,10 +10,12 @@ from typing import Protocol
 
 from sandrun.models import (
     Attempt,
+    AttemptKey,
     AttemptRef,
     AttemptResult,
     Capacity,
     Claim,
+    HandBackReason,
     HeartbeatReply,
     JobRecord,
     KeyProof,
@@ -58,6 +60,12 @@ class ControlPlane(Protocol):
     def heartbeat(
         self, node: str, leases: list[AttemptRef], state: NodeState = "active"
     ) -> HeartbeatReply: ...
+
+    def hand_back(
+        self, node: str, attempts: list[AttemptKey], reason: HandBackReason
+    ) -> list[AttemptKey]:
+        """Give back attempts `node` holds but never started (queued again, not counted)."""
+        ...
 
     def append_logs(self, ref: AttemptRef, chunks: list[LogChunk]) -> None: ...
 

@@ -14,7 +14,7 @@ import uuid
 from pathlib import Path
 from types import FrameType
 
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter
 
 from sandrun.agent.agent import MAX_ATTEMPTS, Agent, detect_capacity
 from sandrun.agent.executor import KEEP_FAILED
@@ -26,6 +26,7 @@ from sandrun.errors import AgentError
 from sandrun.httpjson import HttpJson
 from sandrun.models import (
     Attempt,
+    AttemptKey,
     AttemptRef,
     AttemptResult,
     Capacity,
@@ -34,6 +35,8 @@ from sandrun.models import (
     CompleteAndClaimReply,
     CompleteAndClaimRequest,
     CompleteRequest,
+    HandBackReason,
+    HandBackRequest,
     HeartbeatReply,
     HeartbeatRequest,
     JobRecord,
@@ -144,6 +147,14 @@ class HttpControlPlane:
         return HeartbeatReply.model_validate(
             self._post("/v1/agent/heartbeat", body, timeout=timeout)
         )
+
+    def hand_back(
+        self, node: str, attempts: list[AttemptKey], reason: HandBackReason
+    ) -> list[AttemptKey]:
+        # One try: an attempt not given back waits out its lease instead.
+        body = HandBackRequest(node=node, attempts=attempts, reason=reason)
+        data = self._post("/v1/agent/hand-back", body)
+        return TypeAdapter(list[AttemptKey]).validate_python(data)
 
     def append_logs(self, ref: AttemptRef, chunks: list[LogChunk]) -> None:
         # One try: the log sink keeps what could not be sent and tries again later,

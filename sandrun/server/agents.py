@@ -14,11 +14,13 @@ from fastapi.responses import FileResponse
 
 from sandrun.errors import OutputNotUploaded
 from sandrun.models import (
+    AttemptKey,
     Claim,
     ClaimRequest,
     CompleteAndClaimReply,
     CompleteAndClaimRequest,
     CompleteRequest,
+    HandBackRequest,
     HeartbeatReply,
     HeartbeatRequest,
     JobRecord,
@@ -89,6 +91,12 @@ def start(body: StartRequest, service: ServiceDep) -> None:
 @router.post("/heartbeat")
 def heartbeat(body: HeartbeatRequest, service: ServiceDep) -> HeartbeatReply:
     return service.heartbeat(body.node, body.leases, body.state)
+
+
+@router.post("/hand-back")
+def hand_back(body: HandBackRequest, service: ServiceDep) -> list[AttemptKey]:
+    """Give back attempts the node holds but never started; returns those given back."""
+    return service.hand_back(body.node, body.attempts, body.reason)
 
 
 @router.post("/logs", status_code=status.HTTP_204_NO_CONTENT)

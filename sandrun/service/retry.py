@@ -71,3 +71,15 @@ def decide(
             message=f"{why}; retry {number} of {policy.limit} in {format_duration(delay)}",
         )
     return Decision(JobState.FAILED, message=why, **kept)
+
+
+def handed_back(
+    job: JobRecord, attempt_state: AttemptState, result: AttemptResult, now: float
+) -> Decision:
+    """An attempt its agent gave back before starting it: the job never ran there, so it
+    is queued again at once and no retry of either kind is counted."""
+    kept = {"retries_used": job.retries_used, "infra_retries": job.infra_retries}
+    if job.cancel_requested:
+        return Decision(JobState.CANCELLED, message="cancelled", **kept)
+    why = describe(result, job.spec.timeout)
+    return Decision(JobState.PENDING, not_before=now, message=f"{why}; queued again", **kept)

@@ -37,6 +37,7 @@ from sandrun.models import (
     Claim,
     Event,
     GcReport,
+    HandBackReason,
     HeartbeatReply,
     Instance,
     JobPage,
@@ -61,7 +62,7 @@ from sandrun.signing import (
 from sandrun.spec import JobSpec, parse_spec
 from sandrun.spec.job import NAME_RE
 from sandrun.spec.policy import Policy
-from sandrun.states import JobState
+from sandrun.states import AttemptState, JobState
 from sandrun.store import Store
 from sandrun.store.store import Listener
 
@@ -70,6 +71,10 @@ log = logging.getLogger("sandrun.service")
 DEFAULT_LEASE_SECONDS = 30.0
 LOCAL_OWNER = "local"  # who owns embedded jobs (and a server's without auth)
 MAX_PAGE = 1000
+_HAND_BACK_MESSAGES: dict[HandBackReason, str] = {
+    "stopping": "handed back unstarted: node {node} is stopping",
+    "not_received": "handed back unstarted: node {node} never received the claim",
+}
 
 
 class Service:
@@ -474,10 +479,27 @@ class Service:
         self.store.node_heartbeat(node, state, now)
         held = [(r.job_id, r.attempt, r.token) for r in leases]
         stale = self.store.renew_leases(held, now, self.lease_seconds)
+        listed = {(r.job_id, r.attempt) for r in leases}
+        unheld = [
+            a
+            for a in self.store.live_attempts(node)
+            if a.state is AttemptState.SCHEDULED and (a.job_id, a.number) not in listed
+        ]
         return HeartbeatReply(
             cancel=[AttemptKey(job_id=j, attempt=n) for j, n in self.store.cancel_requested(node)],
             stale=[AttemptKey(job_id=j, attempt=n) for j, n in stale],
+            unheld=[AttemptKey(job_id=a.job_id, attempt=a.number) for a in unheld],
         )
+
+    def hand_back(
+        self, node: str, attempts: list[AttemptKey], reason: HandBackReason
+    ) -> list[AttemptKey]:
+        """End the attempts `node` gives back unstarted; their jobs are queued again with no
+        retry counted. Attempts not on `node`, or started, are left alone (not returned)."""
+        why = _HAND_BACK_MESSAGES[reason].format(node=node)
+        keys = [a.key for a in attempts]
+        ended = self.store.hand_back(node, keys, why, retry.handed_back, self.clock())
+        return [AttemptKey(job_id=j, attempt=n) for j, n in ended]
 
     def append_logs(self, ref: AttemptRef, chunks: list[LogChunk]) -> None:
         self.store.append_logs(ref.job_id, ref.attempt, ref.token, chunks, self.clock())

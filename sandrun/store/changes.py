@@ -68,6 +68,31 @@ def fenced(tx: Tx, job_id: str, number: int, token: str) -> tuple[JobRecord, Att
     return job, attempt
 
 
+def reason_of(result: AttemptResult) -> FailureReason | None:
+    """Why an attempt failed (None: it completed); a bare non-zero exit is `exit_code`."""
+    if result.failure_reason is None and result.exit_code not in (0, None):
+        return FailureReason.EXIT_CODE
+    return result.failure_reason
+
+
+def repeated_report(
+    tx: Tx, job_id: str, number: int, token: str, result: AttemptResult
+) -> JobRecord | None:
+    """The job, if `result` repeats the report that already ended this attempt: an agent
+    whose reply was lost (a server killed after the commit) sends its result again."""
+    row = tx.one("get_attempt", job_id=job_id, number=number)
+    if row is None or row["token"] != token:
+        return None
+    attempt = attempt_from(row)
+    ended_by_server = attempt.state in LIVE or attempt.state is AttemptState.LOST
+    same = (attempt.exit_code, attempt.failure_reason, attempt.signature) == (
+        result.exit_code,
+        reason_of(result),
+        result.signature,
+    )
+    return job_from(must(tx, job_id)) if same and not ended_by_server else None
+
+
 def finish(
     tx: Tx,
     job: JobRecord,
@@ -79,9 +104,7 @@ def finish(
 ) -> Row:
     """End `attempt` with `result` and move the job as `decide` says; returns its row.
     `worker_id` is the key the result's signature was verified with."""
-    reason = result.failure_reason
-    if reason is None and result.exit_code not in (0, None):
-        reason = FailureReason.EXIT_CODE
+    reason = reason_of(result)
     if reason is None:
         state = AttemptState.COMPLETED
     elif reason is FailureReason.CANCELLED:

@@ -52,6 +52,7 @@ from sandrun.store.changes import (
     finish,
     must,
     must_attempt,
+    repeated_report,
     set_state,
 )
 from sandrun.store.database import Database, load_migrations
@@ -305,10 +306,34 @@ class Store:
     ) -> JobRecord:
         """End an attempt with its result; `decide` says whether the job retries or ends."""
         with self._refusals_recorded(job_id, number, now), self.db.transaction() as tx:
+            if (repeat := repeated_report(tx, job_id, number, token, result)) is not None:
+                return repeat
             job, attempt = fenced(tx, job_id, number, token)
             row = finish(tx, job, attempt, result, decide, now, worker_id)
             tx.notify("finished")
         return job_from(row)
+
+    def hand_back(
+        self, node: str, keys: list[tuple[str, int]], message: str, decide: Decide, now: float
+    ) -> list[tuple[str, int]]:
+        """End as node_lost the attempts of `keys` that `node` holds and never started,
+        moving their jobs as `decide` says; return those ended (others are skipped)."""
+        ended = []
+        with self.db.transaction() as tx:
+            for job_id, number in keys:
+                job = job_from(must(tx, job_id, lock=True))
+                row = tx.one("get_attempt", job_id=job_id, number=number)
+                if row is None or job.attempts != number:
+                    continue
+                attempt = attempt_from(row)
+                if attempt.node != node or attempt.state is not AttemptState.SCHEDULED:
+                    continue
+                result = AttemptResult(failure_reason=FailureReason.NODE_LOST, message=message)
+                finish(tx, job, attempt, result, decide, now)
+                ended.append((job_id, number))
+            if ended:
+                tx.notify("lost")
+        return ended
 
     def lose_attempts(
         self, decide: Decide, now: float, node: str | None = None

@@ -7,12 +7,16 @@ import os
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import psutil
 
 from sandrun.client import connect
 from sandrun.embedded import LocalAgent
+from sandrun.errors import ServerUnreachable
 from sandrun.home import Home
+from sandrun.models import Capacity, Claim
+from sandrun.service import Service
 from sandrun.states import AttemptState, FailureReason, JobState
 from tests.helpers import wait_for
 from tests.integration.conftest import Local
@@ -167,3 +171,44 @@ def test_heartbeats_keep_a_job_that_outlives_its_lease(home: Home, tmp_path: Pat
     finally:
         agent.stop()
         thread.join(30)
+
+
+class _LosesFirstClaimReply:
+    """The embedded control plane, except that the first claim's reply is lost after the
+    claim was committed (as when a server is killed between the two)."""
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+        self.lost: list[Claim] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.service, name)
+
+    def claim(self, node: str, free: Capacity, wait: float = 0.0) -> Claim | None:
+        got = self.service.claim(node, free, wait)
+        if got is not None and not self.lost:
+            self.lost.append(got)
+            raise ServerUnreachable("the reply was lost")
+        return got
+
+
+def test_an_agent_gives_back_a_claim_whose_reply_it_never_got(home: Home) -> None:
+    """Not after a lease as node_lost: at its next heartbeat, with no retry counted."""
+    agent = LocalAgent(home, idle_exit=None, kill_grace=0.5, lease_seconds=6.0)
+    control = _LosesFirstClaimReply(agent.service)
+    agent.agent.control = control
+    thread = threading.Thread(target=agent.run, daemon=True)
+    thread.start()
+    try:
+        with connect(home=home.root) as client:
+            job = client.submit({"shell": "echo second try"}).wait(60)
+            attempts = job.attempts
+            assert job.log_text() == "second try\n"
+    finally:
+        agent.stop()
+        thread.join(30)
+    assert [c.job.id for c in control.lost] == [job.id]
+    assert job.record.state is JobState.COMPLETED
+    assert (job.record.retries_used, job.record.infra_retries) == (0, 0)
+    assert [a.state for a in attempts] == [AttemptState.LOST, AttemptState.COMPLETED]
+    assert attempts[0].message == "handed back unstarted: node local never received the claim"
