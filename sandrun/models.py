@@ -181,6 +181,11 @@ class Capacity(_Wire):
     gpu_type: str | None = None  # the model (see sandrun/spec/gpus.json); one per node
     gpu_memory_gb: Amount = 0  # each GPU's
 
+    def holds(self, cpus: float, memory_mb: int, gpus: int) -> bool:
+        """Whether this much room holds a job of that size (the quantities of the fit
+        rule; service/placement.py: fits has the rest)."""
+        return cpus <= self.cpus and memory_mb <= self.memory_mb and gpus <= self.gpus
+
 
 class SandboxReport(_Wire):
     """How a node confines its jobs: the backend, the view and each limit's mechanism."""

@@ -11,17 +11,16 @@ from sandrun.spec.policy import OwnerLimits
 
 
 def fits(spec: JobSpec, capacity: Capacity, labels: dict[str, str] | None = None) -> bool:
-    """Whether `spec` could run on a node of this capacity (all of it free) and labels."""
-    if spec.cpus > capacity.cpus or (spec.memory or 0) > capacity.memory_mb:
+    """Whether `spec` could run on a node of this capacity (all of it free) and labels.
+    The store's claim states the same rule in SQL (`fragment_fits` in
+    store/sql/<dialect>/queries.sql); tests/contract/test_fit.py checks they agree."""
+    want = spec.gpus
+    if not capacity.holds(spec.cpus, spec.memory or 0, want.count if want else 0):
         return False
     if any((labels or {}).get(key) != value for key, value in spec.requires.items()):
         return False
-    if spec.gpus is None:
-        return True
-    want = spec.gpus
-    return (
-        want.count <= capacity.gpus
-        and (not want.types or capacity.gpu_type in want.types)
+    return want is None or (
+        (not want.types or capacity.gpu_type in want.types)
         and (want.memory_gb or 0) <= capacity.gpu_memory_gb
     )
 

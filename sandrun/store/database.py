@@ -32,7 +32,7 @@ _NAME_RE = re.compile(r"^--\s*name:\s*(\w+)\s*$", re.MULTILINE)
 
 
 class Tx(Protocol):
-    """One open transaction. Queries are named; see sql/<dialect>/queries.sql."""
+    """One open transaction. Queries are named; see sql/queries.sql."""
 
     def run(self, query: str, **params: Any) -> int:
         """Execute; return the number of rows changed."""
@@ -41,6 +41,10 @@ class Tx(Protocol):
     def all(self, query: str, **params: Any) -> list[Row]: ...
 
     def one(self, query: str, **params: Any) -> Row | None: ...
+
+    def execute_raw(self, sql: str) -> list[Row]:
+        """Unnamed SQL, for migrations and introspection only."""
+        ...
 
     def notify(self, kind: str) -> None:
         """Announce a change of `kind` (submitted, cancel, logs, finished, lost) once this
@@ -61,10 +65,6 @@ class Database(Protocol):
 
     def schema_version(self) -> int: ...
 
-    def apply_migration(self, version: int, sql: str) -> None:
-        """Run one migration script and record its version, atomically."""
-        ...
-
     def subscribe(self, callback: Callable[[str], None]) -> None:
         """Call `callback(kind)` after each committed change announced with `Tx.notify`:
         this process's, and (PostgreSQL) those of other processes on the database."""
@@ -80,15 +80,60 @@ class Migration:
     sql: str
 
 
+def apply_migration(db: Database, migration: Migration) -> None:
+    """Run one migration script and record its version, atomically; skipped if another
+    process applied it first."""
+    with db.transaction() as tx:
+        tx.run("lock_migrations")
+        tx.run("schema_version_table")
+        current = tx.one("schema_version")
+        if current and current["version"] is not None and current["version"] >= migration.version:
+            return
+        for statement in iter_statements(migration.sql):
+            tx.execute_raw(statement)
+        tx.run("set_schema_version", version=migration.version)
+
+
 def _sql_dir(dialect: str) -> Any:
     return resources.files("sandrun.store") / "sql" / dialect
 
 
-def load_queries(dialect: str) -> dict[str, str]:
-    """Named queries from sql/<dialect>/queries.sql."""
-    text = (_sql_dir(dialect) / "queries.sql").read_text()
+def _named(text: str) -> dict[str, str]:
     parts = _NAME_RE.split(text)
     return {name: body.strip() for name, body in zip(parts[1::2], parts[2::2], strict=True)}
+
+
+# `:name` where `name` is a parameter: not a cast (`::jsonb`), not inside a word.
+_PARAM_RE = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
+_FRAGMENT_RE = re.compile(r"\{(\w+)\}")
+
+
+def load_queries(dialect: str) -> dict[str, str]:
+    """Named queries for `dialect`: sql/queries.sql, with sql/<dialect>/queries.sql's
+    blocks in place of the shared ones of the same name. A block named `fragment_X` is not
+    a query: `{X}` in any block is replaced by it. Comment lines are dropped; PostgreSQL's
+    parameters become psycopg's `%(name)s`."""
+    shared = _named((resources.files("sandrun.store") / "sql" / "queries.sql").read_text())
+    own = _named((_sql_dir(dialect) / "queries.sql").read_text())
+    blocks = {name: _uncommented(body) for name, body in {**shared, **own}.items()}
+    fragments = {
+        n.removeprefix("fragment_"): b
+        for n, b in blocks.items()
+        if n != n.removeprefix("fragment_")
+    }
+    queries = {}
+    for name, body in blocks.items():
+        if name.startswith("fragment_"):
+            continue
+        body = _FRAGMENT_RE.sub(lambda m: fragments[m.group(1)], body)
+        if dialect == "postgres":
+            body = _PARAM_RE.sub(r"%(\1)s", body.replace("%", "%%"))
+        queries[name] = body
+    return queries
+
+
+def _uncommented(body: str) -> str:
+    return "\n".join(ln for ln in body.splitlines() if not ln.strip().startswith("--")).strip()
 
 
 def load_query_steps(dialect: str) -> dict[str, list[str]]:

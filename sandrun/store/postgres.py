@@ -22,13 +22,11 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from sandrun.errors import StoreError, StoreRefused
-from sandrun.store.database import Row, Subscriber, deliver, iter_statements, load_queries
+from sandrun.store.database import Row, Subscriber, deliver, load_queries
 
 log = logging.getLogger("sandrun.store")
 
 CHANNEL = "sandrun_changes"
-# Serializes schema changes between processes (an arbitrary, fixed 64-bit key).
-_MIGRATION_LOCK = 0x5A4D_5255_4E00_0001
 _CONNECT_TIMEOUT = 10  # seconds
 
 
@@ -138,17 +136,6 @@ class PostgresDatabase:
                 return 0
             row = tx.one("schema_version")
         return int(row["version"]) if row and row["version"] is not None else 0
-
-    def apply_migration(self, version: int, sql: str) -> None:
-        with self.transaction() as tx:
-            tx.execute_raw("SELECT pg_advisory_xact_lock(%(key)s)", {"key": _MIGRATION_LOCK})
-            tx.run("schema_version_table")
-            current = tx.one("schema_version")
-            if current and current["version"] is not None and current["version"] >= version:
-                return  # another process applied it first
-            for statement in iter_statements(sql):
-                tx.execute_raw(statement)
-            tx.run("set_schema_version", version=version)
 
     def table_sql(self) -> dict[str, str]:
         """Each table's columns and constraints, and each index's definition (schema checks)."""

@@ -55,11 +55,7 @@ class Head:
 
     def fits(self, room: Capacity) -> bool:
         # Model, GPU memory and labels were matched by the query: they are the node's.
-        return (
-            self.cpus <= room.cpus
-            and self.memory_mb <= room.memory_mb
-            and self.gpu_count <= room.gpus
-        )
+        return room.holds(self.cpus, self.memory_mb, self.gpu_count)
 
 
 def share(load: Load, pool: Load) -> float:

@@ -20,7 +20,6 @@ from sandrun.store.database import (
     Row,
     Subscriber,
     deliver,
-    iter_statements,
     load_query_steps,
 )
 
@@ -146,16 +145,6 @@ class SQLiteDatabase:
                 return 0
             row = tx.one("schema_version")
         return int(row["version"]) if row and row["version"] is not None else 0
-
-    def apply_migration(self, version: int, sql: str) -> None:
-        with self.transaction() as tx:
-            tx.run("schema_version_table")
-            current = tx.one("schema_version")
-            if current and current["version"] is not None and current["version"] >= version:
-                return  # another process applied it first
-            for statement in iter_statements(sql):
-                tx.execute_raw(statement)
-            tx.run("set_schema_version", version=version)
 
     def table_sql(self) -> dict[str, str]:
         """Normalized CREATE statements of every table and index (for schema checks)."""

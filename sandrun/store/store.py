@@ -55,7 +55,7 @@ from sandrun.store.changes import (
     repeated_report,
     set_state,
 )
-from sandrun.store.database import Database, load_migrations
+from sandrun.store.database import Database, apply_migration, load_migrations
 from sandrun.store.queue import Claimer, PoolCache
 from sandrun.store.rows import attempt_from, job_from
 
@@ -89,7 +89,7 @@ class Store:
             )
         for migration in migrations:
             if migration.version > current:
-                self.db.apply_migration(migration.version, migration.sql)
+                apply_migration(self.db, migration)
         return known
 
     def schema_version(self) -> int:

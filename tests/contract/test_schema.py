@@ -10,7 +10,12 @@ import pytest
 
 from sandrun.errors import SchemaTooNew, SchemaTooOld
 from sandrun.store import Store
-from sandrun.store.database import iter_statements, load_migrations, load_schema
+from sandrun.store.database import (
+    apply_migration,
+    iter_statements,
+    load_migrations,
+    load_schema,
+)
 from sandrun.store.postgres import PostgresDatabase
 from sandrun.store.sqlite import SQLiteDatabase
 from tests.pg import PgServer
@@ -76,7 +81,7 @@ def test_an_older_schema_waits_for_an_explicit_upgrade(empty: tuple[str, object]
     dialect, make = empty
     store = Store(make())  # type: ignore[operator]
     first = load_migrations(dialect)[0]
-    store.db.apply_migration(first.version, first.sql)
+    apply_migration(store.db, first)
     with pytest.raises(SchemaTooOld, match="sandrun db upgrade"):
         store.migrate(upgrade=False)
     assert store.db.schema_version() == first.version

@@ -1,0 +1,252 @@
+-- Named queries, the same in both dialects. Parameters are :name; each block starts
+-- "-- name: X". A dialect's own file (sql/<dialect>/queries.sql) holds only the queries
+-- whose SQL really differs there, and may use fragments ({fits}: see those files).
+-- In SQLite a block of several statements runs them in order; the later ones also get the
+-- columns of the row the first returned as parameters.
+
+-- name: insert_job
+INSERT INTO jobs (id, name, owner, state, spec, labels, priority, cpus, memory_mb, gpu_count,
+                  gpu_type, gpu_memory_gb, requires, not_before, created_at, updated_at)
+VALUES (:id, :name, :owner, :state, :spec, :labels, :priority, :cpus, :memory_mb, :gpu_count,
+        :gpu_type, :gpu_memory_gb, :requires, :not_before, :created_at, :created_at);
+
+-- name: insert_event
+INSERT INTO events (job_id, attempt, kind, message, data, at)
+VALUES (:job_id, :attempt, :kind, :message, :data, :at);
+
+-- name: get_job
+SELECT * FROM jobs WHERE id = :id;
+
+-- name: set_job_state
+UPDATE jobs SET state = :state, exit_code = :exit_code, failure_reason = :failure_reason,
+                message = :message, updated_at = :now, finished_at = :finished_at,
+                not_before = :not_before, retries_used = :retries_used,
+                infra_retries = :infra_retries
+WHERE id = :id
+RETURNING *;
+
+-- name: request_cancel
+UPDATE jobs SET cancel_requested = 1, updated_at = :now WHERE id = :id;
+
+-- name: reservation
+SELECT id, owner, priority, created_at, cpus, memory_mb, gpu_count, reserved_node,
+       reserved_at
+FROM jobs
+WHERE reserved_node = :node AND state = 'pending'
+ORDER BY reserved_at
+LIMIT 1;
+
+-- name: reserve_job
+-- Unless a live, active node (heard from since :live_since, not draining) already keeps
+-- itself for the job.
+UPDATE jobs SET reserved_node = :node, reserved_at = :now
+WHERE id = :job AND state = 'pending'
+  AND (reserved_node IS NULL OR reserved_node = :node
+       OR NOT EXISTS (SELECT 1 FROM nodes
+                      WHERE id = jobs.reserved_node AND heartbeat_at >= :live_since
+                        AND state = 'active'));
+
+-- name: job_reservation
+SELECT reserved_node FROM jobs WHERE id = :id AND state = 'pending';
+
+-- name: release_reservation
+UPDATE jobs SET reserved_node = NULL, reserved_at = NULL WHERE id = :job;
+
+-- name: backfilled
+-- What this node started since it reserved a job: all of it must fit beside that job.
+SELECT coalesce(sum(j.cpus), 0) AS cpus, coalesce(sum(j.memory_mb), 0) AS memory_mb,
+       coalesce(sum(j.gpu_count), 0) AS gpus
+FROM attempts a JOIN jobs j ON j.id = a.job_id
+WHERE a.node = :node AND a.state IN ('scheduled', 'running') AND a.scheduled_at >= :since;
+
+-- name: node_capacity
+SELECT capacity FROM nodes WHERE id = :node;
+
+-- name: next_not_before
+SELECT min(not_before) AS at FROM jobs WHERE state = 'pending';
+
+-- name: get_attempt
+SELECT * FROM attempts WHERE job_id = :job_id AND number = :number;
+
+-- name: list_attempts
+SELECT * FROM attempts WHERE job_id = :job_id ORDER BY number;
+
+-- name: start_attempt
+UPDATE attempts SET state = 'running', started_at = :now, pid = :pid,
+                    pid_started_at = :pid_started_at, git_commit = :git_commit
+WHERE job_id = :job_id AND number = :number;
+
+-- name: mark_running
+UPDATE jobs SET state = 'running', updated_at = :now WHERE id = :id;
+
+-- name: renew_lease
+UPDATE attempts SET lease_expires_at = :lease_expires_at
+WHERE job_id = :job_id AND number = :number AND token = :token
+  AND state IN ('scheduled', 'running');
+
+-- name: finish_attempt
+UPDATE attempts SET state = :state, exit_code = :exit_code, failure_reason = :failure_reason,
+                    message = :message, wall_seconds = :wall_seconds,
+                    cpu_seconds = :cpu_seconds, max_rss_mb = :max_rss_mb, finished_at = :now,
+                    worker_id = :worker_id, signature = :signature
+WHERE job_id = :job_id AND number = :number;
+
+-- name: node_attempts
+SELECT * FROM attempts
+WHERE state IN ('scheduled', 'running') AND node = :node;
+
+-- name: insert_log
+INSERT INTO logs (job_id, attempt, seq, stream, data, at)
+VALUES (:job_id, :attempt, :seq, :stream, :data, :at)
+ON CONFLICT (job_id, attempt, seq) DO NOTHING;
+
+-- name: insert_output
+INSERT INTO outputs (job_id, attempt, path, digest, size)
+VALUES (:job_id, :attempt, :path, :digest, :size)
+ON CONFLICT (job_id, attempt, path) DO NOTHING;
+
+-- name: read_events
+SELECT * FROM events WHERE job_id = :job_id AND id > :after ORDER BY id LIMIT :limit;
+
+-- name: cancel_requested
+SELECT a.job_id, a.number FROM attempts a JOIN jobs j ON j.id = a.job_id
+WHERE a.node = :node AND a.state IN ('scheduled', 'running') AND j.cancel_requested = 1;
+
+-- name: upsert_node
+INSERT INTO nodes (id, name, labels, capacity, state, started_at, heartbeat_at, sandbox,
+                   public_key, detected)
+VALUES (:id, :name, :labels, :capacity, 'active', :now, :now, :sandbox,
+        :public_key, :detected)
+ON CONFLICT (id) DO UPDATE SET labels = excluded.labels, capacity = excluded.capacity,
+    sandbox = excluded.sandbox, public_key = excluded.public_key,
+    detected = excluded.detected,
+    state = 'active', started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at;
+
+-- name: node_heartbeat
+UPDATE nodes SET heartbeat_at = :now, state = :state WHERE id = :id;
+
+-- name: signer_key
+SELECT n.public_key FROM attempts a JOIN nodes n ON n.id = a.node
+WHERE a.job_id = :job_id AND a.number = :number;
+
+-- name: node_heartbeat_at
+SELECT heartbeat_at FROM nodes WHERE id = :id;
+
+-- name: list_nodes
+-- Each node with what its live attempts hold (count, CPUs, memory, GPUs).
+SELECT n.*, k.first_seen AS key_first_seen, coalesce(u.running, 0) AS running,
+       coalesce(u.cpus, 0) AS used_cpus,
+       coalesce(u.memory_mb, 0) AS used_memory_mb, coalesce(u.gpus, 0) AS used_gpus
+FROM nodes n
+LEFT JOIN (SELECT a.node, count(*) AS running, sum(j.cpus) AS cpus,
+                  sum(j.memory_mb) AS memory_mb, sum(j.gpu_count) AS gpus
+           FROM attempts a JOIN jobs j ON j.id = a.job_id
+           WHERE a.state IN ('scheduled', 'running')
+           GROUP BY a.node) u ON u.node = n.id
+LEFT JOIN worker_keys k ON k.public_key = n.public_key
+ORDER BY n.name, n.id;
+
+-- name: insert_token
+INSERT INTO tokens (id, name, role, hash, created_at)
+VALUES (:id, :name, :role, :hash, :now);
+
+-- name: token_by_hash
+SELECT name, role FROM tokens WHERE hash = :hash AND revoked_at IS NULL;
+
+-- name: list_tokens
+SELECT id, name, role, created_at, revoked_at FROM tokens ORDER BY created_at, id;
+
+-- name: revoke_tokens
+-- By id or by name (all of that name's tokens); revoking twice changes nothing.
+UPDATE tokens SET revoked_at = :now
+WHERE (id = :key OR name = :key) AND revoked_at IS NULL;
+
+-- name: worker_key
+SELECT node_name, first_seen FROM worker_keys WHERE public_key = :public_key;
+
+-- name: insert_worker_key
+INSERT INTO worker_keys (public_key, node_name, first_seen)
+VALUES (:public_key, :node_name, :now)
+ON CONFLICT (public_key) DO NOTHING;
+
+-- name: insert_blob_owner
+INSERT INTO blob_owners (digest, owner) VALUES (:digest, :owner)
+ON CONFLICT (digest, owner) DO NOTHING;
+
+-- name: blob_visible
+-- An owner sees a blob it uploaded, or one its jobs produced or use.
+SELECT 1 AS found FROM blob_owners WHERE digest = :digest AND owner = :owner
+UNION ALL
+SELECT 1 AS found FROM outputs o JOIN jobs j ON j.id = o.job_id
+WHERE o.digest = :digest AND j.owner = :owner
+UNION ALL
+SELECT 1 AS found FROM job_inputs i JOIN jobs j ON j.id = i.job_id
+WHERE i.digest = :digest AND j.owner = :owner
+LIMIT 1;
+
+-- name: delete_blob_owners
+DELETE FROM blob_owners WHERE digest = :digest;
+
+-- name: logged_jobs_before
+-- Retention: terminal jobs finished before :cutoff that still have logs, oldest first.
+SELECT id, finished_at FROM jobs j
+WHERE finished_at < :cutoff AND state IN ('completed', 'failed', 'cancelled')
+  AND (finished_at > :after_at OR (finished_at = :after_at AND id > :after_id))
+  AND EXISTS (SELECT 1 FROM logs l WHERE l.job_id = j.id)
+ORDER BY finished_at, id
+LIMIT :limit;
+
+-- name: terminal_jobs_before
+SELECT id, finished_at FROM jobs
+WHERE finished_at < :cutoff AND state IN ('completed', 'failed', 'cancelled')
+ORDER BY finished_at, id
+LIMIT :limit;
+
+-- name: delete_logs
+DELETE FROM logs WHERE job_id = :job_id;
+
+-- name: delete_job
+DELETE FROM jobs WHERE id = :id;
+
+-- name: delete_stale_nodes
+-- Agents not heard from since the cutoff, with nothing left running on them.
+DELETE FROM nodes
+WHERE id IN (SELECT id FROM nodes n
+             WHERE n.heartbeat_at < :cutoff
+               AND NOT EXISTS (SELECT 1 FROM attempts a
+                               WHERE a.node = n.id AND a.state IN ('scheduled', 'running'))
+             LIMIT :limit);
+
+-- name: digest_referenced
+SELECT 1 AS found FROM outputs WHERE digest = :digest
+UNION ALL
+SELECT 1 AS found FROM job_inputs WHERE digest = :digest
+LIMIT 1;
+
+-- name: insert_job_input
+INSERT INTO job_inputs (job_id, digest) VALUES (:job_id, :digest)
+ON CONFLICT (job_id, digest) DO NOTHING;
+
+-- name: schema_version
+SELECT max(version) AS version FROM schema_version;
+
+-- name: set_schema_version
+INSERT INTO schema_version (version) VALUES (:version);
+
+-- name: queue_position
+SELECT count(*) AS ahead FROM jobs
+WHERE state = 'pending'
+  AND (priority > :priority OR (priority = :priority AND created_at < :created_at));
+
+-- name: owner_usage
+SELECT
+  (SELECT count(*) FROM jobs
+   WHERE owner = :owner AND state IN ('pending', 'scheduled', 'running')) AS active,
+  (SELECT count(*) FROM jobs WHERE owner = :owner AND created_at >= :hour_ago) AS last_hour,
+  (SELECT coalesce(sum(a.cpu_seconds), 0) FROM attempts a JOIN jobs j ON j.id = a.job_id
+   WHERE j.owner = :owner AND a.finished_at >= :minute_ago) AS cpu_last_minute;
+
+-- name: queue_length
+SELECT
+  (SELECT count(*) FROM jobs WHERE state IN ('pending', 'scheduled')) AS queued,
+  (SELECT count(*) FROM jobs WHERE state = 'running') AS running;
