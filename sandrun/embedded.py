@@ -25,6 +25,7 @@ from sandrun.agent import Agent, Waker, address, detect_capacity, notify
 from sandrun.agent.logfields import log_to_stderr
 from sandrun.agent.sandbox import KINDS, FsView, Kind, open_sandboxing
 from sandrun.agent.sandbox.runtime import JobDefaults
+from sandrun.agent.settings import AgentSettings, RunSettings
 from sandrun.artifacts import LocalArtifactStore
 from sandrun.errors import AgentError, AgentRunning, ValidationError
 from sandrun.home import Home
@@ -170,21 +171,23 @@ class LocalAgent:
         self._stop = threading.Event()
         self.service = open_service(home, lease_seconds)
         self.waker = Waker(address(home.root))
+        settings = AgentSettings(
+            name=LOCAL_NODE,
+            lease_seconds=lease_seconds,
+            heartbeat_every=lease_seconds / 6,  # a lease survives several missed beats
+            idle_exit=idle_exit,
+            # The jobs are this user's own, and may run in this user's directories.
+            run=RunSettings(kill_grace=kill_grace, allow_local_repos=True, host_paths=True),
+        )
         self.agent = Agent(
             self.service,
             self.service.artifacts,
             self.waker,
-            identity=Identity.load_or_create(home.root / "identity.key"),
+            settings,
             runs_dir=home.runs,
-            name=LOCAL_NODE,
+            identity=Identity.load_or_create(home.root / "identity.key"),
             node_id=LOCAL_NODE,
-            kill_grace=kill_grace,
-            lease_seconds=lease_seconds,
-            heartbeat_every=lease_seconds / 6,  # a lease survives several missed beats
-            idle_exit=idle_exit,
             sandboxing=sandboxing,
-            allow_local_repos=True,  # the jobs are this user's own
-            host_paths=True,  # ...and may run in this user's directories
         )
 
     def run(self) -> None:

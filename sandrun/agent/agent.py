@@ -22,10 +22,11 @@ import psutil
 
 from sandrun.agent.claims import ClaimBook
 from sandrun.agent.control import ControlPlane
-from sandrun.agent.executor import KEEP_FAILED, Executor
+from sandrun.agent.executor import Executor
 from sandrun.agent.gpus import detect_gpus
 from sandrun.agent.proctree import kill_if_same
 from sandrun.agent.sandbox import Sandboxing
+from sandrun.agent.settings import MAX_ATTEMPTS, AgentSettings
 from sandrun.agent.supervise import AttemptControl
 from sandrun.agent.wake import Waker
 from sandrun.artifacts import LocalArtifactStore
@@ -43,8 +44,6 @@ from sandrun.signing import Identity, result_claim
 from sandrun.states import FailureReason
 
 log = logging.getLogger("sandrun.agent")
-
-MAX_ATTEMPTS = 256  # at once on one node, however small their CPU share
 
 
 def _summary(result: AttemptResult) -> str:
@@ -86,49 +85,26 @@ class Agent:
         control: ControlPlane,
         artifacts: LocalArtifactStore,
         waker: Waker,
+        settings: AgentSettings,
         *,
-        identity: Identity | None = None,
         runs_dir: Path,
-        name: str = "local",
-        labels: dict[str, str] | None = None,
+        identity: Identity | None = None,
         node_id: str | None = None,
-        capacity: Capacity | None = None,
-        kill_grace: float = 5.0,
-        lease_seconds: float = 30.0,
-        heartbeat_every: float = 5.0,
-        long_poll: float = 0.0,
-        idle_exit: float | None = None,
-        drain_grace: float | None = None,
-        max_attempts: int = MAX_ATTEMPTS,
         sandboxing: Sandboxing | None = None,
-        allow_local_repos: bool = False,
-        host_paths: bool = False,
-        keep_failed: float = KEEP_FAILED,
     ) -> None:
         self.control = control
         self.identity = identity  # signs every result it reports
         self.waker = waker
-        self.name = name
-        self.labels = labels or {}
+        self.settings = settings
         self.node_id = node_id
-        self.capacity = capacity or detect_capacity()
+        self.capacity = settings.capacity or detect_capacity()
         self.executor = Executor(
-            control,
-            artifacts,
-            runs_dir,
-            kill_grace=kill_grace,
-            sandboxing=sandboxing,
-            gpus=self.capacity.gpus,
-            allow_local_repos=allow_local_repos,
-            host_paths=host_paths,
-            keep_failed=keep_failed,
+            control, artifacts, runs_dir, settings.run, sandboxing, gpus=self.capacity.gpus
         )
-        self.lease_seconds = lease_seconds
-        self.heartbeat_every = heartbeat_every
-        self.long_poll = long_poll
-        self.idle_exit = idle_exit
-        self.drain_grace = drain_grace
-        self.max_attempts = min(max_attempts, MAX_ATTEMPTS)
+        # Both follow the server's lease once registered.
+        self.lease_seconds = settings.lease_seconds
+        self.heartbeat_every = settings.heartbeat_every
+        self.max_attempts = min(settings.max_attempts, MAX_ATTEMPTS)
         self.draining = False
         self._running: dict[tuple[str, int], _Running] = {}
         self.claims = ClaimBook()  # to tell a claim whose reply was lost
@@ -147,11 +123,11 @@ class Agent:
         proof = None
         if self.identity is not None:
             at = time.time()
-            proof = KeyProof(at=at, signature=self.identity.prove(self.name, at))
+            proof = KeyProof(at=at, signature=self.identity.prove(self.settings.name, at))
         self.node_id = self.control.register_node(
-            self.name,
+            self.settings.name,
             self.capacity,
-            self.labels,
+            self.settings.labels,
             self.node_id,
             report,
             self.identity.worker_id if self.identity else None,
@@ -196,10 +172,12 @@ class Agent:
                 continue
             if self._busy():
                 idle_since = time.monotonic()
-            elif self.idle_exit is not None and time.monotonic() - idle_since >= self.idle_exit:
-                log.info("idle for %.0fs; exiting", self.idle_exit)
+            elif (idle := self.settings.idle_exit) is not None and (
+                time.monotonic() - idle_since >= idle
+            ):
+                log.info("idle for %.0fs; exiting", idle)
                 return
-            if room_left and self.long_poll:
+            if room_left and self.settings.long_poll:
                 continue  # the claim itself waited for work
             kinds = self.waker.wait(self._wait_timeout(room_left))
             if "cancel" in kinds:
@@ -233,7 +211,7 @@ class Agent:
         assert self.node_id is not None
         while (free := self._free()).cpus > 0 and len(self._running) < self.max_attempts:
             with self.claims.call():
-                claim = self.control.claim(self.node_id, free, self.long_poll)
+                claim = self.control.claim(self.node_id, free, self.settings.long_poll)
                 self.claims.received(claim)
             if claim is None:
                 return True
@@ -343,7 +321,7 @@ class Agent:
             self._beat_now.clear()
             self._heartbeat()
             # Failed attempts' scratch, once kept long enough: checked a few times per term.
-            self.executor.sweep(every=min(60.0, self.executor.keep_failed / 4))
+            self.executor.sweep(every=min(60.0, self.settings.run.keep_failed / 4))
 
     def _heartbeat(self) -> None:
         assert self.node_id is not None
@@ -421,8 +399,8 @@ class Agent:
 
     def _drain(self) -> None:
         """Let running attempts finish; after `drain_grace` seconds hand the rest back."""
-        if self.drain_grace is not None:
-            deadline = time.monotonic() + self.drain_grace
+        if self.settings.drain_grace is not None:
+            deadline = time.monotonic() + self.settings.drain_grace
             with self._changed:
                 while self._running and (left := deadline - time.monotonic()) > 0:
                     self._changed.wait(left)

@@ -31,6 +31,7 @@ from sandrun.agent.results import result_of, spawn_error
 from sandrun.agent.sandbox import Box, Confined, FsView, Sandboxing, open_sandboxing
 from sandrun.agent.sandbox.devices import GpuSlots
 from sandrun.agent.sandbox.runtime import disk_message
+from sandrun.agent.settings import RunSettings
 from sandrun.agent.supervise import AttemptControl, Stop, supervise
 from sandrun.agent.workspace import materialize, remove_tree
 from sandrun.artifacts import LocalArtifactStore
@@ -42,7 +43,6 @@ from sandrun.states import FailureReason
 log = logging.getLogger("sandrun.agent")
 
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
-KEEP_FAILED = 3600.0  # seconds a failed attempt's scratch stays on disk, to look into
 # Ends that leave nothing worth looking into: the scratch goes at once.
 _NOTHING_TO_SEE = (None, FailureReason.CANCELLED, FailureReason.NODE_LOST)
 _NO_OUTPUTS = (FailureReason.CANCELLED, FailureReason.NODE_LOST)  # nobody will take them
@@ -72,25 +72,17 @@ class Executor:
         control: ControlPlane,
         artifacts: LocalArtifactStore,
         runs_dir: Path,
-        *,
-        kill_grace: float = 5.0,
+        settings: RunSettings,
         sandboxing: Sandboxing | None = None,
         gpus: int = 0,
-        allow_local_repos: bool = False,
-        host_paths: bool = False,
-        keep_failed: float = KEEP_FAILED,
     ) -> None:
         self.control = control
         self.artifacts = artifacts
         self.runs_dir = runs_dir
-        self.kill_grace = kill_grace
+        self.settings = settings
         self.sandboxing = sandboxing or open_sandboxing("none", FsView(), job_uids=False)
         self.gpus = GpuSlots(gpus)
-        self.repos = GitCache(runs_dir.parent / "git", allow_local=allow_local_repos)
-        # Whether a job may name a directory of this node (working_dir): embedded mode only.
-        # A server refuses such specs at submit; this agent refuses them too.
-        self.host_paths = host_paths
-        self.keep_failed = keep_failed
+        self.repos = GitCache(runs_dir.parent / "git", allow_local=settings.allow_local_repos)
         self._active: set[str] = set()  # the attempts whose scratch is in use
         self._lock = threading.Lock()
         self._swept = 0.0
@@ -99,7 +91,7 @@ class Executor:
     def run(self, claim: Claim, ctl: AttemptControl) -> AttemptResult | None:
         """Run the attempt to its end. None means it lost its job and must not report."""
         spec = claim.job.spec
-        if spec.working_dir is not None and not self.host_paths:
+        if spec.working_dir is not None and not self.settings.host_paths:
             return spawn_error(
                 f"working_dir {spec.working_dir!r}: this agent runs jobs only in what they "
                 "bring (code, inputs, a repository), never in a directory of its host"
@@ -119,7 +111,8 @@ class Executor:
             with self._lock:
                 self._active.discard(name)
             self._pid_record(name).unlink(missing_ok=True)
-            if result is None or result.failure_reason in _NOTHING_TO_SEE or not self.keep_failed:
+            nothing_to_see = result is None or result.failure_reason in _NOTHING_TO_SEE
+            if nothing_to_see or not self.settings.keep_failed:
                 remove_tree(scratch)
             else:
                 with contextlib.suppress(OSError):
@@ -163,7 +156,7 @@ class Executor:
                 ended = entry.stat(follow_symlinks=False).st_mtime
             except OSError:
                 continue
-            if now - ended >= self.keep_failed:
+            if now - ended >= self.settings.keep_failed:
                 remove_tree(Path(entry.path))
 
     def _attempt(
@@ -297,7 +290,7 @@ class Executor:
                     ctl,
                     started,
                     disk,
-                    self.kill_grace,
+                    self.settings.kill_grace,
                     self.sandboxing.backend.launchers,
                 )
             sink.drain()

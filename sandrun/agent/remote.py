@@ -11,15 +11,16 @@ import logging
 import signal
 import threading
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 
 from pydantic import BaseModel, TypeAdapter
 
-from sandrun.agent.agent import MAX_ATTEMPTS, Agent, detect_capacity
-from sandrun.agent.executor import KEEP_FAILED
-from sandrun.agent.sandbox import FsView, Kind, open_sandboxing
-from sandrun.agent.sandbox.runtime import DEFAULT_DISK_MB, JobDefaults
+from sandrun.agent.agent import Agent, detect_capacity
+from sandrun.agent.sandbox import FsView, Sandboxing, open_sandboxing
+from sandrun.agent.sandbox.runtime import JobDefaults
+from sandrun.agent.settings import AgentSettings, SandboxSettings
 from sandrun.agent.wake import Waker
 from sandrun.artifacts import LocalArtifactStore
 from sandrun.errors import AgentError
@@ -54,7 +55,6 @@ from sandrun.signing import Identity
 
 log = logging.getLogger("sandrun.agent")
 
-LONG_POLL = 5.0  # seconds a claim may wait at the server (also how soon SIGTERM is seen)
 REPORT_RETRY = 600.0  # how long a result is retried while the server is away
 
 
@@ -64,7 +64,7 @@ class HttpControlPlane:
         url: str,
         token: str | None,
         artifacts: LocalArtifactStore,
-        long_poll: float = LONG_POLL,
+        long_poll: float,
     ) -> None:
         self.api = HttpJson(url, token, read_timeout=long_poll + 30)
         self.artifacts = artifacts
@@ -206,61 +206,30 @@ class HttpControlPlane:
 def run_remote_agent(
     url: str,
     token: str | None,
-    *,
-    name: str,
-    labels: dict[str, str],
     work_dir: Path,
-    capacity: Capacity | None = None,
-    max_jobs: int | None = None,
-    kill_grace: float = 5.0,
-    drain_grace: float = 60.0,
-    long_poll: float = LONG_POLL,
-    sandbox: Kind = "auto",
-    sandbox_ro: tuple[Path, ...] = (),
-    hidden: tuple[Path, ...] = (),
-    allow_local_repos: bool = False,
-    host_paths: bool = False,
-    job_memory: int | None = None,
-    job_disk: int = DEFAULT_DISK_MB,
-    keep_failed: float = KEEP_FAILED,
+    settings: AgentSettings,
+    sandbox: SandboxSettings,
 ) -> int:
     """Serve `url` until SIGTERM/SIGINT, then drain. Returns an exit status."""
-    # Other people's code: the `system` view, and each attempt its own uid when root.
     work_dir.mkdir(parents=True, exist_ok=True)
-    secret = tuple(p.absolute() for p in (work_dir, *hidden))
-    view = FsView("system", read_only=tuple(p.absolute() for p in sandbox_ro), hidden=secret)
-    capacity = capacity or detect_capacity()
-    # A job that names no memory gets the operator's default, else all the node offers.
-    defaults = JobDefaults(job_memory or capacity.memory_mb, job_disk)
-    sandboxing = open_sandboxing(
-        sandbox, view, job_uids=True, scratch=work_dir, defaults=defaults, owner=work_dir
-    )
+    capacity = settings.capacity or detect_capacity()
+    settings = replace(settings, capacity=capacity)
     artifacts = LocalArtifactStore(work_dir / "artifacts")
-    control = HttpControlPlane(url, token, artifacts, long_poll)
+    control = HttpControlPlane(url, token, artifacts, settings.long_poll)
     waker = Waker(f"\0sandrun-agent-{uuid.uuid4().hex}")
     agent = Agent(
         control,
         artifacts,
         waker,
-        identity=Identity.load_or_create(work_dir / "identity.key"),
+        settings,
         runs_dir=work_dir / "runs",
-        name=name,
-        labels=labels,
-        capacity=capacity,
-        kill_grace=kill_grace,
-        heartbeat_every=1.0,  # a cancel reaches the job within about a second
-        long_poll=long_poll,
-        drain_grace=drain_grace,
-        max_attempts=max_jobs or MAX_ATTEMPTS,
-        sandboxing=sandboxing,
-        allow_local_repos=allow_local_repos,
-        host_paths=host_paths,
-        keep_failed=keep_failed,
+        identity=Identity.load_or_create(work_dir / "identity.key"),
+        sandboxing=_sandboxing(work_dir, sandbox, capacity),
     )
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
-        log.info("stopping: draining (grace %.0fs)", drain_grace)
+        log.info("stopping: draining (grace %.0fs)", settings.drain_grace or 0)
         stop.set()
         waker.wake("stop")
 
@@ -273,3 +242,15 @@ def run_remote_agent(
         waker.close()
         control.api.close()
     return 0
+
+
+def _sandboxing(work_dir: Path, sandbox: SandboxSettings, capacity: Capacity) -> Sandboxing:
+    """Other people's code: the `system` view, and each attempt its own uid when root."""
+    secret = tuple(p.absolute() for p in (work_dir, *sandbox.hidden))
+    read_only = tuple(p.absolute() for p in sandbox.read_only)
+    view = FsView("system", read_only=read_only, hidden=secret)
+    # A job that names no memory gets the operator's default, else all the node offers.
+    defaults = JobDefaults(sandbox.job_memory_mb or capacity.memory_mb, sandbox.job_disk_mb)
+    return open_sandboxing(
+        sandbox.kind, view, job_uids=True, scratch=work_dir, defaults=defaults, owner=work_dir
+    )

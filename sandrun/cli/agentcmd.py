@@ -11,99 +11,117 @@ import typer
 
 from sandrun.cli.options import LabelOpt
 from sandrun.errors import SandrunError, ValidationError
+from sandrun.models import Capacity
+
+ServerOpt = Annotated[
+    str | None,
+    typer.Option(help="Server URL(s), comma-separated; without it, run the local agent."),
+]
+TokenOpt = Annotated[
+    str | None,
+    typer.Option(
+        envvar="SANDRUN_TOKEN",
+        help="An agent token. Prefer $SANDRUN_TOKEN or --token-file: every local user "
+        "can read a command line (ps).",
+    ),
+]
+TokenFileOpt = Annotated[Path | None, typer.Option(help="Read the agent token from this file.")]
+NameOpt = Annotated[str | None, typer.Option(help="Node name (default: hostname).")]
+MaxJobsOpt = Annotated[int | None, typer.Option(help="Attempts at once, at most.")]
+CpusOpt = Annotated[float | None, typer.Option(help="CPUs to offer (default: all).")]
+MemoryOpt = Annotated[str | None, typer.Option(help="Memory to offer (default: all).")]
+GpusOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="GPUs to offer, e.g. 2xa100-80gb, where detection misses them "
+        "(default: those NVML or nvidia-smi find; 0 for none)."
+    ),
+]
+WorkDirOpt = Annotated[
+    Path | None, typer.Option(help="Where attempts run (default: under $SANDRUN_HOME).")
+]
+DrainGraceOpt = Annotated[
+    float, typer.Option(help="On SIGTERM, seconds running jobs get before hand-back.")
+]
+IdleExitOpt = Annotated[
+    float, typer.Option(help="Local agent: exit after this many idle seconds (0: never).")
+]
+KillGraceOpt = Annotated[float, typer.Option(help="Seconds between SIGTERM and SIGKILL.")]
+LongPollOpt = Annotated[
+    float,
+    typer.Option(
+        min=0.5,
+        max=60,
+        help="Seconds a claim waits at the server for work (also how soon SIGTERM is seen).",
+    ),
+]
+SandboxOpt = Annotated[
+    str,
+    typer.Option(
+        envvar="SANDRUN_SANDBOX", help="bwrap, unshare, none, or auto: the best that works here."
+    ),
+]
+SandboxRoOpt = Annotated[
+    list[Path] | None, typer.Option(help="Also show this path to jobs, read-only. Repeatable.")
+]
+LocalReposOpt = Annotated[
+    bool,
+    typer.Option(
+        help="Check out repository jobs from file:// URLs and paths on this machine "
+        "(by default only https, ssh and git URLs)."
+    ),
+]
+JobMemoryOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Memory limit for a job that asks for none, e.g. 4G (default: all the "
+        "memory this agent offers)."
+    ),
+]
+JobDiskOpt = Annotated[
+    str,
+    typer.Option(
+        help="The most a job's scratch directory may hold, whatever it asks; its "
+        "/tmp holds at most its memory limit."
+    ),
+]
+KeepFailedOpt = Annotated[
+    float,
+    typer.Option(
+        min=0, help="Seconds a failed attempt's directory is kept to look into (0: none)."
+    ),
+]
+HostPathsOpt = Annotated[
+    bool,
+    typer.Option(
+        help="Run jobs that name a directory of this machine (working_dir), e.g. on a "
+        "shared filesystem. Only for pools whose users are all trusted with this host."
+    ),
+]
 
 
 def agent(
-    server: Annotated[
-        str | None,
-        typer.Option(help="Server URL(s), comma-separated; without it, run the local agent."),
-    ] = None,
-    token: Annotated[
-        str | None,
-        typer.Option(
-            envvar="SANDRUN_TOKEN",
-            help="An agent token. Prefer $SANDRUN_TOKEN or --token-file: every local user "
-            "can read a command line (ps).",
-        ),
-    ] = None,
-    token_file: Annotated[
-        Path | None, typer.Option(help="Read the agent token from this file.")
-    ] = None,
-    name: Annotated[str | None, typer.Option(help="Node name (default: hostname).")] = None,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+    token_file: TokenFileOpt = None,
+    name: NameOpt = None,
     label: LabelOpt = None,
-    max_jobs: Annotated[int | None, typer.Option(help="Attempts at once, at most.")] = None,
-    cpus: Annotated[float | None, typer.Option(help="CPUs to offer (default: all).")] = None,
-    memory: Annotated[str | None, typer.Option(help="Memory to offer (default: all).")] = None,
-    gpus: Annotated[
-        str | None,
-        typer.Option(
-            help="GPUs to offer, e.g. 2xa100-80gb, where detection misses them "
-            "(default: those NVML or nvidia-smi find; 0 for none)."
-        ),
-    ] = None,
-    work_dir: Annotated[
-        Path | None, typer.Option(help="Where attempts run (default: under $SANDRUN_HOME).")
-    ] = None,
-    drain_grace: Annotated[
-        float, typer.Option(help="On SIGTERM, seconds running jobs get before hand-back.")
-    ] = 60.0,
-    idle_exit: Annotated[
-        float, typer.Option(help="Local agent: exit after this many idle seconds (0: never).")
-    ] = 0,
-    kill_grace: Annotated[float, typer.Option(help="Seconds between SIGTERM and SIGKILL.")] = 5.0,
-    long_poll: Annotated[
-        float,
-        typer.Option(
-            min=0.5,
-            max=60,
-            help="Seconds a claim waits at the server for work (also how soon SIGTERM is seen).",
-        ),
-    ] = 5.0,
-    sandbox: Annotated[
-        str,
-        typer.Option(
-            envvar="SANDRUN_SANDBOX",
-            help="bwrap, unshare, none, or auto: the best that works here.",
-        ),
-    ] = "auto",
-    sandbox_ro: Annotated[
-        list[Path] | None,
-        typer.Option(help="Also show this path to jobs, read-only. Repeatable."),
-    ] = None,
-    allow_local_repos: Annotated[
-        bool,
-        typer.Option(
-            help="Check out repository jobs from file:// URLs and paths on this machine "
-            "(by default only https, ssh and git URLs)."
-        ),
-    ] = False,
-    job_memory: Annotated[
-        str | None,
-        typer.Option(
-            help="Memory limit for a job that asks for none, e.g. 4G (default: all the "
-            "memory this agent offers)."
-        ),
-    ] = None,
-    job_disk: Annotated[
-        str,
-        typer.Option(
-            help="The most a job's scratch directory may hold, whatever it asks; its "
-            "/tmp holds at most its memory limit."
-        ),
-    ] = "20G",
-    keep_failed: Annotated[
-        float,
-        typer.Option(
-            min=0, help="Seconds a failed attempt's directory is kept to look into (0: none)."
-        ),
-    ] = 3600.0,
-    allow_host_paths: Annotated[
-        bool,
-        typer.Option(
-            help="Run jobs that name a directory of this machine (working_dir), e.g. on a "
-            "shared filesystem. Only for pools whose users are all trusted with this host."
-        ),
-    ] = False,
+    max_jobs: MaxJobsOpt = None,
+    cpus: CpusOpt = None,
+    memory: MemoryOpt = None,
+    gpus: GpusOpt = None,
+    work_dir: WorkDirOpt = None,
+    drain_grace: DrainGraceOpt = 60.0,
+    idle_exit: IdleExitOpt = 0,
+    kill_grace: KillGraceOpt = 5.0,
+    long_poll: LongPollOpt = 5.0,
+    sandbox: SandboxOpt = "auto",
+    sandbox_ro: SandboxRoOpt = None,
+    allow_local_repos: LocalReposOpt = False,
+    job_memory: JobMemoryOpt = None,
+    job_disk: JobDiskOpt = "20G",
+    keep_failed: KeepFailedOpt = 3600.0,
+    allow_host_paths: HostPathsOpt = False,
 ) -> None:
     """Run an agent in the foreground: the local one, or one serving a remote server.
     `--server` may list several servers sharing one database, comma-separated."""
@@ -126,48 +144,48 @@ def agent(
 
         raise typer.Exit(serve(home, idle_exit or None, kill_grace, sandbox))
 
-    from sandrun.agent import detect_capacity
     from sandrun.agent.logfields import log_to_stderr
     from sandrun.agent.remote import run_remote_agent
+    from sandrun.agent.settings import MAX_ATTEMPTS, AgentSettings, RunSettings, SandboxSettings
     from sandrun.cli.specargs import parse_pairs
-    from sandrun.models import Capacity
-    from sandrun.spec import parse_memory_mb
+
+    node = name or socket.gethostname()
+    settings = AgentSettings(
+        name=node,
+        labels=parse_pairs(label or [], "labels", "--label"),
+        capacity=_offered(cpus, memory, gpus),
+        max_attempts=max_jobs or MAX_ATTEMPTS,
+        heartbeat_every=1.0,  # a cancel reaches the job within about a second
+        long_poll=long_poll,
+        drain_grace=drain_grace,
+        run=RunSettings(kill_grace, allow_local_repos, allow_host_paths, keep_failed),
+    )
+    confined = SandboxSettings(
+        kind=sandbox,  # checked against KINDS above
+        read_only=tuple(sandbox_ro or ()),
+        hidden=(home.root,),
+        job_memory_mb=_size("--job-memory", job_memory) if job_memory else None,
+        job_disk_mb=_size("--job-disk", job_disk),
+    )
+    log_to_stderr()
+    work = work_dir or home.root / f"agent-{node}"
+    raise typer.Exit(run_remote_agent(server, token, work, settings, confined))
+
+
+def _offered(cpus: float | None, memory: str | None, gpus: str | None) -> Capacity:
+    """What the agent offers: the machine's, less or more where the operator says."""
+    from sandrun.agent import detect_capacity
     from sandrun.spec.gpus import declared_gpus
 
     here = detect_capacity()
     offered = Capacity(
         cpus=cpus if cpus is not None else here.cpus,
-        memory_mb=parse_memory_mb(memory) if memory else here.memory_mb,
+        memory_mb=_size("--memory", memory) if memory else here.memory_mb,
         gpus=here.gpus,
         gpu_type=here.gpu_type,
         gpu_memory_gb=here.gpu_memory_gb,
     )
-    if gpus is not None:
-        offered = offered.model_copy(update=declared_gpus(gpus))
-    node = name or socket.gethostname()
-    log_to_stderr()
-    raise typer.Exit(
-        run_remote_agent(
-            server,
-            token,
-            name=node,
-            labels=parse_pairs(label or [], "labels", "--label"),
-            work_dir=work_dir or home.root / f"agent-{node}",
-            capacity=offered,
-            max_jobs=max_jobs,
-            kill_grace=kill_grace,
-            drain_grace=drain_grace,
-            long_poll=long_poll,
-            sandbox=sandbox,
-            sandbox_ro=tuple(sandbox_ro or ()),
-            hidden=(home.root,),
-            allow_local_repos=allow_local_repos,
-            host_paths=allow_host_paths,
-            job_memory=_size("--job-memory", job_memory) if job_memory else None,
-            job_disk=_size("--job-disk", job_disk),
-            keep_failed=keep_failed,
-        )
-    )
+    return offered.model_copy(update=declared_gpus(gpus)) if gpus is not None else offered
 
 
 def _size(flag: str, text: str) -> int:
