@@ -46,58 +46,67 @@ ArtifactsOpt = Annotated[
 ]
 
 
+HostOpt = Annotated[str, typer.Option(help="Address to listen on.")]
+PortOpt = Annotated[int, typer.Option(help="Port to listen on.")]
+NoAuthOpt = Annotated[bool, typer.Option("--no-auth", help="No tokens (loopback addresses only).")]
+LeaseOpt = Annotated[
+    float, typer.Option(help="Seconds an agent may go silent before its jobs move.")
+]
+PublicApiOpt = Annotated[
+    str,
+    typer.Option(
+        help="The public API at the root (/submit, /status...): anonymous (limited per "
+        "address), token, or off."
+    ),
+]
+AnonConcurrentOpt = Annotated[
+    int, typer.Option(help="Anonymous callers: jobs queued or running per address.")
+]
+AnonJobsOpt = Annotated[int, typer.Option(help="Anonymous callers: jobs per hour per address.")]
+AnonCpuOpt = Annotated[
+    float, typer.Option(help="Anonymous callers: CPU-seconds per minute per address.")
+]
+PolicyOpt = Annotated[
+    Path | None,
+    typer.Option(
+        help="Scheduling policy (YAML): per-owner limits (max_running_jobs, max_gpus), "
+        "reserve_after, GPU prices. See docs/scheduling.md.",
+    ),
+]
+ForwardedOpt = Annotated[
+    str,
+    typer.Option(
+        help="Proxies whose X-Forwarded-For is believed: addresses or networks, "
+        "comma-separated, or '*' (default: none, so a caller is its own address)."
+    ),
+]
+ServerHostPathsOpt = Annotated[
+    bool,
+    typer.Option(
+        help="Accept jobs that name a directory of the node (working_dir), e.g. on a "
+        "shared filesystem; agents must allow it too. Only for trusted users."
+    ),
+]
+
+
 def server(
     db: DbOpt = None,
     artifacts: ArtifactsOpt = None,
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8765,
-    no_auth: Annotated[
-        bool, typer.Option("--no-auth", help="No tokens (loopback addresses only).")
-    ] = False,
-    lease: Annotated[
-        float, typer.Option(help="Seconds an agent may go silent before its jobs move.")
-    ] = 30.0,
-    public_api: Annotated[
-        str,
-        typer.Option(
-            help="The public API at the root (/submit, /status...): anonymous (limited per "
-            "address), token, or off."
-        ),
-    ] = "anonymous",
-    anon_concurrent: Annotated[
-        int, typer.Option(help="Anonymous callers: jobs queued or running per address.")
-    ] = 2,
-    anon_jobs_per_hour: Annotated[
-        int, typer.Option(help="Anonymous callers: jobs per hour per address.")
-    ] = 60,
-    anon_cpu_per_minute: Annotated[
-        float, typer.Option(help="Anonymous callers: CPU-seconds per minute per address.")
-    ] = 120.0,
-    policy: Annotated[
-        Path | None,
-        typer.Option(
-            help="Scheduling policy (YAML): per-owner limits (max_running_jobs, max_gpus), "
-            "reserve_after, GPU prices. See docs/scheduling.md.",
-        ),
-    ] = None,
-    forwarded_allow_ips: Annotated[
-        str,
-        typer.Option(
-            help="Proxies whose X-Forwarded-For is believed: addresses or networks, "
-            "comma-separated, or '*' (default: none, so a caller is its own address)."
-        ),
-    ] = "",
-    allow_host_paths: Annotated[
-        bool,
-        typer.Option(
-            help="Accept jobs that name a directory of the node (working_dir), e.g. on a "
-            "shared filesystem; agents must allow it too. Only for trusted users."
-        ),
-    ] = False,
+    host: HostOpt = "127.0.0.1",
+    port: PortOpt = 8765,
+    no_auth: NoAuthOpt = False,
+    lease: LeaseOpt = 30.0,
+    public_api: PublicApiOpt = "anonymous",
+    anon_concurrent: AnonConcurrentOpt = 2,
+    anon_jobs_per_hour: AnonJobsOpt = 60,
+    anon_cpu_per_minute: AnonCpuOpt = 120.0,
+    policy: PolicyOpt = None,
+    forwarded_allow_ips: ForwardedOpt = "",
+    allow_host_paths: ServerHostPathsOpt = False,
 ) -> None:
     """Serve the HTTP API (under /v1, and the public API at the root) for agents, the
     CLI, the SDK and public clients."""
-    from sandrun.server import run_server
+    from sandrun.server import ServerSettings, run_server
     from sandrun.server.quota import MODES, PublicApi
     from sandrun.spec.policy import load_policy
 
@@ -106,23 +115,20 @@ def server(
             f"--public-api {public_api!r} is not a mode; use " + ", ".join(MODES),
             field="public_api",
         )
-    run_server(
+    quota = PublicApi(public_api, anon_concurrent, anon_jobs_per_hour, anon_cpu_per_minute)
+    settings = ServerSettings(
         _server_db(db),
         host=host,
         port=port,
         auth=not no_auth,
         lease_seconds=lease,
         artifacts=artifacts,
-        public_api=PublicApi(
-            public_api,  # checked above
-            anon_concurrent,
-            anon_jobs_per_hour,
-            anon_cpu_per_minute,
-        ),
+        public_api=quota,
         policy=load_policy(policy) if policy else None,
         forwarded_allow_ips=forwarded_allow_ips,
         host_paths=allow_host_paths,
     )
+    run_server(settings)
 
 
 def _server_db(db: str | None) -> str:

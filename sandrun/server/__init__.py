@@ -6,6 +6,7 @@ import ipaddress
 import logging
 import re
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import uvicorn
@@ -83,27 +84,31 @@ def open_server_service(
     )
 
 
-def run_server(
-    db: str,
-    *,
-    host: str,
-    port: int,
-    auth: bool,
-    lease_seconds: float = 30.0,
-    artifacts: Path | None = None,
-    public_api: PublicApi | None = None,
-    policy: Policy | None = None,
-    forwarded_allow_ips: str = "",
-    host_paths: bool = False,
-) -> None:
-    """Serve until interrupted. Without auth, only a loopback address is allowed.
+@dataclass(frozen=True)
+class ServerSettings:
+    """A server's settings, built once by `sandrun server`."""
 
-    X-Forwarded-For and -Proto count only from the proxies in `forwarded_allow_ips`
-    (comma-separated addresses or networks, or '*'): uvicorn's default trusts loopback,
-    and then any local process could mint anonymous callers' addresses."""
-    if not auth and not is_loopback(host):
+    db: str  # a postgresql:// URL or a SQLite file
+    host: str = "127.0.0.1"
+    port: int = 8765
+    auth: bool = True  # without: loopback addresses only
+    lease_seconds: float = 30.0
+    artifacts: Path | None = None  # the blob directory (default: see default_artifacts)
+    public_api: PublicApi = field(default_factory=PublicApi)
+    policy: Policy | None = None
+    # Proxies whose X-Forwarded-For and -Proto count (comma-separated addresses or
+    # networks, or '*'): uvicorn's default trusts loopback, and then any local process
+    # could mint anonymous callers' addresses.
+    forwarded_allow_ips: str = ""
+    host_paths: bool = False  # accept jobs that name a directory of the node
+
+
+def run_server(settings: ServerSettings) -> None:
+    """Serve until interrupted. Without auth, only a loopback address is allowed."""
+    s = settings
+    if not s.auth and not is_loopback(s.host):
         raise ValidationError(
-            f"refusing to serve {host} without auth: anyone who can reach it could run code",
+            f"refusing to serve {s.host} without auth: anyone who can reach it could run code",
             field="host",
             suggestions=[
                 "drop --no-auth and create tokens with `sandrun token create`",
@@ -113,24 +118,24 @@ def run_server(
     from sandrun.server.app import create_app
 
     service = open_server_service(
-        db, lease_seconds, artifacts=artifacts, policy=policy, host_paths=host_paths
+        s.db, s.lease_seconds, artifacts=s.artifacts, policy=s.policy, host_paths=s.host_paths
     )
-    app = create_app(service, auth=auth, public_api=public_api or PublicApi())
+    app = create_app(service, auth=s.auth, public_api=s.public_api)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     print(
-        f"sandrun server on http://{host}:{port} (auth {'on' if auth else 'off'}, "
-        f"db {describe_db(db)})",
+        f"sandrun server on http://{s.host}:{s.port} (auth {'on' if s.auth else 'off'}, "
+        f"db {describe_db(s.db)})",
         file=sys.stderr,
         flush=True,
     )
     try:
         uvicorn.run(
             app,
-            host=host,
-            port=port,
+            host=s.host,
+            port=s.port,
             log_level="warning",
-            proxy_headers=bool(forwarded_allow_ips),
-            forwarded_allow_ips=forwarded_allow_ips or None,
+            proxy_headers=bool(s.forwarded_allow_ips),
+            forwarded_allow_ips=s.forwarded_allow_ips or None,
         )
     finally:
         service.close()
