@@ -8,20 +8,13 @@ listeners (a local agent's waker, say) that something changed.
 from __future__ import annotations
 
 import hashlib
-import logging
 from collections.abc import Callable, Sequence
-from pathlib import PurePosixPath
 from typing import Any
 
 from sandrun.artifacts import LocalArtifactStore
 from sandrun.errors import (
     ArtifactNotFound,
-    BadKeyProof,
-    BadSignature,
-    HostPathRefused,
     JobNotFoundError,
-    OverMaximum,
-    OverOwnerLimit,
     SandrunError,
     ValidationError,
     closest,
@@ -30,54 +23,35 @@ from sandrun.ids import new_id, new_token, now
 from sandrun.models import (
     MAX_BATCH,
     Attempt,
-    AttemptKey,
-    AttemptRef,
-    AttemptResult,
-    Capacity,
-    Claim,
     Event,
     GcReport,
-    HandBackReason,
-    HeartbeatReply,
     Instance,
     JobPage,
     JobRecord,
-    KeyProof,
     LogChunk,
     NodeInfo,
-    NodeState,
     OutputFile,
     Principal,
     Role,
-    SandboxReport,
     TokenInfo,
 )
-from sandrun.service import maxima, placement, retention, retry
-from sandrun.signing import (
-    PROOF_WINDOW,
-    registration_claim,
-    result_claim,
-    verify,
-)
+from sandrun.service import admission, placement, retention
+from sandrun.service.agents import AgentCalls
 from sandrun.spec import JobSpec, parse_spec
 from sandrun.spec.job import NAME_RE
 from sandrun.spec.policy import Policy
-from sandrun.states import AttemptState, JobState
+from sandrun.states import JobState
 from sandrun.store import Store
 from sandrun.store.store import Listener
-
-log = logging.getLogger("sandrun.service")
 
 DEFAULT_LEASE_SECONDS = 30.0
 LOCAL_OWNER = "local"  # who owns embedded jobs (and a server's without auth)
 MAX_PAGE = 1000
-_HAND_BACK_MESSAGES: dict[HandBackReason, str] = {
-    "stopping": "handed back unstarted: node {node} is stopping",
-    "not_received": "handed back unstarted: node {node} never received the claim",
-}
 
 
-class Service:
+class Service(AgentCalls):
+    """The application layer; what agents call is in `AgentCalls` (service/agents.py)."""
+
     def __init__(
         self,
         store: Store,
@@ -129,76 +103,28 @@ class Service:
                 field="jobs",
                 suggestions=[f"submit in batches of at most {MAX_BATCH}"],
             )
+        viewer = None if admin else owner
+
+        def visible(digest: str) -> bool:
+            return self._visible(digest, viewer)
+
         parsed = []
         for i, given in enumerate(specs):
             try:
                 spec = parse_spec(given)
-                self._check_host_paths(spec)
-                self._check_maxima(spec)
-                self._check_inputs(spec, None if admin else owner)
-                self._check_limits(spec, owner)
+                admission.check_host_paths(spec, self.host_paths)
+                admission.check_maxima(spec, self.policy)
+                admission.check_inputs(spec, visible)
+                admission.check_limits(spec, owner, self.policy)
             except SandrunError as exc:
                 if len(specs) == 1:
                     raise
-                raise _in_batch(exc, i) from None
+                raise admission.in_batch(exc, i) from None
             parsed.append(spec)
         at = self.clock()
         jobs = [JobRecord.submitted(spec, owner, at) for spec in parsed]
         self.store.insert_jobs(jobs)
         return jobs
-
-    def _check_host_paths(self, spec: JobSpec) -> None:
-        """A server's jobs run only in what they bring: a path on the node is refused."""
-        if spec.working_dir is not None and not self.host_paths:
-            raise HostPathRefused(
-                f"working_dir {spec.working_dir!r} names a directory on the node; a server's "
-                "jobs run only in what they bring",
-                field="working_dir",
-                suggestions=[
-                    "drop working_dir: `sandrun run` and the SDK upload the current directory",
-                    "or bring the files as code, inputs or a repository",
-                ],
-            )
-
-    def _check_inputs(self, spec: JobSpec, owner: str | None) -> None:
-        """Every blob a job brings must be uploaded (by its owner) before it is submitted."""
-        named = {f"inputs.{path}": digest for path, digest in spec.inputs.items()}
-        if spec.code:
-            named["code"] = spec.code
-        for field, digest in named.items():
-            if not self._visible(digest, owner):
-                raise ArtifactNotFound(
-                    f"{field}: nothing was uploaded with digest {digest}",
-                    field=field,
-                    suggestions=["upload it first (POST /v1/artifacts), then submit"],
-                )
-
-    def _check_maxima(self, spec: JobSpec) -> None:
-        """Refuse a job that asks for more than this server lets one job have."""
-        first = next(maxima.over(spec, self.policy.maxima), None)
-        if first is not None:
-            field, asked, most, unit = first
-            raise OverMaximum(
-                f"{field}: {asked:g}{unit} is over this server's maximum of {most:g}{unit}",
-                field=field,
-                suggestions=[f"ask for at most {most:g}{unit}, or ask an admin to raise it"],
-            )
-
-    def _check_limits(self, spec: JobSpec, owner: str) -> None:
-        """Refuse a job its owner's limits would keep waiting forever."""
-        limits = self.policy.limits_for(owner)
-        gpus = spec.gpus.count if spec.gpus else 0
-        if limits.max_running_jobs == 0:
-            raise OverOwnerLimit(
-                f"{owner} may not run jobs on this server (max_running_jobs 0)", field="owner"
-            )
-        if limits.max_gpus is not None and gpus > limits.max_gpus:
-            raise OverOwnerLimit(
-                f"gpus: the job needs {gpus} GPUs; this server lets {owner} hold at most "
-                f"{limits.max_gpus} at once (max_gpus)",
-                field="gpus",
-                suggestions=[f"ask for at most {limits.max_gpus}, or ask an admin to raise it"],
-            )
 
     def why_pending(self, job_id: str, viewer: str | None = None) -> str | None:
         """Why a pending job has not started, in words (None once it has)."""
@@ -384,72 +310,7 @@ class Service:
         as lost: the store kept everything, the agents kept running."""
         self.store.extend_live_leases(self.clock() + self.lease_seconds)
 
-    # --- agents -----------------------------------------------------------------------
-
-    def register_node(
-        self,
-        name: str,
-        capacity: Capacity,
-        labels: dict[str, str] | None = None,
-        node_id: str | None = None,
-        sandbox: SandboxReport | None = None,
-        public_key: str | None = None,
-        detected: Capacity | None = None,
-        key_proof: KeyProof | None = None,
-    ) -> str:
-        """Record a node; a fixed `node_id` lets a restarted agent claim its old attempts.
-        With `public_key`, every result it reports must be signed with that key: the agent
-        proves it holds the key (`key_proof`), and a key belongs to the first node name
-        that registered it."""
-        if public_key is not None:
-            self._check_proof(name, public_key, key_proof)
-        node_id = node_id or f"{name}/{new_id()}"
-        self.store.register_node(
-            node_id, name, capacity, labels or {}, self.clock(), sandbox, public_key, detected
-        )
-        return node_id
-
-    def _check_proof(self, name: str, public_key: str, proof: KeyProof | None) -> None:
-        if proof is None:
-            raise BadKeyProof(
-                "registering a worker key needs proof of its private key (key_proof)",
-                field="key_proof",
-                suggestions=["upgrade the agent"],
-            )
-        if abs(proof.at - self.clock()) > PROOF_WINDOW:
-            raise BadKeyProof(
-                f"key_proof is from {proof.at:.0f}, not within {PROOF_WINDOW:.0f} s of the "
-                "server's clock",
-                field="key_proof.at",
-                suggestions=["set the agent's clock (NTP)"],
-            )
-        if not verify(public_key, registration_claim(name, public_key, proof.at), proof.signature):
-            raise BadKeyProof(
-                "key_proof does not verify against public_key", field="key_proof.signature"
-            )
-
-    def node_is_live(self, node: str) -> bool:
-        """Whether `node` is registered and has heartbeated within a lease."""
-        return self.store.node_heartbeat_at(node) >= self.clock() - self.lease_seconds
-
-    def live_attempts(self, node: str) -> list[Attempt]:
-        return self.store.live_attempts(node)
-
-    def claim(self, node: str, free: Capacity, wait: float = 0.0) -> Claim | None:
-        """Claim at once. (`wait` is the control plane's long-poll: the server's route
-        holds the request, an embedded agent is woken by a datagram instead.)"""
-        return self.store.claim(node, free, self.clock(), self.lease_seconds, self.policy)
-
-    def start(
-        self,
-        ref: AttemptRef,
-        pid: int | None = None,
-        pid_started_at: float | None = None,
-        git_commit: str | None = None,
-    ) -> None:
-        self.store.start_attempt(
-            ref.job_id, ref.attempt, ref.token, self.clock(), pid, pid_started_at, git_commit
-        )
+    # --- blobs ------------------------------------------------------------------------
 
     def fetch_artifact(self, digest: str, viewer: str | None = None) -> None:
         """The agent shares this store: the blob is either here or was never uploaded.
@@ -471,86 +332,6 @@ class Service:
         Any other blob reads as absent, so a digest tells nobody what others stored."""
         return self.artifacts.has(digest) and self.store.blob_visible(digest, owner)
 
-    def heartbeat(
-        self, node: str, leases: list[AttemptRef], state: NodeState = "active"
-    ) -> HeartbeatReply:
-        """Renew the node and its attempts' leases; say which to cancel and which are stale."""
-        now = self.clock()
-        self.store.node_heartbeat(node, state, now)
-        held = [(r.job_id, r.attempt, r.token) for r in leases]
-        stale = self.store.renew_leases(held, now, self.lease_seconds)
-        listed = {(r.job_id, r.attempt) for r in leases}
-        unheld = [
-            a
-            for a in self.store.live_attempts(node)
-            if a.state is AttemptState.SCHEDULED and (a.job_id, a.number) not in listed
-        ]
-        return HeartbeatReply(
-            cancel=[AttemptKey(job_id=j, attempt=n) for j, n in self.store.cancel_requested(node)],
-            stale=[AttemptKey(job_id=j, attempt=n) for j, n in stale],
-            unheld=[AttemptKey(job_id=a.job_id, attempt=a.number) for a in unheld],
-        )
-
-    def hand_back(
-        self, node: str, attempts: list[AttemptKey], reason: HandBackReason
-    ) -> list[AttemptKey]:
-        """End the attempts `node` gives back unstarted; their jobs are queued again with no
-        retry counted. Attempts not on `node`, or started, are left alone (not returned)."""
-        why = _HAND_BACK_MESSAGES[reason].format(node=node)
-        keys = [a.key for a in attempts]
-        ended = self.store.hand_back(node, keys, why, retry.handed_back, self.clock())
-        return [AttemptKey(job_id=j, attempt=n) for j, n in ended]
-
-    def append_logs(self, ref: AttemptRef, chunks: list[LogChunk]) -> None:
-        self.store.append_logs(ref.job_id, ref.attempt, ref.token, chunks, self.clock())
-
-    def complete(self, ref: AttemptRef, result: AttemptResult) -> JobRecord:
-        _check_output_paths(result.outputs)
-        signer = self._signer(ref, result)
-        if signer is None:
-            result = result.model_copy(update={"signature": None})  # nothing to check it by
-        return self.store.finish_attempt(
-            ref.job_id, ref.attempt, ref.token, result, retry.decide, self.clock(), signer
-        )
-
-    def complete_and_claim(
-        self, ref: AttemptRef, result: AttemptResult, node: str, free: Capacity
-    ) -> tuple[JobRecord, Claim | None]:
-        """Report an attempt's end, then claim the best job that fits the room it leaves
-        (`free`), so an agent refills a slot without another round trip."""
-        job = self.complete(ref, result)
-        try:
-            return job, self.claim(node, free) if self.node_is_live(node) else None
-        except SandrunError as exc:  # the result is recorded: that must not read as failed
-            log.warning("claim after job %s ended failed: %s", ref.job_id, exc)
-            return job, None
-
-    def _signer(self, ref: AttemptRef, result: AttemptResult) -> str | None:
-        """The key the result is verified to be signed with; None if its agent has none."""
-        key = self.store.signer_key(ref.job_id, ref.attempt)
-        if key is None:
-            return None  # an agent that registered no key (or the store refuses the report)
-        where = f"job {ref.job_id} attempt {ref.attempt}"
-        if result.signature is None:
-            raise BadSignature(f"{where}: its agent signs results, but this one is unsigned")
-        job = self.store.get_job(ref.job_id)
-        outputs = {out.path: out.digest for out in result.outputs}
-        claim = result_claim(job.id, ref.attempt, job.spec, result.exit_code, outputs)
-        if not verify(key, claim, result.signature):
-            raise BadSignature(f"{where}: the signature does not match its agent's key")
-        return key
-
-    def expire_leases(self) -> list[tuple[str, int]]:
-        """End as node_lost the attempts whose agents stopped renewing their leases."""
-        return self.store.lose_attempts(retry.decide, self.clock())
-
-    def lose_node(self, node: str) -> list[tuple[str, int]]:
-        """End as node_lost every live attempt of `node` (known dead: its process is gone)."""
-        return self.store.lose_attempts(retry.decide, self.clock(), node=node)
-
-    def next_wakeup(self) -> float | None:
-        return self.store.next_not_before()
-
     # --- operators --------------------------------------------------------------------
 
     def collect_garbage(self, older_than: float, purge_jobs: bool = False) -> GcReport:
@@ -566,27 +347,6 @@ class Service:
             lease_seconds=self.lease_seconds,
             purge_jobs=purge_jobs,
         )
-
-
-def _check_output_paths(outputs: Sequence[OutputFile]) -> None:
-    """An agent names outputs: each must be a normalised relative path inside the working
-    directory, named once (a client writes them under its download directory)."""
-    seen: set[str] = set()
-    for i, out in enumerate(outputs):
-        path = out.path
-        clean = PurePosixPath(path).as_posix()
-        parts = path.split("/")
-        if clean != path or path.startswith("/") or "\0" in path or {"", ".", ".."} & set(parts):
-            raise ValidationError(
-                f"output path {path!r} is not a normalised relative path inside the working "
-                "directory",
-                field=f"result.outputs.{i}.path",
-            )
-        if path in seen:
-            raise ValidationError(
-                f"output path {path!r} is listed twice", field=f"result.outputs.{i}.path"
-            )
-        seen.add(path)
 
 
 def _digest(secret: str) -> str:
@@ -622,13 +382,3 @@ def _cursor(text: str) -> tuple[float, str]:
         raise ValidationError(
             f"cursor {text!r} is not one this server gave", field="cursor"
         ) from None
-
-
-def _in_batch(exc: SandrunError, index: int) -> SandrunError:
-    """The same error, naming the batch entry it is about."""
-    where = f"jobs.{index}"
-    return type(exc)(
-        f"{where}: {exc.message}",
-        field=f"{where}.{exc.field}" if exc.field else where,
-        suggestions=exc.suggestions,
-    )

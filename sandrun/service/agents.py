@@ -1,0 +1,214 @@
+"""What agents call: register, claim, start, heartbeat, hand back, logs, completion, and
+the lease bookkeeping behind them. Part of `Service` (a mixin over the same store)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import PurePosixPath
+
+from sandrun.errors import BadKeyProof, BadSignature, SandrunError, ValidationError
+from sandrun.ids import new_id
+from sandrun.models import (
+    Attempt,
+    AttemptKey,
+    AttemptRef,
+    AttemptResult,
+    Capacity,
+    Claim,
+    HandBackReason,
+    HeartbeatReply,
+    JobRecord,
+    KeyProof,
+    LogChunk,
+    NodeState,
+    OutputFile,
+    SandboxReport,
+)
+from sandrun.service import retry
+from sandrun.signing import PROOF_WINDOW, registration_claim, result_claim, verify
+from sandrun.spec.policy import Policy
+from sandrun.states import AttemptState
+from sandrun.store import Store
+
+log = logging.getLogger("sandrun.service")
+
+_HAND_BACK_MESSAGES: dict[HandBackReason, str] = {
+    "stopping": "handed back unstarted: node {node} is stopping",
+    "not_received": "handed back unstarted: node {node} never received the claim",
+}
+
+
+class AgentCalls:
+    """The agent-facing half of `Service`."""
+
+    store: Store
+    clock: Callable[[], float]
+    lease_seconds: float
+    policy: Policy
+
+    def register_node(
+        self,
+        name: str,
+        capacity: Capacity,
+        labels: dict[str, str] | None = None,
+        node_id: str | None = None,
+        sandbox: SandboxReport | None = None,
+        public_key: str | None = None,
+        detected: Capacity | None = None,
+        key_proof: KeyProof | None = None,
+    ) -> str:
+        """Record a node; a fixed `node_id` lets a restarted agent claim its old attempts.
+        With `public_key`, every result it reports must be signed with that key: the agent
+        proves it holds the key (`key_proof`), and a key belongs to the first node name
+        that registered it."""
+        if public_key is not None:
+            self._check_proof(name, public_key, key_proof)
+        node_id = node_id or f"{name}/{new_id()}"
+        self.store.register_node(
+            node_id, name, capacity, labels or {}, self.clock(), sandbox, public_key, detected
+        )
+        return node_id
+
+    def _check_proof(self, name: str, public_key: str, proof: KeyProof | None) -> None:
+        if proof is None:
+            raise BadKeyProof(
+                "registering a worker key needs proof of its private key (key_proof)",
+                field="key_proof",
+                suggestions=["upgrade the agent"],
+            )
+        if abs(proof.at - self.clock()) > PROOF_WINDOW:
+            raise BadKeyProof(
+                f"key_proof is from {proof.at:.0f}, not within {PROOF_WINDOW:.0f} s of the "
+                "server's clock",
+                field="key_proof.at",
+                suggestions=["set the agent's clock (NTP)"],
+            )
+        if not verify(public_key, registration_claim(name, public_key, proof.at), proof.signature):
+            raise BadKeyProof(
+                "key_proof does not verify against public_key", field="key_proof.signature"
+            )
+
+    def node_is_live(self, node: str) -> bool:
+        """Whether `node` is registered and has heartbeated within a lease."""
+        return self.store.node_heartbeat_at(node) >= self.clock() - self.lease_seconds
+
+    def live_attempts(self, node: str) -> list[Attempt]:
+        return self.store.live_attempts(node)
+
+    def claim(self, node: str, free: Capacity, wait: float = 0.0) -> Claim | None:
+        """Claim at once. (`wait` is the control plane's long-poll: the server's route
+        holds the request, an embedded agent is woken by a datagram instead.)"""
+        return self.store.claim(node, free, self.clock(), self.lease_seconds, self.policy)
+
+    def start(
+        self,
+        ref: AttemptRef,
+        pid: int | None = None,
+        pid_started_at: float | None = None,
+        git_commit: str | None = None,
+    ) -> None:
+        self.store.start_attempt(
+            ref.job_id, ref.attempt, ref.token, self.clock(), pid, pid_started_at, git_commit
+        )
+
+    def heartbeat(
+        self, node: str, leases: list[AttemptRef], state: NodeState = "active"
+    ) -> HeartbeatReply:
+        """Renew the node and its attempts' leases; say which to cancel and which are stale."""
+        now = self.clock()
+        self.store.node_heartbeat(node, state, now)
+        held = [(r.job_id, r.attempt, r.token) for r in leases]
+        stale = self.store.renew_leases(held, now, self.lease_seconds)
+        listed = {(r.job_id, r.attempt) for r in leases}
+        unheld = [
+            a
+            for a in self.store.live_attempts(node)
+            if a.state is AttemptState.SCHEDULED and (a.job_id, a.number) not in listed
+        ]
+        return HeartbeatReply(
+            cancel=[AttemptKey(job_id=j, attempt=n) for j, n in self.store.cancel_requested(node)],
+            stale=[AttemptKey(job_id=j, attempt=n) for j, n in stale],
+            unheld=[AttemptKey(job_id=a.job_id, attempt=a.number) for a in unheld],
+        )
+
+    def hand_back(
+        self, node: str, attempts: list[AttemptKey], reason: HandBackReason
+    ) -> list[AttemptKey]:
+        """End the attempts `node` gives back unstarted; their jobs are queued again with no
+        retry counted. Attempts not on `node`, or started, are left alone (not returned)."""
+        why = _HAND_BACK_MESSAGES[reason].format(node=node)
+        keys = [a.key for a in attempts]
+        ended = self.store.hand_back(node, keys, why, retry.handed_back, self.clock())
+        return [AttemptKey(job_id=j, attempt=n) for j, n in ended]
+
+    def append_logs(self, ref: AttemptRef, chunks: list[LogChunk]) -> None:
+        self.store.append_logs(ref.job_id, ref.attempt, ref.token, chunks, self.clock())
+
+    def complete(self, ref: AttemptRef, result: AttemptResult) -> JobRecord:
+        _check_output_paths(result.outputs)
+        signer = self._signer(ref, result)
+        if signer is None:
+            result = result.model_copy(update={"signature": None})  # nothing to check it by
+        return self.store.finish_attempt(
+            ref.job_id, ref.attempt, ref.token, result, retry.decide, self.clock(), signer
+        )
+
+    def complete_and_claim(
+        self, ref: AttemptRef, result: AttemptResult, node: str, free: Capacity
+    ) -> tuple[JobRecord, Claim | None]:
+        """Report an attempt's end, then claim the best job that fits the room it leaves
+        (`free`), so an agent refills a slot without another round trip."""
+        job = self.complete(ref, result)
+        try:
+            return job, self.claim(node, free) if self.node_is_live(node) else None
+        except SandrunError as exc:  # the result is recorded: that must not read as failed
+            log.warning("claim after job %s ended failed: %s", ref.job_id, exc)
+            return job, None
+
+    def _signer(self, ref: AttemptRef, result: AttemptResult) -> str | None:
+        """The key the result is verified to be signed with; None if its agent has none."""
+        key = self.store.signer_key(ref.job_id, ref.attempt)
+        if key is None:
+            return None  # an agent that registered no key (or the store refuses the report)
+        where = f"job {ref.job_id} attempt {ref.attempt}"
+        if result.signature is None:
+            raise BadSignature(f"{where}: its agent signs results, but this one is unsigned")
+        job = self.store.get_job(ref.job_id)
+        outputs = {out.path: out.digest for out in result.outputs}
+        claim = result_claim(job.id, ref.attempt, job.spec, result.exit_code, outputs)
+        if not verify(key, claim, result.signature):
+            raise BadSignature(f"{where}: the signature does not match its agent's key")
+        return key
+
+    def expire_leases(self) -> list[tuple[str, int]]:
+        """End as node_lost the attempts whose agents stopped renewing their leases."""
+        return self.store.lose_attempts(retry.decide, self.clock())
+
+    def lose_node(self, node: str) -> list[tuple[str, int]]:
+        """End as node_lost every live attempt of `node` (known dead: its process is gone)."""
+        return self.store.lose_attempts(retry.decide, self.clock(), node=node)
+
+    def next_wakeup(self) -> float | None:
+        return self.store.next_not_before()
+
+
+def _check_output_paths(outputs: Sequence[OutputFile]) -> None:
+    """An agent names outputs: each must be a normalised relative path inside the working
+    directory, named once (a client writes them under its download directory)."""
+    seen: set[str] = set()
+    for i, out in enumerate(outputs):
+        path = out.path
+        clean = PurePosixPath(path).as_posix()
+        parts = path.split("/")
+        if clean != path or path.startswith("/") or "\0" in path or {"", ".", ".."} & set(parts):
+            raise ValidationError(
+                f"output path {path!r} is not a normalised relative path inside the working "
+                "directory",
+                field=f"result.outputs.{i}.path",
+            )
+        if path in seen:
+            raise ValidationError(
+                f"output path {path!r} is listed twice", field=f"result.outputs.{i}.path"
+            )
+        seen.add(path)
