@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -33,11 +34,10 @@ from sandrun.cli.options import (
     UploadOpt,
     WorkdirOpt,
 )
-from sandrun.cli.specargs import build_spec
+from sandrun.cli.specargs import build_spec, gpus_option, priority_option, repository_option
 from sandrun.client import Client, Job, connect
 from sandrun.client.verify import verify_result
 from sandrun.errors import IllegalTransition, JobNotFoundError, SandrunError, ValidationError
-from sandrun.spec.gpus import gpu_request
 from sandrun.states import JobState
 
 app = typer.Typer(
@@ -71,11 +71,11 @@ def _submit(client: Client, command: list[str] | None, **kw: Any) -> Job:
             "memory": kw["memory"],
             "timeout": kw["timeout"],
             "retries": kw["retries"],
-            "priority": _priority(kw["priority"]),
+            "priority": priority_option(kw["priority"]),
             "working_dir": str(kw["workdir"].resolve()) if kw["workdir"] else None,
             "network": kw["network"] or None,
-            "repository": _repository(kw["repo"], kw["ref"]),
-            "gpus": _gpus(kw["gpus"], kw["min_gpu_memory"]),
+            "repository": repository_option(kw["repo"], kw["ref"]),
+            "gpus": gpus_option(kw["gpus"], kw["min_gpu_memory"]),
         },
     )
     brings = spec.working_dir or spec.code or spec.repository
@@ -84,82 +84,86 @@ def _submit(client: Client, command: list[str] | None, **kw: Any) -> Job:
     return client.submit(spec, upload_code=upload)
 
 
-def _gpus(text: str | None, min_memory: float | None) -> object:
-    """--gpus 4xa100 and --min-gpu-memory 40, as the spec's gpus."""
-    if min_memory is None:
-        return text
-    request = gpu_request(text if text is not None else 1, field="gpus")
-    return {**request, "memory_gb": min_memory}
+def _job_command(after: Callable[[Client, Job, bool], None]) -> Callable[..., None]:
+    """A command taking the job options (`run` and `submit` share them), which submits the
+    job and hands it to `after` (with --json)."""
+
+    def command(
+        command: CommandArg = None,
+        file: FileOpt = None,
+        shell: ShellOpt = None,
+        name: NameOpt = None,
+        env: EnvOpt = None,
+        cpus: CpusOpt = None,
+        memory: MemoryOpt = None,
+        timeout: TimeoutOpt = None,
+        retries: RetriesOpt = None,
+        output: OutputOpt = None,
+        label: LabelOpt = None,
+        require: RequireOpt = None,
+        gpus: GpusOpt = None,
+        min_gpu_memory: MinGpuMemoryOpt = None,
+        priority: PriorityOpt = None,
+        workdir: WorkdirOpt = None,
+        network: NetworkOpt = None,
+        repo: RepoOpt = None,
+        ref: RefOpt = None,
+        upload: UploadOpt = None,
+        json: JsonOpt = False,
+    ) -> None:
+        with _client() as client:
+            job = _submit(
+                client,
+                command,
+                file=file,
+                shell=shell,
+                name=name,
+                env=env,
+                cpus=cpus,
+                memory=memory,
+                timeout=timeout,
+                retries=retries,
+                output=output,
+                label=label,
+                require=require,
+                gpus=gpus,
+                min_gpu_memory=min_gpu_memory,
+                priority=priority,
+                workdir=workdir,
+                network=network,
+                repo=repo,
+                ref=ref,
+                upload=upload,
+            )
+            after(client, job, json)
+
+    command.__doc__ = after.__doc__
+    return command
 
 
-def _repository(url: str | None, ref: str | None) -> dict[str, str] | None:
-    if url is None:
-        if ref is not None:
-            raise ValidationError("--ref needs --repo", field="repository.ref")
-        return None
-    return {"url": url, "ref": ref or "main"}
-
-
-def _priority(text: str | None) -> str | int | None:
-    """--priority takes a class name or a number; the spec wants numbers as numbers."""
-    return int(text) if text is not None and text.lstrip("-").isdigit() else text
-
-
-@app.command(context_settings={"allow_interspersed_args": False})
-def run(
-    command: CommandArg = None,
-    file: FileOpt = None,
-    shell: ShellOpt = None,
-    name: NameOpt = None,
-    env: EnvOpt = None,
-    cpus: CpusOpt = None,
-    memory: MemoryOpt = None,
-    timeout: TimeoutOpt = None,
-    retries: RetriesOpt = None,
-    output: OutputOpt = None,
-    label: LabelOpt = None,
-    require: RequireOpt = None,
-    gpus: GpusOpt = None,
-    min_gpu_memory: MinGpuMemoryOpt = None,
-    priority: PriorityOpt = None,
-    workdir: WorkdirOpt = None,
-    network: NetworkOpt = None,
-    repo: RepoOpt = None,
-    ref: RefOpt = None,
-    upload: UploadOpt = None,
-    json: JsonOpt = False,
-) -> None:
+def _run(client: Client, job: Job, json: bool) -> None:
     """Run a job and stream its logs; exit with its exit code (124 timeout, 130 cancelled)."""
-    with _client() as client:
-        job = _submit(
-            client,
-            command,
-            file=file,
-            shell=shell,
-            name=name,
-            env=env,
-            cpus=cpus,
-            memory=memory,
-            timeout=timeout,
-            retries=retries,
-            output=output,
-            label=label,
-            require=require,
-            gpus=gpus,
-            min_gpu_memory=min_gpu_memory,
-            priority=priority,
-            workdir=workdir,
-            network=network,
-            repo=repo,
-            ref=ref,
-            upload=upload,
-        )
-        if json:
-            record = job.wait().record
-            render.print_json(record)
-            raise typer.Exit(render.exit_code_for(record))
-        render.err.print(f"[dim]job {job.id} submitted[/dim]")
-        _follow(client, job)
+    if json:
+        record = job.wait().record
+        render.print_json(record)
+        raise typer.Exit(render.exit_code_for(record))
+    render.err.print(f"[dim]job {job.id} submitted[/dim]")
+    _follow(client, job)
+
+
+def _submitted(client: Client, job: Job, json: bool) -> None:
+    """Submit a job and print its id; it runs in the background."""
+    if json:
+        render.print_json(job.record)
+    else:
+        print(job.id)
+
+
+# The job options come before the command: `sandrun run -- python x.py --cpus 2` gives
+# --cpus to python.
+_JOB_CONTEXT = {"allow_interspersed_args": False}
+app.command("run", context_settings=_JOB_CONTEXT)(_job_command(_run))
+app.command("submit", context_settings=_JOB_CONTEXT)(_job_command(_submitted))
 
 
 def _follow(client: Client, job: Job) -> None:
@@ -187,61 +191,6 @@ def _stream(client: Client, job_id: str) -> None:
         stream = sys.stdout if chunk.stream == "stdout" else sys.stderr
         stream.buffer.write(chunk.data)
         stream.flush()
-
-
-@app.command(context_settings={"allow_interspersed_args": False})
-def submit(
-    command: CommandArg = None,
-    file: FileOpt = None,
-    shell: ShellOpt = None,
-    name: NameOpt = None,
-    env: EnvOpt = None,
-    cpus: CpusOpt = None,
-    memory: MemoryOpt = None,
-    timeout: TimeoutOpt = None,
-    retries: RetriesOpt = None,
-    output: OutputOpt = None,
-    label: LabelOpt = None,
-    require: RequireOpt = None,
-    gpus: GpusOpt = None,
-    min_gpu_memory: MinGpuMemoryOpt = None,
-    priority: PriorityOpt = None,
-    workdir: WorkdirOpt = None,
-    network: NetworkOpt = None,
-    repo: RepoOpt = None,
-    ref: RefOpt = None,
-    upload: UploadOpt = None,
-    json: JsonOpt = False,
-) -> None:
-    """Submit a job and print its id; it runs in the background."""
-    with _client() as client:
-        job = _submit(
-            client,
-            command,
-            file=file,
-            shell=shell,
-            name=name,
-            env=env,
-            cpus=cpus,
-            memory=memory,
-            timeout=timeout,
-            retries=retries,
-            output=output,
-            label=label,
-            require=require,
-            gpus=gpus,
-            min_gpu_memory=min_gpu_memory,
-            priority=priority,
-            workdir=workdir,
-            network=network,
-            repo=repo,
-            ref=ref,
-            upload=upload,
-        )
-        if json:
-            render.print_json(job.record)
-        else:
-            print(job.id)
 
 
 @app.command()

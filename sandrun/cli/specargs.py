@@ -6,8 +6,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from sandrun.errors import InvalidSpec
+from sandrun.errors import InvalidSpec, ValidationError
 from sandrun.spec import JobSpec, load_spec_file, parse_spec
+from sandrun.spec.gpus import gpu_request
 
 
 def parse_pairs(items: list[str], what: str, flag: str) -> dict[str, str]:
@@ -87,3 +88,24 @@ def build_spec(
             data.setdefault("working_dir", os.getcwd())
         data.setdefault("env", {}).setdefault("PATH", os.environ.get("PATH", "/usr/bin:/bin"))
     return parse_spec(data)
+
+
+def gpus_option(text: str | None, min_memory: float | None) -> object:
+    """--gpus 4xa100 and --min-gpu-memory 40, as the spec's gpus."""
+    if min_memory is None:
+        return text
+    request = gpu_request(text if text is not None else 1, field="gpus")
+    return {**request, "memory_gb": min_memory}
+
+
+def repository_option(url: str | None, ref: str | None) -> dict[str, str] | None:
+    if url is None:
+        if ref is not None:
+            raise ValidationError("--ref needs --repo", field="repository.ref")
+        return None
+    return {"url": url, "ref": ref or "main"}
+
+
+def priority_option(text: str | None) -> str | int | None:
+    """--priority takes a class name or a number; the spec wants numbers as numbers."""
+    return int(text) if text is not None and text.lstrip("-").isdigit() else text
