@@ -19,11 +19,11 @@ from sandrun.spec.units import Amount, Count, Int, Num, Ordinal
 from sandrun.states import AttemptState, FailureReason, JobState
 
 
-class _Wire(BaseModel):
+class Wire(BaseModel):
     model_config = ConfigDict(extra="ignore", json_schema_extra=forbid_nul_in_schema)
 
 
-class _Request(_Wire):
+class Request(Wire):
     """A message a server receives: its text reaches the store, so none may hold a NUL."""
 
     _no_nul = field_validator("*")(refuse_nul)
@@ -31,7 +31,6 @@ class _Request(_Wire):
 
 # Numbers on the wire are numbers: "2" or true is refused, not quietly converted.
 Stream = Literal["stdout", "stderr"]
-GitCommit = Annotated[str, Field(pattern=r"^[0-9a-f]{40}([0-9a-f]{24})?$")]  # SHA-1 or SHA-256
 # Canonical base64, as the decoder insists (the last symbol's unused bits are zero).
 _B64 = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/][AQgw]==|[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048]=)?$"
 Base64Bytes = Annotated[
@@ -39,7 +38,7 @@ Base64Bytes = Annotated[
 ]
 
 
-class Usage(_Wire):
+class Usage(Wire):
     """Resources one attempt used."""
 
     wall_seconds: Amount | None = None
@@ -47,7 +46,7 @@ class Usage(_Wire):
     max_rss_mb: Amount | None = None
 
 
-class Attempt(_Wire):
+class Attempt(Wire):
     job_id: str
     number: int
     state: AttemptState
@@ -67,7 +66,7 @@ class Attempt(_Wire):
     signature: str | None = None
 
 
-class JobRecord(_Wire):
+class JobRecord(Wire):
     id: str
     name: str
     owner: str
@@ -107,7 +106,7 @@ class JobRecord(_Wire):
         return self.state.is_terminal
 
 
-class Event(_Wire):
+class Event(Wire):
     id: int
     job_id: str
     attempt: int | None
@@ -117,7 +116,7 @@ class Event(_Wire):
     at: float
 
 
-class LogChunk(_Wire):
+class LogChunk(Wire):
     # Output is bytes, not text: on the wire it travels as base64.
     model_config = ConfigDict(extra="ignore", ser_json_bytes="base64", val_json_bytes="base64")
 
@@ -128,19 +127,19 @@ class LogChunk(_Wire):
     at: Amount
 
 
-class OutputFile(_Wire):
+class OutputFile(Wire):
     attempt: Ordinal
     path: Annotated[str, Field(min_length=1)]
     digest: Digest  # sha256 of the content
     size: Count
 
 
-class JobPage(_Wire):
+class JobPage(Wire):
     jobs: list[JobRecord]
     next_cursor: str | None = None
 
 
-class AttemptRef(_Wire):
+class AttemptRef(Wire):
     """Names one attempt and proves the caller holds it: the fencing token."""
 
     job_id: str
@@ -148,7 +147,7 @@ class AttemptRef(_Wire):
     token: str
 
 
-class Claim(_Wire):
+class Claim(Wire):
     """What an agent gets when it claims a job: the spec, the attempt and its fencing token."""
 
     job: JobRecord
@@ -161,7 +160,7 @@ class Claim(_Wire):
         return AttemptRef(job_id=self.job.id, attempt=self.attempt, token=self.token)
 
 
-class AttemptResult(_Wire):
+class AttemptResult(Wire):
     """What an agent reports when an attempt ends."""
 
     exit_code: Annotated[int, Field(ge=-(2**31), le=2**31 - 1)] | None = None
@@ -172,7 +171,7 @@ class AttemptResult(_Wire):
     signature: str | None = None  # the agent's, over sandrun.signing.result_claim
 
 
-class Capacity(_Wire):
+class Capacity(Wire):
     """Resources on a node (all of them, or those free now)."""
 
     cpus: Num
@@ -187,7 +186,7 @@ class Capacity(_Wire):
         return cpus <= self.cpus and memory_mb <= self.memory_mb and gpus <= self.gpus
 
 
-class SandboxReport(_Wire):
+class SandboxReport(Wire):
     """How a node confines its jobs: the backend, the view and each limit's mechanism."""
 
     backend: str  # bwrap | unshare | none
@@ -197,7 +196,7 @@ class SandboxReport(_Wire):
     seccomp: str = "none"  # the system-call filter jobs run under, or "none: why"
 
 
-class AttemptKey(_Wire):
+class AttemptKey(Wire):
     job_id: str
     attempt: Ordinal
 
@@ -206,28 +205,20 @@ class AttemptKey(_Wire):
         return self.job_id, self.attempt
 
 
-class HeartbeatReply(_Wire):
-    cancel: list[AttemptKey] = []  # attempts to kill: their jobs were cancelled
-    stale: list[AttemptKey] = []  # attempts that lost their job: stop, do not report
-    # Attempts the server has this node holding, not started, that the heartbeat did not
-    # list: a claim whose reply was lost. The agent hands back those it never received.
-    unheld: list[AttemptKey] = []
-
-
 class Role(StrEnum):
     USER = "user"  # submits and sees its own jobs
     AGENT = "agent"  # speaks only the agent endpoints
     ADMIN = "admin"  # sees everything
 
 
-class Principal(_Wire):
+class Principal(Wire):
     """Who a request comes from."""
 
     name: str
     role: Role
 
 
-class NodeInfo(_Wire):
+class NodeInfo(Wire):
     id: str
     name: str
     labels: dict[str, str] = {}
@@ -256,7 +247,7 @@ class Instance(BaseModel):
     nodes: int  # active nodes that have that many
 
 
-class TokenInfo(_Wire):
+class TokenInfo(Wire):
     """An API token as `sandrun token list` shows it (never its secret)."""
 
     id: str
@@ -269,23 +260,6 @@ class TokenInfo(_Wire):
 # --- agent <-> server requests -------------------------------------------------------------
 
 
-class KeyProof(_Wire):
-    """The agent's signature of (its name, its public key, `at`): see signing.prove."""
-
-    at: Num
-    signature: str
-
-
-class RegisterRequest(_Request):
-    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,128}$")]
-    capacity: Capacity
-    labels: dict[str, str] = {}
-    sandbox: SandboxReport | None = None
-    public_key: str | None = None  # older agents sign nothing
-    key_proof: KeyProof | None = None  # that it holds public_key's private half
-    detected: Capacity | None = None  # what the hardware showed, where --cpus/--gpus... differ
-
-
 MAX_BATCH = 1000  # jobs in one batch submit: one request, one transaction
 
 
@@ -296,7 +270,7 @@ class SubmitBatch(BaseModel):
     jobs: list[JobSpec] = Field(min_length=1, max_length=MAX_BATCH)
 
 
-class SubmittedBatch(_Wire):
+class SubmittedBatch(Wire):
     jobs: list[JobRecord]
 
 
@@ -309,79 +283,11 @@ class WaitRequest(BaseModel):
     timeout: float = Field(default=30.0, ge=0, le=60)
 
 
-class EndedJobs(_Wire):
+class EndedJobs(Wire):
     jobs: list[JobRecord]
 
 
-class RegisterReply(_Wire):
-    node_id: str
-    lease_seconds: float
-    # What this server offers beyond the first agent API, so a newer agent can talk to
-    # an older server: "complete-and-claim".
-    features: list[str] = []
-
-
-class ClaimRequest(_Request):
-    node: str
-    free: Capacity
-    wait: Num = Field(default=0.0, ge=0.0, le=60.0)  # long-poll this long for a job
-
-
-class StartRequest(_Request):
-    ref: AttemptRef
-    pid: Ordinal | None = None
-    pid_started_at: Amount | None = None
-    git_commit: GitCommit | None = None
-
-
-NodeState = Literal["active", "draining", "stopped"]
-
-
-class HeartbeatRequest(_Request):
-    node: str
-    leases: list[AttemptRef] = []
-    state: NodeState = "active"
-
-
-# Why an agent gives back attempts it never started: it is stopping, or it never
-# received their claims (the reply was lost, say in a server crash).
-HandBackReason = Literal["stopping", "not_received"]
-
-
-class HandBackRequest(_Request):
-    node: str
-    attempts: list[AttemptKey]
-    reason: HandBackReason
-
-
-class LogsRequest(_Request):
-    ref: AttemptRef
-    chunks: list[LogChunk]
-
-
-class CompleteRequest(_Request):
-    ref: AttemptRef
-    result: AttemptResult
-
-
-class CompleteAndClaimRequest(CompleteRequest):
-    """An attempt's end, and a claim for the room it leaves on `node`: one round trip."""
-
-    node: str
-    free: Capacity
-
-
-class CompleteAndClaimReply(_Wire):
-    job: JobRecord
-    next: Claim | None = None
-
-
-class Uploaded(_Wire):
-    digest: Digest
-    size: Count
-
-
-class Waiting(_Wire):
+class Waiting(Wire):
     """Why a job has not started; None once it has."""
 
     reason: str | None
@@ -396,7 +302,7 @@ class GcRequest(BaseModel):
     purge_jobs: StrictBool = False
 
 
-class GcReport(_Wire):
+class GcReport(Wire):
     """What a retention pass removed."""
 
     cutoff: float
@@ -407,7 +313,7 @@ class GcReport(_Wire):
     bytes_freed: Count
 
 
-class ErrorBody(_Wire):
+class ErrorBody(Wire):
     """Every error the API returns: a stable code, one clear message, the field at fault."""
 
     code: str

@@ -31,15 +31,8 @@ from sandrun.agent.supervise import AttemptControl
 from sandrun.agent.wake import Waker
 from sandrun.artifacts import LocalArtifactStore
 from sandrun.errors import SandrunError, StaleAttempt
-from sandrun.models import (
-    AttemptKey,
-    AttemptResult,
-    Capacity,
-    Claim,
-    JobRecord,
-    KeyProof,
-    NodeState,
-)
+from sandrun.models import AttemptKey, AttemptResult, Capacity, Claim, JobRecord
+from sandrun.protocol import KeyProof, NodeState
 from sandrun.signing import Identity, result_claim
 from sandrun.states import FailureReason
 

@@ -15,14 +15,11 @@ from sandrun.models import (
     AttemptResult,
     Capacity,
     Claim,
-    HandBackReason,
-    HeartbeatReply,
     JobRecord,
-    KeyProof,
     LogChunk,
-    NodeState,
     SandboxReport,
 )
+from sandrun.protocol import HandBackReason, HeartbeatReply, KeyProof, NodeState
 
 
 class ControlPlane(Protocol):

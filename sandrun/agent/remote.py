@@ -32,6 +32,11 @@ from sandrun.models import (
     AttemptResult,
     Capacity,
     Claim,
+    JobRecord,
+    LogChunk,
+    SandboxReport,
+)
+from sandrun.protocol import (
     ClaimRequest,
     CompleteAndClaimReply,
     CompleteAndClaimRequest,
@@ -40,14 +45,11 @@ from sandrun.models import (
     HandBackRequest,
     HeartbeatReply,
     HeartbeatRequest,
-    JobRecord,
     KeyProof,
-    LogChunk,
     LogsRequest,
     NodeState,
     RegisterReply,
     RegisterRequest,
-    SandboxReport,
     StartRequest,
     Uploaded,
 )

@@ -23,9 +23,9 @@ from sandrun.models import (
     NodeInfo,
     OutputFile,
     SubmittedBatch,
-    Uploaded,
     Waiting,
 )
+from sandrun.protocol import Uploaded
 from sandrun.spec import JobSpec
 
 _ATTEMPTS = TypeAdapter(list[Attempt])

@@ -13,9 +13,8 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 
 from sandrun.errors import OutputNotUploaded
-from sandrun.models import (
-    AttemptKey,
-    Claim,
+from sandrun.models import AttemptKey, Claim, JobRecord
+from sandrun.protocol import (
     ClaimRequest,
     CompleteAndClaimReply,
     CompleteAndClaimRequest,
@@ -23,7 +22,6 @@ from sandrun.models import (
     HandBackRequest,
     HeartbeatReply,
     HeartbeatRequest,
-    JobRecord,
     LogsRequest,
     RegisterReply,
     RegisterRequest,

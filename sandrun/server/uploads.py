@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from sandrun.errors import UploadTooLarge
-from sandrun.models import Uploaded
+from sandrun.protocol import Uploaded
 from sandrun.server.auth import ERRORS, ServiceDep, UserDep, viewer
 from sandrun.server.params import Text
 

@@ -16,15 +16,12 @@ from sandrun.models import (
     AttemptResult,
     Capacity,
     Claim,
-    HandBackReason,
-    HeartbeatReply,
     JobRecord,
-    KeyProof,
     LogChunk,
-    NodeState,
     OutputFile,
     SandboxReport,
 )
+from sandrun.protocol import HandBackReason, HeartbeatReply, KeyProof, NodeState
 from sandrun.service import retry
 from sandrun.signing import PROOF_WINDOW, registration_claim, result_claim, verify
 from sandrun.spec.policy import Policy

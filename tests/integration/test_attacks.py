@@ -23,7 +23,8 @@ import psutil
 import pytest
 
 from sandrun.client import Client
-from sandrun.models import Claim, KeyProof
+from sandrun.models import Claim
+from sandrun.protocol import KeyProof
 from sandrun.server import open_server_service
 from sandrun.signing import Identity, result_claim
 from sandrun.states import FailureReason, JobState

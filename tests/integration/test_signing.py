@@ -13,7 +13,8 @@ import pytest
 
 from sandrun.artifacts import LocalArtifactStore
 from sandrun.errors import BadSignature
-from sandrun.models import AttemptResult, Capacity, Claim, KeyProof
+from sandrun.models import AttemptResult, Capacity, Claim
+from sandrun.protocol import KeyProof
 from sandrun.service import Service
 from sandrun.signing import Identity, result_claim
 from sandrun.states import AttemptState, JobState

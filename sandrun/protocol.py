@@ -1,0 +1,119 @@
+"""The agent protocol: what agents send the control plane and what it answers (register,
+claim, start, heartbeat, hand back, logs, completion, uploads). Read models shared with
+users (jobs, attempts, claims, capacity) are in `sandrun.models`."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from sandrun.models import (
+    AttemptKey,
+    AttemptRef,
+    AttemptResult,
+    Capacity,
+    Claim,
+    JobRecord,
+    LogChunk,
+    Request,
+    SandboxReport,
+    Wire,
+)
+from sandrun.spec.job import Digest
+from sandrun.spec.units import Amount, Count, Num, Ordinal
+
+GitCommit = Annotated[str, Field(pattern=r"^[0-9a-f]{40}([0-9a-f]{24})?$")]  # SHA-1 or SHA-256
+
+
+class HeartbeatReply(Wire):
+    cancel: list[AttemptKey] = []  # attempts to kill: their jobs were cancelled
+    stale: list[AttemptKey] = []  # attempts that lost their job: stop, do not report
+    # Attempts the server has this node holding, not started, that the heartbeat did not
+    # list: a claim whose reply was lost. The agent hands back those it never received.
+    unheld: list[AttemptKey] = []
+
+
+class KeyProof(Wire):
+    """The agent's signature of (its name, its public key, `at`): see signing.prove."""
+
+    at: Num
+    signature: str
+
+
+class RegisterRequest(Request):
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,128}$")]
+    capacity: Capacity
+    labels: dict[str, str] = {}
+    sandbox: SandboxReport | None = None
+    public_key: str | None = None  # older agents sign nothing
+    key_proof: KeyProof | None = None  # that it holds public_key's private half
+    detected: Capacity | None = None  # what the hardware showed, where --cpus/--gpus... differ
+
+
+class RegisterReply(Wire):
+    node_id: str
+    lease_seconds: float
+    # What this server offers beyond the first agent API, so a newer agent can talk to
+    # an older server: "complete-and-claim".
+    features: list[str] = []
+
+
+class ClaimRequest(Request):
+    node: str
+    free: Capacity
+    wait: Num = Field(default=0.0, ge=0.0, le=60.0)  # long-poll this long for a job
+
+
+class StartRequest(Request):
+    ref: AttemptRef
+    pid: Ordinal | None = None
+    pid_started_at: Amount | None = None
+    git_commit: GitCommit | None = None
+
+
+NodeState = Literal["active", "draining", "stopped"]
+
+
+class HeartbeatRequest(Request):
+    node: str
+    leases: list[AttemptRef] = []
+    state: NodeState = "active"
+
+
+# Why an agent gives back attempts it never started: it is stopping, or it never
+# received their claims (the reply was lost, say in a server crash).
+HandBackReason = Literal["stopping", "not_received"]
+
+
+class HandBackRequest(Request):
+    node: str
+    attempts: list[AttemptKey]
+    reason: HandBackReason
+
+
+class LogsRequest(Request):
+    ref: AttemptRef
+    chunks: list[LogChunk]
+
+
+class CompleteRequest(Request):
+    ref: AttemptRef
+    result: AttemptResult
+
+
+class CompleteAndClaimRequest(CompleteRequest):
+    """An attempt's end, and a claim for the room it leaves on `node`: one round trip."""
+
+    node: str
+    free: Capacity
+
+
+class CompleteAndClaimReply(Wire):
+    job: JobRecord
+    next: Claim | None = None
+
+
+class Uploaded(Wire):
+    digest: Digest
+    size: Count
