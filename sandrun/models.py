@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, WithJsonSchema, f
 
 from sandrun.ids import new_id
 from sandrun.spec import JobSpec
-from sandrun.spec.job import Digest, Duration
+from sandrun.spec.fields import Digest, Duration
 from sandrun.spec.text import forbid_nul_in_schema, refuse_nul
 from sandrun.spec.units import Amount, Count, Int, Num, Ordinal
 from sandrun.states import AttemptState, FailureReason, JobState

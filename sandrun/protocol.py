@@ -20,7 +20,7 @@ from sandrun.models import (
     SandboxReport,
     Wire,
 )
-from sandrun.spec.job import Digest
+from sandrun.spec.fields import Digest
 from sandrun.spec.units import Amount, Count, Num, Ordinal
 
 GitCommit = Annotated[str, Field(pattern=r"^[0-9a-f]{40}([0-9a-f]{24})?$")]  # SHA-1 or SHA-256

@@ -38,7 +38,7 @@ from sandrun.models import (
 from sandrun.service import admission, placement, retention
 from sandrun.service.agents import AgentCalls
 from sandrun.spec import JobSpec, parse_spec
-from sandrun.spec.job import NAME_RE
+from sandrun.spec.fields import NAME_RE
 from sandrun.spec.policy import Policy
 from sandrun.states import JobState
 from sandrun.store import Store

@@ -24,117 +24,29 @@ from pydantic import (
 )
 
 from sandrun.spec.base import Strict
+from sandrun.spec.fields import (
+    ENV_KEY_RE,
+    GIT_WORD,
+    INPUT_PATH,
+    LABEL_KEY_RE,
+    NAME_RE,
+    NOT_BLANK,
+    PRIORITY_CLASSES,
+    Digest,
+    Duration,
+    MemoryMB,
+    also_accepts,
+    env_values,
+    git_word,
+    priority_value,
+    unique,
+)
 from sandrun.spec.gpus import GPU_PATTERN, GpuRequest, parse_gpus
 from sandrun.spec.text import forbid_nul_in_schema
 from sandrun.spec.units import (
-    DURATION_PATTERN,
-    MEMORY_PATTERN,
     Int,
     Num,
-    parse_duration,
-    parse_memory_mb,
 )
-
-NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
-# Spelled out: Python's \s and JSON Schema's (ECMA) \s disagree on some control characters.
-NOT_BLANK = r"[^ \t\n\r\f\v]"
-ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-LABEL_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_./-]{0,62}$")
-PRIORITY_CLASSES = {"low": -10, "normal": 0, "high": 10}
-# A git URL or ref never starts with '-' (it would read as an option) nor holds blanks.
-# Explicit ASCII blanks, not \s: Python's \s also takes \x1c-\x1f, a JSON Schema
-# (ECMAScript) one does not, and the schema must say exactly what is refused.
-GIT_WORD = r"^[^- \t\n\r\f\v\x00][^ \t\n\r\f\v\x00]*$"
-DIGEST_RE = re.compile(r"^[0-9a-f]{64}$")
-# An input's path: relative, no '..' component, naming a file (no trailing '/').
-INPUT_PATH = r"^(?!/|([^\x00]*/)?\.\.(/|$))[^\x00]*[^/\x00]$"
-
-
-def _digest(value: object) -> object:
-    if isinstance(value, str) and not DIGEST_RE.match(value):
-        raise ValueError(f"{value[:80]!r} is not a sha256 digest (64 lowercase hex digits)")
-    return value
-
-
-Digest = Annotated[  # the sha256 (hex) of a blob's content
-    str, BeforeValidator(_digest), WithJsonSchema({"type": "string", "pattern": DIGEST_RE.pattern})
-]
-
-
-def _git_word(what: str) -> Any:
-    def check(value: object) -> object:
-        if isinstance(value, str) and not re.fullmatch(GIT_WORD, value):
-            raise ValueError(f"{what} {value!r} must not be empty, start with '-' or hold blanks")
-        return value
-
-    return BeforeValidator(check)
-
-
-# Each accepted form is published in the JSON schema, so API clients see them all.
-Duration = Annotated[
-    float,
-    BeforeValidator(parse_duration),
-    WithJsonSchema(
-        {
-            "anyOf": [
-                {"type": "number", "exclusiveMinimum": 0},
-                {"type": "string", "pattern": DURATION_PATTERN},
-            ]
-        }
-    ),
-]
-MemoryMB = Annotated[
-    int,
-    BeforeValidator(parse_memory_mb),
-    WithJsonSchema(
-        {
-            "anyOf": [
-                {"type": "integer", "minimum": 1},
-                {"type": "string", "pattern": MEMORY_PATTERN},
-            ]
-        }
-    ),
-]
-
-
-def _priority(value: object) -> object:
-    if isinstance(value, str):
-        if value not in PRIORITY_CLASSES:
-            raise ValueError(
-                f"priority {value!r} is not valid; use low, normal, high or an integer"
-            )
-        return PRIORITY_CLASSES[value]
-    return value
-
-
-def _env_values(value: object) -> object:
-    # YAML reads `PORT: 8080` as a number; an environment only holds strings.
-    if isinstance(value, dict):
-        return {k: _env_text(v) for k, v in value.items()}
-    return value
-
-
-def _env_text(value: object) -> object:
-    if isinstance(value, bool):
-        return str(value).lower()
-    return str(value) if isinstance(value, int | float) else value
-
-
-def _unique(value: object) -> object:
-    if isinstance(value, list) and len({repr(v) for v in value}) != len(value):
-        raise ValueError("list each value once")
-    return value
-
-
-def _also(*alternatives: dict[str, Any]) -> Any:
-    """Publish more accepted forms beside a field's generated schema (a $ref, say)."""
-
-    def extend(schema: dict[str, Any]) -> None:
-        generated = {k: schema.pop(k) for k in list(schema) if k in ("$ref", "anyOf", "type")}
-        schema["anyOf"] = [*generated.pop("anyOf", [generated] if generated else []), *alternatives]
-
-    return extend
-
 
 # What the validators below enforce across fields, said in the schema too.
 _PROGRAM_RULES: dict[str, Any] = {
@@ -187,10 +99,10 @@ class RetryPolicy(Strict):
     backoff: Duration = 1.0
     factor: Num = Field(default=2.0, ge=1.0, le=10.0)
     max_backoff: Duration = 60.0
-    on: Annotated[frozenset[RetryOn], BeforeValidator(_unique)] = frozenset(
+    on: Annotated[frozenset[RetryOn], BeforeValidator(unique)] = frozenset(
         {RetryOn.EXIT_CODE, RetryOn.TIMEOUT, RetryOn.NODE_LOST}
     )
-    no_retry_exit_codes: Annotated[frozenset[Int], BeforeValidator(_unique)] = frozenset()
+    no_retry_exit_codes: Annotated[frozenset[Int], BeforeValidator(unique)] = frozenset()
 
     @property
     def max_attempts(self) -> int:
@@ -217,9 +129,9 @@ class Repository(Strict):
     """A git repository the agent checks out as the job's working directory."""
 
     # https://, ssh://, git@host:path or file://; then a branch, tag or commit.
-    url: Annotated[str, _git_word("url"), WithJsonSchema({"type": "string", "pattern": GIT_WORD})]
+    url: Annotated[str, git_word("url"), WithJsonSchema({"type": "string", "pattern": GIT_WORD})]
     ref: Annotated[
-        str, _git_word("ref"), WithJsonSchema({"type": "string", "pattern": GIT_WORD})
+        str, git_word("ref"), WithJsonSchema({"type": "string", "pattern": GIT_WORD})
     ] = "main"
 
 
@@ -248,7 +160,7 @@ class JobSpec(Strict):
     shell: str | None = Field(default=None, json_schema_extra={"pattern": NOT_BLANK})
     script: str | None = Field(default=None, json_schema_extra={"pattern": NOT_BLANK})
     interpreter: str | None = Field(default=None, json_schema_extra={"pattern": NOT_BLANK})
-    env: Annotated[dict[str, str], BeforeValidator(_env_values)] = Field(
+    env: Annotated[dict[str, str], BeforeValidator(env_values)] = Field(
         default_factory=dict,
         json_schema_extra={
             "propertyNames": {"pattern": ENV_KEY_RE.pattern},
@@ -263,13 +175,13 @@ class JobSpec(Strict):
     )
     code: Digest | None = None
     repository: Annotated[Repository | None, BeforeValidator(_repository)] = Field(
-        default=None, json_schema_extra=_also({"type": "string", "pattern": GIT_WORD})
+        default=None, json_schema_extra=also_accepts({"type": "string", "pattern": GIT_WORD})
     )
     cpus: Num = Field(default=1.0, gt=0, le=1024)
     memory: MemoryMB | None = None
     gpus: Annotated[GpuRequest | None, BeforeValidator(parse_gpus)] = Field(
         default=None,
-        json_schema_extra=_also(
+        json_schema_extra=also_accepts(
             {"type": "integer", "minimum": 0, "maximum": 64},
             {"type": "string", "pattern": GPU_PATTERN},
         ),
@@ -279,7 +191,7 @@ class JobSpec(Strict):
     limits: Limits = Field(default_factory=Limits)
     retries: Annotated[RetryPolicy, BeforeValidator(_retries)] = Field(
         default_factory=RetryPolicy,
-        json_schema_extra=_also({"type": "integer", "minimum": 0, "maximum": 100}),
+        json_schema_extra=also_accepts({"type": "integer", "minimum": 0, "maximum": 100}),
     )
     outputs: list[str] = Field(
         default_factory=list,
@@ -294,7 +206,7 @@ class JobSpec(Strict):
     )
     priority: Annotated[
         Int,
-        BeforeValidator(_priority),
+        BeforeValidator(priority_value),
         PlainSerializer(int),
         WithJsonSchema(
             {

@@ -29,8 +29,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from sandrun.errors import InvalidSpec
+from sandrun.spec.fields import Duration, MemoryMB
 from sandrun.spec.gpus import canonical, catalogue
-from sandrun.spec.job import Duration, MemoryMB
 from sandrun.spec.parse import invalid_spec_from
 from sandrun.spec.units import Int
 

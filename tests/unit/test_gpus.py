@@ -10,8 +10,7 @@ import pytest
 from sandrun.agent.gpus import detect_gpus, model_of
 from sandrun.errors import InvalidSpec, ValidationError
 from sandrun.spec import parse_spec
-from sandrun.spec.gpus import canonical, catalogue, declared_gpus, spellings
-from sandrun.spec.job import GPU_PATTERN
+from sandrun.spec.gpus import GPU_PATTERN, canonical, catalogue, declared_gpus, spellings
 
 
 @pytest.mark.parametrize(
