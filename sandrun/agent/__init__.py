@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from sandrun.agent.agent import Agent, detect_capacity
+from sandrun.agent.agent import Agent
+from sandrun.agent.capacity import detect_capacity
 from sandrun.agent.executor import Executor
 from sandrun.agent.wake import Waker, address, notify
 

@@ -9,21 +9,17 @@ cut-off agent never runs on beside the retry the server has started elsewhere.
 
 from __future__ import annotations
 
-import functools
 import logging
-import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import psutil
-
+from sandrun.agent.capacity import detect_capacity
 from sandrun.agent.claims import ClaimBook
 from sandrun.agent.control import ControlPlane
 from sandrun.agent.executor import Executor
-from sandrun.agent.gpus import detect_gpus
 from sandrun.agent.proctree import kill_if_same
 from sandrun.agent.sandbox import Sandboxing
 from sandrun.agent.settings import MAX_ATTEMPTS, AgentSettings
@@ -44,25 +40,6 @@ def _summary(result: AttemptResult) -> str:
     if result.failure_reason is None:
         return f"exit code {result.exit_code}"
     return f"{result.failure_reason} ({result.message or f'exit code {result.exit_code}'})"
-
-
-def detect_capacity() -> Capacity:
-    """This machine's CPUs (those this process may use), memory and NVIDIA GPUs."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    gpus, model, memory = _machine_gpus()
-    return Capacity(
-        cpus=float(cpus or 1),
-        memory_mb=psutil.virtual_memory().total >> 20,
-        gpus=gpus,
-        gpu_type=model,
-        gpu_memory_gb=memory,
-    )
-
-
-@functools.cache
-def _machine_gpus() -> tuple[int, str | None, float]:
-    # Asked once per process: an embedded submit checks the fit, and nvidia-smi is slow.
-    return detect_gpus()
 
 
 @dataclass

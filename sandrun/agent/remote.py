@@ -17,7 +17,8 @@ from types import FrameType
 
 from pydantic import BaseModel, TypeAdapter
 
-from sandrun.agent.agent import Agent, detect_capacity
+from sandrun.agent.agent import Agent
+from sandrun.agent.capacity import detect_capacity
 from sandrun.agent.sandbox import FsView, Sandboxing, open_sandboxing
 from sandrun.agent.sandbox.runtime import JobDefaults
 from sandrun.agent.settings import AgentSettings, SandboxSettings
