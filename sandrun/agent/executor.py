@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -262,25 +263,8 @@ class Executor:
             )
         started = time.monotonic()
         try:
-            assert proc.stdin is not None
-            gated = proc.pid
-            if info is not None:  # the sandbox's first process waits at its own gate
-                child = info.child_pid()
-                if child is None:
-                    return sandbox_failed(proc)
-                gated = child  # the job is its descendant; the launcher only watches it
-            confined.confine(gated)
-            # Running from here: its process exists, confined, and a stale attempt is
-            # stopped at the gate before any of the job's code runs.
-            began = start_time(proc.pid)
-            record = {"pid": proc.pid, "started": began}
-            self._pid_record(f"{claim.job.id}.{claim.attempt}").write_text(json.dumps(record))
-            self.control.start(claim.ref, proc.pid, began, commit)
-            # The server took the start with this attempt's token: it is still ours, however
-            # long the agent was cut off while it waited at the gate.
-            ctl.lost.clear()
-            proc.stdin.write(b"\n")  # the gate: now it may exec the job
-            proc.stdin.close()
+            if not self._start_at_gate(proc, claim, ctl, confined, commit, info):
+                return sandbox_failed(proc)
             sink = LogSink(self.control, claim, limit=spec.limits.log_size << 20)
             with self.disks.watch(scratch, confined.disk_mb << 20) as disk:
                 reason, status, rusage = supervise(
@@ -302,6 +286,52 @@ class Executor:
             if isinstance(exc, StaleAttempt):
                 return None
             raise
+        return self._result(claim, confined, workdir, (reason, status, rusage), started)
+
+    def _start_at_gate(
+        self,
+        proc: subprocess.Popen[bytes],
+        claim: Claim,
+        ctl: AttemptControl,
+        confined: Confined,
+        commit: str | None,
+        info: InfoPipe | None,
+    ) -> bool:
+        """Confine the job's process, tell the server it started, then open its gate.
+        False if the sandbox never got as far as its gate."""
+        assert proc.stdin is not None
+        gated = proc.pid
+        if info is not None:  # the sandbox's first process waits at its own gate
+            child = info.child_pid()
+            if child is None:
+                return False
+            gated = child  # the job is its descendant; the launcher only watches it
+        confined.confine(gated)
+        # Running from here: its process exists, confined, and a stale attempt is
+        # stopped at the gate before any of the job's code runs.
+        began = start_time(proc.pid)
+        record = {"pid": proc.pid, "started": began}
+        self._pid_record(f"{claim.job.id}.{claim.attempt}").write_text(json.dumps(record))
+        self.control.start(claim.ref, proc.pid, began, commit)
+        # The server took the start with this attempt's token: it is still ours, however
+        # long the agent was cut off while it waited at the gate.
+        ctl.lost.clear()
+        proc.stdin.write(b"\n")  # the gate: now it may exec the job
+        proc.stdin.close()
+        return True
+
+    def _result(
+        self,
+        claim: Claim,
+        confined: Confined,
+        workdir: Path,
+        end: tuple[Stop | None, int, resource.struct_rusage],
+        started: float,
+    ) -> AttemptResult:
+        """The attempt's end as a result: why it stopped, its exit, what it used, the
+        limit it hit, and its outputs."""
+        spec = claim.job.spec
+        reason, status, rusage = end
         cpu = rusage.ru_utime + rusage.ru_stime
         peak = confined.cgroup.peak_memory_mb() if confined.cgroup else None
         usage = Usage(

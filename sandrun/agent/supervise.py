@@ -76,16 +76,7 @@ def supervise(
     streams = 2
     try:
         while streams or exited is None:
-            for key, _ in sel.select(0.05):
-                if key.data == "exit":
-                    sel.unregister(key.fileobj)
-                    continue
-                chunk = os.read(key.fd, _READ)
-                if chunk:
-                    sink.add(streams_by_fd[key.fd], chunk)
-                else:
-                    sel.unregister(key.fileobj)
-                    streams -= 1
+            streams -= _pump(sel, streams_by_fd, sink)
             sink.maybe_flush()  # first: whether it exited is looked at after any wait
             if exited is None:
                 exited = poll_exit(proc)
@@ -95,18 +86,9 @@ def supervise(
                 break  # an escaped child holds the pipes open; the job is over
             now = time.monotonic()
             if reason is None and exited is None:
-                if ctl.cancel.is_set():
-                    reason = Stop.CANCELLED
-                elif ctl.lost.is_set():
-                    reason = Stop.LOST
-                elif ctl.handback.is_set():
-                    reason = Stop.HANDBACK
-                elif deadline is not None and now >= deadline:
-                    reason = Stop.TIMEOUT
-                elif sink.capped and spec.limits.stop_on_log_limit:
-                    reason = Stop.LOG_LIMIT
-                elif disk.over.is_set():
-                    reason = Stop.DISK_LIMIT
+                reason = _stop_reason(
+                    ctl, deadline is not None and now >= deadline, sink, spec, disk
+                )
                 if reason is not None:
                     signal_tree(proc.pid, signal.SIGTERM, spare=launchers)
                     kill_at = now + (0 if reason is Stop.LOST else kill_grace)
@@ -121,3 +103,39 @@ def supervise(
         proc.stderr.close()
     assert exited is not None
     return reason, exited[0], exited[1]
+
+
+def _pump(sel: selectors.BaseSelector, streams_by_fd: dict[int, Stream], sink: LogSink) -> int:
+    """Move what the job wrote into the sink (waiting briefly for it); return how many of
+    its streams closed."""
+    closed = 0
+    for key, _ in sel.select(0.05):
+        if key.data == "exit":
+            sel.unregister(key.fileobj)
+            continue
+        chunk = os.read(key.fd, _READ)
+        if chunk:
+            sink.add(streams_by_fd[key.fd], chunk)
+        else:
+            sel.unregister(key.fileobj)
+            closed += 1
+    return closed
+
+
+def _stop_reason(
+    ctl: AttemptControl, timed_out: bool, sink: LogSink, spec: JobSpec, disk: Watched
+) -> Stop | None:
+    """Why the running job must be stopped now, if it must (first cause wins)."""
+    if ctl.cancel.is_set():
+        return Stop.CANCELLED
+    if ctl.lost.is_set():
+        return Stop.LOST
+    if ctl.handback.is_set():
+        return Stop.HANDBACK
+    if timed_out:
+        return Stop.TIMEOUT
+    if sink.capped and spec.limits.stop_on_log_limit:
+        return Stop.LOG_LIMIT
+    if disk.over.is_set():
+        return Stop.DISK_LIMIT
+    return None

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from sandrun.cli.options import LabelOpt
 from sandrun.errors import SandrunError, ValidationError
 from sandrun.models import Capacity
+
+if TYPE_CHECKING:
+    from sandrun.agent.settings import SandboxSettings
 
 ServerOpt = Annotated[
     str | None,
@@ -127,26 +130,20 @@ def agent(
     `--server` may list several servers sharing one database, comma-separated."""
     import socket
 
-    from sandrun.agent.sandbox import KINDS
     from sandrun.home import Home
 
-    if sandbox not in KINDS:
-        raise ValidationError(
-            f"--sandbox {sandbox!r} is not known",
-            field="sandbox",
-            suggestions=[f"use one of {', '.join(KINDS)}"],
-        )
     home = Home.resolve()
+    confined = _sandbox_settings(sandbox, sandbox_ro, home.root, job_memory, job_disk)
     if token_file is not None:
         token = _read_token(token_file, token)
     if server is None:
         from sandrun.embedded import serve
 
-        raise typer.Exit(serve(home, idle_exit or None, kill_grace, sandbox))
+        raise typer.Exit(serve(home, idle_exit or None, kill_grace, confined.kind))
 
     from sandrun.agent.logfields import log_to_stderr
     from sandrun.agent.remote import run_remote_agent
-    from sandrun.agent.settings import MAX_ATTEMPTS, AgentSettings, RunSettings, SandboxSettings
+    from sandrun.agent.settings import MAX_ATTEMPTS, AgentSettings, RunSettings
     from sandrun.cli.specargs import parse_pairs
 
     node = name or socket.gethostname()
@@ -160,16 +157,30 @@ def agent(
         drain_grace=drain_grace,
         run=RunSettings(kill_grace, allow_local_repos, allow_host_paths, keep_failed),
     )
-    confined = SandboxSettings(
-        kind=sandbox,  # checked against KINDS above
-        read_only=tuple(sandbox_ro or ()),
-        hidden=(home.root,),
-        job_memory_mb=_size("--job-memory", job_memory) if job_memory else None,
-        job_disk_mb=_size("--job-disk", job_disk),
-    )
     log_to_stderr()
     work = work_dir or home.root / f"agent-{node}"
     raise typer.Exit(run_remote_agent(server, token, work, settings, confined))
+
+
+def _sandbox_settings(
+    kind: str, read_only: list[Path] | None, home: Path, memory: str | None, disk: str
+) -> SandboxSettings:
+    from sandrun.agent.sandbox import KINDS
+    from sandrun.agent.settings import SandboxSettings
+
+    if kind not in KINDS:
+        raise ValidationError(
+            f"--sandbox {kind!r} is not known",
+            field="sandbox",
+            suggestions=[f"use one of {', '.join(KINDS)}"],
+        )
+    return SandboxSettings(
+        kind=kind,
+        read_only=tuple(read_only or ()),
+        hidden=(home,),
+        job_memory_mb=_size("--job-memory", memory) if memory else None,
+        job_disk_mb=_size("--job-disk", disk),
+    )
 
 
 def _offered(cpus: float | None, memory: str | None, gpus: str | None) -> Capacity:

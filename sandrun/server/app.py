@@ -77,6 +77,13 @@ def create_app(
     def health() -> dict[str, Any]:
         return {"status": "ok", "version": sandrun.__version__}
 
+    _answer_errors_in_our_shape(app)
+    return app
+
+
+def _answer_errors_in_our_shape(app: FastAPI) -> None:
+    """Every error, ours or the framework's, answers as an ErrorBody."""
+
     @app.exception_handler(SandrunError)
     async def sandrun_error(request: Request, exc: SandrunError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if exc.http_status == 401 else None
@@ -96,8 +103,6 @@ def create_app(
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
         error = invalid_spec_from(list(exc.errors()), strip=("body", "query", "path"))
         return JSONResponse(error.to_dict(), status_code=422)
-
-    return app
 
 
 def _allowed(request: Request) -> list[str]:

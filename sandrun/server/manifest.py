@@ -104,30 +104,7 @@ def read_manifest(text: str | None, tree: dict[str, bytes]) -> Manifest:
 
 def job_fields(manifest: Manifest, tree: dict[str, bytes]) -> dict[str, Any]:
     """The JobSpec fields (all but the code bundle) for this manifest and upload."""
-    entry = manifest.entrypoint or next((e for e in ENTRYPOINTS if e in tree), None)
-    if entry is None:
-        raise ValidationError(
-            "no entrypoint: name one in the manifest, or upload a main.py, index.js or run.sh",
-            field="entrypoint",
-        )
-    entry = _safe(entry, "entrypoint")
-    if entry not in tree:
-        raise ValidationError(
-            f"entrypoint {entry!r} is not among the uploaded files", field="entrypoint"
-        )
-    interpreter = manifest.interpreter or BY_SUFFIX.get(PurePosixPath(entry).suffix)
-    if interpreter is None or interpreter not in INTERPRETERS:
-        raise ValidationError(
-            f"interpreter {interpreter!r} is not one this server runs; use one of "
-            + ", ".join(INTERPRETERS),
-            field="interpreter",
-        )
-    if manifest.environment is not None and manifest.environment not in ENVIRONMENTS:
-        raise ValidationError(
-            f"environment {manifest.environment!r} does not exist; this server has "
-            + ", ".join(ENVIRONMENTS),
-            field="environment",
-        )
+    entry, interpreter = _entry_and_interpreter(manifest, tree)
     program = shlex.join([interpreter, entry, *manifest.args])
     if manifest.environment is not None and interpreter.startswith("python"):
         program = '"$SANDRUN_PYTHON" ' + shlex.join([entry, *manifest.args])
@@ -168,6 +145,35 @@ def job_fields(manifest: Manifest, tree: dict[str, bytes]) -> dict[str, Any]:
             if (value := getattr(manifest.gpu, key)) is not None:
                 fields["labels"][key] = value
     return fields
+
+
+def _entry_and_interpreter(manifest: Manifest, tree: dict[str, bytes]) -> tuple[str, str]:
+    """The file to run and what runs it, checked against the upload and this server."""
+    entry = manifest.entrypoint or next((e for e in ENTRYPOINTS if e in tree), None)
+    if entry is None:
+        raise ValidationError(
+            "no entrypoint: name one in the manifest, or upload a main.py, index.js or run.sh",
+            field="entrypoint",
+        )
+    entry = _safe(entry, "entrypoint")
+    if entry not in tree:
+        raise ValidationError(
+            f"entrypoint {entry!r} is not among the uploaded files", field="entrypoint"
+        )
+    interpreter = manifest.interpreter or BY_SUFFIX.get(PurePosixPath(entry).suffix)
+    if interpreter is None or interpreter not in INTERPRETERS:
+        raise ValidationError(
+            f"interpreter {interpreter!r} is not one this server runs; use one of "
+            + ", ".join(INTERPRETERS),
+            field="interpreter",
+        )
+    if manifest.environment is not None and manifest.environment not in ENVIRONMENTS:
+        raise ValidationError(
+            f"environment {manifest.environment!r} does not exist; this server has "
+            + ", ".join(ENVIRONMENTS),
+            field="environment",
+        )
+    return entry, interpreter
 
 
 def _from_tar(name: str, data: bytes, budget: Budget) -> dict[str, bytes]:

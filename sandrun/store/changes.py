@@ -115,31 +115,7 @@ def finish(
         state = AttemptState.FAILED
     result = result.model_copy(update={"failure_reason": reason})
     check_attempt_transition(attempt.state, state)
-    usage = result.usage
-    tx.run(
-        "finish_attempt",
-        job_id=job.id,
-        number=attempt.number,
-        state=state.value,
-        exit_code=result.exit_code,
-        failure_reason=reason.value if reason else None,
-        message=result.message,
-        wall_seconds=usage.wall_seconds,
-        cpu_seconds=usage.cpu_seconds,
-        max_rss_mb=usage.max_rss_mb,
-        now=now,
-        worker_id=worker_id if result.signature else None,
-        signature=result.signature,
-    )
-    for out in result.outputs:
-        tx.run(
-            "insert_output",
-            job_id=job.id,
-            attempt=attempt.number,
-            path=out.path,
-            digest=out.digest,
-            size=out.size,
-        )
+    _store_result(tx, job.id, attempt.number, state, result, now, worker_id)
     what = f"exit code {result.exit_code}" if result.exit_code is not None else str(reason)
     detail = f": {result.message}" if result.message else ""
     event(
@@ -163,6 +139,44 @@ def finish(
             {"not_before": decision.not_before},
         )
     return set_state(tx, job, decision, now, result)
+
+
+def _store_result(
+    tx: Tx,
+    job_id: str,
+    number: int,
+    state: AttemptState,
+    result: AttemptResult,
+    now: float,
+    worker_id: str | None,
+) -> None:
+    """The attempt's row as it ended, and its outputs."""
+    reason = result.failure_reason
+    usage = result.usage
+    tx.run(
+        "finish_attempt",
+        job_id=job_id,
+        number=number,
+        state=state.value,
+        exit_code=result.exit_code,
+        failure_reason=reason.value if reason else None,
+        message=result.message,
+        wall_seconds=usage.wall_seconds,
+        cpu_seconds=usage.cpu_seconds,
+        max_rss_mb=usage.max_rss_mb,
+        now=now,
+        worker_id=worker_id if result.signature else None,
+        signature=result.signature,
+    )
+    for out in result.outputs:
+        tx.run(
+            "insert_output",
+            job_id=job_id,
+            attempt=number,
+            path=out.path,
+            digest=out.digest,
+            size=out.size,
+        )
 
 
 def set_state(

@@ -289,6 +289,29 @@ def open_sandboxing(
 
     `none` is never chosen silently: `auto` says loudly when it has to fall back to it.
     """
+    backend = _backend(kind, view, scratch)
+    seccomp, note = build_seccomp() if backend.filters else (None, "")
+    if seccomp is not None:
+        problem = probe(backend, scratch, seccomp)
+        if problem is not None:
+            seccomp, note = None, f"the kernel refused it ({problem})"
+    if backend.filters and seccomp is None:
+        log.warning("jobs run without a seccomp filter: %s", note)
+    name = "sandrun"
+    if owner is not None:
+        name += "-" + hashlib.sha256(str(owner.absolute()).encode()).hexdigest()[:12]
+    cgroups = CgroupTree.detect(name)
+    uids = None
+    if os.geteuid() == 0 and run_as is not None:
+        uids = UidPool(shared=run_as)
+    elif os.geteuid() == 0 and job_uids:
+        uids = UidPool()
+    return Sandboxing(backend, cgroups, uids, defaults, seccomp, note, owned=owner is not None)
+
+
+def _backend(kind: Kind, view: FsView, scratch: Path | None) -> Sandbox:
+    """The backend `kind` names, if it works here; `auto`: the best that does, or none
+    (said loudly)."""
     if kind not in KINDS:
         raise AgentError(
             f"sandbox {kind!r} is not known", suggestions=[f"use one of {', '.join(KINDS)}"]
@@ -316,23 +339,7 @@ def open_sandboxing(
             "choose this knowingly.",
             "; ".join(f"{k}: {v}" for k, v in why.items()),
         )
-    seccomp, note = build_seccomp() if backend.filters else (None, "")
-    if seccomp is not None:
-        problem = probe(backend, scratch, seccomp)
-        if problem is not None:
-            seccomp, note = None, f"the kernel refused it ({problem})"
-    if backend.filters and seccomp is None:
-        log.warning("jobs run without a seccomp filter: %s", note)
-    name = "sandrun"
-    if owner is not None:
-        name += "-" + hashlib.sha256(str(owner.absolute()).encode()).hexdigest()[:12]
-    cgroups = CgroupTree.detect(name)
-    uids = None
-    if os.geteuid() == 0 and run_as is not None:
-        uids = UidPool(shared=run_as)
-    elif os.geteuid() == 0 and job_uids:
-        uids = UidPool()
-    return Sandboxing(backend, cgroups, uids, defaults, seccomp, note, owned=owner is not None)
+    return backend
 
 
 def _job_user(uids: UidPool | None) -> str:
