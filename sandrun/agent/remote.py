@@ -21,7 +21,7 @@ from sandrun.agent.agent import Agent
 from sandrun.agent.capacity import detect_capacity
 from sandrun.agent.sandbox import FsView, Sandboxing, open_sandboxing
 from sandrun.agent.sandbox.runtime import JobDefaults
-from sandrun.agent.settings import AgentSettings, SandboxSettings
+from sandrun.agent.settings import LONG_POLL, AgentSettings, SandboxSettings
 from sandrun.agent.wake import Waker
 from sandrun.artifacts import LocalArtifactStore
 from sandrun.errors import AgentError
@@ -67,7 +67,7 @@ class HttpControlPlane:
         url: str,
         token: str | None,
         artifacts: LocalArtifactStore,
-        long_poll: float,
+        long_poll: float = LONG_POLL,
     ) -> None:
         self.api = HttpJson(url, token, read_timeout=long_poll + 30)
         self.artifacts = artifacts

@@ -107,7 +107,7 @@ def server(
     """Serve the HTTP API (under /v1, and the public API at the root) for agents, the
     CLI, the SDK and public clients."""
     from sandrun.server import ServerSettings, run_server
-    from sandrun.server.quota import MODES, PublicApi
+    from sandrun.service.quota import MODES, PublicApi
     from sandrun.spec.policy import load_policy
 
     if public_api not in MODES:

@@ -8,15 +8,24 @@ from __future__ import annotations
 
 import shlex
 from pathlib import PurePosixPath
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sandrun.errors import InvalidSpec, SandrunError
 from sandrun.spec import JobSpec, parse_memory_mb, parse_spec
 from sandrun.spec.gpus import gpu_request
 
 if TYPE_CHECKING:
-    from sandrun.client.client import Client
     from sandrun.client.job import Job
+    from sandrun.client.transport import Transport
+
+
+class Submits(Protocol):
+    """What the builder needs of a client: submit a spec, and store a blob."""
+
+    transport: Transport
+
+    def submit(self, spec: JobSpec, *, upload_code: bool = False) -> Job: ...
+
 
 INTERPRETERS = {
     "python": "python3",
@@ -32,7 +41,7 @@ BACKOFFS = {"exponential": 2.0, "fixed": 1.0}
 
 
 class JobBuilder:
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: Submits) -> None:
         self._client = client
         self._fields: dict[str, Any] = {}
         self._programs: list[tuple[str, Any]] = []  # (kind, value): exactly one is valid

@@ -11,7 +11,7 @@ from typing import Any
 
 from sandrun.client.builder import JobBuilder
 from sandrun.client.calls import call_fields, merge_call
-from sandrun.client.job import Job
+from sandrun.client.job import Job, log_chunks
 from sandrun.client.local import EmbeddedTransport
 from sandrun.client.remote import HttpTransport
 from sandrun.client.task import to_spec
@@ -52,7 +52,7 @@ class Client:
         """Record the job durably; it is pending once this returns. With `upload_code`,
         the current directory goes with it as its working directory."""
         (parsed,) = self._specs([spec], upload_code)
-        return Job(self, self.transport.submit(parsed))
+        return Job(self.transport, self.transport.submit(parsed))
 
     def submit_many(
         self, specs: Iterable[JobSpec | dict[str, Any]], *, upload_code: bool = False
@@ -63,7 +63,7 @@ class Client:
         jobs: list[Job] = []
         for first in range(0, len(parsed), MAX_BATCH):
             records = self.transport.submit_many(parsed[first : first + MAX_BATCH])
-            jobs += [Job(self, record) for record in records]
+            jobs += [Job(self.transport, record) for record in records]
         return jobs
 
     def _specs(self, specs: Iterable[JobSpec | dict[str, Any]], upload_code: bool) -> list[JobSpec]:
@@ -147,7 +147,7 @@ class Client:
         return bundle.digest
 
     def get(self, job_id: str) -> Job:
-        return Job(self, self.transport.get(job_id))
+        return Job(self.transport, self.transport.get(job_id))
 
     def jobs(
         self,
@@ -163,15 +163,13 @@ class Client:
         )
 
     def cancel(self, job_id: str) -> Job:
-        return Job(self, self.transport.cancel(job_id))
+        return Job(self.transport, self.transport.cancel(job_id))
 
     def logs(
         self, job_id: str, *, follow: bool = False, attempt: int | None = None
     ) -> Iterator[LogChunk]:
         """Chunks in order; with `follow`, keep yielding until the job has ended."""
-        if follow:
-            return self.transport.follow_logs(job_id, attempt=attempt)
-        return iter(self.transport.logs(job_id, attempt=attempt))
+        return log_chunks(self.transport, job_id, follow, attempt)
 
     def nodes(self) -> list[NodeInfo]:
         return self.transport.nodes()

@@ -1,24 +1,44 @@
-"""The Job handle: one submitted job, as the SDK user sees it."""
+"""The Job handle: one submitted job, as the SDK user sees it — its state, logs and
+outputs, and for a function call what it returned (unpickled here, on the client: never
+on the server)."""
 
 from __future__ import annotations
 
+import json
+import pickle
 import time
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from sandrun.client.calls import failure, result_of
-from sandrun.errors import ArtifactError, TimeoutError
+from sandrun.client.calls import LOG_TAIL_LINES, RESULT_OUTPUTS
+from sandrun.errors import (
+    ArtifactError,
+    ArtifactNotFound,
+    JobFailedError,
+    PythonVersionMismatch,
+    RemoteFunctionError,
+    TimeoutError,
+)
 from sandrun.models import Attempt, Event, JobRecord, LogChunk, OutputFile
 from sandrun.states import JobState
 
 if TYPE_CHECKING:
-    from sandrun.client.client import Client
+    from sandrun.client.transport import Transport
+
+
+def log_chunks(
+    transport: Transport, job_id: str, follow: bool, attempt: int | None
+) -> Iterator[LogChunk]:
+    """A job's log chunks in order; with `follow`, until the job has ended."""
+    if follow:
+        return transport.follow_logs(job_id, attempt=attempt)
+    return iter(transport.logs(job_id, attempt=attempt))
 
 
 class Job:
-    def __init__(self, client: Client, record: JobRecord) -> None:
-        self._client = client
+    def __init__(self, transport: Transport, record: JobRecord) -> None:
+        self._transport = transport
         self.record = record
 
     def __repr__(self) -> str:
@@ -29,7 +49,7 @@ class Job:
         return self.record.id
 
     def refresh(self) -> Job:
-        self.record = self._client.transport.get(self.id)
+        self.record = self._transport.get(self.id)
         return self
 
     @property
@@ -50,11 +70,11 @@ class Job:
 
     @property
     def attempts(self) -> list[Attempt]:
-        return self._client.transport.attempts(self.id)
+        return self._transport.attempts(self.id)
 
     @property
     def events(self) -> list[Event]:
-        return self._client.transport.events(self.id)
+        return self._transport.events(self.id)
 
     def wait(self, timeout: float | None = None, *, check: bool = False) -> Job:
         """Block until the job ends (any terminal state); raise TimeoutError after
@@ -63,7 +83,7 @@ class Job:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             left = 30.0 if deadline is None else deadline - time.monotonic()
-            self.record = self._client.transport.wait(self.id, max(left, 0.0))
+            self.record = self._transport.wait(self.id, max(left, 0.0))
             if self.record.is_terminal:
                 break
             if deadline is not None and time.monotonic() >= deadline:
@@ -82,7 +102,7 @@ class Job:
     def chunks(self, follow: bool = False, attempt: int | None = None) -> Iterator[LogChunk]:
         """Log chunks (bytes, with stream and attempt) in order; with `follow`, until the
         job has ended."""
-        return self._client.logs(self.id, follow=follow, attempt=attempt)
+        return log_chunks(self._transport, self.id, follow, attempt)
 
     def logs(
         self, follow: bool = False, tail: int | None = None, attempt: int | None = None
@@ -107,15 +127,15 @@ class Job:
         ).decode(errors="replace")
 
     def cancel(self) -> Job:
-        self.record = self._client.transport.cancel(self.id)
+        self.record = self._transport.cancel(self.id)
         return self
 
     @property
     def outputs(self) -> list[OutputFile]:
-        return self._client.transport.outputs(self.id)
+        return self._transport.outputs(self.id)
 
     def read_bytes(self, path: str) -> bytes:
-        return self._client.transport.read_output(self.id, path)
+        return self._transport.read_output(self.id, path)
 
     def read_text(self, path: str) -> str:
         return self.read_bytes(path).decode()
@@ -161,3 +181,51 @@ def lines_of(chunks: Iterator[LogChunk]) -> Iterator[str]:
             partial[chunk.stream] = rest
     for rest in partial.values():
         yield rest.decode(errors="replace")
+
+
+def result_of(job: Job) -> Any:
+    """The value a function job returned, or raise what it raised (or why it failed)."""
+    try:
+        report = json.loads(job.read_bytes(RESULT_OUTPUTS[0]))
+    except ArtifactNotFound:
+        raise failure(job) from None
+    if report.get("ok"):
+        return pickle.loads(job.read_bytes(RESULT_OUTPUTS[1]))
+    remote_tb = str(report.get("traceback", ""))
+    if report.get("kind") == "python_version":
+        raise PythonVersionMismatch(
+            str(report["message"]),
+            suggestions=["run the client and the agents on the same Python minor version"],
+        )
+    raised: BaseException | None = None
+    if report.get("kind") == "raised":
+        try:
+            raised = pickle.loads(job.read_bytes(RESULT_OUTPUTS[1]))
+        except Exception:  # not importable here: fall back to its text
+            raised = None
+    if isinstance(raised, BaseException):
+        raised.add_note(f"--- remote traceback (job {job.id}) ---\n{remote_tb.rstrip()}")
+        raise raised
+    raise RemoteFunctionError(
+        f"{report.get('type')}: {report.get('message')}",
+        remote_type=str(report.get("type", "")),
+        remote_traceback=remote_tb,
+    )
+
+
+def failure(job: Job) -> JobFailedError:
+    """Why a job did not complete, with the last lines of its log."""
+    record = job.record
+    lines = job.log_text().splitlines()[-LOG_TAIL_LINES:]
+    why = record.message or (record.failure_reason.value if record.failure_reason else "")
+    if record.state is JobState.COMPLETED:
+        why = "it returned no result"
+    return JobFailedError(
+        f"job {job.id} ended {record.state.value}"
+        + (f" with exit code {record.exit_code}" if record.exit_code is not None else "")
+        + (f": {why}" if why else ""),
+        job_id=job.id,
+        state=record.state.value,
+        exit_code=record.exit_code,
+        log_tail="\n".join(lines),
+    )

@@ -14,8 +14,8 @@ import uvicorn
 from sandrun.artifacts import LocalArtifactStore
 from sandrun.errors import ValidationError
 from sandrun.home import Home
-from sandrun.server.quota import PublicApi
 from sandrun.service import Service
+from sandrun.service.quota import PublicApi
 from sandrun.spec.policy import Policy
 from sandrun.store import Store, is_postgres_url, open_database
 

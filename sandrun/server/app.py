@@ -21,8 +21,8 @@ from sandrun.models import ErrorBody
 from sandrun.server import agents, jobs, public, uploads
 from sandrun.server.bodylimit import SubmitSizeLimit
 from sandrun.server.notify import Notifier
-from sandrun.server.quota import PublicApi
 from sandrun.service import Service
+from sandrun.service.quota import PublicApi
 from sandrun.spec.parse import invalid_spec_from
 
 log = logging.getLogger("sandrun.server")

@@ -7,7 +7,7 @@ from __future__ import annotations
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from sandrun.server import manifest as manifests
+from sandrun.service import manifest as manifests
 
 
 class SubmitSizeLimit:

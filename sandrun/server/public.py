@@ -23,15 +23,15 @@ from starlette.requests import HTTPConnection
 from starlette.websockets import WebSocketDisconnect
 
 import sandrun
-from sandrun.artifacts.bundle import pack
 from sandrun.errors import AuthenticationError, OverQuota, PublicApiOff, SandrunError
-from sandrun.models import JobRecord, Role
+from sandrun.models import Role
 from sandrun.server.auth import principal
-from sandrun.server.manifest import ENVIRONMENTS, job_fields, read_manifest, unpack
 from sandrun.server.params import JobId, Text
 from sandrun.server.public_shapes import STATES, file_entry, mime_type, status_of
-from sandrun.server.quota import PublicApi
 from sandrun.service import Service
+from sandrun.service.manifest import ENVIRONMENTS
+from sandrun.service.projects import submit_project
+from sandrun.service.quota import PublicApi
 
 router = APIRouter(include_in_schema=False)  # its own shape, documented in docs/api.md
 LOG_PAGE = 4  # log chunks read at a time (each up to 1 MiB: MAX_CHUNK)
@@ -110,26 +110,10 @@ async def submit(
     uploads = [(f.filename or "file", await f.read()) for f in files]
     service: Service = request.app.state.service
     config: PublicApi = request.app.state.public_api
-    job, position = await run_in_threadpool(_submit, service, config, owner, uploads, manifest)
+    job, position = await run_in_threadpool(
+        submit_project, service, owner, uploads, manifest, config
+    )
     return JSONResponse({"job_id": job.id, "status": "queued", "position": position})
-
-
-def _submit(
-    service: Service,
-    config: PublicApi,
-    owner: str,
-    uploads: list[tuple[str, bytes]],
-    manifest_text: str | None,
-) -> tuple[JobRecord, int]:
-    tree = unpack(uploads)
-    manifest = read_manifest(manifest_text, tree)
-    fields = job_fields(manifest, tree)
-    if owner.startswith("anon:"):
-        config.check(*service.owner_usage(owner))
-    bundle = pack((path, data, path.endswith(".sh")) for path, data in tree.items())
-    digest, _ = service.upload(bundle, owner)
-    job = service.submit({**fields, "code": digest}, owner=owner)
-    return job, service.queue_position(job)
 
 
 @router.get("/status/{job_id}")

@@ -13,9 +13,9 @@ import pytest
 
 from sandrun.artifacts import LocalArtifactStore
 from sandrun.models import Role
-from sandrun.server import manifest, uploads
+from sandrun.server import uploads
 from sandrun.server.app import create_app
-from sandrun.service import Service
+from sandrun.service import Service, manifest
 from sandrun.store import open_sqlite
 
 

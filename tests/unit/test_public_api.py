@@ -8,8 +8,8 @@ import tarfile
 import pytest
 
 from sandrun.errors import OverQuota, ValidationError
-from sandrun.server.manifest import Manifest, job_fields, read_manifest, unpack
-from sandrun.server.quota import PublicApi
+from sandrun.service.manifest import Manifest, job_fields, read_manifest, unpack
+from sandrun.service.quota import PublicApi
 from sandrun.spec import parse_spec
 
 

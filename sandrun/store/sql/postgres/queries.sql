@@ -59,6 +59,19 @@ CROSS JOIN LATERAL (
     LIMIT 1) h
 WHERE o.owner IS NOT NULL;
 
+-- name: fragment_new_attempt
+-- A claim's last steps, after its `job` CTE: the attempt on :node, and its event.
+attempt AS (
+    INSERT INTO attempts (job_id, number, state, node, token, lease_expires_at, scheduled_at)
+    SELECT id, attempts, 'scheduled', :node, :token, :lease_expires_at, :now
+    FROM job
+), event AS (
+    INSERT INTO events (job_id, attempt, kind, message, data, at)
+    SELECT id, attempts, 'scheduled', 'attempt ' || attempts || ' on ' || :node, '{}',
+           :now
+    FROM job
+)
+
 -- name: claim_job
 -- `owner`'s first pending job that fits, marked scheduled, with its new attempt and event,
 -- in one statement (one round trip). Rows another claimer holds are skipped, not waited
@@ -76,16 +89,7 @@ WITH job AS (
                 LIMIT 1
                 FOR UPDATE SKIP LOCKED)
     RETURNING *
-), attempt AS (
-    INSERT INTO attempts (job_id, number, state, node, token, lease_expires_at, scheduled_at)
-    SELECT id, attempts, 'scheduled', :node, :token, :lease_expires_at, :now
-    FROM job
-), event AS (
-    INSERT INTO events (job_id, attempt, kind, message, data, at)
-    SELECT id, attempts, 'scheduled', 'attempt ' || attempts || ' on ' || :node, '{}',
-           :now
-    FROM job
-)
+), {new_attempt}
 SELECT * FROM job;
 
 -- name: claim_reserved
@@ -98,16 +102,7 @@ WITH job AS (
                 WHERE id = :job AND state = 'pending'
                 FOR UPDATE SKIP LOCKED)
     RETURNING *
-), attempt AS (
-    INSERT INTO attempts (job_id, number, state, node, token, lease_expires_at, scheduled_at)
-    SELECT id, attempts, 'scheduled', :node, :token, :lease_expires_at, :now
-    FROM job
-), event AS (
-    INSERT INTO events (job_id, attempt, kind, message, data, at)
-    SELECT id, attempts, 'scheduled', 'attempt ' || attempts || ' on ' || :node, '{}',
-           :now
-    FROM job
-)
+), {new_attempt}
 SELECT * FROM job;
 
 -- name: running_load

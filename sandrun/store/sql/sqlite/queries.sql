@@ -59,6 +59,14 @@ SELECT j.id, j.owner, j.priority, j.created_at, j.cpus, j.memory_mb, j.gpu_count
        j.reserved_node, j.reserved_at, n.heartbeat_at AS reserver_seen
 FROM heads h JOIN jobs j ON j.id = h.id LEFT JOIN nodes n ON n.id = j.reserved_node AND n.state = 'active';
 
+-- name: fragment_new_attempt
+-- A claim's last steps, after its UPDATE ... RETURNING (whose row gives :id, :attempts):
+-- the attempt on :node, and its event.
+INSERT INTO attempts (job_id, number, state, node, token, lease_expires_at, scheduled_at)
+VALUES (:id, :attempts, 'scheduled', :node, :token, :lease_expires_at, :now);
+INSERT INTO events (job_id, attempt, kind, message, data, at)
+VALUES (:id, :attempts, 'scheduled', 'attempt ' || :attempts || ' on ' || :node, '{}', :now);
+
 -- name: claim_job
 -- `owner`'s first pending job that fits, marked scheduled, with its new attempt and event.
 -- SQLite has one writer at a time (BEGIN IMMEDIATE), so no row lock is needed. INDEXED BY
@@ -73,10 +81,7 @@ WHERE id = (SELECT id FROM jobs INDEXED BY jobs_owner_queue
             ORDER BY priority DESC, created_at, id
             LIMIT 1)
 RETURNING *;
-INSERT INTO attempts (job_id, number, state, node, token, lease_expires_at, scheduled_at)
-VALUES (:id, :attempts, 'scheduled', :node, :token, :lease_expires_at, :now);
-INSERT INTO events (job_id, attempt, kind, message, data, at)
-VALUES (:id, :attempts, 'scheduled', 'attempt ' || :attempts || ' on ' || :node, '{}', :now);
+{new_attempt}
 
 -- name: claim_reserved
 -- The job this node reserved, now that it fits.
@@ -84,10 +89,7 @@ UPDATE jobs SET state = 'scheduled', attempts = attempts + 1, updated_at = :now,
                 reserved_node = NULL, reserved_at = NULL
 WHERE id = :job AND state = 'pending'
 RETURNING *;
-INSERT INTO attempts (job_id, number, state, node, token, lease_expires_at, scheduled_at)
-VALUES (:id, :attempts, 'scheduled', :node, :token, :lease_expires_at, :now);
-INSERT INTO events (job_id, attempt, kind, message, data, at)
-VALUES (:id, :attempts, 'scheduled', 'attempt ' || :attempts || ' on ' || :node, '{}', :now);
+{new_attempt}
 
 -- name: running_load
 -- What each of the given owners (a JSON array) holds now: jobs, CPUs, memory, GPUs.
