@@ -8,7 +8,13 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator, WithJsonSchema
 
-from sandrun.spec.units import DURATION_PATTERN, MEMORY_PATTERN, parse_duration, parse_memory_mb
+from sandrun.spec.units import (
+    DURATION_PATTERN,
+    MAX_MEMORY_MB,
+    MEMORY_PATTERN,
+    parse_duration,
+    parse_memory_mb,
+)
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 # Spelled out: Python's \s and JSON Schema's (ECMA) \s disagree on some control characters.
@@ -64,7 +70,7 @@ MemoryMB = Annotated[
     WithJsonSchema(
         {
             "anyOf": [
-                {"type": "integer", "minimum": 1},
+                {"type": "integer", "minimum": 1, "maximum": MAX_MEMORY_MB},
                 {"type": "string", "pattern": MEMORY_PATTERN},
             ]
         }

@@ -31,7 +31,25 @@ _POSITIVE = r"(?:[0-9]*[1-9][0-9]*(?:\.[0-9]+)?|[0-9]+\.[0-9]*[1-9][0-9]*)"
 
 # Binary units, as Slurm and Docker read them: "8GB" is 8 GiB.
 _MEMORY_UNITS = {"": 1 / 2**20, "k": 1 / 2**10, "m": 1, "g": 2**10, "t": 2**20}
-MEMORY_PATTERN = rf"^\s*{_POSITIVE}\s*[kKmMgGtT]?(?:[iI]?[bB])?\s*$"
+# The most a size may say, in MiB (1 ZiB): far past any machine, well inside the store's
+# 64-bit integers. The pattern says the same for strings, by how many digits each unit
+# may take before its point, so the published schema admits nothing the server refuses.
+MAX_MEMORY_MB = 2**50
+
+
+def _size(digits: int) -> str:
+    """A positive decimal with at most `digits` digits before its point."""
+    return rf"(?:0*[1-9][0-9]{{0,{digits - 1}}}(?:\.[0-9]+)?|0+\.[0-9]*[1-9][0-9]*)"
+
+
+MEMORY_PATTERN = (
+    r"^\s*(?:"
+    + "|".join(
+        rf"{_size(digits)}\s*{unit}(?:[iI]?[bB])?"
+        for digits, unit in ((18, ""), (18, "[kK]"), (15, "[mM]"), (12, "[gG]"), (9, "[tT]"))
+    )
+    + r")\s*$"
+)
 _MEMORY_RE = re.compile(rf"^\s*({_POSITIVE})\s*([kKmMgGtT]?)(?:[iI]?[bB])?\s*$")
 
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -51,8 +69,12 @@ def parse_memory_mb(value: object) -> int:
     if isinstance(value, int) and not isinstance(value, bool):
         if value <= 0:
             raise ValueError("memory must be greater than zero")
+        if value > MAX_MEMORY_MB:
+            raise ValueError(f"{value} MiB is more than any machine has (at most 2**50)")
         return value
     match = _MEMORY_RE.match(value) if isinstance(value, str) else None
+    if isinstance(value, str) and match and not re.fullmatch(MEMORY_PATTERN, value):
+        raise ValueError(f"size {value!r} is more than any machine has")
     if not match:
         raise ValueError(
             f"memory {value!r} is not a size; use e.g. '512MB', '8GB', '1.5GiB' "

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -8,6 +9,7 @@ from sandrun.errors import InvalidSpec
 from sandrun.service.maxima import over
 from sandrun.spec import JobSpec, load_spec_file, parse_duration, parse_memory_mb, parse_spec
 from sandrun.spec.policy import JobMaxima
+from sandrun.spec.units import MEMORY_PATTERN
 
 
 @pytest.mark.parametrize(
@@ -21,16 +23,32 @@ from sandrun.spec.policy import JobMaxima
         (256, 256),
         ("1TB", 1024 * 1024),
         ("64k", 1),
+        ("10737418240", 10240),  # bytes, as Kubernetes writes them
+        ("999999999T", 999999999 << 20),
+        (2**50, 2**50),
     ],
 )
 def test_memory_sizes(text: object, mib: int) -> None:
     assert parse_memory_mb(text) == mib
 
 
-@pytest.mark.parametrize("bad", ["lots", "-1GB", "8 XB", 0, True])
+@pytest.mark.parametrize(
+    "bad", ["lots", "-1GB", "8 XB", 0, True, 2**50 + 1, "1000000000T", "94790465003551436308480"]
+)
 def test_memory_refuses_nonsense(bad: object) -> None:
+    """Sizes past any machine too: the store's integers could not hold some of them."""
     with pytest.raises(ValueError):
         parse_memory_mb(bad)
+
+
+@pytest.mark.parametrize("text", ["1000000000T", "94790465003551436308480", "999999999T"])
+def test_the_published_pattern_admits_exactly_the_sizes_accepted(text: str) -> None:
+    accepted = True
+    try:
+        parse_memory_mb(text)
+    except ValueError:
+        accepted = False
+    assert bool(re.fullmatch(MEMORY_PATTERN, text)) is accepted
 
 
 @pytest.mark.parametrize(
