@@ -168,6 +168,7 @@ class AttemptResult(Wire):
     message: str | None = None
     usage: Usage = Usage()
     outputs: list[OutputFile] = []
+    unmatched_outputs: list[str] = []  # output patterns no file matched
     signature: str | None = None  # the agent's, over sandrun.signing.result_claim
 
 

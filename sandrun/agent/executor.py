@@ -9,6 +9,7 @@ the job's processes, then SIGKILL to all after `kill_grace` seconds.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -258,6 +259,8 @@ class Executor:
                 pass_fds=((info.write_fd,) if info else ()) + confined.pass_fds,
             )
         except OSError as exc:
+            if exc.errno == errno.E2BIG:  # the job's own argv and env: no node could exec it
+                return spawn_error(f"its arguments and environment are too large: {exc}")
             return AttemptResult(
                 failure_reason=FailureReason.INTERNAL, message=f"cannot start the sandbox: {exc}"
             )
@@ -363,7 +366,7 @@ class Executor:
     ) -> AttemptResult:
         limit = spec.limits.output_size << 20
         try:
-            outputs = collect_outputs(workdir, spec.outputs, self.artifacts, attempt, limit)
+            collected = collect_outputs(workdir, spec.outputs, self.artifacts, attempt, limit)
         except OutputsTooLarge as exc:
             if result.failure_reason is None:
                 reason = FailureReason.OUTPUT_LIMIT
@@ -378,7 +381,14 @@ class Executor:
                     }
                 )
             return result
-        return result.model_copy(update={"outputs": outputs})
+        found = {"outputs": collected.files, "unmatched_outputs": collected.unmatched}
+        if collected.unmatched and spec.outputs_required and result.failure_reason is None:
+            listed = ", ".join(repr(p) for p in collected.unmatched)
+            found |= {
+                "failure_reason": FailureReason.OUTPUT_ERROR,
+                "message": f"no file matched {listed} (outputs_required)",
+            }
+        return result.model_copy(update=found)
 
 
 def _invisible(program: str, path: Path) -> str:

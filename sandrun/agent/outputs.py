@@ -13,6 +13,7 @@ import errno
 import os
 import stat
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from sandrun.artifacts import LocalArtifactStore
@@ -24,15 +25,21 @@ _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
+@dataclass(frozen=True)
+class Collected:
+    files: list[OutputFile]
+    unmatched: list[str]  # the patterns no file matched
+
+
 def collect_outputs(
     workdir: Path,
     patterns: list[str],
     artifacts: LocalArtifactStore,
     attempt: int,
     max_bytes: int | None = None,
-) -> list[OutputFile]:
+) -> Collected:
     """Store every regular file matching `patterns` (a matched directory brings all its
-    files); paths are kept relative to `workdir`.
+    files); paths are kept relative to `workdir`. Patterns that matched no file are named.
 
     A path through a symlink is skipped: a job must not be able to export a file it was
     never given. Over `max_bytes` in all, nothing is stored and OutputsTooLarge says how
@@ -42,12 +49,17 @@ def collect_outputs(
     root_fd = os.open(root, _DIR)
     try:
         found: dict[str, int] = {}
+        unmatched = []
         for pattern in patterns:
+            matched = False
             for match in sorted(root.glob(pattern)):
                 rel = _relative(match, root)
                 if rel is not None:
                     for path, size in _files(root_fd, rel):
+                        matched = True
                         found.setdefault(path, size)
+            if not matched:
+                unmatched.append(pattern)
         total = sum(found.values())
         if max_bytes is not None and total > max_bytes:
             raise OutputsTooLarge(
@@ -66,7 +78,7 @@ def collect_outputs(
                 os.set_blocking(handle.fileno(), True)
                 digest, size = artifacts.put_stream(handle)
             outputs.append(OutputFile(attempt=attempt, path=path, digest=digest, size=size))
-        return outputs
+        return Collected(outputs, unmatched)
     finally:
         os.close(root_fd)
 

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from sandrun.cli import agentcmd, ops, render
+from sandrun.cli.follow import follow
 from sandrun.cli.options import (
     CommandArg,
     CpusOpt,
@@ -37,7 +38,14 @@ from sandrun.cli.options import (
 from sandrun.cli.specargs import build_spec, gpus_option, priority_option, repository_option
 from sandrun.client import Client, Job, connect
 from sandrun.client.verify import verify_result
-from sandrun.errors import IllegalTransition, JobNotFoundError, SandrunError, ValidationError
+from sandrun.errors import (
+    IllegalTransition,
+    JobNotFoundError,
+    QuotaExceededError,
+    ResourceNotAvailableError,
+    SandrunError,
+    ValidationError,
+)
 from sandrun.states import JobState
 
 app = typer.Typer(
@@ -148,7 +156,7 @@ def _run(client: Client, job: Job, json: bool) -> None:
         render.print_json(record)
         raise typer.Exit(render.exit_code_for(record))
     render.err.print(f"[dim]job {job.id} submitted[/dim]")
-    _follow(client, job)
+    follow(client, job)
 
 
 def _submitted(client: Client, job: Job, json: bool) -> None:
@@ -166,33 +174,6 @@ app.command("run", context_settings=_JOB_CONTEXT)(_job_command(_run))
 app.command("submit", context_settings=_JOB_CONTEXT)(_job_command(_submitted))
 
 
-def _follow(client: Client, job: Job) -> None:
-    """Stream logs until the job ends; Ctrl-C cancels it. Exits with the job's status."""
-    try:
-        _stream(client, job.id)
-    except KeyboardInterrupt:
-        render.err.print(f"\n[dim]cancelling job {job.id}…[/dim]")
-        try:
-            job.cancel()
-        except IllegalTransition:
-            pass  # it ended meanwhile
-    record = job.wait().record
-    style = "green" if record.exit_code == 0 and not record.failure_reason else "red"
-    render.err.print(f"[{style}]{render.summary(record)}[/]")
-    raise typer.Exit(render.exit_code_for(record))
-
-
-def _stream(client: Client, job_id: str) -> None:
-    attempt = 0
-    for chunk in client.logs(job_id, follow=True):
-        if attempt and chunk.attempt != attempt:
-            render.err.print(f"[dim]── attempt {chunk.attempt} ──[/dim]")
-        attempt = chunk.attempt
-        stream = sys.stdout if chunk.stream == "stdout" else sys.stderr
-        stream.buffer.write(chunk.data)
-        stream.flush()
-
-
 @app.command()
 def status(job_id: JobId, json: JsonOpt = False) -> None:
     """Show a job's state, exit code, failure reason and attempts."""
@@ -207,6 +188,7 @@ def status(job_id: JobId, json: JsonOpt = False) -> None:
                     **job.record.model_dump(mode="json"),
                     "attempt_list": [a.model_dump(mode="json") for a in attempts],
                     "pending_reason": waiting,
+                    "events": [e.model_dump(mode="json") for e in job.events],
                 }
             )
         else:
@@ -263,7 +245,14 @@ def logs(
 ) -> None:
     """Print a job's output (stdout to stdout, stderr to stderr)."""
     with _client() as client:
-        client.get(job_id)  # an unknown id is an error even with no output
+        job = client.get(job_id)  # an unknown id is an error even with no output
+        if attempt is not None and not 1 <= attempt <= max(job.record.attempts, 1):
+            has = f"{job.record.attempts} attempt" + ("" if job.record.attempts == 1 else "s")
+            raise ValidationError(
+                f"--attempt {attempt}: job {job_id} has {has} so far",
+                field="attempt",
+                suggestions=[f"sandrun status {job_id} lists them"],
+            )
         if json:
             chunks = list(client.logs(job_id, follow=follow, attempt=attempt))
             render.print_json(
@@ -376,11 +365,20 @@ app.add_typer(ops.token_app, name="token")
 app.add_typer(ops.db_app, name="db")
 
 
+REFUSED = (
+    ValidationError,
+    JobNotFoundError,
+    IllegalTransition,
+    ResourceNotAvailableError,
+    QuotaExceededError,
+)
+
+
 def main() -> None:
     """Entry point: one clear line for any sandrun error, and its exit status."""
     try:
         app()
-    except (ValidationError, JobNotFoundError, IllegalTransition) as exc:
+    except REFUSED as exc:  # the request was refused and changed nothing
         render.error(exc)
         sys.exit(2)
     except SandrunError as exc:

@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from sandrun.spec.base import Strict
+from sandrun.spec.execsize import check_exec_size
 from sandrun.spec.fields import (
     ENV_KEY_RE,
     GIT_WORD,
@@ -197,6 +198,8 @@ class JobSpec(Strict):
         default_factory=list,
         json_schema_extra={"items": {"type": "string", "pattern": r"^[^/\x00][^\x00]*$"}},
     )
+    # A pattern that matches no file fails the job (output_error) instead of a warning.
+    outputs_required: StrictBool = False
     labels: dict[str, str] = Field(
         default_factory=dict, json_schema_extra={"propertyNames": {"pattern": LABEL_KEY_RE.pattern}}
     )
@@ -308,6 +311,9 @@ class JobSpec(Strict):
                     f"{' and '.join(brought)} fill the job's own scratch directory; "
                     "drop working_dir (a directory on the node) to use them"
                 )
+        # Raised as InvalidSpec, not ValueError: pydantic passes it on, field named.
+        program = "command" if self.command is not None else "shell" if self.shell else "script"
+        check_exec_size(self.argv(script_path="script"), self.env, program)
         return self
 
     @property

@@ -48,13 +48,41 @@ def invalid_spec_from(
     model_at: Callable[[tuple[str, ...]], type[BaseModel] | None] = _MODELS_AT.get,
     source: str = "",
 ) -> InvalidSpec:
-    """One clear error from pydantic's list: the first problem, its field, a suggestion.
+    """One clear error from pydantic's list, naming every field at fault (the first is the
+    error's `field`), each with what would be valid.
 
     `strip` drops leading location parts that are not fields (FastAPI's "body", "query");
     `model_at` says which model's fields are valid under a location (a JobSpec's by
     default); `source` (a file name) starts the message.
     """
-    error = errors[0]
+    found: dict[str | None, InvalidSpec] = {}
+    for error in errors:
+        one = _one_problem(error, strip, model_at)
+        found.setdefault(one.field, one)  # a field's first error (a union gives several)
+    first, *others = found.values()
+    if not others:
+        return InvalidSpec(
+            f"{source}{first.message}", field=first.field, suggestions=first.suggestions
+        )
+    listed = "; ".join(e.message for e in found.values())
+    return InvalidSpec(
+        f"{source}{len(found)} problems: {listed}",
+        field=first.field,
+        suggestions=list(
+            dict.fromkeys(
+                f"{e.field}: {hint}" if hint.startswith("did you mean") else hint
+                for e in found.values()
+                for hint in e.suggestions
+            )
+        ),
+    )
+
+
+def _one_problem(
+    error: Any,
+    strip: tuple[str, ...],
+    model_at: Callable[[tuple[str, ...]], type[BaseModel] | None],
+) -> InvalidSpec:
     loc = tuple(str(part) for part in error["loc"])
     if loc and loc[0] in strip:
         loc = loc[1:]
@@ -66,7 +94,7 @@ def invalid_spec_from(
         near = closest(unknown, valid)
         hint = [f"did you mean {' or '.join(repr(n) for n in near)}?"] if near else []
         return InvalidSpec(
-            f"{source}unknown field {field!r}",
+            f"unknown field {field!r}",
             field=field,
             suggestions=[*hint, "valid fields: " + ", ".join(valid)] if valid else hint,
         )
@@ -74,7 +102,7 @@ def invalid_spec_from(
     if error["type"] == "missing":
         message = "this field is required"
     where = f"{field}: " if field else ""
-    return InvalidSpec(f"{source}{where}{message}", field=field)
+    return InvalidSpec(f"{where}{message}", field=field)
 
 
 def load_spec_file(path: str | Path) -> JobSpec:

@@ -1,0 +1,132 @@
+"""What a new user trips on first (issue 20): a run that waits says why, bad input is
+refused early and all at once, outputs that match nothing are not silent."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import httpx
+import pytest
+
+from sandrun.client import connect
+from sandrun.errors import InvalidSpec
+from tests.acceptance.conftest import SANDRUN, Cli, as_json
+from tests.helpers import wait_for
+from tests.integration.cluster import Cluster
+
+
+def _remote_env(cluster: Cluster) -> dict[str, str]:
+    return {**os.environ, "SANDRUN_URL": cluster.url, "SANDRUN_TOKEN": cluster.tokens["alice"]}
+
+
+def test_run_says_why_its_job_waits_and_sigterm_cancels_it(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    cluster.start_agent("small", cpus=1)
+    wait_for(lambda: len(cluster.nodes()) == 1, timeout=30, what="the agent to register")
+    proc = subprocess.Popen(
+        [SANDRUN, "run", "--gpus", "8xh100", "--", "echo", "hi"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_remote_env(cluster),
+        cwd=tmp_path,
+    )
+    assert proc.stderr is not None
+    said = ""
+    while "waiting:" not in said:  # stderr closes only at exit: a missing line times out
+        line = proc.stderr.readline()
+        assert line, f"sandrun run ended without saying why its job waits: {said}"
+        said += line
+    assert "fits no registered node" in said and "8xh100" in said
+    proc.send_signal(signal.SIGTERM)
+    _, rest = proc.communicate(timeout=30)
+    assert proc.returncode == 130, rest
+    assert "cancelled" in rest
+    with cluster.client() as client:
+        assert [j.state.value for j in client.jobs().jobs] == ["cancelled"]
+
+
+def test_an_environment_too_large_to_exec_is_refused_at_submit(cli: Cli, tmp_path: Path) -> None:
+    spec = tmp_path / "cwd" / "big.yaml"  # (a command line could not even carry it)
+    spec.write_text(f"shell: 'true'\nenv: {{BIG: {'x' * 200_000}}}\n")
+    proc = cli("submit", "-f", str(spec))
+    assert proc.returncode == 2
+    assert "env.BIG" in proc.stderr and "KiB" in proc.stderr
+    assert as_json(cli("jobs", "--json")) == []  # nothing was recorded
+
+
+def test_every_bad_flag_is_reported_at_once(cli: Cli) -> None:
+    proc = cli("submit", "--cpus", "-1", "--memory", "5XB", "--timeout", "-5", "--", "true")
+    assert proc.returncode == 2
+    for field in ("cpus", "memory", "timeout"):
+        assert f"{field}:" in proc.stderr, proc.stderr
+
+
+def test_every_typo_in_a_yaml_file_is_reported_at_once(cli: Cli, tmp_path: Path) -> None:
+    spec = tmp_path / "cwd" / "job.yaml"
+    spec.write_text("command: [echo, hi]\ncpuz: 2\nmemroy: 1G\n")
+    proc = cli("submit", "-f", str(spec))
+    assert proc.returncode == 2
+    assert "'cpuz'" in proc.stderr and "'memroy'" in proc.stderr
+    assert "did you mean 'cpus'" in proc.stderr and "did you mean 'memory'" in proc.stderr
+
+
+def test_the_builder_reports_every_bad_value_at_once(home: object) -> None:
+    with connect() as client:
+        builder = client.job().shell("true").memory("5XB").timeout(-5).cpus(-1)
+        with pytest.raises(InvalidSpec) as caught:
+            builder.submit()
+    message = str(caught.value)
+    assert all(f"{field}:" in message for field in ("cpus", "memory", "timeout")), message
+
+
+def test_a_job_no_machine_could_hold_exits_2(cli: Cli) -> None:
+    proc = cli("submit", "--cpus", "1000", "--", "true")
+    assert proc.returncode == 2
+    assert "cpus: the job needs 1000 CPUs" in proc.stderr
+
+
+def test_outputs_that_match_nothing_are_a_warning_or_with_outputs_required_a_failure(
+    cli: Cli, tmp_path: Path
+) -> None:
+    ran = cli("run", "-o", "nomatch*.bin", "-o", "made.txt", "--", "sh", "-c", "echo > made.txt")
+    assert ran.returncode == 0, ran.stderr
+    assert "warning: attempt 1: no file matched output pattern 'nomatch*.bin'" in ran.stderr
+    [job] = as_json(cli("jobs", "--json"))
+    kinds = [e["kind"] for e in as_json(cli("status", job["id"], "--json"))["events"]]
+    assert "outputs_unmatched" in kinds
+
+    spec = tmp_path / "cwd" / "strict.yaml"
+    spec.write_text("shell: 'true'\noutputs: ['nomatch*.bin']\noutputs_required: true\n")
+    strict = cli("run", "-f", str(spec))
+    assert strict.returncode != 0
+    assert "output error" in strict.stderr and "no file matched 'nomatch*.bin'" in strict.stderr
+
+
+def test_status_json_has_every_event_and_logs_of_a_missing_attempt_is_an_error(
+    cli: Cli,
+) -> None:
+    ran = cli("run", "--json", "--", "echo", "hi")
+    job_id = json.loads(ran.stdout)["id"]
+    events = as_json(cli("status", job_id, "--json"))["events"]
+    assert [e["kind"] for e in events][:2] == ["submitted", "scheduled"]
+    assert events[-1]["kind"] == "completed"
+    missing = cli("logs", job_id, "--attempt", "9")
+    assert missing.returncode == 2
+    assert "job " + job_id + " has 1 attempt" in missing.stderr
+
+
+def test_a_server_refuses_an_environment_too_large_to_exec(cluster: Cluster) -> None:
+    headers = {"Authorization": f"Bearer {cluster.tokens['alice']}"}
+    big = {"shell": "true", "env": {"BIG": "x" * 200_000}}
+    answer = httpx.post(f"{cluster.url}/v1/jobs", json=big, headers=headers)
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["field"] == "env.BIG"
+    many = {"command": ["echo", *(["y" * 100_000] * 12)]}
+    answer = httpx.post(f"{cluster.url}/v1/jobs", json=many, headers=headers)
+    assert answer.status_code == 422 and answer.json()["field"] == "command"
