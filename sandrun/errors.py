@@ -163,11 +163,13 @@ class RemoteFunctionError(JobError):
         *,
         remote_type: str = "",
         remote_traceback: str = "",
+        exit_code: int | str | None = None,
         field: str | None = None,
         suggestions: Sequence[str] = (),
     ) -> None:
         self.remote_type = remote_type
         self.remote_traceback = remote_traceback
+        self.exit_code = exit_code  # what a SystemExit raised remotely carried
         super().__init__(message, field=field, suggestions=suggestions)
 
     def __str__(self) -> str:

@@ -122,6 +122,8 @@ class JobBuilder:
         self._fields.setdefault("env", {}).update(env)
         return self
 
+    environment = env  # the seed SDK's name for it
+
     def timeout(self, timeout: str | float) -> JobBuilder:
         """Wall-clock limit: seconds, or "90s", "2h", "1h30m"."""
         return self._set("timeout", timeout)

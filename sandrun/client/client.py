@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -175,10 +175,13 @@ class Client:
         return self.transport.nodes()
 
     def find_instances(
-        self, min_gpu_memory_gb: float = 0, max_price: float | None = None
+        self, min_gpu_memory_gb: float | Mapping[str, float] = 0, max_price: float | None = None
     ) -> list[Instance]:
         """GPU instance types the pool can run now (e.g. "2xa100-80gb"), with a price per
-        hour, cheapest first; use a name as `instance_type`."""
+        hour, cheapest first; use a name as `instance_type`. The filters may also come as
+        one mapping, as the seed SDK passes them: {"gpu_memory_gb": 80, "max_price": 10}."""
+        if isinstance(min_gpu_memory_gb, Mapping):
+            min_gpu_memory_gb, max_price = _instance_filters(min_gpu_memory_gb, max_price)
         return self.transport.instances(min_gpu_memory_gb, max_price)
 
     def why_pending(self, job_id: str) -> str | None:
@@ -189,3 +192,20 @@ class Client:
         """Retention (admins): remove the logs of jobs that ended more than `older_than`
         seconds ago (with `purge_jobs`, the jobs), then blobs nothing refers to."""
         return self.transport.collect_garbage(older_than, purge_jobs)
+
+
+_INSTANCE_FILTERS = ("gpu_memory_gb", "min_gpu_memory_gb", "max_price")
+
+
+def _instance_filters(
+    given: Mapping[str, float], max_price: float | None
+) -> tuple[float, float | None]:
+    unknown = sorted(set(given) - set(_INSTANCE_FILTERS))
+    if unknown:
+        raise ValidationError(
+            f"find_instances: unknown filter {unknown[0]!r}",
+            field=unknown[0],
+            suggestions=["valid: " + ", ".join(_INSTANCE_FILTERS)],
+        )
+    memory = given.get("min_gpu_memory_gb", given.get("gpu_memory_gb", 0))
+    return float(memory), given.get("max_price", max_price)

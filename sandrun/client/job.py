@@ -107,7 +107,8 @@ class Job:
     def logs(
         self, follow: bool = False, tail: int | None = None, attempt: int | None = None
     ) -> Iterator[str]:
-        """Log lines (stdout and stderr as they interleaved), without their newlines.
+        """Log lines (stdout and stderr as they interleaved), without their newlines; bytes
+        that are not UTF-8 read as U+FFFD (`chunks` and `log_bytes` give the bytes).
         `tail`: only the last N lines so far; with `follow`, then keep yielding until
         the job has ended."""
         if tail is None:
@@ -120,11 +121,15 @@ class Job:
             fresh = (c for c in self.chunks(True, attempt) if (c.attempt, c.seq) > seen)
             yield from lines_of(fresh)
 
+    def log_bytes(self, stream: str | None = None) -> bytes:
+        """All output so far, exactly as the job wrote it (both streams, or just "stdout"
+        / "stderr")."""
+        return b"".join(c.data for c in self.chunks() if stream is None or c.stream == stream)
+
     def log_text(self, stream: str | None = None) -> str:
-        """All output so far as text (both streams, or just "stdout" / "stderr")."""
-        return b"".join(
-            c.data for c in self.chunks() if stream is None or c.stream == stream
-        ).decode(errors="replace")
+        """All output so far as text (both streams, or just "stdout" / "stderr"). Bytes
+        that are not UTF-8 read as U+FFFD; `log_bytes` has them as written."""
+        return self.log_bytes(stream).decode(errors="replace")
 
     def cancel(self) -> Job:
         self.record = self._transport.cancel(self.id)
@@ -203,6 +208,15 @@ def result_of(job: Job) -> Any:
             raised = pickle.loads(job.read_bytes(RESULT_OUTPUTS[1]))
         except Exception:  # not importable here: fall back to its text
             raised = None
+    if isinstance(raised, SystemExit | KeyboardInterrupt | GeneratorExit):
+        # Raised here they would end the caller's own process, silently.
+        raise RemoteFunctionError(
+            f"the function raised {type(raised).__name__}"
+            + (f" (exit code {raised.code})" if isinstance(raised, SystemExit) else ""),
+            remote_type=str(report.get("type", "")),
+            remote_traceback=remote_tb,
+            exit_code=raised.code if isinstance(raised, SystemExit) else None,
+        )
     if isinstance(raised, BaseException):
         raised.add_note(f"--- remote traceback (job {job.id}) ---\n{remote_tb.rstrip()}")
         raise raised

@@ -26,6 +26,7 @@ from sandrun.errors import (
     RemoteFunctionError,
     TimeoutError,
     UploadTooLarge,
+    ValidationError,
 )
 from sandrun.home import Home
 from sandrun.states import JobState
@@ -286,6 +287,34 @@ def test_an_exception_that_cannot_travel_comes_back_as_text(app: App) -> None:
         refuse.remote()
     assert "Unpicklable: cannot travel" in str(info.value)
     assert "in refuse" in info.value.remote_traceback
+
+
+def test_a_remote_sys_exit_is_an_error_here_not_the_callers_exit(app: App) -> None:
+    leave = app.function()(sdkfuncs.leave)
+    with pytest.raises(RemoteFunctionError) as info:
+        leave.remote(3)
+    assert info.value.exit_code == 3
+    assert "SystemExit" in str(info.value) and "in leave" in info.value.remote_traceback
+
+
+def test_find_instances_takes_the_seed_sdks_mapping_and_refuses_unknown_keys(sdk: Sdk) -> None:
+    as_mapping = sdk.client.find_instances({"gpu_memory_gb": 80, "max_price": 10})
+    assert as_mapping == sdk.client.find_instances(80, 10)
+    with pytest.raises(ValidationError) as info:
+        sdk.client.find_instances({"gpu_mem": 80})
+    assert info.value.field == "gpu_mem" and "gpu_memory_gb" in info.value.suggestions[0]
+
+
+def test_environment_is_envs_other_name_and_log_bytes_keeps_what_utf8_cannot(sdk: Sdk) -> None:
+    job = (
+        sdk.client.job()
+        .shell("printf '%s\\377\\n' \"$GREETING\"")
+        .environment({"GREETING": "hi"})
+        .submit()
+        .wait(60)
+    )
+    assert job.log_bytes() == b"hi\xff\n"
+    assert job.log_text() == "hi\ufffd\n"
 
 
 def test_a_call_that_dies_is_job_failed_with_its_log(app: App) -> None:
