@@ -17,7 +17,6 @@ import resource
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ from pathlib import Path
 from sandrun.agent.control import ControlPlane
 from sandrun.agent.diskwatch import DiskWatch
 from sandrun.agent.gitcache import GitCache
+from sandrun.agent.jobenv import job_env, python_dir
 from sandrun.agent.logsink import LogSink
 from sandrun.agent.outputs import collect_outputs
 from sandrun.agent.process import InfoPipe, reap, sandbox_failed
@@ -33,6 +33,7 @@ from sandrun.agent.results import result_of, spawn_error
 from sandrun.agent.sandbox import Box, Confined, FsView, Sandboxing, open_sandboxing
 from sandrun.agent.sandbox.devices import GpuSlots
 from sandrun.agent.sandbox.runtime import disk_message
+from sandrun.agent.sandbox.view import PYTHON_DIR
 from sandrun.agent.settings import RunSettings
 from sandrun.agent.supervise import AttemptControl, Stop, supervise
 from sandrun.agent.workspace import materialize, remove_tree
@@ -44,28 +45,9 @@ from sandrun.states import FailureReason
 
 log = logging.getLogger("sandrun.agent")
 
-DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 # Ends that leave nothing worth looking into: the scratch goes at once.
 _NOTHING_TO_SEE = (None, FailureReason.CANCELLED, FailureReason.NODE_LOST)
 _NO_OUTPUTS = (FailureReason.CANCELLED, FailureReason.NODE_LOST)  # nobody will take them
-
-
-def job_env(spec: JobSpec, claim: Claim, home: Path) -> dict[str, str]:
-    """Only the declared env over safe defaults: the agent's own environment never leaks."""
-    env = {
-        "PATH": DEFAULT_PATH,
-        "HOME": str(home),
-        "LANG": "C.UTF-8",
-        "PYTHONUNBUFFERED": "1",  # so a Python job's logs arrive while it runs
-        "SANDRUN_JOB_ID": claim.job.id,
-        "SANDRUN_JOB_NAME": claim.job.name,
-        "SANDRUN_ATTEMPT": str(claim.attempt),
-        "USER": "sandrun",  # a job's uid may have no name on this machine
-        "LOGNAME": "sandrun",
-        "SANDRUN_PYTHON": sys.executable,  # the agent's own: function calls run on it
-    }
-    env.update(spec.env)
-    return env
 
 
 class Executor:
@@ -85,6 +67,7 @@ class Executor:
         self.sandboxing = sandboxing or open_sandboxing("none", FsView(), job_uids=False)
         self.gpus = GpuSlots(gpus)
         self.repos = GitCache(runs_dir.parent / "git", allow_local=settings.allow_local_repos)
+        self.python_dir = PYTHON_DIR if self.sandboxing.backend.isolates else python_dir(runs_dir)
         self._active: set[str] = set()  # the attempts whose scratch is in use
         self._lock = threading.Lock()
         self._swept = 0.0
@@ -184,7 +167,7 @@ class Executor:
             script_path = scratch / ".sandrun-script"
             script_path.write_text(spec.script)
         argv = spec.argv(str(script_path) if script_path else None)
-        env = job_env(spec, claim, scratch)
+        env = job_env(spec, claim, scratch, self.python_dir)
         writable = [scratch] if workdir == scratch else [scratch, workdir]
         problem = self._find_program(argv[0], env, workdir, writable)
         if problem is not None:
@@ -226,6 +209,8 @@ class Executor:
             return None
         outside = None
         for d in (d for d in env.get("PATH", "").split(os.pathsep) if d):
+            if d == PYTHON_DIR and isolated and view.mode == "system" and program == "python":
+                return None  # the view's own: a link to the agent's Python
             found = shutil.which(program, path=d)  # where it is first, then whether it shows
             if found is not None:
                 if not isolated or view.shows(Path(d), writable):

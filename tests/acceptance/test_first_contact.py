@@ -130,3 +130,20 @@ def test_a_server_refuses_an_environment_too_large_to_exec(cluster: Cluster) -> 
     many = {"command": ["echo", *(["y" * 100_000] * 12)]}
     answer = httpx.post(f"{cluster.url}/v1/jobs", json=many, headers=headers)
     assert answer.status_code == 422 and answer.json()["field"] == "command"
+
+
+def test_python_is_on_a_remote_agents_path(cluster: Cluster, tmp_path: Path) -> None:
+    """The seed's first example, `python train.py`, on a server's agent: `python` is the
+    agent's Python in the sandbox's view (Debian has only `python3`)."""
+    cluster.start_agent("a")
+    (tmp_path / "train.py").write_text("import sys; print('trained on', sys.version_info[0])")
+    ran = subprocess.run(
+        [SANDRUN, "run", "--", "python", "train.py"],
+        capture_output=True,
+        text=True,
+        env=_remote_env(cluster),
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout == "trained on 3\n"

@@ -4,16 +4,19 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
+from sandrun.agent.jobenv import job_env, python_dir
 from sandrun.agent.sandbox import Box, FsView, Sandboxing
 from sandrun.agent.sandbox import view as view_module
 from sandrun.agent.sandbox.bwrap import BwrapSandbox
 from sandrun.agent.sandbox.devices import GpuSlots
 from sandrun.agent.sandbox.runtime import GATE
 from sandrun.errors import InvalidSpec
+from sandrun.models import Claim, JobRecord
 from sandrun.spec import parse_spec
 
 
@@ -116,3 +119,13 @@ def test_bwrap_is_its_own_start_gate_when_given_an_info_fd(tmp_path: Path) -> No
     )
     shelled = sandboxing.prepare("b", spec, Box(["true"], tmp_path, [tmp_path])).argv
     assert shelled[: len(GATE)] == GATE and "--block-fd" not in shelled
+
+
+def test_without_a_view_python_is_a_real_link_to_the_agents_python(tmp_path: Path) -> None:
+    """`--sandbox none` has no view to put `python` in: a directory of the agent's does."""
+    where = python_dir(tmp_path / "runs")
+    assert os.readlink(Path(where) / "python") == sys.executable
+    assert python_dir(tmp_path / "runs") == where  # again: the link is kept
+    record = JobRecord.submitted(parse_spec({"shell": "python -V"}), "me", 0.0)
+    claim = Claim(job=record, attempt=1, token="t", lease_expires_at=0.0)
+    assert job_env(record.spec, claim, tmp_path, where)["PATH"].startswith(f"{where}:")

@@ -21,6 +21,9 @@ SYSTEM_DIRS = ("/usr", "/etc", "/opt", "/bin", "/sbin", "/lib", "/lib32", "/lib6
 # Host paths a job never sees in the `host` view: other programs' sockets and scratch space.
 HOST_PRIVATE = ("/tmp", "/var/tmp", "/run", "/var/run", "/dev/shm", "/proc", "/dev")
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
+# Where `python` is, inside the system view: the agent's own Python, which a job's `python`
+# means (Debian and others have only `python3`), as function calls already use.
+PYTHON_DIR = "/.sandrun/bin"
 
 
 @dataclass(frozen=True)
@@ -111,6 +114,7 @@ def _base(mode: FsMode) -> tuple[tuple[Mount, ...], tuple[Path, ...]]:
                 base.append(Mount("ro", name, name))
                 shown.append(path)
         base.append(Mount("tmpfs", "/tmp"))
+        base.append(Mount("symlink", f"{PYTHON_DIR}/python", sys.executable))
     base += [Mount("proc", "/proc"), Mount("dev", "/dev")]
     return tuple(base), tuple(shown)
 
