@@ -147,13 +147,16 @@ def token_create(
     db: DbOpt = None,
 ) -> None:
     """Create a token and print it; it is shown only this once (the server keeps a hash)."""
-    from sandrun.server import open_server_service
+    from sandrun.server import describe_db, open_server_service
 
-    service = open_server_service(_server_db(db))
+    where = _server_db(db)
+    service = open_server_service(where)
     try:
         print(service.create_token(name, role))
     finally:
         service.close()
+    # A server accepts only the tokens in its own database: say which one this was.
+    render.err.print(f"{role.value} token for {name!r} stored in {describe_db(where)}")
 
 
 @token_app.command("list")

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import logging
 import re
+import socket
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
 import uvicorn
 
 from sandrun.artifacts import LocalArtifactStore
@@ -122,20 +125,54 @@ def run_server(settings: ServerSettings) -> None:
     )
     app = create_app(service, auth=s.auth, public_api=s.public_api)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    print(
-        f"sandrun server on http://{s.host}:{s.port} (auth {'on' if s.auth else 'off'}, "
-        f"db {describe_db(s.db)})",
-        file=sys.stderr,
-        flush=True,
+    config = uvicorn.Config(
+        app,
+        host=s.host,
+        port=s.port,
+        log_level="warning",
+        proxy_headers=bool(s.forwarded_allow_ips),
+        forwarded_allow_ips=s.forwarded_allow_ips or None,
     )
     try:
-        uvicorn.run(
-            app,
-            host=s.host,
-            port=s.port,
-            log_level="warning",
-            proxy_headers=bool(s.forwarded_allow_ips),
-            forwarded_allow_ips=s.forwarded_allow_ips or None,
+        listening = bind(s.host, s.port)  # before saying where it listens
+        print(
+            f"sandrun server on http://{s.host}:{s.port} (auth {'on' if s.auth else 'off'}, "
+            f"db {describe_db(s.db)})",
+            file=sys.stderr,
+            flush=True,
         )
+        uvicorn.Server(config).run(sockets=[listening])
     finally:
         service.close()
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket on host:port, or an error that says who holds the port."""
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    listening = socket.socket(family, kind, proto)
+    listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listening.bind(address)
+        listening.listen(2048)
+    except OSError as exc:
+        listening.close()
+        if exc.errno != errno.EADDRINUSE:
+            message = f"cannot listen on {host}:{port}: {exc.strerror}"
+            raise ValidationError(message, field="host") from None
+        holder = _listener_of(port)
+        by = f" (by pid {holder})" if holder else ""
+        raise ValidationError(
+            f"port {port} is in use{by}", field="port", suggestions=["use another --port"]
+        ) from None
+    return listening
+
+
+def _listener_of(port: int) -> int | None:
+    """The pid listening on `port`, where this user may see it."""
+    try:
+        for conn in psutil.net_connections(kind="inet"):
+            if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port:
+                return conn.pid
+    except psutil.Error:
+        pass
+    return None

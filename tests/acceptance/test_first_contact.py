@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 from pathlib import Path
 
@@ -147,3 +148,23 @@ def test_python_is_on_a_remote_agents_path(cluster: Cluster, tmp_path: Path) -> 
     )
     assert ran.returncode == 0, ran.stderr
     assert ran.stdout == "trained on 3\n"
+
+
+def test_a_server_whose_port_is_taken_says_so_and_by_whom(cli: Cli) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = cli("server", "--port", str(port), "--no-auth", timeout=30)
+    assert proc.returncode == 2
+    assert f"port {port} is in use (by pid {os.getpid()})" in proc.stderr
+    assert "use another --port" in proc.stderr
+    assert "sandrun server on" not in proc.stderr  # it never listened
+
+
+def test_token_create_says_which_database_holds_the_token(cli: Cli, tmp_path: Path) -> None:
+    db = tmp_path / "server.db"
+    proc = cli("token", "create", "--name", "ci", "--role", "agent", "--db", str(db))
+    assert proc.returncode == 0, proc.stderr
+    assert len(proc.stdout.strip()) > 20  # the secret, alone on stdout
+    assert f"agent token for 'ci' stored in {db}" in proc.stderr
