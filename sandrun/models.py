@@ -6,12 +6,12 @@ fields, so a newer server and an older agent or client can talk.
 
 from __future__ import annotations
 
-from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, WithJsonSchema, field_validator
 
 from sandrun.ids import new_id
+from sandrun.roles import Role
 from sandrun.spec import JobSpec
 from sandrun.spec.fields import Digest, Duration
 from sandrun.spec.text import forbid_nul_in_schema, refuse_nul
@@ -204,12 +204,6 @@ class AttemptKey(Wire):
     @property
     def key(self) -> tuple[str, int]:
         return self.job_id, self.attempt
-
-
-class Role(StrEnum):
-    USER = "user"  # submits and sees its own jobs
-    AGENT = "agent"  # speaks only the agent endpoints
-    ADMIN = "admin"  # sees everything
 
 
 class Principal(Wire):

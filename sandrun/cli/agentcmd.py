@@ -11,94 +11,119 @@ import typer
 
 from sandrun.cli.options import LabelOpt
 from sandrun.errors import SandrunError, ValidationError
-from sandrun.models import Capacity
 
 if TYPE_CHECKING:
     from sandrun.agent.settings import SandboxSettings
+    from sandrun.models import Capacity
 
 ServerOpt = Annotated[
     str | None,
-    typer.Option(help="Server URL(s), comma-separated; without it, run the local agent."),
+    typer.Option(
+        metavar="URL", help="Server URL(s), comma-separated; without it, run the local agent."
+    ),
 ]
 TokenOpt = Annotated[
     str | None,
     typer.Option(
         envvar="SANDRUN_TOKEN",
+        metavar="TOKEN",
         help="An agent token. Prefer $SANDRUN_TOKEN or --token-file: every local user "
         "can read a command line (ps).",
     ),
 ]
-TokenFileOpt = Annotated[Path | None, typer.Option(help="Read the agent token from this file.")]
-NameOpt = Annotated[str | None, typer.Option(help="Node name (default: hostname).")]
-MaxJobsOpt = Annotated[int | None, typer.Option(help="Attempts at once, at most.")]
-CpusOpt = Annotated[float | None, typer.Option(help="CPUs to offer (default: all).")]
-MemoryOpt = Annotated[str | None, typer.Option(help="Memory to offer (default: all).")]
+TokenFileOpt = Annotated[
+    Path | None, typer.Option(metavar="FILE", help="Read the agent token from this file.")
+]
+NameOpt = Annotated[str | None, typer.Option(metavar="NAME", help="Node name (default: hostname).")]
+MaxJobsOpt = Annotated[int | None, typer.Option(metavar="N", help="Attempts at once, at most.")]
+CpusOpt = Annotated[float | None, typer.Option(metavar="N", help="CPUs to offer (default: all).")]
+MemoryOpt = Annotated[
+    str | None, typer.Option(metavar="SIZE", help="Memory to offer (default: all).")
+]
 GpusOpt = Annotated[
     str | None,
     typer.Option(
+        metavar="GPUS",
         help="GPUs to offer, e.g. 2xa100-80gb, where detection misses them "
-        "(default: those NVML or nvidia-smi find; 0 for none)."
+        "(default: those NVML or nvidia-smi find; 0 for none).",
     ),
 ]
 WorkDirOpt = Annotated[
-    Path | None, typer.Option(help="Where attempts run (default: under $SANDRUN_HOME).")
+    Path | None,
+    typer.Option(metavar="DIR", help="Where attempts run (default: under $SANDRUN_HOME)."),
 ]
 DrainGraceOpt = Annotated[
-    float, typer.Option(help="On SIGTERM, seconds running jobs get before hand-back.")
+    float,
+    typer.Option(metavar="SECONDS", help="On SIGTERM, seconds running jobs get before hand-back."),
 ]
 IdleExitOpt = Annotated[
-    float, typer.Option(help="Local agent: exit after this many idle seconds (0: never).")
+    float,
+    typer.Option(
+        metavar="SECONDS", help="Local agent: exit after this many idle seconds (0: never)."
+    ),
 ]
-KillGraceOpt = Annotated[float, typer.Option(help="Seconds between SIGTERM and SIGKILL.")]
+KillGraceOpt = Annotated[
+    float, typer.Option(metavar="SECONDS", help="Seconds between SIGTERM and SIGKILL.")
+]
 LongPollOpt = Annotated[
     float,
     typer.Option(
         min=0.5,
         max=60,
+        metavar="SECONDS",
         help="Seconds a claim waits at the server for work (also how soon SIGTERM is seen).",
     ),
 ]
 SandboxOpt = Annotated[
     str,
     typer.Option(
-        envvar="SANDRUN_SANDBOX", help="bwrap, unshare, none, or auto: the best that works here."
+        envvar="SANDRUN_SANDBOX",
+        metavar="KIND",
+        help="bwrap, unshare, none, or auto: the best that works here.",
     ),
 ]
 SandboxRoOpt = Annotated[
-    list[Path] | None, typer.Option(help="Also show this path to jobs, read-only. Repeatable.")
+    list[Path] | None,
+    typer.Option(metavar="PATH", help="Also show this path to jobs, read-only. Repeatable."),
 ]
 LocalReposOpt = Annotated[
     bool,
     typer.Option(
+        "--allow-local-repos",
         help="Check out repository jobs from file:// URLs and paths on this machine "
-        "(by default only https, ssh and git URLs)."
+        "(by default only https, ssh and git URLs).",
     ),
 ]
 JobMemoryOpt = Annotated[
     str | None,
     typer.Option(
+        metavar="SIZE",
         help="Memory limit for a job that asks for none, e.g. 4G (default: all the "
-        "memory this agent offers)."
+        "memory this agent offers).",
     ),
 ]
 JobDiskOpt = Annotated[
     str,
     typer.Option(
+        metavar="SIZE",
         help="The most a job's scratch directory may hold, whatever it asks; its "
-        "/tmp holds at most its memory limit."
+        "/tmp holds at most its memory limit.",
     ),
 ]
 KeepFailedOpt = Annotated[
     float,
     typer.Option(
-        min=0, help="Seconds a failed attempt's directory is kept to look into (0: none)."
+        min=0,
+        metavar="SECONDS",
+        help="Seconds a failed attempt's directory is kept to look into (0: none).",
     ),
 ]
 HostPathsOpt = Annotated[
     bool,
     typer.Option(
+        "--allow-host-paths",
         help="Run jobs that name a directory of this machine (working_dir), e.g. on a "
-        "shared filesystem. Only for pools whose users are all trusted with this host."
+        "shared filesystem. Only for pools whose users are all trusted with this host.",
     ),
 ]
 
@@ -186,6 +211,7 @@ def _sandbox_settings(
 def _offered(cpus: float | None, memory: str | None, gpus: str | None) -> Capacity:
     """What the agent offers: the machine's, less or more where the operator says."""
     from sandrun.agent import detect_capacity
+    from sandrun.models import Capacity
     from sandrun.spec.gpus import declared_gpus
 
     here = detect_capacity()

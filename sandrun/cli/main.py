@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from sandrun.cli import agentcmd, ops, render
-from sandrun.cli.follow import follow
+from sandrun.cli import agentcmd, ops, render, results
 from sandrun.cli.options import (
     CommandArg,
     CpusOpt,
@@ -35,9 +33,6 @@ from sandrun.cli.options import (
     UploadOpt,
     WorkdirOpt,
 )
-from sandrun.cli.specargs import build_spec, gpus_option, priority_option, repository_option
-from sandrun.client import Client, Job, connect
-from sandrun.client.verify import verify_result
 from sandrun.errors import (
     IllegalTransition,
     JobNotFoundError,
@@ -48,20 +43,46 @@ from sandrun.errors import (
 )
 from sandrun.states import JobState
 
+if TYPE_CHECKING:  # loaded where a command needs them: `sandrun --help` stays quick
+    from sandrun.client import Client, Job
+
 app = typer.Typer(
     name="sandrun",
     help="Run jobs — commands, scripts, YAML specs — with live logs, retries and outputs.",
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_enable=False,
 )
 
 
+def _version(given: bool) -> None:
+    if given:
+        from importlib.metadata import version
+
+        print(f"sandrun {version('sandrun')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Run jobs — commands, scripts, YAML specs — with live logs, retries and outputs."""
+
+
 def _client() -> Client:
+    from sandrun.client import connect
+
     return connect()
 
 
 def _submit(client: Client, command: list[str] | None, **kw: Any) -> Job:
+    from sandrun.cli.specargs import build_spec, gpus_option, priority_option, repository_option
+
     upload = kw.pop("upload")
     spec = build_spec(
         command,
@@ -156,6 +177,8 @@ def _run(client: Client, job: Job, json: bool) -> None:
         render.print_json(record)
         raise typer.Exit(render.exit_code_for(record))
     render.err.print(f"[dim]job {job.id} submitted[/dim]")
+    from sandrun.cli.follow import follow
+
     follow(client, job)
 
 
@@ -213,8 +236,10 @@ def instances(
         return
     if not found:
         render.err.print("no node offers such GPUs now")
+        return
+    print(f"{'INSTANCE':<24} {'PRICE':>10}  NODES")
     for i in found:
-        print(f"{i.name:<24} {i.price_per_hour:>8.2f}/h  {i.nodes} node(s)")
+        print(f"{i.name:<24} {i.price_per_hour:>8.2f}/h  {i.nodes}")
 
 
 @app.command()
@@ -303,60 +328,8 @@ def cancel(job_id: JobId, json: JsonOpt = False) -> None:
             render.err.print(f"job {job_id}: cancel requested; its processes are being stopped")
 
 
-@app.command()
-def outputs(
-    job_id: JobId,
-    download: Annotated[
-        Path | None, typer.Option(help="Write the outputs under this directory.")
-    ] = None,
-    json: JsonOpt = False,
-) -> None:
-    """List a job's collected outputs, or download them."""
-    with _client() as client:
-        job = client.get(job_id)
-        files = job.outputs
-        if download is not None:
-            written = job.download(download)
-            if not json:
-                for path in written:
-                    print(path)
-        if json:
-            render.print_json(files)
-        elif download is None:
-            if not files:
-                render.err.print(f"job {job_id} has no outputs")
-            for f in files:
-                print(f"{f.size:>12}  {f.digest[:12]}  {f.path}")
-
-
-@app.command()
-def verify(
-    job_id: JobId,
-    directory: Annotated[
-        Path | None,
-        typer.Option("--dir", help="Check the outputs downloaded here (default: the server's)."),
-    ] = None,
-    worker: Annotated[
-        str | None, typer.Option(help="Also require this worker id (an agent's public key).")
-    ] = None,
-    json: JsonOpt = False,
-) -> None:
-    """Check a job's result (exit code and outputs) against its agent's signature."""
-    with _client() as client:
-        verdict = verify_result(client, job_id, directory, worker)
-    if json:
-        render.print_json({**vars(verdict), "ok": verdict.ok})
-    elif verdict.ok:
-        print(
-            f"verified: job {verdict.job_id} attempt {verdict.attempt} (exit code "
-            f"{verdict.exit_code}, {verdict.outputs} outputs) signed by {verdict.worker_id}"
-        )
-    else:
-        for problem in verdict.problems:
-            render.err.print(f"[red]not verified:[/red] {problem}")
-    raise typer.Exit(0 if verdict.ok else 1)
-
-
+app.command()(results.outputs)
+app.command()(results.verify)
 app.command()(ops.nodes)
 app.command()(ops.server)
 app.command()(agentcmd.agent)

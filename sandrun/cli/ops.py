@@ -9,24 +9,28 @@ import typer
 
 from sandrun.cli import render
 from sandrun.cli.options import JsonOpt
-from sandrun.client import connect
 from sandrun.errors import ValidationError
-from sandrun.models import Role
+from sandrun.roles import Role
 
 
 def nodes(
     all_nodes: Annotated[
         bool, typer.Option("--all", "-a", help="Include agents that have stopped.")
     ] = False,
+    wide: Annotated[
+        bool, typer.Option("--wide", "-w", help="Also sandbox, labels, worker key and id.")
+    ] = False,
     json: JsonOpt = False,
 ) -> None:
     """List agents: state, capacity, running attempts, last heartbeat."""
+    from sandrun.client import connect
+
     with connect() as client:
         found = [n for n in client.nodes() if all_nodes or n.state != "stopped"]
         if json:
             render.print_json(found)
         elif found:
-            render.nodes_table(found)
+            render.nodes_table(found, wide)
         else:
             render.err.print("no nodes have registered")
 
@@ -83,8 +87,9 @@ ForwardedOpt = Annotated[
 ServerHostPathsOpt = Annotated[
     bool,
     typer.Option(
+        "--allow-host-paths",
         help="Accept jobs that name a directory of the node (working_dir), e.g. on a "
-        "shared filesystem; agents must allow it too. Only for trusted users."
+        "shared filesystem; agents must allow it too. Only for trusted users.",
     ),
 ]
 
@@ -239,6 +244,8 @@ def gc(
     except ValueError as exc:
         raise ValidationError(f"--older-than: {exc}", field="older_than") from None
     if db is None:  # the local store, or the server at $SANDRUN_URL (admins)
+        from sandrun.client import connect
+
         with connect() as client:
             report = client.collect_garbage(age, purge_jobs=purge_jobs)
     else:

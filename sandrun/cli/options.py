@@ -8,56 +8,90 @@ from typing import Annotated
 import typer
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
-JobId = Annotated[str, typer.Argument(help="The job's id.", show_default=False)]
+JobId = Annotated[str, typer.Argument(metavar="JOB_ID", help="The job's id.", show_default=False)]
 
 
 # Options shared by `run` and `submit`.
 CommandArg = Annotated[
-    list[str] | None, typer.Argument(help="The command and its arguments, after --.")
+    list[str] | None,
+    typer.Argument(metavar="COMMAND...", help="The command and its arguments, after --."),
 ]
 FileOpt = Annotated[
-    Path | None, typer.Option("--file", "-f", help="A YAML job spec.", dir_okay=False)
+    Path | None,
+    typer.Option("--file", "-f", metavar="FILE", help="A YAML job spec.", dir_okay=False),
 ]
-ShellOpt = Annotated[str | None, typer.Option(help="A shell command line, run by /bin/sh -c.")]
-NameOpt = Annotated[str | None, typer.Option(help="A name: letters, digits, - and _.")]
+ShellOpt = Annotated[
+    str | None, typer.Option(metavar="LINE", help="A shell command line, run by /bin/sh -c.")
+]
+NameOpt = Annotated[
+    str | None, typer.Option(metavar="NAME", help="A name: letters, digits, - and _.")
+]
 EnvOpt = Annotated[
     list[str] | None,
-    typer.Option("--env", "-e", help="KEY=VALUE, or KEY to copy it from here. Repeatable."),
+    typer.Option(
+        "--env",
+        "-e",
+        metavar="KEY[=VALUE]",
+        help="KEY=VALUE, or KEY to copy it from here. Repeatable.",
+    ),
 ]
-CpusOpt = Annotated[float | None, typer.Option(help="CPUs to reserve (default 1).")]
-MemoryOpt = Annotated[str | None, typer.Option(help="Memory to reserve, e.g. 512MB, 8GB.")]
-TimeoutOpt = Annotated[str | None, typer.Option(help="Wall-clock limit, e.g. 90, 30m, 2h.")]
-RetriesOpt = Annotated[int | None, typer.Option(help="Retries after a failed attempt.")]
+CpusOpt = Annotated[float | None, typer.Option(metavar="N", help="CPUs to reserve (default 1).")]
+MemoryOpt = Annotated[
+    str | None, typer.Option(metavar="SIZE", help="Memory to reserve, e.g. 512MB, 8GB.")
+]
+TimeoutOpt = Annotated[
+    str | None, typer.Option(metavar="DURATION", help="Wall-clock limit, e.g. 90, 30m, 2h.")
+]
+RetriesOpt = Annotated[
+    int | None, typer.Option(metavar="N", help="Retries after a failed attempt.")
+]
 OutputOpt = Annotated[
-    list[str] | None, typer.Option("--output", "-o", help="Glob of files to keep. Repeatable.")
+    list[str] | None,
+    typer.Option("--output", "-o", metavar="GLOB", help="Glob of files to keep. Repeatable."),
 ]
-LabelOpt = Annotated[list[str] | None, typer.Option("--label", "-l", help="KEY=VALUE.")]
+LabelOpt = Annotated[
+    list[str] | None,
+    typer.Option("--label", "-l", metavar="KEY=VALUE", help="A label. Repeatable."),
+]
 GpusOpt = Annotated[
     str | None,
     typer.Option(
         "--gpus",
+        metavar="GPUS",
         help="GPUs: a count (2), a model (a100), both (4xa100), or models to choose from "
         "(2xa100,h100).",
     ),
 ]
 MinGpuMemoryOpt = Annotated[
-    float | None, typer.Option(help="Each GPU with at least this many GB (any model by default).")
+    float | None,
+    typer.Option(metavar="GB", help="Each GPU with at least this many GB (any model by default)."),
 ]
 RequireOpt = Annotated[
     list[str] | None,
-    typer.Option("--require", help="Run only on nodes with this label, KEY=VALUE. Repeatable."),
+    typer.Option(
+        "--require",
+        metavar="KEY=VALUE",
+        help="Run only on nodes with this label, KEY=VALUE. Repeatable.",
+    ),
 ]
-PriorityOpt = Annotated[str | None, typer.Option(help="low, normal, high or an integer.")]
+PriorityOpt = Annotated[
+    str | None, typer.Option(metavar="PRIORITY", help="low, normal, high or an integer.")
+]
 NetworkOpt = Annotated[
     bool | None,
     typer.Option("--network", help="Let the job reach the network (default: off)."),
 ]
 RepoOpt = Annotated[
     str | None,
-    typer.Option("--repo", help="A git repository to check out and run in (URL, or file://)."),
+    typer.Option(
+        "--repo", metavar="URL", help="A git repository to check out and run in (URL, or file://)."
+    ),
 ]
 RefOpt = Annotated[
-    str | None, typer.Option("--ref", help="The branch, tag or commit of --repo (default main).")
+    str | None,
+    typer.Option(
+        "--ref", metavar="REF", help="The branch, tag or commit of --repo (default main)."
+    ),
 ]
 UploadOpt = Annotated[
     bool | None,
@@ -68,5 +102,5 @@ UploadOpt = Annotated[
     ),
 ]
 WorkdirOpt = Annotated[
-    Path | None, typer.Option(help="Directory to run in (default: the current one).")
+    Path | None, typer.Option(metavar="DIR", help="Directory to run in (default: the current one).")
 ]

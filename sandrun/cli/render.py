@@ -5,16 +5,18 @@ from __future__ import annotations
 import json
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
 
 from sandrun.errors import SandrunError
-from sandrun.models import Attempt, Capacity, JobRecord, NodeInfo, TokenInfo
-from sandrun.spec import format_duration
 from sandrun.states import FailureReason, JobState
+
+if TYPE_CHECKING:  # the models are only named here: `sandrun --help` need not load them
+    from pydantic import BaseModel
+
+    from sandrun.models import Attempt, Capacity, JobRecord, NodeInfo, TokenInfo
 
 # Piped output is never cut to a guessed terminal width: scripts read it whole.
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 10_000)
@@ -30,7 +32,15 @@ STATE_STYLE = {
 }
 
 
+def format_duration(seconds: float) -> str:
+    from sandrun.spec.units import format_duration as formatted  # the spec loads pydantic
+
+    return formatted(seconds)
+
+
 def print_json(value: BaseModel | list[Any] | dict[str, Any]) -> None:
+    from pydantic import BaseModel
+
     def plain(v: Any) -> Any:
         return v.model_dump(mode="json") if isinstance(v, BaseModel) else v
 
@@ -157,12 +167,12 @@ def _gpus(node: NodeInfo) -> str:
 def _free(node: NodeInfo) -> str:
     c = node.capacity
     parts = [
-        f"{c.cpus - node.used_cpus:g} CPUs",
-        f"{(c.memory_mb - node.used_memory_mb) / 1024:.1f} GiB",
+        f"{c.cpus - node.used_cpus:g} CPU",
+        f"{(c.memory_mb - node.used_memory_mb) / 1024:.1f}G",
     ]
     if c.gpus:
-        parts.append(f"{c.gpus - node.used_gpus} GPUs")
-    return ", ".join(parts)
+        parts.append(f"{c.gpus - node.used_gpus} GPU")
+    return " ".join(parts)
 
 
 def _key(node: NodeInfo) -> str:
@@ -183,22 +193,13 @@ def tokens_table(tokens: list[TokenInfo]) -> None:
     out.print(table)
 
 
-def nodes_table(nodes: list[NodeInfo]) -> None:
+NODE_COLUMNS = ("NAME", "STATE", "CPUS", "MEMORY", "GPUS", "FREE", "RUNNING", "HEARTBEAT")
+WIDE_COLUMNS = ("SANDBOX", "LABELS", "KEY", "ID")  # with --wide: past 80 columns
+
+
+def nodes_table(nodes: list[NodeInfo], wide: bool = False) -> None:
     table = Table(box=None, header_style="bold")
-    columns = (
-        "NAME",
-        "STATE",
-        "CPUS",
-        "MEMORY",
-        "GPUS",
-        "FREE",
-        "RUNNING",
-        "HEARTBEAT",
-        "SANDBOX",
-        "LABELS",
-        "KEY",
-        "ID",
-    )
+    columns = NODE_COLUMNS + (WIDE_COLUMNS if wide else ())
     for column in columns:
         table.add_column(column, no_wrap=column == "ID")
     weak = []
@@ -206,20 +207,20 @@ def nodes_table(nodes: list[NodeInfo]) -> None:
         style = {"active": "green", "draining": "yellow", "lost": "red", "stopped": "dim"}.get(
             n.state, ""
         )
-        table.add_row(
+        row = [
             n.name,
             f"[{style}]{n.state}[/]" if style else n.state,
             f"{n.used_cpus:g}/{n.capacity.cpus:g}",
-            f"{n.used_memory_mb / 1024:.1f}/{n.capacity.memory_mb / 1024:.1f} GiB",
+            f"{n.used_memory_mb / 1024:.1f}/{n.capacity.memory_mb / 1024:.0f}G",
             _gpus(n),
             _free(n),
             str(n.running),
             ago(n.heartbeat_at),
-            _sandbox(n),
-            ",".join(f"{k}={v}" for k, v in n.labels.items()),
-            _key(n),
-            n.id,
-        )
+        ]
+        if wide:
+            labels = ",".join(f"{k}={v}" for k, v in n.labels.items())
+            row += [_sandbox(n), labels, _key(n), n.id]
+        table.add_row(*row)
         loose = [k for k, v in (n.sandbox.limits if n.sandbox else {}).items() if "not" in v]
         if loose and n.state != "stopped":
             weak.append(f"{n.name}: not enforced: {', '.join(loose)}")

@@ -1,13 +1,36 @@
-"""The SDK: `connect()`, the Client, Job handles, the builder, remote functions."""
+"""The SDK: `connect()`, the Client, Job handles, the builder, remote functions.
+
+Each name loads its module when first used, so a command that needs one part (the CLI's
+`status`, say) does not pay for the others (asyncio, the HTTP client, the embedded store).
+"""
 
 from __future__ import annotations
 
-from sandrun.client.aio import AsyncClient, AsyncJob, connect_async
-from sandrun.client.builder import JobBuilder
-from sandrun.client.client import Client, connect
-from sandrun.client.functions import App, Function, FunctionCall, invoke
-from sandrun.client.job import Job
-from sandrun.client.task import TaskConfig
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sandrun.client.aio import AsyncClient, AsyncJob, connect_async
+    from sandrun.client.builder import JobBuilder
+    from sandrun.client.client import Client, connect
+    from sandrun.client.functions import App, Function, FunctionCall, invoke
+    from sandrun.client.job import Job
+    from sandrun.client.task import TaskConfig
+
+_WHERE = {
+    "AsyncClient": "aio",
+    "AsyncJob": "aio",
+    "connect_async": "aio",
+    "JobBuilder": "builder",
+    "Client": "client",
+    "connect": "client",
+    "App": "functions",
+    "Function": "functions",
+    "FunctionCall": "functions",
+    "invoke": "functions",
+    "Job": "job",
+    "TaskConfig": "task",
+}
 
 __all__ = [
     "App",
@@ -23,3 +46,9 @@ __all__ = [
     "connect_async",
     "invoke",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'sandrun.client' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"sandrun.client.{_WHERE[name]}"), name)

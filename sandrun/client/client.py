@@ -12,8 +12,6 @@ from typing import Any
 from sandrun.client.builder import JobBuilder
 from sandrun.client.calls import call_fields, merge_call
 from sandrun.client.job import Job, log_chunks
-from sandrun.client.local import EmbeddedTransport
-from sandrun.client.remote import HttpTransport
 from sandrun.client.task import to_spec
 from sandrun.client.transport import Transport
 from sandrun.client.upload import list_files, make_bundle
@@ -30,7 +28,11 @@ def connect(
     embedded: SQLite under `home` and a local agent. The API is the same either way."""
     url = url or os.environ.get("SANDRUN_URL")
     if url:
+        from sandrun.client.remote import HttpTransport  # only what this mode needs
+
         return Client(HttpTransport(url, token or os.environ.get("SANDRUN_TOKEN")))
+    from sandrun.client.local import EmbeddedTransport
+
     return Client(EmbeddedTransport(Home.resolve(home)))
 
 

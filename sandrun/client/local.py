@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 
-from sandrun.agent import detect_capacity
 from sandrun.embedded import ensure_agent, open_service
 from sandrun.errors import ResourceNotAvailableError
 from sandrun.home import Home
@@ -149,6 +148,8 @@ class EmbeddedTransport:
 
 def _check_fits_here(spec: JobSpec) -> None:
     """Embedded jobs run on this machine: refuse one that could never fit it."""
+    from sandrun.agent.capacity import detect_capacity  # not the agent itself: just this
+
     here = detect_capacity()
     if not fits(spec, here, labels={}):  # the local node has no labels
         field = next(

@@ -9,7 +9,8 @@ from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
 
 from sandrun.errors import AuthenticationError, Forbidden
-from sandrun.models import ErrorBody, Principal, Role
+from sandrun.models import ErrorBody, Principal
+from sandrun.roles import Role
 from sandrun.service import Service
 
 # With auth off (a loopback-only server), every caller is this admin.

@@ -24,7 +24,7 @@ from starlette.websockets import WebSocketDisconnect
 
 import sandrun
 from sandrun.errors import AuthenticationError, OverQuota, PublicApiOff, SandrunError
-from sandrun.models import Role
+from sandrun.roles import Role
 from sandrun.server.auth import principal
 from sandrun.server.params import JobId, Text
 from sandrun.server.public_shapes import STATES, file_entry, mime_type, status_of

@@ -32,9 +32,9 @@ from sandrun.models import (
     NodeInfo,
     OutputFile,
     Principal,
-    Role,
     TokenInfo,
 )
+from sandrun.roles import Role
 from sandrun.service import admission, placement, retention
 from sandrun.service.agents import AgentCalls
 from sandrun.spec import JobSpec, parse_spec

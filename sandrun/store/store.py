@@ -26,10 +26,10 @@ from sandrun.models import (
     NodeInfo,
     OutputFile,
     Principal,
-    Role,
     SandboxReport,
     TokenInfo,
 )
+from sandrun.roles import Role
 from sandrun.states import (
     JobState,
 )

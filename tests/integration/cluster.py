@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 
 from sandrun.client import Client, connect
-from sandrun.models import Role
+from sandrun.roles import Role
 from sandrun.server import open_server_service
 from tests.helpers import wait_for
 

@@ -19,7 +19,7 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi import checks
 from starlette.types import Receive, Scope, Send
 
-from sandrun.models import Role
+from sandrun.roles import Role
 from sandrun.server import open_server_service
 from sandrun.server.app import create_app
 

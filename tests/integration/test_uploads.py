@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from sandrun.artifacts import LocalArtifactStore
-from sandrun.models import Role
+from sandrun.roles import Role
 from sandrun.server import uploads
 from sandrun.server.app import create_app
 from sandrun.service import Service, manifest
