@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from sandrun.cli import agentcmd, ops, render, results
+from sandrun.cli import agentcmd, doctor, ops, render, results
 from sandrun.cli.options import (
     CommandArg,
     CpusOpt,
@@ -334,6 +334,7 @@ app.command()(ops.nodes)
 app.command()(ops.server)
 app.command()(agentcmd.agent)
 app.command()(ops.gc)
+app.command()(doctor.doctor)
 app.add_typer(ops.token_app, name="token")
 app.add_typer(ops.db_app, name="db")
 

@@ -108,6 +108,13 @@ def server(
     policy: PolicyOpt = None,
     forwarded_allow_ips: ForwardedOpt = "",
     allow_host_paths: ServerHostPathsOpt = False,
+    dev: Annotated[
+        bool,
+        typer.Option(
+            "--dev",
+            help="To try it: also print tokens and start one agent here (loopback only).",
+        ),
+    ] = False,
 ) -> None:
     """Serve the HTTP API (under /v1, and the public API at the root) for agents, the
     CLI, the SDK and public clients."""
@@ -133,7 +140,12 @@ def server(
         forwarded_allow_ips=forwarded_allow_ips,
         host_paths=allow_host_paths,
     )
-    run_server(settings)
+    if dev:
+        from sandrun.cli.devserver import run_dev_server
+
+        run_dev_server(settings)
+    else:
+        run_server(settings)
 
 
 def _server_db(db: str | None) -> str:

@@ -193,8 +193,9 @@ def tokens_table(tokens: list[TokenInfo]) -> None:
     out.print(table)
 
 
-NODE_COLUMNS = ("NAME", "STATE", "CPUS", "MEMORY", "GPUS", "FREE", "RUNNING", "HEARTBEAT")
-WIDE_COLUMNS = ("SANDBOX", "LABELS", "KEY", "ID")  # with --wide: past 80 columns
+# Used/capacity fits an 80-column terminal; the rest comes with --wide.
+NODE_COLUMNS = ("NAME", "STATE", "CPUS", "MEMORY", "GPUS", "RUNNING", "HEARTBEAT")
+WIDE_COLUMNS = ("FREE", "SANDBOX", "LABELS", "KEY", "ID")
 
 
 def nodes_table(nodes: list[NodeInfo], wide: bool = False) -> None:
@@ -213,13 +214,12 @@ def nodes_table(nodes: list[NodeInfo], wide: bool = False) -> None:
             f"{n.used_cpus:g}/{n.capacity.cpus:g}",
             f"{n.used_memory_mb / 1024:.1f}/{n.capacity.memory_mb / 1024:.0f}G",
             _gpus(n),
-            _free(n),
             str(n.running),
             ago(n.heartbeat_at),
         ]
         if wide:
             labels = ",".join(f"{k}={v}" for k, v in n.labels.items())
-            row += [_sandbox(n), labels, _key(n), n.id]
+            row += [_free(n), _sandbox(n), labels, _key(n), n.id]
         table.add_row(*row)
         loose = [k for k, v in (n.sandbox.limits if n.sandbox else {}).items() if "not" in v]
         if loose and n.state != "stopped":

@@ -8,6 +8,7 @@ import logging
 import re
 import socket
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -106,8 +107,9 @@ class ServerSettings:
     host_paths: bool = False  # accept jobs that name a directory of the node
 
 
-def run_server(settings: ServerSettings) -> None:
-    """Serve until interrupted. Without auth, only a loopback address is allowed."""
+def run_server(settings: ServerSettings, ready: Callable[[], None] | None = None) -> None:
+    """Serve until interrupted. Without auth, only a loopback address is allowed.
+    `ready` is called once the port is bound."""
     s = settings
     if not s.auth and not is_loopback(s.host):
         raise ValidationError(
@@ -141,6 +143,8 @@ def run_server(settings: ServerSettings) -> None:
             file=sys.stderr,
             flush=True,
         )
+        if ready is not None:
+            ready()
         uvicorn.Server(config).run(sockets=[listening])
     finally:
         service.close()

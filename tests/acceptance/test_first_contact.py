@@ -11,6 +11,7 @@ import subprocess
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
 from sandrun.client import connect
@@ -168,3 +169,111 @@ def test_token_create_says_which_database_holds_the_token(cli: Cli, tmp_path: Pa
     assert proc.returncode == 0, proc.stderr
     assert len(proc.stdout.strip()) > 20  # the secret, alone on stdout
     assert f"agent token for 'ci' stored in {db}" in proc.stderr
+
+
+def test_doctor_says_what_this_machine_enforces(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SANDRUN_DB", raising=False)
+    monkeypatch.delenv("SANDRUN_URL", raising=False)
+    proc = cli("doctor", "--json")
+    checks = {c["name"]: c for c in json.loads(proc.stdout)}
+    assert {"sandbox", "cgroups", "seccomp", "gpus", "disk"} <= set(checks)
+    # This machine kind has bubblewrap (scripts/test installs it) and runs the tests as root.
+    assert checks["sandbox"]["ok"] and checks["sandbox"]["found"].startswith("bwrap")
+    assert proc.returncode == (0 if all(c["ok"] for c in checks.values()) else 1)
+    plain = cli("doctor")
+    assert "sandbox" in plain.stdout and "gpus" in plain.stdout
+
+
+def test_doctor_says_an_unreachable_database_needs_fixing(cli: Cli) -> None:
+    unreachable = "postgresql://nobody@127.0.0.1:1/none"
+    proc = cli("doctor", "--db", unreachable)
+    assert proc.returncode == 1
+    assert "fix" in proc.stdout and "database" in proc.stdout and "127.0.0.1:1" in proc.stdout
+
+
+def test_a_dev_server_runs_a_job_with_the_lines_it_prints(tmp_path: Path) -> None:
+    port = _free_port()
+    env = {**os.environ, "SANDRUN_HOME": str(tmp_path / "home")}
+    env.pop("SANDRUN_URL", None)
+    env.pop("SANDRUN_DB", None)
+    server = subprocess.Popen(
+        [SANDRUN, "server", "--dev", "--port", str(port)],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
+    try:
+        assert server.stderr is not None
+        exports = ""
+        while "export SANDRUN_URL" not in exports:
+            line = server.stderr.readline()
+            assert line, "the dev server ended before printing its tokens"
+            exports = line if "export" in line else exports
+        pairs = dict(p.split("=", 1) for p in exports.split()[1:])
+        user_env = {**env, **pairs}
+        ran = subprocess.run(
+            [SANDRUN, "run", "--", "echo", "hello"],
+            capture_output=True,
+            text=True,
+            env=user_env,
+            cwd=tmp_path,
+            timeout=60,
+        )
+        assert ran.returncode == 0, ran.stderr
+        assert ran.stdout == "hello\n"
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.communicate(timeout=60)
+    agents = [p for p in _processes() if "dev-agent" in " ".join(p)]
+    assert agents == []  # the agent went with the server
+
+
+def test_a_dev_server_refuses_to_print_tokens_beyond_loopback(cli: Cli) -> None:
+    proc = cli("server", "--dev", "--host", "0.0.0.0", timeout=30)
+    assert proc.returncode == 2
+    assert "--dev serves loopback only" in proc.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _processes() -> list[list[str]]:
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        if proc.info["cmdline"]:
+            found.append(list(proc.info["cmdline"]))
+    return found
+
+
+def test_cli_basics_version_completion_and_table_headers(cli: Cli) -> None:
+    version = cli("--version")
+    assert version.returncode == 0 and version.stdout.startswith("sandrun ")
+    assert "--install-completion" in cli("--help").stdout
+    ran = cli("run", "-o", "out.txt", "--", "sh", "-c", "echo hi > out.txt")
+    assert ran.returncode == 0, ran.stderr
+    [job] = as_json(cli("jobs", "--json"))
+    listing = cli("outputs", job["id"]).stdout.splitlines()
+    assert listing[0].split() == ["SIZE", "SHA256", "PATH"] and listing[1].endswith("out.txt")
+    run_help, agent_help = cli("run", "--help").stdout, cli("agent", "--help").stdout
+    assert "KEY=VALUE" in run_help and "--env" in run_help
+    assert run_help.count("<list[str]>") == 1  # the command's own arguments, typer's label
+    assert "--no-allow-local-repos" not in agent_help and "SECONDS" in agent_help
+
+
+def test_nodes_fits_80_columns_and_says_more_with_wide(cluster: Cluster, tmp_path: Path) -> None:
+    cluster.start_agent("gpu-box-01", extra=("--gpus", "2xa100-80gb", "--label", "zone=east"))
+    wait_for(lambda: len(cluster.nodes()) == 1, timeout=30, what="the agent to register")
+    env = {**_remote_env(cluster), "SANDRUN_TOKEN": cluster.tokens["admin"]}
+
+    def nodes(*flags: str) -> str:
+        return subprocess.run(
+            [SANDRUN, "nodes", *flags], capture_output=True, text=True, env=env, timeout=60
+        ).stdout
+
+    narrow = nodes()
+    assert "gpu-box-01" in narrow and max(len(line) for line in narrow.splitlines()) <= 80
+    assert "zone=east" not in narrow and "zone=east" in nodes("--wide")

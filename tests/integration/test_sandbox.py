@@ -436,7 +436,7 @@ def test_the_node_reports_what_it_enforces(agent: Boxed) -> None:
     if os.geteuid() == 0:
         assert node.sandbox.job_user == "per-attempt uid"
     env = {**os.environ, "SANDRUN_URL": agent.url, "SANDRUN_TOKEN": agent.tokens["admin"]}
-    listed = subprocess.run([SANDRUN, "nodes"], capture_output=True, text=True, env=env)
+    listed = subprocess.run([SANDRUN, "nodes", "--wide"], capture_output=True, text=True, env=env)
     assert listed.returncode == 0
     row = next(line for line in listed.stdout.splitlines() if line.split()[:1] == ["box"])
     assert agent.kind in row

@@ -78,9 +78,11 @@ def test_a_big_gpu_job_is_not_starved_by_small_ones(pool: Cluster) -> None:
         (gpus,) = pool.nodes()
         assert (gpus.running, gpus.used_gpus, gpus.used_cpus) == (1, 1, 1)
         env = {**os.environ, "SANDRUN_URL": pool.url, "SANDRUN_TOKEN": pool.tokens["admin"]}
-        listed = subprocess.run([SANDRUN, "nodes"], capture_output=True, text=True, env=env)
+        listed = subprocess.run(
+            [SANDRUN, "nodes", "--wide"], capture_output=True, text=True, env=env
+        )
         assert "1/8" in listed.stdout and "1/2xa100 80GB" in listed.stdout
-        assert "7 CPUs" in listed.stdout and "1 GPUs" in listed.stdout  # free
+        assert "7 CPU" in listed.stdout and "1 GPU" in listed.stdout  # free
         big = alice.run("echo $CUDA_VISIBLE_DEVICES", name="big", gpus="2xa100", upload_code=False)
         small = [_submit(alice, f"small{i}", gpus="a100") for i in range(3)]
         wait_for(
