@@ -6,8 +6,9 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, WithJsonSchema
+from pydantic import BeforeValidator, ValidationInfo, WithJsonSchema
 
+from sandrun.spec.base import is_stored
 from sandrun.spec.units import (
     DURATION_PATTERN,
     MAX_MEMORY_MB,
@@ -64,9 +65,15 @@ Duration = Annotated[
         }
     ),
 ]
+
+
+def _memory_mb(value: object, info: ValidationInfo) -> int:
+    return parse_memory_mb(value, capped=not is_stored(info))
+
+
 MemoryMB = Annotated[
     int,
-    BeforeValidator(parse_memory_mb),
+    BeforeValidator(_memory_mb),
     WithJsonSchema(
         {
             "anyOf": [

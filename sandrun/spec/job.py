@@ -18,12 +18,13 @@ from pydantic import (
     Field,
     PlainSerializer,
     StrictBool,
+    ValidationInfo,
     WithJsonSchema,
     field_validator,
     model_validator,
 )
 
-from sandrun.spec.base import Strict
+from sandrun.spec.base import Strict, is_stored
 from sandrun.spec.execsize import check_exec_size
 from sandrun.spec.fields import (
     ENV_KEY_RE,
@@ -295,7 +296,7 @@ class JobSpec(Strict):
         return value
 
     @model_validator(mode="after")
-    def _one_program(self) -> JobSpec:
+    def _one_program(self, info: ValidationInfo) -> JobSpec:
         given = [f for f in ("command", "shell", "script") if getattr(self, f) is not None]
         if len(given) != 1:
             what = "none" if not given else " and ".join(given)
@@ -313,7 +314,8 @@ class JobSpec(Strict):
                 )
         # Raised as InvalidSpec, not ValueError: pydantic passes it on, field named.
         program = "command" if self.command is not None else "shell" if self.shell else "script"
-        check_exec_size(self.argv(script_path="script"), self.env, program)
+        if not is_stored(info):
+            check_exec_size(self.argv(script_path="script"), self.env, program)
         return self
 
     @property

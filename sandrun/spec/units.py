@@ -59,8 +59,9 @@ _DURATION_PART = re.compile(rf"({_POSITIVE})\s*([sSmMhHdD])")
 _NUMBER_RE = re.compile(rf"^\s*({_POSITIVE})\s*$")
 
 
-def parse_memory_mb(value: object) -> int:
-    """MiB from an integer (already MiB) or a string such as "512MB", "8GB", "1.5GiB".
+def parse_memory_mb(value: object, capped: bool = True) -> int:
+    """MiB from an integer (already MiB) or a string such as "512MB", "8GB", "1.5GiB"; at
+    most MAX_MEMORY_MB unless not `capped` (a spec read back from the store).
 
     A bare number in a string is bytes ("1048576" is 1 MiB), as in Kubernetes.
     """
@@ -69,11 +70,11 @@ def parse_memory_mb(value: object) -> int:
     if isinstance(value, int) and not isinstance(value, bool):
         if value <= 0:
             raise ValueError("memory must be greater than zero")
-        if value > MAX_MEMORY_MB:
+        if capped and value > MAX_MEMORY_MB:
             raise ValueError(f"{value} MiB is more than any machine has (at most 2**50)")
         return value
     match = _MEMORY_RE.match(value) if isinstance(value, str) else None
-    if isinstance(value, str) and match and not re.fullmatch(MEMORY_PATTERN, value):
+    if capped and isinstance(value, str) and match and not re.fullmatch(MEMORY_PATTERN, value):
         raise ValueError(f"size {value!r} is more than any machine has")
     if not match:
         raise ValueError(

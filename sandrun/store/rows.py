@@ -6,6 +6,7 @@ import functools
 
 from sandrun.models import Attempt, JobRecord, Usage
 from sandrun.spec import JobSpec
+from sandrun.spec.base import STORED
 from sandrun.states import AttemptState, JobState
 from sandrun.store.database import Row
 
@@ -13,29 +14,35 @@ _SPEC_CACHED_BELOW = 4096  # bytes of JSON: a cached spec is a small one
 
 
 def job_from(row: Row) -> JobRecord:
-    return JobRecord(
-        id=row["id"],
-        name=row["name"],
-        owner=row["owner"],
-        state=JobState(row["state"]),
-        spec=_spec(row["spec"]) if len(row["spec"]) < _SPEC_CACHED_BELOW else _parse(row["spec"]),
-        priority=row["priority"],
-        attempts=row["attempts"],
-        exit_code=row["exit_code"],
-        failure_reason=row["failure_reason"],
-        message=row["message"],
-        cancel_requested=bool(row["cancel_requested"]),
-        not_before=row["not_before"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        finished_at=row["finished_at"],
-        retries_used=row["retries_used"],
-        infra_retries=row["infra_retries"],
+    # The stored context also reaches the spec, which the record validates again.
+    return JobRecord.model_validate(
+        dict(
+            id=row["id"],
+            name=row["name"],
+            owner=row["owner"],
+            state=JobState(row["state"]),
+            spec=_spec(row["spec"])
+            if len(row["spec"]) < _SPEC_CACHED_BELOW
+            else _parse(row["spec"]),
+            priority=row["priority"],
+            attempts=row["attempts"],
+            exit_code=row["exit_code"],
+            failure_reason=row["failure_reason"],
+            message=row["message"],
+            cancel_requested=bool(row["cancel_requested"]),
+            not_before=row["not_before"],
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+            finished_at=row["finished_at"],
+            retries_used=row["retries_used"],
+            infra_retries=row["infra_retries"],
+        ),
+        context=STORED,
     )
 
 
 def _parse(text: str) -> JobSpec:
-    return JobSpec.model_validate_json(text)
+    return JobSpec.model_validate_json(text, context=STORED)
 
 
 # A job's row is read several times in its life (claim, start, end), and many jobs share a

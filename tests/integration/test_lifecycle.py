@@ -6,6 +6,7 @@ import itertools
 import os
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +16,10 @@ from sandrun.client import connect
 from sandrun.embedded import LocalAgent
 from sandrun.errors import ServerUnreachable
 from sandrun.home import Home
-from sandrun.models import Capacity, Claim
+from sandrun.models import Capacity, Claim, JobRecord
 from sandrun.service import Service
+from sandrun.spec import JobSpec
+from sandrun.spec.base import STORED
 from sandrun.states import AttemptState, FailureReason, JobState
 from tests.helpers import wait_for
 from tests.integration.conftest import Local
@@ -212,3 +215,28 @@ def test_an_agent_gives_back_a_claim_whose_reply_it_never_got(home: Home) -> Non
     assert (job.record.retries_used, job.record.infra_retries) == (0, 0)
     assert [a.state for a in attempts] == [AttemptState.LOST, AttemptState.COMPLETED]
     assert attempts[0].message == "handed back unstarted: node local never received the claim"
+
+
+def test_a_job_the_kernel_cannot_exec_fails_once_as_a_spawn_error(home: Home) -> None:
+    """Submit refuses such a job; one stored before that rule fails as the job's own
+    spawn error, not as an internal fault retried on every node."""
+    agent = LocalAgent(home, idle_exit=None, kill_grace=0.5)
+    thread = threading.Thread(target=agent.run, daemon=True)
+    thread.start()
+    try:
+        env = {"BIG": "x" * (200 << 10)}  # past the kernel's 128 KiB for one variable
+        spec = JobSpec.model_validate({"shell": "true", "env": env}, context=STORED)
+        plain = JobRecord.submitted(JobSpec(shell="true"), "local", time.time())
+        record = plain.model_copy(update={"spec": spec})  # as stored before the rule
+        agent.service.store.insert_job(record)
+        agent.waker.wake("submitted")
+        with connect(home=home.root) as client:
+            job = client.get(record.id).wait(60)
+            attempts = job.attempts
+    finally:
+        agent.stop()
+        thread.join(30)
+    assert job.record.state is JobState.FAILED
+    assert job.record.infra_retries == 0 and len(attempts) == 1
+    assert attempts[0].failure_reason is FailureReason.SPAWN_ERROR
+    assert "too large" in (attempts[0].message or "")
