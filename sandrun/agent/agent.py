@@ -200,7 +200,10 @@ class Agent:
         assert self.node_id is not None
         key = AttemptKey(job_id=claim.job.id, attempt=claim.attempt)
         try:
-            self.control.hand_back(self.node_id, [key], "stopping")
+            if not self.control.hand_back(self.node_id, [key], "stopping"):
+                # An older server has no hand-back: end it as lost, retried elsewhere.
+                lost = AttemptResult(failure_reason=FailureReason.NODE_LOST, message="handed back")
+                self.control.complete(claim.ref, self._sign(claim, lost))
         except SandrunError as exc:
             log.warning("could not hand back: %s (its lease will expire)", exc)
 

@@ -155,6 +155,8 @@ class HttpControlPlane:
         self, node: str, attempts: list[AttemptKey], reason: HandBackReason
     ) -> list[AttemptKey]:
         # One try: an attempt not given back waits out its lease instead.
+        if "hand-back" not in self.features:  # an older server: nothing is given back
+            return []
         body = HandBackRequest(node=node, attempts=attempts, reason=reason)
         data = self._post("/v1/agent/hand-back", body)
         return TypeAdapter(list[AttemptKey]).validate_python(data)

@@ -49,7 +49,9 @@ def register(body: RegisterRequest, service: ServiceDep) -> RegisterReply:
         key_proof=body.key_proof,
     )
     return RegisterReply(
-        node_id=node_id, lease_seconds=service.lease_seconds, features=["complete-and-claim"]
+        node_id=node_id,
+        lease_seconds=service.lease_seconds,
+        features=["complete-and-claim", "hand-back"],
     )
 
 

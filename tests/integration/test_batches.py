@@ -12,7 +12,7 @@ from sandrun.agent.remote import HttpControlPlane
 from sandrun.artifacts import LocalArtifactStore
 from sandrun.client.aio import AsyncClient
 from sandrun.errors import TimeoutError
-from sandrun.models import AttemptResult, Capacity
+from sandrun.models import AttemptKey, AttemptResult, Capacity
 from sandrun.states import JobState
 from tests.integration.cluster import Cluster
 from tests.integration.conftest import Local
@@ -52,8 +52,8 @@ def test_an_agent_talking_to_an_older_server_reports_and_claims_separately(
     )
     try:
         node = control.register_node("old-style", Capacity(cpus=1, memory_mb=1024))
-        assert "complete-and-claim" in control.features
-        control.features.clear()  # as a server from before the feature would register it
+        assert {"complete-and-claim", "hand-back"} <= control.features
+        control.features.clear()  # as a server from before the features would register it
         with cluster.client() as client:
             first, second = client.submit_many([{"command": ["true"]}] * 2)
             claim = control.claim(node, Capacity(cpus=1, memory_mb=0))
@@ -65,6 +65,12 @@ def test_an_agent_talking_to_an_older_server_reports_and_claims_separately(
             )
             assert done.state is JobState.COMPLETED and following is None
             assert second.refresh().status is JobState.PENDING
+            # No hand-back route there: nothing is sent (the agent ends such a claim as lost).
+            held = control.claim(node, Capacity(cpus=1, memory_mb=0))
+            assert held is not None
+            key = AttemptKey(job_id=held.job.id, attempt=held.attempt)
+            assert control.hand_back(node, [key], "stopping") == []
+            assert second.refresh().status is JobState.SCHEDULED
     finally:
         control.api.close()
 
