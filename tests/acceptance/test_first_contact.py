@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import pty
+import select
 import signal
 import socket
 import subprocess
@@ -277,3 +279,31 @@ def test_nodes_fits_80_columns_and_says_more_with_wide(cluster: Cluster, tmp_pat
     narrow = nodes()
     assert "gpu-box-01" in narrow and max(len(line) for line in narrow.splitlines()) <= 80
     assert "zone=east" not in narrow and "zone=east" in nodes("--wide")
+
+
+def test_on_a_terminal_the_reason_a_job_waits_is_a_spinner_line(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    cluster.start_agent("small", cpus=1)
+    wait_for(lambda: len(cluster.nodes()) == 1, timeout=30, what="the agent to register")
+    leader, follower = pty.openpty()  # stderr a terminal, as a user's would be
+    proc = subprocess.Popen(
+        [SANDRUN, "run", "--gpus", "8xh100", "--", "echo", "hi"],
+        stdout=subprocess.DEVNULL,
+        stderr=follower,
+        env={**_remote_env(cluster), "TERM": "xterm", "COLUMNS": "200"},
+        cwd=tmp_path,
+    )
+    os.close(follower)
+    seen = b""
+    try:
+        while b"fits no registered node" not in seen:
+            ready, _, _ = select.select([leader], [], [], 30)
+            assert ready, f"no pending reason on the terminal: {seen!r}"
+            seen += os.read(leader, 4096)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+        os.close(leader)
+    assert b"\x1b[" in seen  # drawn as a live line (the spinner), not printed once per poll
+    assert proc.returncode == 130
