@@ -90,6 +90,7 @@ LocalReposOpt = Annotated[
     bool,
     typer.Option(
         "--allow-local-repos",
+        metavar="",
         help="Check out repository jobs from file:// URLs and paths on this machine "
         "(by default only https, ssh and git URLs).",
     ),
@@ -122,6 +123,7 @@ HostPathsOpt = Annotated[
     bool,
     typer.Option(
         "--allow-host-paths",
+        metavar="",
         help="Run jobs that name a directory of this machine (working_dir), e.g. on a "
         "shared filesystem. Only for pools whose users are all trusted with this host.",
     ),

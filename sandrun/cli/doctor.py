@@ -35,7 +35,9 @@ def doctor(
         str | None,
         typer.Option(envvar="SANDRUN_DB", metavar="URL", help="Also check this database."),
     ] = None,
-    json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+    json: Annotated[
+        bool, typer.Option("--json", metavar="", help="Print machine-readable JSON.")
+    ] = False,
 ) -> None:
     """Check what this machine can enforce (sandbox, cgroups, seccomp, GPUs, disk) and
     reach (the database, $SANDRUN_URL's server); exit 1 if something needs fixing."""

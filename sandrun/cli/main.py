@@ -67,7 +67,11 @@ def _options(
     version: Annotated[
         bool,
         typer.Option(
-            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+            "--version",
+            metavar="",
+            callback=_version,
+            is_eager=True,
+            help="Print the version and exit.",
         ),
     ] = False,
 ) -> None:
@@ -264,7 +268,9 @@ def jobs(
 @app.command()
 def logs(
     job_id: JobId,
-    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep following.")] = False,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", metavar="", help="Keep following.")
+    ] = False,
     attempt: Annotated[int | None, typer.Option(help="Only this attempt.")] = None,
     json: JsonOpt = False,
 ) -> None:

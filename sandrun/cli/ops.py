@@ -15,10 +15,11 @@ from sandrun.roles import Role
 
 def nodes(
     all_nodes: Annotated[
-        bool, typer.Option("--all", "-a", help="Include agents that have stopped.")
+        bool, typer.Option("--all", "-a", metavar="", help="Include agents that have stopped.")
     ] = False,
     wide: Annotated[
-        bool, typer.Option("--wide", "-w", help="Also sandbox, labels, worker key and id.")
+        bool,
+        typer.Option("--wide", "-w", metavar="", help="Also sandbox, labels, worker key and id."),
     ] = False,
     json: JsonOpt = False,
 ) -> None:
@@ -52,7 +53,9 @@ ArtifactsOpt = Annotated[
 
 HostOpt = Annotated[str, typer.Option(help="Address to listen on.")]
 PortOpt = Annotated[int, typer.Option(help="Port to listen on.")]
-NoAuthOpt = Annotated[bool, typer.Option("--no-auth", help="No tokens (loopback addresses only).")]
+NoAuthOpt = Annotated[
+    bool, typer.Option("--no-auth", metavar="", help="No tokens (loopback addresses only).")
+]
 LeaseOpt = Annotated[
     float, typer.Option(help="Seconds an agent may go silent before its jobs move.")
 ]
@@ -88,6 +91,7 @@ ServerHostPathsOpt = Annotated[
     bool,
     typer.Option(
         "--allow-host-paths",
+        metavar="",
         help="Accept jobs that name a directory of the node (working_dir), e.g. on a "
         "shared filesystem; agents must allow it too. Only for trusted users.",
     ),
@@ -112,6 +116,7 @@ def server(
         bool,
         typer.Option(
             "--dev",
+            metavar="",
             help="To try it: also print tokens and start one agent here (loopback only).",
         ),
     ] = False,
@@ -235,7 +240,7 @@ def gc(
         str, typer.Option(help="Age of finished jobs to clean up, e.g. 30d, 12h.")
     ] = "30d",
     purge_jobs: Annotated[
-        bool, typer.Option("--purge-jobs", help="Delete the old jobs' records too.")
+        bool, typer.Option("--purge-jobs", metavar="", help="Delete the old jobs' records too.")
     ] = False,
     db: Annotated[
         str | None,

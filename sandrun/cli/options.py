@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+JsonOpt = Annotated[bool, typer.Option("--json", metavar="", help="Print machine-readable JSON.")]
 JobId = Annotated[str, typer.Argument(metavar="JOB_ID", help="The job's id.", show_default=False)]
 
 
@@ -79,7 +79,7 @@ PriorityOpt = Annotated[
 ]
 NetworkOpt = Annotated[
     bool | None,
-    typer.Option("--network", help="Let the job reach the network (default: off)."),
+    typer.Option("--network", metavar="", help="Let the job reach the network (default: off)."),
 ]
 RepoOpt = Annotated[
     str | None,
@@ -97,6 +97,7 @@ UploadOpt = Annotated[
     bool | None,
     typer.Option(
         "--upload/--no-upload",
+        metavar="",
         help="Send the current directory as the job's working directory "
         "(default: yes with a server; on this machine jobs run in place).",
     ),

@@ -263,6 +263,7 @@ def test_cli_basics_version_completion_and_table_headers(cli: Cli) -> None:
     run_help, agent_help = cli("run", "--help").stdout, cli("agent", "--help").stdout
     assert "KEY=VALUE" in run_help and "--env" in run_help
     assert run_help.count("<list[str]>") == 1  # the command's own arguments, typer's label
+    assert run_help.count("<bool>") == 1  # --help's own; our flags show no type
     assert "--no-allow-local-repos" not in agent_help and "SECONDS" in agent_help
 
 
