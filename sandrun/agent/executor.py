@@ -209,8 +209,8 @@ class Executor:
             return None
         outside = None
         for d in (d for d in env.get("PATH", "").split(os.pathsep) if d):
-            if d == PYTHON_DIR and isolated and view.mode == "system" and program == "python":
-                return None  # the view's own: a link to the agent's Python
+            if isolated and view.provides(Path(d, program)):
+                return None  # a link the view itself makes (the agent's Python)
             found = shutil.which(program, path=d)  # where it is first, then whether it shows
             if found is not None:
                 if not isolated or view.shows(Path(d), writable):

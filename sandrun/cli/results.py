@@ -3,21 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
 from sandrun.cli import render
 from sandrun.cli.options import JobId, JsonOpt
-
-if TYPE_CHECKING:
-    from sandrun.client import Client
-
-
-def _client() -> Client:
-    from sandrun.client import connect
-
-    return connect()
 
 
 def outputs(
@@ -28,7 +19,9 @@ def outputs(
     json: JsonOpt = False,
 ) -> None:
     """List a job's collected outputs, or download them."""
-    with _client() as client:
+    from sandrun.client import connect
+
+    with connect() as client:
         job = client.get(job_id)
         files = job.outputs
         if download is not None:
@@ -59,7 +52,9 @@ def verify(
     json: JsonOpt = False,
 ) -> None:
     """Check a job's result (exit code and outputs) against its agent's signature."""
-    with _client() as client:
+    from sandrun.client import connect
+
+    with connect() as client:
         from sandrun.client.verify import verify_result
 
         verdict = verify_result(client, job_id, directory, worker)

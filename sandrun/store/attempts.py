@@ -150,9 +150,12 @@ class AttemptWrites:
     ) -> JobRecord:
         """End an attempt with its result; `decide` says whether the job retries or ends."""
         with self._refusals_recorded(job_id, number, now), self.db.transaction() as tx:
-            if (repeat := repeated_report(tx, job_id, number, token, result)) is not None:
-                return repeat
-            job, attempt = fenced(tx, job_id, number, token)
+            try:
+                job, attempt = fenced(tx, job_id, number, token)
+            except StaleAttempt:
+                if (repeat := repeated_report(tx, job_id, number, token, result)) is not None:
+                    return repeat
+                raise
             row = finish(tx, job, attempt, result, decide, now, worker_id)
             tx.notify("finished")
         return job_from(row)

@@ -301,15 +301,21 @@ def test_a_claim_whose_reply_was_lost_is_given_back_with_no_retry_counted(
     assert second.node != ghost and second.exit_code == 0
 
 
+def _claim_and_start(cluster: Cluster, node: str, job_id: str) -> dict[str, Any]:
+    """Claim `job_id` (the only pending job) as `node` and start it; its attempt's ref."""
+    free = {"cpus": 1, "memory_mb": 1024}
+    claim = _agent_call(cluster, "claim", {"node": node, "free": free}).json()
+    assert claim["job"]["id"] == job_id
+    ref = {"job_id": job_id, "attempt": 1, "token": claim["token"]}
+    assert _agent_call(cluster, "start", {"ref": ref}).status_code == 204
+    return ref
+
+
 def test_a_started_attempt_cannot_be_given_back(cluster: Cluster) -> None:
     ghost = _register(cluster, "ghost")
     with cluster.client() as client:
         job = client.submit({"shell": "true"})
-        claim = _agent_call(
-            cluster, "claim", {"node": ghost, "free": {"cpus": 1, "memory_mb": 1024}}
-        ).json()
-        ref = {"job_id": job.id, "attempt": 1, "token": claim["token"]}
-        assert _agent_call(cluster, "start", {"ref": ref}).status_code == 204
+        _claim_and_start(cluster, ghost, job.id)
         beat = _agent_call(cluster, "heartbeat", {"node": ghost, "leases": []})
         assert beat.json()["unheld"] == []  # it started: the lease decides, not a hand-back
         back = {"node": ghost, "attempts": [{"job_id": job.id, "attempt": 1}], "reason": "stopping"}
@@ -325,11 +331,7 @@ def test_a_repeated_report_is_answered_as_the_first_and_a_different_one_refused(
     ghost = _register(cluster, "ghost")
     with cluster.client() as client:
         job = client.submit({"shell": "true"})
-        claim = _agent_call(
-            cluster, "claim", {"node": ghost, "free": {"cpus": 1, "memory_mb": 1024}}
-        ).json()
-        ref = {"job_id": job.id, "attempt": 1, "token": claim["token"]}
-        assert _agent_call(cluster, "start", {"ref": ref}).status_code == 204
+        ref = _claim_and_start(cluster, ghost, job.id)
         report = {"ref": ref, "result": {"exit_code": 0}}
         first = _agent_call(cluster, "complete", report)
         again = _agent_call(cluster, "complete", report)

@@ -67,6 +67,11 @@ class FsView:
                 layered.append((len(path.parts), 2, Mount("hide", str(path))))
         return base + [m for _, _, m in sorted(layered, key=lambda t: (t[0], t[1]))]
 
+    def provides(self, path: Path) -> bool:
+        """Whether the view itself makes `path` (a link it adds, not a host path)."""
+        fixed, _ = _base(self.mode)
+        return any(m.kind == "symlink" and Path(m.path) == path for m in fixed)
+
     def conceals(self, path: Path) -> Path | None:
         """The hidden path that `path` lies in, if any: such a path cannot be a workdir."""
         for hidden in self.hidden:
