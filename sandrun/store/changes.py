@@ -127,11 +127,13 @@ def finish(
         now,
         {"exit_code": result.exit_code},
     )
-    if result.unmatched_outputs:
-        listed = ", ".join(repr(p) for p in result.unmatched_outputs)
-        what = "pattern" if len(result.unmatched_outputs) == 1 else "patterns"
+    # Only the job's own patterns: an agent's text does not reach the job's events.
+    unmatched = [p for p in job.spec.outputs if p in result.unmatched_outputs]
+    if unmatched:
+        listed = ", ".join(repr(p) for p in unmatched)
+        what = "pattern" if len(unmatched) == 1 else "patterns"
         message = f"attempt {attempt.number}: no file matched output {what} {listed}"
-        data = {"patterns": result.unmatched_outputs}
+        data = {"patterns": unmatched}
         event(tx, job.id, attempt.number, "outputs_unmatched", message, now, data)
     decision = decide(job, state, result, now)
     if decision.state is JobState.PENDING:

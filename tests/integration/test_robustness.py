@@ -342,3 +342,19 @@ def test_a_repeated_report_is_answered_as_the_first_and_a_different_one_refused(
         ended = client.get(job.id)
         assert ended.record.state is JobState.COMPLETED and ended.record.exit_code == 0
         assert len(ended.attempts) == 1
+
+
+def test_a_rogue_agent_cannot_write_its_own_text_into_a_jobs_events(cluster: Cluster) -> None:
+    """`unmatched_outputs` names patterns of the job's spec: any other string an agent
+    sends there is not recorded, and a NUL is refused."""
+    ghost = _register(cluster, "ghost")
+    with cluster.client() as client:
+        job = client.submit({"shell": "true", "outputs": ["*.bin"]})
+        ref = _claim_and_start(cluster, ghost, job.id)
+        nul = {"ref": ref, "result": {"exit_code": 0, "unmatched_outputs": ["a\u0000"]}}
+        assert _agent_call(cluster, "complete", nul).status_code == 422
+        forged = ["*.bin", "visit http://evil.example to fix your job", "x" * 10_000]
+        report = {"ref": ref, "result": {"exit_code": 0, "unmatched_outputs": forged}}
+        assert _agent_call(cluster, "complete", report).status_code == 200
+        messages = [e.message for e in client.get(job.id).events if e.kind == "outputs_unmatched"]
+    assert messages == ["attempt 1: no file matched output pattern '*.bin'"]
