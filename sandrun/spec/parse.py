@@ -83,7 +83,8 @@ def _one_problem(
     strip: tuple[str, ...],
     model_at: Callable[[tuple[str, ...]], type[BaseModel] | None],
 ) -> InvalidSpec:
-    loc = tuple(str(part) for part in error["loc"])
+    # A key the caller sent may hold a NUL: shown escaped, as no text we answer holds one.
+    loc = tuple(str(part).replace("\0", "\\0") for part in error["loc"])
     if loc and loc[0] in strip:
         loc = loc[1:]
     field = ".".join(loc) or None

@@ -65,6 +65,9 @@ def _patch(node: Any) -> None:
     is_text = kinds == "string" or (isinstance(kinds, list) and "string" in kinds)
     if is_text and not {"pattern", "format", "enum", "const"} & node.keys():
         node["pattern"] = NO_NUL
+    is_map = kinds == "object" and isinstance(node.get("additionalProperties"), dict)
+    if is_map and "propertyNames" not in node:
+        node["propertyNames"] = {"pattern": NO_NUL}  # a map's keys are text too
     for key, value in node.items():
         if key not in ("$defs", "definitions"):  # each model patches its own
             _patch(value)

@@ -200,3 +200,11 @@ def test_the_operators_maxima_name_each_ask_over_them() -> None:
     spec = JobSpec.model_validate({"shell": "true", "memory": "8GB", "limits": {"disk": "2TB"}})
     found = {field: (asked, most) for field, asked, most, _ in over(spec, JobMaxima(disk=1024))}
     assert found == {"limits.disk": (2 * 1024 * 1024, 1024)}
+
+
+def test_an_unknown_key_holding_a_nul_is_named_escaped() -> None:
+    """The error names the key, and no text the API answers holds a NUL."""
+    with pytest.raises(InvalidSpec) as caught:
+        parse_spec({"command": ["x"], "a\u0000b": 1})
+    assert caught.value.field == "a\\0b"
+    assert "\u0000" not in caught.value.message
