@@ -164,7 +164,7 @@ def agent(
     if token_file is not None:
         token = _read_token(token_file, token)
     if server is None:
-        from sandrun.embedded import serve
+        from sandrun.agent.local import serve
 
         raise typer.Exit(serve(home, idle_exit or None, kill_grace, confined.kind))
 
@@ -212,7 +212,7 @@ def _sandbox_settings(
 
 def _offered(cpus: float | None, memory: str | None, gpus: str | None) -> Capacity:
     """What the agent offers: the machine's, less or more where the operator says."""
-    from sandrun.agent import detect_capacity
+    from sandrun.agent.capacity import detect_capacity
     from sandrun.models import Capacity
     from sandrun.spec.gpus import declared_gpus
 

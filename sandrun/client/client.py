@@ -14,7 +14,6 @@ from sandrun.client.calls import call_fields, merge_call
 from sandrun.client.job import Job, log_chunks
 from sandrun.client.task import to_spec
 from sandrun.client.transport import Transport
-from sandrun.client.upload import list_files, make_bundle
 from sandrun.errors import TimeoutError, ValidationError
 from sandrun.home import Home
 from sandrun.models import MAX_BATCH, GcReport, Instance, JobPage, LogChunk, NodeInfo
@@ -136,6 +135,8 @@ class Client:
         """Upload `root` as a code bundle (honouring .sandrunignore); return its digest.
 
         An unchanged tree is neither re-packed nor re-sent."""
+        from sandrun.client.upload import list_files, make_bundle  # a reader needs neither
+
         root = root.resolve()
         files = list_files(root)
         signature = hash(tuple((rel, st.st_size, st.st_mtime_ns) for rel, st in files))

@@ -6,7 +6,6 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
 from sandrun.errors import InvalidSpec, closest
@@ -108,6 +107,8 @@ def _one_problem(
 
 def load_spec_file(path: str | Path) -> JobSpec:
     """Read a YAML (or JSON, which is YAML) job spec file."""
+    import yaml  # here: most commands read no file, and yaml costs every start 8 ms
+
     path = Path(path)
     try:
         text = path.read_text()

@@ -25,7 +25,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from sandrun.errors import InvalidSpec
@@ -120,6 +119,8 @@ def _model_at(parent: tuple[str, ...]) -> type[BaseModel] | None:
 
 
 def load_policy(path: str | Path) -> Policy:
+    import yaml  # here, as in load_spec_file: only a server with a policy file reads one
+
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text())

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import pytest
 
+from sandrun.agent.local import LocalAgent
 from sandrun.client import Client, connect
-from sandrun.embedded import LocalAgent
 from sandrun.home import Home
 
 

@@ -12,8 +12,8 @@ from typing import Any
 
 import psutil
 
+from sandrun.agent.local import LocalAgent
 from sandrun.client import connect
-from sandrun.embedded import LocalAgent
 from sandrun.errors import ServerUnreachable
 from sandrun.home import Home
 from sandrun.models import Capacity, Claim, JobRecord

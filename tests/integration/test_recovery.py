@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from sandrun.agent import detect_capacity
+from sandrun.agent.capacity import detect_capacity
 from sandrun.client import connect
 from sandrun.embedded import agent_running
 from sandrun.home import Home
@@ -21,7 +21,7 @@ from tests.helpers import wait_for
 
 def _start_agent(home: Home) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "sandrun.embedded", "--home", str(home.root), "--idle-exit", "0"]
+        [sys.executable, "-m", "sandrun.agent.local", "--home", str(home.root), "--idle-exit", "0"]
     )
     wait_for(lambda: agent_running(home), what="the agent to take its lock")
     return proc

@@ -22,12 +22,12 @@ from pathlib import Path
 
 import pytest
 
+from sandrun.agent.local import LocalAgent
 from sandrun.agent.process import InfoPipe, sandbox_failed
 from sandrun.agent.sandbox import FsView, probe
 from sandrun.agent.sandbox.bwrap import BwrapSandbox
 from sandrun.agent.sandbox.unshare import UnshareSandbox
 from sandrun.client import Client, connect
-from sandrun.embedded import LocalAgent
 from sandrun.home import Home
 from sandrun.states import FailureReason, JobState
 from tests.conftest import no_service, pid_gone

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 
 import sandrun
+from sandrun.agent.local import LocalAgent
 from sandrun.artifacts import LocalArtifactStore
 from sandrun.client import App, Client
 from sandrun.client import calls as calls_module
 from sandrun.client.local import EmbeddedTransport
-from sandrun.embedded import LocalAgent
 from sandrun.errors import (
     InvalidSpec,
     JobFailedError,
