@@ -20,6 +20,11 @@ from sandrun.spec.units import (
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 # Spelled out: Python's \s and JSON Schema's (ECMA) \s disagree on some control characters.
 NOT_BLANK = r"[^ \t\n\r\f\v]"
+# Text that shell-style splitting (shlex) takes: every quote closed, no lone backslash at
+# the end, and at least one word. Published as the schema's pattern, so what a client may
+# send is what the server splits.
+_WORD = r'''[^ \t\n\r\f\v'"\\]|\\[\s\S]|'[^']*'|"(?:[^"\\]|\\[\s\S])*"'''
+SHELL_WORDS = rf"^[ \t\n\r\f\v]*(?:{_WORD})(?:[ \t\n\r\f\v]|{_WORD})*$"
 ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 LABEL_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_./-]{0,62}$")
 PRIORITY_CLASSES = {"low": -10, "normal": 0, "high": 10}

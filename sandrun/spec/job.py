@@ -34,6 +34,7 @@ from sandrun.spec.fields import (
     NAME_RE,
     NOT_BLANK,
     PRIORITY_CLASSES,
+    SHELL_WORDS,
     Digest,
     Duration,
     MemoryMB,
@@ -161,7 +162,7 @@ class JobSpec(Strict):
     )
     shell: str | None = Field(default=None, json_schema_extra={"pattern": NOT_BLANK})
     script: str | None = Field(default=None, json_schema_extra={"pattern": NOT_BLANK})
-    interpreter: str | None = Field(default=None, json_schema_extra={"pattern": NOT_BLANK})
+    interpreter: str | None = Field(default=None, json_schema_extra={"pattern": SHELL_WORDS})
     env: Annotated[dict[str, str], BeforeValidator(env_values)] = Field(
         default_factory=dict,
         json_schema_extra={
@@ -241,6 +242,16 @@ class JobSpec(Strict):
     def _text(cls, value: str | None) -> str | None:
         if value is not None and not re.search(NOT_BLANK, value):
             raise ValueError("must not be empty")
+        return value
+
+    @field_validator("interpreter")
+    @classmethod
+    def _words(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(SHELL_WORDS, value):
+            raise ValueError(
+                f"{value!r} does not split into words: give a program and its arguments, "
+                "with every quote closed"
+            )
         return value
 
     @field_validator("env")

@@ -148,6 +148,8 @@ def test_unknown_nested_field_is_named_with_its_path() -> None:
         ({"command": ["a"], "priority": "urgent"}, "priority", "low, normal, high"),
         ({"command": ["a"], "cpus": 0}, "cpus", "greater than 0"),
         ({"shell": "a", "interpreter": "bash"}, None, "only used with script"),
+        ({"script": "a", "interpreter": "'python3 -u"}, "interpreter", "every quote closed"),
+        ({"script": "a", "interpreter": "python3\\"}, "interpreter", "does not split"),
     ],
 )
 def test_bad_specs_say_what_is_wrong(
@@ -162,6 +164,8 @@ def test_bad_specs_say_what_is_wrong(
 def test_script_runs_through_its_interpreter() -> None:
     spec = JobSpec(script="console.log(1)", interpreter="node --no-warnings")
     assert spec.argv("/run/script") == ["node", "--no-warnings", "/run/script"]
+    quoted = JobSpec(script="x", interpreter="'/opt/my tools/py' -u")
+    assert quoted.argv("/s") == ["/opt/my tools/py", "-u", "/s"]
     assert JobSpec(script="print(1)").argv("/s") == ["python3", "/s"]
 
 
