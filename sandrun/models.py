@@ -8,14 +8,22 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, WithJsonSchema, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    WithJsonSchema,
+    field_validator,
+)
 
 from sandrun.ids import new_id
 from sandrun.roles import Role
 from sandrun.spec import JobSpec
 from sandrun.spec.fields import Digest, Duration
 from sandrun.spec.text import forbid_nul_in_schema, refuse_nul
-from sandrun.spec.units import Amount, Count, Int, Num, Ordinal
+from sandrun.spec.units import Amount, Count, Int, Num, Ordinal, number_only
 from sandrun.states import AttemptState, FailureReason, JobState
 
 
@@ -163,7 +171,9 @@ class Claim(Wire):
 class AttemptResult(Wire):
     """What an agent reports when an attempt ends."""
 
-    exit_code: Annotated[int, Field(ge=-(2**31), le=2**31 - 1)] | None = None
+    exit_code: (
+        Annotated[int, Field(ge=-(2**31), le=2**31 - 1), BeforeValidator(number_only)] | None
+    ) = None
     failure_reason: FailureReason | None = None
     message: str | None = None
     usage: Usage = Usage()
@@ -185,6 +195,36 @@ class Capacity(Wire):
         """Whether this much room holds a job of that size (the quantities of the fit
         rule; service/placement.py: fits has the rest)."""
         return cpus <= self.cpus and memory_mb <= self.memory_mb and gpus <= self.gpus
+
+    def share(self, spec: JobSpec) -> Capacity:
+        """The part of this node a job of `spec` holds while it runs."""
+        return self.model_copy(
+            update={
+                "cpus": spec.cpus,
+                "memory_mb": spec.memory or 0,
+                "gpus": spec.gpus.count if spec.gpus else 0,
+            }
+        )
+
+    def minus(self, held: Capacity) -> Capacity:
+        """What is left of this room once `held` is taken from it."""
+        return self.model_copy(
+            update={
+                "cpus": self.cpus - held.cpus,
+                "memory_mb": self.memory_mb - held.memory_mb,
+                "gpus": self.gpus - held.gpus,
+            }
+        )
+
+    def plus(self, other: Capacity) -> Capacity:
+        """This room and `other` together (rooms on one node: its GPU model is theirs)."""
+        return self.model_copy(
+            update={
+                "cpus": self.cpus + other.cpus,
+                "memory_mb": self.memory_mb + other.memory_mb,
+                "gpus": self.gpus + other.gpus,
+            }
+        )
 
 
 class SandboxReport(Wire):

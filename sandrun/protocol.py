@@ -14,6 +14,7 @@ from sandrun.models import (
     AttemptResult,
     Capacity,
     Claim,
+    ErrorBody,
     JobRecord,
     LogChunk,
     Request,
@@ -112,6 +113,36 @@ class CompleteAndClaimRequest(CompleteRequest):
 class CompleteAndClaimReply(Wire):
     job: JobRecord
     next: Claim | None = None
+
+
+MAX_REPORTS = 256  # starts, and ends, in one report: what one transaction takes on
+
+
+class ReportRequest(Request):
+    """Attempts' starts and ends, applied in order in one transaction (starts first), and
+    claims for the room the ends leave: up to `max_claims` jobs that fit `room` together."""
+
+    node: str
+    starts: list[StartRequest] = Field(default=[], max_length=MAX_REPORTS)
+    ends: list[CompleteRequest] = Field(default=[], max_length=MAX_REPORTS)
+    room: Capacity | None = None
+    max_claims: Count = Field(default=0, le=MAX_REPORTS)
+
+
+class Outcome(Wire):
+    """One report's fate: taken (no error), or refused alone, the rest of its batch kept."""
+
+    error: ErrorBody | None = None
+
+
+class EndOutcome(Outcome):
+    job: JobRecord | None = None  # the job after the end was taken
+
+
+class ReportReply(Wire):
+    starts: list[Outcome] = []  # one per start, in order
+    ends: list[EndOutcome] = []  # one per end, in order
+    claims: list[Claim] = []
 
 
 class Uploaded(Wire):

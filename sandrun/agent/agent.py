@@ -21,13 +21,14 @@ from sandrun.agent.claims import ClaimBook
 from sandrun.agent.control import ControlPlane
 from sandrun.agent.executor import Executor
 from sandrun.agent.proctree import kill_if_same
+from sandrun.agent.reporter import Ended, Reporter
 from sandrun.agent.sandbox import Sandboxing
 from sandrun.agent.settings import MAX_ATTEMPTS, AgentSettings
 from sandrun.agent.supervise import AttemptControl
 from sandrun.agent.wake import Waker
 from sandrun.artifacts import LocalArtifactStore
 from sandrun.errors import SandrunError, StaleAttempt
-from sandrun.models import AttemptKey, AttemptResult, Capacity, Claim, JobRecord
+from sandrun.models import AttemptKey, AttemptResult, Capacity, Claim
 from sandrun.protocol import KeyProof, NodeState
 from sandrun.signing import Identity, result_claim
 from sandrun.states import FailureReason
@@ -68,8 +69,16 @@ class Agent:
         self.settings = settings
         self.node_id = node_id
         self.capacity = settings.capacity or detect_capacity()
+        self.claims = ClaimBook()  # to tell a claim whose reply was lost
+        self.reporter = Reporter(control, self.claims, self._adopt)
         self.executor = Executor(
-            control, artifacts, runs_dir, settings.run, sandboxing, gpus=self.capacity.gpus
+            control,
+            self.reporter,
+            artifacts,
+            runs_dir,
+            settings.run,
+            sandboxing,
+            gpus=self.capacity.gpus,
         )
         # Both follow the server's lease once registered.
         self.lease_seconds = settings.lease_seconds
@@ -77,7 +86,6 @@ class Agent:
         self.max_attempts = min(settings.max_attempts, MAX_ATTEMPTS)
         self.draining = False
         self._running: dict[tuple[str, int], _Running] = {}
-        self.claims = ClaimBook()  # to tell a claim whose reply was lost
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._beat_now = threading.Event()
@@ -116,6 +124,7 @@ class Agent:
         self.heartbeat_every = min(self.heartbeat_every, self.lease_seconds / 3)
         if fixed:
             self._recover()
+        self.reporter.start(self.node_id)
         done = threading.Event()
         beats = threading.Thread(target=self._heartbeats, args=(done,), name="heartbeat")
         beats.start()
@@ -125,6 +134,7 @@ class Agent:
             self.draining = True
             self._beat_now.set()
             self._drain()
+            self.reporter.close()
             done.set()
             self._beat_now.set()
             beats.join()
@@ -168,13 +178,10 @@ class Agent:
     def _free(self) -> Capacity:
         with self._lock:
             specs = [r.claim.job.spec for r in self._running.values()]
-        return Capacity(
-            cpus=self.capacity.cpus - sum(s.cpus for s in specs),
-            memory_mb=self.capacity.memory_mb - sum(s.memory or 0 for s in specs),
-            gpus=self.capacity.gpus - sum(s.gpus.count if s.gpus else 0 for s in specs),
-            gpu_type=self.capacity.gpu_type,
-            gpu_memory_gb=self.capacity.gpu_memory_gb,
-        )
+        free = self.capacity
+        for spec in specs:
+            free = free.minus(free.share(spec))
+        return free
 
     def _claim_while_fits(self, stop: threading.Event) -> bool:
         """Claim until nothing more fits; return whether room is left for a later job."""
@@ -215,17 +222,22 @@ class Agent:
         signed = result_claim(job.id, claim.attempt, job.spec, result.exit_code, outputs)
         return result.model_copy(update={"signature": self.identity.sign(signed)})
 
-    def _run_attempt(self, claim: Claim | None, ctl: AttemptControl) -> None:
-        """Run attempts on this thread: the claimed one, then while its room is refilled
-        in the same call that reports its end, the next (no wake-up, no extra trip)."""
-        while claim is not None:
-            claim, ctl = self._run_one(claim, ctl)
+    def _adopt(self, claims: list[Claim]) -> None:
+        """Run claims a report brought (the room of attempts that just ended)."""
+        for claim in claims:
+            if self._stopping.is_set():  # arrived as we were stopping
+                self._hand_back(claim)
+                continue
+            ctl = AttemptControl()
+            with self._lock:
+                self._running[(claim.job.id, claim.attempt)] = _Running(claim, ctl)
+            log.info("claimed", extra={"job": claim.job.id, "attempt": claim.attempt})
+            self._pool.submit(self._run_attempt, claim, ctl)
 
-    def _run_one(self, claim: Claim, ctl: AttemptControl) -> tuple[Claim | None, AttemptControl]:
+    def _run_attempt(self, claim: Claim, ctl: AttemptControl) -> None:
         key = (claim.job.id, claim.attempt)
         fields = {"job": key[0], "attempt": key[1]}
-        following: Claim | None = None
-        next_ctl = AttemptControl()
+        refilled = False
         try:
             try:
                 result = self.executor.run(claim, ctl)
@@ -238,8 +250,9 @@ class Agent:
                 )
             else:
                 try:
-                    job, following = self._report(claim, result, next_ctl)
-                    log.info(f"attempt ended; job {job.state}", extra=fields)
+                    ended = self._report(claim, result)
+                    refilled = ended.refilled
+                    log.info(f"attempt ended; job {ended.job.state}", extra=fields)
                 except StaleAttempt:
                     log.warning(
                         "result refused as stale (the server gave the attempt away): %s",
@@ -252,39 +265,17 @@ class Agent:
             with self._changed:
                 self._running.pop(key, None)
                 self._changed.notify_all()
-            if following is None:
+            if not refilled:
                 self.waker.wake("finished")  # room for the claim loop
-        if following is not None:
-            log.info("claimed", extra={"job": following.job.id, "attempt": following.attempt})
-        return following, next_ctl
 
-    def _report(
-        self, claim: Claim, result: AttemptResult, next_ctl: AttemptControl
-    ) -> tuple[JobRecord, Claim | None]:
-        """Report the end; unless stopping, claim a job for exactly this attempt's room
-        (never more: the claim loop may be claiming the rest of the node meanwhile)."""
+    def _report(self, claim: Claim, result: AttemptResult) -> Ended:
+        """Report the end; unless stopping, the same call claims jobs for exactly this
+        attempt's room (never more: the claim loop may be claiming the rest meanwhile)."""
         result = self._sign(claim, result)
-        if self._stopping.is_set() or self.draining:
-            return self.control.complete(claim.ref, result), None
-        spec = claim.job.spec
-        room = Capacity(
-            cpus=spec.cpus,
-            memory_mb=spec.memory or 0,
-            gpus=spec.gpus.count if spec.gpus else 0,
-            gpu_type=self.capacity.gpu_type,
-            gpu_memory_gb=self.capacity.gpu_memory_gb,
-        )
-        assert self.node_id is not None
-        with self.claims.call():
-            job, following = self.control.complete_and_claim(claim.ref, result, self.node_id, room)
-            self.claims.received(following)
-        if following is not None and self._stopping.is_set():  # arrived as we were stopping
-            self._hand_back(following)
-            following = None
-        if following is not None:
-            with self._lock:  # counted as running before this one's room is given back
-                self._running[(following.job.id, following.attempt)] = _Running(following, next_ctl)
-        return job, following
+        self.control.upload_outputs(result)
+        stopping = self._stopping.is_set() or self.draining
+        room = None if stopping else self.capacity.share(claim.job.spec)
+        return self.reporter.ended(claim.ref, result, room)
 
     # --- heartbeats -------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ the same methods.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 from sandrun.models import (
@@ -19,7 +20,15 @@ from sandrun.models import (
     LogChunk,
     SandboxReport,
 )
-from sandrun.protocol import HandBackReason, HeartbeatReply, KeyProof, NodeState
+from sandrun.protocol import (
+    CompleteRequest,
+    HandBackReason,
+    HeartbeatReply,
+    KeyProof,
+    NodeState,
+    ReportReply,
+    StartRequest,
+)
 
 
 class ControlPlane(Protocol):
@@ -73,6 +82,20 @@ class ControlPlane(Protocol):
     ) -> tuple[JobRecord, Claim | None]:
         """`complete`, then a claim for what fits `free` (the room the attempt leaves)."""
         ...
+
+    def report(
+        self,
+        node: str,
+        starts: Sequence[StartRequest],
+        ends: Sequence[CompleteRequest],
+        room: Capacity | None = None,
+        max_claims: int = 0,
+    ) -> ReportReply:
+        """Starts and ends at once, each taken or refused alone; then claims for `room`.
+        Ends' outputs must be uploaded first (`upload_outputs`)."""
+        ...
+
+    def upload_outputs(self, result: AttemptResult) -> None: ...
 
     def expire_leases(self) -> list[tuple[str, int]]: ...
 

@@ -29,6 +29,7 @@ from sandrun.agent.logsink import LogSink
 from sandrun.agent.outputs import collect_outputs
 from sandrun.agent.process import InfoPipe, reap, sandbox_failed
 from sandrun.agent.proctree import kill_if_same, signal_tree, start_time
+from sandrun.agent.reporter import Reporter
 from sandrun.agent.results import result_of, spawn_error
 from sandrun.agent.sandbox import Box, Confined, FsView, Sandboxing, open_sandboxing
 from sandrun.agent.sandbox.devices import GpuSlots
@@ -54,6 +55,7 @@ class Executor:
     def __init__(
         self,
         control: ControlPlane,
+        reporter: Reporter,
         artifacts: LocalArtifactStore,
         runs_dir: Path,
         settings: RunSettings,
@@ -61,6 +63,7 @@ class Executor:
         gpus: int = 0,
     ) -> None:
         self.control = control
+        self.reporter = reporter  # starts go through it (logs go straight to `control`)
         self.artifacts = artifacts
         self.runs_dir = runs_dir
         self.settings = settings
@@ -300,10 +303,9 @@ class Executor:
         began = start_time(proc.pid)
         record = {"pid": proc.pid, "started": began}
         self._pid_record(f"{claim.job.id}.{claim.attempt}").write_text(json.dumps(record))
-        self.control.start(claim.ref, proc.pid, began, commit)
-        # The server took the start with this attempt's token: it is still ours, however
-        # long the agent was cut off while it waited at the gate.
-        ctl.lost.clear()
+        # Reported on the way, not waited for: a start the server refuses (the attempt
+        # lost its job meanwhile) stops the job as lost, and its end is refused too.
+        self.reporter.started(claim.ref, proc.pid, began, commit, refused=ctl.lost.set)
         proc.stdin.write(b"\n")  # the gate: now it may exec the job
         proc.stdin.close()
         return True

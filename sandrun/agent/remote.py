@@ -11,6 +11,7 @@ import logging
 import signal
 import threading
 import uuid
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from types import FrameType
@@ -24,7 +25,7 @@ from sandrun.agent.sandbox.runtime import JobDefaults
 from sandrun.agent.settings import LONG_POLL, AgentSettings, SandboxSettings
 from sandrun.agent.wake import Waker
 from sandrun.artifacts import LocalArtifactStore
-from sandrun.errors import AgentError
+from sandrun.errors import AgentError, SandrunError
 from sandrun.httpjson import HttpJson
 from sandrun.models import (
     Attempt,
@@ -33,6 +34,7 @@ from sandrun.models import (
     AttemptResult,
     Capacity,
     Claim,
+    ErrorBody,
     JobRecord,
     LogChunk,
     SandboxReport,
@@ -42,6 +44,7 @@ from sandrun.protocol import (
     CompleteAndClaimReply,
     CompleteAndClaimRequest,
     CompleteRequest,
+    EndOutcome,
     HandBackReason,
     HandBackRequest,
     HeartbeatReply,
@@ -49,8 +52,11 @@ from sandrun.protocol import (
     KeyProof,
     LogsRequest,
     NodeState,
+    Outcome,
     RegisterReply,
     RegisterRequest,
+    ReportReply,
+    ReportRequest,
     StartRequest,
     Uploaded,
 )
@@ -167,7 +173,7 @@ class HttpControlPlane:
         self._post("/v1/agent/logs", LogsRequest(ref=ref, chunks=chunks))
 
     def complete(self, ref: AttemptRef, result: AttemptResult) -> JobRecord:
-        self._upload_outputs(result)
+        self.upload_outputs(result)
         body = CompleteRequest(ref=ref, result=result)
         return JobRecord.model_validate(self._post("/v1/agent/complete", body, REPORT_RETRY))
 
@@ -176,13 +182,56 @@ class HttpControlPlane:
     ) -> tuple[JobRecord, Claim | None]:
         if "complete-and-claim" not in self.features:  # an older server
             return self.complete(ref, result), None
-        self._upload_outputs(result)
+        self.upload_outputs(result)
         body = CompleteAndClaimRequest(ref=ref, result=result, node=node, free=free)
         data = self._post("/v1/agent/complete-and-claim", body, REPORT_RETRY)
         reply = CompleteAndClaimReply.model_validate(data)
         return reply.job, reply.next
 
-    def _upload_outputs(self, result: AttemptResult) -> None:
+    def report(
+        self,
+        node: str,
+        starts: Sequence[StartRequest],
+        ends: Sequence[CompleteRequest],
+        room: Capacity | None = None,
+        max_claims: int = 0,
+    ) -> ReportReply:
+        if "report" not in self.features:  # an older server: one call each
+            return self._report_one_by_one(node, starts, ends, room, max_claims)
+        body = ReportRequest(
+            node=node, starts=list(starts), ends=list(ends), room=room, max_claims=max_claims
+        )
+        # Results that matter: retried through a server restart, as `complete` is. A retry
+        # loses the claims a reply that timed out carried (the heartbeat has them handed
+        # back), so a busy server gets a whole lease to answer: this thread checks no lease.
+        data = self._post("/v1/agent/report", body, REPORT_RETRY, timeout=self.lease_seconds)
+        return ReportReply.model_validate(data)
+
+    def _report_one_by_one(
+        self,
+        node: str,
+        starts: Sequence[StartRequest],
+        ends: Sequence[CompleteRequest],
+        room: Capacity | None,
+        max_claims: int,
+    ) -> ReportReply:
+        reply = ReportReply()
+        for s in starts:
+            try:
+                self.start(s.ref, s.pid, s.pid_started_at, s.git_commit)
+                reply.starts.append(Outcome())
+            except SandrunError as exc:
+                reply.starts.append(Outcome(error=ErrorBody(code=exc.code, message=exc.message)))
+        for e in ends:
+            try:
+                reply.ends.append(EndOutcome(job=self.complete(e.ref, e.result)))
+            except SandrunError as exc:
+                reply.ends.append(EndOutcome(error=ErrorBody(code=exc.code, message=exc.message)))
+        if room is not None and max_claims > 0 and (claim := self.claim(node, room)):
+            reply.claims.append(claim)
+        return reply
+
+    def upload_outputs(self, result: AttemptResult) -> None:
         for out in result.outputs:
             response = self.api.request(
                 "POST",

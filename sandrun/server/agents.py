@@ -12,7 +12,6 @@ from fastapi import APIRouter, Depends, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 
-from sandrun.errors import OutputNotUploaded
 from sandrun.models import AttemptKey, Claim, JobRecord
 from sandrun.protocol import (
     ClaimRequest,
@@ -25,13 +24,14 @@ from sandrun.protocol import (
     LogsRequest,
     RegisterReply,
     RegisterRequest,
+    ReportReply,
+    ReportRequest,
     StartRequest,
     Uploaded,
 )
 from sandrun.server.auth import ERRORS, ServiceDep, agent
 from sandrun.server.notify import Notifier
 from sandrun.server.params import Text
-from sandrun.service import Service
 
 # Every route here is for agents (or admins): checked once, for the whole router.
 router = APIRouter(prefix="/v1/agent", responses=ERRORS, dependencies=[Depends(agent)])
@@ -51,7 +51,7 @@ def register(body: RegisterRequest, service: ServiceDep) -> RegisterReply:
     return RegisterReply(
         node_id=node_id,
         lease_seconds=service.lease_seconds,
-        features=["complete-and-claim", "hand-back"],
+        features=["complete-and-claim", "hand-back", "report"],
     )
 
 
@@ -135,22 +135,18 @@ def get_artifact(digest: Text, service: ServiceDep) -> FileResponse:
 
 @router.post("/complete")
 def complete(body: CompleteRequest, service: ServiceDep) -> JobRecord:
-    _check_uploaded(body, service)
     return service.complete(body.ref, body.result)
 
 
 @router.post("/complete-and-claim")
 def complete_and_claim(body: CompleteAndClaimRequest, service: ServiceDep) -> CompleteAndClaimReply:
     """`complete`, then at once (no long-poll) the best job that fits `free`."""
-    _check_uploaded(body, service)
     job, claim = service.complete_and_claim(body.ref, body.result, body.node, body.free)
     return CompleteAndClaimReply(job=job, next=claim)
 
 
-def _check_uploaded(body: CompleteRequest, service: Service) -> None:
-    for out in body.result.outputs:
-        if not service.artifacts.has(out.digest):
-            raise OutputNotUploaded(
-                f"output {out.path!r} was not uploaded (no artifact {out.digest})",
-                field="result.outputs",
-            )
+@router.post("/report")
+def report(body: ReportRequest, service: ServiceDep) -> ReportReply:
+    """Starts and ends in one transaction, each taken or refused alone (`error`), then at
+    once (no long-poll) up to `max_claims` jobs that fit `room` together."""
+    return service.report(body.node, body.starts, body.ends, body.room, body.max_claims)

@@ -7,7 +7,14 @@ import logging
 from collections.abc import Callable, Sequence
 from pathlib import PurePosixPath
 
-from sandrun.errors import BadKeyProof, BadSignature, SandrunError, ValidationError
+from sandrun.artifacts import LocalArtifactStore
+from sandrun.errors import (
+    BadKeyProof,
+    BadSignature,
+    OutputNotUploaded,
+    SandrunError,
+    ValidationError,
+)
 from sandrun.ids import new_id
 from sandrun.models import (
     Attempt,
@@ -16,17 +23,29 @@ from sandrun.models import (
     AttemptResult,
     Capacity,
     Claim,
+    ErrorBody,
     JobRecord,
     LogChunk,
     OutputFile,
     SandboxReport,
 )
-from sandrun.protocol import HandBackReason, HeartbeatReply, KeyProof, NodeState
+from sandrun.protocol import (
+    CompleteRequest,
+    EndOutcome,
+    HandBackReason,
+    HeartbeatReply,
+    KeyProof,
+    NodeState,
+    Outcome,
+    ReportReply,
+    StartRequest,
+)
 from sandrun.service import retry
 from sandrun.signing import PROOF_WINDOW, registration_claim, result_claim, verify
 from sandrun.spec.policy import Policy
 from sandrun.states import AttemptState
 from sandrun.store import Store
+from sandrun.store.attempts import End, Start
 
 log = logging.getLogger("sandrun.service")
 
@@ -40,6 +59,7 @@ class AgentCalls:
     """The agent-facing half of `Service`."""
 
     store: Store
+    artifacts: LocalArtifactStore
     clock: Callable[[], float]
     lease_seconds: float
     policy: Policy
@@ -143,12 +163,9 @@ class AgentCalls:
         self.store.append_logs(ref.job_id, ref.attempt, ref.token, chunks, self.clock())
 
     def complete(self, ref: AttemptRef, result: AttemptResult) -> JobRecord:
-        _check_output_paths(result.outputs)
-        signer = self._signer(ref, result)
-        if signer is None:
-            result = result.model_copy(update={"signature": None})  # nothing to check it by
+        end = self._checked_end(ref, result)
         return self.store.finish_attempt(
-            ref.job_id, ref.attempt, ref.token, result, retry.decide, self.clock(), signer
+            end.job_id, end.number, end.token, end.result, retry.decide, self.clock(), end.worker_id
         )
 
     def complete_and_claim(
@@ -162,6 +179,73 @@ class AgentCalls:
         except SandrunError as exc:  # the result is recorded: that must not read as failed
             log.warning("claim after job %s ended failed: %s", ref.job_id, exc)
             return job, None
+
+    def report(
+        self,
+        node: str,
+        starts: Sequence[StartRequest],
+        ends: Sequence[CompleteRequest],
+        room: Capacity | None = None,
+        max_claims: int = 0,
+    ) -> ReportReply:
+        """Starts and ends of `node`'s attempts in one transaction (a group commit), each
+        taken or refused alone; then up to `max_claims` claims that fit `room` together."""
+        checked: list[End | SandrunError] = []
+        for end in ends:
+            try:
+                checked.append(self._checked_end(end.ref, end.result))
+            except SandrunError as exc:
+                checked.append(exc)
+        valid = [e for e in checked if isinstance(e, End)]
+        starts_done, ends_done = self.store.report(
+            [
+                Start(
+                    s.ref.job_id, s.ref.attempt, s.ref.token, s.pid, s.pid_started_at, s.git_commit
+                )
+                for s in starts
+            ],
+            valid,
+            retry.decide,
+            self.clock(),
+        )
+        taken = iter(ends_done)
+        reply = ReportReply(
+            starts=[_outcome(x) for x in starts_done],
+            ends=[_end_outcome(next(taken) if isinstance(e, End) else e) for e in checked],
+        )
+        if room is not None and max_claims > 0 and self.node_is_live(node):
+            reply.claims = self._claims(node, room, max_claims)
+        return reply
+
+    def _claims(self, node: str, room: Capacity, most: int) -> list[Claim]:
+        claims: list[Claim] = []
+        try:
+            while len(claims) < most and room.cpus > 0:
+                claim = self.claim(node, room)
+                if claim is None:
+                    break
+                claims.append(claim)
+                room = room.minus(room.share(claim.job.spec))
+        except SandrunError as exc:  # the reports are committed: that must not read as failed
+            log.warning("claim after a report failed: %s", exc)
+        return claims
+
+    def upload_outputs(self, result: AttemptResult) -> None:
+        """In process an agent's outputs are in this service's store already."""
+
+    def _checked_end(self, ref: AttemptRef, result: AttemptResult) -> End:
+        """The end as the store takes it, once its outputs and signature are checked."""
+        for out in result.outputs:
+            if not self.artifacts.has(out.digest):
+                raise OutputNotUploaded(
+                    f"output {out.path!r} was not uploaded (no artifact {out.digest})",
+                    field="result.outputs",
+                )
+        _check_output_paths(result.outputs)
+        signer = self._signer(ref, result)
+        if signer is None:
+            result = result.model_copy(update={"signature": None})  # nothing to check it by
+        return End(ref.job_id, ref.attempt, ref.token, result, signer)
 
     def _signer(self, ref: AttemptRef, result: AttemptResult) -> str | None:
         """The key the result is verified to be signed with; None if its agent has none."""
@@ -209,3 +293,19 @@ def _check_output_paths(outputs: Sequence[OutputFile]) -> None:
                 f"output path {path!r} is listed twice", field=f"result.outputs.{i}.path"
             )
         seen.add(path)
+
+
+def _error(exc: SandrunError) -> ErrorBody:
+    return ErrorBody(
+        code=exc.code, message=exc.message, field=exc.field, suggestions=exc.suggestions
+    )
+
+
+def _outcome(refused: SandrunError | None) -> Outcome:
+    return Outcome(error=None if refused is None else _error(refused))
+
+
+def _end_outcome(done: JobRecord | SandrunError) -> EndOutcome:
+    if isinstance(done, SandrunError):
+        return EndOutcome(error=_error(done))
+    return EndOutcome(job=done)

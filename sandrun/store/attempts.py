@@ -4,10 +4,13 @@ leaves a `stale_report` event. Part of `Store` (a mixin over the same database).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import partial
+from typing import TypeVar
 
-from sandrun.errors import StaleAttempt
+from sandrun.errors import JobError, SandrunError, StaleAttempt, ValidationError
 from sandrun.ids import new_token
 from sandrun.models import AttemptResult, Capacity, Claim, JobRecord, LogChunk
 from sandrun.spec.policy import Policy
@@ -28,11 +31,12 @@ from sandrun.store.changes import (
     must_attempt,
     repeated_report,
 )
-from sandrun.store.database import Database
+from sandrun.store.database import Database, Tx, savepoint
 from sandrun.store.queue import Claimer, PoolCache
 from sandrun.store.rows import attempt_from, job_from
 
 NO_POLICY = Policy()
+T = TypeVar("T")
 
 
 class AttemptWrites:
@@ -81,22 +85,9 @@ class AttemptWrites:
         pid_started_at: float | None = None,
         git_commit: str | None = None,
     ) -> None:
+        start = Start(job_id, number, token, pid, pid_started_at, git_commit)
         with self._refusals_recorded(job_id, number, now), self.db.transaction() as tx:
-            job, attempt = fenced(tx, job_id, number, token)
-            check_attempt_transition(attempt.state, AttemptState.RUNNING)
-            check_job_transition(job.state, JobState.RUNNING)
-            tx.run(
-                "start_attempt",
-                job_id=job_id,
-                number=number,
-                now=now,
-                pid=pid,
-                pid_started_at=pid_started_at,
-                git_commit=git_commit,
-            )
-            tx.run("mark_running", id=job_id, now=now)
-            at = f" at commit {git_commit}" if git_commit else ""
-            event(tx, job_id, number, "started", f"attempt {number} started{at}", now)
+            _start(tx, start, now)
 
     def renew_leases(
         self, leases: list[tuple[str, int, str]], now: float, lease_seconds: float
@@ -149,16 +140,24 @@ class AttemptWrites:
         worker_id: str | None = None,
     ) -> JobRecord:
         """End an attempt with its result; `decide` says whether the job retries or ends."""
+        end = End(job_id, number, token, result, worker_id)
         with self._refusals_recorded(job_id, number, now), self.db.transaction() as tx:
-            try:
-                job, attempt = fenced(tx, job_id, number, token)
-            except StaleAttempt:
-                if (repeat := repeated_report(tx, job_id, number, token, result)) is not None:
-                    return repeat
-                raise
-            row = finish(tx, job, attempt, result, decide, now, worker_id)
-            tx.notify("finished")
-        return job_from(row)
+            return _finish(tx, end, decide, now)
+
+    def report(
+        self, starts: Sequence[Start], ends: Sequence[End], decide: Decide, now: float
+    ) -> tuple[list[SandrunError | None], list[JobRecord | SandrunError]]:
+        """Starts, then ends, in one transaction (a group commit). Each is taken or refused
+        alone: a refusal (a stale attempt, say) is its outcome, the others still commit."""
+        with self.db.transaction() as tx:
+            started = [
+                _alone(tx, s.job_id, s.number, now, partial(_start, tx, s, now)) for s in starts
+            ]
+            ended = [
+                _alone(tx, e.job_id, e.number, now, partial(_finish, tx, e, decide, now))
+                for e in ends
+            ]
+        return started, ended
 
     def hand_back(
         self, node: str, keys: list[tuple[str, int]], message: str, decide: Decide, now: float
@@ -219,3 +218,74 @@ class AttemptWrites:
             with self.db.transaction() as tx:
                 event(tx, job_id, number, "stale_report", f"refused: {exc.message}", now)
             raise
+
+
+@dataclass(frozen=True)
+class Start:
+    """An attempt's start, as its agent reports it."""
+
+    job_id: str
+    number: int
+    token: str
+    pid: int | None = None
+    pid_started_at: float | None = None
+    git_commit: str | None = None
+
+
+@dataclass(frozen=True)
+class End:
+    """An attempt's end, as its agent reports it (`worker_id`: the key that signed it)."""
+
+    job_id: str
+    number: int
+    token: str
+    result: AttemptResult
+    worker_id: str | None = None
+
+
+def _start(tx: Tx, start: Start, now: float) -> None:
+    job, attempt = fenced(tx, start.job_id, start.number, start.token)
+    if attempt.state is AttemptState.RUNNING:
+        return  # sent again (its reply was lost): taken once
+    check_attempt_transition(attempt.state, AttemptState.RUNNING)
+    check_job_transition(job.state, JobState.RUNNING)
+    tx.run(
+        "start_attempt",
+        job_id=start.job_id,
+        number=start.number,
+        now=now,
+        pid=start.pid,
+        pid_started_at=start.pid_started_at,
+        git_commit=start.git_commit,
+    )
+    tx.run("mark_running", id=start.job_id, now=now)
+    at = f" at commit {start.git_commit}" if start.git_commit else ""
+    event(tx, start.job_id, start.number, "started", f"attempt {start.number} started{at}", now)
+
+
+def _finish(tx: Tx, end: End, decide: Decide, now: float) -> JobRecord:
+    try:
+        job, attempt = fenced(tx, end.job_id, end.number, end.token)
+    except StaleAttempt:
+        repeat = repeated_report(tx, end.job_id, end.number, end.token, end.result)
+        if repeat is not None:
+            return repeat
+        raise
+    row = finish(tx, job, attempt, end.result, decide, now, end.worker_id)
+    tx.notify("finished")
+    return job_from(row)
+
+
+def _alone(
+    tx: Tx, job_id: str, number: int, now: float, write: Callable[[], T]
+) -> T | SandrunError:
+    """`write`'s value, or the error that refused it (its writes undone, an audit event of a
+    stale report kept). A failing store is not a refusal: that raises, failing the batch."""
+    try:
+        with savepoint(tx):
+            return write()
+    except StaleAttempt as exc:
+        event(tx, job_id, number, "stale_report", f"refused: {exc.message}", now)
+        return exc
+    except (JobError, ValidationError) as exc:
+        return exc

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Protocol
@@ -34,6 +34,8 @@ _NAME_RE = re.compile(r"^--\s*name:\s*(\w+)\s*$", re.MULTILINE)
 class Tx(Protocol):
     """One open transaction. Queries are named; see sql/queries.sql."""
 
+    changes: list[str]  # announced with `notify`, delivered once it commits
+
     def run(self, query: str, **params: Any) -> int:
         """Execute; return the number of rows changed."""
         ...
@@ -50,6 +52,23 @@ class Tx(Protocol):
         """Announce a change of `kind` (submitted, cancel, logs, finished, lost) once this
         transaction commits."""
         ...
+
+
+@contextmanager
+def savepoint(tx: Tx) -> Iterator[None]:
+    """A part of a transaction that fails alone: on an error its writes (and what it
+    announced) are undone and the error raised; the transaction goes on. The same SQL on
+    SQLite and PostgreSQL."""
+    announced = len(tx.changes)
+    tx.execute_raw("SAVEPOINT part")
+    try:
+        yield
+    except BaseException:
+        tx.execute_raw("ROLLBACK TO SAVEPOINT part")
+        tx.execute_raw("RELEASE SAVEPOINT part")
+        del tx.changes[announced:]
+        raise
+    tx.execute_raw("RELEASE SAVEPOINT part")
 
 
 class Database(Protocol):

@@ -205,6 +205,45 @@ def test_an_output_listed_twice_is_refused(cluster: Cluster, rogue: Rogue) -> No
         assert alice.get(job_id).record.state is JobState.RUNNING
 
 
+def test_a_rogue_report_is_refused_item_by_item_and_ends_nobody_elses_attempt(
+    cluster: Cluster, rogue: Rogue
+) -> None:
+    """The batched report: each forged or bad item is refused alone, nothing of it lands,
+    and a report larger than one transaction should take is refused whole (422)."""
+    with cluster.client("alice") as alice:
+        job_id = _rogue_job(alice)
+        claim = rogue.claim()
+        digest = rogue.put(b"planted")
+        ref = claim.ref.model_dump()
+        forged = {**ref, "token": "forged"}
+        outside = {"attempt": 1, "path": "../../etc/cron.d/x", "digest": digest, "size": 7}
+        answer = rogue.post(
+            "report",
+            {
+                "node": rogue.node,
+                "starts": [{"ref": forged, "pid": 1}],
+                "ends": [
+                    {"ref": forged, "result": {"exit_code": 0}},
+                    {"ref": ref, "result": {"exit_code": 0, "outputs": [outside]}},
+                ],
+            },
+        )
+        assert answer.status_code == 200, answer.text
+        reply = answer.json()
+        assert [o["error"]["code"] for o in reply["starts"]] == ["stale_attempt"]
+        codes = [(o["error"] or {}).get("code") for o in reply["ends"]]
+        assert codes == ["bad_signature", "invalid_input"]  # unsigned; a path outside
+        assert reply["ends"][1]["error"]["field"] == "result.outputs.0.path"
+        assert alice.get(job_id).record.state is JobState.RUNNING  # nothing of it landed
+        too_many = rogue.post(
+            "report", {"node": rogue.node, "ends": [{"ref": forged, "result": {}}] * 257}
+        )
+        assert too_many.status_code == 422 and too_many.json()["field"] == "ends"
+        good = {"attempt": 1, "path": "ok.txt", "digest": digest, "size": 7}
+        assert rogue.complete(claim, [good]).status_code == 200  # the attempt is still its own
+        assert alice.get(job_id).record.state is JobState.COMPLETED
+
+
 # --- 4. a worker identity claimed twice -----------------------------------------------------
 
 

@@ -13,6 +13,7 @@ from sandrun.artifacts import LocalArtifactStore
 from sandrun.client.aio import AsyncClient
 from sandrun.errors import TimeoutError
 from sandrun.models import AttemptKey, AttemptResult, Capacity
+from sandrun.protocol import CompleteRequest, StartRequest
 from sandrun.states import JobState
 from tests.integration.cluster import Cluster
 from tests.integration.conftest import Local
@@ -71,6 +72,32 @@ def test_an_agent_talking_to_an_older_server_reports_and_claims_separately(
             key = AttemptKey(job_id=held.job.id, attempt=held.attempt)
             assert control.hand_back(node, [key], "stopping") == []
             assert second.refresh().status is JobState.SCHEDULED
+    finally:
+        control.api.close()
+
+
+def test_an_agent_reports_through_an_older_server_one_call_each(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    control = HttpControlPlane(
+        cluster.url, cluster.tokens["agents"], LocalArtifactStore(tmp_path / "blobs")
+    )
+    try:
+        node = control.register_node("older", Capacity(cpus=1, memory_mb=1024))
+        assert "report" in control.features
+        control.features.discard("report")  # a server from before batched reports
+        room = Capacity(cpus=1, memory_mb=0)
+        with cluster.client() as client:
+            first, second = client.submit_many([{"command": ["true"]}] * 2)
+            claim = control.claim(node, room)
+            assert claim is not None and claim.job.id == first.id
+            start = StartRequest(ref=claim.ref, pid=1)
+            end = CompleteRequest(ref=claim.ref, result=AttemptResult(exit_code=0))
+            reply = control.report(node, [start], [end], room, max_claims=1)
+            assert [o.error for o in reply.starts] == [None]
+            [done] = reply.ends
+            assert done.job is not None and done.job.state is JobState.COMPLETED
+            assert [c.job.id for c in reply.claims] == [second.id]  # the room refilled
     finally:
         control.api.close()
 

@@ -167,7 +167,10 @@ def test_a_thousand_jobs_over_three_agents_each_complete_once(cluster: Cluster) 
             [attempt] = (
                 job.attempts
                 if job.record.attempts == 1
-                else pytest.fail(f"{job.id} ran {job.record.attempts} times")
+                else pytest.fail(
+                    f"{job.id} ran {job.record.attempts} times: "
+                    + "; ".join(f"{e.kind}: {e.message}" for e in job.events)
+                )
             )
             nodes.add(_node_of(cluster, attempt.node))
     assert nodes == {"a", "b", "c"}

@@ -1,0 +1,164 @@
+"""Attempts' starts and ends, sent in order and in batches: one call carries what every
+attempt had to say while the previous call was in flight.
+
+A start is sent without holding the job up: the job runs from its gate at once, and if
+the server refuses the start (the attempt lost its job meanwhile) the attempt is stopped
+as lost. An end waits for its answer: a result counts once the server has committed it.
+The call that carries ends also claims jobs for the room they leave, so a busy node
+refills its slots without a round trip of its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+from sandrun.agent.claims import ClaimBook
+from sandrun.agent.control import ControlPlane
+from sandrun.errors import SandrunError, error_for_code
+from sandrun.models import AttemptRef, AttemptResult, Capacity, Claim, ErrorBody, JobRecord
+from sandrun.protocol import MAX_REPORTS, CompleteRequest, StartRequest
+
+log = logging.getLogger("sandrun.agent")
+
+
+@dataclass(frozen=True)
+class Ended:
+    """An end's answer: the job after it, and whether the room it left was refilled."""
+
+    job: JobRecord
+    refilled: bool
+
+
+@dataclass
+class _Start:
+    body: StartRequest
+    refused: Callable[[], None]  # the attempt lost its job: stop it
+
+
+@dataclass
+class _End:
+    body: CompleteRequest
+    room: Capacity | None  # to refill, unless the agent is stopping
+    answer: Future[Ended] = field(default_factory=Future)
+
+
+class Reporter:
+    def __init__(
+        self, control: ControlPlane, claims: ClaimBook, adopt: Callable[[list[Claim]], None]
+    ) -> None:
+        self.control = control
+        self.claims = claims
+        self.adopt = adopt  # runs the claims a report brought (before their room is freed)
+        self.node: str | None = None  # known once the agent has registered
+        self._queue: list[_Start | _End] = []
+        self._changed = threading.Condition()
+        self._closing = False
+        self._thread: threading.Thread | None = None
+
+    def start(self, node: str) -> None:
+        self.node = node
+        self._thread = threading.Thread(target=self._send_all, name="reporter", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        """Send what is queued, then stop (later reports go one call each)."""
+        with self._changed:
+            self._closing = True
+            self._changed.notify()
+        if self._thread is not None:
+            self._thread.join()
+        with self._changed:
+            self._thread = None
+
+    def started(
+        self,
+        ref: AttemptRef,
+        pid: int | None,
+        pid_started_at: float | None,
+        git_commit: str | None,
+        refused: Callable[[], None],
+    ) -> None:
+        body = StartRequest(ref=ref, pid=pid, pid_started_at=pid_started_at, git_commit=git_commit)
+        self._put(_Start(body, refused))
+
+    def ended(self, ref: AttemptRef, result: AttemptResult, room: Capacity | None) -> Ended:
+        """Report the end and wait until the server has taken (or refused: raised) it."""
+        end = _End(CompleteRequest(ref=ref, result=result), room)
+        self._put(end)
+        return end.answer.result()
+
+    def _put(self, item: _Start | _End) -> None:
+        with self._changed:
+            if self._thread is not None:
+                self._queue.append(item)
+                self._changed.notify()
+                return
+        self._send([item])  # not serving: nothing to batch with
+
+    def _send_all(self) -> None:
+        while True:
+            with self._changed:
+                while not self._queue and not self._closing:
+                    self._changed.wait()
+                if not self._queue:
+                    return
+                batch = self._queue[:MAX_REPORTS]
+                del self._queue[:MAX_REPORTS]
+            try:
+                self._send(batch)
+            except Exception as exc:  # a bug of ours: no attempt may wait for ever
+                log.exception("reporting failed")
+                for item in batch:
+                    if isinstance(item, _End) and not item.answer.done():
+                        item.answer.set_exception(SandrunError(f"reporting failed: {exc}"))
+
+    def _send(self, batch: list[_Start | _End]) -> None:
+        starts = [i for i in batch if isinstance(i, _Start)]
+        ends = [i for i in batch if isinstance(i, _End)]
+        rooms = [e.room for e in ends if e.room is not None]
+        room = rooms[0] if rooms else None
+        for more in rooms[1:]:
+            assert room is not None
+            room = room.plus(more)
+        assert self.node is not None
+        try:
+            with self.claims.call():
+                reply = self.control.report(
+                    self.node,
+                    [s.body for s in starts],
+                    [e.body for e in ends],
+                    room,
+                    len(rooms),
+                )
+                for claim in reply.claims:
+                    self.claims.received(claim)
+        except SandrunError as exc:  # the server stayed away past every retry
+            log.error("could not report %d start(s) and %d end(s): %s", len(starts), len(ends), exc)
+            for e in ends:
+                e.answer.set_exception(exc)
+            return
+        self.adopt(reply.claims)  # counted as running before the ends' room is given back
+        refilled = len(reply.claims) >= len(rooms)
+        for s, outcome in zip(starts, reply.starts, strict=True):
+            if outcome.error is not None:
+                log.warning(
+                    "start refused (%s): stopping the attempt",
+                    outcome.error.message,
+                    extra={"job": s.body.ref.job_id, "attempt": s.body.ref.attempt},
+                )
+                s.refused()
+        for e, answer in zip(ends, reply.ends, strict=True):
+            if answer.error is not None:
+                e.answer.set_exception(_raised(answer.error))
+            else:
+                assert answer.job is not None
+                e.answer.set_result(Ended(answer.job, refilled))
+
+
+def _raised(error: ErrorBody) -> SandrunError:
+    cls = error_for_code(error.code)
+    return cls(error.message, field=error.field, suggestions=error.suggestions)

@@ -1,0 +1,81 @@
+"""Starts and ends reported together: one transaction, each report taken or refused alone."""
+
+from __future__ import annotations
+
+from sandrun.errors import StaleAttempt
+from sandrun.models import AttemptResult
+from sandrun.service.retry import decide
+from sandrun.states import AttemptState, JobState
+from sandrun.store import Store
+from sandrun.store.attempts import End, Start
+from tests.contract.queued import add
+from tests.contract.test_store import LEASE, claim
+
+
+def test_starts_and_ends_of_several_attempts_commit_together(store: Store) -> None:
+    jobs = [add(store) for _ in range(3)]
+    claims = [claim(store) for _ in jobs]
+    starts = [Start(c.job.id, c.attempt, c.token, pid=100 + i) for i, c in enumerate(claims)]
+    # The first job starts and ends in one report: its start is applied first.
+    ends = [End(claims[0].job.id, 1, claims[0].token, AttemptResult(exit_code=0))]
+    started, ended = store.report(starts, ends, decide, now=210.0)
+    assert started == [None, None, None]
+    [first] = ended
+    assert not isinstance(first, Exception) and first.state is JobState.COMPLETED
+    assert [store.get_job(j.id).state for j in jobs] == [
+        JobState.COMPLETED,
+        JobState.RUNNING,
+        JobState.RUNNING,
+    ]
+    assert store.attempts(jobs[1].id)[0].pid == 101
+
+
+def test_a_stale_report_is_refused_alone_and_recorded(store: Store) -> None:
+    job = add(store)
+    old = claim(store)
+    assert store.lose_attempts(decide, now=200.0 + LEASE + 1) == [(job.id, 1)]
+    other_job = add(store)
+    again = claim(store, now=300.0)  # attempt 2 of the first job: `old` is stale
+    other = claim(store, now=300.0)
+    assert (again.job.id, again.attempt, other.job.id) == (job.id, 2, other_job.id)
+    started, ended = store.report(
+        [Start(again.job.id, again.attempt, again.token)],
+        [
+            End(old.job.id, old.attempt, old.token, AttemptResult(exit_code=0)),
+            End(other.job.id, other.attempt, "forged", AttemptResult(exit_code=0)),
+        ],
+        decide,
+        now=301.0,
+    )
+    assert started == [None]
+    assert [type(e) for e in ended] == [StaleAttempt, StaleAttempt]
+    assert store.get_job(job.id).state is JobState.RUNNING  # the good part committed
+    assert store.get_job(other_job.id).state is JobState.SCHEDULED
+    refused = [e for j in (job.id, other_job.id) for e in store.events(j)]
+    assert sum(e.kind == "stale_report" for e in refused) == 2
+
+
+def test_a_report_sent_again_is_taken_once(store: Store) -> None:
+    """A report whose reply was lost (a server killed after its commit) is sent again."""
+    add(store)
+    c = claim(store)
+    start = Start(c.job.id, c.attempt, c.token, pid=7)
+    end = End(c.job.id, c.attempt, c.token, AttemptResult(exit_code=0))
+    first = store.report([start], [end], decide, now=210.0)
+    again = store.report([start], [end], decide, now=211.0)
+    assert first[0] == [None]
+    assert again[1] == first[1]  # the end: answered as the first time
+    [refused] = again[0]  # the start names an ended attempt now: refused, nothing changed
+    assert isinstance(refused, StaleAttempt)
+    [attempt] = store.attempts(c.job.id)
+    assert (attempt.state, attempt.pid) == (AttemptState.COMPLETED, 7)
+    assert [e.kind for e in store.events(c.job.id)].count("attempt_completed") == 1
+
+
+def test_a_start_sent_twice_while_running_is_taken_once(store: Store) -> None:
+    add(store)
+    c = claim(store)
+    start = Start(c.job.id, c.attempt, c.token, pid=7)
+    assert store.report([start], [], decide, now=210.0)[0] == [None]
+    assert store.report([start], [], decide, now=211.0)[0] == [None]
+    assert [e.kind for e in store.events(c.job.id)].count("started") == 1

@@ -1,0 +1,158 @@
+"""The agent's reporter: starts and ends in order, batched while a call is in flight,
+refused starts stop their attempt, claims run before the ends' room is given back."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+
+from sandrun.agent.claims import ClaimBook
+from sandrun.agent.reporter import Reporter
+from sandrun.errors import ServerUnreachable, StaleAttempt
+from sandrun.models import AttemptRef, AttemptResult, Capacity, Claim, ErrorBody, JobRecord
+from sandrun.protocol import CompleteRequest, EndOutcome, Outcome, ReportReply, StartRequest
+from sandrun.spec import JobSpec
+from tests.helpers import wait_for
+
+ROOM = Capacity(cpus=1, memory_mb=0)
+
+
+def _job(n: int) -> JobRecord:
+    return JobRecord.submitted(JobSpec(command=["true"]), "me", at=1.0).model_copy(
+        update={"id": f"job-{n}", "attempts": 1}
+    )
+
+
+def _ref(n: int) -> AttemptRef:
+    return AttemptRef(job_id=f"job-{n}", attempt=1, token=f"token-{n}")
+
+
+class FakeControl:
+    """Answers reports as a server would; `hold` keeps a call in flight until released."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[list[str], list[str], Capacity | None, int]] = []
+        self.refuse: set[str] = set()  # job ids whose reports are stale
+        self.claims: list[Claim] = []  # handed out with the next call that asks
+        self.hold = threading.Event()
+        self.hold.set()
+        self.in_call = threading.Event()
+        self.fail: Exception | None = None
+
+    def report(
+        self,
+        node: str,
+        starts: Sequence[StartRequest],
+        ends: Sequence[CompleteRequest],
+        room: Capacity | None = None,
+        max_claims: int = 0,
+    ) -> ReportReply:
+        self.in_call.set()
+        self.hold.wait()
+        self.calls.append(
+            ([s.ref.job_id for s in starts], [e.ref.job_id for e in ends], room, max_claims)
+        )
+        if self.fail is not None:
+            raise self.fail
+        stale = ErrorBody(code="stale_attempt", message="no longer holds the job")
+        reply = ReportReply(
+            starts=[Outcome(error=stale if s.ref.job_id in self.refuse else None) for s in starts],
+            ends=[
+                EndOutcome(error=stale)
+                if e.ref.job_id in self.refuse
+                else EndOutcome(job=_job(int(e.ref.job_id.split("-")[1])))
+                for e in ends
+            ],
+        )
+        if max_claims:
+            reply.claims, self.claims = self.claims[:max_claims], self.claims[max_claims:]
+        return reply
+
+
+@pytest.fixture
+def serving() -> Any:
+    control = FakeControl()
+    adopted: list[list[str]] = []
+    reporter = Reporter(control, ClaimBook(), lambda cs: adopted.append([c.job.id for c in cs]))  # type: ignore[arg-type]
+    reporter.start("node-1")
+    yield control, reporter, adopted
+    control.hold.set()
+    reporter.close()
+
+
+def test_an_end_is_answered_once_its_report_is_taken(serving: Any) -> None:
+    control, reporter, _ = serving
+    refused = threading.Event()
+    reporter.started(_ref(1), 10, 1.0, None, refused=refused.set)
+    ended = reporter.ended(_ref(1), AttemptResult(exit_code=0), ROOM)
+    assert ended.job.id == "job-1" and not refused.is_set()
+    assert not ended.refilled  # no job was waiting for its room
+    starts_sent = [c[0] for c in control.calls]
+    assert ["job-1"] in starts_sent  # its start went first (alone, or with its end)
+    assert control.calls[-1][1:] == (["job-1"], ROOM, 1)
+
+
+def test_reports_queued_behind_a_call_in_flight_go_in_one_call(serving: Any) -> None:
+    control, reporter, _ = serving
+    control.hold.clear()
+    reporter.started(_ref(0), 10, 1.0, None, refused=lambda: None)
+    wait_for(control.in_call.is_set, what="the first call")
+    done: list[str] = []
+    threads = [
+        threading.Thread(
+            target=lambda n=n: done.append(reporter.ended(_ref(n), AttemptResult(), ROOM).job.id)
+        )
+        for n in (1, 2, 3)
+    ]
+    for t in threads:
+        t.start()
+    wait_for(lambda: len(reporter._queue) == 3, what="three ends to queue")
+    control.hold.set()
+    for t in threads:
+        t.join(10)
+    assert sorted(done) == ["job-1", "job-2", "job-3"]
+    assert len(control.calls) == 2
+    [_, (starts, ends, room, most)] = control.calls
+    assert (starts, sorted(ends), most) == ([], ["job-1", "job-2", "job-3"], 3)
+    assert room == Capacity(cpus=3, memory_mb=0)  # the three ends' room together
+
+
+def test_a_refused_start_stops_its_attempt_and_its_end_is_refused(serving: Any) -> None:
+    control, reporter, _ = serving
+    control.refuse.add("job-1")
+    lost = threading.Event()
+    reporter.started(_ref(1), 10, 1.0, None, refused=lost.set)
+    assert lost.wait(10)
+    with pytest.raises(StaleAttempt):
+        reporter.ended(_ref(1), AttemptResult(exit_code=0), ROOM)
+
+
+def test_claims_are_adopted_before_the_ends_are_answered(serving: Any) -> None:
+    control, reporter, adopted = serving
+    claim = Claim(job=_job(9), attempt=1, token="t9", lease_expires_at=99.0)
+    control.claims = [claim]
+    ended = reporter.ended(_ref(1), AttemptResult(exit_code=0), ROOM)
+    assert ended.refilled
+    assert adopted == [["job-9"]]  # already running when the end's room is given back
+    assert reporter.claims.never_received([]) == []
+
+
+def test_an_end_that_cannot_be_reported_raises_and_the_reporter_goes_on(serving: Any) -> None:
+    control, reporter, _ = serving
+    control.fail = ServerUnreachable("the server is away")
+    with pytest.raises(ServerUnreachable):
+        reporter.ended(_ref(1), AttemptResult(exit_code=0), None)
+    control.fail = None
+    assert reporter.ended(_ref(2), AttemptResult(exit_code=0), None).job.id == "job-2"
+
+
+def test_after_close_each_report_is_sent_at_once() -> None:
+    control = FakeControl()
+    reporter = Reporter(control, ClaimBook(), lambda cs: None)  # type: ignore[arg-type]
+    reporter.start("node-1")
+    reporter.close()
+    assert reporter.ended(_ref(1), AttemptResult(exit_code=0), None).job.id == "job-1"
+    assert control.calls == [([], ["job-1"], None, 0)]
