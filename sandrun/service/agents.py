@@ -13,6 +13,7 @@ from sandrun.errors import (
     BadSignature,
     OutputNotUploaded,
     SandrunError,
+    StoreError,
     ValidationError,
 )
 from sandrun.ids import new_id
@@ -194,6 +195,8 @@ class AgentCalls:
         for end in ends:
             try:
                 checked.append(self._checked_end(end.ref, end.result))
+            except StoreError:
+                raise  # a fault, not a refusal: the whole report fails and is sent again
             except SandrunError as exc:
                 checked.append(exc)
         valid = [e for e in checked if isinstance(e, End)]

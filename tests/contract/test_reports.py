@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
-from sandrun.errors import StaleAttempt
+from pathlib import Path
+
+import pytest
+
+from sandrun.artifacts import LocalArtifactStore
+from sandrun.errors import StaleAttempt, StoreError
 from sandrun.models import AttemptResult
+from sandrun.protocol import CompleteRequest
+from sandrun.service import Service
 from sandrun.service.retry import decide
 from sandrun.states import AttemptState, JobState
 from sandrun.store import Store
@@ -79,3 +86,24 @@ def test_a_start_sent_twice_while_running_is_taken_once(store: Store) -> None:
     assert store.report([start], [], decide, now=210.0)[0] == [None]
     assert store.report([start], [], decide, now=211.0)[0] == [None]
     assert [e.kind for e in store.events(c.job.id)].count("started") == 1
+
+
+def test_a_store_fault_fails_the_whole_report_for_the_agent_to_send_again(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A refusal is one item's answer; a failing store is not a refusal of anything."""
+    service = Service(store, LocalArtifactStore(tmp_path / "blobs"))
+    add(store)
+    c = claim(store)
+    end = CompleteRequest(ref=c.ref, result=AttemptResult(exit_code=0))
+    store.start_attempt(c.job.id, c.attempt, c.token, 205.0)
+
+    def store_down(job_id: str, number: int) -> str | None:
+        raise StoreError("the database is away")
+
+    monkeypatch.setattr(store, "signer_key", store_down)
+    with pytest.raises(StoreError):
+        service.report("node-a", [], [end])
+    monkeypatch.undo()
+    [answer] = service.report("node-a", [], [end]).ends  # sent again, the store back
+    assert answer.job is not None and answer.job.state is JobState.COMPLETED
