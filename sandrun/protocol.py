@@ -127,6 +127,8 @@ class ReportRequest(Request):
     ends: list[CompleteRequest] = Field(default=[], max_length=MAX_REPORTS)
     room: Capacity | None = None
     max_claims: Count = Field(default=0, le=MAX_REPORTS)
+    # Names this call's claims: sent again after a lost reply, it gets the same ones back.
+    claim_key: str | None = Field(default=None, min_length=1, max_length=64)
 
 
 class Outcome(Wire):

@@ -90,9 +90,11 @@ class ControlPlane(Protocol):
         ends: Sequence[CompleteRequest],
         room: Capacity | None = None,
         max_claims: int = 0,
+        claim_key: str | None = None,
     ) -> ReportReply:
-        """Starts and ends at once, each taken or refused alone; then claims for `room`.
-        Ends' outputs must be uploaded first (`upload_outputs`)."""
+        """Starts and ends at once, each taken or refused alone; then claims for `room`
+        (sent again with the same `claim_key`: the same claims). Ends' outputs must be
+        uploaded first (`upload_outputs`)."""
         ...
 
     def upload_outputs(self, result: AttemptResult) -> None: ...

@@ -195,15 +195,21 @@ class HttpControlPlane:
         ends: Sequence[CompleteRequest],
         room: Capacity | None = None,
         max_claims: int = 0,
+        claim_key: str | None = None,
     ) -> ReportReply:
         if "report" not in self.features:  # an older server: one call each
             return self._report_one_by_one(node, starts, ends, room, max_claims)
         body = ReportRequest(
-            node=node, starts=list(starts), ends=list(ends), room=room, max_claims=max_claims
+            node=node,
+            starts=list(starts),
+            ends=list(ends),
+            room=room,
+            max_claims=max_claims,
+            claim_key=claim_key,
         )
-        # Results that matter: retried through a server restart, as `complete` is. A retry
-        # loses the claims a reply that timed out carried (the heartbeat has them handed
-        # back), so a busy server gets a whole lease to answer: this thread checks no lease.
+        # Results that matter: retried through a server restart, as `complete` is; a retry
+        # is the same body, so its claim_key gets back the claims a lost reply carried.
+        # This thread checks no lease: a busy server gets a whole lease to answer.
         data = self._post("/v1/agent/report", body, REPORT_RETRY, timeout=self.lease_seconds)
         return ReportReply.model_validate(data)
 

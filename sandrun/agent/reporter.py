@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import uuid
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -133,6 +134,7 @@ class Reporter:
                     [e.body for e in ends],
                     room,
                     len(rooms),
+                    uuid.uuid4().hex if rooms else None,  # the same on every retry
                 )
                 for claim in reply.claims:
                     self.claims.received(claim)

@@ -149,4 +149,6 @@ def complete_and_claim(body: CompleteAndClaimRequest, service: ServiceDep) -> Co
 def report(body: ReportRequest, service: ServiceDep) -> ReportReply:
     """Starts and ends in one transaction, each taken or refused alone (`error`), then at
     once (no long-poll) up to `max_claims` jobs that fit `room` together."""
-    return service.report(body.node, body.starts, body.ends, body.room, body.max_claims)
+    return service.report(
+        body.node, body.starts, body.ends, body.room, body.max_claims, body.claim_key
+    )

@@ -188,9 +188,11 @@ class AgentCalls:
         ends: Sequence[CompleteRequest],
         room: Capacity | None = None,
         max_claims: int = 0,
+        claim_key: str | None = None,
     ) -> ReportReply:
         """Starts and ends of `node`'s attempts in one transaction (a group commit), each
-        taken or refused alone; then up to `max_claims` claims that fit `room` together."""
+        taken or refused alone; then up to `max_claims` claims that fit `room` together.
+        A report sent again with the same `claim_key` gets the claims the first one made."""
         checked: list[End | SandrunError] = []
         for end in ends:
             try:
@@ -217,14 +219,18 @@ class AgentCalls:
             ends=[_end_outcome(next(taken) if isinstance(e, End) else e) for e in checked],
         )
         if room is not None and max_claims > 0 and self.node_is_live(node):
-            reply.claims = self._claims(node, room, max_claims)
+            reply.claims = self._claims(node, room, max_claims, claim_key)
         return reply
 
-    def _claims(self, node: str, room: Capacity, most: int) -> list[Claim]:
+    def _claims(self, node: str, room: Capacity, most: int, key: str | None) -> list[Claim]:
+        if key is not None and (made := self.store.claims_with_key(node, key)):
+            return made  # this call's first try made them: its reply was lost
         claims: list[Claim] = []
         try:
             while len(claims) < most and room.cpus > 0:
-                claim = self.claim(node, room)
+                claim = self.store.claim(
+                    node, room, self.clock(), self.lease_seconds, self.policy, claim_key=key
+                )
                 if claim is None:
                     break
                 claims.append(claim)

@@ -52,6 +52,7 @@ class AttemptWrites:
         now: float,
         lease_seconds: float,
         policy: Policy = NO_POLICY,
+        claim_key: str | None = None,
     ) -> Claim | None:
         """Take the next pending job that fits `free` in the order and within the limits of
         `policy` (see queue.py): one row lock, a new attempt (fenced by a fresh token) and
@@ -68,12 +69,28 @@ class AttemptWrites:
                 lease_seconds=lease_seconds,
                 token=token,
                 pool=self._pool,
+                claim_key=claim_key,
             ).claim()
         if row is None:
             return None
         job = job_from(row)
         lease = now + lease_seconds
         return Claim(job=job, attempt=job.attempts, token=token, lease_expires_at=lease)
+
+    def claims_with_key(self, node: str, claim_key: str) -> list[Claim]:
+        """The unstarted claims on `node` that a call with `claim_key` made: what a call
+        sent again (its reply lost) is answered with, instead of new claims."""
+        with self.db.transaction(write=False) as tx:
+            rows = tx.all("claims_with_key", node=node, claim_key=claim_key)
+            return [
+                Claim(
+                    job=job_from(must(tx, r["job_id"])),
+                    attempt=r["number"],
+                    token=r["token"],
+                    lease_expires_at=r["lease_expires_at"],
+                )
+                for r in rows
+            ]
 
     def start_attempt(
         self,

@@ -142,6 +142,7 @@ class Claimer:
         lease_seconds: float,
         token: str,
         pool: PoolCache,
+        claim_key: str | None = None,
     ) -> None:
         self.tx = tx
         self.pool = pool
@@ -155,6 +156,7 @@ class Claimer:
             "node": node,
             "token": token,
             "lease_expires_at": now + lease_seconds,
+            "claim_key": claim_key,
         }
         row = tx.one("node_capacity", node=node)
         self.capacity = Capacity.model_validate_json(row["capacity"]) if row else free

@@ -8,7 +8,7 @@ import pytest
 
 from sandrun.artifacts import LocalArtifactStore
 from sandrun.errors import StaleAttempt, StoreError
-from sandrun.models import AttemptResult
+from sandrun.models import AttemptResult, Capacity
 from sandrun.protocol import CompleteRequest
 from sandrun.service import Service
 from sandrun.service.retry import decide
@@ -16,7 +16,7 @@ from sandrun.states import AttemptState, JobState
 from sandrun.store import Store
 from sandrun.store.attempts import End, Start
 from tests.contract.queued import add
-from tests.contract.test_store import LEASE, claim
+from tests.contract.test_store import BIG, LEASE, claim
 
 
 def test_starts_and_ends_of_several_attempts_commit_together(store: Store) -> None:
@@ -107,3 +107,26 @@ def test_a_store_fault_fails_the_whole_report_for_the_agent_to_send_again(
     monkeypatch.undo()
     [answer] = service.report("node-a", [], [end]).ends  # sent again, the store back
     assert answer.job is not None and answer.job.state is JobState.COMPLETED
+
+
+def test_a_report_sent_again_gets_the_claims_its_first_try_made(
+    store: Store, tmp_path: Path
+) -> None:
+    """Its reply was lost (a timeout, a server killed after the commit): the agent sends
+    the same body again, and must not lose the claims the first try made."""
+    service = Service(store, LocalArtifactStore(tmp_path / "blobs"))
+    service.register_node("n", BIG, node_id="node-a")
+    for _ in range(3):
+        add(store)
+    room = Capacity(cpus=2, memory_mb=0)
+    first = service.report("node-a", [], [], room, max_claims=2, claim_key="k1")
+    again = service.report("node-a", [], [], room, max_claims=2, claim_key="k1")
+    assert len(first.claims) == 2
+    assert again.claims == first.claims
+    other = service.report("node-a", [], [], room, max_claims=2, claim_key="k2")
+    assert len(other.claims) == 1  # the third job: a new key claims anew
+    assert {c.job.id for c in other.claims}.isdisjoint(c.job.id for c in first.claims)
+    for c in first.claims:
+        store.start_attempt(c.job.id, c.attempt, c.token, 220.0)
+    # Started claims are not handed out again, whatever the key.
+    assert service.report("node-a", [], [], room, max_claims=2, claim_key="k1").claims == []

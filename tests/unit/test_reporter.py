@@ -41,6 +41,7 @@ class FakeControl:
         self.hold.set()
         self.in_call = threading.Event()
         self.fail: Exception | None = None
+        self.keys: list[str | None] = []
 
     def report(
         self,
@@ -49,8 +50,10 @@ class FakeControl:
         ends: Sequence[CompleteRequest],
         room: Capacity | None = None,
         max_claims: int = 0,
+        claim_key: str | None = None,
     ) -> ReportReply:
         self.in_call.set()
+        self.keys.append(claim_key)
         self.hold.wait()
         self.calls.append(
             ([s.ref.job_id for s in starts], [e.ref.job_id for e in ends], room, max_claims)
@@ -136,6 +139,8 @@ def test_claims_are_adopted_before_the_ends_are_answered(serving: Any) -> None:
     control.claims = [claim]
     ended = reporter.ended(_ref(1), AttemptResult(exit_code=0), ROOM)
     assert ended.refilled
+    [key] = control.keys
+    assert key  # names the claims, so that a retry gets them back
     assert adopted == [["job-9"]]  # already running when the end's room is given back
     assert reporter.claims.never_received([]) == []
 
@@ -156,3 +161,4 @@ def test_after_close_each_report_is_sent_at_once() -> None:
     reporter.close()
     assert reporter.ended(_ref(1), AttemptResult(exit_code=0), None).job.id == "job-1"
     assert control.calls == [([], ["job-1"], None, 0)]
+    assert control.keys == [None]  # no claims asked: nothing to name

@@ -250,3 +250,9 @@ SELECT
 SELECT
   (SELECT count(*) FROM jobs WHERE state IN ('pending', 'scheduled')) AS queued,
   (SELECT count(*) FROM jobs WHERE state = 'running') AS running;
+
+-- name: claims_with_key
+-- The claims a call with this key already made on :node that are still unstarted.
+SELECT job_id, number, token, lease_expires_at FROM attempts
+WHERE node = :node AND claim_key = :claim_key AND state = 'scheduled'
+ORDER BY scheduled_at, job_id;

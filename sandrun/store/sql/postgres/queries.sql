@@ -62,8 +62,9 @@ WHERE o.owner IS NOT NULL;
 -- name: fragment_new_attempt
 -- A claim's last steps, after its `job` CTE: the attempt on :node, and its event.
 attempt AS (
-    INSERT INTO attempts (job_id, number, state, node, token, lease_expires_at, scheduled_at)
-    SELECT id, attempts, 'scheduled', :node, :token, :lease_expires_at, :now
+    INSERT INTO attempts (job_id, number, state, node, token, lease_expires_at, scheduled_at,
+                          claim_key)
+    SELECT id, attempts, 'scheduled', :node, :token, :lease_expires_at, :now, :claim_key
     FROM job
 ), event AS (
     INSERT INTO events (job_id, attempt, kind, message, data, at)

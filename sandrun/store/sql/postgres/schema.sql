@@ -64,6 +64,7 @@ CREATE TABLE attempts (
     git_commit       text,
     worker_id        text,
     signature        text,
+    claim_key        text,
     PRIMARY KEY (job_id, number)
 );
 CREATE INDEX attempts_live ON attempts (lease_expires_at) WHERE state IN ('scheduled', 'running');

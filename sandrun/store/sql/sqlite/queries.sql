@@ -62,8 +62,9 @@ FROM heads h JOIN jobs j ON j.id = h.id LEFT JOIN nodes n ON n.id = j.reserved_n
 -- name: fragment_new_attempt
 -- A claim's last steps, after its UPDATE ... RETURNING (whose row gives :id, :attempts):
 -- the attempt on :node, and its event.
-INSERT INTO attempts (job_id, number, state, node, token, lease_expires_at, scheduled_at)
-VALUES (:id, :attempts, 'scheduled', :node, :token, :lease_expires_at, :now);
+INSERT INTO attempts (job_id, number, state, node, token, lease_expires_at, scheduled_at,
+                      claim_key)
+VALUES (:id, :attempts, 'scheduled', :node, :token, :lease_expires_at, :now, :claim_key);
 INSERT INTO events (job_id, attempt, kind, message, data, at)
 VALUES (:id, :attempts, 'scheduled', 'attempt ' || :attempts || ' on ' || :node, '{}', :now);
 

@@ -60,6 +60,7 @@ CREATE TABLE attempts (
     git_commit       TEXT,
     worker_id        TEXT,
     signature        TEXT,
+    claim_key        TEXT,
     PRIMARY KEY (job_id, number)
 );
 CREATE INDEX attempts_live ON attempts (lease_expires_at) WHERE state IN ('scheduled', 'running');
