@@ -1,5 +1,5 @@
-"""Attempts' starts and ends, sent in order and in batches: one call carries what every
-attempt had to say while the previous call was in flight.
+"""Attempts' starts and ends, sent in order and in batches: a call carries what every
+attempt had to say while the calls before it were in flight (two at most).
 
 A start is sent without holding the job up: the job runs from its gate at once, and if
 the server refuses the start (the attempt lost its job meanwhile) the attempt is stopped
@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -24,6 +25,9 @@ from sandrun.models import AttemptRef, AttemptResult, Capacity, Claim, ErrorBody
 from sandrun.protocol import MAX_REPORTS, CompleteRequest, StartRequest
 
 log = logging.getLogger("sandrun.agent")
+
+# Calls in flight at once: while one waits on the server's database, the next batch goes.
+SENDERS = 2
 
 
 @dataclass(frozen=True)
@@ -39,12 +43,20 @@ class _Start:
     body: StartRequest
     refused: Callable[[], None]  # the attempt lost its job: stop it
 
+    @property
+    def key(self) -> tuple[str, int]:
+        return self.body.ref.job_id, self.body.ref.attempt
+
 
 @dataclass
 class _End:
     body: CompleteRequest
     room: Capacity | None  # to refill, unless the agent is stopping
     answer: Future[Ended] = field(default_factory=Future)
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return self.body.ref.job_id, self.body.ref.attempt
 
 
 class Reporter:
@@ -56,24 +68,29 @@ class Reporter:
         self.adopt = adopt  # runs the claims a report brought (before their room is freed)
         self.node: str | None = None  # known once the agent has registered
         self._queue: list[_Start | _End] = []
+        self._sending: Counter[tuple[str, int]] = Counter()  # attempts with a call in flight
         self._changed = threading.Condition()
         self._closing = False
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
 
     def start(self, node: str) -> None:
         self.node = node
-        self._thread = threading.Thread(target=self._send_all, name="reporter", daemon=True)
-        self._thread.start()
+        self._threads = [
+            threading.Thread(target=self._send_all, name=f"reporter-{n}", daemon=True)
+            for n in range(SENDERS)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     def close(self) -> None:
         """Send what is queued, then stop (later reports go one call each)."""
         with self._changed:
             self._closing = True
-            self._changed.notify()
-        if self._thread is not None:
-            self._thread.join()
+            self._changed.notify_all()
+        for thread in self._threads:
+            thread.join()
         with self._changed:
-            self._thread = None
+            self._threads = []
 
     def started(
         self,
@@ -94,7 +111,7 @@ class Reporter:
 
     def _put(self, item: _Start | _End) -> None:
         with self._changed:
-            if self._thread is not None:
+            if self._threads:
                 self._queue.append(item)
                 self._changed.notify()
                 return
@@ -103,12 +120,10 @@ class Reporter:
     def _send_all(self) -> None:
         while True:
             with self._changed:
-                while not self._queue and not self._closing:
+                while not (batch := self._take()):
+                    if self._closing and not self._queue:
+                        return
                     self._changed.wait()
-                if not self._queue:
-                    return
-                batch = self._queue[:MAX_REPORTS]
-                del self._queue[:MAX_REPORTS]
             try:
                 self._send(batch)
             except Exception as exc:  # a bug of ours: no attempt may wait for ever
@@ -116,6 +131,19 @@ class Reporter:
                 for item in batch:
                     if isinstance(item, _End) and not item.answer.done():
                         item.answer.set_exception(SandrunError(f"reporting failed: {exc}"))
+            finally:
+                with self._changed:
+                    self._sending -= Counter(i.key for i in batch)
+                    self._changed.notify_all()
+
+    def _take(self) -> list[_Start | _End]:
+        """The oldest queued reports, but none of an attempt that has one in flight: an
+        attempt's reports go in order (its end never overtakes its start)."""
+        batch = [i for i in self._queue if i.key not in self._sending][:MAX_REPORTS]
+        taken = {id(i) for i in batch}
+        self._queue = [i for i in self._queue if id(i) not in taken]
+        self._sending += Counter(i.key for i in batch)
+        return batch
 
     def _send(self, batch: list[_Start | _End]) -> None:
         starts = [i for i in batch if isinstance(i, _Start)]

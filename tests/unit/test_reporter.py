@@ -4,6 +4,7 @@ refused starts stop their attempt, claims run before the ends' room is given bac
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -39,7 +40,10 @@ class FakeControl:
         self.claims: list[Claim] = []  # handed out with the next call that asks
         self.hold = threading.Event()
         self.hold.set()
-        self.in_call = threading.Event()
+        self.lock = threading.Lock()
+        self.entered = 0  # calls begun
+        self.flying: Counter[tuple[str, int]] = Counter()  # attempts in calls in flight
+        self.overtaken: set[tuple[str, int]] = set()  # attempts sent while in flight
         self.fail: Exception | None = None
         self.keys: list[str | None] = []
 
@@ -52,9 +56,16 @@ class FakeControl:
         max_claims: int = 0,
         claim_key: str | None = None,
     ) -> ReportReply:
-        self.in_call.set()
+        keys = {(r.ref.job_id, r.ref.attempt) for r in [*starts, *ends]}
+        with self.lock:
+            self.overtaken |= keys & set(self.flying)
+            self.flying.update(keys)
+            self.entered += 1
         self.keys.append(claim_key)
         self.hold.wait()
+        with self.lock:
+            self.flying.subtract(keys)
+            self.flying += Counter()  # drop the zeros
         self.calls.append(
             ([s.ref.job_id for s in starts], [e.ref.job_id for e in ends], room, max_claims)
         )
@@ -98,11 +109,12 @@ def test_an_end_is_answered_once_its_report_is_taken(serving: Any) -> None:
     assert control.calls[-1][1:] == (["job-1"], ROOM, 1)
 
 
-def test_reports_queued_behind_a_call_in_flight_go_in_one_call(serving: Any) -> None:
+def test_reports_queued_behind_calls_in_flight_go_in_one_call(serving: Any) -> None:
     control, reporter, _ = serving
     control.hold.clear()
-    reporter.started(_ref(0), 10, 1.0, None, refused=lambda: None)
-    wait_for(control.in_call.is_set, what="the first call")
+    for calls, n in enumerate((0, 9), start=1):  # both senders busy
+        reporter.started(_ref(n), 10, 1.0, None, refused=lambda: None)
+        wait_for(lambda calls=calls: control.entered == calls, what=f"{calls} call(s) in flight")
     done: list[str] = []
     threads = [
         threading.Thread(
@@ -117,10 +129,25 @@ def test_reports_queued_behind_a_call_in_flight_go_in_one_call(serving: Any) -> 
     for t in threads:
         t.join(10)
     assert sorted(done) == ["job-1", "job-2", "job-3"]
-    assert len(control.calls) == 2
-    [_, (starts, ends, room, most)] = control.calls
+    assert len(control.calls) == 3
+    [(starts, ends, room, most)] = [c for c in control.calls if c[1]]
     assert (starts, sorted(ends), most) == ([], ["job-1", "job-2", "job-3"], 3)
     assert room == Capacity(cpus=3, memory_mb=0)  # the three ends' room together
+
+
+def test_an_end_never_overtakes_its_start_in_flight(serving: Any) -> None:
+    control, reporter, _ = serving
+    control.hold.clear()
+    reporter.started(_ref(1), 10, 1.0, None, refused=lambda: None)
+    wait_for(lambda: control.entered == 1, what="the start in flight")
+    ending = threading.Thread(target=reporter.ended, args=(_ref(1), AttemptResult(), None))
+    ending.start()
+    # A sender is free, yet the end waits for its start's call to come back.
+    wait_for(lambda: len(reporter._queue) == 1, what="the end to wait in the queue")
+    control.hold.set()
+    ending.join(10)
+    assert control.overtaken == set()
+    assert [c[:2] for c in control.calls] == [(["job-1"], []), ([], ["job-1"])]
 
 
 def test_a_refused_start_stops_its_attempt_and_its_end_is_refused(serving: Any) -> None:
