@@ -7,12 +7,13 @@ refuses (409) a report from an attempt that no longer holds its job.
 from __future__ import annotations
 
 import time
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 
-from sandrun.models import AttemptKey, Claim, JobRecord
+from sandrun.models import AttemptKey, Claim, JobRecord, Principal
 from sandrun.protocol import (
     ClaimRequest,
     CompleteAndClaimReply,
@@ -29,16 +30,27 @@ from sandrun.protocol import (
     StartRequest,
     Uploaded,
 )
+from sandrun.roles import Role
 from sandrun.server.auth import ERRORS, ServiceDep, agent
 from sandrun.server.notify import Notifier
 from sandrun.server.params import Text
+from sandrun.service import Service
 
 # Every route here is for agents (or admins): checked once, for the whole router.
 router = APIRouter(prefix="/v1/agent", responses=ERRORS, dependencies=[Depends(agent)])
 
 
+AgentDep = Annotated[Principal, Depends(agent)]
+
+
+def _as_node(service: Service, caller: Principal, node: str) -> None:
+    """Only the operator who registered a node (or an admin) may act as it."""
+    if caller.role is not Role.ADMIN:
+        service.check_operator(node, caller.name)
+
+
 @router.post("/register")
-def register(body: RegisterRequest, service: ServiceDep) -> RegisterReply:
+def register(body: RegisterRequest, service: ServiceDep, caller: AgentDep) -> RegisterReply:
     node_id = service.register_node(
         body.name,
         body.capacity,
@@ -47,6 +59,7 @@ def register(body: RegisterRequest, service: ServiceDep) -> RegisterReply:
         public_key=body.public_key,
         detected=body.detected,
         key_proof=body.key_proof,
+        operator=caller.name,
     )
     return RegisterReply(
         node_id=node_id,
@@ -60,8 +73,11 @@ def register(body: RegisterRequest, service: ServiceDep) -> RegisterReply:
     response_model=Claim,
     responses={204: {"description": "nothing fitting arrived within `wait` seconds"}},
 )
-async def claim(body: ClaimRequest, request: Request, service: ServiceDep) -> Claim | Response:
+async def claim(
+    body: ClaimRequest, request: Request, service: ServiceDep, caller: AgentDep
+) -> Claim | Response:
     """The best pending job that fits `free`; held open up to `wait` s until one arrives."""
+    await run_in_threadpool(_as_node, service, caller, body.node)
     notifier: Notifier = request.app.state.work
     deadline = time.monotonic() + body.wait
     while True:
@@ -89,13 +105,15 @@ def start(body: StartRequest, service: ServiceDep) -> None:
 
 
 @router.post("/heartbeat")
-def heartbeat(body: HeartbeatRequest, service: ServiceDep) -> HeartbeatReply:
+def heartbeat(body: HeartbeatRequest, service: ServiceDep, caller: AgentDep) -> HeartbeatReply:
+    _as_node(service, caller, body.node)
     return service.heartbeat(body.node, body.leases, body.state)
 
 
 @router.post("/hand-back")
-def hand_back(body: HandBackRequest, service: ServiceDep) -> list[AttemptKey]:
+def hand_back(body: HandBackRequest, service: ServiceDep, caller: AgentDep) -> list[AttemptKey]:
     """Give back attempts the node holds but never started; returns those given back."""
+    _as_node(service, caller, body.node)
     return service.hand_back(body.node, body.attempts, body.reason)
 
 
@@ -139,16 +157,20 @@ def complete(body: CompleteRequest, service: ServiceDep) -> JobRecord:
 
 
 @router.post("/complete-and-claim")
-def complete_and_claim(body: CompleteAndClaimRequest, service: ServiceDep) -> CompleteAndClaimReply:
+def complete_and_claim(
+    body: CompleteAndClaimRequest, service: ServiceDep, caller: AgentDep
+) -> CompleteAndClaimReply:
     """`complete`, then at once (no long-poll) the best job that fits `free`."""
+    _as_node(service, caller, body.node)
     job, claim = service.complete_and_claim(body.ref, body.result, body.node, body.free)
     return CompleteAndClaimReply(job=job, next=claim)
 
 
 @router.post("/report")
-def report(body: ReportRequest, service: ServiceDep) -> ReportReply:
+def report(body: ReportRequest, service: ServiceDep, caller: AgentDep) -> ReportReply:
     """Starts and ends in one transaction, each taken or refused alone (`error`), then at
     once (no long-poll) up to `max_claims` jobs that fit `room` together."""
+    _as_node(service, caller, body.node)
     return service.report(
         body.node, body.starts, body.ends, body.room, body.max_claims, body.claim_key
     )

@@ -11,6 +11,7 @@ from sandrun.artifacts import LocalArtifactStore
 from sandrun.errors import (
     BadKeyProof,
     BadSignature,
+    Forbidden,
     OutputNotUploaded,
     SandrunError,
     StoreError,
@@ -64,6 +65,7 @@ class AgentCalls:
     clock: Callable[[], float]
     lease_seconds: float
     policy: Policy
+    operators: dict[str, str | None]
 
     def register_node(
         self,
@@ -75,18 +77,47 @@ class AgentCalls:
         public_key: str | None = None,
         detected: Capacity | None = None,
         key_proof: KeyProof | None = None,
+        operator: str | None = None,
     ) -> str:
         """Record a node; a fixed `node_id` lets a restarted agent claim its old attempts.
         With `public_key`, every result it reports must be signed with that key: the agent
         proves it holds the key (`key_proof`), and a key belongs to the first node name
-        that registered it."""
+        that registered it. With `operator` (the agent token's name), only that operator
+        may act as the node afterwards (`check_operator`)."""
         if public_key is not None:
             self._check_proof(name, public_key, key_proof)
         node_id = node_id or f"{name}/{new_id()}"
         self.store.register_node(
-            node_id, name, capacity, labels or {}, self.clock(), sandbox, public_key, detected
+            node_id,
+            name,
+            capacity,
+            labels or {},
+            self.clock(),
+            sandbox,
+            public_key,
+            detected,
+            operator,
         )
+        self.operators.pop(node_id, None)
         return node_id
+
+    def check_operator(self, node: str, operator: str) -> None:
+        """Refuse `operator` acting as (claiming for, beating for, reporting for) a node
+        another operator registered. Nodes kept without one (embedded) are anyone's."""
+        if node not in self.operators:
+            known, owner = self.store.node_operator(node)
+            if not known:
+                return  # nothing to act on: each call answers an unknown node itself
+            if len(self.operators) >= 10_000:
+                self.operators.clear()
+            self.operators[node] = owner
+        owner = self.operators[node]
+        if owner is not None and owner != operator:
+            raise Forbidden(
+                f"node {node!r} was registered by another operator's agent token",
+                field="node",
+                suggestions=["act only as the nodes this token registered"],
+            )
 
     def _check_proof(self, name: str, public_key: str, proof: KeyProof | None) -> None:
         if proof is None:

@@ -70,6 +70,7 @@ class Service(AgentCalls):
         self.lease_seconds = lease_seconds
         self.policy = policy or Policy()
         self.clock = clock
+        self.operators: dict[str, str | None] = {}  # node -> its operator: fixed once known
 
     def close(self) -> None:
         self.store.close()

@@ -237,6 +237,7 @@ class Store(AttemptWrites):
         sandbox: SandboxReport | None = None,
         public_key: str | None = None,
         detected: Capacity | None = None,
+        operator: str | None = None,
     ) -> None:
         with self.db.transaction() as tx:
             if public_key is not None:
@@ -259,7 +260,15 @@ class Store(AttemptWrites):
                 capacity=capacity.model_dump_json(),
                 now=now,
                 sandbox=sandbox.model_dump_json() if sandbox else None,
+                operator=operator,
             )
+
+    def node_operator(self, node_id: str) -> tuple[bool, str | None]:
+        """Whether `node_id` is registered, and the operator who registered it (None: an
+        embedded node, or one from before operators were kept)."""
+        with self.db.transaction(write=False) as tx:
+            row = tx.one("node_operator", id=node_id)
+        return (row is not None, row["operator"] if row else None)
 
     def node_heartbeat(self, node_id: str, state: str, now: float) -> None:
         with self.db.transaction() as tx:

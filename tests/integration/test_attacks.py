@@ -25,6 +25,7 @@ import pytest
 from sandrun.client import Client
 from sandrun.models import Claim
 from sandrun.protocol import KeyProof
+from sandrun.roles import Role
 from sandrun.server import open_server_service
 from sandrun.signing import Identity, result_claim
 from sandrun.states import FailureReason, JobState
@@ -242,6 +243,44 @@ def test_a_rogue_report_is_refused_item_by_item_and_ends_nobody_elses_attempt(
         good = {"attempt": 1, "path": "ok.txt", "digest": digest, "size": 7}
         assert rogue.complete(claim, [good]).status_code == 200  # the attempt is still its own
         assert alice.get(job_id).record.state is JobState.COMPLETED
+
+
+def test_an_agent_token_cannot_act_as_a_node_another_operator_registered(
+    cluster: Cluster,
+) -> None:
+    """Claiming, beating, handing back or reporting as a node: only for the operator (the
+    agent token's name) who registered it, or an admin."""
+    service = open_server_service(cluster.db)
+    other = service.create_token("other-operator", Role.AGENT)
+    service.close()
+
+    def call(token: str, path: str, body: dict[str, Any]) -> httpx.Response:
+        return httpx.post(
+            f"{cluster.url}/v1/agent/{path}",
+            json=body,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=30,
+        )
+
+    mine = call(cluster.tokens["agents"], "register", {"name": "mine", "capacity": FREE})
+    node = mine.json()["node_id"]
+    ref = {"job_id": "j", "attempt": 1, "token": "t"}
+    as_node = {
+        "heartbeat": {"node": node, "leases": []},
+        "hand-back": {"node": node, "attempts": [], "reason": "stopping"},
+        "claim": {"node": node, "free": FREE, "wait": 0},
+        "report": {"node": node},
+        "complete-and-claim": {"node": node, "free": FREE, "ref": ref, "result": {}},
+    }
+    for path, body in as_node.items():
+        refused = call(other, path, body)
+        assert refused.status_code == 403, (path, refused.text)
+        assert (refused.json()["code"], refused.json()["field"]) == ("forbidden", "node")
+    assert call(cluster.tokens["agents"], "heartbeat", as_node["heartbeat"]).status_code == 200
+    assert call(cluster.tokens["admin"], "heartbeat", as_node["heartbeat"]).status_code == 200
+    # Its own node is its own: the other operator registers and beats for that one.
+    theirs = call(other, "register", {"name": "theirs", "capacity": FREE}).json()["node_id"]
+    assert call(other, "heartbeat", {"node": theirs, "leases": []}).status_code == 200
 
 
 # --- 4. a worker identity claimed twice -----------------------------------------------------

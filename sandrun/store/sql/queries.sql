@@ -114,12 +114,12 @@ WHERE a.node = :node AND a.state IN ('scheduled', 'running') AND j.cancel_reques
 
 -- name: upsert_node
 INSERT INTO nodes (id, name, labels, capacity, state, started_at, heartbeat_at, sandbox,
-                   public_key, detected)
+                   public_key, detected, operator)
 VALUES (:id, :name, :labels, :capacity, 'active', :now, :now, :sandbox,
-        :public_key, :detected)
+        :public_key, :detected, :operator)
 ON CONFLICT (id) DO UPDATE SET labels = excluded.labels, capacity = excluded.capacity,
     sandbox = excluded.sandbox, public_key = excluded.public_key,
-    detected = excluded.detected,
+    detected = excluded.detected, operator = excluded.operator,
     state = 'active', started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at;
 
 -- name: node_heartbeat
@@ -256,3 +256,6 @@ SELECT
 SELECT job_id, number, token, lease_expires_at FROM attempts
 WHERE node = :node AND claim_key = :claim_key AND state = 'scheduled'
 ORDER BY scheduled_at, job_id;
+
+-- name: node_operator
+SELECT operator FROM nodes WHERE id = :id;

@@ -119,7 +119,8 @@ CREATE TABLE nodes (
     heartbeat_at double precision NOT NULL,
     sandbox      text,
     public_key   text,
-    detected     text
+    detected     text,
+    operator     text
 );
 
 -- API tokens: only a sha256 of the secret is kept.

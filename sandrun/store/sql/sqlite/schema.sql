@@ -115,7 +115,8 @@ CREATE TABLE nodes (
     heartbeat_at REAL NOT NULL,
     sandbox      TEXT,
     public_key   TEXT,
-    detected     TEXT
+    detected     TEXT,
+    operator     TEXT
 );
 
 -- API tokens: only a sha256 of the secret is kept.
