@@ -269,6 +269,7 @@ class NodeInfo(Wire):
     public_key: str | None = None  # its worker id: what its results are signed with
     key_first_seen: float | None = None  # when that key first registered
     detected: Capacity | None = None  # what its hardware showed (capacity may be declared)
+    operator: str | None = None  # the agent token (its name) that registered it
 
 
 class Instance(BaseModel):

@@ -195,7 +195,7 @@ def tokens_table(tokens: list[TokenInfo]) -> None:
 
 # Used/capacity fits an 80-column terminal; the rest comes with --wide.
 NODE_COLUMNS = ("NAME", "STATE", "CPUS", "MEMORY", "GPUS", "RUNNING", "HEARTBEAT")
-WIDE_COLUMNS = ("FREE", "SANDBOX", "LABELS", "KEY", "ID")
+WIDE_COLUMNS = ("FREE", "SANDBOX", "LABELS", "OPERATOR", "KEY", "ID")
 
 
 def nodes_table(nodes: list[NodeInfo], wide: bool = False) -> None:
@@ -219,7 +219,7 @@ def nodes_table(nodes: list[NodeInfo], wide: bool = False) -> None:
         ]
         if wide:
             labels = ",".join(f"{k}={v}" for k, v in n.labels.items())
-            row += [_free(n), _sandbox(n), labels, _key(n), n.id]
+            row += [_free(n), _sandbox(n), labels, n.operator or "-", _key(n), n.id]
         table.add_row(*row)
         loose = [k for k, v in (n.sandbox.limits if n.sandbox else {}).items() if "not" in v]
         if loose and n.state != "stopped":

@@ -280,6 +280,9 @@ def test_nodes_fits_80_columns_and_says_more_with_wide(cluster: Cluster, tmp_pat
     narrow = nodes()
     assert "gpu-box-01" in narrow and max(len(line) for line in narrow.splitlines()) <= 80
     assert "zone=east" not in narrow and "zone=east" in nodes("--wide")
+    [node] = cluster.nodes()
+    assert node.operator == "agents"  # the agent token (its name) that registered it
+    assert "agents" in nodes("--wide")
 
 
 def test_on_a_terminal_the_reason_a_job_waits_is_a_spinner_line(
