@@ -288,8 +288,8 @@ class Executor:
         commit: str | None,
         info: InfoPipe | None,
     ) -> bool:
-        """Confine the job's process, tell the server it started, then open its gate.
-        False if the sandbox never got as far as its gate."""
+        """Confine the job's process, report its start, then open its gate (the job's code
+        runs only once it is confined). False if the sandbox never got as far as its gate."""
         assert proc.stdin is not None
         gated = proc.pid
         if info is not None:  # the sandbox's first process waits at its own gate
@@ -298,8 +298,6 @@ class Executor:
                 return False
             gated = child  # the job is its descendant; the launcher only watches it
         confined.confine(gated)
-        # Running from here: its process exists, confined, and a stale attempt is
-        # stopped at the gate before any of the job's code runs.
         began = start_time(proc.pid)
         record = {"pid": proc.pid, "started": began}
         self._pid_record(f"{claim.job.id}.{claim.attempt}").write_text(json.dumps(record))

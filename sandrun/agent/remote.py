@@ -132,8 +132,8 @@ class HttpControlPlane:
         git_commit: str | None = None,
     ) -> None:
         body = StartRequest(ref=ref, pid=pid, pid_started_at=pid_started_at, git_commit=git_commit)
-        # The job waits at its gate, none of its code run: safe to wait out an outage, and
-        # the server's answer (its fencing) decides whether it runs.
+        # Retried through an outage (the job runs meanwhile); a 409 means the attempt lost
+        # its job, and the reporter has it stopped.
         self._post("/v1/agent/start", body, retry_for=REPORT_RETRY)
 
     def fetch_artifact(self, digest: str) -> None:
