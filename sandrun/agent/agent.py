@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -195,12 +196,22 @@ class Agent:
             if stop.is_set():  # it arrived as we were told to stop: give it straight back
                 self._hand_back(claim)
                 return False
-            ctl = AttemptControl()
-            with self._lock:
-                self._running[(claim.job.id, claim.attempt)] = _Running(claim, ctl)
-            log.info("claimed", extra={"job": claim.job.id, "attempt": claim.attempt})
-            self._pool.submit(self._run_attempt, claim, ctl)
+            self._adopt([claim])
+            self._adopt(self._claim_the_rest())
         return False
+
+    def _claim_the_rest(self) -> list[Claim]:
+        """Work arrived: claim what else fits in one call, so a deep queue fills the node
+        in one round trip rather than one per slot."""
+        assert self.node_id is not None
+        free, slots = self._free(), self.max_attempts - len(self._running)
+        if free.cpus <= 0 or slots <= 0:
+            return []
+        with self.claims.call():
+            reply = self.control.report(self.node_id, [], [], free, slots, uuid.uuid4().hex)
+            for claim in reply.claims:
+                self.claims.received(claim)
+        return reply.claims
 
     def _hand_back(self, claim: Claim) -> None:
         """Give back, unstarted, a claim that arrived as the agent was stopping."""

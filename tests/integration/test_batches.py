@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
+from sandrun.agent.local import LocalAgent
 from sandrun.agent.remote import HttpControlPlane
 from sandrun.artifacts import LocalArtifactStore
+from sandrun.client import connect
 from sandrun.client.aio import AsyncClient
 from sandrun.errors import TimeoutError
+from sandrun.home import Home
 from sandrun.models import AttemptKey, AttemptResult, Capacity
 from sandrun.protocol import CompleteRequest, StartRequest
 from sandrun.states import JobState
@@ -138,3 +143,48 @@ def test_the_async_client_submits_and_waits_for_many(local: Local) -> None:
         return [job.exit_code for job in done]
 
     assert asyncio.run(main()) == [0, 1, 2]
+
+
+class _Counted:
+    """The agent's control plane, with each claim-carrying call recorded."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.claims: list[int] = []  # jobs each claim or report call brought
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def claim(self, *args: Any, **kwargs: Any) -> Any:
+        got = self.inner.claim(*args, **kwargs)
+        self.claims.append(int(got is not None))
+        return got
+
+    def report(self, *args: Any, **kwargs: Any) -> Any:
+        reply = self.inner.report(*args, **kwargs)
+        if reply.claims:
+            self.claims.append(len(reply.claims))
+        return reply
+
+
+def test_an_idle_node_fills_all_its_slots_in_two_calls(home: Home) -> None:
+    """A deep queue arriving at an idle node: the claim that wakes it, then one call for
+    the rest of its room (not one call per slot)."""
+    local = LocalAgent(home, idle_exit=None, kill_grace=0.5)
+    agent = local.agent
+    agent.capacity = agent.capacity.model_copy(update={"cpus": 4})
+    counted = _Counted(agent.control)
+    agent.control = agent.reporter.control = counted  # type: ignore[assignment]
+    thread = threading.Thread(target=local.run, daemon=True)
+    thread.start()
+    try:
+        with connect(home=home.root) as client:
+            jobs = client.submit_many([{"shell": "sleep 1", "cpus": 1}] * 4)
+            for job in jobs:
+                assert job.wait(60).status is JobState.COMPLETED
+            starts = sorted(a.started_at or 0 for j in jobs for a in j.attempts)
+            assert starts[-1] - starts[0] < 1  # all four ran at once
+        assert counted.claims[:2] == [1, 3]
+    finally:
+        local.stop()
+        thread.join(30)
