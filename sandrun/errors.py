@@ -371,3 +371,11 @@ for _cls in _every(SandrunError):
 def error_for_code(code: str) -> type[SandrunError]:
     """The exception class with this stable `code` (for clients decoding server errors)."""
     return CODES.get(code, SandrunError)
+
+
+def rebuilt(
+    code: str, message: str | None, field: str | None = None, suggestions: Sequence[str] = ()
+) -> SandrunError:
+    """The error a server sent (as its code, message, field and suggestions), raisable here."""
+    cls = error_for_code(code)
+    return cls(message or (cls.__doc__ or code).strip(), field=field, suggestions=suggestions)

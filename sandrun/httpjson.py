@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 
-from sandrun.errors import SandrunError, ServerUnreachable, error_for_code
+from sandrun.errors import SandrunError, ServerUnreachable, rebuilt
 
 
 class HttpJson:
@@ -76,9 +76,9 @@ def raise_for_error(response: httpx.Response) -> None:
         body = {}
     if not isinstance(body, dict) or "code" not in body:
         raise SandrunError(f"the server answered {response.status_code}: {response.text[:200]}")
-    cls = error_for_code(str(body["code"]))
-    raise cls(
-        str(body.get("message") or cls.__doc__),
-        field=body.get("field"),
-        suggestions=list(body.get("suggestions") or []),
+    raise rebuilt(
+        str(body["code"]),
+        str(body.get("message") or ""),
+        body.get("field"),
+        list(body.get("suggestions") or []),
     )

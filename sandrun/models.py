@@ -18,6 +18,7 @@ from pydantic import (
     field_validator,
 )
 
+from sandrun.errors import SandrunError
 from sandrun.ids import new_id
 from sandrun.roles import Role
 from sandrun.spec import JobSpec
@@ -356,3 +357,7 @@ class ErrorBody(Wire):
     message: str
     field: str | None = None
     suggestions: list[str] = []
+
+    @classmethod
+    def of(cls, exc: SandrunError) -> ErrorBody:
+        return cls.model_validate(exc.to_dict())

@@ -227,12 +227,12 @@ class HttpControlPlane:
                 self.start(s.ref, s.pid, s.pid_started_at, s.git_commit)
                 reply.starts.append(Outcome())
             except SandrunError as exc:
-                reply.starts.append(Outcome(error=ErrorBody(code=exc.code, message=exc.message)))
+                reply.starts.append(Outcome(error=ErrorBody.of(exc)))
         for e in ends:
             try:
                 reply.ends.append(EndOutcome(job=self.complete(e.ref, e.result)))
             except SandrunError as exc:
-                reply.ends.append(EndOutcome(error=ErrorBody(code=exc.code, message=exc.message)))
+                reply.ends.append(EndOutcome(error=ErrorBody.of(exc)))
         if room is not None and max_claims > 0 and (claim := self.claim(node, room)):
             reply.claims.append(claim)
         return reply

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 
 from sandrun.agent.claims import ClaimBook
 from sandrun.agent.control import ControlPlane
-from sandrun.errors import SandrunError, error_for_code
-from sandrun.models import AttemptRef, AttemptResult, Capacity, Claim, ErrorBody, JobRecord
+from sandrun.errors import SandrunError, rebuilt
+from sandrun.models import AttemptRef, AttemptResult, Capacity, Claim, JobRecord
 from sandrun.protocol import MAX_REPORTS, CompleteRequest, StartRequest
 
 log = logging.getLogger("sandrun.agent")
@@ -183,12 +183,10 @@ class Reporter:
                 s.refused()
         for e, answer in zip(ends, reply.ends, strict=True):
             if answer.error is not None:
-                e.answer.set_exception(_raised(answer.error))
+                error = answer.error
+                e.answer.set_exception(
+                    rebuilt(error.code, error.message, error.field, error.suggestions)
+                )
             else:
                 assert answer.job is not None
                 e.answer.set_result(Ended(answer.job, refilled))
-
-
-def _raised(error: ErrorBody) -> SandrunError:
-    cls = error_for_code(error.code)
-    return cls(error.message, field=error.field, suggestions=error.suggestions)

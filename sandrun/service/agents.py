@@ -335,17 +335,11 @@ def _check_output_paths(outputs: Sequence[OutputFile]) -> None:
         seen.add(path)
 
 
-def _error(exc: SandrunError) -> ErrorBody:
-    return ErrorBody(
-        code=exc.code, message=exc.message, field=exc.field, suggestions=exc.suggestions
-    )
-
-
 def _outcome(refused: SandrunError | None) -> Outcome:
-    return Outcome(error=None if refused is None else _error(refused))
+    return Outcome(error=None if refused is None else ErrorBody.of(refused))
 
 
 def _end_outcome(done: JobRecord | SandrunError) -> EndOutcome:
     if isinstance(done, SandrunError):
-        return EndOutcome(error=_error(done))
+        return EndOutcome(error=ErrorBody.of(done))
     return EndOutcome(job=done)

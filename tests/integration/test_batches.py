@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,61 +51,59 @@ def test_a_batch_with_one_bad_job_is_refused_whole(cluster: Cluster) -> None:
         assert client.jobs().jobs == []
 
 
-def test_an_agent_talking_to_an_older_server_reports_and_claims_separately(
-    cluster: Cluster, tmp_path: Path
-) -> None:
-    control = HttpControlPlane(
+@pytest.fixture
+def control(cluster: Cluster, tmp_path: Path) -> Iterator[HttpControlPlane]:
+    """The agent's side of the protocol, spoken by the test itself."""
+    plane = HttpControlPlane(
         cluster.url, cluster.tokens["agents"], LocalArtifactStore(tmp_path / "blobs")
     )
-    try:
-        node = control.register_node("old-style", Capacity(cpus=1, memory_mb=1024))
-        assert {"complete-and-claim", "hand-back"} <= control.features
-        control.features.clear()  # as a server from before the features would register it
-        with cluster.client() as client:
-            first, second = client.submit_many([{"command": ["true"]}] * 2)
-            claim = control.claim(node, Capacity(cpus=1, memory_mb=0))
-            assert claim is not None and claim.job.id == first.id
-            control.start(claim.ref)
-            room = Capacity(cpus=1, memory_mb=0)
-            done, following = control.complete_and_claim(
-                claim.ref, AttemptResult(exit_code=0), node, room
-            )
-            assert done.state is JobState.COMPLETED and following is None
-            assert second.refresh().status is JobState.PENDING
-            # No hand-back route there: nothing is sent (the agent ends such a claim as lost).
-            held = control.claim(node, Capacity(cpus=1, memory_mb=0))
-            assert held is not None
-            key = AttemptKey(job_id=held.job.id, attempt=held.attempt)
-            assert control.hand_back(node, [key], "stopping") == []
-            assert second.refresh().status is JobState.SCHEDULED
-    finally:
-        control.api.close()
+    yield plane
+    plane.api.close()
+
+
+def test_an_agent_talking_to_an_older_server_reports_and_claims_separately(
+    cluster: Cluster, control: HttpControlPlane
+) -> None:
+    node = control.register_node("old-style", Capacity(cpus=1, memory_mb=1024))
+    assert {"complete-and-claim", "hand-back"} <= control.features
+    control.features.clear()  # as a server from before the features would register it
+    with cluster.client() as client:
+        first, second = client.submit_many([{"command": ["true"]}] * 2)
+        claim = control.claim(node, Capacity(cpus=1, memory_mb=0))
+        assert claim is not None and claim.job.id == first.id
+        control.start(claim.ref)
+        room = Capacity(cpus=1, memory_mb=0)
+        done, following = control.complete_and_claim(
+            claim.ref, AttemptResult(exit_code=0), node, room
+        )
+        assert done.state is JobState.COMPLETED and following is None
+        assert second.refresh().status is JobState.PENDING
+        # No hand-back route there: nothing is sent (the agent ends such a claim as lost).
+        held = control.claim(node, Capacity(cpus=1, memory_mb=0))
+        assert held is not None
+        key = AttemptKey(job_id=held.job.id, attempt=held.attempt)
+        assert control.hand_back(node, [key], "stopping") == []
+        assert second.refresh().status is JobState.SCHEDULED
 
 
 def test_an_agent_reports_through_an_older_server_one_call_each(
-    cluster: Cluster, tmp_path: Path
+    cluster: Cluster, control: HttpControlPlane
 ) -> None:
-    control = HttpControlPlane(
-        cluster.url, cluster.tokens["agents"], LocalArtifactStore(tmp_path / "blobs")
-    )
-    try:
-        node = control.register_node("older", Capacity(cpus=1, memory_mb=1024))
-        assert "report" in control.features
-        control.features.discard("report")  # a server from before batched reports
-        room = Capacity(cpus=1, memory_mb=0)
-        with cluster.client() as client:
-            first, second = client.submit_many([{"command": ["true"]}] * 2)
-            claim = control.claim(node, room)
-            assert claim is not None and claim.job.id == first.id
-            start = StartRequest(ref=claim.ref, pid=1)
-            end = CompleteRequest(ref=claim.ref, result=AttemptResult(exit_code=0))
-            reply = control.report(node, [start], [end], room, max_claims=1)
-            assert [o.error for o in reply.starts] == [None]
-            [done] = reply.ends
-            assert done.job is not None and done.job.state is JobState.COMPLETED
-            assert [c.job.id for c in reply.claims] == [second.id]  # the room refilled
-    finally:
-        control.api.close()
+    node = control.register_node("older", Capacity(cpus=1, memory_mb=1024))
+    assert "report" in control.features
+    control.features.discard("report")  # a server from before batched reports
+    room = Capacity(cpus=1, memory_mb=0)
+    with cluster.client() as client:
+        first, second = client.submit_many([{"command": ["true"]}] * 2)
+        claim = control.claim(node, room)
+        assert claim is not None and claim.job.id == first.id
+        start = StartRequest(ref=claim.ref, pid=1)
+        end = CompleteRequest(ref=claim.ref, result=AttemptResult(exit_code=0))
+        reply = control.report(node, [start], [end], room, max_claims=1)
+        assert [o.error for o in reply.starts] == [None]
+        [done] = reply.ends
+        assert done.job is not None and done.job.state is JobState.COMPLETED
+        assert [c.job.id for c in reply.claims] == [second.id]  # the room refilled
 
 
 def test_a_client_waits_for_many_jobs_at_once(cluster: Cluster) -> None:
