@@ -149,14 +149,15 @@ class _Counted:
 
     def __init__(self, inner: Any) -> None:
         self.inner = inner
-        self.claims: list[int] = []  # jobs each claim or report call brought
+        self.claims: list[int] = []  # jobs each claim or report call brought, if any
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
     def claim(self, *args: Any, **kwargs: Any) -> Any:
         got = self.inner.claim(*args, **kwargs)
-        self.claims.append(int(got is not None))
+        if got is not None:  # an empty long-poll (before the submit lands) brings nothing
+            self.claims.append(1)
         return got
 
     def report(self, *args: Any, **kwargs: Any) -> Any:
