@@ -1,5 +1,6 @@
 """Remote functions: the round trip of a trivial `f.remote()` and `.map()` throughput,
-embedded and through a server with one 2-CPU agent, beside the same work in
+embedded and through a server with one 2-CPU agent, each with warm workers (the default)
+and cold (`--warm-idle 0`), beside the same work in
 `concurrent.futures.ProcessPoolExecutor(2)` on the same machine, in the same run.
 
     python bench/sdk.py [--calls 1000] [--samples 50]
@@ -8,14 +9,16 @@ Then, for each sandrun configuration, where a call's time goes: the round trip (
 jobs that do successively more of what a call does — `true`; the agent's Python doing
 nothing; that Python importing the runner and cloudpickle; a whole call.
 
-Every call is a job: spawned in the sandbox, run on the agent's Python, its argument and
-result carried as content-addressed blobs. The pool reuses 2 warm worker processes; it is
+Every call is a job: run on the agent's Python (forked by a warm worker, or a fresh
+sandbox and interpreter when cold), its argument and result carried as content-addressed
+blobs. The pool reuses 2 warm worker processes; it is
 the floor for "call a function in another process", not a peer job system.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -97,28 +100,33 @@ def main() -> None:
             )
         )
     with tempfile.TemporaryDirectory() as tmp:
-        home = Path(tmp) / "embedded"
-        with connect(home=home) as client:
-            rows.append(("sandrun embedded", *measure_sandrun(client, args.calls, args.samples)))
-            steps["sandrun embedded"] = ladder(client, args.samples)
-        stop_local_agent(home)
-        url, token, procs = serve(Path(tmp) / "server", [2.0])
-        try:
-            with connect(url, token=token) as client:
-                rows.append(
-                    ("sandrun server + agent", *measure_sandrun(client, args.calls, args.samples))
-                )
-                steps["sandrun server + agent"] = ladder(client, args.samples)
-        finally:
-            stop(procs)
+        for warm in ("60", "0"):
+            label = "warm" if warm != "0" else "cold"
+            os.environ["SANDRUN_WARM_IDLE"] = warm  # the embedded agent starts with it
+            home = Path(tmp) / f"embedded-{label}"
+            with connect(home=home) as client:
+                row = f"sandrun embedded, {label}"
+                rows.append((row, *measure_sandrun(client, args.calls, args.samples)))
+                steps[row] = ladder(client, args.samples)
+            stop_local_agent(home)
+            url, token, procs = serve(
+                Path(tmp) / f"server-{label}", [2.0], agent_args=("--warm-idle", warm)
+            )
+            try:
+                with connect(url, token=token) as client:
+                    row = f"sandrun server, {label}"
+                    rows.append((row, *measure_sandrun(client, args.calls, args.samples)))
+                    steps[row] = ladder(client, args.samples)
+            finally:
+                stop(procs)
 
     base_p50 = percentile(rows[0][1], 50)
     base_rate = rows[0][2]
-    print(f"{'':<24} {'remote() p50':>13} {'p99':>9} {'map calls/s':>12}  ratio to the pool")
+    print(f"{'':<26} {'remote() p50':>13} {'p99':>9} {'map calls/s':>12}  ratio to the pool")
     for label, trips, rate in rows:
         p50, p99 = percentile(trips, 50), percentile(trips, 99)
         print(
-            f"{label:<24} {p50 * 1000:10.2f} ms {p99 * 1000:6.2f} ms {rate:12.0f}  "
+            f"{label:<26} {p50 * 1000:10.2f} ms {p99 * 1000:6.2f} ms {rate:12.0f}  "
             f"p50 x{p50 / base_p50:,.0f}, map {rate / base_rate:.2%}"
         )
 

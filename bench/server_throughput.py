@@ -44,11 +44,15 @@ def _wait(check: object, what: str, timeout: float = 30) -> None:
 
 
 def serve(
-    root: Path, agents: list[float], db: str | None = None, servers: int = 1
+    root: Path,
+    agents: list[float],
+    db: str | None = None,
+    servers: int = 1,
+    agent_args: tuple[str, ...] = (),
 ) -> tuple[str, str, list[subprocess.Popen[bytes]]]:
-    """Servers on `db` (default: a SQLite file under `root`) and agents with these CPUs,
-    spread over the servers. Returns the URL list ("a,b": clients fail over), a user token
-    and the processes."""
+    """Servers on `db` (default: a SQLite file under `root`) and agents with these CPUs
+    (and `agent_args`), spread over the servers. Returns the URL list ("a,b": clients fail
+    over), a user token and the processes."""
     root.mkdir(parents=True, exist_ok=True)
     db = db or str(root / "server.db")
     service = open_server_service(db, artifacts=root / "artifacts")
@@ -92,6 +96,7 @@ def serve(
                     str(cpus),
                     "--work-dir",
                     str(root / f"a{i}"),
+                    *agent_args,
                 ],
                 env=env,
                 stderr=subprocess.DEVNULL,

@@ -319,6 +319,12 @@ class AgentRunning(AgentError):
     code = "agent_running"
 
 
+class WorkerDied(AgentError):
+    """A warm worker's server exited (or stopped answering) while it had a call."""
+
+    code = "worker_died"
+
+
 class OutputsTooLarge(AgentError):
     """The job's outputs are larger than its limits.output_size."""
 

@@ -21,6 +21,7 @@ from typing import Any
 
 CALL_DIR = ".sandrun"
 CALL_ENV = "SANDRUN_CALL"
+SHELL = f'exec "$SANDRUN_PYTHON" -m sandrun.runner {CALL_DIR}'  # a call job's `shell`
 EXIT_RAISED = 1
 EXIT_MISMATCH = 3
 

@@ -382,3 +382,4 @@ class Agent:
                 for r in self._running.values():
                     r.ctl.handback.set()
         self._pool.shutdown(wait=True)
+        self.executor.close()

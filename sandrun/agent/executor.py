@@ -13,8 +13,6 @@ import errno
 import json
 import logging
 import os
-import resource
-import shutil
 import signal
 import subprocess
 import threading
@@ -26,22 +24,23 @@ from sandrun.agent.diskwatch import DiskWatch
 from sandrun.agent.gitcache import GitCache
 from sandrun.agent.jobenv import job_env, python_dir
 from sandrun.agent.logsink import LogSink
-from sandrun.agent.outputs import collect_outputs
-from sandrun.agent.process import InfoPipe, reap, sandbox_failed
+from sandrun.agent.outputs import with_outputs
+from sandrun.agent.process import Ended, InfoPipe, Running, Spawned, reap, sandbox_failed
 from sandrun.agent.proctree import kill_if_same, signal_tree, start_time
+from sandrun.agent.programs import find_program
 from sandrun.agent.reporter import Reporter
 from sandrun.agent.results import result_of, spawn_error
 from sandrun.agent.sandbox import Box, Confined, FsView, Sandboxing, open_sandboxing
 from sandrun.agent.sandbox.devices import GpuSlots
-from sandrun.agent.sandbox.runtime import disk_message
+from sandrun.agent.sandbox.runtime import disk_message, hand_over
 from sandrun.agent.sandbox.view import PYTHON_DIR
 from sandrun.agent.settings import RunSettings
 from sandrun.agent.supervise import AttemptControl, Stop, supervise
+from sandrun.agent.workers.pool import Worker, WorkerPool, warm_key
 from sandrun.agent.workspace import materialize, remove_tree
 from sandrun.artifacts import LocalArtifactStore
-from sandrun.errors import OutputsTooLarge, SandrunError, StaleAttempt
+from sandrun.errors import SandrunError, StaleAttempt, WorkerDied
 from sandrun.models import AttemptResult, Claim, Usage
-from sandrun.spec import JobSpec
 from sandrun.states import FailureReason
 
 log = logging.getLogger("sandrun.agent")
@@ -75,6 +74,11 @@ class Executor:
         self._lock = threading.Lock()
         self._swept = 0.0
         self.disks = DiskWatch()
+        self.workers = None
+        if settings.warm_idle > 0:
+            self.workers = WorkerPool(
+                self.sandboxing, runs_dir, self.python_dir, idle=settings.warm_idle
+            )
 
     def run(self, claim: Claim, ctl: AttemptControl) -> AttemptResult | None:
         """Run the attempt to its end. None means it lost its job and must not report."""
@@ -86,14 +90,18 @@ class Executor:
             )
         # One scratch directory per attempt: the job's HOME, and its working directory
         # unless the spec names one. It goes when the attempt ends, unless it failed.
+        # A function call runs in a warm worker where one can be had; its scratch is in
+        # the worker's home, and leaves it (kept or removed) before the next call.
         name = f"{claim.job.id}.{claim.attempt}"
-        scratch = self.runs_dir / name
+        worker = self._worker(claim)
+        kept = self.runs_dir / name
+        scratch = worker.home / name if worker else kept
         with self._lock:
             self._active.add(name)
         result = None
         try:
             scratch.mkdir(parents=True, exist_ok=True)
-            result = self._attempt(claim, ctl, name, scratch)
+            result = self._attempt(claim, ctl, name, scratch, worker)
             return result
         finally:
             with self._lock:
@@ -104,8 +112,27 @@ class Executor:
                 remove_tree(scratch)
             else:
                 with contextlib.suppress(OSError):
-                    os.utime(scratch)  # kept `keep_failed` seconds from now
+                    scratch.rename(kept)  # out of a worker's home
+                    os.utime(kept)  # kept `keep_failed` seconds from now
+            if worker is not None and self.workers is not None:
+                self.workers.give_back(worker)
             self.sweep(every=1.0)
+
+    def _worker(self, claim: Claim) -> Worker | None:
+        """A warm worker for a function call, if this agent keeps them and one starts."""
+        key = warm_key(claim.job.spec, claim.job.owner) if self.workers else None
+        if key is None or self.workers is None:
+            return None
+        try:
+            return self.workers.take(key, claim.job.spec)
+        except (SandrunError, OSError) as exc:
+            log.warning("a warm worker did not start (%s): the call runs cold", exc)
+            return None
+
+    def close(self) -> None:
+        """Retire the warm workers (the agent is stopping)."""
+        if self.workers is not None:
+            self.workers.close()
 
     def _pid_record(self, name: str) -> Path:
         """Where a running attempt's first process is recorded, for `end_leftovers`."""
@@ -124,8 +151,10 @@ class Executor:
             log.warning("killed what %d attempt(s) of a previous run left running", ended)
 
     def sweep(self, every: float = 0.0) -> None:
-        """Remove the scratch of attempts that ended over `keep_failed` seconds ago (and
-        what a crash left); at most once per `every` seconds."""
+        """Retire idle warm workers; remove the scratch of attempts that ended over
+        `keep_failed` seconds ago (and what a crash left); at most once per `every` s."""
+        if self.workers is not None:
+            self.workers.retire_idle()
         now = time.time()
         if now - self._swept < every:
             return
@@ -140,6 +169,8 @@ class Executor:
             with self._lock:
                 if entry.name.removesuffix(".root") in self._active:
                     continue
+            if self.workers is not None and self.workers.owns(entry.name):
+                continue
             try:
                 ended = entry.stat(follow_symlinks=False).st_mtime
             except OSError:
@@ -148,7 +179,7 @@ class Executor:
                 remove_tree(Path(entry.path))
 
     def _attempt(
-        self, claim: Claim, ctl: AttemptControl, name: str, scratch: Path
+        self, claim: Claim, ctl: AttemptControl, name: str, scratch: Path, worker: Worker | None
     ) -> AttemptResult | None:
         spec = claim.job.spec
         workdir = Path(spec.working_dir) if spec.working_dir else scratch
@@ -171,8 +202,10 @@ class Executor:
             script_path.write_text(spec.script)
         argv = spec.argv(str(script_path) if script_path else None)
         env = job_env(spec, claim, scratch, self.python_dir)
+        if worker is not None:
+            return self._run_warm(claim, ctl, worker, env, scratch, commit)
         writable = [scratch] if workdir == scratch else [scratch, workdir]
-        problem = self._find_program(argv[0], env, workdir, writable)
+        problem = find_program(self.sandboxing.backend, argv[0], env, workdir, writable)
         if problem is not None:
             return spawn_error(*problem)
         with (
@@ -195,34 +228,6 @@ class Executor:
             finally:
                 self.sandboxing.release(confined)
 
-    def _find_program(
-        self, program: str, env: dict[str, str], workdir: Path, writable: list[Path]
-    ) -> tuple[str, int] | None:
-        """Why `program` cannot be run in the sandbox (message, exit code), if it cannot."""
-        view = self.sandboxing.backend.view
-        isolated = self.sandboxing.backend.isolates
-        if "/" in program:
-            path = workdir / program
-            if not path.exists():
-                return f"cannot run {program!r}: no such file", 127
-            if not os.access(path, os.X_OK) or path.is_dir():
-                return f"cannot run {program!r}: not an executable file", 126
-            if isolated and not view.shows(path, writable):
-                return _invisible(program, path), 127
-            return None
-        outside = None
-        for d in (d for d in env.get("PATH", "").split(os.pathsep) if d):
-            if isolated and view.provides(Path(d, program)):
-                return None  # a link the view itself makes (the agent's Python)
-            found = shutil.which(program, path=d)  # where it is first, then whether it shows
-            if found is not None:
-                if not isolated or view.shows(Path(d), writable):
-                    return None
-                outside = outside or found
-        if outside is not None:
-            return _invisible(program, Path(outside)), 127
-        return f"cannot run {program!r}: not found on the job's PATH", 127
-
     def _run(
         self,
         claim: Claim,
@@ -234,7 +239,6 @@ class Executor:
         commit: str | None,
         info: InfoPipe | None,
     ) -> AttemptResult | None:
-        spec = claim.job.spec
         try:
             proc = subprocess.Popen(
                 confined.argv,
@@ -252,23 +256,12 @@ class Executor:
             return AttemptResult(
                 failure_reason=FailureReason.INTERNAL, message=f"cannot start the sandbox: {exc}"
             )
-        started = time.monotonic()
         try:
             if not self._start_at_gate(proc, claim, ctl, confined, commit, info):
                 return sandbox_failed(proc)
-            sink = LogSink(self.control, claim, limit=spec.limits.log_size << 20)
-            with self.disks.watch(scratch, confined.disk_mb << 20) as disk:
-                reason, status, rusage = supervise(
-                    proc,
-                    spec,
-                    sink,
-                    ctl,
-                    started,
-                    disk,
-                    self.settings.kill_grace,
-                    self.sandboxing.backend.launchers,
-                )
-            sink.drain()
+            running = Spawned(proc)
+            launchers = self.sandboxing.backend.launchers
+            return self._supervised(claim, ctl, running, confined, scratch, workdir, launchers)
         except BaseException as exc:
             # Whatever went wrong, the job's processes must not outlive its attempt.
             if proc.returncode is None:
@@ -277,7 +270,62 @@ class Executor:
             if isinstance(exc, StaleAttempt):
                 return None
             raise
-        return self._result(claim, confined, workdir, (reason, status, rusage), started)
+
+    def _run_warm(
+        self,
+        claim: Claim,
+        ctl: AttemptControl,
+        worker: Worker,
+        env: dict[str, str],
+        scratch: Path,
+        commit: str | None,
+    ) -> AttemptResult | None:
+        """Run a function call in `worker`: a forked child, confined like a cold attempt
+        (its own cgroup and rlimits) before it passes its gate."""
+        assert worker.confined is not None
+        uid = worker.confined.uid
+        confined = self.sandboxing.confinement(scratch.name, claim.job.spec, uid)
+        try:
+            if uid is not None:
+                hand_over(scratch, uid)
+            call = worker.call(scratch, env, confined.limits)
+            try:
+                if confined.cgroup is not None:
+                    confined.cgroup.attach(call.pid)
+                self._announce(claim, ctl, call.pid, commit)
+                call.open_gate()
+                return self._supervised(claim, ctl, call, confined, scratch, scratch)
+            except BaseException:
+                worker.reusable = False  # whatever of the call is left goes with it
+                call.close()
+                raise
+        except WorkerDied as exc:
+            return AttemptResult(failure_reason=FailureReason.INTERNAL, message=exc.message)
+        except StaleAttempt:
+            return None
+        finally:
+            self.sandboxing.release(confined)
+
+    def _supervised(
+        self,
+        claim: Claim,
+        ctl: AttemptControl,
+        running: Running,
+        confined: Confined,
+        scratch: Path,
+        workdir: Path,
+        launchers: frozenset[str] = frozenset(),
+    ) -> AttemptResult:
+        """Watch a started attempt to its end; its result."""
+        spec = claim.job.spec
+        started = time.monotonic()
+        sink = LogSink(self.control, claim, limit=spec.limits.log_size << 20)
+        with self.disks.watch(scratch, confined.disk_mb << 20) as disk:
+            reason, ended = supervise(
+                running, spec, sink, ctl, started, disk, self.settings.kill_grace, launchers
+            )
+        sink.drain()
+        return self._result(claim, confined, workdir, reason, ended, started)
 
     def _start_at_gate(
         self,
@@ -298,36 +346,40 @@ class Executor:
                 return False
             gated = child  # the job is its descendant; the launcher only watches it
         confined.confine(gated)
-        began = start_time(proc.pid)
-        record = {"pid": proc.pid, "started": began}
-        self._pid_record(f"{claim.job.id}.{claim.attempt}").write_text(json.dumps(record))
-        # Reported on the way, not waited for: a start the server refuses (the attempt
-        # lost its job meanwhile) stops the job as lost, and its end is refused too.
-        self.reporter.started(claim.ref, proc.pid, began, commit, refused=ctl.lost.set)
+        self._announce(claim, ctl, proc.pid, commit)
         proc.stdin.write(b"\n")  # the gate: now it may exec the job
         proc.stdin.close()
         return True
+
+    def _announce(self, claim: Claim, ctl: AttemptControl, pid: int, commit: str | None) -> None:
+        """Record the attempt's first process (for `end_leftovers`) and report its start."""
+        began = start_time(pid)
+        record = {"pid": pid, "started": began}
+        self._pid_record(f"{claim.job.id}.{claim.attempt}").write_text(json.dumps(record))
+        # Reported on the way, not waited for: a start the server refuses (the attempt
+        # lost its job meanwhile) stops the job as lost, and its end is refused too.
+        self.reporter.started(claim.ref, pid, began, commit, refused=ctl.lost.set)
 
     def _result(
         self,
         claim: Claim,
         confined: Confined,
         workdir: Path,
-        end: tuple[Stop | None, int, resource.struct_rusage],
+        reason: Stop | None,
+        ended: Ended,
         started: float,
     ) -> AttemptResult:
         """The attempt's end as a result: why it stopped, its exit, what it used, the
         limit it hit, and its outputs."""
         spec = claim.job.spec
-        reason, status, rusage = end
-        cpu = rusage.ru_utime + rusage.ru_stime
+        cpu = ended.cpu_seconds
         peak = confined.cgroup.peak_memory_mb() if confined.cgroup else None
         usage = Usage(
             wall_seconds=time.monotonic() - started,
             cpu_seconds=cpu,
-            max_rss_mb=peak if peak is not None else rusage.ru_maxrss / 1024,
+            max_rss_mb=peak if peak is not None else ended.max_rss_kb / 1024,
         )
-        code = os.waitstatus_to_exitcode(status)
+        code = os.waitstatus_to_exitcode(ended.status)
         exit_code = 128 - code if code < 0 else code  # a signal N reads as 128+N, as in shells
         # A sandbox (like a shell) reports its job's death by signal N as exit code 128+N.
         reported = exit_code - 128 if 128 < exit_code <= 128 + 64 else None
@@ -343,42 +395,5 @@ class Executor:
             note = f"it had hit its limit of {spec.limits.processes} processes"
             result = result.model_copy(update={"message": note})
         if spec.outputs and result.failure_reason not in _NO_OUTPUTS:
-            result = self._outputs(result, spec, workdir, claim.attempt)
+            result = with_outputs(result, spec, workdir, self.artifacts, claim.attempt)
         return result
-
-    def _outputs(
-        self, result: AttemptResult, spec: JobSpec, workdir: Path, attempt: int
-    ) -> AttemptResult:
-        limit = spec.limits.output_size << 20
-        try:
-            collected = collect_outputs(workdir, spec.outputs, self.artifacts, attempt, limit)
-        except OutputsTooLarge as exc:
-            if result.failure_reason is None:
-                reason = FailureReason.OUTPUT_LIMIT
-                return result.model_copy(update={"failure_reason": reason, "message": str(exc)})
-            return result
-        except (OSError, SandrunError) as exc:
-            if result.failure_reason is None:
-                return result.model_copy(
-                    update={
-                        "failure_reason": FailureReason.OUTPUT_ERROR,
-                        "message": f"collecting outputs failed: {exc}",
-                    }
-                )
-            return result
-        found = {"outputs": collected.files, "unmatched_outputs": collected.unmatched}
-        if collected.unmatched and spec.outputs_required and result.failure_reason is None:
-            listed = ", ".join(repr(p) for p in collected.unmatched)
-            found |= {
-                "failure_reason": FailureReason.OUTPUT_ERROR,
-                "message": f"no file matched {listed} (outputs_required)",
-            }
-        return result.model_copy(update=found)
-
-
-def _invisible(program: str, path: Path) -> str:
-    return (
-        f"cannot run {program!r}: {path} is not visible inside the sandbox; show its "
-        "directory with `sandrun agent --sandbox-ro DIR`, or install the program in a "
-        "system directory"
-    )

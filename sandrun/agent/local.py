@@ -25,6 +25,7 @@ from sandrun.agent.sandbox import KINDS, FsView, Kind, open_sandboxing
 from sandrun.agent.sandbox.runtime import JobDefaults
 from sandrun.agent.settings import AgentSettings, RunSettings
 from sandrun.agent.wake import Waker, address
+from sandrun.agent.workers.pool import IDLE as WARM_IDLE
 from sandrun.embedded import open_service
 from sandrun.errors import AgentError, AgentRunning
 from sandrun.home import Home
@@ -103,7 +104,12 @@ class LocalAgent:
             heartbeat_every=lease_seconds / 6,  # a lease survives several missed beats
             idle_exit=idle_exit,
             # The jobs are this user's own, and may run in this user's directories.
-            run=RunSettings(kill_grace=kill_grace, allow_local_repos=True, host_paths=True),
+            run=RunSettings(
+                kill_grace=kill_grace,
+                allow_local_repos=True,
+                host_paths=True,
+                warm_idle=float(os.environ.get("SANDRUN_WARM_IDLE", WARM_IDLE)),
+            ),
         )
         self.agent = Agent(
             self.service,

@@ -17,8 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from sandrun.artifacts import LocalArtifactStore
-from sandrun.errors import OutputsTooLarge
-from sandrun.models import OutputFile
+from sandrun.errors import OutputsTooLarge, SandrunError
+from sandrun.models import AttemptResult, OutputFile
+from sandrun.spec import JobSpec
+from sandrun.states import FailureReason
 
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # O_NONBLOCK: opening a FIFO the job left must not hang the agent.
@@ -29,6 +31,41 @@ _FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 class Collected:
     files: list[OutputFile]
     unmatched: list[str]  # the patterns no file matched
+
+
+def with_outputs(
+    result: AttemptResult,
+    spec: JobSpec,
+    workdir: Path,
+    artifacts: LocalArtifactStore,
+    attempt: int,
+) -> AttemptResult:
+    """`result` with the attempt's outputs collected, or with why they could not be."""
+    limit = spec.limits.output_size << 20
+    try:
+        collected = collect_outputs(workdir, spec.outputs, artifacts, attempt, limit)
+    except OutputsTooLarge as exc:
+        if result.failure_reason is None:
+            reason = FailureReason.OUTPUT_LIMIT
+            return result.model_copy(update={"failure_reason": reason, "message": str(exc)})
+        return result
+    except (OSError, SandrunError) as exc:
+        if result.failure_reason is None:
+            return result.model_copy(
+                update={
+                    "failure_reason": FailureReason.OUTPUT_ERROR,
+                    "message": f"collecting outputs failed: {exc}",
+                }
+            )
+        return result
+    found = {"outputs": collected.files, "unmatched_outputs": collected.unmatched}
+    if collected.unmatched and spec.outputs_required and result.failure_reason is None:
+        listed = ", ".join(repr(p) for p in collected.unmatched)
+        found |= {
+            "failure_reason": FailureReason.OUTPUT_ERROR,
+            "message": f"no file matched {listed} (outputs_required)",
+        }
+    return result.model_copy(update=found)
 
 
 def collect_outputs(

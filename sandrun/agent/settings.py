@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sandrun.agent.sandbox.runtime import DEFAULT_DISK_MB, Kind
+from sandrun.agent.workers.pool import IDLE as WARM_IDLE
 from sandrun.models import Capacity
 
 MAX_ATTEMPTS = 256  # at once on one node, however small their CPU share
@@ -25,6 +26,7 @@ class RunSettings:
     # such specs at submit unless it allows them too.
     host_paths: bool = False
     keep_failed: float = KEEP_FAILED
+    warm_idle: float = WARM_IDLE  # seconds an idle warm function worker is kept; 0: none
 
 
 @dataclass(frozen=True)

@@ -5,10 +5,8 @@ past its timeout, its log limit (if asked) or its disk limit."""
 from __future__ import annotations
 
 import os
-import resource
 import selectors
 import signal
-import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
@@ -16,7 +14,7 @@ from enum import StrEnum
 
 from sandrun.agent.diskwatch import Watched
 from sandrun.agent.logsink import LogSink
-from sandrun.agent.process import pidfd_of, poll_exit
+from sandrun.agent.process import Ended, Running
 from sandrun.agent.proctree import signal_tree
 from sandrun.models import Stream
 from sandrun.spec import JobSpec
@@ -46,7 +44,7 @@ class AttemptControl:
 
 
 def supervise(
-    proc: subprocess.Popen[bytes],
+    proc: Running,
     spec: JobSpec,
     sink: LogSink,
     ctl: AttemptControl,
@@ -54,10 +52,9 @@ def supervise(
     disk: Watched,
     kill_grace: float,
     launchers: frozenset[str],
-) -> tuple[Stop | None, int, resource.struct_rusage]:
-    """Pump output until the process ends; return (why we stopped it, status, rusage).
+) -> tuple[Stop | None, Ended]:
+    """Pump output until the process ends; return why we stopped it and how it ended.
     `launchers` are the sandbox's own processes, spared the polite SIGTERM."""
-    assert proc.stdout is not None and proc.stderr is not None
     sel = selectors.DefaultSelector()
     streams_by_fd: dict[int, Stream] = {
         proc.stdout.fileno(): "stdout",
@@ -65,13 +62,13 @@ def supervise(
     }
     sel.register(proc.stdout, selectors.EVENT_READ, "pipe")
     sel.register(proc.stderr, selectors.EVENT_READ, "pipe")
-    pidfd = pidfd_of(proc.pid)
-    if pidfd is not None:
-        sel.register(pidfd, selectors.EVENT_READ, "exit")
+    exit_fd = proc.exit_fd()
+    if exit_fd is not None:
+        sel.register(exit_fd, selectors.EVENT_READ, "exit")
     deadline = started + spec.timeout if spec.timeout else None
     reason: Stop | None = None
     kill_at: float | None = None
-    exited: tuple[int, resource.struct_rusage] | None = None
+    exited: Ended | None = None
     drain_until: float | None = None
     streams = 2
     try:
@@ -79,7 +76,7 @@ def supervise(
             streams -= _pump(sel, streams_by_fd, sink)
             sink.maybe_flush()  # first: whether it exited is looked at after any wait
             if exited is None:
-                exited = poll_exit(proc)
+                exited = proc.poll_exit()
                 if exited is not None:
                     drain_until = time.monotonic() + _DRAIN_AFTER_EXIT
             if drain_until is not None and time.monotonic() > drain_until:
@@ -97,12 +94,9 @@ def supervise(
                 kill_at = None
     finally:
         sel.close()
-        if pidfd is not None:
-            os.close(pidfd)
-        proc.stdout.close()
-        proc.stderr.close()
+        proc.close()
     assert exited is not None
-    return reason, exited[0], exited[1]
+    return reason, exited
 
 
 def _pump(sel: selectors.BaseSelector, streams_by_fd: dict[int, Stream], sink: LogSink) -> int:

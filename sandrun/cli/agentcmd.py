@@ -119,6 +119,15 @@ KeepFailedOpt = Annotated[
         help="Seconds a failed attempt's directory is kept to look into (0: none).",
     ),
 ]
+WarmIdleOpt = Annotated[
+    float,
+    typer.Option(
+        min=0,
+        metavar="SECONDS",
+        help="Seconds an idle warm function worker is kept for its owner's next call "
+        "(0: every call starts a fresh sandbox and Python).",
+    ),
+]
 HostPathsOpt = Annotated[
     bool,
     typer.Option(
@@ -151,6 +160,7 @@ def agent(
     job_memory: JobMemoryOpt = None,
     job_disk: JobDiskOpt = "20G",
     keep_failed: KeepFailedOpt = 3600.0,
+    warm_idle: WarmIdleOpt = 60.0,
     allow_host_paths: HostPathsOpt = False,
 ) -> None:
     """Run an agent in the foreground: the local one, or one serving a remote server.
@@ -182,7 +192,7 @@ def agent(
         heartbeat_every=1.0,  # a cancel reaches the job within about a second
         long_poll=long_poll,
         drain_grace=drain_grace,
-        run=RunSettings(kill_grace, allow_local_repos, allow_host_paths, keep_failed),
+        run=RunSettings(kill_grace, allow_local_repos, allow_host_paths, keep_failed, warm_idle),
     )
     log_to_stderr()
     work = work_dir or home.root / f"agent-{node}"

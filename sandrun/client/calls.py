@@ -13,12 +13,11 @@ from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 
-from sandrun.runner import CALL_DIR, CALL_ENV
+from sandrun.runner import CALL_DIR, CALL_ENV, SHELL
 
 if TYPE_CHECKING:
     from sandrun.client.transport import Transport
 
-RUNNER = f'exec "$SANDRUN_PYTHON" -m sandrun.runner {CALL_DIR}'
 FUNCTION_INPUT = f"{CALL_DIR}/function.pkl"
 RESULT_OUTPUTS = [f"{CALL_DIR}/result.json", f"{CALL_DIR}/result.pkl"]
 LOG_TAIL_LINES = 20
@@ -46,7 +45,7 @@ def call_fields(
     if file is not None:
         call["file"], call["function"] = file
     return {
-        "shell": RUNNER,
+        "shell": SHELL,
         "env": {CALL_ENV: json.dumps(call)},
         "inputs": inputs,
         "outputs": RESULT_OUTPUTS,

@@ -168,24 +168,40 @@ class Sandboxing:
 
     def _prepare(self, name: str, spec: JobSpec, box: Box, uid: int | None) -> Confined:
         if uid is not None:  # the scratch (first writable) is the agent's to hand over
-            _chown_tree(box.writable[0], uid)
+            hand_over(box.writable[0], uid)
         root = box.root if self.backend.builds_root else None
         if root is not None:
             root.mkdir(exist_ok=True)
+        seccomp_fd = self.seccomp.open_fd() if self.seccomp is not None else None
+        try:
+            confined = self.confinement(name, spec, uid)
+            # Each tmpfs holds at most the memory limit: its pages are charged to the job's
+            # memory cgroup too, but without one the size is the only bound.
+            memory = confined.memory_mb
+            box = replace(
+                box,
+                network=spec.network,
+                uid=uid,
+                root=root,
+                tmp_size=memory << 20 if memory is not None else None,
+                seccomp_fd=seccomp_fd,
+            )
+            command = self.backend.command(box)
+        except BaseException:
+            if seccomp_fd is not None:
+                os.close(seccomp_fd)
+            raise
+        gated = box.info_fd is not None and self.backend.gates_itself
+        confined.argv = command if gated else [*GATE, *command]
+        confined.uid, confined.root = uid, root
+        confined.pass_fds = (seccomp_fd,) if seccomp_fd is not None else ()
+        return confined
+
+    def confinement(self, name: str, spec: JobSpec, uid: int | None = None) -> Confined:
+        """The cgroup and rlimits of one attempt (no command: a warm worker's call runs in
+        its worker's sandbox). `release` undoes it."""
         memory = spec.memory if spec.memory is not None else self.defaults.memory_mb
         disk = min(spec.limits.disk or self.defaults.disk_mb, self.defaults.disk_mb)
-        # Each tmpfs holds at most the memory limit: its pages are charged to the job's
-        # memory cgroup too, but without one the size is the only bound.
-        tmp_size = memory << 20 if memory is not None else None
-        seccomp_fd = self.seccomp.open_fd() if self.seccomp is not None else None
-        box = replace(
-            box,
-            network=spec.network,
-            uid=uid,
-            root=root,
-            tmp_size=tmp_size,
-            seccomp_fd=seccomp_fd,
-        )
         limits: dict[int, tuple[int, int]] = {resource.RLIMIT_CORE: (0, 0)}
         if spec.limits.cpu_time is not None:
             seconds = max(1, int(spec.limits.cpu_time))
@@ -195,32 +211,16 @@ class Sandboxing:
         size = min(spec.limits.file_size or disk, disk) << 20
         limits[resource.RLIMIT_FSIZE] = (size, size)
         cgroup = None
-        try:
-            if self.cgroups is not None:
-                cgroup = self.cgroups.create(name, memory, spec.limits.processes)
-            else:
-                # CUDA reserves far more address space than memory: only a GPU job's own
-                # request limits it there.
-                if memory is not None and (spec.memory is not None or spec.gpus is None):
-                    limits[resource.RLIMIT_AS] = (memory << 20, memory << 20)
-                if uid is not None:
-                    limits[resource.RLIMIT_NPROC] = (spec.limits.processes,) * 2
-            command = self.backend.command(box)
-        except BaseException:
-            if seccomp_fd is not None:
-                os.close(seccomp_fd)
-            raise
-        gated = box.info_fd is not None and self.backend.gates_itself
-        return Confined(
-            command if gated else [*GATE, *command],
-            limits,
-            cgroup,
-            uid,
-            root,
-            memory,
-            disk,
-            (seccomp_fd,) if seccomp_fd is not None else (),
-        )
+        if self.cgroups is not None:
+            cgroup = self.cgroups.create(name, memory, spec.limits.processes)
+        else:
+            # CUDA reserves far more address space than memory: only a GPU job's own
+            # request limits it there.
+            if memory is not None and (spec.memory is not None or spec.gpus is None):
+                limits[resource.RLIMIT_AS] = (memory << 20, memory << 20)
+            if uid is not None:
+                limits[resource.RLIMIT_NPROC] = (spec.limits.processes,) * 2
+        return Confined([], limits, cgroup, None, None, memory, disk)
 
     def release(self, confined: Confined) -> None:
         """After the attempt: kill what is left in its cgroup, free its uid and root."""
@@ -381,7 +381,7 @@ def probe(
     return None
 
 
-def _chown_tree(root: Path, uid: int) -> None:
+def hand_over(root: Path, uid: int) -> None:
     """Hand the scratch, and what the agent put in it (code, inputs), to the job's uid."""
     os.chown(root, uid, uid)
     for parent, dirs, files in os.walk(root):

@@ -1,0 +1,1 @@
+"""Warm function workers: a Python kept running in a sandbox that forks one child per call."""

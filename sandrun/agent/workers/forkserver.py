@@ -1,0 +1,184 @@
+"""The warm end of a function worker: `python -m sandrun.agent.workers.forkserver`, run
+inside the worker's sandbox with a unix socket on fd $SANDRUN_WORKER_FD.
+
+It imports the runner and cloudpickle once, says its pid, then serves one call at a time.
+A request is a JSON message (the call's directory, environment and call directory) with
+three descriptors:
+the call's stdout, its stderr and its gate. The server forks a child that leads its own
+session, takes the call's output, environment, directory and rlimits (the agent may not
+set them on a process of another uid), reseeds randomness, waits at the gate (the agent
+puts it in the call's cgroup meanwhile) and runs
+the call as `python -m sandrun.runner` would. The server answers the child's pid at once;
+when the child exits it kills what is left of its process group, reaps it, empties /tmp and
+/dev/shm (in a sandbox of its own) and answers the exit status, the CPU and memory used, and
+whether anything of the call is still running (then the agent retires this worker).
+
+Only the standard library, cloudpickle and `sandrun.runner` are imported here: this runs
+the job's owner's code in its children and must start fast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import resource
+import shutil
+import signal
+import socket
+import stat
+import sys
+
+from sandrun import runner
+
+WORKER_FD = "SANDRUN_WORKER_FD"
+ISOLATED = "SANDRUN_WORKER_ISOLATED"  # "1": a sandbox of its own (its /tmp, its pids)
+_MAX_MESSAGE = 1 << 20  # a call's environment is capped well below this at submit
+_SCRATCH = ("/tmp", "/dev/shm")
+
+
+def main() -> int:
+    import cloudpickle  # noqa: F401  (warm: each call's child finds it imported)
+
+    sock = socket.socket(fileno=int(os.environ.pop(WORKER_FD)))
+    isolated = os.environ.get(ISOLATED) == "1"
+    skeleton = {p for where in _SCRATCH for p in _tree(where)} if isolated else set()
+    sock.send(json.dumps({"pid": os.getpid()}).encode())  # warm: ready for calls
+    while True:
+        try:
+            data, fds, _, _ = socket.recv_fds(sock, _MAX_MESSAGE, 3)
+        except OSError:
+            return 0
+        if not data:
+            return 0  # the agent closed its end: retire
+        request = json.loads(data)
+        pid = os.fork()
+        if pid == 0:
+            _child(request, fds, sock)  # never returns
+        for fd in fds:
+            os.close(fd)
+        sock.send(json.dumps({"pid": pid}).encode())
+        status, cpu, rss = _reap(pid)
+        left = False
+        if isolated:
+            for where in _SCRATCH:
+                _empty(where, skeleton)
+            # Anything still running, or anything in /tmp that would not go: retire.
+            left = _anything_left() or any(set(_tree(w)) - skeleton for w in _SCRATCH)
+        sock.send(json.dumps({"status": status, "cpu": cpu, "rss": rss, "left": left}).encode())
+
+
+def _child(request: dict[str, object], fds: list[int], sock: socket.socket) -> None:
+    code = 125
+    try:
+        sock.close()
+        os.setsid()
+        out, err, gate = fds
+        os.dup2(out, 1)
+        os.dup2(err, 2)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        limits = request["limits"]
+        assert isinstance(limits, dict)
+        for which, (soft, hard) in limits.items():
+            _, most = resource.getrlimit(int(which))  # this server's: a call gets at most it
+            if most != resource.RLIM_INFINITY:
+                soft, hard = min(soft, most), min(hard, most)
+            resource.setrlimit(int(which), (soft, hard))
+        go = os.read(gate, 1)  # the agent confines us first; nothing: it gave up
+        os.closerange(3, os.sysconf("SC_OPEN_MAX"))
+        if go:
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            os.chdir(str(request["cwd"]))
+            env = request["env"]
+            assert isinstance(env, dict)
+            os.environ.clear()
+            os.environ.update(env)
+            random.seed()  # a fork copies the parent's generator: each call gets its own
+            sys.argv = ["sandrun.runner", str(request["dir"])]
+            code = runner.main(sys.argv)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:  # the runner reports the call's own errors; this is ours
+        import traceback
+
+        traceback.print_exc()
+        code = 125
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
+
+
+def _reap(pid: int) -> tuple[int, float, int]:
+    """Wait for the call's child; kill what is left in its process group (as the agent does
+    for a job); its wait status, CPU seconds and peak RSS (KiB)."""
+    os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+    with contextlib.suppress(OSError):
+        os.killpg(pid, signal.SIGKILL)  # a zombie leader: its group id cannot be reused yet
+    _, status, usage = os.wait4(pid, 0)
+    return status, usage.ru_utime + usage.ru_stime, usage.ru_maxrss
+
+
+def _tree(top: str) -> list[str]:
+    """What `top` holds on its own filesystem: the directories the sandbox made for the
+    mounts below it (a bind-mounted directory is not entered)."""
+    try:
+        device = os.lstat(top).st_dev
+    except OSError:
+        return []
+    found = []
+    for parent, dirs, files in os.walk(top):
+        found += [os.path.join(parent, name) for name in files]
+        inside = [d for d in dirs if os.lstat(os.path.join(parent, d)).st_dev == device]
+        found += [os.path.join(parent, d) for d in dirs]
+        dirs[:] = inside
+    return found
+
+
+def _empty(top: str, skeleton: set[str]) -> None:
+    """Remove what a call left in `top` (on its own filesystem), keeping `skeleton`."""
+    try:
+        device = os.lstat(top).st_dev
+        entries = os.listdir(top)
+    except OSError:
+        return
+    for name in entries:
+        path = os.path.join(top, name)
+        try:
+            info = os.lstat(path)
+        except OSError:
+            continue
+        if info.st_dev != device:
+            continue  # a mount (the worker's home): the agent clears it
+        if path in skeleton:
+            if stat.S_ISDIR(info.st_mode):
+                _empty(path, skeleton)
+        elif stat.S_ISDIR(info.st_mode):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+
+
+def _anything_left() -> bool:
+    """Whether a process other than the sandbox's init and this server exists (in a PID
+    namespace of its own, where /proc lists only the sandbox's). Zombies are the init's to
+    reap: they hold nothing."""
+    mine = {1, os.getpid()}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) not in mine:
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    state = stat.read().rsplit(")", 1)[1].split()[0]
+            except (OSError, IndexError):
+                continue
+            if state != "Z":
+                return True
+    return False
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,153 @@
+"""Warm function workers: calls run in a fork server kept in its sandbox between calls.
+
+Each test checks what a user (or an attacker with a function of their own) would see: a
+call's fresh process and state, nothing left by the call before it, a worker that is
+replaced when a call leaves something running, never a worker shared between owners, and
+limits, cancel and a dying worker handled as for a cold job.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+import pytest
+
+from sandrun.agent.local import LocalAgent
+from sandrun.client import App, Client
+from sandrun.client.local import EmbeddedTransport
+from sandrun.errors import JobFailedError
+from sandrun.home import Home
+from sandrun.states import FailureReason, JobState
+from tests.helpers import processes_with, wait_for
+from tests.integration import warmfuncs
+from tests.integration.cluster import Cluster
+
+MARK = f"warm{os.getpid() % 100000}"
+
+
+@dataclass
+class Pool:
+    mode: str
+    alice: Client
+    bob: Client | None
+    runs: Path  # the agent's runs directory, where its workers' homes are
+
+
+@pytest.fixture(scope="module", params=["server", "embedded"])
+def pool(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Pool]:
+    """A server with one bubblewrap agent (root: calls run as a worker's own uid), or an
+    embedded home with its agent on a thread here."""
+    root = tmp_path_factory.mktemp(f"warm-{request.param}")
+    if request.param == "embedded":
+        home = Home(root / "home")
+        agent = LocalAgent(home, idle_exit=None, kill_grace=0.5)
+        thread = threading.Thread(target=agent.run, daemon=True)
+        thread.start()
+        client = Client(EmbeddedTransport(home))
+        yield Pool("embedded", client, None, home.root / "runs")
+        client.close()
+        agent.stop()
+        thread.join(timeout=30)
+        return
+    cluster = Cluster(root, db=str(root / "server.db"))
+    cluster.make_tokens()
+    cluster.start_server()
+    cluster.start_agent("warm", cpus=2, extra=("--sandbox", "bwrap"))
+    alice, bob = cluster.client("alice"), cluster.client("bob")
+    yield Pool("server", alice, bob, root / "agent-warm" / "runs")
+    alice.close()
+    bob.close()
+    cluster.stop()
+
+
+def _fn(client: Client, fn: object, **resources: object) -> object:
+    return App("warm", client).function(**resources)(fn)  # type: ignore[arg-type, call-overload]
+
+
+def test_each_call_is_a_fresh_child_of_one_warm_worker(pool: Pool) -> None:
+    where = _fn(pool.alice, warmfuncs.where, cpus=2)  # one at a time: one worker
+    first, second = where.remote(), where.remote()  # type: ignore[attr-defined]
+    assert str(first["worker"]).startswith("warm-")
+    assert first["worker"] == second["worker"]  # the same sandbox...
+    assert first["pid"] != second["pid"]  # ...a new process for each call
+    assert first["calls"] == second["calls"] == 1  # no state from the call before
+    assert first["random"] != second["random"]  # reseeded after each fork
+
+
+def test_a_call_finds_nothing_the_call_before_it_left(pool: Pool) -> None:
+    litter = _fn(pool.alice, warmfuncs.litter, cpus=2)
+    look = _fn(pool.alice, warmfuncs.look, cpus=2)
+    worker = litter.remote(MARK)  # type: ignore[attr-defined]
+    seen = look.remote(MARK)  # type: ignore[attr-defined]
+    assert seen["worker"] == worker  # the same warm sandbox
+    assert seen["found"] == []  # /tmp, /dev/shm, the scratch and the home beside it: empty
+
+
+def test_a_call_that_leaves_a_process_running_gets_its_worker_replaced(pool: Pool) -> None:
+    leave = _fn(pool.alice, warmfuncs.leave_daemon, cpus=2)
+    where = _fn(pool.alice, warmfuncs.where, cpus=2)
+    mark = f"{MARK}-daemon-{pool.mode}"
+    worker = leave.remote(mark)  # type: ignore[attr-defined]
+    wait_for(lambda: not processes_with(mark), timeout=30, what="the daemon to be killed")
+    assert not (pool.runs / worker).exists()  # that worker is gone...
+    assert where.remote()["worker"] != worker  # type: ignore[attr-defined]  # ...a fresh one serves
+
+
+def test_another_owners_call_never_lands_in_a_worker(pool: Pool) -> None:
+    if pool.bob is None:
+        pytest.skip("an embedded home has one owner")
+    mine = _fn(pool.alice, warmfuncs.where, cpus=2).remote()  # type: ignore[attr-defined]
+    theirs = _fn(pool.bob, warmfuncs.where, cpus=2).remote()  # type: ignore[attr-defined]
+    again = _fn(pool.alice, warmfuncs.where, cpus=2).remote()  # type: ignore[attr-defined]
+    assert theirs["worker"] != mine["worker"]
+    assert again["worker"] == mine["worker"]  # alice's stayed warm for her
+
+
+def test_a_warm_call_streams_its_logs(pool: Pool) -> None:
+    say = _fn(pool.alice, warmfuncs.say, cpus=2)
+    call = say.spawn("hello")  # type: ignore[attr-defined]
+    assert call.get(60) == "hello"
+    assert "hello" in call.job.log_text("stdout")
+    assert "err:hello" in call.job.log_text("stderr")
+
+
+def test_a_warm_call_past_its_timeout_is_stopped_and_the_next_one_runs(pool: Pool) -> None:
+    sleep = _fn(pool.alice, warmfuncs.sleep, cpus=2, timeout=1)
+    with pytest.raises(JobFailedError) as raised:
+        sleep.remote(60)  # type: ignore[attr-defined]
+    assert pool.alice.get(raised.value.job_id).record.failure_reason is FailureReason.TIMEOUT
+    assert _fn(pool.alice, warmfuncs.say, cpus=2).remote("after") == "after"  # type: ignore[attr-defined]
+
+
+def test_a_cancelled_warm_call_ends_cancelled(pool: Pool) -> None:
+    sleep = _fn(pool.alice, warmfuncs.sleep, cpus=2)
+    call = sleep.spawn(60)  # type: ignore[attr-defined]
+    wait_for(lambda: "sleeping" in call.job.log_text("stdout"), timeout=30, what="the call")
+    call.job.cancel()
+    assert call.job.wait(30).record.state is JobState.CANCELLED
+
+
+def test_a_call_whose_worker_dies_is_retried_on_a_fresh_one(pool: Pool) -> None:
+    sleep = _fn(pool.alice, warmfuncs.sleep, cpus=2)
+    call = sleep.spawn(5)  # type: ignore[attr-defined]
+    wait_for(lambda: "sleeping" in call.job.log_text("stdout"), timeout=30, what="the call")
+    servers = [
+        p
+        for p in psutil.process_iter(["cmdline", "cwd"])
+        if "sandrun.agent.workers.forkserver" in " ".join(p.info["cmdline"] or [])
+        and (p.info["cwd"] or "").startswith(str(pool.runs))
+    ]
+    assert servers, "the worker's server is running"
+    for server in servers:
+        server.send_signal(signal.SIGKILL)
+    assert call.get(60) == "woke"
+    attempts = call.job.refresh().attempts
+    assert [a.failure_reason for a in attempts[:-1]] == [FailureReason.INTERNAL]
