@@ -36,7 +36,8 @@ from sandrun.agent.sandbox.runtime import disk_message, hand_over
 from sandrun.agent.sandbox.view import PYTHON_DIR
 from sandrun.agent.settings import RunSettings
 from sandrun.agent.supervise import AttemptControl, Stop, supervise
-from sandrun.agent.workers.pool import Worker, WorkerPool, warm_key
+from sandrun.agent.workers.pool import is_call, open_pool
+from sandrun.agent.workers.worker import Worker, exec_failed
 from sandrun.agent.workspace import materialize, remove_tree
 from sandrun.artifacts import LocalArtifactStore
 from sandrun.errors import SandrunError, StaleAttempt, WorkerDied
@@ -74,11 +75,7 @@ class Executor:
         self._lock = threading.Lock()
         self._swept = 0.0
         self.disks = DiskWatch()
-        self.workers = None
-        if settings.warm_idle > 0:
-            self.workers = WorkerPool(
-                self.sandboxing, runs_dir, self.python_dir, idle=settings.warm_idle
-            )
+        self.workers = open_pool(self.sandboxing, runs_dir, self.python_dir, settings.warm_idle)
 
     def run(self, claim: Claim, ctl: AttemptControl) -> AttemptResult | None:
         """Run the attempt to its end. None means it lost its job and must not report."""
@@ -90,10 +87,10 @@ class Executor:
             )
         # One scratch directory per attempt: the job's HOME, and its working directory
         # unless the spec names one. It goes when the attempt ends, unless it failed.
-        # A function call runs in a warm worker where one can be had; its scratch is in
-        # the worker's home, and leaves it (kept or removed) before the next call.
+        # It runs in a warm worker where one can be had; its scratch is then in the
+        # worker's home, and leaves it (kept or removed) before the worker's next job.
         name = f"{claim.job.id}.{claim.attempt}"
-        worker = self._worker(claim)
+        worker = self.workers.worker_for(claim.job.spec, claim.job.owner) if self.workers else None
         kept = self.runs_dir / name
         scratch = worker.home / name if worker else kept
         with self._lock:
@@ -117,17 +114,6 @@ class Executor:
             if worker is not None and self.workers is not None:
                 self.workers.give_back(worker)
             self.sweep(every=1.0)
-
-    def _worker(self, claim: Claim) -> Worker | None:
-        """A warm worker for a function call, if this agent keeps them and one starts."""
-        key = warm_key(claim.job.spec, claim.job.owner) if self.workers else None
-        if key is None or self.workers is None:
-            return None
-        try:
-            return self.workers.take(key, claim.job.spec)
-        except (SandrunError, OSError) as exc:
-            log.warning("a warm worker did not start (%s): the call runs cold", exc)
-            return None
 
     def close(self) -> None:
         """Retire the warm workers (the agent is stopping)."""
@@ -202,12 +188,13 @@ class Executor:
             script_path.write_text(spec.script)
         argv = spec.argv(str(script_path) if script_path else None)
         env = job_env(spec, claim, scratch, self.python_dir)
-        if worker is not None:
-            return self._run_warm(claim, ctl, worker, env, scratch, commit)
         writable = [scratch] if workdir == scratch else [scratch, workdir]
         problem = find_program(self.sandboxing.backend, argv[0], env, workdir, writable)
         if problem is not None:
             return spawn_error(*problem)
+        if worker is not None:
+            run = None if is_call(spec) else argv
+            return self._run_warm(claim, ctl, worker, (run, env), scratch, commit)
         with (
             self.gpus.assign(spec.gpus.count if spec.gpus else 0) as gpus,
             InfoPipe.open(self.sandboxing.backend.gates_itself) as info,
@@ -276,25 +263,28 @@ class Executor:
         claim: Claim,
         ctl: AttemptControl,
         worker: Worker,
-        env: dict[str, str],
+        run: tuple[list[str] | None, dict[str, str]],
         scratch: Path,
         commit: str | None,
     ) -> AttemptResult | None:
-        """Run a function call in `worker`: a forked child, confined like a cold attempt
-        (its own cgroup and rlimits) before it passes its gate."""
+        """Run the attempt in `worker`: a forked child that execs `run`'s argv (or runs the
+        function call), in `run`'s environment, confined like a cold attempt (its own
+        cgroup and rlimits) before it passes its gate."""
         assert worker.confined is not None
         uid = worker.confined.uid
         confined = self.sandboxing.confinement(scratch.name, claim.job.spec, uid)
         try:
             if uid is not None:
                 hand_over(scratch, uid)
-            call = worker.call(scratch, env, confined.limits)
+            argv, env = run
+            call = worker.call(scratch, env, confined.limits, argv)
             try:
                 if confined.cgroup is not None:
                     confined.cgroup.attach(call.pid)
                 self._announce(claim, ctl, call.pid, commit)
                 call.open_gate()
-                return self._supervised(claim, ctl, call, confined, scratch, scratch)
+                result = self._supervised(claim, ctl, call, confined, scratch, scratch)
+                return exec_failed(call.exec_error, argv) if call.exec_error else result
             except BaseException:
                 worker.reusable = False  # whatever of the call is left goes with it
                 call.close()

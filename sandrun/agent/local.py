@@ -103,13 +103,7 @@ class LocalAgent:
             lease_seconds=lease_seconds,
             heartbeat_every=lease_seconds / 6,  # a lease survives several missed beats
             idle_exit=idle_exit,
-            # The jobs are this user's own, and may run in this user's directories.
-            run=RunSettings(
-                kill_grace=kill_grace,
-                allow_local_repos=True,
-                host_paths=True,
-                warm_idle=float(os.environ.get("SANDRUN_WARM_IDLE", WARM_IDLE)),
-            ),
+            run=_run_settings(kill_grace),
         )
         self.agent = Agent(
             self.service,
@@ -134,6 +128,14 @@ class LocalAgent:
     def stop(self) -> None:
         self._stop.set()
         self.waker.wake("stop")
+
+
+def _run_settings(kill_grace: float) -> RunSettings:
+    """The jobs are this user's own, and may run in this user's directories."""
+    warm_idle = float(os.environ.get("SANDRUN_WARM_IDLE", WARM_IDLE))
+    return RunSettings(
+        kill_grace=kill_grace, allow_local_repos=True, host_paths=True, warm_idle=warm_idle
+    )
 
 
 def serve(

@@ -46,9 +46,12 @@ def _available(name: str) -> bool:
 
 
 ISOLATING = ["bwrap", "unshare"]
-# Namespace tests run on the isolating backends; limit tests on `none` too.
-isolating = pytest.mark.parametrize("agent", ISOLATING, indirect=True)
-every_backend = pytest.mark.parametrize("agent", [*ISOLATING, "none"], indirect=True)
+# Namespace tests run on the isolating backends; limit tests on `none` too. Jobs run in warm
+# workers by default (not on a root agent without a sandbox); "bwrap-cold" starts a
+# sandbox per job (`--warm-idle 0`).
+AGENTS = ["bwrap", "bwrap-cold", "unshare"]
+isolating = pytest.mark.parametrize("agent", AGENTS, indirect=True)
+every_backend = pytest.mark.parametrize("agent", [*AGENTS, "none"], indirect=True)
 
 
 @dataclass
@@ -66,15 +69,16 @@ def agent(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Boxed]:
     """A server and one agent with the backend under test (module-wide: jobs are cheap)."""
-    kind = request.param
+    kind = request.param.removesuffix("-cold")
     _require(kind)
-    root = tmp_path_factory.mktemp(f"sandbox-{kind}")
+    root = tmp_path_factory.mktemp(f"sandbox-{request.param}")
     c = Boxed(root, db=str(root / "server.db"), kind=kind)
     c.make_tokens()
     c.start_server()
     # The operator's defaults for what a spec leaves open, small enough to reach.
     defaults = ("--job-memory", "256M", "--job-disk", "64M", "--keep-failed", "3")
-    c.start_agent("box", cpus=64, extra=("--sandbox", kind, *defaults))
+    warm = ("--warm-idle", "0") if request.param.endswith("-cold") else ()
+    c.start_agent("box", cpus=64, extra=("--sandbox", kind, *defaults, *warm))
     yield c
     c.stop()
 
@@ -195,8 +199,12 @@ def test_a_sandboxed_job_dies_with_its_agent(agent: Boxed, client: Client) -> No
     assert leader is not None
     doomed.kill()
     doomed.wait(10)
-    wait_for(lambda: not processes_with(f"sleep 300.{MARK}"), timeout=10, what="the job to die")
-    assert pid_gone(leader)
+    # A dying process drops its command line before it is a zombie: wait for both.
+    wait_for(
+        lambda: not processes_with(f"sleep 300.{MARK}") and pid_gone(leader),
+        timeout=10,
+        what="the job to die",
+    )
 
 
 # --- limits: enforced and reported, with or without namespaces ---------------------------

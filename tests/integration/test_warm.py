@@ -151,3 +151,18 @@ def test_a_call_whose_worker_dies_is_retried_on_a_fresh_one(pool: Pool) -> None:
     assert call.get(60) == "woke"
     attempts = call.job.refresh().attempts
     assert [a.failure_reason for a in attempts[:-1]] == [FailureReason.INTERNAL]
+
+
+def test_a_shell_job_runs_warm_too_and_finds_nothing_the_job_before_left(pool: Pool) -> None:
+    upload = {"upload_code": False, "cpus": 2}
+    first = pool.alice.run(
+        "touch /tmp/left-by-first ../beside-first; basename $(dirname $PWD)", **upload
+    ).wait(60)
+    second = pool.alice.run(
+        "ls /tmp/left-by-first ../beside-first 2>&1; basename $(dirname $PWD)", **upload
+    ).wait(60)
+    worker = first.log_text("stdout").strip()
+    assert worker.startswith("warm-")
+    seen = second.log_text("stdout")
+    assert seen.splitlines()[-1] == worker  # the same warm sandbox...
+    assert seen.count("No such file") == 2  # ...and neither file is there

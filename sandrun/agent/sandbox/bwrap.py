@@ -33,7 +33,7 @@ class BwrapSandbox(Sandbox):
         for mount in self.view.mounts(box.writable, list(box.devices)):
             # bwrap would copy a parent's mode from the host (/root: 0700), leaving a job
             # with another uid unable to reach what is bound below it.
-            if mount.kind in ("ro", "rw", "hide", "device") and mount.path != "/":
+            if mount.kind in ("ro", "rw", "hide", "device", "symlink") and mount.path != "/":
                 for parent in reversed(PurePosixPath(mount.path).parents[:-1]):
                     if str(parent) not in made and not _under_ro(str(parent), made):
                         argv += ["--perms", "0755", "--dir", str(parent)]

@@ -1,17 +1,20 @@
-"""The warm end of a function worker: `python -m sandrun.agent.workers.forkserver`, run
-inside the worker's sandbox with a unix socket on fd $SANDRUN_WORKER_FD.
+"""The warm end of a worker: `python -m sandrun.agent.workers.forkserver`, run inside the
+worker's sandbox with a unix socket on fd $SANDRUN_WORKER_FD.
 
-It imports the runner and cloudpickle once, says its pid, then serves one call at a time.
-A request is a JSON message (the call's directory, environment and call directory) with
-three descriptors:
-the call's stdout, its stderr and its gate. The server forks a child that leads its own
-session, takes the call's output, environment, directory and rlimits (the agent may not
-set them on a process of another uid), reseeds randomness, waits at the gate (the agent
-puts it in the call's cgroup meanwhile) and runs
-the call as `python -m sandrun.runner` would. The server answers the child's pid at once;
-when the child exits it kills what is left of its process group, reaps it, empties /tmp and
-/dev/shm (in a sandbox of its own) and answers the exit status, the CPU and memory used, and
-whether anything of the call is still running (then the agent retires this worker).
+It imports the runner and cloudpickle once, says its pid, then serves one job at a time.
+A request is a JSON message — the job's directory, environment and rlimits, and either
+the call directory of a function call or the argv of any other job — with three
+descriptors: the job's stdout, its stderr and its gate (and without a sandbox, its
+directory). The server forks a child that leads its own session and takes the job's
+output, directory, environment and rlimits (the agent may not set them on a process of
+another uid), then waits at the gate (the agent puts it in the job's cgroup meanwhile).
+Past the gate, it runs a function call here, as `python -m sandrun.runner` would
+(randomness reseeded), or execs the job's program.
+
+The server answers the child's pid at once. When the child exits it kills what is left of
+its process group, reaps it, empties /tmp and /dev/shm (in a sandbox of its own) and
+answers the exit status, the CPU and memory used, and whether anything of the job is still
+running or could not be removed (then the agent retires this worker).
 
 Only the standard library, cloudpickle and `sandrun.runner` are imported here: this runs
 the job's owner's code in its children and must start fast.
@@ -20,6 +23,7 @@ the job's owner's code in its children and must start fast.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import random
@@ -29,6 +33,7 @@ import signal
 import socket
 import stat
 import sys
+from typing import Any
 
 from sandrun import runner
 
@@ -47,57 +52,64 @@ def main() -> int:
     sock.send(json.dumps({"pid": os.getpid()}).encode())  # warm: ready for calls
     while True:
         try:
-            data, fds, _, _ = socket.recv_fds(sock, _MAX_MESSAGE, 3)
+            data, fds, _, _ = socket.recv_fds(sock, _MAX_MESSAGE, 4)
         except OSError:
             return 0
         if not data:
             return 0  # the agent closed its end: retire
         request = json.loads(data)
+        # Closed by a successful exec; else the child says why it could not exec.
+        said, tell = os.pipe2(os.O_CLOEXEC)
         pid = os.fork()
         if pid == 0:
-            _child(request, fds, sock)  # never returns
-        for fd in fds:
+            os.close(said)
+            _child(request, fds, sock, tell)  # never returns
+        for fd in (*fds, tell):
             os.close(fd)
         sock.send(json.dumps({"pid": pid}).encode())
         status, cpu, rss = _reap(pid)
+        exec_error = _said(said)
+        _reap_orphans()
         left = False
         if isolated:
             for where in _SCRATCH:
                 _empty(where, skeleton)
             # Anything still running, or anything in /tmp that would not go: retire.
             left = _anything_left() or any(set(_tree(w)) - skeleton for w in _SCRATCH)
-        sock.send(json.dumps({"status": status, "cpu": cpu, "rss": rss, "left": left}).encode())
+        end = {"status": status, "cpu": cpu, "rss": rss, "left": left, "exec_error": exec_error}
+        sock.send(json.dumps(end).encode())
 
 
-def _child(request: dict[str, object], fds: list[int], sock: socket.socket) -> None:
+def _child(request: dict[str, Any], fds: list[int], sock: socket.socket, tell: int) -> None:
     code = 125
     try:
         sock.close()
         os.setsid()
-        out, err, gate = fds
+        out, err, gate, *cwd = fds
         os.dup2(out, 1)
         os.dup2(err, 2)
+        # Without a sandbox, from a descriptor the agent opened: only the directory itself
+        # need be ours (its parents may not be searchable by this uid). Never inside one: a
+        # descriptor from outside would lead out of the sandbox's view.
+        os.fchdir(cwd[0]) if cwd else os.chdir(request["cwd"])
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)
-        limits = request["limits"]
-        assert isinstance(limits, dict)
-        for which, (soft, hard) in limits.items():
+        for which, (soft, hard) in request["limits"].items():
             _, most = resource.getrlimit(int(which))  # this server's: a call gets at most it
             if most != resource.RLIM_INFINITY:
                 soft, hard = min(soft, most), min(hard, most)
             resource.setrlimit(int(which), (soft, hard))
         go = os.read(gate, 1)  # the agent confines us first; nothing: it gave up
-        os.closerange(3, os.sysconf("SC_OPEN_MAX"))
+        os.closerange(3, tell)
+        os.closerange(tell + 1, os.sysconf("SC_OPEN_MAX"))
         if go:
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
-            os.chdir(str(request["cwd"]))
-            env = request["env"]
-            assert isinstance(env, dict)
             os.environ.clear()
-            os.environ.update(env)
-            random.seed()  # a fork copies the parent's generator: each call gets its own
-            sys.argv = ["sandrun.runner", str(request["dir"])]
-            code = runner.main(sys.argv)
+            os.environ.update(request["env"])
+            if "argv" in request:
+                code = _exec(request["argv"], tell)
+            else:
+                os.close(tell)  # a call's own children must not hold it
+                code = _call(request["dir"])
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
     except BaseException:  # the runner reports the call's own errors; this is ours
@@ -112,6 +124,39 @@ def _child(request: dict[str, object], fds: list[int], sock: socket.socket) -> N
         os._exit(code)
 
 
+def _call(where: str) -> int:
+    """Run a function call here, in the warm interpreter."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    random.seed()  # a fork copies the parent's generator: each call gets its own
+    sys.argv = ["sandrun.runner", where]
+    return runner.main(sys.argv)
+
+
+def _exec(argv: list[str], tell: int) -> int:
+    """Become the job's program, as a cold sandbox would start it; if it cannot, say why
+    on `tell` (the job failed to start: a spawn error, not its own exit code)."""
+    for which in (signal.SIGINT, signal.SIGPIPE, signal.SIGXFSZ):  # Python's, not the job's
+        signal.signal(which, signal.SIG_DFL)
+    try:
+        os.execvp(argv[0], argv)  # on the job's PATH (os.environ is the job's now)
+    except OSError as exc:
+        os.write(tell, f"{errno.errorcode.get(exc.errno or 0, '')} {exc.strerror}".encode())
+        return 126 if exc.errno == errno.EACCES else 127
+    return 127  # not reached: exec returns only by raising
+
+
+def _said(pipe: int) -> str | None:
+    """What a child said of its failed exec, if anything (never waiting: a descriptor a
+    job passed on must not hold this server up)."""
+    os.set_blocking(pipe, False)
+    try:
+        return os.read(pipe, 4096).decode(errors="replace") or None
+    except BlockingIOError:
+        return None
+    finally:
+        os.close(pipe)
+
+
 def _reap(pid: int) -> tuple[int, float, int]:
     """Wait for the call's child; kill what is left in its process group (as the agent does
     for a job); its wait status, CPU seconds and peak RSS (KiB)."""
@@ -120,6 +165,13 @@ def _reap(pid: int) -> tuple[int, float, int]:
         os.killpg(pid, signal.SIGKILL)  # a zombie leader: its group id cannot be reused yet
     _, status, usage = os.wait4(pid, 0)
     return status, usage.ru_utime + usage.ru_stime, usage.ru_maxrss
+
+
+def _reap_orphans() -> None:
+    """Reap zombies this server inherited (where it is the namespace's init)."""
+    with contextlib.suppress(ChildProcessError):
+        while os.waitpid(-1, os.WNOHANG)[0] > 0:
+            pass
 
 
 def _tree(top: str) -> list[str]:
