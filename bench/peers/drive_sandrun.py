@@ -1,6 +1,6 @@
 """sandrun: embedded (a fresh $SANDRUN_HOME, its background agent), or a server with two
 1-CPU agents on loopback. --arg mode=embedded|server --arg sandbox=auto|none|bwrap
---arg db=sqlite|postgresql://..."""
+--arg db=sqlite|postgresql://... --arg warm=SECONDS (0: every job cold; default 60)"""
 
 from __future__ import annotations
 
@@ -46,6 +46,7 @@ def main() -> None:
     sizes, only, args = sizes_from_argv(__doc__)
     opts = dict(kv.split("=", 1) for kv in args.arg)
     os.environ["SANDRUN_SANDBOX"] = opts.get("sandbox", "auto")
+    os.environ["SANDRUN_WARM_IDLE"] = warm = opts.get("warm", "60")
     with tempfile.TemporaryDirectory() as tmp:
         if opts.get("mode", "embedded") == "embedded":
             home = Path(tmp) / "home"
@@ -56,7 +57,12 @@ def main() -> None:
                 stop_local_agent(home)
             return
         db = opts.get("db", "sqlite")
-        url, token, procs = serve(Path(tmp), [1.0, 1.0], None if db == "sqlite" else db)
+        url, token, procs = serve(
+            Path(tmp),
+            [1.0, 1.0],
+            None if db == "sqlite" else db,
+            agent_args=("--warm-idle", warm),
+        )
         try:
             with connect(url, token=token) as client:
                 measure(Sandrun(client), sizes, only)

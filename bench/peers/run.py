@@ -136,6 +136,9 @@ def measure_all(systems: list[str], quick: bool, envs: Path) -> dict[str, dict[s
         results["raw (no job system)"] = drive(PROJECT_PYTHON, "drive_raw.py", quick)
     if "sandrun" in systems:
         results[REFERENCE] = drive(PROJECT_PYTHON, "drive_sandrun.py", quick)
+        results["sandrun embedded, cold"] = drive(
+            PROJECT_PYTHON, "drive_sandrun.py", quick, args=("warm=0",)
+        )
         results["sandrun embedded, no sandbox"] = drive(
             PROJECT_PYTHON, "drive_sandrun.py", quick, args=("sandbox=none",)
         )

@@ -40,6 +40,9 @@ log = logging.getLogger("sandrun.agent")
 PREFIX = "warm-"  # a worker's home in the runs directory: warm-<id>
 IDLE = 60.0  # seconds an idle worker is kept (Modal's default container idle timeout)
 MAX_CALLS = 1000  # calls one worker serves before it is replaced by a fresh one
+# Idle workers kept at most (each a sandbox and a Python of some 15 MB): past it the one
+# idle longest goes, so a node seeing many owners keeps the recent ones warm.
+MAX_IDLE = 16
 
 
 def warm_key(spec: JobSpec, owner: str) -> WarmKey | None:
@@ -77,12 +80,14 @@ class WorkerPool:
         python_dir: str,
         idle: float = IDLE,
         max_calls: int = MAX_CALLS,
+        max_idle: int = MAX_IDLE,
     ) -> None:
         self.sandboxing = sandboxing
         self.runs_dir = runs_dir
         self.python_dir = python_dir
         self.idle = idle
         self.max_calls = max_calls
+        self.max_idle = max_idle
         self._idle: dict[WarmKey, list[Worker]] = {}
         self._live: set[str] = set()  # homes of the workers that exist
         self._lock = threading.Lock()
@@ -122,12 +127,17 @@ class WorkerPool:
                 else:
                     with contextlib.suppress(OSError):
                         os.unlink(entry.path)
+        evicted = None
         with self._lock:
             if not retire and not self._closed:
                 worker.idle_since = time.monotonic()
                 self._idle.setdefault(worker.key, []).append(worker)
-                return
-        self._retire(worker)
+                idle = [w for workers in self._idle.values() for w in workers]
+                if len(idle) <= self.max_idle:
+                    return
+                evicted = min(idle, key=lambda w: w.idle_since)
+                self._idle[evicted.key].remove(evicted)
+        self._retire(evicted or worker)
 
     def retire_idle(self) -> None:
         """Retire the workers idle for longer than `idle` seconds."""
@@ -137,6 +147,7 @@ class WorkerPool:
             for workers in self._idle.values():
                 stale += [w for w in workers if now - w.idle_since >= self.idle]
                 workers[:] = [w for w in workers if now - w.idle_since < self.idle]
+            self._idle = {key: workers for key, workers in self._idle.items() if workers}
         for worker in stale:
             self._retire(worker)
 
