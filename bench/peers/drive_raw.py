@@ -19,6 +19,9 @@ class Raw:
     def calls(self, n: int) -> list[int]:
         return list(self.pool.map(add_one, range(n)))
 
+    def call_one(self) -> int:
+        return int(self.pool.submit(add_one, 1).result())
+
     def stamp(self) -> str:
         return subprocess.run(["date", "+%s.%N"], check=True, capture_output=True, text=True).stdout
 

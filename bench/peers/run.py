@@ -5,7 +5,8 @@
 Each peer is installed by this script into its own virtualenv under --envs (Ray, Celery
 from PyPI) or from Debian (Slurm, as root), then started, warmed, measured and stopped.
 Workloads (workloads.py): (a) jobs of `true`, (b) jobs of `sleep 0.1`, (c) Python function
-calls returning a small value, (d) submit -> start latency with idle workers. One table
+calls returning a small value, (d) submit -> start latency with idle workers, (e) one
+call's round trip, its worker warm. One table
 at the end: jobs/s, latency p50/p99, and how many times faster sandrun (embedded, its
 default sandbox) is than each row.
 """
@@ -147,7 +148,7 @@ def measure_all(systems: list[str], quick: bool, envs: Path) -> dict[str, dict[s
                 PROJECT_PYTHON,
                 "drive_sandrun.py",
                 quick,
-                only="true,sleep,latency",
+                only="true,sleep,latency,call",
                 args=("mode=server",),
             )
     if "ray" in systems:
@@ -192,6 +193,7 @@ def table(results: dict[str, dict[str, dict]]) -> None:
         "sleep": "(b) sleep 0.1",
         "calls": "(c) calls",
         "latency": "(d) latency",
+        "call": "(e) warm call",
     }
     for workload, label in labels.items():
         for system, rows in results.items():

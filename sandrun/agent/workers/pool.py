@@ -178,6 +178,7 @@ class WorkerPool:
             proc = self._launch(worker, spec, theirs)
             inner = worker.answer(SANDBOX_START, said_pid)  # its hello, once warm
             worker.server = find_server(proc.pid, inner)
+            log.info("warm worker %s started for %s", worker.home.name, key.owner)
             return worker
         except BaseException:
             self._retire(worker)
@@ -229,6 +230,12 @@ class WorkerPool:
         return proc
 
     def _retire(self, worker: Worker) -> None:
+        log.info(
+            "warm worker %s retired after %d job(s)%s",
+            worker.home.name,
+            worker.calls,
+            "" if worker.reusable else ": a job left something behind, or it died",
+        )
         worker.stop()
         if worker.confined is not None:
             self.sandboxing.release(worker.confined)
