@@ -283,7 +283,8 @@ class Executor:
                     confined.cgroup.attach(call.pid)
                 self._announce(claim, ctl, call.pid, commit)
                 call.open_gate()
-                result = self._supervised(claim, ctl, call, confined, scratch, scratch)
+                # Its disk use is all of the worker's home: the scratch's parent is writable.
+                result = self._supervised(claim, ctl, call, confined, worker.home, scratch)
                 return exec_failed(call.exec_error, argv) if call.exec_error else result
             except BaseException:
                 worker.reusable = False  # whatever of the call is left goes with it
@@ -302,15 +303,16 @@ class Executor:
         ctl: AttemptControl,
         running: Running,
         confined: Confined,
-        scratch: Path,
+        measured: Path,
         workdir: Path,
         launchers: frozenset[str] = frozenset(),
     ) -> AttemptResult:
-        """Watch a started attempt to its end; its result."""
+        """Watch a started attempt to its end (its disk use is what `measured` holds); its
+        result."""
         spec = claim.job.spec
         started = time.monotonic()
         sink = LogSink(self.control, claim, limit=spec.limits.log_size << 20)
-        with self.disks.watch(scratch, confined.disk_mb << 20) as disk:
+        with self.disks.watch(measured, confined.disk_mb << 20) as disk:
             reason, ended = supervise(
                 running, spec, sink, ctl, started, disk, self.settings.kill_grace, launchers
             )

@@ -57,6 +57,7 @@ every_backend = pytest.mark.parametrize("agent", [*AGENTS, "none"], indirect=Tru
 @dataclass
 class Boxed(Cluster):
     kind: str = "none"  # the agent's sandbox backend
+    warm: bool = True  # whether its jobs run in warm workers
 
 
 def _require(kind: str) -> None:
@@ -72,7 +73,9 @@ def agent(
     kind = request.param.removesuffix("-cold")
     _require(kind)
     root = tmp_path_factory.mktemp(f"sandbox-{request.param}")
-    c = Boxed(root, db=str(root / "server.db"), kind=kind)
+    # A root agent without a sandbox keeps no warm workers.
+    cold = request.param.endswith("-cold") or (kind == "none" and os.geteuid() == 0)
+    c = Boxed(root, db=str(root / "server.db"), kind=kind, warm=not cold)
     c.make_tokens()
     c.start_server()
     # The operator's defaults for what a spec leaves open, small enough to reach.
@@ -304,6 +307,25 @@ def test_filling_the_scratch_stops_at_the_disk_limit(agent: Boxed, client: Clien
     big.wait(60)
     assert big.record.failure_reason is FailureReason.DISK_LIMIT
     assert "wrote a file past its disk limit of 64 MiB" in (big.record.message or "")
+
+
+@isolating
+def test_writing_beside_the_scratch_counts_against_the_disk_limit(
+    agent: Boxed, client: Client
+) -> None:
+    """In a warm worker the scratch's parent (the worker's home) is writable too: what a
+    job writes there is measured as its own."""
+    writer = client.run(
+        "i=0; while [ $i -lt 200 ]; do i=$((i+1)); head -c 1048576 /dev/zero > ../f$i; "
+        "sleep 0.02; done; echo wrote-all",
+        limits={"disk": 16},
+        timeout=120,
+    ).wait(120)
+    if agent.warm:
+        assert writer.record.failure_reason is FailureReason.DISK_LIMIT
+        assert "wrote-all" not in writer.log_text()
+    else:  # a sandbox of its own: nothing beside its scratch is writable (a root agent)
+        assert writer.log_text("stderr").count("Permission denied") == 200
 
 
 @every_backend

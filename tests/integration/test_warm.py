@@ -101,9 +101,9 @@ def test_a_call_that_leaves_a_process_running_gets_its_worker_replaced(pool: Poo
     assert where.remote()["worker"] != worker  # type: ignore[attr-defined]  # ...a fresh one serves
 
 
+@pytest.mark.parametrize("pool", ["server"], indirect=True)  # embedded: one owner
 def test_another_owners_call_never_lands_in_a_worker(pool: Pool) -> None:
-    if pool.bob is None:
-        pytest.skip("an embedded home has one owner")
+    assert pool.bob is not None
     mine = _fn(pool.alice, warmfuncs.where, cpus=2).remote()  # type: ignore[attr-defined]
     theirs = _fn(pool.bob, warmfuncs.where, cpus=2).remote()  # type: ignore[attr-defined]
     again = _fn(pool.alice, warmfuncs.where, cpus=2).remote()  # type: ignore[attr-defined]

@@ -121,6 +121,8 @@ class WorkerPool:
         """After a call: keep the worker warm, or retire it."""
         retire = not worker.reusable or worker.calls >= self.max_calls
         if not retire:  # what a call wrote beside its scratch goes too
+            with contextlib.suppress(OSError):
+                os.chmod(worker.home, 0o700)  # as it was, whatever the job made it
             for entry in os.scandir(worker.home):
                 if entry.is_dir(follow_symlinks=False):
                     remove_tree(Path(entry.path))
