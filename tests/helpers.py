@@ -1,14 +1,20 @@
-"""Test helpers: waiting on a condition with a deadline (never a bare sleep)."""
+"""Test helpers: waiting on a condition with a deadline (never a bare sleep), processes,
+git repositories, a local agent on a thread."""
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
 import psutil
+
+from sandrun.agent.local import LocalAgent
+from sandrun.home import Home
 
 T = TypeVar("T")
 
@@ -58,3 +64,17 @@ def make_git_repo(root: Path) -> tuple[str, dict[str, str]]:
         git("tag", tag)
         commits[tag] = git("rev-parse", "HEAD")
     return f"file://{root}", commits
+
+
+@contextlib.contextmanager
+def local_agent(home: Home) -> Iterator[LocalAgent]:
+    """The real local agent of `home`, on a thread of this process, until the block ends."""
+    agent = LocalAgent(home, idle_exit=None, kill_grace=0.5)
+    thread = threading.Thread(target=agent.run, daemon=True)
+    thread.start()
+    try:
+        yield agent
+    finally:
+        agent.stop()
+        thread.join(timeout=30)
+    assert not thread.is_alive(), "the agent did not drain"

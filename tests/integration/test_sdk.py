@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +12,6 @@ from pathlib import Path
 import pytest
 
 import sandrun
-from sandrun.agent.local import LocalAgent
 from sandrun.artifacts import LocalArtifactStore
 from sandrun.client import App, Client
 from sandrun.client import calls as calls_module
@@ -30,7 +28,7 @@ from sandrun.errors import (
 )
 from sandrun.home import Home
 from sandrun.states import JobState
-from tests.helpers import make_git_repo
+from tests.helpers import local_agent, make_git_repo
 from tests.integration import sdkfuncs
 from tests.integration.cluster import Cluster
 
@@ -49,14 +47,8 @@ def sdk(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
     root = tmp_path_factory.mktemp(request.param)
     if request.param == "embedded":
         home = Home(root / "home")
-        agent = LocalAgent(home, idle_exit=None, kill_grace=0.5)
-        thread = threading.Thread(target=agent.run, daemon=True)
-        thread.start()
-        client = Client(EmbeddedTransport(home))
-        yield Sdk("embedded", client, LocalArtifactStore(home.artifacts))
-        client.close()
-        agent.stop()
-        thread.join(timeout=30)
+        with local_agent(home), Client(EmbeddedTransport(home)) as client:
+            yield Sdk("embedded", client, LocalArtifactStore(home.artifacts))
         return
     cluster = Cluster(root, db=str(root / "server.db"))
     cluster.make_tokens()

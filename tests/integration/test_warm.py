@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,13 +17,12 @@ from pathlib import Path
 import psutil
 import pytest
 
-from sandrun.agent.local import LocalAgent
 from sandrun.client import App, Client
 from sandrun.client.local import EmbeddedTransport
 from sandrun.errors import JobFailedError
 from sandrun.home import Home
 from sandrun.states import FailureReason, JobState
-from tests.helpers import processes_with, wait_for
+from tests.helpers import local_agent, processes_with, wait_for
 from tests.integration import warmfuncs
 from tests.integration.cluster import Cluster
 
@@ -48,14 +46,8 @@ def pool(
     root = tmp_path_factory.mktemp(f"warm-{request.param}")
     if request.param == "embedded":
         home = Home(root / "home")
-        agent = LocalAgent(home, idle_exit=None, kill_grace=0.5)
-        thread = threading.Thread(target=agent.run, daemon=True)
-        thread.start()
-        client = Client(EmbeddedTransport(home))
-        yield Pool("embedded", client, None, home.root / "runs")
-        client.close()
-        agent.stop()
-        thread.join(timeout=30)
+        with local_agent(home), Client(EmbeddedTransport(home)) as client:
+            yield Pool("embedded", client, None, home.root / "runs")
         return
     cluster = Cluster(root, db=str(root / "server.db"))
     cluster.make_tokens()
