@@ -158,3 +158,17 @@ def test_a_shell_job_runs_warm_too_and_finds_nothing_the_job_before_left(pool: P
     seen = second.log_text("stdout")
     assert seen.splitlines()[-1] == worker  # the same warm sandbox...
     assert seen.count("No such file") == 2  # ...and neither file is there
+
+
+def test_a_warm_calls_output_arrives_while_it_runs(pool: Pool) -> None:
+    chatter = _fn(pool.alice, warmfuncs.chatter, cpus=2)
+    call = chatter.spawn(60)  # type: ignore[attr-defined]
+    wait_for(lambda: "early" in call.job.log_text("stdout"), timeout=30, what="its output")
+    call.job.cancel()
+
+
+def test_a_call_setting_pythons_startup_variables_gets_a_fresh_interpreter(pool: Pool) -> None:
+    seeded = _fn(pool.alice, warmfuncs.hash_randomization, cpus=2, env={"PYTHONHASHSEED": "0"})
+    assert seeded.remote() == 0  # type: ignore[attr-defined]
+    plain = _fn(pool.alice, warmfuncs.hash_randomization, cpus=2)
+    assert plain.remote() == 1  # type: ignore[attr-defined]

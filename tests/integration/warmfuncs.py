@@ -68,3 +68,12 @@ def say(text: str) -> str:
     print(text, flush=True)
     print(f"err:{text}", file=sys.stderr, flush=True)
     return text
+
+
+def hash_randomization() -> int:
+    return sys.flags.hash_randomization
+
+
+def chatter(seconds: float) -> None:
+    print("early")  # no flush: a warm call's output must still arrive as it runs
+    time.sleep(seconds)

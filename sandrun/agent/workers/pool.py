@@ -54,8 +54,11 @@ def warm_key(spec: JobSpec, owner: str) -> WarmKey | None:
 
 
 def is_call(spec: JobSpec) -> bool:
-    """Whether the job is a function call, which a worker runs in its warm interpreter."""
-    return spec.shell == SHELL and CALL_ENV in spec.env
+    """Whether the job is a function call a worker can run in its warm interpreter. Not
+    one that sets what a Python reads only as it starts (PYTHONPATH, PYTHONHASHSEED...):
+    that one gets a fresh interpreter, exec'd in the warm sandbox."""
+    startup = [k for k in spec.env if k.startswith("PYTHON") and k != "PYTHONUNBUFFERED"]
+    return spec.shell == SHELL and CALL_ENV in spec.env and not startup
 
 
 def open_pool(
@@ -200,6 +203,7 @@ class WorkerPool:
             "PATH": f"{self.python_dir}:{DEFAULT_PATH}",
             "HOME": str(worker.home),
             "LANG": "C.UTF-8",
+            "PYTHONUNBUFFERED": "1",  # as a job's Python starts: its calls' logs arrive live
             WORKER_FD: str(theirs.fileno()),
             ISOLATED: "1" if backend.isolates else "0",
         }
