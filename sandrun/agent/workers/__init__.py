@@ -1,1 +1,1 @@
-"""Warm function workers: a Python kept running in a sandbox that forks one child per call."""
+"""Warm workers: a sandbox kept between one owner's jobs, whose Python forks a child per job."""
