@@ -254,8 +254,10 @@ class AgentCalls:
         return reply
 
     def _claims(self, node: str, room: Capacity, most: int, key: str | None) -> list[Claim]:
-        if key is not None and (made := self.store.claims_with_key(node, key)):
-            return made  # this call's first try made them: its reply was lost
+        if key is not None:
+            made = self.store.claims_with_key(node, key, self.clock(), self.lease_seconds)
+            if made:
+                return made  # this call's first try made them: its reply was lost
         claims: list[Claim] = []
         try:
             while len(claims) < most and room.cpus > 0:

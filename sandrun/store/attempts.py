@@ -77,11 +77,17 @@ class AttemptWrites:
         lease = now + lease_seconds
         return Claim(job=job, attempt=job.attempts, token=token, lease_expires_at=lease)
 
-    def claims_with_key(self, node: str, claim_key: str) -> list[Claim]:
+    def claims_with_key(
+        self, node: str, claim_key: str, now: float, lease_seconds: float
+    ) -> list[Claim]:
         """The unstarted claims on `node` that a call with `claim_key` made: what a call
-        sent again (its reply lost) is answered with, instead of new claims."""
-        with self.db.transaction(write=False) as tx:
-            rows = tx.all("claims_with_key", node=node, claim_key=claim_key)
+        sent again (its reply lost) is answered with, instead of new claims. Their leases
+        start again now, as a new claim's would: the node learns of them only now."""
+        with self.db.transaction() as tx:
+            lease = now + lease_seconds
+            key = {"node": node, "claim_key": claim_key}
+            tx.run("renew_claims_with_key", lease_expires_at=lease, **key)
+            rows = tx.all("claims_with_key", **key)
             return [
                 Claim(
                     job=job_from(must(tx, r["job_id"])),

@@ -114,15 +114,23 @@ def test_a_report_sent_again_gets_the_claims_its_first_try_made(
 ) -> None:
     """Its reply was lost (a timeout, a server killed after the commit): the agent sends
     the same body again, and must not lose the claims the first try made."""
-    service = Service(store, LocalArtifactStore(tmp_path / "blobs"))
+    clock = [100.0]
+    service = Service(store, LocalArtifactStore(tmp_path / "blobs"), clock=lambda: clock[0])
     service.register_node("n", BIG, node_id="node-a")
     for _ in range(3):
         add(store)
     room = Capacity(cpus=2, memory_mb=0)
     first = service.report("node-a", [], [], room, max_claims=2, claim_key="k1")
+    clock[0] += 25  # it came again late (the server was down): the node holds them from now
     again = service.report("node-a", [], [], room, max_claims=2, claim_key="k1")
     assert len(first.claims) == 2
-    assert again.claims == first.claims
+    assert [(c.job.id, c.attempt, c.token) for c in again.claims] == [
+        (c.job.id, c.attempt, c.token) for c in first.claims
+    ]
+    lease = service.lease_seconds
+    assert {c.lease_expires_at for c in again.claims} == {125.0 + lease}
+    held = {a.lease_expires_at for c in first.claims for a in store.attempts(c.job.id)}
+    assert held == {125.0 + lease}  # renewed in the store, not only in the reply
     other = service.report("node-a", [], [], room, max_claims=2, claim_key="k2")
     assert len(other.claims) == 1  # the third job: a new key claims anew
     assert {c.job.id for c in other.claims}.isdisjoint(c.job.id for c in first.claims)

@@ -251,6 +251,11 @@ SELECT
   (SELECT count(*) FROM jobs WHERE state IN ('pending', 'scheduled')) AS queued,
   (SELECT count(*) FROM jobs WHERE state = 'running') AS running;
 
+-- name: renew_claims_with_key
+-- Handed again, as a claim is handed: the node holds them from now.
+UPDATE attempts SET lease_expires_at = :lease_expires_at
+WHERE node = :node AND claim_key = :claim_key AND state = 'scheduled';
+
 -- name: claims_with_key
 -- The claims a call with this key already made on :node that are still unstarted.
 SELECT job_id, number, token, lease_expires_at FROM attempts
