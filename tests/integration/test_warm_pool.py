@@ -6,13 +6,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import psutil
 import pytest
 
 from sandrun.agent.jobenv import python_dir
 from sandrun.agent.sandbox import FsView, open_sandboxing
 from sandrun.agent.workers.pool import WorkerPool
 from sandrun.spec import parse_spec
+from tests.conftest import pid_gone
 
 SPEC = parse_spec({"shell": "true"})
 
@@ -25,13 +25,6 @@ def pool(tmp_path: Path) -> Iterator[WorkerPool]:
     workers = WorkerPool(sandboxing, runs, python_dir(runs), idle=60, max_idle=2)
     yield workers
     workers.close()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 def test_an_owner_gets_back_its_own_idle_worker_and_no_one_elses(pool: WorkerPool) -> None:
@@ -70,13 +63,13 @@ def test_idle_workers_go_after_their_time_and_at_close(pool: WorkerPool) -> None
     assert worker is not None
     pool.give_back(worker)
     server = worker.server
-    assert _alive(server)
+    assert not pid_gone(server)
     pool.idle = 0
     pool.retire_idle()
-    assert not _alive(server) and pool.counts() == {"workers": 0, "idle": 0}
+    assert pid_gone(server) and pool.counts() == {"workers": 0, "idle": 0}
     again = pool.worker_for(SPEC, "alice")
     assert again is not None and again is not worker
     pool.give_back(again)
     pool.close()
-    assert not _alive(again.server)
+    assert pid_gone(again.server)
     assert pool.counts()["workers"] == 0
