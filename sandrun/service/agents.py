@@ -36,6 +36,7 @@ from sandrun.protocol import (
     EndOutcome,
     HandBackReason,
     HeartbeatReply,
+    HeartbeatRequest,
     KeyProof,
     NodeState,
     Outcome,
@@ -47,7 +48,7 @@ from sandrun.signing import PROOF_WINDOW, registration_claim, result_claim, veri
 from sandrun.spec.policy import Policy
 from sandrun.states import AttemptState
 from sandrun.store import Store
-from sandrun.store.attempts import End, Start
+from sandrun.store.attempts import Beat, End, Seen, Start
 
 log = logging.getLogger("sandrun.service")
 
@@ -65,7 +66,7 @@ class AgentCalls:
     clock: Callable[[], float]
     lease_seconds: float
     policy: Policy
-    operators: dict[str, str | None]
+    nodes_known: dict[str, tuple[str | None, dict[str, str]]]
 
     def register_node(
         self,
@@ -98,26 +99,36 @@ class AgentCalls:
             detected,
             operator,
         )
-        self.operators.pop(node_id, None)
+        self.nodes_known.pop(node_id, None)
         return node_id
 
     def check_operator(self, node: str, operator: str) -> None:
         """Refuse `operator` acting as (claiming for, beating for, reporting for) a node
         another operator registered. Nodes kept without one (embedded) are anyone's."""
-        if node not in self.operators:
-            known, owner = self.store.node_operator(node)
-            if not known:
-                return  # nothing to act on: each call answers an unknown node itself
-            if len(self.operators) >= 10_000:
-                self.operators.clear()
-            self.operators[node] = owner
-        owner = self.operators[node]
+        known = self._node_identity(node)
+        if known is None:
+            return  # nothing to act on: each call answers an unknown node itself
+        owner = known[0]
         if owner is not None and owner != operator:
             raise Forbidden(
                 f"node {node!r} was registered by another operator's agent token",
                 field="node",
                 suggestions=["act only as the nodes this token registered"],
             )
+
+    def node_labels(self, node: str) -> dict[str, str]:
+        known = self._node_identity(node)
+        return known[1] if known else {}
+
+    def _node_identity(self, node: str) -> tuple[str | None, dict[str, str]] | None:
+        if node not in self.nodes_known:
+            known = self.store.node_identity(node)
+            if known is None:
+                return None
+            if len(self.nodes_known) >= 1_000_000:  # registered nodes only: a bound, not a cap
+                self.nodes_known.clear()
+            self.nodes_known[node] = known
+        return self.nodes_known[node]
 
     def _check_proof(self, name: str, public_key: str, proof: KeyProof | None) -> None:
         if proof is None:
@@ -165,21 +176,35 @@ class AgentCalls:
         self, node: str, leases: list[AttemptRef], state: NodeState = "active"
     ) -> HeartbeatReply:
         """Renew the node and its attempts' leases; say which to cancel and which are stale."""
-        now = self.clock()
-        self.store.node_heartbeat(node, state, now)
-        held = [(r.job_id, r.attempt, r.token) for r in leases]
-        stale = self.store.renew_leases(held, now, self.lease_seconds)
-        listed = {(r.job_id, r.attempt) for r in leases}
-        unheld = [
-            a
-            for a in self.store.live_attempts(node)
-            if a.state is AttemptState.SCHEDULED and (a.job_id, a.number) not in listed
-        ]
-        return HeartbeatReply(
-            cancel=[AttemptKey(job_id=j, attempt=n) for j, n in self.store.cancel_requested(node)],
-            stale=[AttemptKey(job_id=j, attempt=n) for j, n in stale],
-            unheld=[AttemptKey(job_id=a.job_id, attempt=a.number) for a in unheld],
+        reply = self.heartbeats([(HeartbeatRequest(node=node, leases=leases, state=state), None)])
+        if isinstance(reply[0], SandrunError):
+            raise reply[0]
+        return reply[0]
+
+    def heartbeats(
+        self, beats: Sequence[tuple[HeartbeatRequest, str | None]]
+    ) -> list[HeartbeatReply | SandrunError]:
+        """Many nodes' heartbeats, each with the operator sending it (None: an admin or an
+        embedded agent), in one transaction; each answered, or refused alone (Forbidden for
+        another operator's node)."""
+        refused: dict[int, SandrunError] = {}
+        for i, (beat, operator) in enumerate(beats):
+            try:
+                if operator is not None:
+                    self.check_operator(beat.node, operator)
+            except SandrunError as exc:
+                refused[i] = exc
+        taken = [beat for i, (beat, _) in enumerate(beats) if i not in refused]
+        seen = self.store.heartbeats(
+            [
+                Beat(b.node, b.state, [(r.job_id, r.attempt, r.token) for r in b.leases])
+                for b in taken
+            ],
+            self.clock(),
+            self.lease_seconds,
         )
+        replies = iter(_beat_reply(s, b.leases) for s, b in zip(seen, taken, strict=True))
+        return [refused[i] if i in refused else next(replies) for i in range(len(beats))]
 
     def hand_back(
         self, node: str, attempts: list[AttemptKey], reason: HandBackReason
@@ -304,16 +329,34 @@ class AgentCalls:
             raise BadSignature(f"{where}: the signature does not match its agent's key")
         return key
 
-    def expire_leases(self) -> list[tuple[str, int]]:
-        """End as node_lost the attempts whose agents stopped renewing their leases."""
-        return self.store.lose_attempts(retry.decide, self.clock())
+    def expire_leases(self, grace: float = 0.0) -> list[tuple[str, int]]:
+        """End as node_lost the attempts whose agents stopped renewing their leases `grace`
+        seconds ago or more (the time the server itself fell behind)."""
+        return self.store.lose_attempts(retry.decide, self.clock() - grace)
 
     def lose_node(self, node: str) -> list[tuple[str, int]]:
         """End as node_lost every live attempt of `node` (known dead: its process is gone)."""
         return self.store.lose_attempts(retry.decide, self.clock(), node=node)
 
     def next_wakeup(self) -> float | None:
-        return self.store.next_not_before()
+        return self.store.next_not_before(self.clock())
+
+
+def _beat_reply(seen: Seen, leases: list[AttemptRef]) -> HeartbeatReply:
+    """Which of its attempts a node should cancel, which it holds no longer, and which the
+    server gave it that it did not list (claims it may never have received)."""
+    listed = {(r.job_id, r.attempt) for r in leases}
+    return HeartbeatReply(
+        cancel=[
+            AttemptKey(job_id=h.job_id, attempt=h.number) for h in seen.live if h.cancel_requested
+        ],
+        stale=[AttemptKey(job_id=j, attempt=n) for j, n in seen.stale],
+        unheld=[
+            AttemptKey(job_id=h.job_id, attempt=h.number)
+            for h in seen.live
+            if h.state == AttemptState.SCHEDULED and (h.job_id, h.number) not in listed
+        ],
+    )
 
 
 def _check_output_paths(outputs: Sequence[OutputFile]) -> None:

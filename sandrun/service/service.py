@@ -70,7 +70,8 @@ class Service(AgentCalls):
         self.lease_seconds = lease_seconds
         self.policy = policy or Policy()
         self.clock = clock
-        self.operators: dict[str, str | None] = {}  # node -> its operator: fixed once known
+        # node -> (its operator, its labels): fixed until it registers again
+        self.nodes_known: dict[str, tuple[str | None, dict[str, str]]] = {}
 
     def close(self) -> None:
         self.store.close()

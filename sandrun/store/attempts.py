@@ -4,6 +4,7 @@ leaves a `stale_report` event. Part of `Store` (a mixin over the same database).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -112,27 +113,31 @@ class AttemptWrites:
         with self._refusals_recorded(job_id, number, now), self.db.transaction() as tx:
             _start(tx, start, now)
 
-    def renew_leases(
-        self, leases: list[tuple[str, int, str]], now: float, lease_seconds: float
-    ) -> list[tuple[str, int]]:
-        """Extend the given attempts' leases; return those that no longer hold their job."""
-        stale = []
+    def heartbeats(self, beats: Sequence[Beat], now: float, lease_seconds: float) -> list[Seen]:
+        """Many nodes' heartbeats in one transaction (the server gathers those that arrive
+        together): each node's beat recorded, the leases it lists extended, and what it
+        holds read back, in the order given."""
         with self.db.transaction() as tx:
-            for job_id, number, token in leases:
-                if not tx.run(
-                    "renew_lease",
-                    job_id=job_id,
-                    number=number,
-                    token=token,
-                    lease_expires_at=now + lease_seconds,
-                ):
-                    stale.append((job_id, number))
-        return stale
-
-    def cancel_requested(self, node: str) -> list[tuple[str, int]]:
-        """Live attempts on `node` whose job a user asked to cancel."""
-        with self.db.transaction(write=False) as tx:
-            return [(r["job_id"], r["number"]) for r in tx.all("cancel_requested", node=node)]
+            for state in sorted({b.state for b in beats}):
+                ids = [b.node for b in beats if b.state == state]
+                tx.run("nodes_heartbeat", ids=json.dumps(ids), state=state, now=now)
+            stale: dict[str, list[tuple[str, int]]] = {}
+            for beat in beats:
+                for job_id, number, token in beat.leases:
+                    if not tx.run(
+                        "renew_lease",
+                        job_id=job_id,
+                        number=number,
+                        token=token,
+                        lease_expires_at=now + lease_seconds,
+                    ):
+                        stale.setdefault(beat.node, []).append((job_id, number))
+            nodes = json.dumps(sorted({b.node for b in beats}))
+            live: dict[str, list[Held]] = {}
+            for r in tx.all("nodes_live_attempts", ids=nodes):
+                held = Held(r["job_id"], r["number"], r["state"], bool(r["cancel_requested"]))
+                live.setdefault(r["node"], []).append(held)
+        return [Seen(stale.get(b.node, []), live.get(b.node, [])) for b in beats]
 
     def append_logs(
         self, job_id: str, number: int, token: str, chunks: list[LogChunk], now: float
@@ -241,6 +246,33 @@ class AttemptWrites:
             with self.db.transaction() as tx:
                 event(tx, job_id, number, "stale_report", f"refused: {exc.message}", now)
             raise
+
+
+@dataclass(frozen=True)
+class Beat:
+    """One node's heartbeat: its state and the leases (job, attempt, token) it holds."""
+
+    node: str
+    state: str
+    leases: Sequence[tuple[str, int, str]]
+
+
+@dataclass(frozen=True)
+class Held:
+    """A live attempt a node holds, as its heartbeat reads it back."""
+
+    job_id: str
+    number: int
+    state: str  # scheduled | running
+    cancel_requested: bool
+
+
+@dataclass(frozen=True)
+class Seen:
+    """What one heartbeat learned: leases no longer held, and the node's live attempts."""
+
+    stale: list[tuple[str, int]]
+    live: list[Held]
 
 
 @dataclass(frozen=True)

@@ -176,10 +176,10 @@ class Store(AttemptWrites):
             tx.notify("cancel")
             return job_from(must(tx, job_id))
 
-    def next_not_before(self) -> float | None:
-        """When the earliest pending job becomes eligible (for an agent's wake-up)."""
+    def next_not_before(self, now: float) -> float | None:
+        """When the earliest pending job not yet eligible becomes so (a wake-up)."""
         with self.db.transaction(write=False) as tx:
-            row = tx.one("next_not_before")
+            row = tx.one("next_not_before", now=now)
         return float(row["at"]) if row and row["at"] is not None else None
 
     # --- reading ----------------------------------------------------------------------
@@ -263,16 +263,12 @@ class Store(AttemptWrites):
                 operator=operator,
             )
 
-    def node_operator(self, node_id: str) -> tuple[bool, str | None]:
-        """Whether `node_id` is registered, and the operator who registered it (None: an
-        embedded node, or one from before operators were kept)."""
+    def node_identity(self, node_id: str) -> tuple[str | None, dict[str, str]] | None:
+        """The operator who registered `node_id` (None: an embedded node, or one from before
+        operators were kept) and its labels; None for a node never registered."""
         with self.db.transaction(write=False) as tx:
-            row = tx.one("node_operator", id=node_id)
-        return (row is not None, row["operator"] if row else None)
-
-    def node_heartbeat(self, node_id: str, state: str, now: float) -> None:
-        with self.db.transaction() as tx:
-            tx.run("node_heartbeat", id=node_id, state=state, now=now)
+            row = tx.one("node_identity", id=node_id)
+        return (row["operator"], json.loads(row["labels"])) if row else None
 
     def queue_position(self, job: JobRecord) -> int:
         """How many pending jobs would be claimed before `job` (0: it is next)."""

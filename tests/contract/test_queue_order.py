@@ -9,6 +9,7 @@ from sandrun.models import AttemptResult, Capacity, Claim, JobRecord
 from sandrun.service.retry import decide
 from sandrun.spec.policy import Policy, parse_policy
 from sandrun.store import Store
+from sandrun.store.attempts import Beat
 from tests.contract.queued import add
 
 LEASE = 30.0
@@ -205,7 +206,7 @@ def test_a_silent_nodes_reservation_passes_to_the_next(store: Store) -> None:
     got = take(store, here, one_free)
     assert got is not None and got.job.name == "small"
     later = NOW + 2 * LEASE
-    store.node_heartbeat(here, "active", later)
+    store.heartbeats([Beat(here, "active", [])], later, LEASE)
     add(store, 102.0, owner="alice", name="small2")
     assert take(store, here, one_free, now=later) is None  # "gone" went silent: here reserves
     reserved = [e.message for e in store.events(big.id) if e.kind == "reserved"]
@@ -241,7 +242,7 @@ def test_a_draining_nodes_reservation_passes_to_the_next(store: Store) -> None:
         take(store, name, small)
     big = add(store, 100.0, owner="bob", name="big", cpus=2)
     assert take(store, "leaving", one_free) is None  # reserves
-    store.node_heartbeat("leaving", "draining", NOW)
+    store.heartbeats([Beat("leaving", "draining", [])], NOW, LEASE)
     assert take(store, "staying", one_free) is None  # takes the reservation over
     reserved = [e.message for e in store.events(big.id) if e.kind == "reserved"]
     assert reserved[-1] == "node staying is kept for it"

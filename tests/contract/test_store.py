@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import pytest
 
-from sandrun.errors import IllegalTransition, JobNotFoundError, StaleAttempt
+from sandrun.artifacts import LocalArtifactStore
+from sandrun.errors import Forbidden, IllegalTransition, JobNotFoundError, StaleAttempt
 from sandrun.models import AttemptResult, Capacity, Claim, LogChunk, OutputFile
+from sandrun.protocol import HeartbeatReply, HeartbeatRequest
+from sandrun.service import Service
 from sandrun.service.retry import decide
 from sandrun.states import AttemptState, FailureReason, JobState
 from sandrun.store import Store
+from sandrun.store.attempts import Beat
 from tests.contract.queued import add
 
 BIG = Capacity(cpus=64, memory_mb=1 << 20, gpus=8)
@@ -75,7 +80,8 @@ def test_claim_only_takes_what_fits(store: Store) -> None:
 def test_claim_waits_for_not_before(store: Store) -> None:
     add(store, at=500.0)
     assert store.claim("n", BIG, 499.0, LEASE) is None
-    assert store.next_not_before() == 500.0
+    assert store.next_not_before(499.0) == 500.0
+    assert store.next_not_before(500.0) is None  # eligible now: nothing to wake up for
     assert store.claim("n", BIG, 500.0, LEASE) is not None
 
 
@@ -204,7 +210,8 @@ def test_a_stale_attempt_is_refused_and_the_refusal_recorded(store: Store) -> No
     assert sum(e.kind == "stale_report" for e in store.events(job.id)) == 4
     done = store.finish_attempt(job.id, 2, new.token, AttemptResult(exit_code=0), decide, 302.0)
     assert done.state is JobState.COMPLETED
-    assert store.renew_leases([(job.id, 1, old.token)], 303.0, LEASE) == [(job.id, 1)]
+    beat = Beat("node-a", "active", [(job.id, 1, old.token)])
+    assert store.heartbeats([beat], 303.0, LEASE)[0].stale == [(job.id, 1)]
 
 
 def test_lost_attempts_retry_without_using_retries(store: Store) -> None:
@@ -219,7 +226,8 @@ def test_lost_attempts_retry_without_using_retries(store: Store) -> None:
 def test_renewed_leases_do_not_expire(store: Store) -> None:
     job = add(store)
     c = claim(store, now=200.0)
-    assert store.renew_leases([(job.id, 1, c.token)], 225.0, LEASE) == []
+    beat = Beat("node-a", "active", [(job.id, 1, c.token)])
+    assert store.heartbeats([beat], 225.0, LEASE)[0].stale == []
     assert store.lose_attempts(decide, now=240.0) == []
     assert store.lose_attempts(decide, now=256.0) == [(job.id, 1)]
 
@@ -232,7 +240,8 @@ def test_cancel_pending_is_immediate_and_running_is_requested(store: Store) -> N
     assert store.request_cancel(pending.id, 300.0).state is JobState.CANCELLED
     flagged = store.request_cancel(running.id, 300.0)
     assert flagged.state is JobState.SCHEDULED and flagged.cancel_requested
-    assert store.cancel_requested("node-a") == [(running.id, 1)]
+    (seen,) = store.heartbeats([Beat("node-a", "active", [])], 300.0, LEASE)
+    assert [(h.job_id, h.number) for h in seen.live if h.cancel_requested] == [(running.id, 1)]
     done = store.finish_attempt(
         running.id, 1, c.token, AttemptResult(failure_reason=FailureReason.CANCELLED), decide, 301.0
     )
@@ -309,3 +318,66 @@ def test_a_report_racing_the_reaper_ends_each_attempt_once(store: Store) -> None
             assert (attempt.state, job.state) == (AttemptState.LOST, JobState.PENDING)
         else:
             assert (attempt.state, job.state) == (AttemptState.COMPLETED, JobState.COMPLETED)
+
+
+def test_many_heartbeats_are_one_write_each_answered_for_its_own_node(store: Store) -> None:
+    for node in ("node-a", "node-b", "node-c"):
+        store.register_node(node, node, Capacity(cpus=1, memory_mb=512), {}, 100.0)
+    first = add(store, at=10.0)
+    second = add(store, at=20.0)
+    a = claim(store)  # node-a holds `first`
+    b = store.claim("node-b", BIG, 200.0, LEASE)
+    assert b is not None and b.job.id == second.id
+    store.request_cancel(second.id, 210.0)
+    beats = [
+        Beat("node-a", "active", [(first.id, 1, a.token), ("no-such-job", 1, "x")]),
+        Beat("node-b", "draining", []),
+        Beat("node-c", "active", []),
+    ]
+    seen = store.heartbeats(beats, 220.0, LEASE)
+    assert [s.stale for s in seen] == [[("no-such-job", 1)], [], []]
+    assert [(h.job_id, h.cancel_requested) for h in seen[0].live] == [(first.id, False)]
+    assert [(h.job_id, h.cancel_requested) for h in seen[1].live] == [(second.id, True)]
+    assert seen[2].live == []
+    nodes = {n.id: n for n in store.nodes()}
+    assert {n: (nodes[n].heartbeat_at, nodes[n].state) for n in nodes} == {
+        "node-a": (220.0, "active"),
+        "node-b": (220.0, "draining"),
+        "node-c": (220.0, "active"),
+    }
+    # node-a's lease ran from the beat: not lost at the old lease's end, lost at the new one.
+    assert store.lose_attempts(decide, now=235.0) == [(second.id, 1)]
+    assert store.lose_attempts(decide, now=251.0) == [(first.id, 1)]
+
+
+def test_a_heartbeat_for_another_operators_node_is_refused_alone(
+    store: Store, tmp_path: Path
+) -> None:
+    service = Service(store, LocalArtifactStore(tmp_path / "blobs"), lease_seconds=LEASE)
+    mine = service.register_node("mine", Capacity(cpus=1, memory_mb=512), {}, operator="ops-a")
+    theirs = service.register_node("theirs", Capacity(cpus=1, memory_mb=512), {}, operator="ops-b")
+    replies = service.heartbeats(
+        [
+            (HeartbeatRequest(node=mine), "ops-a"),
+            (HeartbeatRequest(node=theirs), "ops-a"),  # not ops-a's node
+            (HeartbeatRequest(node=theirs, state="draining"), None),  # an admin may
+        ]
+    )
+    assert isinstance(replies[0], HeartbeatReply)
+    assert isinstance(replies[1], Forbidden) and replies[1].field == "node"
+    assert isinstance(replies[2], HeartbeatReply)
+    assert {n.name: n.state for n in store.nodes()} == {"mine": "active", "theirs": "draining"}
+
+
+def test_the_reaper_gives_each_lease_the_time_the_server_lagged(
+    store: Store, tmp_path: Path
+) -> None:
+    clock = [200.0]
+    service = Service(
+        store, LocalArtifactStore(tmp_path / "blobs"), lease_seconds=LEASE, clock=lambda: clock[0]
+    )
+    job = add(store)
+    claim(store, now=200.0)  # its lease ends at 230
+    clock[0] = 233.0
+    assert service.expire_leases(grace=5.0) == []  # the server was 5 s behind: not yet
+    assert service.expire_leases(grace=2.0) == [(job.id, 1)]

@@ -63,7 +63,8 @@ WHERE a.node = :node AND a.state IN ('scheduled', 'running') AND a.scheduled_at 
 SELECT capacity FROM nodes WHERE id = :node;
 
 -- name: next_not_before
-SELECT min(not_before) AS at FROM jobs WHERE state = 'pending';
+-- Only instants still to come: a job already eligible that nobody claims is no wake-up.
+SELECT min(not_before) AS at FROM jobs WHERE state = 'pending' AND not_before > :now;
 
 -- name: get_attempt
 SELECT * FROM attempts WHERE job_id = :job_id AND number = :number;
@@ -108,10 +109,6 @@ ON CONFLICT (job_id, attempt, path) DO NOTHING;
 -- name: read_events
 SELECT * FROM events WHERE job_id = :job_id AND id > :after ORDER BY id LIMIT :limit;
 
--- name: cancel_requested
-SELECT a.job_id, a.number FROM attempts a JOIN jobs j ON j.id = a.job_id
-WHERE a.node = :node AND a.state IN ('scheduled', 'running') AND j.cancel_requested = 1;
-
 -- name: upsert_node
 INSERT INTO nodes (id, name, labels, capacity, state, started_at, heartbeat_at, sandbox,
                    public_key, detected, operator)
@@ -121,9 +118,6 @@ ON CONFLICT (id) DO UPDATE SET labels = excluded.labels, capacity = excluded.cap
     sandbox = excluded.sandbox, public_key = excluded.public_key,
     detected = excluded.detected, operator = excluded.operator,
     state = 'active', started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at;
-
--- name: node_heartbeat
-UPDATE nodes SET heartbeat_at = :now, state = :state WHERE id = :id;
 
 -- name: signer_key
 SELECT n.public_key FROM attempts a JOIN nodes n ON n.id = a.node
@@ -262,5 +256,5 @@ SELECT job_id, number, token, lease_expires_at FROM attempts
 WHERE node = :node AND claim_key = :claim_key AND state = 'scheduled'
 ORDER BY scheduled_at, job_id;
 
--- name: node_operator
-SELECT operator FROM nodes WHERE id = :id;
+-- name: node_identity
+SELECT operator, labels FROM nodes WHERE id = :id;

@@ -164,3 +164,15 @@ CREATE TABLE IF NOT EXISTS schema_version (version integer NOT NULL);
 -- Serializes schema changes between processes until the transaction ends (an arbitrary,
 -- fixed 64-bit key).
 SELECT pg_advisory_xact_lock(6506947562954555393);
+
+-- name: nodes_heartbeat
+-- Many nodes' heartbeats at once (a JSON array of ids): one statement per flush.
+UPDATE nodes SET heartbeat_at = :now, state = :state
+WHERE id IN (SELECT jsonb_array_elements_text(:ids::jsonb));
+
+-- name: nodes_live_attempts
+-- The live attempts of the given nodes (a JSON array of ids), with their job's cancel flag.
+SELECT a.node, a.job_id, a.number, a.state, j.cancel_requested
+FROM attempts a JOIN jobs j ON j.id = a.job_id
+WHERE a.state IN ('scheduled', 'running')
+  AND a.node IN (SELECT jsonb_array_elements_text(:ids::jsonb));

@@ -141,3 +141,15 @@ CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
 -- name: lock_migrations
 -- Nothing to take: a write transaction (BEGIN IMMEDIATE) already excludes other writers.
 SELECT 1;
+
+-- name: nodes_heartbeat
+-- Many nodes' heartbeats at once (a JSON array of ids): one statement per flush.
+UPDATE nodes SET heartbeat_at = :now, state = :state
+WHERE id IN (SELECT value FROM json_each(:ids));
+
+-- name: nodes_live_attempts
+-- The live attempts of the given nodes (a JSON array of ids), with their job's cancel flag.
+SELECT a.node, a.job_id, a.number, a.state, j.cancel_requested
+FROM attempts a JOIN jobs j ON j.id = a.job_id
+WHERE a.state IN ('scheduled', 'running')
+  AND a.node IN (SELECT value FROM json_each(:ids));
