@@ -6,6 +6,7 @@ refuses (409) a report from an attempt that no longer holds its job.
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Annotated
 
@@ -32,8 +33,9 @@ from sandrun.protocol import (
 )
 from sandrun.roles import Role
 from sandrun.server.auth import ERRORS, ServiceDep, agent
-from sandrun.server.notify import Notifier
+from sandrun.server.beats import Heartbeats
 from sandrun.server.params import Text
+from sandrun.server.workboard import WorkBoard
 from sandrun.service import Service
 
 # Every route here is for agents (or admins): checked once, for the whole router.
@@ -77,26 +79,44 @@ async def claim(
     body: ClaimRequest, request: Request, service: ServiceDep, caller: AgentDep
 ) -> Claim | Response:
     """The best pending job that fits `free`; held open up to `wait` s until one arrives."""
-    await run_in_threadpool(_as_node, service, caller, body.node)
-    notifier: Notifier = request.app.state.work
+    labels = await run_in_threadpool(_node_labels, service, caller, body.node)
+    board: WorkBoard = request.app.state.work
+    shape = (body.free.model_dump_json(), json.dumps(labels, sort_keys=True))
     deadline = time.monotonic() + body.wait
+    woken = False
     while True:
-        seen = notifier.generation
+        seen = board.generation
         # A poll must not outlive its agent: work claimed for a dead one waits out a lease.
-        if await request.is_disconnected() or not await run_in_threadpool(
-            service.node_is_live, body.node
-        ):
+        if await request.is_disconnected() or not await _is_live(request, service, body.node):
+            if woken:
+                board.pass_on()
             return Response(status_code=status.HTTP_204_NO_CONTENT)
-        got = await run_in_threadpool(service.claim, body.node, body.free)
-        if got is not None:
-            return got
+        if board.worth_asking(body.node, shape):
+            got = await run_in_threadpool(service.claim, body.node, body.free)
+            if got is not None:
+                board.took(body.node)
+                return got
+            board.found_nothing(body.node, shape, seen)
         left = deadline - time.monotonic()
         if left <= 0:
             return Response(status_code=status.HTTP_204_NO_CONTENT)
-        upcoming = await run_in_threadpool(service.next_wakeup)
-        if upcoming is not None:  # a retry's backoff ends before the poll does
-            left = min(left, max(upcoming - time.time(), 0.01))
-        await notifier.wait(seen, left)
+        await board.time_next(lambda: run_in_threadpool(service.next_wakeup))
+        woken = await board.wait(seen, left, shape)
+
+
+def _node_labels(service: Service, caller: Principal, node: str) -> dict[str, str]:
+    _as_node(service, caller, node)
+    return service.node_labels(node)
+
+
+async def _is_live(request: Request, service: Service, node: str) -> bool:
+    """Whether `node` heartbeated within a lease: known here without the store when its
+    last beat came through this server."""
+    beats: Heartbeats = request.app.state.beats
+    written = beats.written.get(node)
+    if written is not None and time.monotonic() - written < service.lease_seconds:
+        return True
+    return await run_in_threadpool(service.node_is_live, node)
 
 
 @router.post("/start", status_code=status.HTTP_204_NO_CONTENT)
@@ -105,9 +125,10 @@ def start(body: StartRequest, service: ServiceDep) -> None:
 
 
 @router.post("/heartbeat")
-def heartbeat(body: HeartbeatRequest, service: ServiceDep, caller: AgentDep) -> HeartbeatReply:
-    _as_node(service, caller, body.node)
-    return service.heartbeat(body.node, body.leases, body.state)
+async def heartbeat(body: HeartbeatRequest, request: Request, caller: AgentDep) -> HeartbeatReply:
+    """Written together with the heartbeats that arrive meanwhile (see server/beats.py)."""
+    beats: Heartbeats = request.app.state.beats
+    return await beats.beat(body, None if caller.role is Role.ADMIN else caller.name)
 
 
 @router.post("/hand-back")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Annotated, Any
 
@@ -35,14 +36,22 @@ async def principal(request: Request) -> Principal:
     if scheme.lower() != "bearer" or not secret:
         raise AuthenticationError("this server needs a token: Authorization: Bearer <token>")
     secret = secret.strip()
-    cache: dict[str, tuple[float, Principal | None]] = request.app.state.tokens
+    # One store read per token per interval, however many requests arrive meanwhile:
+    # they share the lookup in flight.
+    cache: dict[str, tuple[float, asyncio.Future[Principal | None]]] = request.app.state.tokens
     hit = cache.get(secret)
-    if hit is not None and hit[0] > time.monotonic():
-        found = hit[1]
-    else:
+    if hit is None or hit[0] <= time.monotonic():
+        if len(cache) >= 10_000:  # a flood of made-up tokens must not grow it without end
+            cache.clear()
         service: Service = request.app.state.service
-        found = await run_in_threadpool(service.authenticate, secret)
-        cache[secret] = (time.monotonic() + TOKEN_CACHE_SECONDS, found)
+        lookup = asyncio.ensure_future(run_in_threadpool(service.authenticate, secret))
+        hit = cache[secret] = (time.monotonic() + TOKEN_CACHE_SECONDS, lookup)
+    try:
+        found = await asyncio.shield(hit[1])
+    except Exception:  # the lookup failed (the store down, say): not remembered
+        if cache.get(secret) is hit:
+            del cache[secret]
+        raise
     if found is None:
         raise AuthenticationError("that token is not valid")
     return found

@@ -1,0 +1,112 @@
+"""Heartbeats written together, and how far behind the server is.
+
+Thousands of idle agents each heartbeat every few seconds. One transaction per heartbeat
+queued them behind long-polls for threads and pool connections until they took longer
+than a lease. Here every heartbeat that arrives while the last batch is being written goes
+into the next one (group commit): one transaction, on one thread of its own, whatever the
+request load. The lease reaper runs on that thread too, so it never reads a lease a
+heartbeat already on its way has renewed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from sandrun.errors import SandrunError
+from sandrun.protocol import HeartbeatReply, HeartbeatRequest
+from sandrun.service import Service
+
+T = TypeVar("T")
+_TICK = 0.1  # how often the event loop's lag is sampled, seconds
+
+
+class Heartbeats:
+    def __init__(self, service: Service) -> None:
+        self.service = service
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="sandrun-beats")
+        self._pending: list[tuple[HeartbeatRequest, str | None, float, asyncio.Future[object]]]
+        self._pending = []
+        self._writing: asyncio.Task[None] | None = None
+        self._oldest = 0.0  # when the oldest heartbeat not yet written arrived (0: none)
+        self.written: dict[str, float] = {}  # node -> monotonic time of its last beat here
+
+    async def beat(self, request: HeartbeatRequest, operator: str | None) -> HeartbeatReply:
+        """Write `request` with whatever else arrives meanwhile; its own answer or error."""
+        answer = asyncio.get_running_loop().create_future()
+        self._pending.append((request, operator, time.monotonic(), answer))
+        if self._writing is None:
+            self._writing = asyncio.create_task(self._write())
+        reply = await answer
+        if isinstance(reply, SandrunError):
+            raise reply
+        assert isinstance(reply, HeartbeatReply)
+        return reply
+
+    async def on_thread(self, work: Callable[..., T], *args: Any) -> T:
+        """Run `work(*args)` on the heartbeats' thread: after every batch already written."""
+        return await asyncio.get_running_loop().run_in_executor(self._thread, work, *args)
+
+    def waiting(self) -> float:
+        """How long the oldest heartbeat not yet written has waited, seconds."""
+        return time.monotonic() - self._oldest if self._oldest else 0.0
+
+    async def _write(self) -> None:
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                self._oldest = batch[0][2]
+                beats = [(request, operator) for request, operator, _, _ in batch]
+                try:
+                    replies = await self.on_thread(self.service.heartbeats, beats)
+                except Exception as exc:  # the store failed: every beat in the batch did
+                    replies = [exc] * len(batch)  # type: ignore[list-item]
+                done = time.monotonic()
+                for (request, _, _, answer), reply in zip(batch, replies, strict=True):
+                    if not isinstance(reply, BaseException):
+                        self.written[request.node] = done
+                    if not answer.done():
+                        answer.set_result(reply)
+        finally:
+            self._oldest = 0.0
+            self._writing = None
+
+    def close(self) -> None:
+        self._thread.shutdown(wait=True)
+
+
+class Lag:
+    """How late this server is: its event loop (every request waits for it) and its
+    heartbeats queue. The reaper gives each lease that much more time, so a node is
+    declared lost because its own heartbeats stopped, never because the server was slow
+    to read them."""
+
+    def __init__(self, beats: Heartbeats, window: float) -> None:
+        self.beats = beats
+        self.window = window  # how far back a lag still counts: a lease
+        self._samples: collections.deque[tuple[float, float]] = collections.deque()
+
+    async def watch(self) -> None:
+        while True:
+            asked = time.monotonic()
+            await asyncio.sleep(_TICK)
+            late = time.monotonic() - asked - _TICK
+            self._record(max(late, self.beats.waiting()))
+
+    def _record(self, late: float) -> None:
+        now = time.monotonic()
+        self._samples.append((now, late))
+        while self._samples and self._samples[0][0] < now - self.window:
+            self._samples.popleft()
+
+    def now(self) -> float:
+        """The lag measured most recently, seconds."""
+        return max(self._samples[-1][1] if self._samples else 0.0, self.beats.waiting())
+
+    def worst(self) -> float:
+        """The worst lag within a lease, seconds: what a lease may have lost to it."""
+        return max([late for _, late in self._samples] + [self.beats.waiting()])
