@@ -112,6 +112,13 @@ def server(
     policy: PolicyOpt = None,
     forwarded_allow_ips: ForwardedOpt = "",
     allow_host_paths: ServerHostPathsOpt = False,
+    workers: Annotated[
+        int,
+        typer.Option(
+            help="Server processes on the one port, to use more cores (PostgreSQL only; "
+            "about one per core).",
+        ),
+    ] = 1,
     dev: Annotated[
         bool,
         typer.Option(
@@ -144,6 +151,7 @@ def server(
         policy=load_policy(policy) if policy else None,
         forwarded_allow_ips=forwarded_allow_ips,
         host_paths=allow_host_paths,
+        workers=workers,
     )
     if dev:
         from sandrun.cli.devserver import run_dev_server

@@ -105,6 +105,7 @@ class ServerSettings:
     # could mint anonymous callers' addresses.
     forwarded_allow_ips: str = ""
     host_paths: bool = False  # accept jobs that name a directory of the node
+    workers: int = 1  # server processes on one socket (PostgreSQL only when over 1)
 
 
 def run_server(settings: ServerSettings, ready: Callable[[], None] | None = None) -> None:
@@ -120,34 +121,74 @@ def run_server(settings: ServerSettings, ready: Callable[[], None] | None = None
                 "or bind to 127.0.0.1",
             ],
         )
-    from sandrun.server.app import create_app
-
-    service = open_server_service(
+    _check_workers(s)
+    service = open_server_service(  # the schema checked once, before any worker starts
         s.db, s.lease_seconds, artifacts=s.artifacts, policy=s.policy, host_paths=s.host_paths
     )
-    app = create_app(service, auth=s.auth, public_api=s.public_api)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    config = uvicorn.Config(
-        app,
-        host=s.host,
-        port=s.port,
-        log_level="warning",
-        proxy_headers=bool(s.forwarded_allow_ips),
-        forwarded_allow_ips=s.forwarded_allow_ips or None,
-    )
+    if s.workers > 1:
+        service.close()  # each worker opens its own: a pool does not survive a fork
     try:
         listening = bind(s.host, s.port)  # before saying where it listens
+        workers = f", {s.workers} workers" if s.workers > 1 else ""
         print(
             f"sandrun server on http://{s.host}:{s.port} (auth {'on' if s.auth else 'off'}, "
-            f"db {describe_db(s.db)})",
+            f"db {describe_db(s.db)}{workers})",
             file=sys.stderr,
             flush=True,
         )
         if ready is not None:
             ready()
+        if s.workers > 1:
+            from sandrun.server.workers import serve_forked
+
+            serve_forked(s.workers, listening, lambda: _serve(s, None, listening))
+        else:
+            _serve(s, service, listening)
+    finally:
+        if s.workers == 1:
+            service.close()
+
+
+def _serve(s: ServerSettings, service: Service | None, listening: socket.socket) -> None:
+    """Serve `listening` in this process until interrupted (opening the service if None)."""
+    from sandrun.server.app import create_app
+
+    own = service is None
+    if service is None:
+        service = open_server_service(
+            s.db, s.lease_seconds, artifacts=s.artifacts, policy=s.policy, host_paths=s.host_paths
+        )
+    try:
+        app = create_app(service, auth=s.auth, public_api=s.public_api)
+        config = uvicorn.Config(
+            app,
+            host=s.host,
+            port=s.port,
+            log_level="warning",
+            proxy_headers=bool(s.forwarded_allow_ips),
+            forwarded_allow_ips=s.forwarded_allow_ips or None,
+        )
         uvicorn.Server(config).run(sockets=[listening])
     finally:
-        service.close()
+        if own:
+            service.close()
+
+
+def _check_workers(s: ServerSettings) -> None:
+    if s.workers < 1:
+        raise ValidationError(
+            f"--workers {s.workers}: a server needs at least one worker process",
+            field="workers",
+            suggestions=["--workers 1 (the default), or up to one per core"],
+        )
+    if s.workers > 1 and not is_postgres_url(s.db):
+        raise ValidationError(
+            f"--workers {s.workers} needs a PostgreSQL --db: SQLite cannot tell one process's "
+            "long-polls of the jobs submitted through another",
+            field="workers",
+            suggestions=["--db postgresql://user@host/sandrun", "or --workers 1"],
+        )
 
 
 def bind(host: str, port: int) -> socket.socket:
