@@ -49,10 +49,11 @@ def serve(
     db: str | None = None,
     servers: int = 1,
     agent_args: tuple[str, ...] = (),
+    server_args: tuple[str, ...] = (),
 ) -> tuple[str, str, list[subprocess.Popen[bytes]]]:
-    """Servers on `db` (default: a SQLite file under `root`) and agents with these CPUs
-    (and `agent_args`), spread over the servers. Returns the URL list ("a,b": clients fail
-    over), a user token and the processes."""
+    """Servers on `db` (default: a SQLite file under `root`, with `server_args`) and agents
+    with these CPUs (and `agent_args`), spread over the servers. Returns the URL list
+    ("a,b": clients fail over), a user token and the processes."""
     root.mkdir(parents=True, exist_ok=True)
     db = db or str(root / "server.db")
     service = open_server_service(db, artifacts=root / "artifacts")
@@ -75,6 +76,7 @@ def serve(
                     str(root / "artifacts"),
                     "--port",
                     str(port),
+                    *server_args,
                 ],
                 stderr=subprocess.DEVNULL,
             )
