@@ -97,6 +97,14 @@ ServerHostPathsOpt = Annotated[
     ),
 ]
 
+WorkersOpt = Annotated[
+    int,
+    typer.Option(
+        help="Server processes on the one port, to use more cores (PostgreSQL only; "
+        "about one per core).",
+    ),
+]
+
 
 def server(
     db: DbOpt = None,
@@ -112,13 +120,7 @@ def server(
     policy: PolicyOpt = None,
     forwarded_allow_ips: ForwardedOpt = "",
     allow_host_paths: ServerHostPathsOpt = False,
-    workers: Annotated[
-        int,
-        typer.Option(
-            help="Server processes on the one port, to use more cores (PostgreSQL only; "
-            "about one per core).",
-        ),
-    ] = 1,
+    workers: WorkersOpt = 1,
     dev: Annotated[
         bool,
         typer.Option(

@@ -19,7 +19,7 @@ import sandrun
 from sandrun.errors import SandrunError
 from sandrun.models import ErrorBody
 from sandrun.server import agents, jobs, public, uploads
-from sandrun.server.beats import Heartbeats, Lag
+from sandrun.server.beats import HeartbeatFastPath, Heartbeats, Lag, error_response
 from sandrun.server.bodylimit import SubmitSizeLimit
 from sandrun.server.notify import Notifier
 from sandrun.server.workboard import WorkBoard
@@ -84,6 +84,7 @@ def create_app(
     for router in ROUTERS:
         app.include_router(router)
     app.add_middleware(SubmitSizeLimit)
+    app.add_middleware(HeartbeatFastPath)
 
     @app.get("/v1/health")
     async def health() -> dict[str, Any]:
@@ -99,8 +100,7 @@ def _answer_errors_in_our_shape(app: FastAPI) -> None:
 
     @app.exception_handler(SandrunError)
     async def sandrun_error(request: Request, exc: SandrunError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if exc.http_status == 401 else None
-        return JSONResponse(exc.to_dict(), status_code=exc.http_status, headers=headers)
+        return error_response(exc)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

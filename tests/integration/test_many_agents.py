@@ -132,3 +132,29 @@ def test_a_server_refuses_workers_without_postgresql(tmp_path: Path) -> None:
     )
     assert done.returncode != 0
     assert "--workers 2 needs a PostgreSQL --db" in done.stderr
+
+
+def test_the_heartbeat_path_checks_what_every_route_checks(cluster: Cluster) -> None:
+    """It is answered below FastAPI (server/beats.py): the same token, role and body checks,
+    the same error shape."""
+    agents = {"Authorization": f"Bearer {cluster.tokens['agents']}"}
+    alice = {"Authorization": f"Bearer {cluster.tokens['alice']}"}
+    with httpx.Client(base_url=cluster.url, timeout=30) as http:
+        node = _register(httpx.Client(base_url=cluster.url, headers=agents), "checked")
+        anonymous = http.post("/v1/agent/heartbeat", json={"node": node})
+        forged = http.post(
+            "/v1/agent/heartbeat", json={"node": node}, headers={"Authorization": "Bearer nope"}
+        )
+        user = http.post("/v1/agent/heartbeat", json={"node": node}, headers=alice)
+        bad = http.post(
+            "/v1/agent/heartbeat", json={"node": node, "state": "asleep"}, headers=agents
+        )
+        garbled = http.post("/v1/agent/heartbeat", content=b"{not json", headers=agents)
+        fine = http.post("/v1/agent/heartbeat", json={"node": node}, headers=agents)
+    assert anonymous.status_code == 401 and anonymous.headers["www-authenticate"] == "Bearer"
+    assert forged.status_code == 401 and forged.json()["code"] == "unauthorized"
+    assert user.status_code == 403 and "agent API" in user.json()["message"]
+    assert bad.status_code == 422 and bad.json()["field"] == "state"
+    assert "active" in bad.json()["message"]  # what would be valid
+    assert garbled.status_code == 422 and garbled.json()["code"] == "invalid_spec"
+    assert fine.status_code == 200 and fine.json() == {"cancel": [], "stale": [], "unheld": []}
