@@ -5,20 +5,23 @@
         [--procs 1] [--pg URL]
 
 Each simulated agent is a pair of coroutines, as a real agent's threads: it registers, then
-heartbeats every `--beat` seconds and long-polls `POST /v1/agent/claim` with `wait`. A job
-it claims is started and completed at once (`true` would take a millisecond). The agents
-run in `--procs` processes (asyncio + uvloop, one httpx client each), spread over the
-servers. Optional load: `--rate` jobs/s submitted while it runs, `--queue` jobs queued
-before it starts (inserted straight into the store, as a backlog would be).
+heartbeats every `--beat` seconds (starting at a random point of the interval) and
+long-polls `POST /v1/agent/claim` with `wait`. A job it claims takes no time: its start and
+end go in one `POST /v1/agent/report` that claims the next job, as a real agent's do while
+the queue is deep. The agents run in `--procs` processes (asyncio + uvloop, two keep-alive
+connections per agent), spread over the servers. Optional load: `--rate` jobs/s submitted
+while it runs, `--queue` jobs queued before it starts (copied straight into the store, as
+a backlog would be).
 
 It prints, after a warm-up of `--wait` seconds (every agent has registered and polled):
-heartbeats answered per second (of those sent) and their latency p50/p99/max, claims that
-brought a job (per second, p50/p99 of the request that brought it), the servers' CPU (% of
-one core) and RSS, the database's connections, and leases lost: attempts ended
-`node_lost` plus nodes whose last heartbeat was older than a lease when sampled. Beside the
-simulators' own figures, a probe agent in the parent process heartbeats five times a
-second with a plain client: its latency (`probe50`, `p99`) is the server's alone, without
-the simulators' event loops, which a thousand agents keep busy.
+heartbeats answered per second (of those sent) and their latency p50/p99/max; jobs run per
+second and the latency of the calls that brought them (claims and reports); the servers'
+CPU (% of one core) and RSS; the database's connections; leases lost (attempts ended
+`node_lost`) and nodes whose last heartbeat was older than a lease when sampled; the
+simulators' CPU and the whole host's. Beside the simulators' own figures, a probe agent in
+the parent process heartbeats five times a second with a plain client: its latency
+(`probe50`, `p99`) is the server's alone, without the simulators' event loops, which a
+thousand agents keep busy.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import contextlib
 import json
 import os
 import random
+import resource
 import subprocess
 import sys
 import tempfile
@@ -148,33 +152,47 @@ async def _agent(
             await asyncio.sleep(max(0.0, args.beat - (time.monotonic() - sent)))
 
     async def claims() -> None:
+        """As a real agent: long-poll when idle; report each job's start and end with a
+        claim for the room it leaves (one call per job while the queue is deep)."""
+        claimed: list[dict[str, Any]] = []
         while time.monotonic() < end:
             sent = time.monotonic()
-            wait = min(args.wait, max(0.0, end - sent))
-            try:
-                body = {"node": node, "free": CAPACITY, "wait": wait}
-                claim = await polls.post("/v1/agent/claim", body, timeout=wait + 120)
-            except ERRORS as exc:
-                tally.error(f"claim: {type(exc).__name__}")
-                await asyncio.sleep(1)
-                continue
-            if claim is None:
-                tally.empty_claims += tally.counting()
-                continue
-            if tally.counting():
-                tally.claims.append(time.monotonic() - sent)
-            ref = {
-                "job_id": claim["job"]["id"],
-                "attempt": claim["attempt"],
-                "token": claim["token"],
-            }
+            if not claimed:
+                wait = min(args.wait, max(0.0, end - sent))
+                try:
+                    body = {"node": node, "free": CAPACITY, "wait": wait}
+                    got = await polls.post("/v1/agent/claim", body, timeout=wait + 120)
+                except ERRORS as exc:
+                    tally.error(f"claim: {type(exc).__name__}")
+                    await asyncio.sleep(1)
+                    continue
+                if got is None:
+                    tally.empty_claims += tally.counting()
+                    continue
+                if tally.counting():
+                    tally.claims.append(time.monotonic() - sent)
+                claimed = [got]
+            claim = claimed.pop()
+            ref = {"job_id": claim["job"]["id"], "attempt": claim["attempt"]}
+            ref["token"] = claim["token"]
             held.append(ref)
+            report = {
+                "node": node,
+                "starts": [{"ref": ref}],
+                "ends": [{"ref": ref, "result": {"exit_code": 0}}],
+                "room": CAPACITY,
+                "max_claims": 1,
+            }
+            sent = time.monotonic()
             try:
-                await polls.post("/v1/agent/start", {"ref": ref})
-                await polls.post("/v1/agent/complete", {"ref": ref, "result": {"exit_code": 0}})
+                reply = await polls.post("/v1/agent/report", report)
             except ERRORS as exc:
-                tally.error(f"job: {type(exc).__name__}")
+                tally.error(f"report: {type(exc).__name__}")
+                reply = {"claims": []}
             held.remove(ref)
+            if reply["claims"] and tally.counting():
+                tally.claims.append(time.monotonic() - sent)
+            claimed = reply["claims"]
 
     try:
         await asyncio.gather(beats(), claims())
@@ -217,13 +235,37 @@ def child_main(args: argparse.Namespace) -> None:
 
 
 def fill(db: str, count: int) -> None:
+    """`count` pending jobs of `true`. On PostgreSQL one is submitted through the store and
+    copied in one statement (a million in seconds), then analysed as autovacuum would."""
     store = Store(open_database(db))
     spec = parse_spec({"command": ["true"]})
     try:
-        for i in range(count):
-            store.insert_job(JobRecord.submitted(spec, "bench", 1000.0 + i))
+        template = JobRecord.submitted(spec, "bench", 1000.0)
+        store.insert_job(template)
+        if not db.startswith("postgresql"):
+            for i in range(1, count):
+                store.insert_job(JobRecord.submitted(spec, "bench", 1000.0 + i))
+            return
     finally:
         store.close()
+    import psycopg
+
+    with psycopg.connect(db, autocommit=True) as conn:
+        columns = [
+            r[0]
+            for r in conn.execute(
+                "SELECT column_name FROM information_schema.columns"
+                " WHERE table_name = 'jobs' AND table_schema = current_schema()"
+            )
+        ]
+        made = {"id": "gen_random_uuid()::text", "created_at": "created_at + g"}
+        picked = ", ".join(made.get(c, c) for c in columns)
+        conn.execute(
+            f"INSERT INTO jobs ({', '.join(columns)}) SELECT {picked}"
+            " FROM jobs, generate_series(1, %s) AS g WHERE id = %s",
+            (count - 1, template.id),
+        )
+        conn.execute("VACUUM ANALYZE jobs")
 
 
 def count_lost(db: str) -> int:
@@ -401,6 +443,9 @@ def report(label: str, n: int, r: dict[str, Any], seconds: float) -> None:
 
 
 def main() -> None:
+    # Every agent holds two connections, and so does the server for each.
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--agents", default="200,1000", help="comma-separated counts")
     parser.add_argument("--db", choices=["sqlite", "postgres"], default="postgres")

@@ -104,9 +104,10 @@ class Lag:
             asked = time.monotonic()
             await asyncio.sleep(_TICK)
             late = time.monotonic() - asked - _TICK
-            self._record(max(late, self.beats.waiting()))
+            self.note(max(late, self.beats.waiting()))
 
-    def _record(self, late: float) -> None:
+    def note(self, late: float) -> None:
+        """Count a lateness of `late` seconds, seen now."""
         now = time.monotonic()
         self._samples.append((now, late))
         while self._samples and self._samples[0][0] < now - self.window:

@@ -158,3 +158,25 @@ def test_the_heartbeat_path_checks_what_every_route_checks(cluster: Cluster) -> 
     assert "active" in bad.json()["message"]  # what would be valid
     assert garbled.status_code == 422 and garbled.json()["code"] == "invalid_spec"
     assert fine.status_code == 200 and fine.json() == {"cancel": [], "stale": [], "unheld": []}
+
+
+def test_a_server_that_stalls_counts_its_lag_and_loses_no_running_job(cluster: Cluster) -> None:
+    """A server that falls behind (here: stopped outright, as a starved host would be) must
+    not blame its agents, whose heartbeats wait in its sockets. (Stalled for longer than a
+    lease, an agent stops its job itself: it cannot tell a stalled server from a cut
+    network, and another node may have been given the job.)"""
+    assert cluster.server is not None
+    cluster.start_agent("steady")
+    with cluster.client() as alice:
+        job = alice.submit({"command": ["sleep", "3"]})
+        wait_for(lambda: job.refresh().is_running, what="the job to start")
+        cluster.server.send_signal(signal.SIGSTOP)
+        try:
+            time.sleep(0.75 * cluster.lease)  # the fault itself
+        finally:
+            cluster.server.send_signal(signal.SIGCONT)
+        job.wait(30)
+        assert job.record.state is JobState.COMPLETED
+        assert job.record.attempts == 1
+    assert "lost its lease" not in cluster.server_logs()
+    assert "this server lags" in cluster.server_logs()
