@@ -3,9 +3,9 @@
 Thousands of idle agents each heartbeat every few seconds. One transaction per heartbeat
 queued them behind long-polls for threads and pool connections until they took longer
 than a lease. Here every heartbeat that arrives while the last batch is being written goes
-into the next one (group commit): one transaction, on one thread of its own, whatever the
-request load. The lease reaper runs on that thread too, so it never reads a lease a
-heartbeat already on its way has renewed.
+into the next one (group commit): one transaction, on one thread and one database
+connection of their own, whatever the request load. The lease reaper runs on that thread
+too, so it never reads a lease a heartbeat already on its way has renewed.
 """
 
 from __future__ import annotations
@@ -57,8 +57,14 @@ class Heartbeats:
         return reply
 
     async def on_thread(self, work: Callable[..., T], *args: Any) -> T:
-        """Run `work(*args)` on the heartbeats' thread: after every batch already written."""
-        return await asyncio.get_running_loop().run_in_executor(self._thread, work, *args)
+        """Run `work(*args)` on the heartbeats' thread, after every batch already written,
+        over a database connection of the thread's own."""
+
+        def laned() -> T:
+            with self.service.store.db.lane("heartbeats"):
+                return work(*args)
+
+        return await asyncio.get_running_loop().run_in_executor(self._thread, laned)
 
     def waiting(self) -> float:
         """How long the oldest heartbeat not yet written has waited, seconds."""

@@ -82,6 +82,10 @@ class Database(Protocol):
         database may skip the BEGIN/COMMIT round trips; SQLite still runs one transaction."""
         ...
 
+    def lane(self, name: str) -> AbstractContextManager[None]:
+        """Inside, this thread's transactions use a connection kept for `name` alone."""
+        ...
+
     def schema_version(self) -> int: ...
 
     def subscribe(self, callback: Callable[[str], None]) -> None:

@@ -83,6 +83,7 @@ class PostgresDatabase:
         self._subscribers: list[Subscriber] = []
         self._listener: threading.Thread | None = None
         self._closing = threading.Event()
+        self._lock = threading.Lock()
         self._check_reachable()
         self._pool: ConnectionPool[psycopg.Connection[Row]] = ConnectionPool(
             url,
@@ -97,6 +98,31 @@ class PostgresDatabase:
         except PoolTimeout:
             self._pool.close()
             raise StoreError(f"cannot connect to {self.name}: timed out") from None
+        self._lanes: dict[str, ConnectionPool[psycopg.Connection[Row]]] = {}
+        self._on_lane = threading.local()
+
+    @contextmanager
+    def lane(self, name: str) -> Iterator[None]:
+        """This thread's transactions, inside, use a connection of their own kept for
+        `name` (one, opened on first use), never waiting behind the shared pool's: the
+        server's heartbeats must not queue behind long-polls and reports."""
+        with self._lock:
+            pool = self._lanes.get(name)
+            if pool is None:
+                pool = self._lanes[name] = ConnectionPool(
+                    self.url,
+                    min_size=1,
+                    max_size=1,
+                    kwargs={"row_factory": dict_row, "connect_timeout": _CONNECT_TIMEOUT},
+                    open=True,
+                    name=f"sandrun-{name}",
+                )
+        before = getattr(self._on_lane, "pool", None)
+        self._on_lane.pool = pool
+        try:
+            yield
+        finally:
+            self._on_lane.pool = before
 
     def _check_reachable(self) -> None:
         # One plain connection first: the pool would retry quietly, hiding the reason.
@@ -114,8 +140,9 @@ class PostgresDatabase:
         # Reads and single statements run in autocommit: no BEGIN/COMMIT round trips (each
         # statement sees the latest commits, as READ COMMITTED would anyway, and is atomic
         # on its own). Writes lock the rows they change.
+        pool = getattr(self._on_lane, "pool", None) or self._pool
         try:
-            with self._pool.connection() as conn:
+            with pool.connection() as conn:
                 conn.autocommit = autocommit or not write
                 tx = _PgTx(conn, self._queries, self._origin)
                 yield tx
@@ -214,6 +241,8 @@ class PostgresDatabase:
     def close(self) -> None:
         self._closing.set()
         self._pool.close()
+        for lane in self._lanes.values():
+            lane.close()
         if self._listener is not None:
             self._listener.join(timeout=5)
 

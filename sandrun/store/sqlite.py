@@ -86,6 +86,11 @@ class SQLiteDatabase:
         except OSError as exc:
             raise StoreError(f"cannot create {self.path.parent}: {exc.strerror}") from None
 
+    @contextmanager
+    def lane(self, name: str) -> Iterator[None]:
+        """Nothing to set aside: every thread gets a connection of its own here."""
+        yield
+
     def _acquire(self) -> sqlite3.Connection:
         with self._lock:
             if self._idle:

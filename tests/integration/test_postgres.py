@@ -13,6 +13,7 @@ import pytest
 
 from sandrun.client import Job
 from sandrun.states import JobState
+from sandrun.store.postgres import PostgresDatabase
 from tests.helpers import wait_for
 from tests.integration.cluster import Cluster
 
@@ -101,3 +102,33 @@ def test_two_servers_and_four_agents_run_5000_jobs_once_each_despite_losing_a_se
     assert twice == {}, f"{len(twice)} jobs ran more than once"
     logs = shared.server_logs()
     assert "deadlock" not in logs and "Traceback" not in logs
+
+
+def test_a_lane_gets_its_own_connection_while_the_shared_pool_is_taken(pg_url: str) -> None:
+    """The server's heartbeats run in a lane: reports and claims holding every pooled
+    connection must not make them wait."""
+    db = PostgresDatabase(pg_url, max_connections=1)
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with db.transaction(write=False):
+            held.set()
+            release.wait(30)
+
+    def in_lane(into: list[object]) -> None:
+        with db.lane("heartbeats"), db.transaction(write=False) as tx:
+            into.extend(tx.execute_raw("SELECT 1 AS one"))
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert held.wait(10)
+        got: list[object] = []
+        beat = threading.Thread(target=in_lane, args=(got,))
+        beat.start()
+        beat.join(10)  # the shared pool would keep it waiting 30 s, then fail
+        assert not beat.is_alive() and got == [{"one": 1}]
+    finally:
+        release.set()
+        holder.join()
+        db.close()
