@@ -91,7 +91,9 @@ class Heartbeats:
             self._writing = None
 
     def close(self) -> None:
-        self._thread.shutdown(wait=True)
+        """Stop taking work; one call still in flight ends when the service closes its
+        connections (a database gone away must not keep the server from stopping)."""
+        self._thread.shutdown(wait=False, cancel_futures=True)
 
 
 class Lag:

@@ -16,6 +16,7 @@ from sandrun.states import JobState
 from sandrun.store.postgres import PostgresDatabase
 from tests.helpers import wait_for
 from tests.integration.cluster import Cluster
+from tests.pg import throwaway_cluster
 
 
 @pytest.fixture
@@ -132,3 +133,25 @@ def test_a_lane_gets_its_own_connection_while_the_shared_pool_is_taken(pg_url: s
         release.set()
         holder.join()
         db.close()
+
+
+def test_a_server_whose_database_went_away_still_stops(tmp_path: Path) -> None:
+    """Its reaper, on the heartbeats' connection, may be waiting for a database that is
+    gone: SIGTERM must still end the server."""
+    with throwaway_cluster() as pg:
+        c = Cluster(tmp_path, db=pg.create(), lease=1.0)
+        c.make_tokens()
+        server = c.start_server()
+    try:
+        # The database is gone: stop while the reaper waits (30 s) for its own connection.
+        wait_for(
+            lambda: "error connecting in 'sandrun-heartbeats'" in c.server_logs(),
+            timeout=60,
+            what="the reaper to wait for its connection",
+        )
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(10) is not None
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
