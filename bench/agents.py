@@ -2,16 +2,16 @@
 
     python bench/agents.py [--agents 200,1000] [--db sqlite|postgres] [--servers 1]
         [--workers 1] [--seconds 30] [--beat 1.0] [--wait 20] [--rate 0] [--queue 0]
-        [--procs 1] [--pg URL]
+        [--job-seconds 0] [--procs 1] [--pg URL]
 
 Each simulated agent is a pair of coroutines, as a real agent's threads: it registers, then
 heartbeats every `--beat` seconds (starting at a random point of the interval) and
-long-polls `POST /v1/agent/claim` with `wait`. A job it claims takes no time: its start and
-end go in one `POST /v1/agent/report` that claims the next job, as a real agent's do while
-the queue is deep. The agents run in `--procs` processes (asyncio + uvloop, two keep-alive
-connections per agent), spread over the servers. Optional load: `--rate` jobs/s submitted
-while it runs, `--queue` jobs queued before it starts (copied straight into the store, as
-a backlog would be).
+long-polls `POST /v1/agent/claim` with `wait`. A job it claims runs `--job-seconds` (0.5
+to 1.5 times that; default no time); its start and end go in one `POST /v1/agent/report`
+that claims the next job, as a real agent's do while the queue is deep. The agents run in
+`--procs` processes (asyncio + uvloop, two keep-alive connections per agent), spread over
+the servers. Optional load: `--rate` jobs/s submitted while it runs, `--queue` jobs queued
+before it starts (copied straight into the store, as a backlog would be).
 
 It prints, after a warm-up of `--wait` seconds (every agent has registered and polled):
 heartbeats answered per second (of those sent) and their latency p50/p99/max; jobs run per
@@ -86,11 +86,23 @@ class Conn:
         self.streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
 
     async def post(self, path: str, body: dict[str, Any], timeout: float = 120) -> Any:
-        """The reply's JSON (None for 204); raises OSError or TimeoutError, HTTPStatus."""
+        """The reply's JSON (None for 204); raises OSError or TimeoutError, HTTPStatus.
+        A kept-alive connection the server closed while idle is opened again once, as
+        HTTP clients do."""
+        reused = self.streams is not None
+        try:
+            return await asyncio.wait_for(self._post(path, body), timeout)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            self.close()
+            if not reused:
+                raise
+        except BaseException:
+            self.close()  # a half-read reply would poison the next request
+            raise
         try:
             return await asyncio.wait_for(self._post(path, body), timeout)
         except BaseException:
-            self.close()  # a half-read reply would poison the next request
+            self.close()
             raise
 
     async def _post(self, path: str, body: dict[str, Any]) -> Any:
@@ -132,7 +144,17 @@ async def _agent(
     url: str, token: str, name: str, args: argparse.Namespace, tally: Tally, end: float
 ) -> None:
     main, polls = Conn(url, token), Conn(url, token)  # an agent's two threads
-    node = (await main.post("/v1/agent/register", {"name": name, "capacity": CAPACITY}))["node_id"]
+    # Agents start over the warm-up, not all in one instant (a listen backlog would
+    # overflow), and register again after a refusal, as a real agent does.
+    await asyncio.sleep(random.uniform(0, 0.8 * args.wait))
+    while True:
+        try:
+            reply = await main.post("/v1/agent/register", {"name": name, "capacity": CAPACITY})
+            break
+        except ERRORS as exc:
+            tally.error(f"register: {type(exc).__name__}")
+            await asyncio.sleep(1)
+    node = reply["node_id"]
     held: list[dict[str, Any]] = []
 
     async def beats() -> None:
@@ -173,6 +195,8 @@ async def _agent(
                     tally.claims.append(time.monotonic() - sent)
                 claimed = [got]
             claim = claimed.pop()
+            if args.job_seconds:  # the job runs; its start is reported with its end
+                await asyncio.sleep(random.uniform(0.5, 1.5) * args.job_seconds)
             ref = {"job_id": claim["job"]["id"], "attempt": claim["attempt"]}
             ref["token"] = claim["token"]
             held.append(ref)
@@ -228,7 +252,7 @@ def child_main(args: argparse.Namespace) -> None:
         import uvloop
 
         uvloop.install()
-    print(json.dumps(asyncio.run(simulate(args))))
+    Path(args.out).write_text(json.dumps(asyncio.run(simulate(args))))
 
 
 # --- the run -------------------------------------------------------------------------------
@@ -348,10 +372,13 @@ def run_one(root: Path, db: str, n: int, args: argparse.Namespace) -> dict[str, 
                     str(args.beat),
                     "--wait",
                     str(args.wait),
+                    "--job-seconds",
+                    str(args.job_seconds),
                     "--seconds",
                     str(args.seconds),
-                ],
-                stdout=subprocess.PIPE,
+                    "--out",
+                    str(root / f"sim{first}.json"),
+                ]
             )
         )
         first += count
@@ -389,7 +416,9 @@ def run_one(root: Path, db: str, n: int, args: argparse.Namespace) -> dict[str, 
     busy = 1 - (host1.idle - host0.idle) / (sum(host1) - sum(host0))
     rss = sum(p.memory_info().rss for p in servers if p.is_running())
     conns = pg_connections(db)
-    results = [json.loads(c.communicate()[0]) for c in children]
+    for child in children:
+        child.wait()
+    results = [json.loads(out.read_text()) for out in sorted(root.glob("sim*.json"))]
     stop(procs)
     merged: dict[str, Any] = {"beats": [], "claims": [], "errors": {}}
     sent = empty = 0
@@ -457,12 +486,16 @@ def main() -> None:
     parser.add_argument("--wait", type=float, default=20, help="claim long-poll, s")
     parser.add_argument("--rate", type=float, default=0, help="jobs submitted per second")
     parser.add_argument("--queue", type=int, default=0, help="jobs queued before the run")
+    parser.add_argument(
+        "--job-seconds", type=float, default=0, help="how long a job runs (0.5x to 1.5x this)"
+    )
     parser.add_argument("--procs", type=int, default=1, help="simulator processes")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--token", help=argparse.SUPPRESS)
     parser.add_argument("--count", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--first", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child_main(args)
