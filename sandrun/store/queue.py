@@ -208,6 +208,7 @@ class Claimer:
         if allowance.busy or (startable and head.fits(self.capacity)):
             return head
         self.tx.run("release_reservation", job=head.id)
+        self.tx.notify("submitted")  # other nodes may take it now: wake their polls
         return None
 
     def _reservable(self, head: Head, allowance: Allowance) -> bool:

@@ -246,3 +246,21 @@ def test_a_draining_nodes_reservation_passes_to_the_next(store: Store) -> None:
     assert take(store, "staying", one_free) is None  # takes the reservation over
     reserved = [e.message for e in store.events(big.id) if e.kind == "reserved"]
     assert reserved[-1] == "node staying is kept for it"
+
+
+def test_a_released_reservation_wakes_the_other_nodes_polls(store: Store) -> None:
+    """Polls of other nodes that found the job reserved sleep until something changes: the
+    release must be such a change."""
+    two = Capacity(cpus=2, memory_mb=8 << 10)
+    n = node(store, "n", two)
+    add(store, 90.0, owner="alice", name="running")
+    take(store, n, two)
+    big = add(store, 100.0, owner="bob", name="big", cpus=2)
+    assert take(store, n, Capacity(cpus=1, memory_mb=8 << 10)) is None  # reserves
+    assert store.reserved_node(big.id) == n
+    heard: list[str] = []
+    store.db.subscribe(heard.append)
+    node(store, "n", Capacity(cpus=1, memory_mb=8 << 10))  # it shrank: big can never fit
+    assert take(store, n, Capacity(cpus=1, memory_mb=8 << 10)) is None
+    assert store.reserved_node(big.id) is None
+    assert "submitted" in heard

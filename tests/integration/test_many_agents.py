@@ -140,7 +140,8 @@ def test_the_heartbeat_path_checks_what_every_route_checks(cluster: Cluster) -> 
     agents = {"Authorization": f"Bearer {cluster.tokens['agents']}"}
     alice = {"Authorization": f"Bearer {cluster.tokens['alice']}"}
     with httpx.Client(base_url=cluster.url, timeout=30) as http:
-        node = _register(httpx.Client(base_url=cluster.url, headers=agents), "checked")
+        with httpx.Client(base_url=cluster.url, headers=agents) as registering:
+            node = _register(registering, "checked")
         anonymous = http.post("/v1/agent/heartbeat", json={"node": node})
         forged = http.post(
             "/v1/agent/heartbeat", json={"node": node}, headers={"Authorization": "Bearer nope"}
