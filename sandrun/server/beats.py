@@ -51,7 +51,7 @@ class Heartbeats:
         if self._writing is None:
             self._writing = asyncio.create_task(self._write())
         reply = await answer
-        if isinstance(reply, SandrunError):
+        if isinstance(reply, BaseException):  # refused alone, or the batch's store failed
             raise reply
         assert isinstance(reply, HeartbeatReply)
         return reply

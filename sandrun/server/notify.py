@@ -11,10 +11,11 @@ import asyncio
 import contextlib
 
 
-class Notifier:
+class OnLoop:
+    """News from worker threads, handed to the event loop: `bump` runs on the loop."""
+
     def __init__(self) -> None:
         self.generation = 0
-        self._event = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -22,10 +23,21 @@ class Notifier:
 
     def bump_threadsafe(self) -> None:
         if self._loop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self._bump)
+            self._loop.call_soon_threadsafe(self.bump)
 
-    def _bump(self) -> None:
+    def bump(self) -> None:
         self.generation += 1
+
+
+class Notifier(OnLoop):
+    """Wakes every waiter at once (log followers: each wants every change)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._event = asyncio.Event()
+
+    def bump(self) -> None:
+        super().bump()
         event, self._event = self._event, asyncio.Event()
         event.set()
 

@@ -26,32 +26,26 @@ import itertools
 import time
 from collections.abc import Awaitable, Callable
 
+from sandrun.server.notify import OnLoop
+
 Shape = tuple[str, str]  # (free capacity, node labels), each as canonical JSON
 
 
-class WorkBoard:
+class WorkBoard(OnLoop):
     def __init__(self, recheck: float) -> None:
+        super().__init__()
         self.recheck = recheck
-        self.generation = 0
         self._empty: dict[str, tuple[int, Shape, float]] = {}  # node -> its last miss
         self._waiters: dict[int, tuple[Shape, asyncio.Future[None]]] = {}  # oldest first
         self._keys = itertools.count()
         self._missed: set[Shape] = set()  # shapes that found nothing at this generation
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._timed_for = -1  # the generation whose next eligible instant has a timer
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = float("inf")
 
-    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-
-    def bump_threadsafe(self) -> None:
-        if self._loop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self.bump)
-
     def bump(self) -> None:
         """Something may have become claimable: a new generation, one poll woken."""
-        self.generation += 1
+        super().bump()
         self._missed.clear()
         self.pass_on()
 
