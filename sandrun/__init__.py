@@ -19,6 +19,7 @@ if TYPE_CHECKING:
         AsyncClient,
         AsyncJob,
         Client,
+        Cls,
         Function,
         FunctionCall,
         Job,
@@ -26,7 +27,9 @@ if TYPE_CHECKING:
         TaskConfig,
         connect,
         connect_async,
+        enter,
         invoke,
+        method,
     )
     from sandrun.errors import SandrunError
     from sandrun.spec import JobSpec, RetryPolicy
@@ -38,6 +41,7 @@ __all__ = [
     "AsyncClient",
     "AsyncJob",
     "Client",
+    "Cls",
     "Function",
     "FunctionCall",
     "Job",
@@ -48,7 +52,9 @@ __all__ = [
     "TaskConfig",
     "connect",
     "connect_async",
+    "enter",
     "invoke",
+    "method",
 ]
 _ELSEWHERE = {
     "SandrunError": "sandrun.errors",

@@ -1,9 +1,12 @@
 """Runs one function call inside a job: `"$SANDRUN_PYTHON" -m sandrun.runner [DIR]`.
 
-The client put what to call in $SANDRUN_CALL (JSON: the Python it was made with, and a
-source file and function name, if the function is not pickled), and in DIR (default
-`.sandrun`): `args.pkl` (cloudpickled args and kwargs) and `function.pkl` (a cloudpickled
-function, unless it names a file). The runner writes
+The client put what to call in $SANDRUN_CALL (JSON: the Python it was made with; a
+source file and function name, if the function is not pickled; a method's name, for a
+method of an `@app.cls` class), and in DIR (default `.sandrun`): `args.pkl` (cloudpickled
+args and kwargs) and `function.pkl` (a cloudpickled function, unless it names a file; for a
+method, the class and its constructor's args and kwargs). A method's instance is made and
+its `@enter` methods run first: here per call, or once per warm worker (`ENTERED`, set by
+the fork server before it forks the call). The runner writes
 `result.json` (whether it returned, the exception's type, message and traceback) and
 `result.pkl` (the value or the exception itself, if it pickles). It imports only the
 standard library and cloudpickle, so it starts fast.
@@ -22,6 +25,7 @@ from typing import Any
 CALL_DIR = ".sandrun"
 CALL_ENV = "SANDRUN_CALL"
 SHELL = f'exec "$SANDRUN_PYTHON" -m sandrun.runner {CALL_DIR}'  # a call job's `shell`
+ENTER_MARK = "__sandrun_enter__"  # set on a class's methods by `sandrun.enter()`
 EXIT_RAISED = 1
 EXIT_MISMATCH = 3
 
@@ -79,9 +83,52 @@ def main(argv: list[str]) -> int:
     return 0
 
 
+class Entered:
+    """A warm worker's instance of its class, made once (or why it could not be)."""
+
+    def __init__(self, where: Path) -> None:
+        self.instance: Any = None
+        self.error: BaseException | None = None
+        try:
+            self.instance = instance(where)
+        except BaseException as exc:  # each call of this worker raises it
+            self.error = exc
+
+
+ENTERED: Entered | None = None
+
+
+def instance(where: Path) -> Any:
+    """A method call's instance: the class made with its args, its `@enter` methods run."""
+    import cloudpickle
+
+    cls, args, kwargs = cloudpickle.loads((where / "function.pkl").read_bytes())
+    made = cls(*args, **kwargs)
+    for name in enter_methods(cls):
+        getattr(made, name)()
+    return made
+
+
+def enter_methods(cls: type) -> list[str]:
+    """The names of `cls`'s `@enter` methods, base classes' first, each in order of
+    definition."""
+    names: list[str] = []
+    for klass in reversed(cls.__mro__):
+        for name, member in vars(klass).items():
+            if getattr(member, ENTER_MARK, False) and name not in names:
+                names.append(name)
+    return names
+
+
 def _load_function(where: Path, call: dict[str, Any]) -> Any:
     import cloudpickle
 
+    if "method" in call:
+        if ENTERED is None:
+            return getattr(instance(where), call["method"])
+        if ENTERED.error is not None:
+            raise ENTERED.error  # its @enter failed: the worker retires after this call
+        return getattr(ENTERED.instance, call["method"])
     if "file" not in call:
         return cloudpickle.loads((where / "function.pkl").read_bytes())
     path = Path(call["file"])

@@ -29,15 +29,15 @@ from sandrun.agent.process import Ended, InfoPipe, Running, Spawned, reap, sandb
 from sandrun.agent.proctree import kill_if_same, signal_tree, start_time
 from sandrun.agent.programs import find_program
 from sandrun.agent.reporter import Reporter
-from sandrun.agent.results import result_of, spawn_error
+from sandrun.agent.results import result_of, spawn_error, stopped_early
 from sandrun.agent.sandbox import Box, Confined, FsView, Sandboxing, open_sandboxing
 from sandrun.agent.sandbox.devices import GpuSlots
 from sandrun.agent.sandbox.runtime import disk_message, hand_over
 from sandrun.agent.sandbox.view import PYTHON_DIR
 from sandrun.agent.settings import RunSettings
-from sandrun.agent.supervise import AttemptControl, Stop, supervise
+from sandrun.agent.supervise import AttemptControl, Stop, control_stop, supervise
 from sandrun.agent.workers.pool import is_call, open_pool
-from sandrun.agent.workers.worker import Worker, exec_failed
+from sandrun.agent.workers.worker import Interrupted, Worker, exec_failed
 from sandrun.agent.workspace import materialize, remove_tree
 from sandrun.artifacts import LocalArtifactStore
 from sandrun.errors import SandrunError, StaleAttempt, WorkerDied
@@ -272,19 +272,28 @@ class Executor:
         cgroup and rlimits) before it passes its gate."""
         assert worker.confined is not None
         uid = worker.confined.uid
-        confined = self.sandboxing.confinement(scratch.name, claim.job.spec, uid)
+        spec = claim.job.spec
+        confined = self.sandboxing.confinement(scratch.name, spec, uid)
+        started = time.monotonic()  # a class worker's @enter counts toward the timeout
+
+        def give_up() -> Stop | None:
+            timed_out = spec.timeout is not None and time.monotonic() - started >= spec.timeout
+            return control_stop(ctl, timed_out)
+
         try:
             if uid is not None:
                 hand_over(scratch, uid)
             argv, env = run
-            call = worker.call(scratch, env, confined.limits, argv)
+            call = worker.call(scratch, env, confined.limits, argv, give_up)
             try:
                 if confined.cgroup is not None:
                     confined.cgroup.attach(call.pid)
                 self._announce(claim, ctl, call.pid, commit)
                 call.open_gate()
                 # Its disk use is all of the worker's home: the scratch's parent is writable.
-                result = self._supervised(claim, ctl, call, confined, worker.home, scratch)
+                result = self._supervised(
+                    claim, ctl, call, confined, worker.home, scratch, started=started
+                )
                 return exec_failed(call.exec_error, argv) if call.exec_error else result
             except BaseException:
                 worker.reusable = False  # whatever of the call is left goes with it
@@ -292,6 +301,8 @@ class Executor:
                 raise
         except WorkerDied as exc:
             return AttemptResult(failure_reason=FailureReason.INTERNAL, message=exc.message)
+        except Interrupted as exc:
+            return None if exc.stop is Stop.LOST else stopped_early(exc.stop, "in its @enter")
         except StaleAttempt:
             return None
         finally:
@@ -306,11 +317,12 @@ class Executor:
         measured: Path,
         workdir: Path,
         launchers: frozenset[str] = frozenset(),
+        started: float | None = None,
     ) -> AttemptResult:
         """Watch a started attempt to its end (its disk use is what `measured` holds); its
-        result."""
+        result. Its wall time and timeout count from `started` (default: now)."""
         spec = claim.job.spec
-        started = time.monotonic()
+        started = time.monotonic() if started is None else started
         sink = LogSink(self.control, claim, limit=spec.limits.log_size << 20)
         with self.disks.watch(measured, confined.disk_mb << 20) as disk:
             reason, ended = supervise(

@@ -31,6 +31,12 @@ _OURS: dict[Stop, tuple[FailureReason, str | None]] = {
 }
 
 
+def stopped_early(reason: Stop, where: str) -> AttemptResult:
+    """An attempt the agent stopped before its program started (`where` it was)."""
+    failure, message = _OURS[reason]
+    return AttemptResult(failure_reason=failure, message=message or f"stopped {where}")
+
+
 def result_of(
     reason: Stop | None,
     exit_code: int,

@@ -120,16 +120,23 @@ def _stop_reason(
     ctl: AttemptControl, timed_out: bool, sink: LogSink, spec: JobSpec, disk: Watched
 ) -> Stop | None:
     """Why the running job must be stopped now, if it must (first cause wins)."""
+    told = control_stop(ctl, timed_out)
+    if told is not None:
+        return told
+    if sink.capped and spec.limits.stop_on_log_limit:
+        return Stop.LOG_LIMIT
+    if disk.over.is_set():
+        return Stop.DISK_LIMIT
+    return None
+
+
+def control_stop(ctl: AttemptControl, timed_out: bool) -> Stop | None:
+    """Why the agent must stop the attempt now, whatever it is doing: cancelled, lost,
+    handed back or out of time."""
     if ctl.cancel.is_set():
         return Stop.CANCELLED
     if ctl.lost.is_set():
         return Stop.LOST
     if ctl.handback.is_set():
         return Stop.HANDBACK
-    if timed_out:
-        return Stop.TIMEOUT
-    if sink.capped and spec.limits.stop_on_log_limit:
-        return Stop.LOG_LIMIT
-    if disk.over.is_set():
-        return Stop.DISK_LIMIT
-    return None
+    return Stop.TIMEOUT if timed_out else None

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from sandrun.client.aio import AsyncClient, AsyncJob, connect_async
     from sandrun.client.builder import JobBuilder
+    from sandrun.client.classes import Cls, enter, method
     from sandrun.client.client import Client, connect
     from sandrun.client.functions import App, Function, FunctionCall, invoke
     from sandrun.client.job import Job
@@ -22,6 +23,9 @@ _WHERE = {
     "AsyncJob": "aio",
     "connect_async": "aio",
     "JobBuilder": "builder",
+    "Cls": "classes",
+    "enter": "classes",
+    "method": "classes",
     "Client": "client",
     "connect": "client",
     "App": "functions",
@@ -37,6 +41,7 @@ __all__ = [
     "AsyncClient",
     "AsyncJob",
     "Client",
+    "Cls",
     "Function",
     "FunctionCall",
     "Job",
@@ -44,7 +49,9 @@ __all__ = [
     "TaskConfig",
     "connect",
     "connect_async",
+    "enter",
     "invoke",
+    "method",
 ]
 
 

@@ -34,11 +34,15 @@ def call_fields(
     *,
     function_digest: str | None = None,
     file: tuple[str, str] | None = None,
+    method: str | None = None,
 ) -> dict[str, Any]:
     """The spec fields of one call: a pickled function (by digest) or a function in a
-    source file (its name in the working directory, and the function's name). Merge them
-    over the caller's with `merge_call`."""
+    source file (its name in the working directory, and the function's name); or, with
+    `method`, a pickled class and its constructor's arguments, whose instance's method is
+    called. Merge them over the caller's with `merge_call`."""
     call: dict[str, Any] = {"python": python_version()}
+    if method is not None:
+        call["method"] = method
     inputs = {f"{CALL_DIR}/args.pkl": transport.put_blob(cloudpickle.dumps((args, kwargs)))}
     if function_digest is not None:
         inputs[FUNCTION_INPUT] = function_digest

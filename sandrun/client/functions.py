@@ -26,11 +26,13 @@ from sandrun.errors import ArtifactNotFound, IllegalTransition
 from sandrun.spec import parse_spec
 
 if TYPE_CHECKING:
+    from sandrun.client.classes import Cls
     from sandrun.client.client import Client
     from sandrun.client.job import Job
 
 P = ParamSpec("P")
 R = TypeVar("R")
+T = TypeVar("T")
 
 
 class App:
@@ -56,25 +58,69 @@ class App:
         gpu: str | int | None = None,
         timeout: str | float | None = None,
         retries: int | None = None,
+        min_workers: int | None = None,
+        idle_timeout: str | float | None = None,
         upload_code: bool = False,
         **fields: Any,
     ) -> Callable[[Callable[P, R]], Function[P, R]]:
         """Run the decorated function as a job per call, with these resources (and any
-        other spec fields: env, network, limits, labels, priority...)."""
-        given = {
-            "cpus": cpus,
-            "memory": memory,
-            "gpus": gpu,
-            "timeout": timeout,
-            "retries": retries,
-        }
-        spec = {k: v for k, v in given.items() if v is not None} | fields
-        parse_spec({**spec, "shell": "true"})  # a bad resource fails here, not at the call
+        other spec fields: env, network, limits, labels, priority...). `min_workers` warm
+        workers are kept for its calls on a node that runs one, until no call has come for
+        `idle_timeout` (seconds, or "10m"; the agent's default if unset)."""
+        spec = self.fields(cpus, memory, gpu, timeout, retries, min_workers, idle_timeout)
 
         def wrap(fn: Callable[P, R]) -> Function[P, R]:
-            return Function(self, fn, spec, upload_code)
+            return Function(self, fn, spec | fields, upload_code)
+
+        parse_spec({**spec, **fields, "shell": "true"})  # a bad field fails here, not at a call
+        return wrap
+
+    def cls(
+        self,
+        *,
+        cpus: float | None = None,
+        memory: str | int | None = None,
+        gpu: str | int | None = None,
+        timeout: str | float | None = None,
+        retries: int | None = None,
+        min_workers: int | None = None,
+        idle_timeout: str | float | None = None,
+        upload_code: bool = False,
+        **fields: Any,
+    ) -> Callable[[type[T]], Cls[T]]:
+        """A class whose methods run as jobs: `Model(args).predict.remote(x)`. Its
+        `@sandrun.enter()` methods run once per warm worker (loading a model, say), before
+        the worker's calls, each in a fresh fork of the entered instance; resources as for
+        `function`."""
+        from sandrun.client.classes import Cls
+
+        spec = self.fields(cpus, memory, gpu, timeout, retries, min_workers, idle_timeout)
+        parse_spec({**spec, **fields, "shell": "true"})
+
+        def wrap(cls: type[T]) -> Cls[T]:
+            return Cls(self, cls, spec | fields, upload_code)
 
         return wrap
+
+    @staticmethod
+    def fields(
+        cpus: float | None,
+        memory: str | int | None,
+        gpu: str | int | None,
+        timeout: str | float | None,
+        retries: int | None,
+        min_workers: int | None,
+        idle_timeout: str | float | None,
+    ) -> dict[str, Any]:
+        """The spec fields of a function's or class's keyword arguments."""
+        given = {"cpus": cpus, "memory": memory, "gpus": gpu, "timeout": timeout}
+        spec: dict[str, Any] = {
+            k: v for k, v in (given | {"retries": retries}).items() if v is not None
+        }
+        warm = {"min_workers": min_workers, "idle_timeout": idle_timeout}
+        if any(v is not None for v in warm.values()):
+            spec["warm"] = {k: v for k, v in warm.items() if v is not None}
+        return spec
 
 
 class Function(Generic[P, R]):
@@ -85,9 +131,18 @@ class Function(Generic[P, R]):
         self.fn = fn
         self.fields = fields
         self.upload_code = upload_code
+        self.name = fn.__name__
         self._digest: str | None = None
         functools.update_wrapper(self, fn)
         _pickle_by_value_if_local(sys.modules.get(fn.__module__))
+
+    def _payload(self) -> object:
+        """What a call's `function.pkl` holds (see `sandrun.runner`)."""
+        return self.fn
+
+    def _method(self) -> str | None:
+        """The method a call runs on the payload's instance (None: the payload is called)."""
+        return None
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run here, in this process, as a plain call."""
@@ -119,13 +174,15 @@ class Function(Generic[P, R]):
     def _submit(self, calls: list[tuple[tuple[Any, ...], dict[str, Any]]]) -> list[FunctionCall[R]]:
         client = self.app.client
         if self._digest is None:  # uploaded once, not checked on every call
-            self._digest = client.transport.put_blob(cloudpickle.dumps(self.fn))
-        labels = {"app": _label(self.app.name), "function": _label(self.fn.__name__)}
-        spec = {"name": f"{labels['app']}-{labels['function']}"[:128], "labels": labels}
+            self._digest = client.transport.put_blob(cloudpickle.dumps(self._payload()))
+        labels = {"app": _label(self.app.name), "function": _label(self.name)}
+        name = f"{labels['app']}-{labels['function']}".replace(".", "-")[:128]  # no dots
+        spec = {"name": name, "labels": labels}
+        digest, method = self._digest, self._method()
         specs = [
             merge_call(
                 {**spec, **self.fields},
-                call_fields(client.transport, args, kwargs, function_digest=self._digest),
+                call_fields(client.transport, args, kwargs, function_digest=digest, method=method),
             )
             for args, kwargs in calls
         ]
@@ -146,7 +203,7 @@ class Function(Generic[P, R]):
         show = sys.stderr.isatty() if progress is None else progress
         done = 0
         try:
-            with _progress(show, len(calls), self.fn.__name__) as advance:
+            with _progress(show, len(calls), self.name) as advance:
                 for call in calls:
                     try:
                         value: R | BaseException = call.get()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from sandrun.spec.gpus import GpuRequest
-from sandrun.spec.job import JobSpec, Limits, Repository, RetryOn, RetryPolicy
+from sandrun.spec.job import JobSpec, Limits, Repository, RetryOn, RetryPolicy, WarmPolicy
 from sandrun.spec.parse import load_spec_file, parse_spec
 from sandrun.spec.units import format_duration, parse_duration, parse_memory_mb
 
@@ -14,6 +14,7 @@ __all__ = [
     "Repository",
     "RetryOn",
     "RetryPolicy",
+    "WarmPolicy",
     "format_duration",
     "load_spec_file",
     "parse_duration",

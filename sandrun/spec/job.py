@@ -128,6 +128,19 @@ class Limits(Strict):
     output_size: MemoryMB = 10 * 1024  # all collected outputs together
 
 
+MAX_WARM_WORKERS = 8  # `warm.min_workers`, at most: each is a sandbox held on the node
+MAX_WARM_IDLE = 3600.0  # `warm.idle_timeout`, at most
+
+
+class WarmPolicy(Strict):
+    """How an agent keeps warm workers for a function's calls (`@app.function(min_workers=,
+    idle_timeout=)`): `min_workers` started ahead and kept on a node that runs a call, until
+    no call has come for `idle_timeout` seconds (the agent's `--warm-idle` if unset)."""
+
+    min_workers: Int = Field(default=0, ge=0, le=MAX_WARM_WORKERS)
+    idle_timeout: Duration | None = Field(default=None, le=MAX_WARM_IDLE)
+
+
 class Repository(Strict):
     """A git repository the agent checks out as the job's working directory."""
 
@@ -192,6 +205,7 @@ class JobSpec(Strict):
     timeout: Duration | None = None
     network: StrictBool = False  # off: only a loopback of the job's own
     limits: Limits = Field(default_factory=Limits)
+    warm: WarmPolicy = Field(default_factory=WarmPolicy)
     retries: Annotated[RetryPolicy, BeforeValidator(_retries)] = Field(
         default_factory=RetryPolicy,
         json_schema_extra=also_accepts({"type": "integer", "minimum": 0, "maximum": 100}),

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ValidationError
 
 from sandrun.errors import InvalidSpec, closest
 from sandrun.spec.gpus import GpuRequest
-from sandrun.spec.job import JobSpec, Limits, Repository, RetryPolicy
+from sandrun.spec.job import JobSpec, Limits, Repository, RetryPolicy, WarmPolicy
 
 # Which model's fields are valid at each nested place, for "did you mean" suggestions.
 _MODELS_AT: dict[tuple[str, ...], type[BaseModel]] = {
@@ -19,6 +19,7 @@ _MODELS_AT: dict[tuple[str, ...], type[BaseModel]] = {
     ("gpus",): GpuRequest,
     ("limits",): Limits,
     ("repository",): Repository,
+    ("warm",): WarmPolicy,
 }
 
 

@@ -13,6 +13,7 @@ import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -172,3 +173,62 @@ def test_a_call_setting_pythons_startup_variables_gets_a_fresh_interpreter(pool:
     assert seeded.remote() == 0  # type: ignore[attr-defined]
     plain = _fn(pool.alice, warmfuncs.hash_randomization, cpus=2)
     assert plain.remote() == 1  # type: ignore[attr-defined]
+
+
+def _cls(client: Client, cls: type, **resources: object) -> Any:
+    return App("warm", client).cls(**resources)(cls)  # type: ignore[arg-type]
+
+
+def test_a_class_enters_once_per_worker_and_each_call_forks_the_entered_instance(
+    pool: Pool,
+) -> None:
+    model = _cls(pool.alice, warmfuncs.Model, cpus=2)(3)
+    first, second = model.predict.spawn(2), model.predict.spawn(5)
+    one, two = first.get(timeout=60), second.get(timeout=60)
+    assert (one["y"], two["y"]) == (6, 15)
+    assert str(one["worker"]).startswith("warm-") and one["worker"] == two["worker"]
+    assert one["loaded_by"] == two["loaded_by"]  # one instance, entered once...
+    assert one["entered"] == two["entered"] == 1
+    assert len({one["pid"], two["pid"], one["loaded_by"]}) == 3  # ...forked for each call
+    assert one["calls"] == two["calls"] == 1  # what a call changed, the next does not see
+    assert "loading scale 3" in first.job.log_text("stdout")  # @enter's output: its log
+    assert "loading" not in second.job.log_text("stdout")
+
+
+def test_a_different_instance_or_owner_never_gets_an_entered_worker(pool: Pool) -> None:
+    """Attack: constructor arguments (or an owner) of one's own must not reach an instance
+    another set of arguments (or owner) entered."""
+    three = _cls(pool.alice, warmfuncs.Model, cpus=2)(3).predict.remote(1)
+    four = _cls(pool.alice, warmfuncs.Model, cpus=2)(4).predict.remote(1)
+    assert (three["y"], four["y"]) == (3, 4)
+    assert three["worker"] != four["worker"]
+    if pool.bob is not None:
+        bobs = _cls(pool.bob, warmfuncs.Model, cpus=2)(3).predict.remote(1)
+        assert bobs["worker"] not in (three["worker"], four["worker"])
+
+
+def test_a_failing_enter_fails_each_call_with_its_error(pool: Pool) -> None:
+    broken = _cls(pool.alice, warmfuncs.Broken, cpus=2)()
+    for _ in range(2):  # its worker retired after the first: the second enters again
+        with pytest.raises(RuntimeError, match="no weights here") as raised:
+            broken.predict.remote()
+        assert any("in load" in note for note in raised.value.__notes__)
+
+
+@pytest.mark.parametrize("how", ["cancel", "timeout"])
+def test_a_call_stopped_in_its_enter_ends_and_takes_the_worker_with_it(
+    pool: Pool, how: str
+) -> None:
+    mark = f"{MARK}-enter-{how}"
+    slow = _cls(pool.alice, warmfuncs.Slow, cpus=2, timeout=2 if how == "timeout" else None)
+    call = slow(mark).predict.spawn()
+    wait_for(lambda: processes_with(mark), timeout=30, what="the call's @enter")
+    if how == "cancel":
+        call.job.cancel()
+    ended = call.job.wait(timeout=30).record
+    reason = FailureReason.CANCELLED if how == "cancel" else FailureReason.TIMEOUT
+    state = JobState.CANCELLED if how == "cancel" else JobState.FAILED
+    assert (ended.state, ended.failure_reason) == (state, reason)
+    if how == "timeout":  # (a cancel ends a job not yet started at once, on the server)
+        assert "stopped in its @enter" in (ended.message or "")
+    wait_for(lambda: not processes_with(mark), timeout=30, what="the worker to be gone")

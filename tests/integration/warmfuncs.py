@@ -10,6 +10,8 @@ import subprocess
 import sys
 import time
 
+from sandrun import enter
+
 calls = 0  # a module global: a call that changes it must not change the next call's
 
 
@@ -77,3 +79,55 @@ def hash_randomization() -> int:
 def chatter(seconds: float) -> None:
     print("early")  # no flush: a warm call's output must still arrive as it runs
     time.sleep(seconds)
+
+
+class Model:
+    """A class whose `@enter` loads something once per worker (`@app.cls`)."""
+
+    def __init__(self, scale: int) -> None:
+        self.scale = scale
+        self.entered = 0
+        self.calls = 0
+
+    @enter()
+    def load(self) -> None:
+        print(f"loading scale {self.scale}", flush=True)  # in the worker's first call's log
+        self.entered += 1
+        self.weights = [self.scale] * 3
+        self.loaded_by = os.getpid()
+
+    def predict(self, x: int) -> dict[str, object]:
+        self.calls += 1  # in this call's fork only
+        return {
+            "y": x * self.weights[0],
+            "entered": self.entered,
+            "calls": self.calls,
+            "loaded_by": self.loaded_by,
+            "pid": os.getpid(),
+            "worker": where()["worker"],
+        }
+
+
+class Broken:
+    """A class whose `@enter` raises."""
+
+    @enter()
+    def load(self) -> None:
+        raise RuntimeError("no weights here")
+
+    def predict(self) -> str:
+        return "unreachable"
+
+
+class Slow:
+    """A class whose `@enter` waits on a process marked `mark` (to be seen, and stopped)."""
+
+    def __init__(self, mark: str) -> None:
+        self.mark = mark
+
+    @enter()
+    def load(self) -> None:
+        subprocess.run([sys.executable, "-c", f"import time; time.sleep(300)  # {self.mark}"])
+
+    def predict(self) -> str:
+        return "unreachable"

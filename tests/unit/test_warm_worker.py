@@ -13,8 +13,11 @@ from pathlib import Path
 import pytest
 
 from sandrun.agent.workers import forkserver
+from sandrun.agent.workers.pool import ARGS_INPUT, instance_of
 from sandrun.agent.workers.worker import WarmCall, WarmKey, Worker, said_pid
 from sandrun.errors import WorkerDied
+from sandrun.runner import CALL_ENV, SHELL
+from sandrun.spec import JobSpec, parse_spec
 
 
 @pytest.fixture
@@ -98,3 +101,33 @@ def test_emptying_tmp_keeps_what_the_sandbox_made_and_nothing_else(tmp_path: Pat
     forkserver._empty(str(tmp_path), skeleton)
     assert set(forkserver._tree(str(tmp_path))) == skeleton
     assert made.is_dir()
+
+
+def _method_call(**fields: object) -> JobSpec:
+    call = {"python": "3.11", "method": "predict"}
+    spec: dict[str, object] = {
+        "shell": SHELL,
+        "env": {CALL_ENV: json.dumps(call), "MODEL": "small"},
+        "inputs": {".sandrun/function.pkl": "a" * 64, ARGS_INPUT: "b" * 64},
+    }
+    return parse_spec(spec | fields)
+
+
+def test_method_calls_share_an_instance_only_when_nothing_but_their_arguments_differ() -> None:
+    base = _method_call()
+    same = instance_of(base)
+    assert same is not None
+    other_args = {**base.inputs, ARGS_INPUT: "c" * 64}
+    assert instance_of(_method_call(inputs=other_args)) == same
+    other_method = {**base.env, CALL_ENV: json.dumps({"python": "3.11", "method": "other"})}
+    assert instance_of(_method_call(env=other_method)) == same  # one instance, any method
+    differ = [
+        {"inputs": {**base.inputs, ".sandrun/function.pkl": "d" * 64}},  # args
+        {"inputs": {**base.inputs, "weights.bin": "e" * 64}},  # what it loads
+        {"env": {**base.env, "MODEL": "large"}},
+        {"code": "f" * 64},
+    ]
+    for fields in differ:
+        assert instance_of(_method_call(**fields)) not in (None, same), fields
+    plain = {CALL_ENV: json.dumps({"python": "3.11"})}
+    assert instance_of(_method_call(env=plain)) is None  # a function call: no instance

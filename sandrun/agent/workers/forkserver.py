@@ -3,13 +3,16 @@ worker's sandbox with a unix socket on fd $SANDRUN_WORKER_FD.
 
 It imports the runner and cloudpickle once, says its pid, then serves one job at a time.
 A request is a JSON message — the job's directory, environment and rlimits, and either
-the call directory of a function call or the argv of any other job — with three
+the call directory of a function call (with `enter`: a method call of a class worker) or
+the argv of any other job — with three
 descriptors: the job's stdout, its stderr and its gate (and without a sandbox, its
 directory). The server forks a child that leads its own session and takes the job's
 output, directory, environment and rlimits (the agent may not set them on a process of
 another uid), then waits at the gate (the agent puts it in the job's cgroup meanwhile).
 Past the gate, it runs a function call here, as `python -m sandrun.runner` would
-(randomness reseeded), or execs the job's program.
+(randomness reseeded), or execs the job's program. A class worker makes its instance and
+runs its `@enter` methods here, in the server, before it forks its first call: the
+owner's code, in a sandbox that is the owner's alone.
 
 The server answers the child's pid at once. When the child exits it kills what is left of
 its process group, reaps it, empties /tmp and /dev/shm (in a sandbox of its own) and
@@ -33,6 +36,7 @@ import signal
 import socket
 import stat
 import sys
+from pathlib import Path
 from typing import Any
 
 from sandrun import runner
@@ -41,6 +45,7 @@ WORKER_FD = "SANDRUN_WORKER_FD"
 ISOLATED = "SANDRUN_WORKER_ISOLATED"  # "1": a sandbox of its own (its /tmp, its pids)
 _MAX_MESSAGE = 1 << 20  # a call's environment is capped well below this at submit
 _SCRATCH = ("/tmp", "/dev/shm")
+_ENTER_LOG = 8 << 20  # bytes of @enter's output passed on to the first call's log
 
 
 def main() -> int:
@@ -58,13 +63,16 @@ def main() -> int:
         if not data:
             return 0  # the agent closed its end: retire
         request = json.loads(data)
+        entered = None  # what the class's @enter printed, for this (the first) call's log
+        if request.get("enter") and runner.ENTERED is None:
+            entered = _enter(request, fds)
         # Closed by a successful exec; else the child says why it could not exec.
         said, tell = os.pipe2(os.O_CLOEXEC)
         pid = os.fork()
         if pid == 0:
             os.close(said)
-            _child(request, fds, sock, tell)  # never returns
-        for fd in (*fds, tell):
+            _child(request, fds, sock, tell, entered)  # never returns
+        for fd in (*fds, tell, *([entered] if entered is not None else [])):
             os.close(fd)
         sock.send(json.dumps({"pid": pid}).encode())
         status, cpu, rss = _reap(pid)
@@ -76,22 +84,72 @@ def main() -> int:
                 _empty(where, skeleton)
             # Anything still running, or anything in /tmp that would not go: retire.
             left = _anything_left() or any(set(_tree(w)) - skeleton for w in _SCRATCH)
+        # A class whose @enter failed: each call would raise it, so this worker retires.
+        left = left or (runner.ENTERED is not None and runner.ENTERED.error is not None)
         end = {"status": status, "cpu": cpu, "rss": rss, "left": left, "exec_error": exec_error}
         sock.send(json.dumps(end).encode())
 
 
-def _child(request: dict[str, Any], fds: list[int], sock: socket.socket, tell: int) -> None:
+def _enter(request: dict[str, Any], fds: list[int]) -> int:
+    """Make the instance of a class worker's method calls and run its @enter methods, here
+    in the server, once, so that every call's child inherits it (`runner.ENTERED`); in the
+    first call's directory and environment. What it prints is kept in a memfd (the agent
+    reads this call's pipes only once it is forked): the call's child copies it out."""
+    log = os.memfd_create("sandrun-enter")
+    saved = (os.dup(1), os.dup(2), os.open(".", os.O_RDONLY | os.O_DIRECTORY), dict(os.environ))
+    try:
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        _chdir(request, fds)
+        os.environ.clear()
+        os.environ.update(request["env"])
+        sys.path.insert(0, os.getcwd())  # its uploaded code, as the runner would see it
+        runner.ENTERED = runner.Entered(Path(request["dir"]))
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        out, err, home, env = saved
+        os.dup2(out, 1)
+        os.dup2(err, 2)
+        os.fchdir(home)
+        for fd in (out, err, home):
+            os.close(fd)
+        os.environ.clear()
+        os.environ.update(env)
+    return log
+
+
+def _chdir(request: dict[str, Any], fds: list[int]) -> None:
+    """Into the job's directory. Without a sandbox, from a descriptor the agent opened: only
+    the directory itself need be ours (its parents may not be searchable by this uid).
+    Never inside one: a descriptor from outside would lead out of the sandbox's view."""
+    os.fchdir(fds[3]) if len(fds) > 3 else os.chdir(request["cwd"])
+
+
+def _copy_entered(log: int) -> None:
+    """Write what @enter printed to this call's stdout (at most `_ENTER_LOG` bytes)."""
+    os.lseek(log, 0, os.SEEK_SET)
+    left = _ENTER_LOG
+    while left > 0 and (chunk := os.read(log, min(left, 1 << 16))):
+        os.write(1, chunk)
+        left -= len(chunk)
+    if left <= 0 and os.read(log, 1):
+        os.write(1, b"\n[sandrun: the rest of @enter's output was dropped]\n")
+    os.close(log)
+
+
+def _child(
+    request: dict[str, Any], fds: list[int], sock: socket.socket, tell: int, entered: int | None
+) -> None:
     code = 125
     try:
         sock.close()
         os.setsid()
-        out, err, gate, *cwd = fds
+        out, err, gate, *_ = fds
         os.dup2(out, 1)
         os.dup2(err, 2)
-        # Without a sandbox, from a descriptor the agent opened: only the directory itself
-        # need be ours (its parents may not be searchable by this uid). Never inside one: a
-        # descriptor from outside would lead out of the sandbox's view.
-        os.fchdir(cwd[0]) if cwd else os.chdir(request["cwd"])
+        _chdir(request, fds)
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)
         for which, (soft, hard) in request["limits"].items():
@@ -100,6 +158,8 @@ def _child(request: dict[str, Any], fds: list[int], sock: socket.socket, tell: i
                 soft, hard = min(soft, most), min(hard, most)
             resource.setrlimit(int(which), (soft, hard))
         go = os.read(gate, 1)  # the agent confines us first; nothing: it gave up
+        if entered is not None:
+            _copy_entered(entered)
         os.closerange(3, tell)
         os.closerange(tell + 1, os.sysconf("SC_OPEN_MAX"))
         if go:

@@ -14,6 +14,8 @@ server dies.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import logging
 import os
 import socket
@@ -31,7 +33,7 @@ from sandrun.agent.workers.forkserver import ISOLATED, WORKER_FD
 from sandrun.agent.workers.worker import WarmKey, Worker, find_server, said_pid
 from sandrun.agent.workspace import remove_tree
 from sandrun.errors import SandrunError, WorkerDied
-from sandrun.runner import CALL_ENV, SHELL
+from sandrun.runner import CALL_DIR, CALL_ENV, SHELL
 from sandrun.spec import JobSpec
 from sandrun.spec.job import Limits
 
@@ -43,6 +45,7 @@ MAX_CALLS = 1000  # calls one worker serves before it is replaced by a fresh one
 # Idle workers kept at most (each a sandbox and a Python of some 15 MB): past it the one
 # idle longest goes, so a node seeing many owners keeps the recent ones warm.
 MAX_IDLE = 16
+ARGS_INPUT = f"{CALL_DIR}/args.pkl"  # a call's own arguments
 
 
 def warm_key(spec: JobSpec, owner: str) -> WarmKey | None:
@@ -50,7 +53,28 @@ def warm_key(spec: JobSpec, owner: str) -> WarmKey | None:
     devices are bound at a sandbox's start, and so is a host working directory."""
     if spec.gpus is not None or spec.working_dir is not None:
         return None
-    return WarmKey(owner, spec.network, spec.memory)
+    return WarmKey(owner, spec.network, spec.memory, instance_of(spec))
+
+
+def instance_of(spec: JobSpec) -> str | None:
+    """For a method call of an `@app.cls` class, what its worker's entered instance is
+    made of: the class and its constructor's arguments (`function.pkl`), and the code,
+    repository, inputs and environment its @enter sees. Calls that differ in any of these
+    never share an instance (only each call's own arguments may differ)."""
+    try:
+        call = json.loads(spec.env.get(CALL_ENV, "{}"))
+    except ValueError:
+        return None
+    if not isinstance(call, dict) or "method" not in call:
+        return None
+    seen = {
+        "python": call.get("python"),
+        "inputs": {k: v for k, v in spec.inputs.items() if k != ARGS_INPUT},
+        "env": {k: v for k, v in spec.env.items() if k != CALL_ENV},
+        "code": spec.code,
+        "repository": spec.repository.model_dump() if spec.repository else None,
+    }
+    return hashlib.sha256(json.dumps(seen, sort_keys=True).encode()).hexdigest()
 
 
 def is_call(spec: JobSpec) -> bool:

@@ -22,12 +22,22 @@ from sandrun.agent.process import SANDBOX_START, Ended
 from sandrun.agent.proctree import signal_tree
 from sandrun.agent.results import spawn_error
 from sandrun.agent.sandbox import Confined
+from sandrun.agent.supervise import Stop
 from sandrun.errors import WorkerDied
 from sandrun.models import AttemptResult
 from sandrun.runner import CALL_DIR
 
 _MESSAGE = 1 << 16
+_ENTER_POLL = 0.1  # seconds between looks at a job's cancel and timeout during its @enter
 T = TypeVar("T")
+
+
+class Interrupted(Exception):
+    """A class worker's first call stopped (cancelled, timed out...) in its @enter."""
+
+    def __init__(self, stop: Stop) -> None:
+        super().__init__(stop.value)
+        self.stop = stop
 
 
 @dataclass(frozen=True)
@@ -37,6 +47,9 @@ class WarmKey:
     owner: str
     network: bool
     memory_mb: int | None
+    # A class worker's: the digest of its instance's recipe (the class, its constructor's
+    # arguments, and the code, inputs and environment its @enter sees). None: plain calls.
+    instance: str | None = None
 
 
 class Worker:
@@ -53,6 +66,7 @@ class Worker:
         self.calls = 0
         self.idle_since = time.monotonic()
         self.reusable = True  # False once a call left something running, or it died
+        self.entered = False  # a class worker: whether its instance is made
 
     def call(
         self,
@@ -60,9 +74,13 @@ class Worker:
         env: dict[str, str],
         limits: dict[int, tuple[int, int]],
         argv: list[str] | None,
+        give_up: Callable[[], Stop | None] = lambda: None,
     ) -> WarmCall:
         """Fork a child for a job, under `limits` (rlimits), to exec `argv` or, if None,
-        to run the function call in `cwd`; it waits at its gate (`WarmCall.open_gate`)."""
+        to run the function call in `cwd`; it waits at its gate (`WarmCall.open_gate`).
+        A class worker's first call waits for its @enter, however long, unless `give_up`
+        says why not (then the worker retires: `Interrupted`)."""
+        enter = argv is None and self.key.instance is not None
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         gate_r, gate_w = os.pipe()
@@ -71,7 +89,7 @@ class Worker:
             if not self.isolated:  # see forkserver._child
                 theirs.append(os.open(cwd, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
             request: dict[str, object] = {"cwd": str(cwd), "env": env, "limits": limits}
-            request |= {"argv": argv} if argv is not None else {"dir": CALL_DIR}
+            request |= {"argv": argv} if argv is not None else {"dir": CALL_DIR, "enter": enter}
             socket.send_fds(self.sock, [json.dumps(request).encode()], theirs)
         except OSError as exc:
             for fd in (out_r, err_r, gate_w):
@@ -82,12 +100,23 @@ class Worker:
                 os.close(fd)
         self.calls += 1
         try:
+            if enter and not self.entered:
+                self._entering(give_up)
+                self.entered = True
             pid = self._host_pid(self.answer(SANDBOX_START, said_pid))
         except BaseException:
             for fd in (out_r, err_r, gate_w):
                 os.close(fd)
             raise
         return WarmCall(self, pid, open(out_r, "rb", buffering=0), open(err_r, "rb"), gate_w)
+
+    def _entering(self, give_up: Callable[[], Stop | None]) -> None:
+        """Wait while the server runs the class's @enter (it answers once it has forked)."""
+        while not select.select([self.sock], [], [], _ENTER_POLL)[0]:
+            stop = give_up()
+            if stop is not None:
+                self.reusable = False  # stopped in its @enter: gone with its sandbox
+                raise Interrupted(stop)
 
     def answer(self, timeout: float | None, read: Callable[[Any], T]) -> T:
         """The server's next message, waiting at most `timeout` seconds, as `read` reads
