@@ -254,6 +254,28 @@ class Principal(Wire):
     role: Role
 
 
+class WarmGroup(Request):
+    """An agent's warm workers of one key: one owner's sandbox shape (or class instance)."""
+
+    owner: Annotated[str, Field(max_length=128)]
+    # the functions (`function` labels, or job names) whose calls it served lately
+    functions: Annotated[list[Annotated[str, Field(max_length=128)]], Field(max_length=16)] = []
+    instance: StrictBool = False  # an `@app.cls` instance's, entered once per worker
+    workers: Count
+    idle: Count
+    min_workers: Count = 0  # kept warm while its calls come (`min_workers=`)
+    # seconds a worker stays idle before it retires
+    idle_timeout: Annotated[float, Field(ge=0, le=1e9), BeforeValidator(number_only)]
+
+
+class WarmReport(Request):
+    """A node's warm workers (`sandrun nodes --json`; a user sees only their own groups)."""
+
+    workers: Count = 0
+    idle: Count = 0
+    groups: Annotated[list[WarmGroup], Field(max_length=64)] = []
+
+
 class NodeInfo(Wire):
     id: str
     name: str
@@ -271,6 +293,7 @@ class NodeInfo(Wire):
     key_first_seen: float | None = None  # when that key first registered
     detected: Capacity | None = None  # what its hardware showed (capacity may be declared)
     operator: str | None = None  # the agent token (its name) that registered it
+    warm: WarmReport | None = None  # its warm workers, as its latest heartbeat said
 
 
 class Instance(BaseModel):

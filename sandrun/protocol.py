@@ -19,6 +19,7 @@ from sandrun.models import (
     LogChunk,
     Request,
     SandboxReport,
+    WarmReport,
     Wire,
 )
 from sandrun.spec.fields import Digest
@@ -80,6 +81,7 @@ class HeartbeatRequest(Request):
     node: str
     leases: list[AttemptRef] = []
     state: NodeState = "active"
+    warm: WarmReport | None = None  # sent when its warm workers changed (None: as before)
 
 
 # Why an agent gives back attempts it never started: it is stopping, or it never

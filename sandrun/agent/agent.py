@@ -29,7 +29,7 @@ from sandrun.agent.supervise import AttemptControl
 from sandrun.agent.wake import Waker
 from sandrun.artifacts import LocalArtifactStore
 from sandrun.errors import SandrunError, StaleAttempt
-from sandrun.models import AttemptKey, AttemptResult, Capacity, Claim
+from sandrun.models import AttemptKey, AttemptResult, Capacity, Claim, WarmReport
 from sandrun.protocol import KeyProof, NodeState
 from sandrun.signing import Identity, result_claim
 from sandrun.states import FailureReason
@@ -69,6 +69,7 @@ class Agent:
         self.waker = waker
         self.settings = settings
         self.node_id = node_id
+        self._warm_said: WarmReport | None = None  # what the server was last told of them
         self.capacity = settings.capacity or detect_capacity()
         self.claims = ClaimBook()  # to tell a claim whose reply was lost
         self.reporter = Reporter(control, self.claims, self._adopt)
@@ -113,6 +114,7 @@ class Agent:
             detect_capacity(),
             proof,
         )
+        self._warm_said = None  # a new node's row has no warm workers
         log.info("registered as %s with %s", self.node_id, self.capacity.model_dump())
         log.info(
             "sandbox %s (%s view, jobs run as %s); limits: %s",
@@ -297,16 +299,21 @@ class Agent:
             self._heartbeat()
             # Failed attempts' scratch, once kept long enough: checked a few times per term.
             self.executor.sweep(every=min(60.0, self.settings.run.keep_failed / 4))
+            if self.executor.workers is not None:  # those kept by functions' min_workers
+                self.executor.workers.keep_warm()
 
     def _heartbeat(self) -> None:
         assert self.node_id is not None
         with self._lock:
             running = dict(self._running)
         state: NodeState = "draining" if self.draining else "active"
+        warm = self.executor.workers.report() if self.executor.workers else None
+        told = warm if warm != self._warm_said else None  # only what changed
         try:
             reply = self.control.heartbeat(
-                self.node_id, [r.claim.ref for r in running.values()], state
+                self.node_id, [r.claim.ref for r in running.values()], state, told
             )
+            self._warm_said = warm
             self.control.expire_leases()
         except SandrunError as exc:
             log.warning("heartbeat failed: %s", exc)

@@ -19,6 +19,7 @@ from sandrun.models import (
     JobRecord,
     LogChunk,
     SandboxReport,
+    WarmReport,
 )
 from sandrun.protocol import (
     CompleteRequest,
@@ -64,7 +65,11 @@ class ControlPlane(Protocol):
         ...
 
     def heartbeat(
-        self, node: str, leases: list[AttemptRef], state: NodeState = "active"
+        self,
+        node: str,
+        leases: list[AttemptRef],
+        state: NodeState = "active",
+        warm: WarmReport | None = None,
     ) -> HeartbeatReply: ...
 
     def hand_back(

@@ -17,6 +17,7 @@ import signal
 import subprocess
 import threading
 import time
+from functools import partial
 from pathlib import Path
 
 from sandrun.agent.control import ControlPlane
@@ -275,11 +276,7 @@ class Executor:
         spec = claim.job.spec
         confined = self.sandboxing.confinement(scratch.name, spec, uid)
         started = time.monotonic()  # a class worker's @enter counts toward the timeout
-
-        def give_up() -> Stop | None:
-            timed_out = spec.timeout is not None and time.monotonic() - started >= spec.timeout
-            return control_stop(ctl, timed_out)
-
+        give_up = partial(control_stop, ctl, started + spec.timeout if spec.timeout else None)
         try:
             if uid is not None:
                 hand_over(scratch, uid)

@@ -38,6 +38,7 @@ from sandrun.models import (
     JobRecord,
     LogChunk,
     SandboxReport,
+    WarmReport,
 )
 from sandrun.protocol import (
     ClaimRequest,
@@ -148,9 +149,13 @@ class HttpControlPlane:
             raise AgentError(f"the server sent other bytes for artifact {digest}")
 
     def heartbeat(
-        self, node: str, leases: list[AttemptRef], state: NodeState = "active"
+        self,
+        node: str,
+        leases: list[AttemptRef],
+        state: NodeState = "active",
+        warm: WarmReport | None = None,
     ) -> HeartbeatReply:
-        body = HeartbeatRequest(node=node, leases=leases, state=state)
+        body = HeartbeatRequest(node=node, leases=leases, state=state, warm=warm)
         # Well under a lease, so a hung server cannot stall the agent's own lease check.
         timeout = max(self.lease_seconds / 4, 0.2)
         return HeartbeatReply.model_validate(

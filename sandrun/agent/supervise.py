@@ -83,9 +83,7 @@ def supervise(
                 break  # an escaped child holds the pipes open; the job is over
             now = time.monotonic()
             if reason is None and exited is None:
-                reason = _stop_reason(
-                    ctl, deadline is not None and now >= deadline, sink, spec, disk
-                )
+                reason = _stop_reason(ctl, deadline, sink, spec, disk)
                 if reason is not None:
                     signal_tree(proc.pid, signal.SIGTERM, spare=launchers)
                     kill_at = now + (0 if reason is Stop.LOST else kill_grace)
@@ -117,10 +115,10 @@ def _pump(sel: selectors.BaseSelector, streams_by_fd: dict[int, Stream], sink: L
 
 
 def _stop_reason(
-    ctl: AttemptControl, timed_out: bool, sink: LogSink, spec: JobSpec, disk: Watched
+    ctl: AttemptControl, deadline: float | None, sink: LogSink, spec: JobSpec, disk: Watched
 ) -> Stop | None:
     """Why the running job must be stopped now, if it must (first cause wins)."""
-    told = control_stop(ctl, timed_out)
+    told = control_stop(ctl, deadline)
     if told is not None:
         return told
     if sink.capped and spec.limits.stop_on_log_limit:
@@ -130,13 +128,13 @@ def _stop_reason(
     return None
 
 
-def control_stop(ctl: AttemptControl, timed_out: bool) -> Stop | None:
+def control_stop(ctl: AttemptControl, deadline: float | None) -> Stop | None:
     """Why the agent must stop the attempt now, whatever it is doing: cancelled, lost,
-    handed back or out of time."""
+    handed back or out of time (past `deadline`, on the monotonic clock)."""
     if ctl.cancel.is_set():
         return Stop.CANCELLED
     if ctl.lost.is_set():
         return Stop.LOST
     if ctl.handback.is_set():
         return Stop.HANDBACK
-    return Stop.TIMEOUT if timed_out else None
+    return Stop.TIMEOUT if deadline is not None and time.monotonic() >= deadline else None

@@ -195,7 +195,7 @@ def tokens_table(tokens: list[TokenInfo]) -> None:
 
 # Used/capacity fits an 80-column terminal; the rest comes with --wide.
 NODE_COLUMNS = ("NAME", "STATE", "CPUS", "MEMORY", "GPUS", "RUNNING", "HEARTBEAT")
-WIDE_COLUMNS = ("FREE", "SANDBOX", "LABELS", "OPERATOR", "KEY", "ID")
+WIDE_COLUMNS = ("FREE", "WARM", "SANDBOX", "LABELS", "OPERATOR", "KEY", "ID")
 
 
 def nodes_table(nodes: list[NodeInfo], wide: bool = False) -> None:
@@ -219,7 +219,7 @@ def nodes_table(nodes: list[NodeInfo], wide: bool = False) -> None:
         ]
         if wide:
             labels = ",".join(f"{k}={v}" for k, v in n.labels.items())
-            row += [_free(n), _sandbox(n), labels, n.operator or "-", _key(n), n.id]
+            row += [_free(n), _warm(n), _sandbox(n), labels, n.operator or "-", _key(n), n.id]
         table.add_row(*row)
         loose = [k for k, v in (n.sandbox.limits if n.sandbox else {}).items() if "not" in v]
         if loose and n.state != "stopped":
@@ -230,6 +230,14 @@ def nodes_table(nodes: list[NodeInfo], wide: bool = False) -> None:
     for n in nodes:
         if (declared := _declared(n)) is not None:
             out.print(f"{n.name}: declared {declared}")
+
+
+def _warm(node: NodeInfo) -> str:
+    """Its warm workers: how many, how many idle, and the functions of yours they serve."""
+    if node.warm is None or not node.warm.workers:
+        return "-"
+    mine = ",".join(sorted({f for g in node.warm.groups for f in g.functions}))
+    return f"{node.warm.workers} ({node.warm.idle} idle)" + (f" {mine}" if mine else "")
 
 
 def _declared(node: NodeInfo) -> str | None:

@@ -11,10 +11,11 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from sandrun.client.aio import AsyncClient, AsyncJob, connect_async
+    from sandrun.client.app import App
     from sandrun.client.builder import JobBuilder
     from sandrun.client.classes import Cls, enter, method
     from sandrun.client.client import Client, connect
-    from sandrun.client.functions import App, Function, FunctionCall, invoke
+    from sandrun.client.functions import Function, FunctionCall, invoke
     from sandrun.client.job import Job
     from sandrun.client.task import TaskConfig
 
@@ -28,7 +29,7 @@ _WHERE = {
     "method": "classes",
     "Client": "client",
     "connect": "client",
-    "App": "functions",
+    "App": "app",
     "Function": "functions",
     "FunctionCall": "functions",
     "invoke": "functions",

@@ -13,13 +13,10 @@ from __future__ import annotations
 import functools
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
-from sandrun.client.functions import Function, _pickle_by_value_if_local
+from sandrun.client.functions import Function, Owner, _pickle_by_value_if_local
 from sandrun.runner import ENTER_MARK, enter_methods
-
-if TYPE_CHECKING:
-    from sandrun.client.functions import App
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -45,7 +42,7 @@ def method(fn: F | None = None) -> Any:
 class Cls(Generic[T]):
     """A class decorated with `@app.cls(...)`: call it to get a handle on an instance."""
 
-    def __init__(self, app: App, cls: type[T], fields: dict[str, Any], upload_code: bool) -> None:
+    def __init__(self, app: Owner, cls: type[T], fields: dict[str, Any], upload_code: bool) -> None:
         self.app = app
         self.cls = cls
         self.fields = fields

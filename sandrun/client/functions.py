@@ -17,115 +17,33 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar
 
 import cloudpickle
 
 from sandrun.client.calls import FUNCTION_INPUT, call_fields, merge_call
 from sandrun.errors import ArtifactNotFound, IllegalTransition
-from sandrun.spec import parse_spec
 
 if TYPE_CHECKING:
-    from sandrun.client.classes import Cls
     from sandrun.client.client import Client
     from sandrun.client.job import Job
 
 P = ParamSpec("P")
 R = TypeVar("R")
-T = TypeVar("T")
 
 
-class App:
-    """A named group of functions sharing a client (by default `sandrun.connect()`)."""
+class Owner(Protocol):
+    """What a function needs of its app (`sandrun.client.app.App`)."""
 
-    def __init__(self, name: str, client: Client | None = None) -> None:
-        self.name = name
-        self._client = client
+    name: str
 
     @property
-    def client(self) -> Client:
-        if self._client is None:
-            from sandrun.client.client import connect
-
-            self._client = connect()
-        return self._client
-
-    def function(
-        self,
-        *,
-        cpus: float | None = None,
-        memory: str | int | None = None,
-        gpu: str | int | None = None,
-        timeout: str | float | None = None,
-        retries: int | None = None,
-        min_workers: int | None = None,
-        idle_timeout: str | float | None = None,
-        upload_code: bool = False,
-        **fields: Any,
-    ) -> Callable[[Callable[P, R]], Function[P, R]]:
-        """Run the decorated function as a job per call, with these resources (and any
-        other spec fields: env, network, limits, labels, priority...). `min_workers` warm
-        workers are kept for its calls on a node that runs one, until no call has come for
-        `idle_timeout` (seconds, or "10m"; the agent's default if unset)."""
-        spec = self.fields(cpus, memory, gpu, timeout, retries, min_workers, idle_timeout)
-
-        def wrap(fn: Callable[P, R]) -> Function[P, R]:
-            return Function(self, fn, spec | fields, upload_code)
-
-        parse_spec({**spec, **fields, "shell": "true"})  # a bad field fails here, not at a call
-        return wrap
-
-    def cls(
-        self,
-        *,
-        cpus: float | None = None,
-        memory: str | int | None = None,
-        gpu: str | int | None = None,
-        timeout: str | float | None = None,
-        retries: int | None = None,
-        min_workers: int | None = None,
-        idle_timeout: str | float | None = None,
-        upload_code: bool = False,
-        **fields: Any,
-    ) -> Callable[[type[T]], Cls[T]]:
-        """A class whose methods run as jobs: `Model(args).predict.remote(x)`. Its
-        `@sandrun.enter()` methods run once per warm worker (loading a model, say), before
-        the worker's calls, each in a fresh fork of the entered instance; resources as for
-        `function`."""
-        from sandrun.client.classes import Cls
-
-        spec = self.fields(cpus, memory, gpu, timeout, retries, min_workers, idle_timeout)
-        parse_spec({**spec, **fields, "shell": "true"})
-
-        def wrap(cls: type[T]) -> Cls[T]:
-            return Cls(self, cls, spec | fields, upload_code)
-
-        return wrap
-
-    @staticmethod
-    def fields(
-        cpus: float | None,
-        memory: str | int | None,
-        gpu: str | int | None,
-        timeout: str | float | None,
-        retries: int | None,
-        min_workers: int | None,
-        idle_timeout: str | float | None,
-    ) -> dict[str, Any]:
-        """The spec fields of a function's or class's keyword arguments."""
-        given = {"cpus": cpus, "memory": memory, "gpus": gpu, "timeout": timeout}
-        spec: dict[str, Any] = {
-            k: v for k, v in (given | {"retries": retries}).items() if v is not None
-        }
-        warm = {"min_workers": min_workers, "idle_timeout": idle_timeout}
-        if any(v is not None for v in warm.values()):
-            spec["warm"] = {k: v for k, v in warm.items() if v is not None}
-        return spec
+    def client(self) -> Client: ...
 
 
 class Function(Generic[P, R]):
     def __init__(
-        self, app: App, fn: Callable[P, R], fields: dict[str, Any], upload_code: bool
+        self, app: Owner, fn: Callable[P, R], fields: dict[str, Any], upload_code: bool
     ) -> None:
         self.app = app
         self.fn = fn

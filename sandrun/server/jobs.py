@@ -252,9 +252,10 @@ def instances(
     return service.instances(min_gpu_memory, max_price)
 
 
-@router.get("/nodes", dependencies=[Depends(user)])
-def nodes(service: ServiceDep) -> list[NodeInfo]:
-    return service.nodes()
+@router.get("/nodes")
+def nodes(service: ServiceDep, caller: UserDep) -> list[NodeInfo]:
+    """The nodes, what they hold and their warm workers (a user sees only their own)."""
+    return service.nodes(viewer(caller))
 
 
 @router.post("/admin/gc", dependencies=[Depends(admin)])

@@ -30,6 +30,7 @@ from sandrun.models import (
     LogChunk,
     OutputFile,
     SandboxReport,
+    WarmReport,
 )
 from sandrun.protocol import (
     CompleteRequest,
@@ -173,10 +174,15 @@ class AgentCalls:
         )
 
     def heartbeat(
-        self, node: str, leases: list[AttemptRef], state: NodeState = "active"
+        self,
+        node: str,
+        leases: list[AttemptRef],
+        state: NodeState = "active",
+        warm: WarmReport | None = None,
     ) -> HeartbeatReply:
         """Renew the node and its attempts' leases; say which to cancel and which are stale."""
-        reply = self.heartbeats([(HeartbeatRequest(node=node, leases=leases, state=state), None)])
+        beat = HeartbeatRequest(node=node, leases=leases, state=state, warm=warm)
+        reply = self.heartbeats([(beat, None)])
         if isinstance(reply[0], SandrunError):
             raise reply[0]
         return reply[0]
@@ -195,14 +201,7 @@ class AgentCalls:
             except SandrunError as exc:
                 refused[i] = exc
         taken = [beat for i, (beat, _) in enumerate(beats) if i not in refused]
-        seen = self.store.heartbeats(
-            [
-                Beat(b.node, b.state, [(r.job_id, r.attempt, r.token) for r in b.leases])
-                for b in taken
-            ],
-            self.clock(),
-            self.lease_seconds,
-        )
+        seen = self.store.heartbeats([_beat(b) for b in taken], self.clock(), self.lease_seconds)
         replies = iter(_beat_reply(s, b.leases) for s, b in zip(seen, taken, strict=True))
         return [refused[i] if i in refused else next(replies) for i in range(len(beats))]
 
@@ -388,3 +387,9 @@ def _end_outcome(done: JobRecord | SandrunError) -> EndOutcome:
     if isinstance(done, SandrunError):
         return EndOutcome(error=ErrorBody.of(done))
     return EndOutcome(job=done)
+
+
+def _beat(beat: HeartbeatRequest) -> Beat:
+    leases = [(r.job_id, r.attempt, r.token) for r in beat.leases]
+    warm = beat.warm.model_dump_json() if beat.warm is not None else None
+    return Beat(beat.node, beat.state, leases, warm)

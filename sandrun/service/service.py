@@ -297,15 +297,21 @@ class Service(AgentCalls):
             )
         return count
 
-    def nodes(self) -> list[NodeInfo]:
-        """Every registered node; one whose heartbeats stopped for a lease reads as lost."""
+    def nodes(self, viewer: str | None = None) -> list[NodeInfo]:
+        """Every registered node; one whose heartbeats stopped for a lease reads as lost.
+        A `viewer` (not an admin) sees only their own groups of its warm workers."""
         horizon = self.clock() - self.lease_seconds
-        return [
-            n.model_copy(update={"state": "lost"})
-            if n.heartbeat_at < horizon and n.state != "stopped"
-            else n
-            for n in self.store.nodes()
-        ]
+        found = []
+        for node in self.store.nodes():
+            if node.heartbeat_at < horizon and node.state != "stopped":
+                node = node.model_copy(update={"state": "lost"})
+            if viewer is not None and node.warm is not None:
+                mine = [g for g in node.warm.groups if g.owner == viewer]
+                node = node.model_copy(
+                    update={"warm": node.warm.model_copy(update={"groups": mine})}
+                )
+            found.append(node)
+        return found
 
     def resume_after_restart(self) -> None:
         """A restarted server gives agents one lease to reconnect before their jobs count

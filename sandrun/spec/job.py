@@ -129,16 +129,17 @@ class Limits(Strict):
 
 
 MAX_WARM_WORKERS = 8  # `warm.min_workers`, at most: each is a sandbox held on the node
-MAX_WARM_IDLE = 3600.0  # `warm.idle_timeout`, at most
+MAX_WARM_IDLE = 3600.0  # `warm.idle_timeout` an agent keeps at most (it caps a longer one)
 
 
 class WarmPolicy(Strict):
     """How an agent keeps warm workers for a function's calls (`@app.function(min_workers=,
     idle_timeout=)`): `min_workers` started ahead and kept on a node that runs a call, until
-    no call has come for `idle_timeout` seconds (the agent's `--warm-idle` if unset)."""
+    no call has come for `idle_timeout` seconds (the agent's `--warm-idle` if unset; at
+    most `MAX_WARM_IDLE`)."""
 
     min_workers: Int = Field(default=0, ge=0, le=MAX_WARM_WORKERS)
-    idle_timeout: Duration | None = Field(default=None, le=MAX_WARM_IDLE)
+    idle_timeout: Duration | None = None
 
 
 class Repository(Strict):

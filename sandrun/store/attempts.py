@@ -121,6 +121,9 @@ class AttemptWrites:
             for state in sorted({b.state for b in beats}):
                 ids = [b.node for b in beats if b.state == state]
                 tx.run("nodes_heartbeat", ids=json.dumps(ids), state=state, now=now)
+            for beat in beats:
+                if beat.warm is not None:
+                    tx.run("node_warm", id=beat.node, warm=beat.warm)
             stale: dict[str, list[tuple[str, int]]] = {}
             for beat in beats:
                 for job_id, number, token in beat.leases:
@@ -255,6 +258,7 @@ class Beat:
     node: str
     state: str
     leases: Sequence[tuple[str, int, str]]
+    warm: str | None = None  # its warm workers (a JSON report), when they changed
 
 
 @dataclass(frozen=True)

@@ -326,6 +326,7 @@ class Store(AttemptWrites):
                     "capacity": json.loads(r["capacity"]),
                     "sandbox": json.loads(r["sandbox"]) if r["sandbox"] else None,
                     "detected": json.loads(r["detected"]) if r["detected"] else None,
+                    "warm": json.loads(r["warm"]) if r["warm"] else None,
                     "used_memory_mb": int(r["used_memory_mb"]),
                 }
             )

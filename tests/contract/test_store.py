@@ -9,7 +9,15 @@ import pytest
 
 from sandrun.artifacts import LocalArtifactStore
 from sandrun.errors import Forbidden, IllegalTransition, JobNotFoundError, StaleAttempt
-from sandrun.models import AttemptResult, Capacity, Claim, LogChunk, OutputFile
+from sandrun.models import (
+    AttemptResult,
+    Capacity,
+    Claim,
+    LogChunk,
+    OutputFile,
+    WarmGroup,
+    WarmReport,
+)
 from sandrun.protocol import HeartbeatReply, HeartbeatRequest
 from sandrun.service import Service
 from sandrun.service.retry import decide
@@ -348,6 +356,22 @@ def test_many_heartbeats_are_one_write_each_answered_for_its_own_node(store: Sto
     # node-a's lease ran from the beat: not lost at the old lease's end, lost at the new one.
     assert store.lose_attempts(decide, now=235.0) == [(second.id, 1)]
     assert store.lose_attempts(decide, now=251.0) == [(first.id, 1)]
+
+
+def test_a_heartbeat_s_warm_workers_are_kept_until_a_new_report_or_registration(
+    store: Store,
+) -> None:
+    for node in ("node-a", "node-b"):
+        store.register_node(node, node, Capacity(cpus=1, memory_mb=512), {}, 100.0)
+    group = WarmGroup(owner="alice", functions=["embed"], workers=2, idle=1, idle_timeout=60)
+    report = WarmReport(workers=2, idle=1, groups=[group])
+    beats = [Beat("node-a", "active", [], report.model_dump_json()), Beat("node-b", "active", [])]
+    store.heartbeats(beats, 110.0, LEASE)
+    assert {n.id: n.warm for n in store.nodes()} == {"node-a": report, "node-b": None}
+    store.heartbeats([Beat("node-a", "active", [])], 120.0, LEASE)  # unchanged: not sent
+    assert {n.id: n.warm for n in store.nodes()}["node-a"] == report
+    store.register_node("node-a", "node-a", Capacity(cpus=1, memory_mb=512), {}, 130.0)
+    assert {n.id: n.warm for n in store.nodes()}["node-a"] is None  # a new agent: none yet
 
 
 def test_a_heartbeat_for_another_operators_node_is_refused_alone(

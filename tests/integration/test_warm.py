@@ -8,8 +8,10 @@ limits, cancel and a dying worker handled as for a cold job.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +27,7 @@ from sandrun.home import Home
 from sandrun.states import FailureReason, JobState
 from tests.helpers import local_agent, processes_with, wait_for
 from tests.integration import warmfuncs
-from tests.integration.cluster import Cluster
+from tests.integration.cluster import SANDRUN, Cluster
 
 MARK = f"warm{os.getpid() % 100000}"
 
@@ -36,6 +38,7 @@ class Pool:
     alice: Client
     bob: Client | None
     runs: Path  # the agent's runs directory, where its workers' homes are
+    cli: dict[str, str]  # the environment `sandrun` needs to act as alice
 
 
 @pytest.fixture(scope="module", params=["server", "embedded"])
@@ -48,14 +51,16 @@ def pool(
     if request.param == "embedded":
         home = Home(root / "home")
         with local_agent(home), Client(EmbeddedTransport(home)) as client:
-            yield Pool("embedded", client, None, home.root / "runs")
+            cli = {**os.environ, "SANDRUN_HOME": str(home.root)}
+            yield Pool("embedded", client, None, home.root / "runs", cli)
         return
     cluster = Cluster(root, db=str(root / "server.db"))
     cluster.make_tokens()
     cluster.start_server()
     cluster.start_agent("warm", cpus=2, extra=("--sandbox", "bwrap"))
     alice, bob = cluster.client("alice"), cluster.client("bob")
-    yield Pool("server", alice, bob, root / "agent-warm" / "runs")
+    cli = {**os.environ, "SANDRUN_URL": cluster.url, "SANDRUN_TOKEN": cluster.tokens["alice"]}
+    yield Pool("server", alice, bob, root / "agent-warm" / "runs", cli)
     alice.close()
     bob.close()
     cluster.stop()
@@ -232,3 +237,30 @@ def test_a_call_stopped_in_its_enter_ends_and_takes_the_worker_with_it(
     if how == "timeout":  # (a cancel ends a job not yet started at once, on the server)
         assert "stopped in its @enter" in (ended.message or "")
     wait_for(lambda: not processes_with(mark), timeout=30, what="the worker to be gone")
+
+
+def _warm_groups(client: Client) -> list[Any]:
+    return [g for n in client.nodes() if n.warm is not None for g in n.warm.groups]
+
+
+def test_min_workers_are_started_ahead_and_shown_to_their_owner_only(pool: Pool) -> None:
+    """`sandrun nodes --json` shows a node's warm workers; another tenant sees none of
+    yours (attack: which functions you run is yours to know)."""
+    keep = _fn(pool.alice, warmfuncs.where, memory="300M", min_workers=2, idle_timeout=30)
+    keep.remote()  # type: ignore[attr-defined]
+
+    def kept() -> Any:
+        found = [g for g in _warm_groups(pool.alice) if g.min_workers]  # (one key: 300M)
+        return found if found and found[0].workers == 2 else None
+
+    [group] = wait_for(kept, timeout=30, what="a second worker started ahead")
+    owner = "alice" if pool.mode == "server" else "local"
+    assert (group.owner, group.min_workers, group.idle_timeout) == (owner, 2, 30)
+    if pool.bob is not None:
+        assert all(g.owner == "bob" for g in _warm_groups(pool.bob))
+    listed = subprocess.run(
+        [SANDRUN, "nodes", "--json"], capture_output=True, text=True, env=pool.cli, check=True
+    )
+    groups = [g for n in json.loads(listed.stdout) for g in (n["warm"] or {}).get("groups", [])]
+    [shown] = [g for g in groups if g["min_workers"]]
+    assert (shown["workers"], shown["min_workers"]) == (2, 2)

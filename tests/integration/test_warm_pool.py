@@ -73,3 +73,102 @@ def test_idle_workers_go_after_their_time_and_at_close(pool: WorkerPool) -> None
     pool.close()
     assert pid_gone(again.server)
     assert pool.counts()["workers"] == 0
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def timed(tmp_path: Path) -> Iterator[tuple[WorkerPool, Clock]]:
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    sandboxing = open_sandboxing("none", FsView(), job_uids=False)
+    clock = Clock()
+    workers = WorkerPool(sandboxing, runs, python_dir(runs), idle=60, max_idle=4, clock=clock)
+    yield workers, clock
+    workers.close()
+
+
+def test_a_function_keeps_its_min_workers_while_its_calls_come_then_lets_them_go(
+    timed: tuple[WorkerPool, Clock],
+) -> None:
+    pool, clock = timed
+    kept = parse_spec({"shell": "true", "warm": {"min_workers": 2, "idle_timeout": 10}})
+    worker = pool.worker_for(kept, "alice")
+    assert worker is not None
+    pool.give_back(worker)
+    pool.keep_warm()  # one more, started ahead of the next call
+    assert pool.counts() == {"workers": 2, "idle": 2}
+    [group] = pool.report().groups
+    assert (group.owner, group.workers, group.min_workers, group.idle_timeout) == (
+        "alice",
+        2,
+        2,
+        10,
+    )
+    assert group.functions == [""]  # (a job with no name or `function` label)
+    clock.now += 9  # a call comes before the idle timeout: both stay, past their idle time
+    again = pool.worker_for(kept, "alice")
+    assert again is not None
+    pool.give_back(again)
+    clock.now += 9
+    pool.retire_idle()
+    assert pool.counts()["workers"] == 2
+    clock.now += 2  # no call for 10 s: both go
+    pool.retire_idle()
+    assert pool.counts() == {"workers": 0, "idle": 0} and pool.report().groups == []
+    pool.keep_warm()  # and none is started again
+    assert pool.counts()["workers"] == 0
+
+
+def test_past_its_min_workers_a_function_s_idle_workers_go_after_its_idle_timeout(
+    timed: tuple[WorkerPool, Clock],
+) -> None:
+    pool, clock = timed
+    kept = parse_spec({"shell": "true", "warm": {"min_workers": 1, "idle_timeout": 5}})
+    first, second = pool.worker_for(kept, "alice"), pool.worker_for(kept, "alice")
+    assert first is not None and second is not None
+    pool.give_back(first)
+    clock.now += 4
+    pool.give_back(second)
+    clock.now += 1  # the first idle for 5 s: past the one kept, it goes
+    pool.retire_idle()
+    assert pool.counts() == {"workers": 1, "idle": 1}
+    plain = pool.worker_for(SPEC, "bob")  # the agent's idle time (60 s) for the rest
+    assert plain is not None
+    pool.give_back(plain)
+    clock.now += 30
+    pool.retire_idle()
+    assert [g.owner for g in pool.report().groups] == ["bob"]
+
+
+def test_min_workers_never_start_past_the_idle_cap(timed: tuple[WorkerPool, Clock]) -> None:
+    pool, _ = timed
+    greedy = parse_spec({"shell": "true", "warm": {"min_workers": 8}})
+    worker = pool.worker_for(greedy, "mallory")
+    assert worker is not None
+    pool.give_back(worker)
+    pool.keep_warm()
+    assert pool.counts() == {"workers": 4, "idle": 4}  # max_idle
+
+
+def test_a_key_keeps_what_any_of_its_functions_asks(timed: tuple[WorkerPool, Clock]) -> None:
+    pool, clock = timed
+    kept = {"warm": {"min_workers": 2, "idle_timeout": 30}, "labels": {"function": "embed"}}
+    embed = parse_spec({"shell": "true"} | kept)
+    other = parse_spec({"shell": "true", "labels": {"function": "other"}})
+    for spec in (embed, other):  # one sandbox shape: their calls share workers
+        worker = pool.worker_for(spec, "alice")
+        assert worker is not None
+        pool.give_back(worker)
+    pool.keep_warm()
+    [group] = pool.report().groups
+    assert (group.functions, group.workers, group.min_workers) == (["embed", "other"], 2, 2)
+    clock.now += 29  # `other` asks the agent's 60 s; `embed` keeps 2 for 30 s after its call
+    pool.retire_idle()
+    assert pool.counts()["workers"] == 2

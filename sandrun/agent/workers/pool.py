@@ -24,15 +24,19 @@ import sys
 import threading
 import time
 import uuid
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 from sandrun.agent.jobenv import DEFAULT_PATH
 from sandrun.agent.process import SANDBOX_START, InfoPipe
 from sandrun.agent.sandbox import Box, Sandboxing
 from sandrun.agent.workers.forkserver import ISOLATED, WORKER_FD
+from sandrun.agent.workers.keep import KeepPolicy
 from sandrun.agent.workers.worker import WarmKey, Worker, find_server, said_pid
 from sandrun.agent.workspace import remove_tree
 from sandrun.errors import SandrunError, WorkerDied
+from sandrun.models import WarmGroup, WarmReport
 from sandrun.runner import CALL_DIR, CALL_ENV, SHELL
 from sandrun.spec import JobSpec
 from sandrun.spec.job import Limits
@@ -108,6 +112,7 @@ class WorkerPool:
         idle: float = IDLE,
         max_calls: int = MAX_CALLS,
         max_idle: int = MAX_IDLE,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.sandboxing = sandboxing
         self.runs_dir = runs_dir
@@ -115,8 +120,10 @@ class WorkerPool:
         self.idle = idle
         self.max_calls = max_calls
         self.max_idle = max_idle
+        self.clock = clock
         self._idle: dict[WarmKey, list[Worker]] = {}
-        self._live: set[str] = set()  # homes of the workers that exist
+        self._live: dict[str, WarmKey] = {}  # the homes of the workers that exist
+        self._kept = KeepPolicy(lambda: self.idle, max_idle)
         self._lock = threading.Lock()
         self._closed = False
 
@@ -139,6 +146,7 @@ class WorkerPool:
     def take(self, key: WarmKey, spec: JobSpec) -> Worker:
         """An idle worker for `key`, or a new one (raises AgentError if it cannot start)."""
         with self._lock:
+            self._kept.note(key, spec, self.clock())
             idle = self._idle.get(key)
             if idle:
                 return idle.pop()
@@ -159,26 +167,64 @@ class WorkerPool:
         evicted = None
         with self._lock:
             if not retire and not self._closed:
-                worker.idle_since = time.monotonic()
+                worker.idle_since = self.clock()
                 self._idle.setdefault(worker.key, []).append(worker)
                 idle = [w for workers in self._idle.values() for w in workers]
                 if len(idle) <= self.max_idle:
                     return
-                evicted = min(idle, key=lambda w: w.idle_since)
+                now = self.clock()
+                evicted = min(
+                    (w for w in idle if not self._protected(w.key, now)) or idle,
+                    key=lambda w: w.idle_since,
+                )
                 self._idle[evicted.key].remove(evicted)
         self._retire(evicted or worker)
 
     def retire_idle(self) -> None:
-        """Retire the workers idle for longer than `idle` seconds."""
-        now = time.monotonic()
+        """Retire the workers idle for longer than their key's idle timeout, but for the
+        `min_workers` a key keeps while its calls come."""
+        now = self.clock()
         stale: list[Worker] = []
         with self._lock:
-            for workers in self._idle.values():
-                stale += [w for w in workers if now - w.idle_since >= self.idle]
-                workers[:] = [w for w in workers if now - w.idle_since < self.idle]
+            for key, workers in self._idle.items():
+                for worker in sorted(workers, key=lambda w: w.idle_since):
+                    if now - worker.idle_since >= self._kept.idle_for(key):
+                        if not self._protected(key, now):
+                            stale.append(worker)
+                            workers.remove(worker)
+                            self._live.pop(worker.home.name, None)  # counted gone already
             self._idle = {key: workers for key, workers in self._idle.items() if workers}
+            self._kept.forget(now, set(self._live.values()))
         for worker in stale:
             self._retire(worker)
+
+    def keep_warm(self) -> None:
+        """Start workers for the keys that keep more (`min_workers`) than they have, while
+        their calls come; never past the idle cap. Slow (each starts a sandbox): called
+        from the agent's heartbeat loop, not from an attempt's."""
+        now = self.clock()
+        with self._lock:
+            if self._closed:
+                return
+            have = Counter(self._live.values())
+            room = self.max_idle - sum(len(w) for w in self._idle.values())
+            wanted = []
+            for key, spec, keep in self._kept.wanted(now):
+                more = max(min(keep - have[key], room), 0)
+                wanted += [(key, spec)] * more
+                room -= more
+        for key, spec in wanted:
+            try:
+                worker = self._start(key, spec)
+            except (SandrunError, OSError) as exc:
+                log.warning("a warm worker kept for %s did not start (%s)", key.owner, exc)
+                return
+            self.give_back(worker)
+
+    def _protected(self, key: WarmKey, now: float) -> bool:
+        """Whether `key`'s workers are all among the `min_workers` it keeps now."""
+        keep = self._kept.minimum(key, now)
+        return keep > 0 and sum(1 for k in self._live.values() if k == key) <= keep
 
     def close(self) -> None:
         """Retire every idle worker; busy ones retire when their call ends."""
@@ -195,12 +241,33 @@ class WorkerPool:
             idle = sum(len(w) for w in self._idle.values())
             return {"workers": len(self._live), "idle": idle}
 
+    def report(self) -> WarmReport:
+        """The workers, and by key, as `sandrun nodes --json` shows them (a key's group to
+        its owner only)."""
+        now = self.clock()
+        with self._lock:
+            live = Counter(self._live.values())
+            idle = sum(len(w) for w in self._idle.values())
+            groups = [
+                WarmGroup(
+                    owner=key.owner,
+                    functions=self._kept.functions(key)[:16],
+                    instance=key.instance is not None,
+                    workers=count,
+                    idle=len(self._idle.get(key, [])),
+                    min_workers=self._kept.minimum(key, now),
+                    idle_timeout=min(self._kept.idle_for(key), 1e9),
+                )
+                for key, count in live.items()
+            ]
+            return WarmReport(workers=len(self._live), idle=idle, groups=groups[:64])
+
     def _start(self, key: WarmKey, spec: JobSpec) -> Worker:
         name = f"{PREFIX}{uuid.uuid4().hex[:12]}"
         home = self.runs_dir / name
         home.mkdir(parents=True)
         with self._lock:
-            self._live.add(name)
+            self._live[name] = key
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         worker = Worker(key, home, ours, self.sandboxing.backend.isolates)
         try:
@@ -271,4 +338,4 @@ class WorkerPool:
             self.sandboxing.release(worker.confined)
         remove_tree(worker.home)
         with self._lock:
-            self._live.discard(worker.home.name)
+            self._live.pop(worker.home.name, None)

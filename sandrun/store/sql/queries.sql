@@ -116,8 +116,12 @@ VALUES (:id, :name, :labels, :capacity, 'active', :now, :now, :sandbox,
         :public_key, :detected, :operator)
 ON CONFLICT (id) DO UPDATE SET labels = excluded.labels, capacity = excluded.capacity,
     sandbox = excluded.sandbox, public_key = excluded.public_key,
-    detected = excluded.detected, operator = excluded.operator,
+    detected = excluded.detected, operator = excluded.operator, warm = NULL,
     state = 'active', started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at;
+
+-- name: node_warm
+-- A node's warm workers, from a heartbeat that carried them (a JSON report).
+UPDATE nodes SET warm = :warm WHERE id = :id;
 
 -- name: signer_key
 SELECT n.public_key FROM attempts a JOIN nodes n ON n.id = a.node

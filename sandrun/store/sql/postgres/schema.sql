@@ -120,7 +120,8 @@ CREATE TABLE nodes (
     sandbox      text,
     public_key   text,
     detected     text,
-    operator     text
+    operator     text,
+    warm         text
 );
 
 -- API tokens: only a sha256 of the secret is kept.

@@ -116,7 +116,8 @@ CREATE TABLE nodes (
     sandbox      TEXT,
     public_key   TEXT,
     detected     TEXT,
-    operator     TEXT
+    operator     TEXT,
+    warm         TEXT
 );
 
 -- API tokens: only a sha256 of the secret is kept.
