@@ -389,4 +389,5 @@ class Agent:
                 for r in self._running.values():
                     r.ctl.handback.set()
         self._pool.shutdown(wait=True)
-        self.executor.close()
+        if self.executor.workers is not None:
+            self.executor.workers.close()  # the idle ones now, the busy ones as they end

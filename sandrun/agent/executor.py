@@ -116,11 +116,6 @@ class Executor:
                 self.workers.give_back(worker)
             self.sweep(every=1.0)
 
-    def close(self) -> None:
-        """Retire the warm workers (the agent is stopping)."""
-        if self.workers is not None:
-            self.workers.close()
-
     def _pid_record(self, name: str) -> Path:
         """Where a running attempt's first process is recorded, for `end_leftovers`."""
         return self.runs_dir / f"{name}.pid"
@@ -269,13 +264,14 @@ class Executor:
         commit: str | None,
     ) -> AttemptResult | None:
         """Run the attempt in `worker`: a forked child that execs `run`'s argv (or runs the
-        function call), in `run`'s environment, confined like a cold attempt (its own
-        cgroup and rlimits) before it passes its gate."""
+        function call), in `run`'s environment, confined like a cold attempt (in a cgroup,
+        the worker's for its jobs, reused; its rlimits) before it passes its gate. A class
+        worker's @enter counts toward the first call's timeout."""
         assert worker.confined is not None
-        uid = worker.confined.uid
-        spec = claim.job.spec
-        confined = self.sandboxing.confinement(scratch.name, spec, uid)
-        started = time.monotonic()  # a class worker's @enter counts toward the timeout
+        uid, spec = worker.confined.uid, claim.job.spec
+        confined = self.sandboxing.confinement(f"{worker.home.name}.job", spec, uid, worker.cgroup)
+        worker.cgroup = None  # the attempt's now; the worker's again if it stays reusable
+        started = time.monotonic()
         give_up = partial(control_stop, ctl, started + spec.timeout if spec.timeout else None)
         try:
             if uid is not None:
@@ -303,7 +299,8 @@ class Executor:
         except StaleAttempt:
             return None
         finally:
-            self.sandboxing.release(confined)
+            self.sandboxing.release(confined, keep_cgroup=worker.reusable)
+            worker.cgroup = confined.cgroup if worker.reusable else None
 
     def _supervised(
         self,

@@ -264,3 +264,28 @@ def test_min_workers_are_started_ahead_and_shown_to_their_owner_only(pool: Pool)
     groups = [g for n in json.loads(listed.stdout) for g in (n["warm"] or {}).get("groups", [])]
     [shown] = [g for g in groups if g["min_workers"]]
     assert (shown["workers"], shown["min_workers"]) == (2, 2)
+
+
+def test_a_warm_workers_jobs_reuse_its_cgroup_each_measured_and_limited_alone(
+    pool: Pool,
+) -> None:
+    hog = _fn(pool.alice, warmfuncs.hog, memory="300M", cpus=2)
+    big = hog.spawn(150)  # type: ignore[attr-defined]
+    first = big.get(timeout=60)
+    oom = hog.spawn(400)  # type: ignore[attr-defined]
+    with pytest.raises(JobFailedError):
+        oom.get(timeout=60)
+    raising = hog.spawn(-1)  # type: ignore[attr-defined]
+    with pytest.raises(ValueError):  # its own failure, not the OOM before it
+        raising.get(timeout=60)
+    small = hog.spawn(5)  # type: ignore[attr-defined]
+    last = small.get(timeout=60)
+    assert first["worker"] == last["worker"] and first["cgroup"] == last["cgroup"]
+    assert ".job" in str(first["cgroup"])  # the worker's cgroup for its jobs, kept
+    (peak_big,) = [a.usage.max_rss_mb for a in big.job.attempts if a.usage]
+    (peak_small,) = [a.usage.max_rss_mb for a in small.job.attempts if a.usage]
+    assert peak_big is not None and peak_big > 150
+    assert peak_small is not None and peak_small < 100  # measured from its own start
+    assert oom.job.refresh().record.failure_reason is FailureReason.OOM
+    assert raising.job.refresh().record.failure_reason is FailureReason.EXIT_CODE
+    assert small.job.refresh().record.failure_reason is None

@@ -156,6 +156,22 @@ class AttemptCgroup:
         self.version = version
         self.dirs = dirs
         self.processes = 0
+        # Event counts before the current attempt (a reused cgroup's past ones are not its)
+        self._before = {"oom_kill": 0, "max": 0}
+
+    def reuse(self, memory_mb: int | None, processes: int) -> bool:
+        """Make this (empty) cgroup ready for another attempt of a warm worker: its limits
+        set again, its peak memory and event counts started again. False where the peak
+        cannot be reset (cgroup v2's memory.peak, before Linux 6.12, cannot be written):
+        then the attempt needs a cgroup of its own."""
+        name = "memory.peak" if self.version == 2 else "memory.max_usage_in_bytes"
+        try:
+            _write(self._file("memory", name), "0")
+        except OSError:
+            return False
+        self.limit(memory_mb, processes)
+        self._before = {"oom_kill": self._oom_kills(), "max": self._limit_hits()}
+        return True
 
     def _file(self, controller: str, name: str) -> Path:
         return self.dirs["" if self.version == 2 else controller] / name
@@ -193,11 +209,17 @@ class AttemptCgroup:
         return 0
 
     def oom_killed(self) -> bool:
-        name = "memory.events" if self.version == 2 else "memory.oom_control"
-        return self._counter("memory", name, "oom_kill") > 0
+        return self._oom_kills() > self._before["oom_kill"]
 
     def hit_process_limit(self) -> bool:
-        return self._counter("pids", "pids.events", "max") > 0
+        return self._limit_hits() > self._before["max"]
+
+    def _oom_kills(self) -> int:
+        name = "memory.events" if self.version == 2 else "memory.oom_control"
+        return self._counter("memory", name, "oom_kill")
+
+    def _limit_hits(self) -> int:
+        return self._counter("pids", "pids.events", "max")
 
     def peak_memory_mb(self) -> float | None:
         name = "memory.peak" if self.version == 2 else "memory.max_usage_in_bytes"

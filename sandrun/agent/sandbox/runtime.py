@@ -197,9 +197,12 @@ class Sandboxing:
         confined.pass_fds = (seccomp_fd,) if seccomp_fd is not None else ()
         return confined
 
-    def confinement(self, name: str, spec: JobSpec, uid: int | None = None) -> Confined:
+    def confinement(
+        self, name: str, spec: JobSpec, uid: int | None = None, reused: AttemptCgroup | None = None
+    ) -> Confined:
         """The cgroup and rlimits of one attempt (no command: a warm worker's call runs in
-        its worker's sandbox). `release` undoes it."""
+        its worker's sandbox), in the `reused` cgroup of its worker's previous attempt where
+        it can be. `release` undoes it."""
         memory = spec.memory if spec.memory is not None else self.defaults.memory_mb
         disk = min(spec.limits.disk or self.defaults.disk_mb, self.defaults.disk_mb)
         limits: dict[int, tuple[int, int]] = {resource.RLIMIT_CORE: (0, 0)}
@@ -211,7 +214,11 @@ class Sandboxing:
         size = min(spec.limits.file_size or disk, disk) << 20
         limits[resource.RLIMIT_FSIZE] = (size, size)
         cgroup = None
-        if self.cgroups is not None:
+        if reused is not None and reused.reuse(memory, spec.limits.processes):
+            cgroup = reused
+        elif self.cgroups is not None:
+            if reused is not None:
+                self.cgroups.release(reused)
             cgroup = self.cgroups.create(name, memory, spec.limits.processes)
         else:
             # CUDA reserves far more address space than memory: only a GPU job's own
@@ -222,13 +229,16 @@ class Sandboxing:
                 limits[resource.RLIMIT_NPROC] = (spec.limits.processes,) * 2
         return Confined([], limits, cgroup, None, None, memory, disk)
 
-    def release(self, confined: Confined) -> None:
-        """After the attempt: kill what is left in its cgroup, free its uid and root."""
+    def release(self, confined: Confined, keep_cgroup: bool = False) -> None:
+        """After the attempt: kill what is left in its cgroup (and remove it, unless it is
+        kept for the worker's next attempt), free its uid and root."""
         for fd in confined.pass_fds:
             with contextlib.suppress(OSError):
                 os.close(fd)
         confined.pass_fds = ()
-        if confined.cgroup is not None and self.cgroups is not None:
+        if confined.cgroup is not None and keep_cgroup:
+            confined.cgroup.kill_all()
+        elif confined.cgroup is not None and self.cgroups is not None:
             self.cgroups.release(confined.cgroup)
         if confined.root is not None:
             with contextlib.suppress(OSError):

@@ -336,6 +336,9 @@ class WorkerPool:
         worker.stop()
         if worker.confined is not None:
             self.sandboxing.release(worker.confined)
+        if worker.cgroup is not None and self.sandboxing.cgroups is not None:
+            self.sandboxing.cgroups.release(worker.cgroup)  # its jobs' cgroup
+            worker.cgroup = None
         remove_tree(worker.home)
         with self._lock:
             self._live.pop(worker.home.name, None)

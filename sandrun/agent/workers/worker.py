@@ -22,6 +22,7 @@ from sandrun.agent.process import SANDBOX_START, Ended
 from sandrun.agent.proctree import signal_tree
 from sandrun.agent.results import spawn_error
 from sandrun.agent.sandbox import Confined
+from sandrun.agent.sandbox.cgroups import AttemptCgroup
 from sandrun.agent.supervise import Stop
 from sandrun.errors import WorkerDied
 from sandrun.models import AttemptResult
@@ -67,6 +68,7 @@ class Worker:
         self.idle_since = time.monotonic()
         self.reusable = True  # False once a call left something running, or it died
         self.entered = False  # a class worker: whether its instance is made
+        self.cgroup: AttemptCgroup | None = None  # its jobs' cgroup, kept between them
 
     def call(
         self,
