@@ -156,6 +156,19 @@ class AttemptRef(Wire):
     token: str
 
 
+INLINE_BLOB = 64 << 10  # bytes: a blob this small may ride with a claim or an end
+
+
+class InlineBlob(Request):
+    """A small blob's bytes, sent with a message instead of fetched or uploaded alone: a
+    job's inputs with its claim, an attempt's outputs with its end."""
+
+    model_config = ConfigDict(extra="ignore", ser_json_bytes="base64", val_json_bytes="base64")
+
+    digest: Digest
+    data: Annotated[Base64Bytes, Field(max_length=INLINE_BLOB)]
+
+
 class Claim(Wire):
     """What an agent gets when it claims a job: the spec, the attempt and its fencing token."""
 
@@ -163,6 +176,8 @@ class Claim(Wire):
     attempt: int
     token: str
     lease_expires_at: float
+    # Some of its small inputs (64 KiB in all, at most): the agent need not fetch them.
+    blobs: list[InlineBlob] = []
 
     @property
     def ref(self) -> AttemptRef:
@@ -264,8 +279,7 @@ class WarmGroup(Request):
     workers: Count
     idle: Count
     min_workers: Count = 0  # kept warm while its calls come (`min_workers=`)
-    # seconds a worker stays idle before it retires
-    idle_timeout: Annotated[float, Field(ge=0, le=1e9), BeforeValidator(number_only)]
+    idle_timeout: Annotated[float, Field(ge=0, le=1e9), BeforeValidator(number_only)]  # s
 
 
 class WarmReport(Request):

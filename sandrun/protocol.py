@@ -15,6 +15,7 @@ from sandrun.models import (
     Capacity,
     Claim,
     ErrorBody,
+    InlineBlob,
     JobRecord,
     LogChunk,
     Request,
@@ -100,9 +101,14 @@ class LogsRequest(Request):
     chunks: list[LogChunk]
 
 
+INLINE_BLOBS = 4  # small outputs, at most, that ride with one end
+
+
 class CompleteRequest(Request):
     ref: AttemptRef
     result: AttemptResult
+    # Small outputs' bytes (to a server that lists "inline-outputs"), stored before the end.
+    blobs: list[InlineBlob] = Field(default=[], max_length=INLINE_BLOBS)
 
 
 class CompleteAndClaimRequest(CompleteRequest):

@@ -28,6 +28,7 @@ from sandrun.artifacts import LocalArtifactStore
 from sandrun.errors import AgentError, SandrunError
 from sandrun.httpjson import HttpJson
 from sandrun.models import (
+    INLINE_BLOB,
     Attempt,
     AttemptKey,
     AttemptRef,
@@ -35,12 +36,15 @@ from sandrun.models import (
     Capacity,
     Claim,
     ErrorBody,
+    InlineBlob,
     JobRecord,
     LogChunk,
+    OutputFile,
     SandboxReport,
     WarmReport,
 )
 from sandrun.protocol import (
+    INLINE_BLOBS,
     ClaimRequest,
     CompleteAndClaimReply,
     CompleteAndClaimRequest,
@@ -123,7 +127,13 @@ class HttpControlPlane:
     def claim(self, node: str, free: Capacity, wait: float = 0.0) -> Claim | None:
         body = ClaimRequest(node=node, free=free, wait=wait)
         data = self._post("/v1/agent/claim", body, timeout=wait + self.lease_seconds)
-        return Claim.model_validate(data) if data is not None else None
+        return self._keep_inputs(Claim.model_validate(data)) if data is not None else None
+
+    def _keep_inputs(self, claim: Claim) -> Claim:
+        """Put the inputs a claim brings in this agent's store (its cache of them)."""
+        for blob in claim.blobs:
+            self.artifacts.put_bytes(blob.data)  # stored by its own digest: a lie is unused
+        return claim.model_copy(update={"blobs": []})
 
     def start(
         self,
@@ -191,7 +201,7 @@ class HttpControlPlane:
         body = CompleteAndClaimRequest(ref=ref, result=result, node=node, free=free)
         data = self._post("/v1/agent/complete-and-claim", body, REPORT_RETRY)
         reply = CompleteAndClaimReply.model_validate(data)
-        return reply.job, reply.next
+        return reply.job, self._keep_inputs(reply.next) if reply.next else None
 
     def report(
         self,
@@ -204,6 +214,8 @@ class HttpControlPlane:
     ) -> ReportReply:
         if "report" not in self.features:  # an older server: one call each
             return self._report_one_by_one(node, starts, ends, room, max_claims)
+        if "inline-outputs" in self.features:  # small outputs ride with their ends
+            ends = [e.model_copy(update={"blobs": self._inline(e.result)}) for e in ends]
         body = ReportRequest(
             node=node,
             starts=list(starts),
@@ -216,7 +228,9 @@ class HttpControlPlane:
         # is the same body, so its claim_key gets back the claims a lost reply carried.
         # This thread checks no lease: a busy server gets a whole lease to answer.
         data = self._post("/v1/agent/report", body, REPORT_RETRY, timeout=self.lease_seconds)
-        return ReportReply.model_validate(data)
+        reply = ReportReply.model_validate(data)
+        reply.claims = [self._keep_inputs(claim) for claim in reply.claims]
+        return reply
 
     def _report_one_by_one(
         self,
@@ -242,8 +256,23 @@ class HttpControlPlane:
             reply.claims.append(claim)
         return reply
 
+    def _inlined(self, result: AttemptResult) -> list[OutputFile]:
+        """The outputs that go with the result's end (`report`), not uploaded alone."""
+        if not {"inline-outputs", "report"} <= set(self.features):
+            return []
+        return [out for out in result.outputs if out.size <= INLINE_BLOB][:INLINE_BLOBS]
+
+    def _inline(self, result: AttemptResult) -> list[InlineBlob]:
+        return [
+            InlineBlob(digest=out.digest, data=self.artifacts.read_bytes(out.digest))
+            for out in self._inlined(result)
+        ]
+
     def upload_outputs(self, result: AttemptResult) -> None:
+        inlined = {out.digest for out in self._inlined(result)}
         for out in result.outputs:
+            if out.digest in inlined:
+                continue
             response = self.api.request(
                 "POST",
                 "/v1/agent/artifacts",

@@ -14,7 +14,15 @@ from fastapi import APIRouter, Depends, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 
-from sandrun.models import AttemptKey, Claim, JobRecord, Principal
+from sandrun.models import (
+    INLINE_BLOB,
+    AttemptKey,
+    Capacity,
+    Claim,
+    InlineBlob,
+    JobRecord,
+    Principal,
+)
 from sandrun.protocol import (
     ClaimRequest,
     CompleteAndClaimReply,
@@ -66,7 +74,7 @@ def register(body: RegisterRequest, service: ServiceDep, caller: AgentDep) -> Re
     return RegisterReply(
         node_id=node_id,
         lease_seconds=service.lease_seconds,
-        features=["complete-and-claim", "hand-back", "report"],
+        features=["complete-and-claim", "hand-back", "report", "inline-outputs"],
     )
 
 
@@ -92,7 +100,7 @@ async def claim(
                 board.pass_on()
             return Response(status_code=status.HTTP_204_NO_CONTENT)
         if board.worth_asking(body.node, shape):
-            got = await run_in_threadpool(service.claim, body.node, body.free)
+            got = await run_in_threadpool(_claim_with_inputs, service, body.node, body.free)
             if got is not None:
                 board.took(body.node)
                 return got
@@ -185,7 +193,7 @@ def complete_and_claim(
     """`complete`, then at once (no long-poll) the best job that fits `free`."""
     _as_node(service, caller, body.node)
     job, claim = service.complete_and_claim(body.ref, body.result, body.node, body.free)
-    return CompleteAndClaimReply(job=job, next=claim)
+    return CompleteAndClaimReply(job=job, next=_with_inputs(service, claim) if claim else None)
 
 
 @router.post("/report")
@@ -193,6 +201,28 @@ def report(body: ReportRequest, service: ServiceDep, caller: AgentDep) -> Report
     """Starts and ends in one transaction, each taken or refused alone (`error`), then at
     once (no long-poll) up to `max_claims` jobs that fit `room` together."""
     _as_node(service, caller, body.node)
-    return service.report(
+    reply = service.report(
         body.node, body.starts, body.ends, body.room, body.max_claims, body.claim_key
     )
+    reply.claims = [_with_inputs(service, claim) for claim in reply.claims]
+    return reply
+
+
+def _claim_with_inputs(service: Service, node: str, free: Capacity) -> Claim | None:
+    got = service.claim(node, free)
+    return _with_inputs(service, got) if got is not None else None
+
+
+def _with_inputs(service: Service, claim: Claim) -> Claim:
+    """The claim with its small inputs' bytes (64 KiB in all, at most): the agent starts
+    the job without a round trip for each."""
+    spec, blobs, room = claim.job.spec, [], INLINE_BLOB
+    for digest in dict.fromkeys([*([spec.code] if spec.code else []), *spec.inputs.values()]):
+        try:
+            size = service.artifacts.path(digest).stat().st_size
+        except OSError:
+            continue  # the agent's fetch will say what is missing
+        if size <= room:
+            blobs.append(InlineBlob(digest=digest, data=service.artifacts.read_bytes(digest)))
+            room -= size
+    return claim.model_copy(update={"blobs": blobs})

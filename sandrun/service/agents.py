@@ -251,23 +251,15 @@ class AgentCalls:
         checked: list[End | SandrunError] = []
         for end in ends:
             try:
+                self._store_inline(end)
                 checked.append(self._checked_end(end.ref, end.result))
             except StoreError:
                 raise  # a fault, not a refusal: the whole report fails and is sent again
             except SandrunError as exc:
                 checked.append(exc)
         valid = [e for e in checked if isinstance(e, End)]
-        starts_done, ends_done = self.store.report(
-            [
-                Start(
-                    s.ref.job_id, s.ref.attempt, s.ref.token, s.pid, s.pid_started_at, s.git_commit
-                )
-                for s in starts
-            ],
-            valid,
-            retry.decide,
-            self.clock(),
-        )
+        begun = [Start(s.ref.job_id, s.ref.attempt, s.ref.token, *_started(s)) for s in starts]
+        starts_done, ends_done = self.store.report(begun, valid, retry.decide, self.clock())
         taken = iter(ends_done)
         reply = ReportReply(
             starts=[_outcome(x) for x in starts_done],
@@ -298,6 +290,12 @@ class AgentCalls:
 
     def upload_outputs(self, result: AttemptResult) -> None:
         """In process an agent's outputs are in this service's store already."""
+
+    def _store_inline(self, end: CompleteRequest) -> None:
+        """Store the outputs an end brings inline (each must be what its digest names)."""
+        for i, blob in enumerate(end.blobs):
+            if self.artifacts.put_bytes(blob.data)[0] != blob.digest:
+                raise ValidationError("not the blob its digest names", field=f"blobs.{i}")
 
     def _checked_end(self, ref: AttemptRef, result: AttemptResult) -> End:
         """The end as the store takes it, once its outputs and signature are checked."""
@@ -393,3 +391,7 @@ def _beat(beat: HeartbeatRequest) -> Beat:
     leases = [(r.job_id, r.attempt, r.token) for r in beat.leases]
     warm = beat.warm.model_dump_json() if beat.warm is not None else None
     return Beat(beat.node, beat.state, leases, warm)
+
+
+def _started(start: StartRequest) -> tuple[int | None, float | None, str | None]:
+    return start.pid, start.pid_started_at, start.git_commit

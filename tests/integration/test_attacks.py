@@ -8,6 +8,8 @@ what it must not get.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import io
 import os
 import subprocess
@@ -243,6 +245,37 @@ def test_a_rogue_report_is_refused_item_by_item_and_ends_nobody_elses_attempt(
         good = {"attempt": 1, "path": "ok.txt", "digest": digest, "size": 7}
         assert rogue.complete(claim, [good]).status_code == 200  # the attempt is still its own
         assert alice.get(job_id).record.state is JobState.COMPLETED
+
+
+def test_an_inline_output_must_be_what_its_digest_names(cluster: Cluster, rogue: Rogue) -> None:
+    """Small outputs ride with their end (`blobs`): one whose bytes are not its digest's is
+    refused with that end alone, and an honest one completes the job without an upload."""
+    with cluster.client("alice") as alice:
+        job_id = _rogue_job(alice)
+        claim = rogue.claim()
+        honest = b"the real result"
+        digest = hashlib.sha256(honest).hexdigest()
+        output = {"attempt": 1, "path": "out.txt", "digest": digest, "size": len(honest)}
+        signed = result_claim(claim.job.id, claim.attempt, claim.job.spec, 0, {"out.txt": digest})
+        result = {"exit_code": 0, "outputs": [output], "signature": rogue.identity.sign(signed)}
+        end = {"ref": claim.ref.model_dump(), "result": result}
+
+        def report(data: bytes) -> dict[str, Any]:
+            blob = {"digest": digest, "data": base64.b64encode(data).decode()}
+            answer = rogue.post("report", {"node": rogue.node, "ends": [end | {"blobs": [blob]}]})
+            assert answer.status_code == 200, answer.text
+            return dict(answer.json()["ends"][0])
+
+        lied = report(b"something else")
+        assert (lied["error"]["code"], lied["error"]["field"]) == ("invalid_input", "blobs.0")
+        assert alice.get(job_id).record.state is JobState.RUNNING
+        assert report(honest)["error"] is None
+        job = alice.get(job_id)
+        assert job.record.state is JobState.COMPLETED
+        assert job.read_bytes("out.txt") == honest
+        too_big = {"digest": digest, "data": base64.b64encode(b"x" * (65 << 10)).decode()}
+        answer = rogue.post("report", {"node": rogue.node, "ends": [end | {"blobs": [too_big]}]})
+        assert answer.status_code == 422 and "blobs" in answer.json()["field"]
 
 
 def test_an_agent_token_cannot_act_as_a_node_another_operator_registered(
