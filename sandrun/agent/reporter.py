@@ -3,7 +3,8 @@ attempt had to say while the calls before it were in flight (two at most).
 
 A start is sent without holding the job up: the job runs from its gate at once, and if
 the server refuses the start (the attempt lost its job meanwhile) the attempt is stopped
-as lost. An end waits for its answer: a result counts once the server has committed it.
+as lost. It waits a moment (`LINGER`) for its attempt's end, so that a short job's start
+and end go together. An end waits for its answer: a result counts once the server has committed it.
 The call that carries ends also claims jobs for the room they leave, so a busy node
 refills its slots without a round trip of its own.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
@@ -28,6 +30,9 @@ log = logging.getLogger("sandrun.agent")
 
 # Calls in flight at once: while one waits on the server's database, the next batch goes.
 SENDERS = 2
+# Seconds a start waits for its attempt's end: a short job's start and end go in one call
+# (and one transaction); a longer job's start is recorded this much later.
+LINGER = 0.02
 
 
 @dataclass(frozen=True)
@@ -42,6 +47,7 @@ class Ended:
 class _Start:
     body: StartRequest
     refused: Callable[[], None]  # the attempt lost its job: stop it
+    at: float = field(default_factory=time.monotonic)
 
     @property
     def key(self) -> tuple[str, int]:
@@ -61,9 +67,14 @@ class _End:
 
 class Reporter:
     def __init__(
-        self, control: ControlPlane, claims: ClaimBook, adopt: Callable[[list[Claim]], None]
+        self,
+        control: ControlPlane,
+        claims: ClaimBook,
+        adopt: Callable[[list[Claim]], None],
+        linger: float = LINGER,
     ) -> None:
         self.control = control
+        self.linger = linger
         self.claims = claims
         self.adopt = adopt  # runs the claims a report brought (before their room is freed)
         self.node: str | None = None  # known once the agent has registered
@@ -123,7 +134,7 @@ class Reporter:
                 while not (batch := self._take()):
                     if self._closing and not self._queue:
                         return
-                    self._changed.wait()
+                    self._changed.wait(self._ripens())
             try:
                 self._send(batch)
             except Exception as exc:  # a bug of ours: no attempt may wait for ever
@@ -137,13 +148,32 @@ class Reporter:
                     self._changed.notify_all()
 
     def _take(self) -> list[_Start | _End]:
-        """The oldest queued reports, but none of an attempt that has one in flight: an
-        attempt's reports go in order (its end never overtakes its start)."""
-        batch = [i for i in self._queue if i.key not in self._sending][:MAX_REPORTS]
+        """The oldest queued reports, but none of an attempt that has one in flight (an
+        attempt's reports go in order: its end never overtakes its start), nor a start
+        still lingering for its end."""
+        now = time.monotonic()
+        ending = {i.key for i in self._queue if isinstance(i, _End)}
+        batch = [
+            i
+            for i in self._queue
+            if i.key not in self._sending
+            and (
+                isinstance(i, _End) or i.key in ending or now >= i.at + self.linger or self._closing
+            )
+        ][:MAX_REPORTS]
         taken = {id(i) for i in batch}
         self._queue = [i for i in self._queue if id(i) not in taken]
         self._sending += Counter(i.key for i in batch)
         return batch
+
+    def _ripens(self) -> float | None:
+        """Seconds until the first lingering start is due (None: none lingers)."""
+        due = [
+            i.at + self.linger
+            for i in self._queue
+            if isinstance(i, _Start) and i.key not in self._sending
+        ]
+        return max(min(due) - time.monotonic(), 0.0) if due else None
 
     def _send(self, batch: list[_Start | _End]) -> None:
         starts = [i for i in batch if isinstance(i, _Start)]

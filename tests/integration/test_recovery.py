@@ -73,7 +73,9 @@ def test_jobs_accepted_before_kill_9_of_the_runner_finish_on_the_next_start(
             what="the first job to start",
         )
         orphan = int((tmp_path / "pid").read_text())
-        assert running.status is JobState.RUNNING and queued.status is JobState.PENDING
+        # Its start is reported on the way (with its end, for a short job): soon, not at once.
+        wait_for(lambda: running.status is JobState.RUNNING, what="its start to be recorded")
+        assert queued.status is JobState.PENDING
 
         agent.send_signal(signal.SIGKILL)
         agent.wait(10)

@@ -189,3 +189,27 @@ def test_after_close_each_report_is_sent_at_once() -> None:
     assert reporter.ended(_ref(1), AttemptResult(exit_code=0), None).job.id == "job-1"
     assert control.calls == [([], ["job-1"], None, 0)]
     assert control.keys == [None]  # no claims asked: nothing to name
+
+
+def test_a_short_jobs_start_and_end_go_in_one_call() -> None:
+    control = FakeControl()
+    reporter = Reporter(control, ClaimBook(), lambda cs: None, linger=30.0)  # type: ignore[arg-type]
+    reporter.start("node-1")
+    try:
+        reporter.started(_ref(1), 10, 1.0, None, refused=lambda: None)
+        assert reporter.ended(_ref(1), AttemptResult(exit_code=0), ROOM).job.id == "job-1"
+        assert control.calls == [(["job-1"], ["job-1"], ROOM, 1)]  # one call, one transaction
+    finally:
+        reporter.close()
+
+
+def test_a_start_whose_end_does_not_come_goes_after_its_linger() -> None:
+    control = FakeControl()
+    reporter = Reporter(control, ClaimBook(), lambda cs: None, linger=0.05)  # type: ignore[arg-type]
+    reporter.start("node-1")
+    try:
+        reporter.started(_ref(1), 10, 1.0, None, refused=lambda: None)
+        wait_for(lambda: control.calls, what="the start to be sent on its own")
+        assert control.calls == [(["job-1"], [], None, 0)]
+    finally:
+        reporter.close()
