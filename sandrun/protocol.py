@@ -109,6 +109,8 @@ class CompleteRequest(Request):
     result: AttemptResult
     # Small outputs' bytes (to a server that lists "inline-outputs"), stored before the end.
     blobs: list[InlineBlob] = Field(default=[], max_length=INLINE_BLOBS)
+    # The attempt's last output (to a server that lists "end-logs"), stored with the end.
+    logs: list[LogChunk] = []
 
 
 class CompleteAndClaimRequest(CompleteRequest):

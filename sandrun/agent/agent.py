@@ -29,7 +29,7 @@ from sandrun.agent.supervise import AttemptControl
 from sandrun.agent.wake import Waker
 from sandrun.artifacts import LocalArtifactStore
 from sandrun.errors import SandrunError, StaleAttempt
-from sandrun.models import AttemptKey, AttemptResult, Capacity, Claim, WarmReport
+from sandrun.models import AttemptKey, AttemptResult, Capacity, Claim, LogChunk, WarmReport
 from sandrun.protocol import KeyProof, NodeState
 from sandrun.signing import Identity, result_claim
 from sandrun.states import FailureReason
@@ -91,6 +91,7 @@ class Agent:
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._beat_now = threading.Event()
+        self._keeping: threading.Thread | None = None  # starting kept warm workers
         self._stopping = threading.Event()  # set with `run`'s stop: claim nothing more
         # Attempts run on reused threads (one each while it runs): no per-job thread churn.
         self._pool = ThreadPoolExecutor(MAX_ATTEMPTS, thread_name_prefix="attempt")
@@ -263,7 +264,7 @@ class Agent:
                 )
             else:
                 try:
-                    ended = self._report(claim, result)
+                    ended = self._report(claim, result, ctl.end_logs)
                     refilled = ended.refilled
                     log.info(f"attempt ended; job {ended.job.state}", extra=fields)
                 except StaleAttempt:
@@ -281,14 +282,14 @@ class Agent:
             if not refilled:
                 self.waker.wake("finished")  # room for the claim loop
 
-    def _report(self, claim: Claim, result: AttemptResult) -> Ended:
-        """Report the end; unless stopping, the same call claims jobs for exactly this
-        attempt's room (never more: the claim loop may be claiming the rest meanwhile)."""
+    def _report(self, claim: Claim, result: AttemptResult, logs: list[LogChunk]) -> Ended:
+        """Report the end and its last `logs`; unless stopping, the same call claims jobs for
+        exactly its room (not more: the claim loop may be claiming the rest meanwhile)."""
         result = self._sign(claim, result)
         self.control.upload_outputs(result)
         stopping = self._stopping.is_set() or self.draining
         room = None if stopping else self.capacity.share(claim.job.spec)
-        return self.reporter.ended(claim.ref, result, room)
+        return self.reporter.ended(claim.ref, result, room, logs)
 
     # --- heartbeats -------------------------------------------------------------------
 
@@ -299,8 +300,14 @@ class Agent:
             self._heartbeat()
             # Failed attempts' scratch, once kept long enough: checked a few times per term.
             self.executor.sweep(every=min(60.0, self.settings.run.keep_failed / 4))
-            if self.executor.workers is not None:  # those kept by functions' min_workers
-                self.executor.workers.keep_warm()
+            self._keep_warm()
+
+    def _keep_warm(self) -> None:
+        """Start the warm workers `min_workers` keep, on a thread: heartbeats must not wait."""
+        workers = self.executor.workers
+        if workers is not None and not (self._keeping and self._keeping.is_alive()):
+            self._keeping = threading.Thread(target=workers.keep_warm, daemon=True)
+            self._keeping.start()
 
     def _heartbeat(self) -> None:
         assert self.node_id is not None

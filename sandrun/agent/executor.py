@@ -322,7 +322,7 @@ class Executor:
             reason, ended = supervise(
                 running, spec, sink, ctl, started, disk, self.settings.kill_grace, launchers
             )
-        sink.drain()
+        ctl.end_logs = sink.rest()  # sent with the end
         return self._result(claim, confined, workdir, reason, ended, started)
 
     def _start_at_gate(

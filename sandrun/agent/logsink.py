@@ -5,8 +5,9 @@ flushed at most every `interval` seconds, so a chatty job costs few store writes
 `limit` bytes in all, output is dropped after one marker line on stderr.
 
 While the server is away the chunks are kept (the limit bounds them) and sent again with
-backoff: an outage never stops the job. At the end, `drain` keeps trying as long as the
-result itself would, since the logs are stored before the end is reported.
+backoff: an outage never stops the job. At the end, what is left (`rest`, up to 256 KiB)
+goes with the attempt's end and is stored in its transaction; more is drained first,
+tried as long as the result itself would be.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from sandrun.models import Claim, LogChunk, Stream
 log = logging.getLogger("sandrun.agent")
 
 MAX_CHUNK = 1 << 20
+END_LOGS = 256 << 10  # bytes of last output that may go with the attempt's end
 DRAIN_PATIENCE = 600.0  # seconds the last logs are retried at the end, as a result is
 _FIRST_BACKOFF = 0.25  # seconds before the first retry after a failed send
 _MAX_BACKOFF = 5.0
@@ -120,6 +122,14 @@ class LogSink:
                 self._pending, self._pending_bytes = [], 0
                 return
             time.sleep(min(max(self._retry_at - time.monotonic(), 0.0), left))
+
+    def rest(self, most: int = END_LOGS) -> list[LogChunk]:
+        """What is left to send, to go with the attempt's end (one call, one transaction),
+        if it is at most `most` bytes; else it is drained now and nothing is left."""
+        if self._pending_bytes > most:
+            self.drain()
+        chunks, self._pending, self._pending_bytes = self._pending, [], 0
+        return chunks
 
     def _fields(self) -> dict[str, object]:
         return {"job": self._claim.job.id, "attempt": self._claim.attempt}

@@ -7,6 +7,7 @@ attempt lost its job and surfaces as StaleAttempt.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
@@ -212,6 +213,8 @@ class HttpControlPlane:
         max_claims: int = 0,
         claim_key: str | None = None,
     ) -> ReportReply:
+        if "end-logs" not in self.features:  # an older server: the logs go first
+            ends = [self._logs_sent(e) for e in ends]
         if "report" not in self.features:  # an older server: one call each
             return self._report_one_by_one(node, starts, ends, room, max_claims)
         if "inline-outputs" in self.features:  # small outputs ride with their ends
@@ -231,6 +234,13 @@ class HttpControlPlane:
         reply = ReportReply.model_validate(data)
         reply.claims = [self._keep_inputs(claim) for claim in reply.claims]
         return reply
+
+    def _logs_sent(self, end: CompleteRequest) -> CompleteRequest:
+        """The end without its logs, sent on their own (a refusal is the end's to say)."""
+        if end.logs:
+            with contextlib.suppress(SandrunError):
+                self.append_logs(end.ref, end.logs)
+        return end.model_copy(update={"logs": []})
 
     def _report_one_by_one(
         self,

@@ -16,14 +16,14 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 from sandrun.agent.claims import ClaimBook
 from sandrun.agent.control import ControlPlane
 from sandrun.errors import SandrunError, rebuilt
-from sandrun.models import AttemptRef, AttemptResult, Capacity, Claim, JobRecord
+from sandrun.models import AttemptRef, AttemptResult, Capacity, Claim, JobRecord, LogChunk
 from sandrun.protocol import MAX_REPORTS, CompleteRequest, StartRequest
 
 log = logging.getLogger("sandrun.agent")
@@ -114,9 +114,16 @@ class Reporter:
         body = StartRequest(ref=ref, pid=pid, pid_started_at=pid_started_at, git_commit=git_commit)
         self._put(_Start(body, refused))
 
-    def ended(self, ref: AttemptRef, result: AttemptResult, room: Capacity | None) -> Ended:
-        """Report the end and wait until the server has taken (or refused: raised) it."""
-        end = _End(CompleteRequest(ref=ref, result=result), room)
+    def ended(
+        self,
+        ref: AttemptRef,
+        result: AttemptResult,
+        room: Capacity | None,
+        logs: Sequence[LogChunk] = (),
+    ) -> Ended:
+        """Report the end (with the attempt's last `logs`) and wait until the server has
+        taken (or refused: raised) it."""
+        end = _End(CompleteRequest(ref=ref, result=result, logs=list(logs)), room)
         self._put(end)
         return end.answer.result()
 

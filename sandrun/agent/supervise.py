@@ -16,7 +16,7 @@ from sandrun.agent.diskwatch import Watched
 from sandrun.agent.logsink import LogSink
 from sandrun.agent.process import Ended, Running
 from sandrun.agent.proctree import signal_tree
-from sandrun.models import Stream
+from sandrun.models import LogChunk, Stream
 from sandrun.spec import JobSpec
 
 _READ = 1 << 16
@@ -41,6 +41,7 @@ class AttemptControl:
     cancel: threading.Event = field(default_factory=threading.Event)
     lost: threading.Event = field(default_factory=threading.Event)  # lease gone: stop quietly
     handback: threading.Event = field(default_factory=threading.Event)  # draining: give back
+    end_logs: list[LogChunk] = field(default_factory=list)  # its last output, for its end
 
 
 def supervise(

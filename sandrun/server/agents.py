@@ -74,7 +74,7 @@ def register(body: RegisterRequest, service: ServiceDep, caller: AgentDep) -> Re
     return RegisterReply(
         node_id=node_id,
         lease_seconds=service.lease_seconds,
-        features=["complete-and-claim", "hand-back", "report", "inline-outputs"],
+        features=["complete-and-claim", "hand-back", "report", "inline-outputs", "end-logs"],
     )
 
 

@@ -252,7 +252,7 @@ class AgentCalls:
         for end in ends:
             try:
                 self._store_inline(end)
-                checked.append(self._checked_end(end.ref, end.result))
+                checked.append(self._checked_end(end.ref, end.result, end.logs))
             except StoreError:
                 raise  # a fault, not a refusal: the whole report fails and is sent again
             except SandrunError as exc:
@@ -297,7 +297,9 @@ class AgentCalls:
             if self.artifacts.put_bytes(blob.data)[0] != blob.digest:
                 raise ValidationError("not the blob its digest names", field=f"blobs.{i}")
 
-    def _checked_end(self, ref: AttemptRef, result: AttemptResult) -> End:
+    def _checked_end(
+        self, ref: AttemptRef, result: AttemptResult, logs: Sequence[LogChunk] = ()
+    ) -> End:
         """The end as the store takes it, once its outputs and signature are checked."""
         for out in result.outputs:
             if not self.artifacts.has(out.digest):
@@ -309,7 +311,7 @@ class AgentCalls:
         signer = self._signer(ref, result)
         if signer is None:
             result = result.model_copy(update={"signature": None})  # nothing to check it by
-        return End(ref.job_id, ref.attempt, ref.token, result, signer)
+        return End(ref.job_id, ref.attempt, ref.token, result, signer, logs)
 
     def _signer(self, ref: AttemptRef, result: AttemptResult) -> str | None:
         """The key the result is verified to be signed with; None if its agent has none."""

@@ -148,17 +148,7 @@ class AttemptWrites:
         """Store log chunks; a chunk whose seq is already stored is skipped (retried upload)."""
         with self._refusals_recorded(job_id, number, now), self.db.transaction() as tx:
             fenced(tx, job_id, number, token)
-            for chunk in chunks:
-                tx.run(
-                    "insert_log",
-                    job_id=job_id,
-                    attempt=number,
-                    seq=chunk.seq,
-                    stream=chunk.stream,
-                    data=chunk.data,
-                    at=chunk.at,
-                )
-            tx.notify("logs")
+            _insert_logs(tx, job_id, number, chunks)
 
     def finish_attempt(
         self,
@@ -300,6 +290,23 @@ class End:
     token: str
     result: AttemptResult
     worker_id: str | None = None
+    logs: Sequence[LogChunk] = ()  # its last output, stored with it
+
+
+def _insert_logs(tx: Tx, job_id: str, number: int, chunks: Sequence[LogChunk]) -> None:
+    """Store log chunks; a chunk whose seq is already stored is skipped (sent again)."""
+    for chunk in chunks:
+        tx.run(
+            "insert_log",
+            job_id=job_id,
+            attempt=number,
+            seq=chunk.seq,
+            stream=chunk.stream,
+            data=chunk.data,
+            at=chunk.at,
+        )
+    if chunks:
+        tx.notify("logs")
 
 
 def _start(tx: Tx, start: Start, now: float) -> None:
@@ -330,6 +337,7 @@ def _finish(tx: Tx, end: End, decide: Decide, now: float) -> JobRecord:
         if repeat is not None:
             return repeat
         raise
+    _insert_logs(tx, end.job_id, end.number, end.logs)
     row = finish(tx, job, attempt, end.result, decide, now, end.worker_id)
     tx.notify("finished")
     return job_from(row)

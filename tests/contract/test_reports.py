@@ -8,7 +8,7 @@ import pytest
 
 from sandrun.artifacts import LocalArtifactStore
 from sandrun.errors import StaleAttempt, StoreError
-from sandrun.models import AttemptResult, Capacity
+from sandrun.models import AttemptResult, Capacity, LogChunk
 from sandrun.protocol import CompleteRequest
 from sandrun.service import Service
 from sandrun.service.retry import decide
@@ -138,3 +138,18 @@ def test_a_report_sent_again_gets_the_claims_its_first_try_made(
         store.start_attempt(c.job.id, c.attempt, c.token, 220.0)
     # Started claims are not handed out again, whatever the key.
     assert service.report("node-a", [], [], room, max_claims=2, claim_key="k1").claims == []
+
+
+def test_an_ends_last_logs_are_stored_with_it_and_a_stale_ones_not_at_all(store: Store) -> None:
+    job, other = add(store), add(store)
+    mine, theirs = claim(store), claim(store)
+    chunk = LogChunk(attempt=1, seq=1, stream="stdout", data=b"last words\n", at=205.0)
+    ends = [
+        End(mine.job.id, 1, mine.token, AttemptResult(exit_code=0), logs=[chunk]),
+        End(theirs.job.id, 1, "forged", AttemptResult(exit_code=0), logs=[chunk]),
+    ]
+    _, ended = store.report([Start(mine.job.id, 1, mine.token)], ends, decide, now=210.0)
+    assert isinstance(ended[1], StaleAttempt)
+    assert [c.data for c in store.logs(job.id)] == [b"last words\n"]
+    assert store.logs(other.id) == []
+    assert store.get_job(job.id).state is JobState.COMPLETED

@@ -18,7 +18,7 @@ from sandrun.client import connect
 from sandrun.client.aio import AsyncClient
 from sandrun.errors import TimeoutError
 from sandrun.home import Home
-from sandrun.models import AttemptKey, AttemptResult, Capacity
+from sandrun.models import AttemptKey, AttemptResult, Capacity, LogChunk, OutputFile
 from sandrun.protocol import CompleteRequest, StartRequest
 from sandrun.states import JobState
 from tests.integration.cluster import Cluster
@@ -104,6 +104,34 @@ def test_an_agent_reports_through_an_older_server_one_call_each(
         [done] = reply.ends
         assert done.job is not None and done.job.state is JobState.COMPLETED
         assert [c.job.id for c in reply.claims] == [second.id]  # the room refilled
+
+
+@pytest.mark.parametrize("server", ["current", "older"])
+def test_an_ends_last_output_and_small_outputs_reach_the_server_with_it_or_before(
+    cluster: Cluster, control: HttpControlPlane, server: str
+) -> None:
+    """To a server that lists "end-logs" and "inline-outputs" they ride with the end (one
+    call); to an older one the logs and the outputs go first, each on its own."""
+    node = control.register_node(f"ends-{server}", Capacity(cpus=1, memory_mb=1024))
+    assert {"end-logs", "inline-outputs"} <= control.features
+    if server == "older":
+        control.features -= {"end-logs", "inline-outputs"}
+    with cluster.client() as client:
+        job = client.submit({"command": ["true"], "outputs": ["out.txt"]})
+        claim = control.claim(node, Capacity(cpus=1, memory_mb=0))
+        assert claim is not None and claim.job.id == job.id
+        digest, size = control.artifacts.put_bytes(b"the result")
+        out = OutputFile(attempt=1, path="out.txt", digest=digest, size=size)
+        result = AttemptResult(exit_code=0, outputs=[out])
+        chunk = LogChunk(attempt=1, seq=1, stream="stdout", data=b"hello\n", at=1.0)
+        control.upload_outputs(result)  # (the agent's step: only what cannot ride along)
+        end = CompleteRequest(ref=claim.ref, result=result, logs=[chunk])
+        reply = control.report(node, [StartRequest(ref=claim.ref, pid=1)], [end])
+        assert [o.error for o in reply.ends] == [None]
+        done = job.refresh()
+        assert done.record.state is JobState.COMPLETED
+        assert done.log_text("stdout") == "hello\n"
+        assert done.read_bytes("out.txt") == b"the result"
 
 
 def test_a_client_waits_for_many_jobs_at_once(cluster: Cluster) -> None:

@@ -61,7 +61,7 @@ def test_a_timeout_kills_the_whole_tree_even_if_it_ignores_sigterm(
 def test_cancel_kills_a_running_jobs_children(local: Local, tmp_path: Path) -> None:
     job = local.client.run(STUBBORN, working_dir=str(tmp_path))
     wait_for(lambda: len(_children()) == 2, what="the job to start its children")
-    assert job.status is JobState.RUNNING
+    wait_for(lambda: job.status is JobState.RUNNING, what="its start to be recorded")
     job.cancel()
     job.wait(30)
     assert job.record.state is JobState.CANCELLED
