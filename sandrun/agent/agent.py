@@ -91,7 +91,6 @@ class Agent:
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._beat_now = threading.Event()
-        self._keeping: threading.Thread | None = None  # starting kept warm workers
         self._stopping = threading.Event()  # set with `run`'s stop: claim nothing more
         # Attempts run on reused threads (one each while it runs): no per-job thread churn.
         self._pool = ThreadPoolExecutor(MAX_ATTEMPTS, thread_name_prefix="attempt")
@@ -132,6 +131,10 @@ class Agent:
         done = threading.Event()
         beats = threading.Thread(target=self._heartbeats, args=(done,), name="heartbeat")
         beats.start()
+        # Not the heartbeat's (a sandbox may be slow to start), nor a short-lived one: a
+        # sandbox dies with the thread that started it (bubblewrap's --die-with-parent).
+        keeper = threading.Thread(target=self._keep_warm, args=(done,), name="keep-warm")
+        keeper.start()
         try:
             self._serve(stop)
         finally:
@@ -142,6 +145,7 @@ class Agent:
             done.set()
             self._beat_now.set()
             beats.join()
+            keeper.join()
             self._say_stopped()
 
     def _serve(self, stop: threading.Event) -> None:
@@ -204,8 +208,7 @@ class Agent:
         return False
 
     def _claim_the_rest(self) -> list[Claim]:
-        """Work arrived: claim what else fits in one call, so a deep queue fills the node
-        in one round trip rather than one per slot."""
+        """Work arrived: claim what else fits in one call (a deep queue fills the node)."""
         assert self.node_id is not None
         free, slots = self._free(), self.max_attempts - len(self._running)
         if free.cpus <= 0 or slots <= 0:
@@ -300,14 +303,11 @@ class Agent:
             self._heartbeat()
             # Failed attempts' scratch, once kept long enough: checked a few times per term.
             self.executor.sweep(every=min(60.0, self.settings.run.keep_failed / 4))
-            self._keep_warm()
 
-    def _keep_warm(self) -> None:
-        """Start the warm workers `min_workers` keep, on a thread: heartbeats must not wait."""
-        workers = self.executor.workers
-        if workers is not None and not (self._keeping and self._keeping.is_alive()):
-            self._keeping = threading.Thread(target=workers.keep_warm, daemon=True)
-            self._keeping.start()
+    def _keep_warm(self, done: threading.Event) -> None:
+        """Start the warm workers `min_workers` keep, once per heartbeat term."""
+        while self.executor.workers is not None and not done.wait(self.heartbeat_every):
+            self.executor.workers.keep_warm()
 
     def _heartbeat(self) -> None:
         assert self.node_id is not None

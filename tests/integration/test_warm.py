@@ -264,6 +264,9 @@ def test_min_workers_are_started_ahead_and_shown_to_their_owner_only(pool: Pool)
     groups = [g for n in json.loads(listed.stdout) for g in (n["warm"] or {}).get("groups", [])]
     [shown] = [g for g in groups if g["min_workers"]]
     assert (shown["workers"], shown["min_workers"]) == (2, 2)
+    # Both serve calls: the one started ahead did not die with whatever started it.
+    calls = [keep.spawn() for _ in range(2)]  # type: ignore[attr-defined]
+    assert all(str(c.get(timeout=60)["worker"]).startswith("warm-") for c in calls)
 
 
 def test_a_warm_workers_jobs_reuse_its_cgroup_each_measured_and_limited_alone(
