@@ -17,6 +17,12 @@ from tests.conftest import pid_gone
 SPEC = parse_spec({"shell": "true"})
 
 
+def _counts(pool: WorkerPool) -> dict[str, int]:
+    """How many workers exist, and how many of them are idle."""
+    report = pool.report()
+    return {"workers": report.workers, "idle": report.idle}
+
+
 @pytest.fixture
 def pool(tmp_path: Path) -> Iterator[WorkerPool]:
     runs = tmp_path / "runs"
@@ -55,7 +61,7 @@ def test_past_the_idle_cap_the_longest_idle_worker_goes(pool: WorkerPool) -> Non
     assert first is not None
     assert not first.home.exists() and first.proc is not None
     first.proc.wait(10)
-    assert pool.counts() == {"workers": 2, "idle": 2}
+    assert _counts(pool) == {"workers": 2, "idle": 2}
 
 
 def test_idle_workers_go_after_their_time_and_at_close(pool: WorkerPool) -> None:
@@ -66,13 +72,13 @@ def test_idle_workers_go_after_their_time_and_at_close(pool: WorkerPool) -> None
     assert not pid_gone(server)
     pool.idle = 0
     pool.retire_idle()
-    assert pid_gone(server) and pool.counts() == {"workers": 0, "idle": 0}
+    assert pid_gone(server) and _counts(pool) == {"workers": 0, "idle": 0}
     again = pool.worker_for(SPEC, "alice")
     assert again is not None and again is not worker
     pool.give_back(again)
     pool.close()
     assert pid_gone(again.server)
-    assert pool.counts()["workers"] == 0
+    assert _counts(pool)["workers"] == 0
 
 
 class Clock:
@@ -103,7 +109,7 @@ def test_a_function_keeps_its_min_workers_while_its_calls_come_then_lets_them_go
     assert worker is not None
     pool.give_back(worker)
     pool.keep_warm()  # one more, started ahead of the next call
-    assert pool.counts() == {"workers": 2, "idle": 2}
+    assert _counts(pool) == {"workers": 2, "idle": 2}
     [group] = pool.report().groups
     assert (group.owner, group.workers, group.min_workers, group.idle_timeout) == (
         "alice",
@@ -118,12 +124,12 @@ def test_a_function_keeps_its_min_workers_while_its_calls_come_then_lets_them_go
     pool.give_back(again)
     clock.now += 9
     pool.retire_idle()
-    assert pool.counts()["workers"] == 2
+    assert _counts(pool)["workers"] == 2
     clock.now += 2  # no call for 10 s: both go
     pool.retire_idle()
-    assert pool.counts() == {"workers": 0, "idle": 0} and pool.report().groups == []
+    assert _counts(pool) == {"workers": 0, "idle": 0} and pool.report().groups == []
     pool.keep_warm()  # and none is started again
-    assert pool.counts()["workers"] == 0
+    assert _counts(pool)["workers"] == 0
 
 
 def test_past_its_min_workers_a_function_s_idle_workers_go_after_its_idle_timeout(
@@ -138,7 +144,7 @@ def test_past_its_min_workers_a_function_s_idle_workers_go_after_its_idle_timeou
     pool.give_back(second)
     clock.now += 1  # the first idle for 5 s: past the one kept, it goes
     pool.retire_idle()
-    assert pool.counts() == {"workers": 1, "idle": 1}
+    assert _counts(pool) == {"workers": 1, "idle": 1}
     plain = pool.worker_for(SPEC, "bob")  # the agent's idle time (60 s) for the rest
     assert plain is not None
     pool.give_back(plain)
@@ -154,7 +160,7 @@ def test_min_workers_never_start_past_the_idle_cap(timed: tuple[WorkerPool, Cloc
     assert worker is not None
     pool.give_back(worker)
     pool.keep_warm()
-    assert pool.counts() == {"workers": 4, "idle": 4}  # max_idle
+    assert _counts(pool) == {"workers": 4, "idle": 4}  # max_idle
 
 
 def test_a_key_keeps_what_any_of_its_functions_asks(timed: tuple[WorkerPool, Clock]) -> None:
@@ -171,4 +177,4 @@ def test_a_key_keeps_what_any_of_its_functions_asks(timed: tuple[WorkerPool, Clo
     assert (group.functions, group.workers, group.min_workers) == (["embed", "other"], 2, 2)
     clock.now += 29  # `other` asks the agent's 60 s; `embed` keeps 2 for 30 s after its call
     pool.retire_idle()
-    assert pool.counts()["workers"] == 2
+    assert _counts(pool)["workers"] == 2

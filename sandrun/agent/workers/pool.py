@@ -235,12 +235,6 @@ class WorkerPool:
         for worker in idle:
             self._retire(worker)
 
-    def counts(self) -> dict[str, int]:
-        """How many workers exist, and how many of them are idle."""
-        with self._lock:
-            idle = sum(len(w) for w in self._idle.values())
-            return {"workers": len(self._live), "idle": idle}
-
     def report(self) -> WarmReport:
         """The workers, and by key, as `sandrun nodes --json` shows them (a key's group to
         its owner only)."""
