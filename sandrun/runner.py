@@ -25,6 +25,8 @@ from typing import Any
 CALL_DIR = ".sandrun"
 CALL_ENV = "SANDRUN_CALL"
 SHELL = f'exec "$SANDRUN_PYTHON" -m sandrun.runner {CALL_DIR}'  # a call job's `shell`
+ARGS_INPUT = f"{CALL_DIR}/args.pkl"  # a call's own arguments, as the job's input
+FUNCTION_INPUT = f"{CALL_DIR}/function.pkl"  # what it calls (or the class and its arguments)
 ENTER_MARK = "__sandrun_enter__"  # set on a class's methods by `sandrun.enter()`
 EXIT_RAISED = 1
 EXIT_MISMATCH = 3
@@ -103,6 +105,12 @@ def instance(where: Path) -> Any:
     import cloudpickle
 
     cls, args, kwargs = cloudpickle.loads((where / "function.pkl").read_bytes())
+    return entered(cls, args, kwargs)
+
+
+def entered(cls: type, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """`cls` made with `args` and `kwargs`, its `@enter` methods run (the client's local
+    calls make their instance so too)."""
     made = cls(*args, **kwargs)
     for name in enter_methods(cls):
         getattr(made, name)()

@@ -269,7 +269,8 @@ class Executor:
         worker's @enter counts toward the first call's timeout."""
         assert worker.confined is not None
         uid, spec = worker.confined.uid, claim.job.spec
-        confined = self.sandboxing.confinement(f"{worker.home.name}.job", spec, uid, worker.cgroup)
+        name = f"{worker.home.name}.job{worker.calls}"  # made anew only where it cannot be reused
+        confined = self.sandboxing.confinement(name, spec, uid, worker.cgroup)
         worker.cgroup = None  # the attempt's now; the worker's again if it stays reusable
         started = time.monotonic()
         give_up = partial(control_stop, ctl, started + spec.timeout if spec.timeout else None)

@@ -58,12 +58,11 @@ class App:
         other spec fields: env, network, limits, labels, priority...). `min_workers` warm
         workers are kept for its calls on a node that runs one, until no call has come for
         `idle_timeout` (seconds, or "10m"; the agent's default if unset)."""
-        spec = self.fields(cpus, memory, gpu, timeout, retries, min_workers, idle_timeout)
+        spec = _spec(cpus, memory, gpu, timeout, retries, min_workers, idle_timeout, fields)
 
         def wrap(fn: Callable[P, R]) -> Function[P, R]:
-            return Function(self, fn, spec | fields, upload_code)
+            return Function(self, fn, spec, upload_code)
 
-        parse_spec({**spec, **fields, "shell": "true"})  # a bad field fails here, not at a call
         return wrap
 
     def cls(
@@ -83,30 +82,31 @@ class App:
         `@sandrun.enter()` methods run once per warm worker (loading a model, say), before
         the worker's calls, each in a fresh fork of the entered instance; resources as for
         `function`."""
-        spec = self.fields(cpus, memory, gpu, timeout, retries, min_workers, idle_timeout)
-        parse_spec({**spec, **fields, "shell": "true"})
+        spec = _spec(cpus, memory, gpu, timeout, retries, min_workers, idle_timeout, fields)
 
         def wrap(cls: type[T]) -> Cls[T]:
-            return Cls(self, cls, spec | fields, upload_code)
+            return Cls(self, cls, spec, upload_code)
 
         return wrap
 
-    @staticmethod
-    def fields(
-        cpus: float | None,
-        memory: str | int | None,
-        gpu: str | int | None,
-        timeout: str | float | None,
-        retries: int | None,
-        min_workers: int | None,
-        idle_timeout: str | float | None,
-    ) -> dict[str, Any]:
-        """The spec fields of a function's or class's keyword arguments."""
-        given = {"cpus": cpus, "memory": memory, "gpus": gpu, "timeout": timeout}
-        spec: dict[str, Any] = {
-            k: v for k, v in (given | {"retries": retries}).items() if v is not None
-        }
-        warm = {"min_workers": min_workers, "idle_timeout": idle_timeout}
-        if any(v is not None for v in warm.values()):
-            spec["warm"] = {k: v for k, v in warm.items() if v is not None}
-        return spec
+
+def _spec(
+    cpus: float | None,
+    memory: str | int | None,
+    gpu: str | int | None,
+    timeout: str | float | None,
+    retries: int | None,
+    min_workers: int | None,
+    idle_timeout: str | float | None,
+    fields: dict[str, Any],
+) -> dict[str, Any]:
+    """The spec fields of a function's or class's keyword arguments, checked now: a bad
+    one fails at the decorator, not at a call."""
+    given = {"cpus": cpus, "memory": memory, "gpus": gpu, "timeout": timeout, "retries": retries}
+    spec: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
+    warm = {"min_workers": min_workers, "idle_timeout": idle_timeout}
+    if any(v is not None for v in warm.values()):
+        spec["warm"] = {k: v for k, v in warm.items() if v is not None}
+    spec |= fields
+    parse_spec({**spec, "shell": "true"})
+    return spec

@@ -13,12 +13,11 @@ from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 
-from sandrun.runner import CALL_DIR, CALL_ENV, SHELL
+from sandrun.runner import ARGS_INPUT, CALL_DIR, CALL_ENV, FUNCTION_INPUT, SHELL
 
 if TYPE_CHECKING:
     from sandrun.client.transport import Transport
 
-FUNCTION_INPUT = f"{CALL_DIR}/function.pkl"
 RESULT_OUTPUTS = [f"{CALL_DIR}/result.json", f"{CALL_DIR}/result.pkl"]
 LOG_TAIL_LINES = 20
 
@@ -43,7 +42,7 @@ def call_fields(
     call: dict[str, Any] = {"python": python_version()}
     if method is not None:
         call["method"] = method
-    inputs = {f"{CALL_DIR}/args.pkl": transport.put_blob(cloudpickle.dumps((args, kwargs)))}
+    inputs = {ARGS_INPUT: transport.put_blob(cloudpickle.dumps((args, kwargs)))}
     if function_digest is not None:
         inputs[FUNCTION_INPUT] = function_digest
     if file is not None:

@@ -15,8 +15,8 @@ import sys
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
-from sandrun.client.functions import Function, Owner, _pickle_by_value_if_local
-from sandrun.runner import ENTER_MARK, enter_methods
+from sandrun.client.functions import Function, Owner, pickle_by_value_if_local
+from sandrun.runner import ENTER_MARK, entered
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -48,7 +48,7 @@ class Cls(Generic[T]):
         self.fields = fields
         self.upload_code = upload_code
         functools.update_wrapper(self, cls, updated=())
-        _pickle_by_value_if_local(sys.modules.get(cls.__module__))
+        pickle_by_value_if_local(sys.modules.get(cls.__module__))
 
     def __call__(self, *args: Any, **kwargs: Any) -> Obj[T]:
         """A handle on the instance made with these arguments, wherever it runs (they are
@@ -82,10 +82,7 @@ class Obj(Generic[T]):
     def local(self) -> T:
         """The instance made here (its `@enter` methods run), once."""
         if self._local is None:
-            made = self._owner.cls(*self._args, **self._kwargs)
-            for name in enter_methods(self._owner.cls):
-                getattr(made, name)()
-            self._local = made
+            self._local = entered(self._owner.cls, self._args, self._kwargs)
         return self._local
 
 

@@ -21,8 +21,9 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar
 
 import cloudpickle
 
-from sandrun.client.calls import FUNCTION_INPUT, call_fields, merge_call
+from sandrun.client.calls import call_fields, merge_call
 from sandrun.errors import ArtifactNotFound, IllegalTransition
+from sandrun.runner import FUNCTION_INPUT
 
 if TYPE_CHECKING:
     from sandrun.client.client import Client
@@ -52,7 +53,7 @@ class Function(Generic[P, R]):
         self.name = fn.__name__
         self._digest: str | None = None
         functools.update_wrapper(self, fn)
-        _pickle_by_value_if_local(sys.modules.get(fn.__module__))
+        pickle_by_value_if_local(sys.modules.get(fn.__module__))
 
     def _payload(self) -> object:
         """What a call's `function.pkl` holds (see `sandrun.runner`)."""
@@ -183,7 +184,7 @@ _INSTALLED = {
 }
 
 
-def _pickle_by_value_if_local(module: ModuleType | None) -> None:
+def pickle_by_value_if_local(module: ModuleType | None) -> None:
     # Agents have the installed packages, not your project: send its code with the call.
     path = getattr(module, "__file__", None)
     if module is None or path is None or module.__name__.split(".")[0] in ("__main__", "sandrun"):

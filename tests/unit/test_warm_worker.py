@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from sandrun.agent.workers import forkserver
-from sandrun.agent.workers.pool import ARGS_INPUT, instance_of
+from sandrun.agent.workers.pool import instance_of
 from sandrun.agent.workers.worker import WarmCall, WarmKey, Worker, said_pid
 from sandrun.errors import WorkerDied
-from sandrun.runner import CALL_ENV, SHELL
+from sandrun.runner import ARGS_INPUT, CALL_ENV, SHELL
 from sandrun.spec import JobSpec, parse_spec
 
 

@@ -37,7 +37,7 @@ from sandrun.agent.workers.worker import WarmKey, Worker, find_server, said_pid
 from sandrun.agent.workspace import remove_tree
 from sandrun.errors import SandrunError, WorkerDied
 from sandrun.models import WarmGroup, WarmReport
-from sandrun.runner import CALL_DIR, CALL_ENV, SHELL
+from sandrun.runner import ARGS_INPUT, CALL_ENV, SHELL
 from sandrun.spec import JobSpec
 from sandrun.spec.job import Limits
 
@@ -49,7 +49,6 @@ MAX_CALLS = 1000  # calls one worker serves before it is replaced by a fresh one
 # Idle workers kept at most (each a sandbox and a Python of some 15 MB): past it the one
 # idle longest goes, so a node seeing many owners keeps the recent ones warm.
 MAX_IDLE = 16
-ARGS_INPUT = f"{CALL_DIR}/args.pkl"  # a call's own arguments
 
 
 def warm_key(spec: JobSpec, owner: str) -> WarmKey | None:
