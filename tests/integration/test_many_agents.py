@@ -181,3 +181,25 @@ def test_a_server_that_stalls_counts_its_lag_and_loses_no_running_job(cluster: C
         assert job.record.attempts == 1
     assert "lost its lease" not in cluster.server_logs()
     assert "this server lags" in cluster.server_logs()
+
+
+def test_a_rogue_agents_warm_report_is_bounded(cluster: Cluster) -> None:
+    """Attack: a node's warm report reaches every user's `nodes`: too many groups, or a
+    group's name too long, is refused whole (422 naming the field); nothing is stored."""
+    agents = {"Authorization": f"Bearer {cluster.tokens['agents']}"}
+    group = {"owner": "alice", "functions": ["f"], "workers": 1, "idle": 1, "idle_timeout": 60}
+    with httpx.Client(base_url=cluster.url, headers=agents, timeout=30) as http:
+        node = _register(http, "boasting")
+        many = http.post(
+            "/v1/agent/heartbeat",
+            json={"node": node, "warm": {"workers": 65, "groups": [group] * 65}},
+        )
+        long = http.post(
+            "/v1/agent/heartbeat",
+            json={"node": node, "warm": {"groups": [group | {"functions": ["x" * 129]}]}},
+        )
+    assert many.status_code == 422 and many.json()["field"].startswith("warm.groups")
+    assert long.status_code == 422 and long.json()["field"].startswith("warm.groups.0.functions")
+    with cluster.client("admin") as admin:
+        [shown] = [n for n in admin.nodes() if n.id == node]
+    assert shown.warm is None

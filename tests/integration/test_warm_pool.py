@@ -178,3 +178,13 @@ def test_a_key_keeps_what_any_of_its_functions_asks(timed: tuple[WorkerPool, Clo
     clock.now += 29  # `other` asks the agent's 60 s; `embed` keeps 2 for 30 s after its call
     pool.retire_idle()
     assert _counts(pool)["workers"] == 2
+
+
+def test_an_idle_timeout_past_an_hour_is_kept_an_hour(timed: tuple[WorkerPool, Clock]) -> None:
+    pool, _ = timed
+    greedy = parse_spec({"shell": "true", "warm": {"idle_timeout": "3h"}})
+    worker = pool.worker_for(greedy, "mallory")
+    assert worker is not None
+    pool.give_back(worker)
+    [group] = pool.report().groups
+    assert group.idle_timeout == 3600

@@ -212,3 +212,18 @@ def test_an_unknown_key_holding_a_nul_is_named_escaped() -> None:
         parse_spec({"command": ["x"], "a\u0000b": 1})
     assert caught.value.field == "a\\0b"
     assert "\u0000" not in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("warm", "field"),
+    [
+        ({"min_workers": 9}, "warm.min_workers"),
+        ({"min_workers": -1}, "warm.min_workers"),
+        ({"idle_timeout": "soon"}, "warm.idle_timeout"),
+        ({"min_worker": 2}, "warm.min_worker"),
+    ],
+)
+def test_a_bad_warm_policy_is_refused_naming_its_field(warm: dict[str, object], field: str) -> None:
+    with pytest.raises(InvalidSpec) as refused:
+        parse_spec({"shell": "true", "warm": warm})
+    assert refused.value.field == field
