@@ -3,6 +3,8 @@ worker a job gets, and when idle ones go."""
 
 from __future__ import annotations
 
+import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,9 +12,11 @@ import pytest
 
 from sandrun.agent.jobenv import python_dir
 from sandrun.agent.sandbox import FsView, open_sandboxing
+from sandrun.agent.sandbox.cgroups import CgroupTree
 from sandrun.agent.workers.pool import WorkerPool
 from sandrun.spec import parse_spec
 from tests.conftest import pid_gone
+from tests.helpers import wait_for
 
 SPEC = parse_spec({"shell": "true"})
 
@@ -188,3 +192,21 @@ def test_an_idle_timeout_past_an_hour_is_kept_an_hour(timed: tuple[WorkerPool, C
     pool.give_back(worker)
     [group] = pool.report().groups
     assert group.idle_timeout == 3600
+
+
+def test_a_job_cgroup_with_a_task_still_in_it_is_not_reused() -> None:
+    """A task of the last job, killed but not yet reaped, would count against the next
+    job's process limit: such a cgroup is not reused (the job gets one of its own)."""
+    tree = CgroupTree.detect(f"sandrun-reuse-{os.getpid()}")
+    if tree is None:
+        pytest.skip("this machine lets this process make no cgroup")
+    group = tree.create("job", None, 10)
+    sleeper = subprocess.Popen(["sleep", "30"])
+    try:
+        group.attach(sleeper.pid)
+        assert not group.reuse(None, 10)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    wait_for(lambda: group.reuse(None, 10), what="the cgroup, empty, to be reusable")
+    tree.release(group)

@@ -160,14 +160,17 @@ class AttemptCgroup:
         self._before = {"oom_kill": 0, "max": 0}
 
     def reuse(self, memory_mb: int | None, processes: int) -> bool:
-        """Make this (empty) cgroup ready for another attempt of a warm worker: its limits
-        set again, its peak memory and event counts started again. False where the peak
-        cannot be reset (cgroup v2's memory.peak, before Linux 6.12, cannot be written):
-        then the attempt needs a cgroup of its own."""
+        """Make this cgroup ready for another attempt of a warm worker: its limits set
+        again, its peak memory and event counts started again. False (the attempt needs a
+        cgroup of its own) while a task of the last attempt is still in it — killed but not
+        yet reaped, it would count against the next one's process limit — or where the
+        peak cannot be reset (cgroup v2's memory.peak, before Linux 6.12)."""
         name = "memory.peak" if self.version == 2 else "memory.max_usage_in_bytes"
         try:
+            if int(_read(self._file("pids", "pids.current"))) > 0:
+                return False
             _write(self._file("memory", name), "0")
-        except OSError:
+        except (OSError, ValueError):
             return False
         self.limit(memory_mb, processes)
         self._before = {"oom_kill": self._oom_kills(), "max": self._limit_hits()}
