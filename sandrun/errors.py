@@ -103,6 +103,13 @@ class JobNotFoundError(JobError):
     http_status = 404
 
 
+class PipelineNotFound(JobError):
+    """No pipeline run has that id."""
+
+    code = "pipeline_not_found"
+    http_status = 404
+
+
 class IllegalTransition(JobError):
     """That state change is not allowed."""
 

@@ -13,6 +13,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    JsonValue,
     StrictBool,
     WithJsonSchema,
     field_validator,
@@ -22,7 +23,7 @@ from sandrun.errors import SandrunError
 from sandrun.ids import new_id
 from sandrun.roles import Role
 from sandrun.spec import JobSpec
-from sandrun.spec.fields import Digest, Duration
+from sandrun.spec.fields import Digest
 from sandrun.spec.text import forbid_nul_in_schema, refuse_nul
 from sandrun.spec.units import Amount, Count, Int, Num, Ordinal, number_only
 from sandrun.states import AttemptState, FailureReason, JobState
@@ -93,6 +94,11 @@ class JobRecord(Wire):
     created_at: float
     updated_at: float
     finished_at: float | None = None
+    pipeline_id: str | None = None  # the pipeline run it is a step of
+    step: str | None = None  # that step's name; `item` is its index in a fan-out
+    item: int | None = None
+    result: JsonValue = None  # its declared result (spec.result), once it completed
+    cached_from: str | None = None  # the job whose result it reused instead of running
 
     @classmethod
     def submitted(cls, spec: JobSpec, owner: str, at: float) -> JobRecord:
@@ -101,7 +107,7 @@ class JobRecord(Wire):
             id=new_id(),
             name=spec.display_name,
             owner=owner,
-            state=JobState.PENDING,
+            state=JobState.WAITING if spec.after else JobState.PENDING,
             spec=spec,
             priority=spec.priority,
             attempts=0,
@@ -331,9 +337,6 @@ class TokenInfo(Wire):
     revoked_at: float | None = None
 
 
-# --- agent <-> server requests -------------------------------------------------------------
-
-
 MAX_BATCH = 1000  # jobs in one batch submit: one request, one transaction
 
 
@@ -365,26 +368,6 @@ class Waiting(Wire):
     """Why a job has not started; None once it has."""
 
     reason: str | None
-
-
-class GcRequest(BaseModel):
-    """POST /v1/admin/gc: retention, as `sandrun gc` runs it (admins only)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    older_than: Duration = 30 * 86400.0  # seconds, or "30d", "12h", ...
-    purge_jobs: StrictBool = False
-
-
-class GcReport(Wire):
-    """What a retention pass removed."""
-
-    cutoff: float
-    jobs_logs_removed: Count
-    jobs_purged: Count
-    nodes_removed: Count = 0
-    artifacts_removed: Count
-    bytes_freed: Count
 
 
 class ErrorBody(Wire):

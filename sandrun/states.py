@@ -8,12 +8,14 @@ from sandrun.errors import IllegalTransition
 
 
 class JobState(StrEnum):
+    WAITING = "waiting"  # for the jobs it depends on (`after`, a pipeline's `needs`)
     PENDING = "pending"
     SCHEDULED = "scheduled"
     RUNNING = "running"
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    SKIPPED = "skipped"  # never ran: its dependencies ended so that its condition cannot hold
 
     @property
     def is_terminal(self) -> bool:
@@ -45,12 +47,25 @@ class FailureReason(StrEnum):
     SPAWN_ERROR = "spawn_error"  # the command could not be started (not found, not executable)
     OUTPUT_ERROR = "output_error"  # the outputs could not be collected
     INTERNAL = "internal"  # a sandrun bug or sandbox fault: never the user's
+    STEP_ERROR = "step_error"  # a pipeline step could not be made (a template, a bad value)
+    ITEMS_FAILED = "items_failed"  # a fan-out step's item failed (`on_item_failure: fail`)
 
 
-TERMINAL = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED})
+TERMINAL = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED, JobState.SKIPPED})
 
 # The one table: which job states may follow which.
 JOB_TRANSITIONS: dict[JobState, frozenset[JobState]] = {
+    # waiting -> completed: a cached step, or a fan-out whose items ended; -> failed: a step
+    # that could not be made, or a fan-out whose item failed.
+    JobState.WAITING: frozenset(
+        {
+            JobState.PENDING,
+            JobState.SKIPPED,
+            JobState.CANCELLED,
+            JobState.COMPLETED,
+            JobState.FAILED,
+        }
+    ),
     JobState.PENDING: frozenset({JobState.SCHEDULED, JobState.CANCELLED}),
     # scheduled -> pending: the attempt was lost before it started and is retried.
     JobState.SCHEDULED: frozenset(
@@ -63,6 +78,7 @@ JOB_TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     JobState.COMPLETED: frozenset(),
     JobState.FAILED: frozenset(),
     JobState.CANCELLED: frozenset(),
+    JobState.SKIPPED: frozenset(),
 }
 
 ATTEMPT_TRANSITIONS: dict[AttemptState, frozenset[AttemptState]] = {

@@ -16,7 +16,8 @@ from sandrun.client.task import to_spec
 from sandrun.client.transport import Transport
 from sandrun.errors import TimeoutError, ValidationError
 from sandrun.home import Home
-from sandrun.models import MAX_BATCH, GcReport, Instance, JobPage, LogChunk, NodeInfo
+from sandrun.models import MAX_BATCH, Instance, JobPage, LogChunk, NodeInfo
+from sandrun.retention_models import GcReport
 from sandrun.spec import JobSpec, parse_spec
 
 

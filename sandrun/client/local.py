@@ -12,7 +12,6 @@ from sandrun.ids import pause
 from sandrun.models import (
     Attempt,
     Event,
-    GcReport,
     Instance,
     JobPage,
     JobRecord,
@@ -20,6 +19,7 @@ from sandrun.models import (
     NodeInfo,
     OutputFile,
 )
+from sandrun.retention_models import GcReport
 from sandrun.service.placement import fits, has, needs
 from sandrun.service.service import LOCAL_OWNER
 from sandrun.spec import JobSpec

@@ -14,8 +14,6 @@ from sandrun.models import (
     Attempt,
     EndedJobs,
     Event,
-    GcReport,
-    GcRequest,
     Instance,
     JobPage,
     JobRecord,
@@ -26,6 +24,7 @@ from sandrun.models import (
     Waiting,
 )
 from sandrun.protocol import Uploaded
+from sandrun.retention_models import GcReport, GcRequest
 from sandrun.spec import JobSpec
 
 _ATTEMPTS = TypeAdapter(list[Attempt])

@@ -8,7 +8,6 @@ from typing import Protocol
 from sandrun.models import (
     Attempt,
     Event,
-    GcReport,
     Instance,
     JobPage,
     JobRecord,
@@ -16,6 +15,7 @@ from sandrun.models import (
     NodeInfo,
     OutputFile,
 )
+from sandrun.retention_models import GcReport
 from sandrun.spec import JobSpec
 
 

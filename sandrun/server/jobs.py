@@ -16,8 +16,6 @@ from sandrun.models import (
     Attempt,
     EndedJobs,
     Event,
-    GcReport,
-    GcRequest,
     Instance,
     JobPage,
     JobRecord,
@@ -29,6 +27,7 @@ from sandrun.models import (
     Waiting,
     WaitRequest,
 )
+from sandrun.retention_models import GcReport, GcRequest
 from sandrun.server.auth import ERRORS, ServiceDep, UserDep, admin, user, viewer
 from sandrun.server.notify import Notifier
 from sandrun.server.params import INT32, JobId, Text

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from sandrun.errors import (
     ArtifactNotFound,
     HostPathRefused,
+    JobNotFoundError,
     OverMaximum,
     OverOwnerLimit,
     SandrunError,
@@ -43,6 +44,26 @@ def check_inputs(spec: JobSpec, visible: Callable[[str], bool]) -> None:
                 f"{field}: nothing was uploaded with digest {digest}",
                 field=field,
                 suggestions=["upload it first (POST /v1/artifacts), then submit"],
+            )
+
+
+def check_after(
+    spec: JobSpec,
+    viewer: str | None,
+    lookup: Callable[[list[str]], tuple[object, dict[str, str]]],
+) -> None:
+    """Every job in `after` must exist and be the submitter's (`viewer`; None: an admin):
+    another tenant's job reads as absent, so waiting on it tells nothing about it."""
+    if not spec.after:
+        return
+    ids = [job_id for job_id, _ in spec.dependencies]
+    _, owners = lookup(ids)
+    for job_id in ids:
+        if job_id not in owners or (viewer is not None and owners[job_id] != viewer):
+            raise JobNotFoundError(
+                f"after: no job has id {job_id!r}",
+                field="after",
+                suggestions=["name a job you submitted: `sandrun list` shows their ids"],
             )
 
 

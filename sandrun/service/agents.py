@@ -48,7 +48,7 @@ from sandrun.service import retry
 from sandrun.signing import PROOF_WINDOW, registration_claim, result_claim, verify
 from sandrun.spec.policy import Policy
 from sandrun.states import AttemptState
-from sandrun.store import Store
+from sandrun.store import Decide, Store
 from sandrun.store.attempts import Beat, End, Seen, Start
 
 log = logging.getLogger("sandrun.service")
@@ -63,6 +63,7 @@ class AgentCalls:
     """The agent-facing half of `Service`."""
 
     store: Store
+    decide: Decide  # the retry policy, reading results in (service/results.py)
     artifacts: LocalArtifactStore
     clock: Callable[[], float]
     lease_seconds: float
@@ -221,7 +222,7 @@ class AgentCalls:
     def complete(self, ref: AttemptRef, result: AttemptResult) -> JobRecord:
         end = self._checked_end(ref, result)
         return self.store.finish_attempt(
-            end.job_id, end.number, end.token, end.result, retry.decide, self.clock(), end.worker_id
+            end.job_id, end.number, end.token, end.result, self.decide, self.clock(), end.worker_id
         )
 
     def complete_and_claim(
@@ -259,7 +260,7 @@ class AgentCalls:
                 checked.append(exc)
         valid = [e for e in checked if isinstance(e, End)]
         begun = [Start(s.ref.job_id, s.ref.attempt, s.ref.token, *_started(s)) for s in starts]
-        starts_done, ends_done = self.store.report(begun, valid, retry.decide, self.clock())
+        starts_done, ends_done = self.store.report(begun, valid, self.decide, self.clock())
         taken = iter(ends_done)
         reply = ReportReply(
             starts=[_outcome(x) for x in starts_done],
@@ -331,11 +332,11 @@ class AgentCalls:
     def expire_leases(self, grace: float = 0.0) -> list[tuple[str, int]]:
         """End as node_lost the attempts whose agents stopped renewing their leases `grace`
         seconds ago or more (the time the server itself fell behind)."""
-        return self.store.lose_attempts(retry.decide, self.clock() - grace)
+        return self.store.lose_attempts(self.decide, self.clock() - grace)
 
     def lose_node(self, node: str) -> list[tuple[str, int]]:
         """End as node_lost every live attempt of `node` (known dead: its process is gone)."""
-        return self.store.lose_attempts(retry.decide, self.clock(), node=node)
+        return self.store.lose_attempts(self.decide, self.clock(), node=node)
 
     def next_wakeup(self) -> float | None:
         return self.store.next_not_before(self.clock())

@@ -11,7 +11,7 @@ from __future__ import annotations
 from itertools import islice
 
 from sandrun.artifacts import LocalArtifactStore
-from sandrun.models import GcReport
+from sandrun.retention_models import GcReport
 from sandrun.store import Store, retention
 
 _DIGEST_BATCH = 500

@@ -24,7 +24,6 @@ from sandrun.models import (
     MAX_BATCH,
     Attempt,
     Event,
-    GcReport,
     Instance,
     JobPage,
     JobRecord,
@@ -34,9 +33,11 @@ from sandrun.models import (
     Principal,
     TokenInfo,
 )
+from sandrun.retention_models import GcReport
 from sandrun.roles import Role
-from sandrun.service import admission, placement, retention
+from sandrun.service import admission, placement, results, retention
 from sandrun.service.agents import AgentCalls
+from sandrun.service.pipelines import PipelineCalls
 from sandrun.spec import JobSpec, parse_spec
 from sandrun.spec.fields import NAME_RE
 from sandrun.spec.policy import Policy
@@ -49,7 +50,7 @@ LOCAL_OWNER = "local"  # who owns embedded jobs (and a server's without auth)
 MAX_PAGE = 1000
 
 
-class Service(AgentCalls):
+class Service(AgentCalls, PipelineCalls):
     """The application layer; what agents call is in `AgentCalls` (service/agents.py)."""
 
     def __init__(
@@ -67,6 +68,7 @@ class Service(AgentCalls):
         self.host_paths = host_paths
         self.store = store
         self.artifacts = artifacts
+        self.decide = results.deciding(artifacts)
         self.lease_seconds = lease_seconds
         self.policy = policy or Policy()
         self.clock = clock
@@ -117,6 +119,7 @@ class Service(AgentCalls):
                 admission.check_host_paths(spec, self.host_paths)
                 admission.check_maxima(spec, self.policy)
                 admission.check_inputs(spec, visible)
+                admission.check_after(spec, viewer, self.store.ended_jobs)
                 admission.check_limits(spec, owner, self.policy)
             except SandrunError as exc:
                 if len(specs) == 1:

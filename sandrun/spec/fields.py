@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, ValidationInfo, WithJsonSchema
+from pydantic import AfterValidator, BeforeValidator, ValidationInfo, WithJsonSchema
 
 from sandrun.spec.base import is_stored
 from sandrun.spec.units import (
@@ -18,6 +18,8 @@ from sandrun.spec.units import (
 )
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+AFTER_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}(:(ok|failed|any))?$")  # a job id, its condition
+MAX_AFTER = 100  # jobs one job may wait for
 # Spelled out: Python's \s and JSON Schema's (ECMA) \s disagree on some control characters.
 NOT_BLANK = r"[^ \t\n\r\f\v]"
 # Text that shell-style splitting (shlex) takes: every quote closed, no lone backslash at
@@ -127,3 +129,31 @@ def also_accepts(*alternatives: dict[str, Any]) -> Any:
         schema["anyOf"] = [*generated.pop("anyOf", [generated] if generated else []), *alternatives]
 
     return extend
+
+
+def _after_entry(value: str) -> str:
+    if not AFTER_RE.match(value):
+        raise ValueError(
+            f"after entry {value!r} is not a job id, optionally with ':ok', ':failed' or "
+            "':any'; e.g. 'j-123:ok'"
+        )
+    return value
+
+
+def _result_path(value: str) -> str:
+    if not re.match(INPUT_PATH, value):
+        raise ValueError(
+            f"result {value!r} must be a file path relative to the working directory, "
+            "e.g. 'result.json'"
+        )
+    return value
+
+
+AfterEntry = Annotated[
+    str,
+    AfterValidator(_after_entry),
+    WithJsonSchema({"type": "string", "pattern": AFTER_RE.pattern}),
+]
+ResultPath = Annotated[
+    str, AfterValidator(_result_path), WithJsonSchema({"type": "string", "pattern": INPUT_PATH})
+]

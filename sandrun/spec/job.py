@@ -31,13 +31,16 @@ from sandrun.spec.fields import (
     GIT_WORD,
     INPUT_PATH,
     LABEL_KEY_RE,
+    MAX_AFTER,
     NAME_RE,
     NOT_BLANK,
     PRIORITY_CLASSES,
     SHELL_WORDS,
+    AfterEntry,
     Digest,
     Duration,
     MemoryMB,
+    ResultPath,
     also_accepts,
     env_values,
     git_word,
@@ -237,6 +240,16 @@ class JobSpec(Strict):
             }
         ),
     ] = Field(default=0, ge=-1000, le=1000)
+    # Jobs this one waits for: "ID" or "ID:ok|failed|any" (Slurm's afterok, afternotok,
+    # afterany); it stays `waiting` until they end, and is `skipped` if the condition fails.
+    after: list[AfterEntry] = Field(default_factory=list, max_length=MAX_AFTER)
+    # A JSON file among its outputs whose value later steps read (`steps.NAME.result`).
+    result: ResultPath | None = None
+
+    @property
+    def dependencies(self) -> list[tuple[str, str]]:
+        """`after` as (job id, condition) pairs; the condition is `ok` unless given."""
+        return [(a.partition(":")[0], a.partition(":")[2] or "ok") for a in self.after]
 
     @field_validator("name")
     @classmethod
@@ -320,6 +333,16 @@ class JobSpec(Strict):
                     f"label key {key!r} is not valid; use letters, digits, '_', '.', '/', '-'"
                 )
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _result_is_an_output(cls, data: Any) -> Any:
+        # The declared result is collected like any output.
+        if isinstance(data, dict) and isinstance(data.get("result"), str):
+            outputs = data.get("outputs")
+            if outputs is None or (isinstance(outputs, list) and data["result"] not in outputs):
+                data = {**data, "outputs": [*(outputs or []), data["result"]]}
+        return data
 
     @model_validator(mode="after")
     def _one_program(self, info: ValidationInfo) -> JobSpec:

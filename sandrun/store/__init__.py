@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sandrun.store.changes import Decide, Decision
+from sandrun.store.changes import Decide
 from sandrun.store.database import Database
 from sandrun.store.sqlite import SQLiteDatabase
 from sandrun.store.store import Store
+from sandrun.store.transitions import Decision
 
 __all__ = ["Decide", "Decision", "Store", "is_postgres_url", "open_database", "open_sqlite"]
 

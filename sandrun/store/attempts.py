@@ -25,16 +25,15 @@ from sandrun.states import (
 from sandrun.store.changes import (
     LIVE,
     Decide,
-    event,
     fenced,
     finish,
-    must,
     must_attempt,
     repeated_report,
 )
 from sandrun.store.database import Database, Tx, savepoint
 from sandrun.store.queue import Claimer, PoolCache
 from sandrun.store.rows import attempt_from, job_from
+from sandrun.store.transitions import event, must
 
 NO_POLICY = Policy()
 T = TypeVar("T")

@@ -24,8 +24,8 @@ from typing import Any
 
 from sandrun.models import Capacity
 from sandrun.spec.policy import Policy
-from sandrun.store.changes import event
 from sandrun.store.database import Row, Tx
+from sandrun.store.transitions import event
 
 
 @dataclass(frozen=True)

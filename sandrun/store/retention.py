@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sandrun.store.changes import event
 from sandrun.store.database import Database
+from sandrun.store.transitions import event
 
 DEFAULT_BATCH = 500
 

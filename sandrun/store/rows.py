@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import json
+from typing import Any
 
 from sandrun.models import Attempt, JobRecord, Usage
 from sandrun.spec import JobSpec
@@ -36,8 +38,28 @@ def job_from(row: Row) -> JobRecord:
             finished_at=row["finished_at"],
             retries_used=row["retries_used"],
             infra_retries=row["infra_retries"],
+            pipeline_id=row["pipeline_id"],
+            step=row["step"],
+            item=row["item"],
+            result=json.loads(row["result"]) if row["result"] is not None else None,
+            cached_from=row["cached_from"],
         ),
         context=STORED,
+    )
+
+
+def spec_columns(spec: JobSpec) -> dict[str, Any]:
+    """A job row's columns that come from its spec (the claim's SQL reads them)."""
+    return dict(
+        spec=json.dumps(spec.to_json_dict()),
+        labels=json.dumps(spec.labels),
+        requires=json.dumps(spec.requires, sort_keys=True),
+        priority=spec.priority,
+        cpus=spec.cpus,
+        memory_mb=spec.memory or 0,
+        gpu_count=spec.gpus.count if spec.gpus else 0,
+        gpu_type=",".join(spec.gpus.types) or None if spec.gpus else None,
+        gpu_memory_gb=(spec.gpus.memory_gb or 0) if spec.gpus else 0,
     )
 
 

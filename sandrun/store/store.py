@@ -34,20 +34,17 @@ from sandrun.states import (
     JobState,
 )
 from sandrun.store.attempts import AttemptWrites
-from sandrun.store.changes import (
-    Decision,
-    event,
-    must,
-    set_state,
-)
 from sandrun.store.database import Database, apply_migration, load_migrations
+from sandrun.store.deps import add_dependencies, end_job
+from sandrun.store.pipelines import PipelineStore
 from sandrun.store.queue import PoolCache
-from sandrun.store.rows import attempt_from, job_from
+from sandrun.store.rows import attempt_from, job_from, spec_columns
+from sandrun.store.transitions import Decision, event, must
 
 Listener = Callable[[str], None]  # told the kind of each committed change
 
 
-class Store(AttemptWrites):
+class Store(AttemptWrites, PipelineStore):
     """Jobs, nodes, tokens and blobs; what agents write about attempts is in
     `AttemptWrites` (store/attempts.py)."""
 
@@ -96,7 +93,8 @@ class Store(AttemptWrites):
         self.insert_jobs([job])
 
     def insert_jobs(self, jobs: list[JobRecord]) -> None:
-        """Record pending jobs in one transaction: all of them, or none."""
+        """Record jobs in one transaction: all of them, or none. A job with `after` waits
+        for those jobs (each must exist; the service checks they are its owner's)."""
         with self.db.transaction() as tx:
             for job in jobs:
                 spec = job.spec
@@ -106,21 +104,15 @@ class Store(AttemptWrites):
                     name=job.name,
                     owner=job.owner,
                     state=job.state.value,
-                    spec=json.dumps(spec.to_json_dict()),
-                    labels=json.dumps(spec.labels),
-                    requires=json.dumps(spec.requires, sort_keys=True),
-                    priority=job.priority,
-                    cpus=spec.cpus,
-                    memory_mb=spec.memory or 0,
-                    gpu_count=spec.gpus.count if spec.gpus else 0,
-                    gpu_type=",".join(spec.gpus.types) or None if spec.gpus else None,
-                    gpu_memory_gb=(spec.gpus.memory_gb or 0) if spec.gpus else 0,
+                    **spec_columns(spec),
                     not_before=job.not_before,
                     created_at=job.created_at,
                 )
                 for digest in {*spec.inputs.values(), *([spec.code] if spec.code else [])}:
                     tx.run("insert_job_input", job_id=job.id, digest=digest)
                 event(tx, job.id, None, "submitted", f"submitted as {job.name}", job.created_at)
+                if spec.after:
+                    add_dependencies(tx, job, spec.dependencies, job.created_at)
             tx.notify("submitted")
 
     def get_job(self, job_id: str) -> JobRecord:
@@ -167,8 +159,8 @@ class Store(AttemptWrites):
                     f"job {job_id} already {job.state}; there is nothing to cancel",
                     field="job_id",
                 )
-            if job.state is JobState.PENDING:
-                set_state(tx, job, Decision(JobState.CANCELLED, message="cancelled"), now)
+            if job.state in (JobState.PENDING, JobState.WAITING):
+                end_job(tx, job, Decision(JobState.CANCELLED, message="cancelled"), now)
                 tx.run("request_cancel", id=job_id, now=now)
             elif not job.cancel_requested:
                 tx.run("request_cancel", id=job_id, now=now)

@@ -21,7 +21,7 @@ SELECT * FROM jobs WHERE id = :id;
 UPDATE jobs SET state = :state, exit_code = :exit_code, failure_reason = :failure_reason,
                 message = :message, updated_at = :now, finished_at = :finished_at,
                 not_before = :not_before, retries_used = :retries_used,
-                infra_retries = :infra_retries
+                infra_retries = :infra_retries, result = :result
 WHERE id = :id
 RETURNING *;
 
@@ -262,3 +262,118 @@ ORDER BY scheduled_at, job_id;
 
 -- name: node_identity
 SELECT operator, labels FROM nodes WHERE id = :id;
+
+-- --- dependencies and pipelines (store/deps.py, store/steps.py) ---------------------------
+
+-- name: insert_waiting_job
+INSERT INTO jobs (id, name, owner, state, spec, labels, priority, cpus, memory_mb, gpu_count,
+                  gpu_type, gpu_memory_gb, requires, not_before, created_at, updated_at,
+                  pipeline_id, step, item, deps_left)
+VALUES (:id, :name, :owner, 'waiting', :spec, :labels, :priority, :cpus, :memory_mb,
+        :gpu_count, :gpu_type, :gpu_memory_gb, :requires, :not_before, :created_at,
+        :created_at, :pipeline_id, :step, :item, :deps_left);
+
+-- name: insert_dependency
+INSERT INTO job_deps (job_id, dep_id, condition) VALUES (:job_id, :dep_id, :condition)
+ON CONFLICT (job_id, dep_id) DO NOTHING;
+
+-- name: dependents
+SELECT job_id, condition FROM job_deps WHERE dep_id = :dep_id ORDER BY job_id;
+
+-- name: dependencies
+SELECT d.dep_id, d.condition, j.state, j.name FROM job_deps d JOIN jobs j ON j.id = d.dep_id
+WHERE d.job_id = :job_id ORDER BY d.dep_id;
+
+-- name: set_deps_left
+UPDATE jobs SET deps_left = :deps_left WHERE id = :id;
+
+-- name: dependency_ended
+UPDATE jobs SET deps_left = deps_left - 1, updated_at = :now WHERE id = :id
+RETURNING deps_left;
+
+-- name: make_step
+-- A released step's job as its templates rendered it.
+UPDATE jobs SET name = :name, spec = :spec, labels = :labels, priority = :priority,
+                cpus = :cpus, memory_mb = :memory_mb, gpu_count = :gpu_count,
+                gpu_type = :gpu_type, gpu_memory_gb = :gpu_memory_gb, requires = :requires,
+                cache_key = :cache_key, updated_at = :now
+WHERE id = :id;
+
+-- name: set_items
+UPDATE jobs SET items = :items, deps_left = :items, updated_at = :now WHERE id = :id;
+
+-- name: mark_cached
+UPDATE jobs SET cached_from = :source WHERE id = :id;
+
+-- name: retry_source
+-- The completed job of the run being retried that ran this step (or item) as this one would.
+SELECT * FROM jobs
+WHERE pipeline_id = :pipeline_id AND step = :step AND state = 'completed'
+  AND cache_key = :cache_key
+  AND (item = CAST(:item AS INTEGER) OR (item IS NULL AND CAST(:item AS INTEGER) IS NULL))
+ORDER BY finished_at DESC LIMIT 1;
+
+-- name: cache_source
+SELECT * FROM jobs
+WHERE owner = :owner AND cache_key = :cache_key AND state = 'completed'
+  AND finished_at >= :since
+ORDER BY finished_at DESC LIMIT 1;
+
+-- name: copy_outputs
+-- A cached job's outputs stand as its attempt 1's (it has no attempt row): those of the
+-- attempt that completed its source (attempt 1 too, if that was cached).
+INSERT INTO outputs (job_id, attempt, path, digest, size)
+SELECT :job_id, 1, o.path, o.digest, o.size FROM outputs o JOIN jobs j ON j.id = o.job_id
+WHERE o.job_id = :source AND o.attempt = CASE WHEN j.attempts > 0 THEN j.attempts ELSE 1 END;
+
+-- name: step_rows
+SELECT id, step, item, state, exit_code, result FROM jobs
+WHERE pipeline_id = :pipeline_id AND step = :step ORDER BY item;
+
+-- name: step_outputs
+SELECT j.id, o.path, o.digest FROM jobs j
+JOIN outputs o ON o.job_id = j.id
+ AND o.attempt = CASE WHEN j.attempts > 0 THEN j.attempts ELSE 1 END
+WHERE j.pipeline_id = :pipeline_id AND j.step = :step;
+
+-- name: unfinished_items
+SELECT id FROM jobs
+WHERE pipeline_id = :pipeline_id AND step = :step AND item IS NOT NULL
+  AND state IN ('waiting', 'pending', 'scheduled', 'running')
+ORDER BY item;
+
+-- name: insert_pipeline
+INSERT INTO pipelines (id, name, owner, state, definition, retry_of, jobs_left, created_at,
+                       updated_at)
+VALUES (:id, :name, :owner, 'running', :definition, :retry_of, :jobs_left, :now, :now);
+
+-- name: get_pipeline
+SELECT * FROM pipelines WHERE id = :id;
+
+-- name: list_pipelines
+SELECT * FROM pipelines WHERE (CAST(:owner AS TEXT) IS NULL OR owner = CAST(:owner AS TEXT))
+ORDER BY created_at DESC, id DESC LIMIT :limit;
+
+-- name: pipeline_jobs
+SELECT * FROM jobs WHERE pipeline_id = :pipeline_id ORDER BY created_at, item, id;
+
+-- name: pipeline_add_jobs
+UPDATE pipelines SET jobs_left = jobs_left + :count, updated_at = :now WHERE id = :id;
+
+-- name: pipeline_step_ended
+UPDATE pipelines SET jobs_left = jobs_left - 1, failures = failures + :failed, updated_at = :now
+WHERE id = :id
+RETURNING jobs_left, failures, cancel_requested;
+
+-- name: finish_pipeline
+UPDATE pipelines SET state = :state, finished_at = :now, updated_at = :now WHERE id = :id;
+
+-- name: cancel_pipeline
+UPDATE pipelines SET cancel_requested = 1, updated_at = :now WHERE id = :id;
+
+-- name: insert_pipeline_event
+INSERT INTO pipeline_events (pipeline_id, kind, message, at)
+VALUES (:pipeline_id, :kind, :message, :at);
+
+-- name: pipeline_events
+SELECT id, kind, message, at FROM pipeline_events WHERE pipeline_id = :pipeline_id ORDER BY id;

@@ -28,7 +28,15 @@ CREATE TABLE jobs (
     gpu_memory_gb    double precision NOT NULL DEFAULT 0,
     requires         text NOT NULL DEFAULT '{}',
     reserved_node    text,
-    reserved_at      double precision
+    reserved_at      double precision,
+    pipeline_id      text,
+    step             text,
+    item             integer,
+    items            integer,
+    deps_left        integer NOT NULL DEFAULT 0,
+    result           text,
+    cache_key        text,
+    cached_from      text
 );
 CREATE INDEX jobs_queue ON jobs (priority DESC, created_at, id) WHERE state = 'pending';
 CREATE INDEX jobs_eligible ON jobs (not_before) WHERE state = 'pending';
@@ -42,6 +50,9 @@ CREATE INDEX jobs_reserved ON jobs (reserved_node) WHERE state = 'pending' AND r
 -- A queue table: rows churn, and claims need fresh statistics after a burst of submits.
 ALTER TABLE jobs SET (autovacuum_vacuum_scale_factor = 0.02, autovacuum_vacuum_threshold = 200,
                       autovacuum_analyze_scale_factor = 0.02, autovacuum_analyze_threshold = 200);
+CREATE INDEX jobs_pipeline ON jobs (pipeline_id, step, item) WHERE pipeline_id IS NOT NULL;
+CREATE INDEX jobs_cache ON jobs (owner, cache_key, finished_at)
+    WHERE cache_key IS NOT NULL AND state = 'completed';
 
 CREATE TABLE attempts (
     job_id           text NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
@@ -148,3 +159,37 @@ CREATE TABLE blob_owners (
     owner  text NOT NULL,
     PRIMARY KEY (digest, owner)
 );
+
+-- Dependencies between jobs, and pipelines (their steps are jobs).
+CREATE TABLE job_deps (
+    job_id    text NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+    dep_id    text NOT NULL,
+    condition text NOT NULL,
+    PRIMARY KEY (job_id, dep_id)
+);
+CREATE INDEX job_deps_dep ON job_deps (dep_id);
+
+CREATE TABLE pipelines (
+    id               text PRIMARY KEY,
+    name             text NOT NULL,
+    owner            text NOT NULL,
+    state            text NOT NULL,
+    definition       text NOT NULL,
+    retry_of         text,
+    jobs_left        integer NOT NULL,
+    failures         integer NOT NULL DEFAULT 0,
+    cancel_requested integer NOT NULL DEFAULT 0,
+    created_at       double precision NOT NULL,
+    updated_at       double precision NOT NULL,
+    finished_at      double precision
+);
+CREATE INDEX pipelines_owner ON pipelines (owner, created_at DESC);
+
+CREATE TABLE pipeline_events (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    pipeline_id text NOT NULL REFERENCES pipelines (id) ON DELETE CASCADE,
+    kind        text NOT NULL,
+    message     text NOT NULL,
+    at          double precision NOT NULL
+);
+CREATE INDEX pipeline_events_pipeline ON pipeline_events (pipeline_id, id);

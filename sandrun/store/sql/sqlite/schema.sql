@@ -27,7 +27,15 @@ CREATE TABLE jobs (
     gpu_memory_gb    REAL NOT NULL DEFAULT 0,
     requires         TEXT NOT NULL DEFAULT '{}',
     reserved_node    TEXT,
-    reserved_at      REAL
+    reserved_at      REAL,
+    pipeline_id      TEXT,
+    step             TEXT,
+    item             INTEGER,
+    items            INTEGER,
+    deps_left        INTEGER NOT NULL DEFAULT 0,
+    result           TEXT,
+    cache_key        TEXT,
+    cached_from      TEXT
 );
 CREATE INDEX jobs_queue ON jobs (priority DESC, created_at, id) WHERE state = 'pending';
 CREATE INDEX jobs_eligible ON jobs (not_before) WHERE state = 'pending';
@@ -38,6 +46,9 @@ CREATE INDEX jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL;
 CREATE INDEX jobs_owner_queue ON jobs (owner, priority DESC, created_at, id) WHERE state = 'pending';
 CREATE INDEX jobs_active ON jobs (owner) WHERE state IN ('scheduled', 'running');
 CREATE INDEX jobs_reserved ON jobs (reserved_node) WHERE state = 'pending' AND reserved_node IS NOT NULL;
+CREATE INDEX jobs_pipeline ON jobs (pipeline_id, step, item) WHERE pipeline_id IS NOT NULL;
+CREATE INDEX jobs_cache ON jobs (owner, cache_key, finished_at)
+    WHERE cache_key IS NOT NULL AND state = 'completed';
 
 CREATE TABLE attempts (
     job_id           TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
@@ -144,3 +155,37 @@ CREATE TABLE blob_owners (
     owner  TEXT NOT NULL,
     PRIMARY KEY (digest, owner)
 );
+
+-- Dependencies between jobs, and pipelines (their steps are jobs).
+CREATE TABLE job_deps (
+    job_id    TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+    dep_id    TEXT NOT NULL,
+    condition TEXT NOT NULL,
+    PRIMARY KEY (job_id, dep_id)
+);
+CREATE INDEX job_deps_dep ON job_deps (dep_id);
+
+CREATE TABLE pipelines (
+    id               TEXT PRIMARY KEY,
+    name             TEXT NOT NULL,
+    owner            TEXT NOT NULL,
+    state            TEXT NOT NULL,
+    definition       TEXT NOT NULL,
+    retry_of         TEXT,
+    jobs_left        INTEGER NOT NULL,
+    failures         INTEGER NOT NULL DEFAULT 0,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    created_at       REAL NOT NULL,
+    updated_at       REAL NOT NULL,
+    finished_at      REAL
+);
+CREATE INDEX pipelines_owner ON pipelines (owner, created_at DESC);
+
+CREATE TABLE pipeline_events (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    pipeline_id TEXT NOT NULL REFERENCES pipelines (id) ON DELETE CASCADE,
+    kind        TEXT NOT NULL,
+    message     TEXT NOT NULL,
+    at          REAL NOT NULL
+);
+CREATE INDEX pipeline_events_pipeline ON pipeline_events (pipeline_id, id);

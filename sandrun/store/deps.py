@@ -1,0 +1,124 @@
+"""Dependencies between jobs, inside the transaction that ends a job.
+
+When a job ends, each job waiting on it learns so in the same transaction: an edge whose
+condition can no longer hold ends the waiter (`skipped`, or `failed` for a fan-out whose
+item failed); else its count of dependencies left drops, and at zero it is released
+(queued, or for a pipeline step, made by `store/steps.py`). Counts change by row updates
+under the waiter's row lock, so two servers ending its last two dependencies at once
+release it exactly once. Ends that follow from ends (a skip that skips the next step)
+are worked through a queue in the same transaction, not by recursion.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Sequence
+
+from sandrun.models import AttemptResult, JobRecord
+from sandrun.pipeline.decide import holds
+from sandrun.states import FailureReason, JobState
+from sandrun.store import steps
+from sandrun.store.database import Row, Tx
+from sandrun.store.rows import job_from
+from sandrun.store.transitions import Decision, event, must, set_state
+
+
+def end_job(
+    tx: Tx, job: JobRecord, decision: Decision, now: float, result: AttemptResult | None = None
+) -> Row:
+    """Move `job` as `decision` says; if it ended, settle what waits on it."""
+    row = set_state(tx, job, decision, now, result)
+    if decision.state.is_terminal:
+        settle(tx, now, ended=[job_from(row)])
+    return row
+
+
+def add_dependencies(tx: Tx, job: JobRecord, deps: Sequence[tuple[str, str]], now: float) -> None:
+    """Record a new waiting job's `after` edges. A dependency's row is locked before its
+    state is read, so one ending at this moment either sees the edge or is seen ended."""
+    unique = dict(deps)  # one edge per dependency: the last condition given
+    tx.run("set_deps_left", id=job.id, deps_left=len(unique))
+    done = []
+    for dep_id, condition in unique.items():
+        dep = job_from(must(tx, dep_id, lock=True))
+        tx.run("insert_dependency", job_id=job.id, dep_id=dep_id, condition=condition)
+        if dep.is_terminal:
+            done.append((dep, condition))
+    ended: deque[JobRecord] = deque()
+    ready: deque[JobRecord] = deque()
+    for dep, condition in done:
+        _edge(tx, job.id, dep, condition, ended, ready, now)
+    _work(tx, now, ended, ready)
+
+
+def settle(
+    tx: Tx, now: float, ended: Iterable[JobRecord] = (), ready: Iterable[JobRecord] = ()
+) -> None:
+    """Work through jobs that `ended` (their waiters learn it) and waiters now `ready`."""
+    _work(tx, now, deque(ended), deque(ready))
+
+
+def _work(tx: Tx, now: float, ended: deque[JobRecord], ready: deque[JobRecord]) -> None:
+    while ended or ready:
+        if ended:
+            job = ended.popleft()
+            if job.pipeline_id is not None:
+                steps.step_ended(tx, job, now)
+            for edge in tx.all("dependents", dep_id=job.id):
+                _edge(tx, edge["job_id"], job, edge["condition"], ended, ready, now)
+        else:
+            job = job_from(must(tx, ready.popleft().id, lock=True))
+            if job.state is not JobState.WAITING:
+                continue
+            if job.pipeline_id is None:
+                decision = Decision(JobState.PENDING, not_before=now, message="released")
+                set_state(tx, job, decision, now)
+                event(tx, job.id, None, "released", "its dependencies ended; queued", now)
+                tx.notify("submitted")
+                continue
+            now_ended, now_ready = steps.release(tx, job, now)
+            ended.extend(now_ended)
+            ready.extend(now_ready)
+
+
+def _edge(
+    tx: Tx,
+    waiter_id: str,
+    dep: JobRecord,
+    condition: str,
+    ended: deque[JobRecord],
+    ready: deque[JobRecord],
+    now: float,
+) -> None:
+    """`dep` ended: tell the job waiting on it through an edge of `condition`."""
+    waiter = job_from(must(tx, waiter_id, lock=True))
+    if waiter.state is not JobState.WAITING:
+        return
+    if not holds(condition, dep.state):
+        ended.extend(_unmet(tx, waiter, dep, condition, now))
+        return
+    row = tx.one("dependency_ended", id=waiter.id, now=now)
+    if row is not None and row["deps_left"] <= 0:
+        ready.append(waiter)
+
+
+def _unmet(
+    tx: Tx, waiter: JobRecord, dep: JobRecord, condition: str, now: float
+) -> list[JobRecord]:
+    """End a waiter whose edge's condition failed; returns the jobs this ended."""
+    if dep.item is not None and dep.pipeline_id == waiter.pipeline_id and waiter.item is None:
+        # A fan-out's item failed under `on_item_failure: fail`: the fan-out fails, and
+        # its other items stop.
+        message = f"item {dep.item} {dep.state}: {dep.message or dep.state}"
+        result = AttemptResult(failure_reason=FailureReason.ITEMS_FAILED)
+        row = set_state(tx, waiter, Decision(JobState.FAILED, message=message), now, result)
+        return [job_from(row), *steps.stop_items(tx, waiter, now)]
+    message = (
+        f"skipped: it needed job {dep.id} ({dep.name}) to end {_said(condition)}, "
+        f"and it ended {dep.state}"
+    )
+    return [job_from(set_state(tx, waiter, Decision(JobState.SKIPPED, message=message), now))]
+
+
+def _said(condition: str) -> str:
+    return {"ok": "completed", "failed": "failed"}.get(condition, "in any state")

@@ -1,0 +1,128 @@
+"""Pipeline runs in the store: recording one with its steps, reading, cancelling."""
+
+from __future__ import annotations
+
+import json
+
+from sandrun.errors import IllegalTransition, PipelineNotFound
+from sandrun.models import JobRecord
+from sandrun.pipeline.definition import Definition
+from sandrun.pipeline.models import PipelineEvent, PipelineRun
+from sandrun.spec import JobSpec
+from sandrun.states import JobState
+from sandrun.store.database import Database, Row, Tx
+from sandrun.store.deps import end_job, settle
+from sandrun.store.rows import job_from
+from sandrun.store.steps import insert_step, pipeline_event
+from sandrun.store.transitions import Decision, event, must
+
+
+class PipelineStore:
+    db: Database
+
+    def insert_pipeline(
+        self,
+        run_id: str,
+        owner: str,
+        definition: Definition,
+        specs: dict[str, JobSpec],
+        now: float,
+        retry_of: str | None = None,
+    ) -> PipelineRun:
+        """Record a run and a waiting job per step, edges for their needs, and release the
+        steps that need none: one transaction."""
+        with self.db.transaction() as tx:
+            tx.run(
+                "insert_pipeline",
+                id=run_id,
+                name=definition.name,
+                owner=owner,
+                definition=definition.model_dump_json(),
+                retry_of=retry_of,
+                jobs_left=len(definition.steps),
+                now=now,
+            )
+            made: dict[str, JobRecord] = {}
+            for name, step in definition.steps.items():
+                made[name] = insert_step(
+                    tx,
+                    pipeline_id=run_id,
+                    owner=owner,
+                    name=f"{definition.name}-{name}",
+                    step=name,
+                    item=None,
+                    spec=specs[name],
+                    now=now,
+                    waits=len(step.needs),
+                )
+                event(tx, made[name].id, None, "submitted", f"step {name} of {run_id}", now)
+                for need in step.needs:
+                    dep = made[need].id
+                    tx.run("insert_dependency", job_id=made[name].id, dep_id=dep, condition="any")
+            what = f"retry of {retry_of}" if retry_of else "started"
+            pipeline_event(tx, run_id, "started", f"{definition.name}: {what}", now)
+            ready = [made[n] for n, s in definition.steps.items() if not s.needs]
+            settle(tx, now, ready=ready)
+            return _run(_must(tx, run_id))
+
+    def get_pipeline(self, run_id: str) -> PipelineRun:
+        with self.db.transaction(write=False) as tx:
+            return _run(_must(tx, run_id))
+
+    def list_pipelines(self, owner: str | None, limit: int) -> list[PipelineRun]:
+        with self.db.transaction(write=False) as tx:
+            return [_run(r) for r in tx.all("list_pipelines", owner=owner, limit=limit)]
+
+    def pipeline_jobs(self, run_id: str) -> list[JobRecord]:
+        with self.db.transaction(write=False) as tx:
+            _must(tx, run_id)
+            return [job_from(r) for r in tx.all("pipeline_jobs", pipeline_id=run_id)]
+
+    def pipeline_events(self, run_id: str) -> list[PipelineEvent]:
+        with self.db.transaction(write=False) as tx:
+            rows = tx.all("pipeline_events", pipeline_id=run_id)
+        return [PipelineEvent.model_validate(dict(r)) for r in rows]
+
+    def cancel_pipeline(self, run_id: str, now: float) -> PipelineRun:
+        """Cancel every unfinished step: waiting and queued ones at once, the others
+        through their agents. The run ends `cancelled` once its last step ends."""
+        with self.db.transaction() as tx:
+            run = _run(_must(tx, run_id))
+            if run.is_terminal:
+                raise IllegalTransition(
+                    f"pipeline {run_id} already {run.state}; there is nothing to cancel",
+                    field="run_id",
+                )
+            tx.run("cancel_pipeline", id=run_id, now=now)
+            pipeline_event(tx, run_id, "cancel_requested", "cancel requested", now)
+            for row in tx.all("pipeline_jobs", pipeline_id=run_id):
+                job = job_from(must(tx, row["id"], lock=True))
+                if job.state in (JobState.WAITING, JobState.PENDING):
+                    end_job(tx, job, Decision(JobState.CANCELLED, message="cancelled"), now)
+                elif not job.is_terminal and not job.cancel_requested:
+                    tx.run("request_cancel", id=job.id, now=now)
+                    event(tx, job.id, job.attempts, "cancel_requested", "cancel requested", now)
+            tx.notify("cancel")
+            return _run(_must(tx, run_id))
+
+
+def _must(tx: Tx, run_id: str) -> Row:
+    row = tx.one("get_pipeline", id=run_id)
+    if row is None:
+        raise PipelineNotFound(f"no pipeline run has id {run_id!r}", field="run_id")
+    return row
+
+
+def _run(row: Row) -> PipelineRun:
+    return PipelineRun(
+        id=row["id"],
+        name=row["name"],
+        owner=row["owner"],
+        state=row["state"],
+        definition=json.loads(row["definition"]),
+        retry_of=row["retry_of"],
+        cancel_requested=bool(row["cancel_requested"]),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        finished_at=row["finished_at"],
+    )
