@@ -39,6 +39,8 @@ class _Env(ImmutableSandboxedEnvironment):
 
 _ENV = _Env(undefined=StrictUndefined, autoescape=False)
 _ENV.globals = {"range": _ENV.globals["range"]}  # no lipsum, cycler, joiner, namespace
+# `| tojson` writes what it cannot as text (a value only a run gives, at submit's check).
+_ENV.policies["json.dumps_kwargs"] = {"sort_keys": True, "default": str}
 _ONE_EXPRESSION = re.compile(r"^\s*\{\{(.*)\}\}\s*$", re.DOTALL)
 
 

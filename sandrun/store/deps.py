@@ -108,7 +108,10 @@ def _unmet(
     """End a waiter whose edge's condition failed; returns the jobs this ended."""
     if dep.item is not None and dep.pipeline_id == waiter.pipeline_id and waiter.item is None:
         # A fan-out's item failed under `on_item_failure: fail`: the fan-out fails, and
-        # its other items stop.
+        # its other items stop (or, cancelled with its pipeline, is cancelled too).
+        if steps.cancelled(tx, waiter):
+            decision = Decision(JobState.CANCELLED, message="cancelled with its pipeline")
+            return [job_from(set_state(tx, waiter, decision, now))]
         message = f"item {dep.item} {dep.state}: {dep.message or dep.state}"
         result = AttemptResult(failure_reason=FailureReason.ITEMS_FAILED)
         row = set_state(tx, waiter, Decision(JobState.FAILED, message=message), now, result)

@@ -89,6 +89,12 @@ def stop_items(tx: Tx, group: JobRecord, now: float) -> list[JobRecord]:
     return ended
 
 
+def cancelled(tx: Tx, job: JobRecord) -> bool:
+    """Whether `job`'s pipeline run was asked to cancel."""
+    run = tx.one("get_pipeline", id=job.pipeline_id)
+    return run is not None and bool(run["cancel_requested"])
+
+
 def pipeline_event(tx: Tx, pipeline_id: str, kind: str, message: str, now: float) -> None:
     tx.run("insert_pipeline_event", pipeline_id=pipeline_id, kind=kind, message=message, at=now)
 

@@ -14,7 +14,7 @@ from sandrun.models import AttemptResult, Capacity, JobRecord, OutputFile
 from sandrun.service import Service
 from sandrun.store import Store
 
-BIG = Capacity(cpus=64, memory_mb=1 << 20, gpus=8)
+BIG = Capacity(cpus=64, memory_mb=1 << 20, gpus=8, gpu_type="a100", gpu_memory_gb=80)
 
 
 @dataclass
