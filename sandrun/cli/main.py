@@ -8,8 +8,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from sandrun.cli import agentcmd, doctor, ops, render, results
+from sandrun.cli import agentcmd, doctor, ops, pipelines, render, results
 from sandrun.cli.options import (
+    AfterOpt,
     CommandArg,
     CpusOpt,
     EnvOpt,
@@ -36,6 +37,7 @@ from sandrun.cli.options import (
 from sandrun.errors import (
     IllegalTransition,
     JobNotFoundError,
+    PipelineNotFound,
     QuotaExceededError,
     ResourceNotAvailableError,
     SandrunError,
@@ -109,6 +111,7 @@ def _submit(client: Client, command: list[str] | None, **kw: Any) -> Job:
             "network": kw["network"] or None,
             "repository": repository_option(kw["repo"], kw["ref"]),
             "gpus": gpus_option(kw["gpus"], kw["min_gpu_memory"]),
+            "after": kw["after"] or None,
         },
     )
     brings = spec.working_dir or spec.code or spec.repository
@@ -117,9 +120,9 @@ def _submit(client: Client, command: list[str] | None, **kw: Any) -> Job:
     return client.submit(spec, upload_code=upload)
 
 
-def _job_command(after: Callable[[Client, Job, bool], None]) -> Callable[..., None]:
+def _job_command(then: Callable[[Client, Job, bool], None]) -> Callable[..., None]:
     """A command taking the job options (`run` and `submit` share them), which submits the
-    job and hands it to `after` (with --json)."""
+    job and hands it to `then` (with --json)."""
 
     def command(
         command: CommandArg = None,
@@ -142,6 +145,7 @@ def _job_command(after: Callable[[Client, Job, bool], None]) -> Callable[..., No
         repo: RepoOpt = None,
         ref: RefOpt = None,
         upload: UploadOpt = None,
+        after: AfterOpt = None,
         json: JsonOpt = False,
     ) -> None:
         with _client() as client:
@@ -167,10 +171,11 @@ def _job_command(after: Callable[[Client, Job, bool], None]) -> Callable[..., No
                 repo=repo,
                 ref=ref,
                 upload=upload,
+                after=after,
             )
-            after(client, job, json)
+            then(client, job, json)
 
-    command.__doc__ = after.__doc__
+    command.__doc__ = then.__doc__
     return command
 
 
@@ -207,7 +212,7 @@ def status(job_id: JobId, json: JsonOpt = False) -> None:
     with _client() as client:
         job = client.get(job_id)
         attempts = job.attempts
-        pending = job.record.state is JobState.PENDING
+        pending = job.record.state in (JobState.PENDING, JobState.WAITING)
         waiting = client.why_pending(job_id) if pending else None
         if json:
             render.print_json(
@@ -343,11 +348,13 @@ app.command()(ops.gc)
 app.command()(doctor.doctor)
 app.add_typer(ops.token_app, name="token")
 app.add_typer(ops.db_app, name="db")
+app.add_typer(pipelines.pipeline_app, name="pipeline")
 
 
 REFUSED = (
     ValidationError,
     JobNotFoundError,
+    PipelineNotFound,
     IllegalTransition,
     ResourceNotAvailableError,
     QuotaExceededError,

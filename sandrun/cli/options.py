@@ -35,6 +35,14 @@ EnvOpt = Annotated[
         help="KEY=VALUE, or KEY to copy it from here. Repeatable.",
     ),
 ]
+AfterOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--after",
+        metavar="ID[:ok|failed|any]",
+        help="Wait for this job to end first (repeatable; default condition ok).",
+    ),
+]
 CpusOpt = Annotated[float | None, typer.Option(metavar="N", help="CPUs to reserve (default 1).")]
 MemoryOpt = Annotated[
     str | None, typer.Option(metavar="SIZE", help="Memory to reserve, e.g. 512MB, 8GB.")

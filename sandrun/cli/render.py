@@ -23,12 +23,14 @@ out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty()
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 STATE_STYLE = {
+    JobState.WAITING: "dim yellow",
     JobState.PENDING: "yellow",
     JobState.SCHEDULED: "cyan",
     JobState.RUNNING: "blue",
     JobState.COMPLETED: "green",
     JobState.FAILED: "red",
     JobState.CANCELLED: "magenta",
+    JobState.SKIPPED: "dim",
 }
 
 

@@ -17,6 +17,8 @@ if TYPE_CHECKING:
     from sandrun.client.client import Client, connect
     from sandrun.client.functions import Function, FunctionCall, invoke
     from sandrun.client.job import Job
+    from sandrun.client.pipeline import Pipeline
+    from sandrun.client.runs import Run
     from sandrun.client.task import TaskConfig
 
 _WHERE = {
@@ -34,6 +36,8 @@ _WHERE = {
     "FunctionCall": "functions",
     "invoke": "functions",
     "Job": "job",
+    "Pipeline": "pipeline",
+    "Run": "runs",
     "TaskConfig": "task",
 }
 
@@ -47,6 +51,8 @@ __all__ = [
     "FunctionCall",
     "Job",
     "JobBuilder",
+    "Pipeline",
+    "Run",
     "TaskConfig",
     "connect",
     "connect_async",

@@ -12,6 +12,7 @@ from typing import Any
 from sandrun.client.builder import JobBuilder
 from sandrun.client.calls import call_fields, merge_call
 from sandrun.client.job import Job, log_chunks
+from sandrun.client.runs import Run, load_pipeline, with_code
 from sandrun.client.task import to_spec
 from sandrun.client.transport import Transport
 from sandrun.errors import TimeoutError, ValidationError
@@ -191,6 +192,27 @@ class Client:
     def why_pending(self, job_id: str) -> str | None:
         """Why a pending job has not started (None once it has)."""
         return self.transport.why_pending(job_id)
+
+    def run_pipeline(
+        self,
+        definition: str | Path | dict[str, Any],
+        params: dict[str, Any] | None = None,
+        *,
+        code: str | Path | None = None,
+    ) -> Run:
+        """Start a run of a pipeline (a YAML file, or a definition as a mapping), with
+        `params` over its own (`--set`); a bad definition is refused whole. `code`: a
+        directory uploaded as the working directory of each step that brings none."""
+        data = load_pipeline(definition)
+        if code is not None:
+            data = with_code(data, self.upload_directory(Path(code)))
+        return Run(self.transport, self.transport.run_pipeline(data, params or {}))
+
+    def pipeline(self, run_id: str) -> Run:
+        return Run(self.transport, self.transport.pipeline_status(run_id).run)
+
+    def pipelines(self, limit: int = 50) -> list[Run]:
+        return [Run(self.transport, r) for r in self.transport.pipelines(limit)]
 
     def collect_garbage(self, older_than: float = 30 * 86400, purge_jobs: bool = False) -> GcReport:
         """Retention (admins): remove the logs of jobs that ended more than `older_than`

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from typing import Any
 
 from sandrun.embedded import ensure_agent, open_service
 from sandrun.errors import ResourceNotAvailableError
@@ -19,6 +20,7 @@ from sandrun.models import (
     NodeInfo,
     OutputFile,
 )
+from sandrun.pipeline.models import PipelineRun, PipelineStatus
 from sandrun.retention_models import GcReport
 from sandrun.service.placement import fits, has, needs
 from sandrun.service.service import LOCAL_OWNER
@@ -144,6 +146,26 @@ class EmbeddedTransport:
 
     def collect_garbage(self, older_than: float, purge_jobs: bool) -> GcReport:
         return self.service.collect_garbage(older_than, purge_jobs=purge_jobs)
+
+    def run_pipeline(self, definition: dict[str, Any], params: dict[str, Any]) -> PipelineRun:
+        """Start a run whose every step could fit this machine, and a local agent."""
+        run = self.service.run_pipeline(definition, params, fits=_check_fits_here)
+        ensure_agent(self.home)
+        return run
+
+    def pipeline_status(self, run_id: str) -> PipelineStatus:
+        return self.service.pipeline_status(run_id)
+
+    def pipelines(self, limit: int) -> list[PipelineRun]:
+        return self.service.pipelines(limit=limit)
+
+    def cancel_pipeline(self, run_id: str) -> PipelineRun:
+        return self.service.cancel_pipeline(run_id)
+
+    def retry_pipeline(self, run_id: str) -> PipelineRun:
+        run = self.service.retry_pipeline(run_id)
+        ensure_agent(self.home)
+        return run
 
 
 def _check_fits_here(spec: JobSpec) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 from urllib.parse import quote
 
 import httpx
@@ -23,6 +24,7 @@ from sandrun.models import (
     SubmittedBatch,
     Waiting,
 )
+from sandrun.pipeline.models import PipelineRun, PipelineStatus
 from sandrun.protocol import Uploaded
 from sandrun.retention_models import GcReport, GcRequest
 from sandrun.spec import JobSpec
@@ -33,6 +35,7 @@ _CHUNKS = TypeAdapter(list[LogChunk])
 _OUTPUTS = TypeAdapter(list[OutputFile])
 _NODES = TypeAdapter(list[NodeInfo])
 _INSTANCES = TypeAdapter(list[Instance])
+_RUNS = TypeAdapter(list[PipelineRun])
 
 
 class HttpTransport:
@@ -183,3 +186,25 @@ class HttpTransport:
         body = GcRequest(older_than=older_than, purge_jobs=purge_jobs)
         response = self.api.request("POST", "/v1/admin/gc", json=body.model_dump())
         return GcReport.model_validate_json(response.content)
+
+    def _run(self, run_id: str) -> str:
+        return f"/v1/pipelines/{quote(run_id, safe='')}"
+
+    def run_pipeline(self, definition: dict[str, Any], params: dict[str, Any]) -> PipelineRun:
+        body = {"definition": definition, "params": params}
+        response = self.api.request("POST", "/v1/pipelines", json=body)
+        return PipelineRun.model_validate_json(response.content)
+
+    def pipeline_status(self, run_id: str) -> PipelineStatus:
+        return PipelineStatus.model_validate_json(self._get(self._run(run_id)))
+
+    def pipelines(self, limit: int) -> list[PipelineRun]:
+        return _RUNS.validate_json(self._get("/v1/pipelines", limit=limit))
+
+    def cancel_pipeline(self, run_id: str) -> PipelineRun:
+        response = self.api.request("POST", self._run(run_id) + "/cancel")
+        return PipelineRun.model_validate_json(response.content)
+
+    def retry_pipeline(self, run_id: str) -> PipelineRun:
+        response = self.api.request("POST", self._run(run_id) + "/retry")
+        return PipelineRun.model_validate_json(response.content)

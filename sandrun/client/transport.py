@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Protocol
+from typing import Any, Protocol
 
 from sandrun.models import (
     Attempt,
@@ -15,6 +15,7 @@ from sandrun.models import (
     NodeInfo,
     OutputFile,
 )
+from sandrun.pipeline.models import PipelineRun, PipelineStatus
 from sandrun.retention_models import GcReport
 from sandrun.spec import JobSpec
 
@@ -80,5 +81,15 @@ class Transport(Protocol):
     def instances(self, min_gpu_memory_gb: float, max_price: float | None) -> list[Instance]: ...
 
     def collect_garbage(self, older_than: float, purge_jobs: bool) -> GcReport: ...
+
+    def run_pipeline(self, definition: dict[str, Any], params: dict[str, Any]) -> PipelineRun: ...
+
+    def pipeline_status(self, run_id: str) -> PipelineStatus: ...
+
+    def pipelines(self, limit: int) -> list[PipelineRun]: ...
+
+    def cancel_pipeline(self, run_id: str) -> PipelineRun: ...
+
+    def retry_pipeline(self, run_id: str) -> PipelineRun: ...
 
     def close(self) -> None: ...

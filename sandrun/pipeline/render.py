@@ -15,6 +15,7 @@ from typing import Any
 from sandrun.pipeline.template import TemplateProblem, evaluate, expression_of, render
 
 ZERO_DIGEST = "0" * 64  # stands in for a digest a run will give
+_TEXT = ("shell", "script", "name", "interpreter", "result")
 
 
 @dataclass(frozen=True)
@@ -104,16 +105,26 @@ def job_fields(rendered: Any) -> dict[str, Any]:
     `NAME/1`, … (an item with no such output is left out)."""
     if not isinstance(rendered, dict):
         raise TemplateProblem("a step's fields must render to a mapping")
-    inputs = rendered.get("inputs")
+    fields: dict[str, Any] = dict(rendered)
+    for key in _TEXT:  # `{{ item }}` of range(8) is a number: these take it as text
+        if isinstance(fields.get(key), int | float):
+            fields[key] = str(fields[key])
+    if isinstance(fields.get("command"), list):
+        fields["command"] = [_word(w) for w in fields["command"]]
+    inputs = fields.get("inputs")
     if not isinstance(inputs, dict):
-        return rendered
+        return fields
     flat: dict[str, Any] = {}
     for name, value in inputs.items():
         if isinstance(value, list | tuple):
             flat.update({f"{name}/{i}": v for i, v in enumerate(value) if v is not None})
         elif value is not None:
             flat[str(name)] = value
-    return {**rendered, "inputs": flat}
+    return {**fields, "inputs": flat}
+
+
+def _word(value: Any) -> Any:
+    return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
 
 
 def items_of(value: Any) -> list[Any]:

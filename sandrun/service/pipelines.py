@@ -36,11 +36,13 @@ class PipelineCalls:
         owner: str = "local",
         *,
         admin: bool = False,
+        fits: Callable[[JobSpec], None] | None = None,
     ) -> PipelineRun:
         """Check `definition` whole and start a run of it; steps that need nothing are
-        queued before this returns."""
+        queued before this returns. `fits` refuses a step's job that could never run here
+        (embedded mode: this machine)."""
         checked = parse_pipeline(definition, params)
-        specs = self._checked_specs(checked, owner, admin)
+        specs = self._checked_specs(checked, owner, admin, fits)
         return self.store.insert_pipeline(new_id(), owner, checked, specs, self.clock())
 
     def retry_pipeline(self, run_id: str, viewer: str | None = None) -> PipelineRun:
@@ -76,7 +78,13 @@ class PipelineCalls:
         self.pipeline(run_id, viewer)
         return self.store.cancel_pipeline(run_id, self.clock())
 
-    def _checked_specs(self, definition: Definition, owner: str, admin: bool) -> dict[str, JobSpec]:
+    def _checked_specs(
+        self,
+        definition: Definition,
+        owner: str,
+        admin: bool,
+        fits: Callable[[JobSpec], None] | None = None,
+    ) -> dict[str, JobSpec]:
         viewer = None if admin else owner
 
         def visible(digest: str) -> bool:
@@ -90,6 +98,8 @@ class PipelineCalls:
                 admission.check_maxima(spec, self.policy)
                 admission.check_inputs(spec, visible)
                 admission.check_limits(spec, owner, self.policy)
+                if fits is not None:
+                    fits(spec)
             except SandrunError as exc:
                 where = f"steps.{name}"
                 field = f"{where}.{exc.field}" if exc.field else where

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from sandrun.models import Capacity, Instance, NodeInfo
 from sandrun.spec import JobSpec
 from sandrun.spec.policy import OwnerLimits
+from sandrun.states import JobState
 
 
 def fits(spec: JobSpec, capacity: Capacity, labels: dict[str, str] | None = None) -> bool:
@@ -120,3 +121,13 @@ def instances(
                 nodes=(known.nodes if known else 0) + 1,
             )
     return sorted(found.values(), key=lambda i: (i.price_per_hour, i.name))
+
+
+def why_waiting(dependencies: list[tuple[str, str, str, str]]) -> str:
+    """Why a waiting job waits: the jobs it still waits for ((id, name, state, condition))."""
+    open_ = [(i, n, s) for i, n, s, _ in dependencies if not JobState(s).is_terminal]
+    if not open_:
+        return "its dependencies ended; it is being released"
+    shown = ", ".join(f"{n} ({i}, {s})" for i, n, s in open_[:3])
+    more = f" and {len(open_) - 3} more" if len(open_) > 3 else ""
+    return f"waiting for {shown}{more} to end"

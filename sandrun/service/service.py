@@ -132,8 +132,10 @@ class Service(AgentCalls, PipelineCalls):
         return jobs
 
     def why_pending(self, job_id: str, viewer: str | None = None) -> str | None:
-        """Why a pending job has not started, in words (None once it has)."""
+        """Why a pending or waiting job has not started, in words (None once it has)."""
         job = self.get(job_id, viewer)
+        if job.state is JobState.WAITING:
+            return placement.why_waiting(self.store.dependencies(job_id))
         if job.state is not JobState.PENDING:
             return None
         limits = self.policy.limits_for(job.owner)

@@ -116,10 +116,7 @@ def _unmet(
         result = AttemptResult(failure_reason=FailureReason.ITEMS_FAILED)
         row = set_state(tx, waiter, Decision(JobState.FAILED, message=message), now, result)
         return [job_from(row), *steps.stop_items(tx, waiter, now)]
-    message = (
-        f"skipped: it needed job {dep.id} ({dep.name}) to end {_said(condition)}, "
-        f"and it ended {dep.state}"
-    )
+    message = f"it needed job {dep.id} ({dep.name}) to end {_said(condition)}; it {dep.state}"
     return [job_from(set_state(tx, waiter, Decision(JobState.SKIPPED, message=message), now))]
 
 

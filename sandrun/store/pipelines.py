@@ -65,6 +65,12 @@ class PipelineStore:
             settle(tx, now, ready=ready)
             return _run(_must(tx, run_id))
 
+    def dependencies(self, job_id: str) -> list[tuple[str, str, str, str]]:
+        """The jobs `job_id` waits for: (id, name, state, condition) each."""
+        with self.db.transaction(write=False) as tx:
+            rows = tx.all("dependencies", job_id=job_id)
+        return [(r["dep_id"], r["name"], r["state"], r["condition"]) for r in rows]
+
     def get_pipeline(self, run_id: str) -> PipelineRun:
         with self.db.transaction(write=False) as tx:
             return _run(_must(tx, run_id))

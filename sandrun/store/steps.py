@@ -49,7 +49,7 @@ def release(tx: Tx, job: JobRecord, now: float) -> Moved:
     seen = _views(tx, job.pipeline_id or "", step.needs)
     decided = decide_step(step, seen, definition.params)
     if isinstance(decided, Skip):
-        return [_end(tx, job, JobState.SKIPPED, f"skipped: {decided.reason}", now)], []
+        return [_end(tx, job, JobState.SKIPPED, decided.reason, now)], []
     if isinstance(decided, Fail):
         return [_failed(tx, job, decided.reason, now)], []
     if isinstance(decided, Expand):
@@ -80,7 +80,7 @@ def stop_items(tx: Tx, group: JobRecord, now: float) -> list[JobRecord]:
     for row in tx.all("unfinished_items", pipeline_id=group.pipeline_id, step=group.step):
         item = job_from(must(tx, row["id"], lock=True))
         if item.state in (JobState.WAITING, JobState.PENDING):
-            decision = Decision(JobState.CANCELLED, message=f"cancelled: {group.message}")
+            decision = Decision(JobState.CANCELLED, message=f"its fan-out failed: {group.message}")
             ended.append(job_from(set_state(tx, item, decision, now)))
         elif not item.cancel_requested:
             tx.run("request_cancel", id=item.id, now=now)
@@ -169,7 +169,7 @@ def _make(
 def _reuse(tx: Tx, job: JobRecord, source: JobRecord, now: float) -> JobRecord:
     tx.run("copy_outputs", job_id=job.id, source=source.id)
     tx.run("mark_cached", id=job.id, source=source.id)
-    message = f"completed: reused the result of job {source.id}, which ran it as it is now"
+    message = f"reused the result of job {source.id}, which ran it as it is now"
     event(tx, job.id, None, "cached", message, now, {"from": source.id})
     decision = Decision(JobState.COMPLETED, message=message, result=source.result)
     return job_from(set_state(tx, job, decision, now, AttemptResult(exit_code=0)))
@@ -214,7 +214,7 @@ def _expand(
     hears of every item's end. With `max_parallel` N, item i waits for item i-N."""
     tx.run("set_items", id=group.id, items=len(items), now=now)
     if not items:
-        decision = Decision(JobState.COMPLETED, message="completed: no items", result=[])
+        decision = Decision(JobState.COMPLETED, message="no items", result=[])
         return [job_from(set_state(tx, group, decision, now, AttemptResult(exit_code=0)))], []
     tx.run("pipeline_add_jobs", id=group.pipeline_id, count=len(items), now=now)
     condition = "ok" if step.on_item_failure == "fail" else "any"
@@ -271,7 +271,7 @@ def _fan_in(tx: Tx, step: Step, group: JobRecord, now: float) -> list[JobRecord]
     state, message, result = group_end(step, items)
     reason = None if state is JobState.COMPLETED else FailureReason.ITEMS_FAILED
     outcome = AttemptResult(exit_code=0 if reason is None else None, failure_reason=reason)
-    decision = Decision(state, message=f"{state}: {message}", result=result)
+    decision = Decision(state, message=message, result=result)
     return [job_from(set_state(tx, group, decision, now, outcome))]
 
 

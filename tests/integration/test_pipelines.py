@@ -1,0 +1,197 @@
+"""Pipelines with real agents and processes: the issue's ML file as written through a
+server whose agent declares 2 A100s, the example files embedded, `--after` from the CLI,
+a restart and a kill -9 mid-pipeline."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from sandrun.home import Home
+from sandrun.states import JobState
+from tests.contract.test_pipelines import ML
+from tests.helpers import wait_for
+from tests.integration.cluster import SANDRUN, Cluster
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPTS = {
+    "prep.py": "open('processed.parquet', 'w').write('x,y\\n1,2\\n'); print(1)\n",
+    "train.py": (
+        "import os, sys\n"
+        "data = open(sys.argv[sys.argv.index('--data') + 1]).read()\n"
+        "open('model.pt', 'w').write('model of ' + str(len(data)) + ' bytes')\n"
+        "print('gpus', os.environ.get('CUDA_VISIBLE_DEVICES'))\n"
+    ),
+    "eval.py": "print(open('model.pt').read())\n",
+    "shard.py": "import sys; print('shard', sys.argv[1])\n",
+}
+
+
+def _cli(
+    env: dict[str, str], *args: str, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [SANDRUN, *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=180
+    )
+
+
+def _server_env(cluster: Cluster) -> dict[str, str]:
+    return {**os.environ, "SANDRUN_URL": cluster.url, "SANDRUN_TOKEN": cluster.tokens["alice"]}
+
+
+def test_the_issues_ml_file_runs_as_written_through_a_server(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    cluster.start_agent("gpu", cpus=4, extra=("--gpus", "2xa100"))
+    work = tmp_path / "ml"
+    work.mkdir()
+    (work / "ml.yaml").write_text(ML)
+    for name, text in SCRIPTS.items():
+        (work / name).write_text(text)
+    env = _server_env(cluster)
+    done = _cli(env, "pipeline", "run", "ml.yaml", "--wait", "--json", cwd=work)
+    assert done.returncode == 0, done.stdout + done.stderr
+    status = json.loads(done.stdout)
+    assert status["state"] == "completed"
+    assert {n: s["state"] for n, s in status["steps"].items()} == {
+        "prep": "completed",
+        "per_shard": "completed",
+        "train": "completed",
+        "evaluate": "completed",
+    }
+    assert len(status["steps"]["per_shard"]["jobs"]) == 8
+    run_id = status["id"]
+    train = _cli(env, "pipeline", "logs", run_id, "train")
+    assert train.stdout.strip() == "gpus 0,1"  # the 2 GPUs its agent declared
+    evaluate = _cli(env, "pipeline", "logs", run_id, "evaluate")
+    assert evaluate.stdout.strip() == "model of 8 bytes"  # train's model.pt, by reference
+    shard = _cli(env, "pipeline", "logs", run_id, "per_shard", "--item", "5")
+    assert shard.stdout.strip() == "shard 5"
+    again = _cli(env, "pipeline", "status", run_id, "--json")
+    assert json.loads(again.stdout)["steps"]["train"]["state"] == "completed"
+    # Bob sees none of it.
+    bob = {**env, "SANDRUN_TOKEN": cluster.tokens["bob"]}
+    hidden = _cli(bob, "pipeline", "status", run_id)
+    assert hidden.returncode == 2 and "no pipeline run has id" in hidden.stderr
+
+
+def test_the_example_file_runs_embedded_and_a_failed_run_exits_1(home: Home) -> None:
+    env = {**os.environ, "SANDRUN_HOME": str(home.root)}
+    env.pop("SANDRUN_URL", None)
+    example = str(ROOT / "examples" / "pipeline.yaml")
+    done = _cli(env, "pipeline", "run", example, "--set", "gpus=0", "--wait", "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    status = json.loads(done.stdout)
+    steps = {n: s["state"] for n, s in status["steps"].items()}
+    assert steps == {
+        "prep": "completed",
+        "per_shard": "completed",
+        "train": "completed",
+        "heavy": "skipped",
+        "light": "completed",
+        "evaluate": "completed",
+        "summary": "completed",
+    }
+    assert status["steps"]["evaluate"]["result"]["good"] is True
+    summary = _cli(env, "pipeline", "logs", status["id"], "summary")
+    assert summary.stdout.startswith("shards: [0, 1, 4, 9] mse: ")
+    # No rows: training divides by zero, evaluation is skipped, the run fails.
+    failed = _cli(env, "pipeline", "run", example, "--set", "gpus=0", "--set", "rows=0", "--wait")
+    assert failed.returncode == 1
+    assert "train failed" in failed.stdout and "evaluate skipped" in failed.stdout
+
+
+def test_run_after_a_job_from_the_cli(home: Home, tmp_path: Path) -> None:
+    env = {**os.environ, "SANDRUN_HOME": str(home.root)}
+    env.pop("SANDRUN_URL", None)
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return _cli(env, *args, cwd=tmp_path)  # embedded jobs run here: they see ./go
+
+    first = cli("submit", "--shell", "while [ ! -e go ]; do sleep 0.05; done; exit 3")
+    first_id = first.stdout.strip()
+    on_fail = cli("submit", "--after", f"{first_id}:failed", "--", "echo", "cleanup")
+    on_ok = cli("submit", "--json", "--after", first_id, "--", "echo", "next")
+    on_ok_id = json.loads(on_ok.stdout)["id"]
+    assert json.loads(on_ok.stdout)["state"] == "waiting"
+    shown = cli("status", on_ok_id)
+    assert "waiting for" in shown.stdout and first_id in shown.stdout
+    (tmp_path / "go").touch()
+    ran = cli("wait", on_fail.stdout.strip())
+    assert ran.returncode == 0
+    assert cli("logs", on_fail.stdout.strip()).stdout == "cleanup\n"
+    skipped = cli("wait", on_ok_id, "--json")
+    assert skipped.returncode == 1
+    assert json.loads(skipped.stdout)["state"] == "skipped"
+    bad = cli("submit", "--after", "nope:sometimes", "--", "true")
+    assert bad.returncode == 2 and "after" in bad.stderr
+
+
+CHAIN = {
+    "name": "chain",
+    "steps": {
+        "a": {"shell": "sleep 1; echo a > a.txt", "outputs": ["a.txt"]},
+        "b": {
+            "inputs": {"a.txt": "{{ steps.a.outputs['a.txt'] }}"},
+            "shell": "sleep 1; cat a.txt > b.txt; echo b >> b.txt",
+            "outputs": ["b.txt"],
+        },
+        "fan": {
+            "needs": ["b"],
+            "for_each": "{{ range(6) }}",
+            "max_parallel": 2,
+            "shell": "sleep 0.5; echo {{ item }}",
+        },
+        "c": {
+            "needs": ["fan"],
+            "inputs": {"b.txt": "{{ steps.b.outputs['b.txt'] }}"},
+            "shell": "cat b.txt",
+        },
+    },
+}
+
+
+def _every_step_ended_once(cluster: Cluster, run_id: str) -> dict[str, Any]:
+    with cluster.client() as client:
+        run = client.pipeline(run_id).wait(timeout=120)
+        status = run.status()
+        for step in status.steps.values():
+            for job_id in [step.job, *step.jobs]:
+                assert job_id is not None
+                kinds = [e.kind for e in client.get(job_id).events]
+                ends = [k for k in kinds if k in ("completed", "failed", "cancelled", "skipped")]
+                assert len(ends) == 1, (step.name, kinds)
+        assert run.job("c").log_text() == "a\nb\n"
+        return {n: s.state for n, s in status.steps.items()}
+
+
+def test_a_server_restart_mid_pipeline_loses_nothing(cluster: Cluster) -> None:
+    cluster.start_agent("a1", cpus=2)
+    with cluster.client() as client:
+        run = client.run_pipeline(CHAIN)
+        wait_for(lambda: run.steps()["a"].state == "running", timeout=30, what="a to run")
+    assert cluster.server is not None
+    os.killpg(cluster.server.pid, signal.SIGKILL)
+    cluster.server.wait(30)
+    cluster.start_server()
+    states = _every_step_ended_once(cluster, run.id)
+    assert set(states.values()) == {"completed"}
+
+
+def test_an_agent_kill_9_mid_pipeline_retries_its_step(cluster: Cluster) -> None:
+    doomed = cluster.start_agent("doomed", cpus=2)
+    with cluster.client() as client:
+        run = client.run_pipeline(CHAIN)
+        wait_for(lambda: run.steps()["b"].state == "running", timeout=30, what="b to run")
+        os.killpg(doomed.pid, signal.SIGKILL)
+        doomed.wait(30)
+        cluster.start_agent("rescuer", cpus=2)
+        states = _every_step_ended_once(cluster, run.id)
+        assert set(states.values()) == {"completed"}
+        b = run.job("b")
+        assert b.attempts[0].state == "lost"
+        assert b.record.state is JobState.COMPLETED
