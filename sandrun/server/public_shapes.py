@@ -13,6 +13,7 @@ from sandrun.signing import job_hash
 from sandrun.states import JobState
 
 STATES = {
+    JobState.WAITING: "queued",  # for the jobs it depends on
     JobState.PENDING: "queued",
     JobState.SCHEDULED: "queued",
     JobState.RUNNING: "running",

@@ -339,9 +339,9 @@ class JobSpec(Strict):
     def _result_is_an_output(cls, data: Any) -> Any:
         # The declared result is collected like any output.
         if isinstance(data, dict) and isinstance(data.get("result"), str):
-            outputs = data.get("outputs")
-            if outputs is None or (isinstance(outputs, list) and data["result"] not in outputs):
-                data = {**data, "outputs": [*(outputs or []), data["result"]]}
+            outputs = data.get("outputs", [])
+            if isinstance(outputs, list) and data["result"] not in outputs:
+                data = {**data, "outputs": [*outputs, data["result"]]}
         return data
 
     @model_validator(mode="after")

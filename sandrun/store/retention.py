@@ -46,6 +46,8 @@ def purge_jobs(db: Database, cutoff: float, batch: int = DEFAULT_BATCH) -> int:
             rows = tx.all("terminal_jobs_before", cutoff=cutoff, limit=batch)
             for row in rows:
                 tx.run("delete_job", id=row["id"])
+            if len(rows) < batch:  # the last batch: runs left with no job go too
+                tx.run("delete_ended_pipelines", cutoff=cutoff, limit=batch)
         purged += len(rows)
         if len(rows) < batch:
             return purged

@@ -11,11 +11,11 @@ import pytest
 import yaml
 
 from sandrun.errors import ArtifactNotFound, InvalidSpec, PipelineNotFound
-from sandrun.models import JobRecord
+from sandrun.models import AttemptResult, JobRecord
 from sandrun.service import Service
 from sandrun.states import FailureReason, JobState
 from sandrun.store import Store
-from tests.contract.flow import Outcome, run_queued, service_over
+from tests.contract.flow import BIG, Outcome, run_queued, service_over
 
 ML = """
 name: ml
@@ -332,3 +332,37 @@ def test_another_tenant_sees_no_run_and_cannot_pass_anothers_blob(service: Servi
     assert c.state == "failed" and "nothing its owner uploaded" in (c.message or "")
     assert service.get(c.job or "").failure_reason is FailureReason.STEP_ERROR
     assert service.pipeline_status(run.id).state == "failed"
+
+
+def test_retention_keeps_a_running_runs_steps_and_purges_an_ended_run(
+    service: Service,
+) -> None:
+    definition = {
+        "name": "keep",
+        "steps": {"a": {"shell": "a"}, "b": {"needs": ["a"], "shell": "b"}},
+    }
+    ended = service.run_pipeline(definition)
+    also_ended = service.run_pipeline({"name": "gone", "steps": {"x": {"shell": "x"}}})
+    ran = run_queued(service, lambda j: Outcome(exit_code=0))
+    assert {j.step for j in ran} == {"a", "b", "x"}
+    # A run still going: its first step ended (by hand), its second waits.
+    waiting = service.run_pipeline(
+        {"name": "wait", "steps": {"a": {"shell": "a"}, "b": {"needs": ["a"], "shell": "b"}}}
+    )
+    got = service.store.claim("node-a", BIG, service.clock(), 30.0)
+    assert got is not None and got.job.step == "a"
+    service.store.start_attempt(got.job.id, got.attempt, got.token, service.clock())
+    service.store.finish_attempt(
+        got.job.id,
+        got.attempt,
+        got.token,
+        AttemptResult(exit_code=0),
+        service.decide,
+        service.clock(),
+    )
+    report = service.collect_garbage(older_than=-3600, purge_jobs=True)
+    assert report.jobs_purged == 3  # the ended runs' a, b and x
+    assert service.pipeline_status(waiting.id).steps["a"].state == "completed"  # kept
+    for gone in (ended, also_ended):
+        with pytest.raises(PipelineNotFound):
+            service.pipeline(gone.id)

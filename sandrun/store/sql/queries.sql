@@ -188,7 +188,7 @@ DELETE FROM blob_owners WHERE digest = :digest;
 -- name: logged_jobs_before
 -- Retention: terminal jobs finished before :cutoff that still have logs, oldest first.
 SELECT id, finished_at FROM jobs j
-WHERE finished_at < :cutoff AND state IN ('completed', 'failed', 'cancelled')
+WHERE finished_at < :cutoff AND state IN ('completed', 'failed', 'cancelled', 'skipped')
   AND (finished_at > :after_at OR (finished_at = :after_at AND id > :after_id))
   AND EXISTS (SELECT 1 FROM logs l WHERE l.job_id = j.id)
 ORDER BY finished_at, id
@@ -196,9 +196,20 @@ LIMIT :limit;
 
 -- name: terminal_jobs_before
 SELECT id, finished_at FROM jobs
-WHERE finished_at < :cutoff AND state IN ('completed', 'failed', 'cancelled')
+WHERE finished_at < :cutoff AND state IN ('completed', 'failed', 'cancelled', 'skipped')
+  -- A running pipeline's later steps still read its ended ones.
+  AND (pipeline_id IS NULL
+       OR pipeline_id IN (SELECT id FROM pipelines WHERE state <> 'running'))
 ORDER BY finished_at, id
 LIMIT :limit;
+
+-- name: delete_ended_pipelines
+-- Runs that ended before the cutoff and whose jobs are all gone.
+DELETE FROM pipelines
+WHERE id IN (SELECT p.id FROM pipelines p
+             WHERE p.finished_at < :cutoff
+               AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.pipeline_id = p.id)
+             LIMIT :limit);
 
 -- name: delete_logs
 DELETE FROM logs WHERE job_id = :job_id;
