@@ -149,6 +149,20 @@ class JobBuilder:
         self._fields.setdefault("labels", {}).update(labels)
         return self
 
+    def after(self, *jobs: Job | str, condition: str = "ok") -> JobBuilder:
+        """Wait for these jobs (handles or ids) to end first; run if they end as
+        `condition` says (`ok`: completed, `failed`, `any`), else end `skipped`."""
+        for job in jobs:
+            job_id = job if isinstance(job, str) else job.id
+            self._fields.setdefault("after", []).append(f"{job_id}:{condition}")
+        return self
+
+    depends_on = after
+
+    def result(self, path: str) -> JobBuilder:
+        """A JSON file the job writes, read as its result (a pipeline step's `result`)."""
+        return self._set("result", path)
+
     def require(self, labels: dict[str, str]) -> JobBuilder:
         """Run only on nodes with these labels (`sandrun agent --label pool=gpu-east`)."""
         self._fields.setdefault("requires", {}).update(labels)

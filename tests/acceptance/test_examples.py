@@ -28,6 +28,13 @@ EXPECTED = {
     "repository.py": ["training from ['--epochs', '3']", "ran commit "],
     "async_logs.py": ["log: step 1", "log: step 3", "status: completed"],
     "yaml_job.py": ["hello from yaml"],
+    "pipeline.py": [
+        "state: completed",
+        "  heavy: skipped",
+        "  light: completed",
+        "metrics: {'mse': 3.5e-05, 'good': True}",
+        "train log: trained on 1000 rows",
+    ],
     "errors.py": [
         "invalid_spec: cpus:",
         "did you mean 'timeout'",

@@ -11,6 +11,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from sandrun.client import connect
 from sandrun.home import Home
 from sandrun.states import JobState
 from tests.contract.test_pipelines import ML
@@ -195,3 +196,18 @@ def test_an_agent_kill_9_mid_pipeline_retries_its_step(cluster: Cluster) -> None
         b = run.job("b")
         assert b.attempts[0].state == "lost"
         assert b.record.state is JobState.COMPLETED
+
+
+def test_the_builder_waits_on_jobs(home: Home) -> None:
+    with connect(home=home.root) as client:
+        first = client.job().shell("exit 4").upload_code(False).submit()
+        cleanup = client.job().shell("echo cleanup").after(first, condition="failed").submit()
+        following = client.job().shell("echo next").depends_on(first).submit()
+        either = client.job().shell("echo any").after(first.id, condition="any").submit()
+        for job in (cleanup, following, either):
+            job.wait(60)
+        assert cleanup.record.state is JobState.COMPLETED
+        assert cleanup.log_text() == "cleanup\n"
+        assert following.record.state is JobState.SKIPPED
+        assert either.record.state is JobState.COMPLETED
+        assert [e.kind for e in following.events][-1] == "skipped"
