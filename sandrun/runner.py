@@ -27,6 +27,9 @@ CALL_ENV = "SANDRUN_CALL"
 SHELL = f'exec "$SANDRUN_PYTHON" -m sandrun.runner {CALL_DIR}'  # a call job's `shell`
 ARGS_INPUT = f"{CALL_DIR}/args.pkl"  # a call's own arguments, as the job's input
 FUNCTION_INPUT = f"{CALL_DIR}/function.pkl"  # what it calls (or the class and its arguments)
+AFTER_DIR = f"{CALL_DIR}/after"  # N.pkl: what the Nth call it waited for returned
+VALUE_OUTPUT = f"{CALL_DIR}/value.json"  # the value as JSON (null if it is not JSON), if asked
+MAX_VALUE = 64 << 10  # bytes of JSON a value may take there
 ENTER_MARK = "__sandrun_enter__"  # set on a class's methods by `sandrun.enter()`
 EXIT_RAISED = 1
 EXIT_MISMATCH = 3
@@ -56,6 +59,7 @@ def main(argv: list[str]) -> int:
     try:
         function = _load_function(where, call)
         args, kwargs = cloudpickle.loads((where / "args.pkl").read_bytes())
+        args, kwargs = _awaited(args, where), _awaited(kwargs, where)
         value = function(*args, **kwargs)
     except BaseException as exc:  # whatever it raised goes back to the caller
         report = {
@@ -82,7 +86,39 @@ def main(argv: list[str]) -> int:
         )
         return EXIT_RAISED
     _write(where, {"ok": True}, data)
+    if call.get("value"):
+        (where / "value.json").write_text(_as_json(value))
     return 0
+
+
+class Awaited:
+    """In a call's arguments, where the value another call returned goes: the client
+    puts one for each call (`FunctionCall`) it was given, and the job waits for them."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+
+def _awaited(value: Any, where: Path) -> Any:
+    """`value` with each `Awaited` in it (in lists, tuples and dict values) replaced by what
+    that call returned."""
+    if isinstance(value, Awaited):
+        import cloudpickle
+
+        return cloudpickle.loads((where / "after" / f"{value.index}.pkl").read_bytes())
+    if type(value) in (list, tuple):  # exactly: a subclass may not rebuild from items
+        return type(value)(_awaited(v, where) for v in value)
+    if type(value) is dict:
+        return {k: _awaited(v, where) for k, v in value.items()}
+    return value
+
+
+def _as_json(value: Any) -> str:
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError):
+        return "null"
+    return text if len(text) <= MAX_VALUE else "null"
 
 
 class Entered:

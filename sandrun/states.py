@@ -47,7 +47,7 @@ class FailureReason(StrEnum):
     SPAWN_ERROR = "spawn_error"  # the command could not be started (not found, not executable)
     OUTPUT_ERROR = "output_error"  # the outputs could not be collected
     INTERNAL = "internal"  # a sandrun bug or sandbox fault: never the user's
-    STEP_ERROR = "step_error"  # a pipeline step could not be made (a template, a bad value)
+    STEP_ERROR = "step_error"  # a waiting job could not be made (a template, a missing output)
     ITEMS_FAILED = "items_failed"  # a fan-out step's item failed (`on_item_failure: fail`)
 
 

@@ -13,7 +13,7 @@ import os
 import re
 import sys
 import sysconfig
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar
 
 import cloudpickle
 
-from sandrun.client.calls import call_fields, merge_call
+from sandrun.client.calls import Awaitable, call_fields, merge_call
 from sandrun.errors import ArtifactNotFound, IllegalTransition
 from sandrun.runner import FUNCTION_INPUT
 
@@ -113,17 +113,49 @@ class Function(Generic[P, R]):
         *iterables: Iterable[Any],
         return_exceptions: bool = False,
         progress: bool | None = None,
-    ) -> Iterator[R | BaseException]:
+    ) -> MapCalls[R]:
         """Call once per item (several iterables: zipped, as the builtin map), all in
-        parallel; yield the results in order. A call that raised raises here (its
-        remaining calls are cancelled), or with `return_exceptions` is yielded. A progress
-        bar shows on a terminal unless `progress=False`."""
+        parallel, submitted now; iterate for the results in order. A call that raised
+        raises there (its remaining calls are cancelled), or with `return_exceptions` is
+        yielded. A progress bar shows on a terminal unless `progress=False`. Passed to
+        another call (`total.remote(square.map(xs))`) it is the list of values, waited
+        for by that call's job: the client never holds them."""
         calls = self._spawn_many([(args, {}) for args in zip(*iterables, strict=False)])
+        return MapCalls(calls, self.name, return_exceptions, progress)
+
+
+class MapCalls(Awaitable, Generic[R]):
+    """The calls of one `.map()`: an iterator of their results, in order."""
+
+    def __init__(
+        self,
+        calls: list[FunctionCall[R]],
+        name: str,
+        return_exceptions: bool,
+        progress: bool | None,
+    ) -> None:
+        self.calls = calls
+        self.awaits = [c.id for c in calls]
+        self._results = self._collect(name, return_exceptions, progress)
+
+    def __iter__(self) -> Iterator[R | BaseException]:
+        return self
+
+    def __next__(self) -> R | BaseException:
+        return next(self._results)
+
+    def close(self) -> None:
+        """Stop: the calls not yet read are cancelled."""
+        self._results.close()
+
+    def _collect(
+        self, name: str, return_exceptions: bool, progress: bool | None
+    ) -> Generator[R | BaseException, None, None]:
         show = sys.stderr.isatty() if progress is None else progress
         done = 0
         try:
-            with _progress(show, len(calls), self.name) as advance:
-                for call in calls:
+            with _progress(show, len(self.calls), name) as advance:
+                for call in self.calls:
                     try:
                         value: R | BaseException = call.get()
                     except Exception as exc:
@@ -134,15 +166,17 @@ class Function(Generic[P, R]):
                     advance()
                     yield value
         finally:
-            for call in calls[done:]:
+            for call in self.calls[done:]:
                 call.cancel()
 
 
-class FunctionCall(Generic[R]):
-    """One submitted call: `.get()` its value, `.cancel()` it, or see its `.job`."""
+class FunctionCall(Awaitable, Generic[R]):
+    """One submitted call: `.get()` its value, `.cancel()` it, or see its `.job`. Passed
+    to another call, that call waits for it and receives its value."""
 
     def __init__(self, job: Job) -> None:
         self.job = job
+        self.awaits = job.id
 
     @property
     def id(self) -> str:

@@ -14,19 +14,27 @@ definition as a YAML file runs with `sandrun pipeline run FILE`.
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import cloudpickle
+
+from sandrun.client.calls import Awaitable, call_fields, merge_call
 from sandrun.client.client import Client, connect
+from sandrun.client.functions import pickle_by_value_if_local
 from sandrun.client.runs import Run
 from sandrun.errors import InvalidSpec
 
 
-class Step:
-    """A step being defined; what later steps read of it."""
+class Step(Awaitable):
+    """A step being defined; what later steps read of it. Given as an argument to a call
+    step (`p.call`), that step needs it and receives what it returned."""
 
     def __init__(self, name: str) -> None:
         self.name = name
+        self.awaits = f"steps.{name}"
 
     @property
     def ref(self) -> str:
@@ -91,6 +99,34 @@ class Pipeline:
         self.steps[name] = fields
         return Step(name)
 
+    def call(
+        self,
+        name: str,
+        function: Callable[..., Any],
+        /,
+        args: tuple[Any, ...] | list[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+        **fields: Any,
+    ) -> Step:
+        """Add a step that calls `function` (an `@app.function`, with its resources, or a
+        plain function) with `args` and `kwargs`: steps among them are needed, and each
+        gives what it returned. The value this one returns is its `result` (if it is JSON)
+        and what later calls get. `fields` are the step's (`when=`, `gpus=`...)."""
+        client = self._client()
+        fn = getattr(function, "fn", function)
+        pickle_by_value_if_local(sys.modules.get(fn.__module__))
+        digest = client.transport.put_blob(cloudpickle.dumps(fn))
+        call = call_fields(
+            client.transport, tuple(args), dict(kwargs or {}), function_digest=digest, value=True
+        )
+        base = dict(getattr(function, "fields", {}))
+        return self.step(name, **merge_call({**base, **fields}, call))
+
+    def _client(self) -> Client:
+        if self.client is None:
+            self.client = connect()
+        return self.client
+
     @property
     def definition(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "steps": self.steps}
@@ -101,8 +137,7 @@ class Pipeline:
         return out
 
     def submit(self, params: dict[str, Any] | None = None) -> Run:
-        client = self.client or connect()
-        self.run = client.run_pipeline(self.definition, params, code=self.code)
+        self.run = self._client().run_pipeline(self.definition, params, code=self.code)
         return self.run
 
     def __enter__(self) -> Pipeline:

@@ -116,6 +116,14 @@ def _step(name: str, raw: object, defaults: dict[str, Any]) -> Step:
                 field=f"{where}.{key}",
                 suggestions=closest(key, known),
             )
+    for key in ("after", "inputs_from"):
+        if key in fields:
+            raise InvalidSpec(
+                f"{where}.{key}: a step waits for other steps through `needs`, and reads "
+                "their outputs through templates",
+                field=f"{where}.{key}",
+                suggestions=["inputs: {file: \"{{ steps.NAME.outputs['file'] }}\"}"],
+            )
     own = {k: fields.pop(k) for k in STEP_KEYS if k in fields}
     job = {**defaults, **fields}
     for key in _MERGED:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from sandrun.spec.gpus import GpuRequest
-from sandrun.spec.job import JobSpec, Limits, Repository, RetryOn, RetryPolicy, WarmPolicy
+from sandrun.spec.job import JobSpec, Repository
 from sandrun.spec.parse import load_spec_file, parse_spec
+from sandrun.spec.policies import Limits, RetryOn, RetryPolicy, WarmPolicy
 from sandrun.spec.units import format_duration, parse_duration, parse_memory_mb
 
 __all__ = [

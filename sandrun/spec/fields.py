@@ -18,6 +18,7 @@ from sandrun.spec.units import (
 )
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+INPUT_REF = r"^[A-Za-z0-9_-]{1,64}:[^\x00/][^\x00]*$"  # a job id, then one of its outputs
 AFTER_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}(:(ok|failed|any))?$")  # a job id, its condition
 MAX_AFTER = 100  # jobs one job may wait for
 # Spelled out: Python's \s and JSON Schema's (ECMA) \s disagree on some control characters.
@@ -157,3 +158,14 @@ AfterEntry = Annotated[
 ResultPath = Annotated[
     str, AfterValidator(_result_path), WithJsonSchema({"type": "string", "pattern": INPUT_PATH})
 ]
+InputRef = Annotated[
+    str,
+    AfterValidator(lambda v: _matches(v, INPUT_REF, "JOB_ID:OUTPUT_PATH, e.g. 'j-1:model.pt'")),
+    WithJsonSchema({"type": "string", "pattern": INPUT_REF}),
+]
+
+
+def _matches(value: str, pattern: str, shape: str) -> str:
+    if not re.match(pattern, value):
+        raise ValueError(f"{value!r} is not {shape}")
+    return value

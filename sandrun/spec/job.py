@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 import shlex
-from enum import StrEnum
 from pathlib import PurePosixPath
 from typing import Annotated, Any
 
@@ -39,15 +38,16 @@ from sandrun.spec.fields import (
     AfterEntry,
     Digest,
     Duration,
+    InputRef,
     MemoryMB,
     ResultPath,
     also_accepts,
     env_values,
     git_word,
     priority_value,
-    unique,
 )
 from sandrun.spec.gpus import GPU_PATTERN, GpuRequest, parse_gpus
+from sandrun.spec.policies import Limits, RetryPolicy, WarmPolicy
 from sandrun.spec.text import forbid_nul_in_schema
 from sandrun.spec.units import (
     Int,
@@ -89,60 +89,6 @@ _PROGRAM_RULES: dict[str, Any] = {
 def _program_rules(schema: dict[str, Any]) -> None:
     forbid_nul_in_schema(schema)
     schema.update(_PROGRAM_RULES)
-
-
-class RetryOn(StrEnum):
-    EXIT_CODE = "exit_code"
-    TIMEOUT = "timeout"
-    OOM = "oom"
-    NODE_LOST = "node_lost"
-
-
-class RetryPolicy(Strict):
-    """`limit` retries after the first attempt, waiting backoff * factor**(n-1), capped."""
-
-    limit: Int = Field(default=0, ge=0, le=100)
-    backoff: Duration = 1.0
-    factor: Num = Field(default=2.0, ge=1.0, le=10.0)
-    max_backoff: Duration = 60.0
-    on: Annotated[frozenset[RetryOn], BeforeValidator(unique)] = frozenset(
-        {RetryOn.EXIT_CODE, RetryOn.TIMEOUT, RetryOn.NODE_LOST}
-    )
-    no_retry_exit_codes: Annotated[frozenset[Int], BeforeValidator(unique)] = frozenset()
-
-    @property
-    def max_attempts(self) -> int:
-        return self.limit + 1
-
-    def delay(self, retry_number: int) -> float:
-        """Seconds to wait before retry number `retry_number` (1-based)."""
-        return float(min(self.backoff * self.factor ** (retry_number - 1), self.max_backoff))
-
-
-class Limits(Strict):
-    """What one attempt may use beyond `memory` and `timeout`; the agent enforces them."""
-
-    processes: Int = Field(default=4096, ge=1, le=1_000_000)  # tasks: threads count too
-    cpu_time: Duration | None = None  # CPU seconds, per process (RLIMIT_CPU)
-    file_size: MemoryMB | None = None  # the largest file the job may write
-    disk: MemoryMB | None = None  # its scratch directory, at most (the node may cap it lower)
-    log_size: MemoryMB = 64  # stdout and stderr together; past it, output is dropped
-    stop_on_log_limit: StrictBool = False  # ...or the job is stopped
-    output_size: MemoryMB = 10 * 1024  # all collected outputs together
-
-
-MAX_WARM_WORKERS = 8  # `warm.min_workers`, at most: each is a sandbox held on the node
-MAX_WARM_IDLE = 3600.0  # `warm.idle_timeout` an agent keeps at most (it caps a longer one)
-
-
-class WarmPolicy(Strict):
-    """How an agent keeps warm workers for a function's calls (`@app.function(min_workers=,
-    idle_timeout=)`): `min_workers` started ahead and kept on a node that runs a call, until
-    no call has come for `idle_timeout` seconds (the agent's `--warm-idle` if unset; at
-    most `MAX_WARM_IDLE`)."""
-
-    min_workers: Int = Field(default=0, ge=0, le=MAX_WARM_WORKERS)
-    idle_timeout: Duration | None = None
 
 
 class Repository(Strict):
@@ -245,6 +191,13 @@ class JobSpec(Strict):
     after: list[AfterEntry] = Field(default_factory=list, max_length=MAX_AFTER)
     # A JSON file among its outputs whose value later steps read (`steps.NAME.result`).
     result: ResultPath | None = None
+    # Inputs that are outputs of jobs in `after`, {path: "JOB_ID:OUTPUT_PATH"}: fetched by
+    # digest when the job is released (the client never downloads them).
+    inputs_from: dict[str, InputRef] = Field(
+        default_factory=dict,
+        max_length=MAX_AFTER,
+        json_schema_extra={"propertyNames": {"pattern": INPUT_PATH}},
+    )
 
     @property
     def dependencies(self) -> list[tuple[str, str]]:
@@ -300,16 +253,28 @@ class JobSpec(Strict):
             raise ValueError(f"working_dir {value!r} must be an absolute path")
         return value
 
+    @model_validator(mode="after")
+    def _refs(self) -> JobSpec:
+        waits_for = {job_id for job_id, _ in self.dependencies}
+        for path, ref in self.inputs_from.items():
+            try:
+                _check_input_path(path)
+            except ValueError as exc:
+                raise ValueError(f"inputs_from: {exc}") from None
+            if path in self.inputs:
+                raise ValueError(f"inputs_from: {path!r} is also in inputs; give it once")
+            if ref.partition(":")[0] not in waits_for:
+                raise ValueError(
+                    f"inputs_from: {path!r} names job {ref.partition(':')[0]!r}, which is not "
+                    "in after: a job's outputs exist once it has ended"
+                )
+        return self
+
     @field_validator("inputs")
     @classmethod
     def _inputs(cls, value: dict[str, str]) -> dict[str, str]:
         for path in value:
-            parts = PurePosixPath(path).parts
-            if not path or path.startswith("/") or ".." in parts or path.endswith("/"):
-                raise ValueError(
-                    f"input path {path!r} must be a file path relative to the working "
-                    "directory, e.g. 'data/config.json', without '..'"
-                )
+            _check_input_path(path)
         return value
 
     @field_validator("outputs")
@@ -355,7 +320,9 @@ class JobSpec(Strict):
         if self.code is not None and self.repository is not None:
             raise ValueError("give code or repository, not both: each fills the working directory")
         if self.working_dir is not None:
-            brought = [f for f in ("inputs", "code", "repository") if getattr(self, f)]
+            brought = [
+                f for f in ("inputs", "inputs_from", "code", "repository") if getattr(self, f)
+            ]
             if brought:
                 raise ValueError(
                     f"{' and '.join(brought)} fill the job's own scratch directory; "
@@ -389,3 +356,12 @@ class JobSpec(Strict):
 
     def to_json_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude_defaults=True)
+
+
+def _check_input_path(path: str) -> None:
+    parts = PurePosixPath(path).parts
+    if not path or path.startswith("/") or ".." in parts or path.endswith("/"):
+        raise ValueError(
+            f"input path {path!r} must be a file path relative to the working "
+            "directory, e.g. 'data/config.json', without '..'"
+        )

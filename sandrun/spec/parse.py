@@ -10,7 +10,8 @@ from pydantic import BaseModel, ValidationError
 
 from sandrun.errors import InvalidSpec, closest
 from sandrun.spec.gpus import GpuRequest
-from sandrun.spec.job import JobSpec, Limits, Repository, RetryPolicy, WarmPolicy
+from sandrun.spec.job import JobSpec, Repository
+from sandrun.spec.policies import Limits, RetryPolicy, WarmPolicy
 
 # Which model's fields are valid at each nested place, for "did you mean" suggestions.
 _MODELS_AT: dict[tuple[str, ...], type[BaseModel]] = {

@@ -20,7 +20,7 @@ from sandrun.states import FailureReason, JobState
 from sandrun.store import steps
 from sandrun.store.database import Row, Tx
 from sandrun.store.rows import job_from
-from sandrun.store.transitions import Decision, event, must, set_state
+from sandrun.store.transitions import Decision, must, set_state
 
 
 def end_job(
@@ -71,10 +71,7 @@ def _work(tx: Tx, now: float, ended: deque[JobRecord], ready: deque[JobRecord]) 
             if job.state is not JobState.WAITING:
                 continue
             if job.pipeline_id is None:
-                decision = Decision(JobState.PENDING, not_before=now, message="released")
-                set_state(tx, job, decision, now)
-                event(tx, job.id, None, "released", "its dependencies ended; queued", now)
-                tx.notify("submitted")
+                ended.extend(steps.release_job(tx, job, now))
                 continue
             now_ended, now_ready = steps.release(tx, job, now)
             ended.extend(now_ended)

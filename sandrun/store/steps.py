@@ -57,6 +57,28 @@ def release(tx: Tx, job: JobRecord, now: float) -> Moved:
     return _make(tx, run, step, job, decided.fields, now)
 
 
+def release_job(tx: Tx, job: JobRecord, now: float) -> list[JobRecord]:
+    """A waiting job (not a step) whose dependencies ended: its `inputs_from` become
+    inputs by digest, and it is queued; returns it if it ended instead."""
+    if job.spec.inputs_from:
+        inputs = dict(job.spec.inputs)
+        for path, ref in job.spec.inputs_from.items():
+            dep_id, _, output = ref.partition(":")
+            row = tx.one("output_of", job_id=dep_id, path=output)
+            if row is None:
+                reason = f"inputs_from.{path}: job {dep_id} has no output {output!r}"
+                return [_failed(tx, job, reason, now)]
+            inputs[path] = row["digest"]
+        fields = {k: v for k, v in job.spec.to_json_dict().items() if k != "inputs_from"}
+        spec = parse_spec({**fields, "inputs": inputs})  # its refs, resolved
+        _write_spec(tx, job, spec, cache_key(spec.to_json_dict()), now)
+        job = job_from(must(tx, job.id))
+    set_state(tx, job, Decision(JobState.PENDING, not_before=now, message="released"), now)
+    event(tx, job.id, None, "released", "its dependencies ended; queued", now)
+    tx.notify("submitted")
+    return []
+
+
 def step_ended(tx: Tx, job: JobRecord, now: float) -> None:
     """Count `job`'s end against its run; the last end ends the run. A fan-out's items
     count through the fan-out itself (its policy says whether they fail the run)."""
@@ -104,7 +126,7 @@ def _end(tx: Tx, job: JobRecord, state: JobState, message: str, now: float) -> J
 
 
 def _failed(tx: Tx, job: JobRecord, reason: str, now: float) -> JobRecord:
-    message = f"steps.{job.step}: {reason}"
+    message = f"steps.{job.step}: {reason}" if job.step else reason
     result = AttemptResult(failure_reason=FailureReason.STEP_ERROR)
     return job_from(set_state(tx, job, Decision(JobState.FAILED, message=message), now, result))
 

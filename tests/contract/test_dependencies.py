@@ -171,3 +171,28 @@ def test_two_servers_ending_the_last_two_dependencies_release_once(
     finally:
         for s in stores:
             s.close()
+
+
+def test_inputs_from_a_dependency_are_its_outputs_by_digest(service: Service) -> None:
+    first = service.submit({"command": ["true"], "outputs": ["model.pt"]})
+    then = service.submit(
+        {
+            "command": ["true"],
+            "after": [first.id],
+            "inputs_from": {"m.pt": f"{first.id}:model.pt"},
+        }
+    )
+    missing = service.submit(
+        {"command": ["true"], "after": [first.id], "inputs_from": {"x": f"{first.id}:nope"}}
+    )
+    run_queued(
+        service,
+        lambda j: Outcome(outputs={"model.pt": b"weights"}) if j.id == first.id else Outcome(),
+    )
+    made = {o.path: o.digest for o in service.outputs(first.id)}
+    got = service.get(then.id)
+    assert got.state is JobState.COMPLETED
+    assert got.spec.inputs == {"m.pt": made["model.pt"]}
+    lost = service.get(missing.id)
+    assert lost.state is JobState.FAILED
+    assert lost.message == f"inputs_from.x: job {first.id} has no output 'nope'"

@@ -35,3 +35,11 @@ def describe() -> dict[str, object]:
 
 def leave(code: int) -> None:
     sys.exit(code)
+
+
+def total(values: list[int], start: int = 0) -> int:
+    return start + sum(values)
+
+
+def pair(a: int, b: object) -> list[object]:
+    return [a, b]

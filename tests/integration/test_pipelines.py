@@ -11,12 +11,17 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from sandrun.client import connect
+import pytest
+
+from sandrun.client import App, Pipeline, connect
+from sandrun.errors import JobFailedError
 from sandrun.home import Home
 from sandrun.states import JobState
 from tests.contract.test_pipelines import ML
 from tests.helpers import wait_for
+from tests.integration import sdkfuncs
 from tests.integration.cluster import SANDRUN, Cluster
+from tests.integration.conftest import Local
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = {
@@ -211,3 +216,50 @@ def test_the_builder_waits_on_jobs(home: Home) -> None:
         assert following.record.state is JobState.SKIPPED
         assert either.record.state is JobState.COMPLETED
         assert [e.kind for e in following.events][-1] == "skipped"
+
+
+def test_calls_passed_to_calls_wait_for_them(local: Local) -> None:
+    app = App("futures", client=local.client)
+    square = app.function()(sdkfuncs.square)
+    total = app.function()(sdkfuncs.total)
+    pair = app.function()(sdkfuncs.pair)
+    divide = app.function()(sdkfuncs.divide)
+    # A reduce over a map: the sum's job waits for the 20 squares and gets their values.
+    squares = square.map(range(20))
+    summed = total.spawn(squares, start=square.spawn(10))
+    assert summed.get(120) == sum(n * n for n in range(20)) + 100
+    job = summed.job.refresh().record
+    assert len(job.spec.after) == 21
+    assert sorted(job.spec.inputs)[0].startswith(".sandrun/after/")
+    # Futures inside containers, one future used twice.
+    nine = square.spawn(3)
+    assert pair.remote(4, {"x": nine, "again": [nine]}) == [4, {"x": 9, "again": [9]}]
+    # A call whose future failed is skipped, and says why.
+    failing = divide.spawn(1, 0)
+    after_failure = square.spawn(failing)
+    with pytest.raises(JobFailedError) as caught:
+        after_failure.get(60)
+    assert after_failure.job.refresh().record.state is JobState.SKIPPED
+    assert failing.id in str(caught.value)
+    # Iterating a map still yields its results in order.
+    assert list(square.map([1, 2, 3])) == [1, 4, 9]
+
+
+def test_function_steps_pass_values_and_branch_on_them(local: Local) -> None:
+    app = App("fsteps", client=local.client)
+    square = app.function(cpus=0.5)(sdkfuncs.square)
+    with Pipeline("fn", client=local.client) as p:
+        sq = p.call("sq", square, args=(7,))
+        p.call("big", sdkfuncs.total, args=([sq, sq],), when=f"{sq.ref}.result > 40")
+        p.call("small", sdkfuncs.square, args=(sq,), when=f"{sq.ref}.result <= 40")
+    assert p.run is not None
+    status = p.run.wait(120, check=True).status()
+    assert {n: s.state for n, s in status.steps.items()} == {
+        "sq": "completed",
+        "big": "completed",
+        "small": "skipped",
+    }
+    assert status.steps["sq"].result == 49  # its return value, as JSON
+    assert status.steps["big"].result == 98
+    assert p.run.job("big").result() == 98
+    assert p.run.job("sq").record.spec.cpus == 0.5  # the @app.function's own fields

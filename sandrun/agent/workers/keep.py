@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from sandrun.agent.workers.worker import WarmKey
 from sandrun.spec import JobSpec
-from sandrun.spec.job import MAX_WARM_IDLE
+from sandrun.spec.policies import MAX_WARM_IDLE
 
 
 @dataclass(frozen=True)

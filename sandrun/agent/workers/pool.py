@@ -37,9 +37,9 @@ from sandrun.agent.workers.worker import WarmKey, Worker, find_server, said_pid
 from sandrun.agent.workspace import remove_tree
 from sandrun.errors import SandrunError, WorkerDied
 from sandrun.models import WarmGroup, WarmReport
-from sandrun.runner import ARGS_INPUT, CALL_ENV, SHELL
+from sandrun.runner import AFTER_DIR, ARGS_INPUT, CALL_ENV, SHELL
 from sandrun.spec import JobSpec
-from sandrun.spec.job import Limits
+from sandrun.spec.policies import Limits
 
 log = logging.getLogger("sandrun.agent")
 
@@ -72,7 +72,11 @@ def instance_of(spec: JobSpec) -> str | None:
         return None
     seen = {
         "python": call.get("python"),
-        "inputs": {k: v for k, v in spec.inputs.items() if k != ARGS_INPUT},
+        "inputs": {  # a call's own arguments, and the values it waited for, may differ
+            k: v
+            for k, v in spec.inputs.items()
+            if k != ARGS_INPUT and not k.startswith(AFTER_DIR + "/")
+        },
         "env": {k: v for k, v in spec.env.items() if k != CALL_ENV},
         "code": spec.code,
         "repository": spec.repository.model_dump() if spec.repository else None,

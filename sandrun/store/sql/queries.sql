@@ -337,6 +337,12 @@ INSERT INTO outputs (job_id, attempt, path, digest, size)
 SELECT :job_id, 1, o.path, o.digest, o.size FROM outputs o JOIN jobs j ON j.id = o.job_id
 WHERE o.job_id = :source AND o.attempt = CASE WHEN j.attempts > 0 THEN j.attempts ELSE 1 END;
 
+-- name: output_of
+-- A job's output by path, from the attempt that ended it.
+SELECT o.digest FROM outputs o JOIN jobs j ON j.id = o.job_id
+WHERE o.job_id = :job_id AND o.path = :path
+  AND o.attempt = CASE WHEN j.attempts > 0 THEN j.attempts ELSE 1 END;
+
 -- name: step_rows
 SELECT id, step, item, state, exit_code, result FROM jobs
 WHERE pipeline_id = :pipeline_id AND step = :step ORDER BY item;
