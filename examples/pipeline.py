@@ -44,9 +44,9 @@ with sandrun.Pipeline("ml-py", params={"rows": args.rows, "big": 100_000}, code=
         },
         result="metrics.json",
     )
-    rows = f"{prep.ref}.result.rows"
-    p.step("heavy", "echo heavy: {{ %s }} rows" % rows, when=f"{rows} > params.big")
-    p.step("light", "echo light: {{ %s }} rows" % rows, when=f"{rows} <= params.big")
+    rows = f"{prep.ref}.result.rows"  # steps.prep.result.rows
+    p.step("heavy", "echo heavy: {{ steps.prep.result.rows }} rows", when=f"{rows} > params.big")
+    p.step("light", "echo light: {{ steps.prep.result.rows }} rows", when=f"{rows} <= params.big")
 
 run = p.run
 assert run is not None

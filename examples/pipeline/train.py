@@ -16,7 +16,7 @@ with open(args.data) as f:
         ys.append(y)
 n = len(xs)
 mx, my = sum(xs) / n, sum(ys) / n
-a = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+a = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum((x - mx) ** 2 for x in xs)
 b = my - a * mx
 with open("model.pt", "w") as out:
     json.dump({"a": a, "b": b}, out)

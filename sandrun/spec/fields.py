@@ -20,7 +20,7 @@ from sandrun.spec.units import (
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 INPUT_REF = r"^[A-Za-z0-9_-]{1,64}:[^\x00/][^\x00]*$"  # a job id, then one of its outputs
 AFTER_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}(:(ok|failed|any))?$")  # a job id, its condition
-MAX_AFTER = 100  # jobs one job may wait for
+MAX_AFTER = 1000  # jobs one job may wait for (a call may wait for a whole `.map()`)
 # Spelled out: Python's \s and JSON Schema's (ECMA) \s disagree on some control characters.
 NOT_BLANK = r"[^ \t\n\r\f\v]"
 # Text that shell-style splitting (shlex) takes: every quote closed, no lone backslash at
