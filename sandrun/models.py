@@ -99,6 +99,7 @@ class JobRecord(Wire):
     item: int | None = None
     result: JsonValue = None  # its declared result (spec.result), once it completed
     cached_from: str | None = None  # the job whose result it reused instead of running
+    waited_on: bool = Field(default=False, exclude=True)  # a job waits for it (store's)
 
     @classmethod
     def submitted(cls, spec: JobSpec, owner: str, at: float) -> JobRecord:
@@ -107,7 +108,7 @@ class JobRecord(Wire):
             id=new_id(),
             name=spec.display_name,
             owner=owner,
-            state=JobState.WAITING if spec.after else JobState.PENDING,
+            state=JobState.WAITING if spec.dependencies else JobState.PENDING,
             spec=spec,
             priority=spec.priority,
             attempts=0,

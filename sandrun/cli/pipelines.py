@@ -65,15 +65,7 @@ def run(
     """Start a run of a pipeline file and print its id (with --wait, wait and show its steps)."""
     with _client() as client:
         folder = None if no_code else (code or file.resolve().parent)
-        started = client.run_pipeline(file, _params(set_ or []), code=folder)
-        if not wait:
-            if json:
-                render.print_json(started.record)
-            else:
-                print(started.id)
-            return
-        render.err.print(f"[dim]pipeline run {started.id} started[/dim]")
-        _finish(started, json)
+        _started(client.run_pipeline(file, _params(set_ or []), code=folder), wait, json)
 
 
 @pipeline_app.command()
@@ -118,14 +110,7 @@ def cancel(run_id: RunId, json: JsonOpt = False) -> None:
 def retry(run_id: RunId, wait: WaitOpt = False, json: JsonOpt = False) -> None:
     """Start a new run that reuses every step the old one completed with the same inputs."""
     with _client() as client:
-        again = client.pipeline(run_id).retry()
-        if not wait:
-            if json:
-                render.print_json(again.record)
-            else:
-                print(again.id)
-            return
-        _finish(again, json)
+        _started(client.pipeline(run_id).retry(), wait, json)
 
 
 @pipeline_app.command()
@@ -163,8 +148,16 @@ def _params(pairs: list[str]) -> dict[str, Any]:
     return out
 
 
-def _finish(run: Run, json: bool) -> None:
-    """Wait for `run`, show it, and exit 0 only if it completed."""
+def _started(run: Run, wait: bool, json: bool) -> None:
+    """Print a run just started (its id); with `wait`, wait for it, show it, and exit 0
+    only if it completed."""
+    if not wait:
+        if json:
+            render.print_json(run.record)
+        else:
+            print(run.id)
+        return
+    render.err.print(f"[dim]pipeline run {run.id} started[/dim]")
     done = run.wait().status()
     if json:
         render.print_json(_as_json(done))

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
 
 from sandrun.models import JobRecord, Wire
-from sandrun.spec.text import forbid_nul_in_schema
+from sandrun.spec.text import forbid_nul_in_schema, refuse_nul
 
 PipelineState = Literal["running", "completed", "failed", "cancelled"]
 
@@ -61,11 +61,13 @@ class PipelineStatus(Wire):
 
 
 class PipelineSubmit(BaseModel):
-    """POST /v1/pipelines: a definition (as YAML gives it) and `--set` values."""
+    """POST /v1/pipelines: a definition (as YAML gives it) and `--set` values. No text
+    in them, key or value, may hold a NUL (as in a spec)."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra=forbid_nul_in_schema)
     definition: dict[str, Any]
     params: dict[str, JsonValue] = Field(default_factory=dict)
+    _no_nul = field_validator("*")(refuse_nul)
 
 
 def step_statuses(run: PipelineRun, jobs: list[JobRecord]) -> dict[str, StepStatus]:

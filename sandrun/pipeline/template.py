@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from jinja2 import StrictUndefined, Undefined, nodes
@@ -21,7 +22,7 @@ MAX_TEXT = 64 << 10  # characters a rendered string may hold
 
 
 class _Env(ImmutableSandboxedEnvironment):
-    """The sandbox, with `**` and `*` bounded: `9**9**9` or `'x' * 10**12` would hold a
+    """The sandbox, with `**` and `*` bounded: `7 ** 9999999` or `'x' * 10**12` would hold a
     server's thread or memory."""
 
     intercepted_binops = frozenset({"**", "*"})
@@ -30,6 +31,9 @@ class _Env(ImmutableSandboxedEnvironment):
         if operator == "**" and isinstance(left, int) and isinstance(right, int):
             if abs(left) > 1 and left.bit_length() * abs(right) > 4096:
                 raise SecurityError(f"{left!r} ** {right!r} is too large to compute here")
+        if operator == "*" and isinstance(left, int) and isinstance(right, int):
+            if left.bit_length() + right.bit_length() > 1 << 16:
+                raise SecurityError("a product that large is not computed here")
         if operator == "*" and any(isinstance(v, str | list | tuple) for v in (left, right)):
             times = right if isinstance(right, int) else left
             if isinstance(times, int) and times * len(left if times is right else right) > MAX_TEXT:
@@ -56,21 +60,28 @@ def expression_of(value: str) -> str | None:
     return match.group(1).strip()
 
 
+@contextmanager
+def _problems(text: str) -> Iterator[None]:
+    """Whatever evaluating `text` raises, as one TemplateProblem that quotes it."""
+    try:
+        yield
+    except TemplateProblem as exc:
+        raise TemplateProblem(f"{text!r}: {exc}") from None
+    except SecurityError as exc:
+        raise TemplateProblem(f"{text!r} is not allowed: {exc}") from None
+    except TemplateError as exc:
+        raise TemplateProblem(f"{text!r}: {exc}") from None
+    except (TypeError, ValueError, ArithmeticError, LookupError, AttributeError) as exc:
+        raise TemplateProblem(f"{text!r}: {type(exc).__name__}: {exc}") from None
+
+
 def evaluate(expression: str, context: Mapping[str, Any]) -> Any:
     """The value of `expression` (no braces) in `context`."""
-    try:
+    with _problems(expression):
         value = _ENV.compile_expression(expression, undefined_to_none=False)(**context)
         if isinstance(value, Undefined):
             value._fail_with_undefined_error()
         return value
-    except TemplateProblem as exc:
-        raise TemplateProblem(f"{expression!r}: {exc}") from None
-    except SecurityError as exc:
-        raise TemplateProblem(f"{expression!r} is not allowed: {exc}") from None
-    except TemplateError as exc:
-        raise TemplateProblem(f"{expression!r}: {exc}") from None
-    except (TypeError, ValueError, ArithmeticError, LookupError, AttributeError) as exc:
-        raise TemplateProblem(f"{expression!r}: {type(exc).__name__}: {exc}") from None
 
 
 def render(value: Any, context: Mapping[str, Any]) -> Any:
@@ -90,16 +101,8 @@ def _render_text(text: str, context: Mapping[str, Any]) -> Any:
     one = expression_of(text)
     if one is not None:
         return evaluate(one, context)
-    try:
+    with _problems(text):
         out = _ENV.from_string(text).render(**context)
-    except TemplateProblem as exc:
-        raise TemplateProblem(f"{text!r}: {exc}") from None
-    except SecurityError as exc:
-        raise TemplateProblem(f"{text!r} is not allowed: {exc}") from None
-    except TemplateError as exc:
-        raise TemplateProblem(f"{text!r}: {exc}") from None
-    except (TypeError, ValueError, ArithmeticError, LookupError, AttributeError) as exc:
-        raise TemplateProblem(f"{text!r}: {type(exc).__name__}: {exc}") from None
     if len(out) > MAX_TEXT:
         raise TemplateProblem(f"{text!r} renders to {len(out)} characters, over {MAX_TEXT}")
     return out

@@ -54,9 +54,9 @@ def check_after(
 ) -> None:
     """Every job in `after` must exist and be the submitter's (`viewer`; None: an admin):
     another tenant's job reads as absent, so waiting on it tells nothing about it."""
-    if not spec.after:
-        return
     ids = [job_id for job_id, _ in spec.dependencies]
+    if not ids:
+        return
     _, owners = lookup(ids)
     for job_id in ids:
         if job_id not in owners or (viewer is not None and owners[job_id] != viewer):

@@ -77,6 +77,7 @@ _PROGRAM_RULES: dict[str, Any] = {
             "then": {
                 "properties": {
                     "inputs": {"maxProperties": 0},
+                    "inputs_from": {"maxProperties": 0},
                     "code": {"type": "null"},
                     "repository": {"type": "null"},
                 }
@@ -191,8 +192,9 @@ class JobSpec(Strict):
     after: list[AfterEntry] = Field(default_factory=list, max_length=MAX_AFTER)
     # A JSON file among its outputs whose value later steps read (`steps.NAME.result`).
     result: ResultPath | None = None
-    # Inputs that are outputs of jobs in `after`, {path: "JOB_ID:OUTPUT_PATH"}: fetched by
-    # digest when the job is released (the client never downloads them).
+    # Inputs that are other jobs' outputs, {path: "JOB_ID:OUTPUT_PATH"}: the job waits for
+    # those jobs (as `after` says, else until they complete) and gets the files by digest
+    # when it is released, over any input of the same path.
     inputs_from: dict[str, InputRef] = Field(
         default_factory=dict,
         max_length=MAX_AFTER,
@@ -201,8 +203,16 @@ class JobSpec(Strict):
 
     @property
     def dependencies(self) -> list[tuple[str, str]]:
-        """`after` as (job id, condition) pairs; the condition is `ok` unless given."""
-        return [(a.partition(":")[0], a.partition(":")[2] or "ok") for a in self.after]
+        """`after` as (job id, condition) pairs (`ok` unless given), then each job that
+        `inputs_from` names and `after` does not (`ok`: its outputs exist once it completed)."""
+        pairs = [(a.partition(":")[0], a.partition(":")[2] or "ok") for a in self.after]
+        named = {job_id for job_id, _ in pairs}
+        for ref in self.inputs_from.values():
+            job_id = ref.partition(":")[0]
+            if job_id not in named:
+                pairs.append((job_id, "ok"))
+                named.add(job_id)
+        return pairs
 
     @field_validator("name")
     @classmethod
@@ -253,24 +263,7 @@ class JobSpec(Strict):
             raise ValueError(f"working_dir {value!r} must be an absolute path")
         return value
 
-    @model_validator(mode="after")
-    def _refs(self) -> JobSpec:
-        waits_for = {job_id for job_id, _ in self.dependencies}
-        for path, ref in self.inputs_from.items():
-            try:
-                _check_input_path(path)
-            except ValueError as exc:
-                raise ValueError(f"inputs_from: {exc}") from None
-            if path in self.inputs:
-                raise ValueError(f"inputs_from: {path!r} is also in inputs; give it once")
-            if ref.partition(":")[0] not in waits_for:
-                raise ValueError(
-                    f"inputs_from: {path!r} names job {ref.partition(':')[0]!r}, which is not "
-                    "in after: a job's outputs exist once it has ended"
-                )
-        return self
-
-    @field_validator("inputs")
+    @field_validator("inputs", "inputs_from")
     @classmethod
     def _inputs(cls, value: dict[str, str]) -> dict[str, str]:
         for path in value:

@@ -20,7 +20,7 @@ from sandrun.states import FailureReason, JobState
 from sandrun.store import steps
 from sandrun.store.database import Row, Tx
 from sandrun.store.rows import job_from
-from sandrun.store.transitions import Decision, must, set_state
+from sandrun.store.transitions import Decision, add_edge, event, must, set_state
 
 
 def end_job(
@@ -33,15 +33,27 @@ def end_job(
     return row
 
 
+def cancel_job(tx: Tx, job: JobRecord, now: float) -> None:
+    """Cancel an unfinished job: one not started ends at once (its waiters learn it), one
+    scheduled or running is flagged for its agent."""
+    if job.state in (JobState.PENDING, JobState.WAITING):
+        end_job(tx, job, Decision(JobState.CANCELLED, message="cancelled"), now)
+        tx.run("request_cancel", id=job.id, now=now)
+    elif not job.cancel_requested:
+        tx.run("request_cancel", id=job.id, now=now)
+        event(tx, job.id, job.attempts, "cancel_requested", "cancel requested", now)
+    tx.notify("cancel")
+
+
 def add_dependencies(tx: Tx, job: JobRecord, deps: Sequence[tuple[str, str]], now: float) -> None:
     """Record a new waiting job's `after` edges. A dependency's row is locked before its
     state is read, so one ending at this moment either sees the edge or is seen ended."""
     unique = dict(deps)  # one edge per dependency: the last condition given
     tx.run("set_deps_left", id=job.id, deps_left=len(unique))
     done = []
-    for dep_id, condition in unique.items():
+    for dep_id, condition in sorted(unique.items()):  # rows locked in one order: no deadlock
         dep = job_from(must(tx, dep_id, lock=True))
-        tx.run("insert_dependency", job_id=job.id, dep_id=dep_id, condition=condition)
+        add_edge(tx, job.id, dep_id, condition)
         if dep.is_terminal:
             done.append((dep, condition))
     ended: deque[JobRecord] = deque()
@@ -64,6 +76,8 @@ def _work(tx: Tx, now: float, ended: deque[JobRecord], ready: deque[JobRecord]) 
             job = ended.popleft()
             if job.pipeline_id is not None:
                 steps.step_ended(tx, job, now)
+            if not job.waited_on:  # most jobs: no query for waiters they do not have
+                continue
             for edge in tx.all("dependents", dep_id=job.id):
                 _edge(tx, edge["job_id"], job, edge["condition"], ended, ready, now)
         else:

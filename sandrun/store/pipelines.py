@@ -9,12 +9,11 @@ from sandrun.models import JobRecord
 from sandrun.pipeline.definition import Definition
 from sandrun.pipeline.models import PipelineEvent, PipelineRun
 from sandrun.spec import JobSpec
-from sandrun.states import JobState
 from sandrun.store.database import Database, Row, Tx
-from sandrun.store.deps import end_job, settle
+from sandrun.store.deps import cancel_job, settle
 from sandrun.store.rows import job_from
 from sandrun.store.steps import insert_step, pipeline_event
-from sandrun.store.transitions import Decision, event, must
+from sandrun.store.transitions import add_edge, event, must
 
 
 class PipelineStore:
@@ -58,7 +57,7 @@ class PipelineStore:
                 event(tx, made[name].id, None, "submitted", f"step {name} of {run_id}", now)
                 for need in step.needs:
                     dep = made[need].id
-                    tx.run("insert_dependency", job_id=made[name].id, dep_id=dep, condition="any")
+                    add_edge(tx, made[name].id, dep, "any")
             what = f"retry of {retry_of}" if retry_of else "started"
             pipeline_event(tx, run_id, "started", f"{definition.name}: {what}", now)
             ready = [made[n] for n, s in definition.steps.items() if not s.needs]
@@ -91,9 +90,14 @@ class PipelineStore:
 
     def cancel_pipeline(self, run_id: str, now: float) -> PipelineRun:
         """Cancel every unfinished step: waiting and queued ones at once, the others
-        through their agents. The run ends `cancelled` once its last step ends."""
+        through their agents. The run ends `cancelled` once its last step ends.
+
+        First the run is marked, under its row lock: a release in flight (it holds that
+        lock) finishes first, and every later one sees the mark and cancels its step.
+        Then each step is cancelled in a transaction of its own, taking its row before
+        the run's, as a step's end does: a cancel and an end never wait on each other."""
         with self.db.transaction() as tx:
-            run = _run(_must(tx, run_id))
+            run = _run(_must(tx, run_id, lock=True))
             if run.is_terminal:
                 raise IllegalTransition(
                     f"pipeline {run_id} already {run.state}; there is nothing to cancel",
@@ -101,19 +105,17 @@ class PipelineStore:
                 )
             tx.run("cancel_pipeline", id=run_id, now=now)
             pipeline_event(tx, run_id, "cancel_requested", "cancel requested", now)
-            for row in tx.all("pipeline_jobs", pipeline_id=run_id):
-                job = job_from(must(tx, row["id"], lock=True))
-                if job.state in (JobState.WAITING, JobState.PENDING):
-                    end_job(tx, job, Decision(JobState.CANCELLED, message="cancelled"), now)
-                elif not job.is_terminal and not job.cancel_requested:
-                    tx.run("request_cancel", id=job.id, now=now)
-                    event(tx, job.id, job.attempts, "cancel_requested", "cancel requested", now)
-            tx.notify("cancel")
-            return _run(_must(tx, run_id))
+            ids = [r["id"] for r in tx.all("pipeline_jobs", pipeline_id=run_id)]
+        for job_id in ids:
+            with self.db.transaction() as tx:
+                job = job_from(must(tx, job_id, lock=True))
+                if not job.is_terminal:
+                    cancel_job(tx, job, now)
+        return self.get_pipeline(run_id)
 
 
-def _must(tx: Tx, run_id: str) -> Row:
-    row = tx.one("get_pipeline", id=run_id)
+def _must(tx: Tx, run_id: str, lock: bool = False) -> Row:
+    row = tx.one("lock_pipeline" if lock else "get_pipeline", id=run_id)
     if row is None:
         raise PipelineNotFound(f"no pipeline run has id {run_id!r}", field="run_id")
     return row

@@ -43,6 +43,7 @@ def job_from(row: Row) -> JobRecord:
             item=row["item"],
             result=json.loads(row["result"]) if row["result"] is not None else None,
             cached_from=row["cached_from"],
+            waited_on=bool(row["waited_on"]),
         ),
         context=STORED,
     )

@@ -29,14 +29,16 @@ from sandrun.spec import JobSpec, parse_spec
 from sandrun.states import FailureReason, JobState
 from sandrun.store.database import Row, Tx
 from sandrun.store.rows import job_from, spec_columns
-from sandrun.store.transitions import Decision, event, must, set_state
+from sandrun.store.transitions import Decision, add_edge, event, must, set_state
 
 Moved = tuple[list[JobRecord], list[JobRecord]]  # (ended, ready)
 
 
 def release(tx: Tx, job: JobRecord, now: float) -> Moved:
     """A waiting step whose dependencies all ended: make it, skip it, or fan it out."""
-    run = tx.one("get_pipeline", id=job.pipeline_id)
+    # Its run's row lock: a cancel marks the run under it, so a step is made before the
+    # mark (and the cancel finds it) or sees it.
+    run = tx.one("lock_pipeline", id=job.pipeline_id)
     assert run is not None and job.step is not None
     definition = Definition.model_validate_json(run["definition"])
     step = definition.steps[job.step]
@@ -255,10 +257,10 @@ def _expand(
             now=now,
             waits=1 if window and index >= window else 0,
         )
-        tx.run("insert_dependency", job_id=group.id, dep_id=record.id, condition=condition)
+        add_edge(tx, group.id, record.id, condition)
         if window and index >= window:
             before = made[index - window][0].id
-            tx.run("insert_dependency", job_id=record.id, dep_id=before, condition="any")
+            add_edge(tx, record.id, before, "any")
         made.append((record, rendered))
     event(tx, group.id, None, "fanned_out", f"{len(items)} items", now, {"items": len(items)})
     ended: list[JobRecord] = []
@@ -267,8 +269,12 @@ def _expand(
         if isinstance(rendered, Fail):
             ended.append(_failed(tx, record, rendered.reason, now))
             continue
-        if window and index >= window:
-            _write_spec(tx, record, _checked(rendered.fields, record), "", now)
+        if window and index >= window:  # made now, queued when its turn comes
+            spec = _checked(rendered.fields, record)
+            if isinstance(spec, Fail):
+                ended.append(_failed(tx, record, spec.reason, now))
+            else:
+                _write_spec(tx, record, spec, "", now)
             continue
         more_ended, more_ready = _make(tx, run, step, record, rendered.fields, now)
         ended.extend(more_ended)
@@ -276,11 +282,11 @@ def _expand(
     return ended, ready
 
 
-def _checked(fields: dict[str, Any], record: JobRecord) -> JobSpec:
+def _checked(fields: dict[str, Any], record: JobRecord) -> JobSpec | Fail:
     try:
         return parse_spec({"name": record.name, **fields})
-    except InvalidSpec:
-        return record.spec  # refused again, naming the field, when its turn comes
+    except InvalidSpec as exc:
+        return Fail(exc.message)
 
 
 def _fan_in(tx: Tx, step: Step, group: JobRecord, now: float) -> list[JobRecord]:

@@ -35,11 +35,11 @@ from sandrun.states import (
 )
 from sandrun.store.attempts import AttemptWrites
 from sandrun.store.database import Database, apply_migration, load_migrations
-from sandrun.store.deps import add_dependencies, end_job
+from sandrun.store.deps import add_dependencies, cancel_job
 from sandrun.store.pipelines import PipelineStore
 from sandrun.store.queue import PoolCache
 from sandrun.store.rows import attempt_from, job_from, spec_columns
-from sandrun.store.transitions import Decision, event, must
+from sandrun.store.transitions import event, must
 
 Listener = Callable[[str], None]  # told the kind of each committed change
 
@@ -111,7 +111,7 @@ class Store(AttemptWrites, PipelineStore):
                 for digest in {*spec.inputs.values(), *([spec.code] if spec.code else [])}:
                     tx.run("insert_job_input", job_id=job.id, digest=digest)
                 event(tx, job.id, None, "submitted", f"submitted as {job.name}", job.created_at)
-                if spec.after:
+                if spec.dependencies:
                     add_dependencies(tx, job, spec.dependencies, job.created_at)
             tx.notify("submitted")
 
@@ -159,13 +159,7 @@ class Store(AttemptWrites, PipelineStore):
                     f"job {job_id} already {job.state}; there is nothing to cancel",
                     field="job_id",
                 )
-            if job.state in (JobState.PENDING, JobState.WAITING):
-                end_job(tx, job, Decision(JobState.CANCELLED, message="cancelled"), now)
-                tx.run("request_cancel", id=job_id, now=now)
-            elif not job.cancel_requested:
-                tx.run("request_cancel", id=job_id, now=now)
-                event(tx, job_id, job.attempts, "cancel_requested", "cancel requested", now)
-            tx.notify("cancel")
+            cancel_job(tx, job, now)
             return job_from(must(tx, job_id))
 
     def next_not_before(self, now: float) -> float | None:

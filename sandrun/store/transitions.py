@@ -64,6 +64,13 @@ def set_state(
     return row
 
 
+def add_edge(tx: Tx, waiter: str, dep: str, condition: str) -> None:
+    """`waiter` waits for `dep` (`store/deps.py`); `dep` is marked, so that its end looks
+    for its waiters (most jobs have none, and their ends skip that query)."""
+    tx.run("insert_dependency", job_id=waiter, dep_id=dep, condition=condition)
+    tx.run("mark_waited_on", id=dep)
+
+
 def event(
     tx: Tx,
     job_id: str,

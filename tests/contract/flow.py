@@ -47,19 +47,25 @@ def run_queued(service: Service, outcome: Decider = lambda job: Outcome()) -> li
     """Run every job that is or becomes pending, each ending as `outcome` says; return
     them in the order they ran."""
     ran = []
-    while True:
-        got = service.store.claim("node-a", BIG, service.clock(), 30.0)
-        if got is None:
-            return ran
-        job = got.job
+    while (job := run_next(service, outcome)) is not None:
         ran.append(job)
-        service.store.start_attempt(job.id, got.attempt, got.token, service.clock())
-        chosen = outcome(job)
-        files = []
-        for path, data in chosen.outputs.items():
-            digest, size = service.artifacts.put_bytes(data)
-            files.append(OutputFile(attempt=got.attempt, path=path, digest=digest, size=size))
-        result = AttemptResult(exit_code=chosen.exit_code, outputs=files)
-        service.store.finish_attempt(
-            job.id, got.attempt, got.token, result, service.decide, service.clock()
-        )
+    return ran
+
+
+def run_next(service: Service, outcome: Decider = lambda job: Outcome()) -> JobRecord | None:
+    """Run the next pending job, ending as `outcome` says; None if none is pending."""
+    got = service.store.claim("node-a", BIG, service.clock(), 30.0)
+    if got is None:
+        return None
+    job = got.job
+    service.store.start_attempt(job.id, got.attempt, got.token, service.clock())
+    chosen = outcome(job)
+    files = []
+    for path, data in chosen.outputs.items():
+        digest, size = service.artifacts.put_bytes(data)
+        files.append(OutputFile(attempt=got.attempt, path=path, digest=digest, size=size))
+    result = AttemptResult(exit_code=chosen.exit_code, outputs=files)
+    service.store.finish_attempt(
+        job.id, got.attempt, got.token, result, service.decide, service.clock()
+    )
+    return job

@@ -182,9 +182,9 @@ def test_inputs_from_a_dependency_are_its_outputs_by_digest(service: Service) ->
             "inputs_from": {"m.pt": f"{first.id}:model.pt"},
         }
     )
-    missing = service.submit(
-        {"command": ["true"], "after": [first.id], "inputs_from": {"x": f"{first.id}:nope"}}
-    )
+    # inputs_from alone makes a job wait for the jobs it names.
+    missing = service.submit({"command": ["true"], "inputs_from": {"x": f"{first.id}:nope"}})
+    assert missing.state is JobState.WAITING
     run_queued(
         service,
         lambda j: Outcome(outputs={"model.pt": b"weights"}) if j.id == first.id else Outcome(),

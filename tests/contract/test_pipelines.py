@@ -11,11 +11,11 @@ import pytest
 import yaml
 
 from sandrun.errors import ArtifactNotFound, InvalidSpec, PipelineNotFound
-from sandrun.models import AttemptResult, JobRecord
+from sandrun.models import JobRecord
 from sandrun.service import Service
 from sandrun.states import FailureReason, JobState
 from sandrun.store import Store
-from tests.contract.flow import BIG, Outcome, run_queued, service_over
+from tests.contract.flow import Outcome, run_next, run_queued, service_over
 
 ML = """
 name: ml
@@ -349,20 +349,31 @@ def test_retention_keeps_a_running_runs_steps_and_purges_an_ended_run(
     waiting = service.run_pipeline(
         {"name": "wait", "steps": {"a": {"shell": "a"}, "b": {"needs": ["a"], "shell": "b"}}}
     )
-    got = service.store.claim("node-a", BIG, service.clock(), 30.0)
-    assert got is not None and got.job.step == "a"
-    service.store.start_attempt(got.job.id, got.attempt, got.token, service.clock())
-    service.store.finish_attempt(
-        got.job.id,
-        got.attempt,
-        got.token,
-        AttemptResult(exit_code=0),
-        service.decide,
-        service.clock(),
-    )
+    first = run_next(service)
+    assert first is not None and first.step == "a"
     report = service.collect_garbage(older_than=-3600, purge_jobs=True)
     assert report.jobs_purged == 3  # the ended runs' a, b and x
     assert service.pipeline_status(waiting.id).steps["a"].state == "completed"  # kept
     for gone in (ended, also_ended):
         with pytest.raises(PipelineNotFound):
             service.pipeline(gone.id)
+
+
+def test_defaults_apply_to_every_step_and_a_step_overrides_them(service: Service) -> None:
+    run = service.run_pipeline(
+        {
+            "name": "d",
+            "defaults": {"cpus": 2, "env": {"A": "1"}, "retries": 1, "labels": {"team": "ml"}},
+            "steps": {
+                "a": {"shell": "a"},
+                "b": {"shell": "b", "cpus": 0.5, "env": {"B": "2"}, "labels": {"x": "y"}},
+            },
+        }
+    )
+    ran = {j.step: j for j in run_queued(service)}
+    assert ran["a"].spec.cpus == 2 and ran["a"].spec.env == {"A": "1"}
+    assert ran["b"].spec.cpus == 0.5 and ran["b"].spec.env == {"A": "1", "B": "2"}
+    assert ran["b"].spec.labels == {"team": "ml", "x": "y"}
+    assert ran["a"].spec.retries.limit == ran["b"].spec.retries.limit == 1
+    assert ran["a"].name == "d-a"
+    assert service.pipeline_status(run.id).state == "completed"

@@ -631,3 +631,43 @@ def _json(text: str) -> list[dict[str, Any]]:
     data = json.loads(text)
     assert isinstance(data, list)
     return data
+
+
+def test_pipelines_and_dependencies_reach_no_other_tenant(cluster: Cluster) -> None:
+    """Bob's job and run are invisible to alice's `after`, `inputs_from` and pipeline calls;
+    a template cannot reach the server's objects or hold it with a huge computation."""
+    alice, bob = _headers(cluster, "alice"), _headers(cluster, "bob")
+    api = cluster.url + "/v1"
+    theirs = httpx.post(f"{api}/jobs", json={"command": ["true"]}, headers=bob).json()
+    for spec in (
+        {"command": ["true"], "after": [theirs["id"]]},
+        {"command": ["true"], "after": [theirs["id"]], "inputs_from": {"x": f"{theirs['id']}:o"}},
+    ):
+        refused = httpx.post(f"{api}/jobs", json=spec, headers=alice)
+        assert refused.status_code == 404 and refused.json()["field"] == "after"
+    run = httpx.post(
+        f"{api}/pipelines",
+        json={"definition": {"name": "b", "steps": {"s": {"command": ["true"]}}}},
+        headers=bob,
+    ).json()
+    for method, path in (
+        ("GET", f"/pipelines/{run['id']}"),
+        ("POST", f"/pipelines/{run['id']}/cancel"),
+        ("POST", f"/pipelines/{run['id']}/retry"),
+    ):
+        answer = httpx.request(method, api + path, headers=alice)
+        assert answer.status_code == 404 and answer.json()["code"] == "pipeline_not_found"
+    assert httpx.get(f"{api}/pipelines", headers=alice).json() == []
+    for template, words in (
+        ("{{ ''.__class__.__mro__[1].__subclasses__() }}", "not allowed"),
+        ("{{ cycler.__init__.__globals__ }}", "not allowed"),  # no such global, either
+        ("{{ 7 ** 9999999 }}", "too large"),
+        ("{{ ((2 ** 64) ** 64) ** 64 }}", "too large"),
+        ("{{ 'x' * 10 ** 12 }}", "not allowed"),
+        ("{{ range(10 ** 9) | list }}", "Range too big"),
+    ):
+        bad = {"name": "evil", "steps": {"s": {"shell": template}}}
+        refused = httpx.post(f"{api}/pipelines", json={"definition": bad}, headers=alice)
+        assert refused.status_code == 422, template
+        assert words in refused.json()["message"], (template, refused.json())
+    assert httpx.get(f"{api}/pipelines", headers=alice).json() == []  # nothing recorded

@@ -263,3 +263,42 @@ def test_function_steps_pass_values_and_branch_on_them(local: Local) -> None:
     assert status.steps["big"].result == 98
     assert p.run.job("big").result() == 98
     assert p.run.job("sq").record.spec.cpus == 0.5  # the @app.function's own fields
+
+
+def test_two_servers_on_postgresql_release_each_step_once(pg_url: str, tmp_path: Path) -> None:
+    """Agents on two servers of one database end steps at once: every step and item is
+    released once and ends once, and the run ends once."""
+    cluster = Cluster(tmp_path, db=pg_url)
+    cluster.make_tokens()
+    cluster.start_server()
+    try:
+        other = cluster.start_other_server()
+        cluster.start_agent("one", cpus=2)
+        cluster.start_agent("two", cpus=2, url=other)
+        definition = {
+            "name": "two",
+            "steps": {
+                "a": {"command": ["true"]},
+                "b": {"command": ["true"]},
+                "fan": {
+                    "needs": ["a", "b"],
+                    "for_each": "{{ range(30) }}",
+                    "max_parallel": 4,
+                    "command": ["true"],
+                },
+                "join": {"needs": ["fan", "a"], "command": ["true"]},
+            },
+        }
+        with cluster.client() as client:
+            run = client.run_pipeline(definition).wait(180, check=True)
+            status = run.status()
+            ids = [j for s in status.steps.values() for j in [s.job, *s.jobs] if j]
+            assert len(ids) == 4 + 30
+            for job_id in ids:
+                kinds = [e.kind for e in client.get(job_id).events]
+                assert kinds.count("released") <= 1 and kinds.count("completed") == 1, kinds
+            released = [j for j in ids if "released" in [e.kind for e in client.get(j).events]]
+            assert len(released) == 3 + 30  # each step but the fan-out (it fans out), each item
+            assert [e.kind for e in status.events].count("completed") == 1
+    finally:
+        cluster.stop()

@@ -288,6 +288,9 @@ VALUES (:id, :name, :owner, 'waiting', :spec, :labels, :priority, :cpus, :memory
 INSERT INTO job_deps (job_id, dep_id, condition) VALUES (:job_id, :dep_id, :condition)
 ON CONFLICT (job_id, dep_id) DO NOTHING;
 
+-- name: mark_waited_on
+UPDATE jobs SET waited_on = 1 WHERE id = :id AND waited_on = 0;
+
 -- name: dependents
 SELECT job_id, condition FROM job_deps WHERE dep_id = :dep_id ORDER BY job_id;
 

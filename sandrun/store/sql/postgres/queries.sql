@@ -176,3 +176,6 @@ SELECT a.node, a.job_id, a.number, a.state, j.cancel_requested
 FROM attempts a JOIN jobs j ON j.id = a.job_id
 WHERE a.state IN ('scheduled', 'running')
   AND a.node IN (SELECT jsonb_array_elements_text(:ids::jsonb));
+
+-- name: lock_pipeline
+SELECT * FROM pipelines WHERE id = :id FOR UPDATE;

@@ -36,6 +36,7 @@ CREATE TABLE jobs (
     deps_left        integer NOT NULL DEFAULT 0,
     result           text,
     cache_key        text,
+    waited_on        integer NOT NULL DEFAULT 0,
     cached_from      text
 );
 CREATE INDEX jobs_queue ON jobs (priority DESC, created_at, id) WHERE state = 'pending';

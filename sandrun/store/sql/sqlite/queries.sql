@@ -153,3 +153,7 @@ SELECT a.node, a.job_id, a.number, a.state, j.cancel_requested
 FROM attempts a JOIN jobs j ON j.id = a.job_id
 WHERE a.state IN ('scheduled', 'running')
   AND a.node IN (SELECT value FROM json_each(:ids));
+
+-- name: lock_pipeline
+-- Row locks are PostgreSQL's; here the write transaction already excludes other writers.
+SELECT * FROM pipelines WHERE id = :id;

@@ -35,6 +35,7 @@ CREATE TABLE jobs (
     deps_left        INTEGER NOT NULL DEFAULT 0,
     result           TEXT,
     cache_key        TEXT,
+    waited_on        INTEGER NOT NULL DEFAULT 0,
     cached_from      TEXT
 );
 CREATE INDEX jobs_queue ON jobs (priority DESC, created_at, id) WHERE state = 'pending';

@@ -8,6 +8,8 @@ ALTER TABLE jobs ADD COLUMN items integer;
 ALTER TABLE jobs ADD COLUMN deps_left integer NOT NULL DEFAULT 0;
 ALTER TABLE jobs ADD COLUMN result text;
 ALTER TABLE jobs ADD COLUMN cache_key text;
+-- waited_on: some job waits for this one (its end then looks for its waiters).
+ALTER TABLE jobs ADD COLUMN waited_on integer NOT NULL DEFAULT 0;
 ALTER TABLE jobs ADD COLUMN cached_from text;
 CREATE INDEX jobs_pipeline ON jobs (pipeline_id, step, item) WHERE pipeline_id IS NOT NULL;
 CREATE INDEX jobs_cache ON jobs (owner, cache_key, finished_at)
