@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
 
-from sandrun.models import JobRecord, Wire
+from sandrun.models import Wire
 from sandrun.spec.text import forbid_nul_in_schema, refuse_nul
 
 PipelineState = Literal["running", "completed", "failed", "cancelled"]
@@ -29,6 +29,19 @@ class PipelineRun(Wire):
     @property
     def is_terminal(self) -> bool:
         return self.state != "running"
+
+
+class StepJob(Wire):
+    """One job of a run as its status reads it (an item's result is left out)."""
+
+    id: str
+    step: str
+    item: int | None = None
+    state: str
+    message: str | None = None
+    exit_code: int | None = None
+    result: JsonValue = None
+    cached_from: str | None = None
 
 
 class StepStatus(Wire):
@@ -70,7 +83,7 @@ class PipelineSubmit(BaseModel):
     _no_nul = field_validator("*")(refuse_nul)
 
 
-def step_statuses(run: PipelineRun, jobs: list[JobRecord]) -> dict[str, StepStatus]:
+def step_statuses(run: PipelineRun, jobs: list[StepJob]) -> dict[str, StepStatus]:
     """Each step of `run`, in the definition's order, from its jobs."""
     steps = run.definition.get("steps", {})
     out: dict[str, StepStatus] = {}
@@ -79,10 +92,10 @@ def step_statuses(run: PipelineRun, jobs: list[JobRecord]) -> dict[str, StepStat
         items = sorted((j for j in jobs if j.step == name and j.item is not None), key=_item)
         counts: dict[str, int] = {}
         for item in items:
-            counts[item.state.value] = counts.get(item.state.value, 0) + 1
+            counts[item.state] = counts.get(item.state, 0) + 1
         out[name] = StepStatus(
             name=name,
-            state=own.state.value if own else "waiting",
+            state=own.state if own else "waiting",
             job=own.id if own else None,
             jobs=[j.id for j in items],
             items=counts,
@@ -95,5 +108,5 @@ def step_statuses(run: PipelineRun, jobs: list[JobRecord]) -> dict[str, StepStat
     return out
 
 
-def _item(job: JobRecord) -> int:
+def _item(job: StepJob) -> int:
     return job.item or 0

@@ -7,7 +7,7 @@ import json
 from sandrun.errors import IllegalTransition, PipelineNotFound
 from sandrun.models import JobRecord
 from sandrun.pipeline.definition import Definition
-from sandrun.pipeline.models import PipelineEvent, PipelineRun
+from sandrun.pipeline.models import PipelineEvent, PipelineRun, StepJob
 from sandrun.spec import JobSpec
 from sandrun.store.database import Database, Row, Tx
 from sandrun.store.deps import cancel_job, settle
@@ -78,10 +78,17 @@ class PipelineStore:
         with self.db.transaction(write=False) as tx:
             return [_run(r) for r in tx.all("list_pipelines", owner=owner, limit=limit)]
 
-    def pipeline_jobs(self, run_id: str) -> list[JobRecord]:
+    def pipeline_jobs(self, run_id: str) -> list[StepJob]:
+        """A run's jobs, its steps' and items', as its status shows them."""
         with self.db.transaction(write=False) as tx:
             _must(tx, run_id)
-            return [job_from(r) for r in tx.all("pipeline_jobs", pipeline_id=run_id)]
+            rows = tx.all("pipeline_step_jobs", pipeline_id=run_id)
+        return [
+            StepJob.model_validate(
+                {**r, "result": json.loads(r["result"]) if r["result"] is not None else None}
+            )
+            for r in rows
+        ]
 
     def pipeline_events(self, run_id: str) -> list[PipelineEvent]:
         with self.db.transaction(write=False) as tx:

@@ -25,6 +25,7 @@ from sandrun.pipeline.decide import (
 )
 from sandrun.pipeline.definition import Definition, Step
 from sandrun.pipeline.render import StepRow, View, views
+from sandrun.pipeline.template import TemplateProblem
 from sandrun.spec import JobSpec, parse_spec
 from sandrun.states import FailureReason, JobState
 from sandrun.store.database import Row, Tx
@@ -32,6 +33,8 @@ from sandrun.store.rows import job_from, spec_columns
 from sandrun.store.transitions import Decision, add_edge, event, must, set_state
 
 Moved = tuple[list[JobRecord], list[JobRecord]]  # (ended, ready)
+MAX_VIEW = 16 << 20  # bytes of results one step's templates may read
+MAX_GROUP_RESULT = 1 << 20  # bytes of JSON a fan-out keeps as its own result
 
 
 def release(tx: Tx, job: JobRecord, now: float) -> Moved:
@@ -48,7 +51,10 @@ def release(tx: Tx, job: JobRecord, now: float) -> Moved:
         return _make(tx, run, step, job, job.spec.to_json_dict(), now)
     if step.fans_out and _expanded(tx, job):
         return _fan_in(tx, step, job, now), []
-    seen = _views(tx, job.pipeline_id or "", step.needs)
+    try:
+        seen = _views(tx, job.pipeline_id or "", step.needs)
+    except TemplateProblem as exc:
+        return [_failed(tx, job, str(exc), now)], []
     decided = decide_step(step, seen, definition.params)
     if isinstance(decided, Skip):
         return [_end(tx, job, JobState.SKIPPED, decided.reason, now)], []
@@ -139,12 +145,21 @@ def _expanded(tx: Tx, job: JobRecord) -> bool:
 
 
 def _views(tx: Tx, pipeline_id: str, names: list[str]) -> View:
+    """What a step's templates see of the steps it needs. Their results are read up to
+    MAX_VIEW bytes in all (10,000 items of 64 KiB each would be 640 MB)."""
     rows = []
+    read = 0
     for name in names:
         outputs: dict[str, dict[str, str]] = {}
         for out in tx.all("step_outputs", pipeline_id=pipeline_id, step=name):
             outputs.setdefault(out["id"], {})[out["path"]] = out["digest"]
         for r in tx.all("step_rows", pipeline_id=pipeline_id, step=name):
+            read += len(r["result"] or "")
+            if read > MAX_VIEW:
+                raise TemplateProblem(
+                    f"the results of the steps it needs are over {MAX_VIEW >> 20} MiB: "
+                    "pass large values as outputs (by digest), not results"
+                )
             rows.append(
                 StepRow(
                     step=name,
@@ -297,6 +312,8 @@ def _fan_in(tx: Tx, step: Step, group: JobRecord, now: float) -> list[JobRecord]
         if r["item"] is not None
     ]
     state, message, result = group_end(step, items)
+    if len(json.dumps(result)) > MAX_GROUP_RESULT:  # its items hold them: see `steps.X.result`
+        result = None
     reason = None if state is JobState.COMPLETED else FailureReason.ITEMS_FAILED
     outcome = AttemptResult(exit_code=0 if reason is None else None, failure_reason=reason)
     decision = Decision(state, message=message, result=result)

@@ -377,3 +377,24 @@ def test_defaults_apply_to_every_step_and_a_step_overrides_them(service: Service
     assert ran["a"].spec.retries.limit == ran["b"].spec.retries.limit == 1
     assert ran["a"].name == "d-a"
     assert service.pipeline_status(run.id).state == "completed"
+
+
+def test_a_fan_in_over_too_many_results_fails_saying_so(service: Service) -> None:
+    """Results are small values: 300 items of 60 KiB each are more than one step's
+    templates may read (16 MiB), so the step that reads them fails; the items stand."""
+    run = service.run_pipeline(
+        {
+            "name": "big",
+            "steps": {
+                "each": {"for_each": "{{ range(300) }}", "shell": "x", "result": "r.json"},
+                "merge": {"shell": "echo {{ steps.each.result | length }}"},
+            },
+        }
+    )
+    big = "x" * (60 << 10)
+    run_queued(service, lambda j: Outcome.result(big, "r.json") if j.step == "each" else Outcome())
+    status = service.pipeline_status(run.id)
+    assert status.steps["each"].state == "completed"
+    assert status.steps["each"].result is None  # too large to keep whole: its items hold it
+    merge = status.steps["merge"]
+    assert merge.state == "failed" and "over 16 MiB" in (merge.message or "")

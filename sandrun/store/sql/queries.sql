@@ -375,7 +375,13 @@ SELECT * FROM pipelines WHERE (CAST(:owner AS TEXT) IS NULL OR owner = CAST(:own
 ORDER BY created_at DESC, id DESC LIMIT :limit;
 
 -- name: pipeline_jobs
-SELECT * FROM jobs WHERE pipeline_id = :pipeline_id ORDER BY created_at, item, id;
+SELECT id FROM jobs WHERE pipeline_id = :pipeline_id ORDER BY created_at, item, id;
+
+-- name: pipeline_step_jobs
+-- A run's jobs as its status shows them: a step's own result, not an item's.
+SELECT id, step, item, state, message, exit_code, cached_from,
+       CASE WHEN item IS NULL THEN result END AS result
+FROM jobs WHERE pipeline_id = :pipeline_id ORDER BY created_at, item, id;
 
 -- name: pipeline_add_jobs
 UPDATE pipelines SET jobs_left = jobs_left + :count, updated_at = :now WHERE id = :id;
