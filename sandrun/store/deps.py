@@ -28,7 +28,8 @@ def end_job(
 ) -> Row:
     """Move `job` as `decision` says; if it ended, settle what waits on it."""
     row = set_state(tx, job, decision, now, result)
-    if decision.state.is_terminal:
+    # Most jobs are neither waited for nor a step: their end has nothing to settle.
+    if decision.state.is_terminal and (row["waited_on"] or row["pipeline_id"] is not None):
         settle(tx, now, ended=[job_from(row)])
     return row
 
