@@ -51,6 +51,10 @@ def add_dependencies(tx: Tx, job: JobRecord, deps: Sequence[tuple[str, str]], no
     state is read, so one ending at this moment either sees the edge or is seen ended."""
     unique = dict(deps)  # one edge per dependency: the last condition given
     tx.run("set_deps_left", id=job.id, deps_left=len(unique))
+    listed = ", ".join(f"{d}:{c}" for d, c in list(unique.items())[:5])
+    more = f" and {len(unique) - 5} more" if len(unique) > 5 else ""
+    data = {"after": [f"{d}:{c}" for d, c in unique.items()]}
+    event(tx, job.id, None, "waiting", f"waiting for {listed}{more}", now, data)
     done = []
     for dep_id, condition in sorted(unique.items()):  # rows locked in one order: no deadlock
         dep = job_from(must(tx, dep_id, lock=True))

@@ -55,6 +55,9 @@ class PipelineStore:
                     waits=len(step.needs),
                 )
                 event(tx, made[name].id, None, "submitted", f"step {name} of {run_id}", now)
+                if step.needs:
+                    needs = ", ".join(step.needs)
+                    event(tx, made[name].id, None, "waiting", f"waiting for {needs}", now)
                 for need in step.needs:
                     dep = made[need].id
                     add_edge(tx, made[name].id, dep, "any")

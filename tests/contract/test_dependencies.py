@@ -48,9 +48,11 @@ def test_each_condition_releases_or_skips(
     )
     assert [j.id for j in ran] == ([first.id, then.id] if runs else [first.id])
     got = service.get(then.id)
+    kinds = [e.kind for e in service.events(then.id)]
+    assert kinds[:2] == ["submitted", "waiting"]
     if runs:
         assert got.state is JobState.COMPLETED
-        assert "released" in [e.kind for e in service.events(then.id)]
+        assert "released" in kinds
     else:
         assert got.state is JobState.SKIPPED
         assert first.id in (got.message or "") and "first" in (got.message or "")

@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -302,3 +303,28 @@ def test_two_servers_on_postgresql_release_each_step_once(pg_url: str, tmp_path:
             assert [e.kind for e in status.events].count("completed") == 1
     finally:
         cluster.stop()
+
+
+def test_the_python_example_trains_on_two_declared_gpus_through_a_server(
+    cluster: Cluster,
+) -> None:
+    cluster.start_agent("gpu", cpus=4, extra=("--gpus", "2xa100"))
+    env = _server_env(cluster)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "pipeline.py"), "--gpus", "2xa100"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    for line in (
+        "state: completed",
+        "  train: completed",
+        "  heavy: skipped",
+        "  light: completed",
+        "metrics: {'mse': 3.5e-05, 'good': True}",
+        "train log: trained on 1000 rows with GPUs 0,1",
+    ):
+        assert line in done.stdout, done.stdout
