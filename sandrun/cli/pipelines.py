@@ -192,7 +192,7 @@ def _tree(found: PipelineStatus) -> None:
             line += f" [dim]← {', '.join(step.needs)}[/]"
         if step.cached_from:
             line += f" [dim]cached from {step.cached_from}[/]"
-        elif step.message and step.state not in ("completed", "waiting"):
+        elif step.message and step.state not in ("completed", "waiting", step.message):
             line += f" [dim]{step.message}[/]"
         tree.add(line)
     render.out.print(tree)

@@ -398,3 +398,13 @@ def test_a_fan_in_over_too_many_results_fails_saying_so(service: Service) -> Non
     assert status.steps["each"].result is None  # too large to keep whole: its items hold it
     merge = status.steps["merge"]
     assert merge.state == "failed" and "over 16 MiB" in (merge.message or "")
+
+
+def test_a_misspelled_key_is_refused_with_the_closest_valid_one(service: Service) -> None:
+    with pytest.raises(InvalidSpec) as caught:
+        service.run_pipeline({"name": "t", "steps": {"a": {"shel": "x", "neds": ["b"]}}})
+    assert caught.value.field == "steps.a.shel"
+    assert caught.value.suggestions == ["did you mean 'shell'?"]
+    with pytest.raises(InvalidSpec) as caught:
+        service.run_pipeline({"nam": "t", "steps": {"a": {"shell": "x"}}})
+    assert caught.value.suggestions == ["did you mean 'name'?"]
