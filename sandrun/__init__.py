@@ -34,6 +34,7 @@ if TYPE_CHECKING:
         method,
     )
     from sandrun.errors import SandrunError
+    from sandrun.runner import item
     from sandrun.spec import JobSpec, RetryPolicy
 
 __version__ = "0.1.0"
@@ -58,12 +59,14 @@ __all__ = [
     "connect_async",
     "enter",
     "invoke",
+    "item",
     "method",
 ]
 _ELSEWHERE = {
     "SandrunError": "sandrun.errors",
     "JobSpec": "sandrun.spec",
     "RetryPolicy": "sandrun.spec",
+    "item": "sandrun.runner",
 }
 _WHERE = {name: _ELSEWHERE.get(name, "sandrun.client") for name in __all__}
 

@@ -99,13 +99,32 @@ class Awaited:
         self.index = index
 
 
+class Item:
+    """In a fan-out step's call arguments (`p.call(..., for_each=...)`): that item's value,
+    which the step's job carries as JSON in $SANDRUN_ITEM."""
+
+
+ITEM_ENV = "SANDRUN_ITEM"
+item = Item()  # `sandrun.item`
+
+
 def _awaited(value: Any, where: Path) -> Any:
     """`value` with each `Awaited` in it (in lists, tuples and dict values) replaced by what
-    that call returned."""
+    that call returned (a fan-out's: a directory of one file per item, read as a list,
+    None for an item that returned nothing), and each `Item` by the item's value."""
     if isinstance(value, Awaited):
         import cloudpickle
 
-        return cloudpickle.loads((where / "after" / f"{value.index}.pkl").read_bytes())
+        found = where / "after" / f"{value.index}.pkl"
+        if not found.is_dir():
+            return cloudpickle.loads(found.read_bytes())
+        names = {int(p.name): p for p in found.iterdir() if p.name.isdigit()}
+        count = max(names, default=-1) + 1
+        return [
+            cloudpickle.loads(names[i].read_bytes()) if i in names else None for i in range(count)
+        ]
+    if isinstance(value, Item):
+        return json.loads(os.environ[ITEM_ENV])
     if type(value) in (list, tuple):  # exactly: a subclass may not rebuild from items
         return type(value)(_awaited(v, where) for v in value)
     if type(value) is dict:

@@ -26,6 +26,7 @@ from sandrun.client.client import Client, connect
 from sandrun.client.functions import pickle_by_value_if_local
 from sandrun.client.runs import Run
 from sandrun.errors import InvalidSpec
+from sandrun.runner import ITEM_ENV
 
 
 class Step(Awaitable):
@@ -110,9 +111,14 @@ class Pipeline:
     ) -> Step:
         """Add a step that calls `function` (an `@app.function`, with its resources, or a
         plain function) with `args` and `kwargs`: steps among them are needed, and each
-        gives what it returned. The value this one returns is its `result` (if it is JSON)
-        and what later calls get. `fields` are the step's (`when=`, `gpus=`...)."""
+        gives what it returned (a fan-out step: the list of its items' values). The value
+        this one returns is its `result` (if it is JSON) and what later calls get. `fields`
+        are the step's (`when=`, `gpus=`...); with `for_each=`, one call per item, which
+        `sandrun.item` among the arguments stands for."""
         client = self._client()
+        if fields.get("for_each") is not None:  # each item's value, for `sandrun.item`
+            env = fields.setdefault("env", {})
+            env[ITEM_ENV] = "{{ item | tojson }}"
         fn = getattr(function, "fn", function)
         pickle_by_value_if_local(sys.modules.get(fn.__module__))
         digest = client.transport.put_blob(cloudpickle.dumps(fn))

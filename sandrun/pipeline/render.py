@@ -71,7 +71,10 @@ def views(rows: Sequence[StepRow]) -> View:
         group.update(
             result=results,
             results=results,
-            outputs={p: [r.outputs.get(p) for r in these] for p in paths},
+            outputs={
+                p: [r.outputs.get(p) if r.state == "completed" else None for r in these]
+                for p in paths
+            },
             items=[View(_view(r)) for r in these],
             failed=[r.item for r in these if r.state != "completed"],
         )

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+import sandrun
 from sandrun.client import App, Pipeline, connect
 from sandrun.errors import JobFailedError
 from sandrun.home import Home
@@ -328,3 +329,17 @@ def test_the_python_example_trains_on_two_declared_gpus_through_a_server(
         "train log: trained on 1000 rows with GPUs 0,1",
     ):
         assert line in done.stdout, done.stdout
+
+
+def test_a_function_step_fans_out_and_a_call_reduces_it(local: Local) -> None:
+    with Pipeline("mapreduce", client=local.client) as p:
+        squares = p.call(
+            "squares", sdkfuncs.square, args=(sandrun.item,), for_each="{{ range(6) }}"
+        )
+        p.call("total", sdkfuncs.total, args=(squares,), kwargs={"start": 1000})
+    assert p.run is not None
+    status = p.run.wait(120, check=True).status()
+    assert status.steps["squares"].items == {"completed": 6}
+    assert status.steps["squares"].result == [0, 1, 4, 9, 16, 25]
+    assert status.steps["total"].result == 1055
+    assert p.run.job("squares", 4).result() == 16
