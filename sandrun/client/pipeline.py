@@ -117,8 +117,7 @@ class Pipeline:
         `sandrun.item` among the arguments stands for."""
         client = self._client()
         if fields.get("for_each") is not None:  # each item's value, for `sandrun.item`
-            env = fields.setdefault("env", {})
-            env[ITEM_ENV] = "{{ item | tojson }}"
+            fields["env"] = {**fields.get("env", {}), ITEM_ENV: "{{ item | tojson }}"}
         fn = getattr(function, "fn", function)
         pickle_by_value_if_local(sys.modules.get(fn.__module__))
         digest = client.transport.put_blob(cloudpickle.dumps(fn))
