@@ -368,6 +368,12 @@ def closest(word: str, choices: Iterable[str], n: int = 3) -> list[str]:
     return difflib.get_close_matches(word, list(choices), n=n, cutoff=0.7)
 
 
+def did_you_mean(word: str, choices: Iterable[str]) -> list[str]:
+    """A suggestion naming the valid choices nearest to `word`, or none."""
+    near = closest(word, choices)
+    return [f"did you mean {' or '.join(repr(n) for n in near)}?"] if near else []
+
+
 def _every(base: type[SandrunError]) -> list[type[SandrunError]]:
     found = [base]
     for sub in base.__subclasses__():

@@ -10,13 +10,13 @@ validated as a job would be, with the values only a run can give stood in for.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from graphlib import CycleError, TopologicalSorter
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from sandrun.errors import InvalidSpec, SandrunError, closest
+from sandrun.errors import InvalidSpec, SandrunError, did_you_mean
 from sandrun.pipeline.render import stand_in
 from sandrun.pipeline.template import TemplateProblem, condition_refs, expression_of, step_refs
 from sandrun.spec import JobSpec, parse_spec
@@ -70,7 +70,7 @@ def parse_pipeline(data: object, sets: Mapping[str, Any] | None = None) -> Defin
             raise InvalidSpec(
                 f"{key!r} is not a pipeline field; valid: {', '.join(TOP_KEYS)}",
                 field=str(key),
-                suggestions=_did_you_mean(str(key), TOP_KEYS),
+                suggestions=did_you_mean(str(key), TOP_KEYS),
             )
     name = data.get("name")
     if not isinstance(name, str) or not NAME_RE.match(name):
@@ -90,11 +90,6 @@ def parse_pipeline(data: object, sets: Mapping[str, Any] | None = None) -> Defin
     for step in definition.steps.values():
         standin_spec(definition, step)
     return definition
-
-
-def _did_you_mean(word: str, choices: Sequence[str]) -> list[str]:
-    near = closest(word, choices)
-    return [f"did you mean {' or '.join(repr(n) for n in near)}?"] if near else []
 
 
 def _mapping(value: object, field: str) -> dict[str, Any]:
@@ -119,7 +114,7 @@ def _step(name: str, raw: object, defaults: dict[str, Any]) -> Step:
             raise InvalidSpec(
                 f"{where}.{key}: not a step or job field",
                 field=f"{where}.{key}",
-                suggestions=_did_you_mean(key, known),
+                suggestions=did_you_mean(key, known),
             )
     for key in ("after", "inputs_from"):
         if key in fields:
@@ -207,7 +202,7 @@ def _check_needs(steps: dict[str, Step]) -> None:
                 raise InvalidSpec(
                     f"steps.{step.name}.needs: there is no step named {need!r}",
                     field=f"steps.{step.name}.needs",
-                    suggestions=_did_you_mean(need, list(steps)),
+                    suggestions=did_you_mean(need, list(steps)),
                 )
 
 

@@ -98,7 +98,11 @@ def check_limits(spec: JobSpec, owner: str, policy: Policy) -> None:
 
 def in_batch(exc: SandrunError, index: int) -> SandrunError:
     """The same error, naming the batch entry it is about."""
-    where = f"jobs.{index}"
+    return under(exc, f"jobs.{index}")
+
+
+def under(exc: SandrunError, where: str) -> SandrunError:
+    """The same error, about the part of a request at `where` (`jobs.2`, `steps.train`)."""
     return type(exc)(
         f"{where}: {exc.message}",
         field=f"{where}.{exc.field}" if exc.field else where,

@@ -101,10 +101,6 @@ class PipelineCalls:
                 if fits is not None:
                     fits(spec)
             except SandrunError as exc:
-                where = f"steps.{name}"
-                field = f"{where}.{exc.field}" if exc.field else where
-                raise type(exc)(
-                    f"{where}: {exc.message}", field=field, suggestions=exc.suggestions
-                ) from None
+                raise admission.under(exc, f"steps.{name}") from None
             specs[name] = spec
         return specs

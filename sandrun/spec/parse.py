@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from sandrun.errors import InvalidSpec, closest
+from sandrun.errors import InvalidSpec, did_you_mean
 from sandrun.spec.gpus import GpuRequest
 from sandrun.spec.job import JobSpec, Repository
 from sandrun.spec.policies import Limits, RetryPolicy, WarmPolicy
@@ -93,8 +93,7 @@ def _one_problem(
         parent, unknown = loc[:-1], loc[-1]
         model = model_at(parent)
         valid = list(model.model_fields) if model else []
-        near = closest(unknown, valid)
-        hint = [f"did you mean {' or '.join(repr(n) for n in near)}?"] if near else []
+        hint = did_you_mean(unknown, valid)
         return InvalidSpec(
             f"unknown field {field!r}",
             field=field,

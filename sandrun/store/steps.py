@@ -7,6 +7,7 @@ ready, and `store/deps.py` works through them.
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
@@ -43,7 +44,7 @@ def release(tx: Tx, job: JobRecord, now: float) -> Moved:
     # mark (and the cancel finds it) or sees it.
     run = tx.one("lock_pipeline", id=job.pipeline_id)
     assert run is not None and job.step is not None
-    definition = Definition.model_validate_json(run["definition"])
+    definition = _definition(run["definition"])
     step = definition.steps[job.step]
     if run["cancel_requested"]:
         return [_end(tx, job, JobState.CANCELLED, "cancelled with its pipeline", now)], []
@@ -63,6 +64,11 @@ def release(tx: Tx, job: JobRecord, now: float) -> Moved:
     if isinstance(decided, Expand):
         return _expand(tx, run, definition, step, job, decided.items, seen, now)
     return _make(tx, run, step, job, decided.fields, now)
+
+
+# A fan-out's items are released one by one, each from its run's definition: parse it once
+# (definitions are frozen, so one may be shared).
+_definition = functools.lru_cache(maxsize=64)(Definition.model_validate_json)
 
 
 def release_job(tx: Tx, job: JobRecord, now: float) -> list[JobRecord]:
