@@ -251,6 +251,13 @@ class OverQuota(QuotaExceededError):
         super().__init__(message)
 
 
+class InsufficientFunds(SandrunError):
+    """A priced job's most cost does not fit what its owner has available (docs/pool.md)."""
+
+    code = "insufficient_funds"
+    http_status = 402
+
+
 class PublicApiOff(SandrunError):
     """The public API is turned off on this server; use /v1."""
 

@@ -54,6 +54,11 @@ class Usage(Wire):
     wall_seconds: Amount | None = None
     cpu_seconds: Amount | None = None
     max_rss_mb: Amount | None = None
+    # What it held (metered by its agent and signed with its result): the ledger prices it.
+    cpus: Amount | None = None
+    memory_mb: Amount | None = None
+    gpus: Amount | None = None
+    gpu_model: str | None = None
 
 
 class Attempt(Wire):
@@ -99,6 +104,11 @@ class JobRecord(Wire):
     item: int | None = None
     result: JsonValue = None  # its declared result (spec.result), once it completed
     cached_from: str | None = None  # the job whose result it reused instead of running
+    replica_of: str | None = None  # the job whose replica it is (`consensus`); `replica`: which
+    replica: int | None = None
+    consensus: JsonValue = None  # the agreement its replicas came to (docs/pool.md)
+    cost: float | None = None  # USD it paid, once ended (a priced pool); `held`: in escrow now
+    held: float = 0.0
     waited_on: bool = Field(default=False, exclude=True)  # a job waits for it (store's)
 
     @classmethod
@@ -108,7 +118,8 @@ class JobRecord(Wire):
             id=new_id(),
             name=spec.display_name,
             owner=owner,
-            state=JobState.WAITING if spec.dependencies else JobState.PENDING,
+            # A job with consensus waits for its replicas.
+            state=JobState.WAITING if spec.dependencies or spec.consensus else JobState.PENDING,
             spec=spec,
             priority=spec.priority,
             attempts=0,
@@ -203,6 +214,7 @@ class AttemptResult(Wire):
     outputs: list[OutputFile] = []
     unmatched_outputs: list[str] = []  # output patterns no file matched
     signature: str | None = None  # the agent's, over sandrun.signing.result_claim
+    stdout_sha256: str | None = None  # of all its stdout (replicas may have to agree on it)
 
 
 class Capacity(Wire):

@@ -49,6 +49,7 @@ class FailureReason(StrEnum):
     INTERNAL = "internal"  # a sandrun bug or sandbox fault: never the user's
     STEP_ERROR = "step_error"  # a waiting job could not be made (a template, a missing output)
     ITEMS_FAILED = "items_failed"  # a fan-out step's item failed (`on_item_failure: fail`)
+    NO_CONSENSUS = "no_consensus"  # its replicas could not agree (`consensus`)
 
 
 TERMINAL = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED, JobState.SKIPPED})

@@ -172,6 +172,13 @@ def _check_fits_here(spec: JobSpec) -> None:
     """Embedded jobs run on this machine: refuse one that could never fit it."""
     from sandrun.agent.capacity import detect_capacity  # not the agent itself: just this
 
+    if spec.consensus is not None:
+        raise ResourceNotAvailableError(
+            "consensus: replicas must run on nodes of distinct operators, and embedded mode "
+            "has one node, this machine",
+            field="consensus",
+            suggestions=["submit it to a pool's server (SANDRUN_URL)"],
+        )
     here = detect_capacity()
     if not fits(spec, here, labels={}):  # the local node has no labels
         field = next(

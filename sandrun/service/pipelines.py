@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from sandrun.errors import PipelineNotFound, SandrunError
+from sandrun.errors import PipelineNotFound, SandrunError, ValidationError
 from sandrun.ids import new_id
 from sandrun.pipeline.definition import Definition, parse_pipeline, standin_spec
 from sandrun.pipeline.models import PipelineRun, PipelineStatus, step_statuses
@@ -85,6 +85,13 @@ class PipelineCalls:
         admin: bool,
         fits: Callable[[JobSpec], None] | None = None,
     ) -> dict[str, JobSpec]:
+        if self.policy.pool.ledger:  # a step would run without its cost held in escrow
+            raise ValidationError(
+                "this server prices jobs (its policy's pool.ledger), and pipelines are not "
+                "priced yet",
+                field="definition",
+                suggestions=["submit the steps as jobs that wait for each other (after)"],
+            )
         viewer = None if admin else owner
 
         def visible(digest: str) -> bool:

@@ -38,6 +38,7 @@ from sandrun.roles import Role
 from sandrun.service import admission, placement, results, retention
 from sandrun.service.agents import AgentCalls
 from sandrun.service.pipelines import PipelineCalls
+from sandrun.service.pool import PoolCalls, price
 from sandrun.spec import JobSpec, parse_spec
 from sandrun.spec.fields import NAME_RE
 from sandrun.spec.policy import Policy
@@ -50,7 +51,7 @@ LOCAL_OWNER = "local"  # who owns embedded jobs (and a server's without auth)
 MAX_PAGE = 1000
 
 
-class Service(AgentCalls, PipelineCalls):
+class Service(AgentCalls, PipelineCalls, PoolCalls):
     """The application layer; what agents call is in `AgentCalls` (service/agents.py)."""
 
     def __init__(
@@ -127,8 +128,10 @@ class Service(AgentCalls, PipelineCalls):
                 raise admission.in_batch(exc, i) from None
             parsed.append(spec)
         at = self.clock()
-        jobs = [JobRecord.submitted(spec, owner, at) for spec in parsed]
-        self.store.insert_jobs(jobs)
+        priced = [price(spec, self.policy) for spec in parsed]
+        jobs = [JobRecord.submitted(spec, owner, at) for spec, _ in priced]
+        terms = {job.id: t for job, (_, t) in zip(jobs, priced, strict=True) if t is not None}
+        self.store.insert_jobs(jobs, terms)
         return jobs
 
     def why_pending(self, job_id: str, viewer: str | None = None) -> str | None:

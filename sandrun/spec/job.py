@@ -23,7 +23,9 @@ from pydantic import (
     model_validator,
 )
 
+from sandrun.errors import InvalidSpec
 from sandrun.spec.base import Strict, is_stored
+from sandrun.spec.consensus import CONSENSUS_PATTERN, MAX_REPLICAS, Consensus, parse_consensus
 from sandrun.spec.execsize import check_exec_size
 from sandrun.spec.fields import (
     ENV_KEY_RE,
@@ -201,6 +203,17 @@ class JobSpec(Strict):
         json_schema_extra={"propertyNames": {"pattern": INPUT_PATH}},
     )
 
+    # Run as replicas on nodes of distinct operators until k agree (docs/pool.md).
+    consensus: Annotated[Consensus | None, BeforeValidator(parse_consensus)] = Field(
+        default=None,
+        json_schema_extra=also_accepts(
+            {"type": "string", "pattern": CONSENSUS_PATTERN},
+            {"type": "integer", "minimum": 1, "maximum": MAX_REPLICAS},
+        ),
+    )
+    # USD: the most this job may hold in escrow (and so cost), when the pool prices jobs.
+    max_price: Num | None = Field(default=None, ge=0, le=1_000_000)
+
     @property
     def dependencies(self) -> list[tuple[str, str]]:
         """`after` as (job id, condition) pairs (`ok` unless given), then each job that
@@ -320,6 +333,14 @@ class JobSpec(Strict):
                 raise ValueError(
                     f"{' and '.join(brought)} fill the job's own scratch directory; "
                     "drop working_dir (a directory on the node) to use them"
+                )
+        if self.consensus is not None:
+            unknown = [p for p in self.consensus.agree_on if p not in self.outputs]
+            if unknown:
+                raise InvalidSpec(
+                    f"consensus.agree_on names {unknown[0]!r}, which is not among outputs "
+                    f"{self.outputs}: agree_on picks which declared outputs must agree",
+                    field="consensus.agree_on",
                 )
         # Raised as InvalidSpec, not ValueError: pydantic passes it on, field named.
         program = "command" if self.command is not None else "shell" if self.shell else "script"

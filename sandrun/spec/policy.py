@@ -31,6 +31,7 @@ from sandrun.errors import InvalidSpec
 from sandrun.spec.fields import Duration, MemoryMB
 from sandrun.spec.gpus import canonical, catalogue
 from sandrun.spec.parse import invalid_spec_from
+from sandrun.spec.pricing import PoolPolicy, Prices
 from sandrun.spec.units import Int
 
 
@@ -71,6 +72,7 @@ class Policy(BaseModel):
     # None: never reserve (small jobs may then overtake a big one forever).
     reserve_after: float | None = Field(default=0.0, ge=0)
     prices: dict[str, float] = {}
+    pool: PoolPolicy = PoolPolicy()  # prices, the ledger and the rules of trust
 
     @field_validator("prices")
     @classmethod
@@ -115,6 +117,10 @@ def _model_at(parent: tuple[str, ...]) -> type[BaseModel] | None:
         return Policy
     if parent == ("maxima",):
         return JobMaxima
+    if parent == ("pool",):
+        return PoolPolicy
+    if parent == ("pool", "prices"):
+        return Prices
     return OwnerLimits if len(parent) == 2 and parent[0] == "limits" else None
 
 

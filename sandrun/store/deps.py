@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from sandrun.models import AttemptResult, JobRecord
 from sandrun.pipeline.decide import holds
 from sandrun.states import FailureReason, JobState
-from sandrun.store import steps
+from sandrun.store import ledger, replicas, steps
 from sandrun.store.database import Row, Tx
 from sandrun.store.rows import job_from
 from sandrun.store.transitions import Decision, add_edge, event, must, set_state
@@ -28,8 +28,14 @@ def end_job(
 ) -> Row:
     """Move `job` as `decision` says; if it ended, settle what waits on it."""
     row = set_state(tx, job, decision, now, result)
-    # Most jobs are neither waited for nor a step: their end has nothing to settle.
-    if decision.state.is_terminal and (row["waited_on"] or row["pipeline_id"] is not None):
+    # Most jobs are neither waited for, a step, a replica nor priced: nothing to settle.
+    if decision.state.is_terminal and (
+        row["waited_on"]
+        or row["pipeline_id"] is not None
+        or row["replica_of"] is not None
+        or row["replicas"] is not None
+        or row["held"]
+    ):
         settle(tx, now, ended=[job_from(row)])
     return row
 
@@ -79,6 +85,12 @@ def _work(tx: Tx, now: float, ended: deque[JobRecord], ready: deque[JobRecord]) 
     while ended or ready:
         if ended:
             job = ended.popleft()
+            if job.replica_of is not None:
+                ended.extend(replicas.replica_ended(tx, job, now))
+            elif job.spec.consensus is not None:
+                ended.extend(replicas.stop(tx, job.id, now))
+            if job.held:
+                ledger.close(tx, job, now)
             if job.pipeline_id is not None:
                 steps.step_ended(tx, job, now)
             if not job.waited_on:  # most jobs: no query for waiters they do not have

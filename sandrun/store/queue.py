@@ -160,10 +160,14 @@ class Claimer:
         }
         row = tx.one("node_capacity", node=node)
         self.capacity = Capacity.model_validate_json(row["capacity"]) if row else free
+        self.operator = row["operator_key"] if row else node
+        self.quarantined = bool(row["quarantined"]) if row else False
         self.loads: dict[str, Load] = {}
         self.allowances: dict[str, Allowance] = {}
 
     def claim(self) -> Row | None:
+        if self.quarantined:
+            return None  # until an admin releases it (docs/pool.md)
         room = self.free
         held = self._held()
         if held is not None:
@@ -279,4 +283,5 @@ class Claimer:
             "gpus": room.gpus,
             "gpu_type": room.gpu_type,
             "gpu_memory_gb": room.gpu_memory_gb,
+            "operator": self.operator,
         }

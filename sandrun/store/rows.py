@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from sandrun.models import Attempt, JobRecord, Usage
+from sandrun.pool.costs import MICRO
 from sandrun.spec import JobSpec
 from sandrun.spec.base import STORED
 from sandrun.states import AttemptState, JobState
@@ -44,6 +45,11 @@ def job_from(row: Row) -> JobRecord:
             result=json.loads(row["result"]) if row["result"] is not None else None,
             cached_from=row["cached_from"],
             waited_on=bool(row["waited_on"]),
+            replica_of=row["replica_of"],
+            replica=row["replica"],
+            consensus=json.loads(row["consensus"]) if row["consensus"] else None,
+            cost=row["cost"] / MICRO if row["cost"] is not None else None,
+            held=row["held"] / MICRO,
         ),
         context=STORED,
     )
@@ -96,5 +102,9 @@ def attempt_from(row: Row) -> Attempt:
             wall_seconds=row["wall_seconds"],
             cpu_seconds=row["cpu_seconds"],
             max_rss_mb=row["max_rss_mb"],
+            cpus=row["cpus"],
+            memory_mb=row["memory_mb"],
+            gpus=row["gpus"],
+            gpu_model=row["gpu_model"],
         ),
     )

@@ -29,6 +29,7 @@ from sandrun.pipeline.render import StepRow, View, views
 from sandrun.pipeline.template import TemplateProblem
 from sandrun.spec import JobSpec, parse_spec
 from sandrun.states import FailureReason, JobState
+from sandrun.store import replicas
 from sandrun.store.database import Row, Tx
 from sandrun.store.rows import job_from, spec_columns
 from sandrun.store.transitions import Decision, add_edge, event, must, set_state
@@ -87,10 +88,19 @@ def release_job(tx: Tx, job: JobRecord, now: float) -> list[JobRecord]:
         spec = parse_spec({**fields, "inputs": inputs})  # its refs, resolved
         _write_spec(tx, job, spec, cache_key(spec.to_json_dict()), now)
         job = job_from(must(tx, job.id))
-    set_state(tx, job, Decision(JobState.PENDING, not_before=now, message="released"), now)
-    event(tx, job.id, None, "released", "its dependencies ended; queued", now)
-    tx.notify("submitted")
+    queue(tx, job, "its dependencies ended", now)
     return []
+
+
+def queue(tx: Tx, job: JobRecord, why: str, now: float) -> None:
+    """Queue a released job, or, one with `consensus`, its replicas (it waits for them)."""
+    if job.spec.consensus is not None:
+        event(tx, job.id, None, "released", f"{why}; its replicas are queued", now)
+        replicas.start(tx, job, now)
+        return
+    set_state(tx, job, Decision(JobState.PENDING, not_before=now, message="released"), now)
+    event(tx, job.id, None, "released", f"{why}; queued", now)
+    tx.notify("submitted")
 
 
 def step_ended(tx: Tx, job: JobRecord, now: float) -> None:
@@ -205,9 +215,7 @@ def _make(
     job = job_from(must(tx, job.id))
     if source is not None:
         return [_reuse(tx, job, job_from(source), now)], []
-    set_state(tx, job, Decision(JobState.PENDING, not_before=now), now)
-    event(tx, job.id, None, "released", "what it needs ended; queued", now)
-    tx.notify("submitted")
+    queue(tx, job, "what it needs ended", now)
     return [], []
 
 

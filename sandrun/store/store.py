@@ -29,14 +29,17 @@ from sandrun.models import (
     SandboxReport,
     TokenInfo,
 )
+from sandrun.pool.costs import Terms
 from sandrun.roles import Role
 from sandrun.states import (
     JobState,
 )
+from sandrun.store import ledger, replicas
 from sandrun.store.attempts import AttemptWrites
 from sandrun.store.database import Database, apply_migration, load_migrations
 from sandrun.store.deps import add_dependencies, cancel_job
 from sandrun.store.pipelines import PipelineStore
+from sandrun.store.pool import PoolStore
 from sandrun.store.queue import PoolCache
 from sandrun.store.rows import attempt_from, job_from, spec_columns
 from sandrun.store.transitions import event, must
@@ -44,7 +47,7 @@ from sandrun.store.transitions import event, must
 Listener = Callable[[str], None]  # told the kind of each committed change
 
 
-class Store(AttemptWrites, PipelineStore):
+class Store(AttemptWrites, PipelineStore, PoolStore):
     """Jobs, nodes, tokens and blobs; what agents write about attempts is in
     `AttemptWrites` (store/attempts.py)."""
 
@@ -92,9 +95,11 @@ class Store(AttemptWrites, PipelineStore):
     def insert_job(self, job: JobRecord) -> None:
         self.insert_jobs([job])
 
-    def insert_jobs(self, jobs: list[JobRecord]) -> None:
+    def insert_jobs(self, jobs: list[JobRecord], terms: dict[str, Terms] | None = None) -> None:
         """Record jobs in one transaction: all of them, or none. A job with `after` waits
-        for those jobs (each must exist; the service checks they are its owner's)."""
+        for those jobs (each must exist; the service checks they are its owner's); one with
+        `terms` holds its most cost in escrow (refused if its owner lacks it); one with
+        `consensus` and nothing to wait for has its replicas queued."""
         with self.db.transaction() as tx:
             for job in jobs:
                 spec = job.spec
@@ -111,8 +116,12 @@ class Store(AttemptWrites, PipelineStore):
                 for digest in {*spec.inputs.values(), *([spec.code] if spec.code else [])}:
                     tx.run("insert_job_input", job_id=job.id, digest=digest)
                 event(tx, job.id, None, "submitted", f"submitted as {job.name}", job.created_at)
+                if terms and job.id in terms:
+                    ledger.hold(tx, job, terms[job.id], job.created_at)
                 if spec.dependencies:
                     add_dependencies(tx, job, spec.dependencies, job.created_at)
+                elif spec.consensus is not None:
+                    replicas.start(tx, job, job.created_at)
             tx.notify("submitted")
 
     def get_job(self, job_id: str) -> JobRecord:

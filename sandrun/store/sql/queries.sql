@@ -59,9 +59,6 @@ SELECT coalesce(sum(j.cpus), 0) AS cpus, coalesce(sum(j.memory_mb), 0) AS memory
 FROM attempts a JOIN jobs j ON j.id = a.job_id
 WHERE a.node = :node AND a.state IN ('scheduled', 'running') AND a.scheduled_at >= :since;
 
--- name: node_capacity
-SELECT capacity FROM nodes WHERE id = :node;
-
 -- name: next_not_before
 -- Only instants still to come: a job already eligible that nobody claims is no wake-up.
 SELECT min(not_before) AS at FROM jobs WHERE state = 'pending' AND not_before > :now;
@@ -89,7 +86,9 @@ WHERE job_id = :job_id AND number = :number AND token = :token
 UPDATE attempts SET state = :state, exit_code = :exit_code, failure_reason = :failure_reason,
                     message = :message, wall_seconds = :wall_seconds,
                     cpu_seconds = :cpu_seconds, max_rss_mb = :max_rss_mb, finished_at = :now,
-                    worker_id = :worker_id, signature = :signature
+                    worker_id = :worker_id, signature = :signature, cpus = :cpus,
+                    memory_mb = :memory_mb, gpus = :gpus, gpu_model = :gpu_model,
+                    stdout_sha256 = :stdout_sha256
 WHERE job_id = :job_id AND number = :number;
 
 -- name: node_attempts
@@ -403,3 +402,181 @@ VALUES (:pipeline_id, :kind, :message, :at);
 
 -- name: pipeline_events
 SELECT id, kind, message, at FROM pipeline_events WHERE pipeline_id = :pipeline_id ORDER BY id;
+
+-- --- the pool: replicas, reputation and the ledger (issue 23) -------------------------
+
+-- name: fragment_replica
+-- A replica is not taken by a node whose operator runs, or ran, one of its job's replicas
+-- (a lost attempt aside): one operator's nodes are one vote. :operator is the claimer's.
+(replica_of IS NULL OR NOT EXISTS (
+    SELECT 1 FROM jobs s JOIN attempts a ON a.job_id = s.id JOIN nodes n ON n.id = a.node
+    WHERE s.replica_of = jobs.replica_of AND a.state <> 'lost'
+      AND COALESCE(n.operator, n.id) = :operator))
+
+-- name: node_capacity
+-- A claiming node's capacity, its operator (its own id if it has none), and whether it or
+-- its operator is quarantined.
+SELECT n.capacity, COALESCE(n.operator, n.id) AS operator_key,
+       EXISTS (SELECT 1 FROM reputation r
+               WHERE r.quarantined = 1
+                 AND r.subject IN ('node:' || COALESCE(n.public_key, n.id),
+                                   'operator:' || COALESCE(n.operator, n.id))) AS quarantined
+FROM nodes n WHERE n.id = :node;
+
+-- name: insert_replica
+-- One replica of a job: the same spec and shape, its own id, queued now.
+INSERT INTO jobs (id, name, owner, state, spec, labels, priority, cpus, memory_mb, gpu_count,
+                  gpu_type, gpu_memory_gb, requires, not_before, created_at, updated_at,
+                  replica_of, replica)
+SELECT :id, name || '-r' || CAST(:replica AS TEXT), owner, 'pending', spec, labels, priority,
+       cpus, memory_mb, gpu_count, gpu_type, gpu_memory_gb, requires, :now, :now, :now, id,
+       :replica
+FROM jobs WHERE id = :parent;
+
+-- name: copy_job_inputs
+INSERT INTO job_inputs (job_id, digest) SELECT :id, digest FROM job_inputs WHERE job_id = :parent;
+
+-- name: set_replicas
+UPDATE jobs SET replicas = :replicas, quorum = :quorum, updated_at = :now WHERE id = :id;
+
+-- name: replicas_of
+-- A job's replicas, each with what agreement reads: its digest, and the attempt that ended
+-- it (its last) with that node's operator and key.
+SELECT j.id, j.state, j.digest, j.exit_code, j.failure_reason, j.attempts, j.result,
+       a.node, a.state AS attempt_state, a.started_at, a.wall_seconds, a.cpus, a.memory_mb,
+       a.gpus, a.gpu_model, a.stdout_sha256,
+       COALESCE(n.operator, a.node) AS operator_key, COALESCE(n.public_key, a.node) AS node_key
+FROM jobs j
+LEFT JOIN attempts a ON a.job_id = j.id AND a.number = j.attempts
+LEFT JOIN nodes n ON n.id = a.node
+WHERE j.replica_of = :parent
+ORDER BY j.replica;
+
+-- name: set_digest
+UPDATE jobs SET digest = :digest WHERE id = :id;
+
+-- name: set_consensus
+UPDATE jobs SET consensus = :consensus WHERE id = :id;
+
+-- name: node_keys
+-- The reputation subjects of a node: its key (or id), and its operator (or its id).
+SELECT COALESCE(public_key, id) AS node_key, COALESCE(operator, id) AS operator_key
+FROM nodes WHERE id = :node;
+
+-- name: reputation_add
+-- Add to a record (made if new): an invalid result ends the streak, valid ones extend it.
+INSERT INTO reputation (subject, valid, invalid, streak, lost, timeouts, updated_at)
+VALUES (:subject, :valid, :invalid, :valid, :lost, :timeouts, :now)
+ON CONFLICT (subject) DO UPDATE SET
+    valid = reputation.valid + excluded.valid,
+    invalid = reputation.invalid + excluded.invalid,
+    streak = CASE WHEN excluded.invalid > 0 THEN 0
+                  ELSE reputation.streak + excluded.valid END,
+    lost = reputation.lost + excluded.lost,
+    timeouts = reputation.timeouts + excluded.timeouts,
+    updated_at = excluded.updated_at
+RETURNING *;
+
+-- name: reputation_of
+SELECT * FROM reputation WHERE subject = :subject;
+
+-- name: set_quarantined
+INSERT INTO reputation (subject, quarantined, updated_at) VALUES (:subject, :quarantined, :now)
+ON CONFLICT (subject) DO UPDATE SET quarantined = excluded.quarantined,
+                                    updated_at = excluded.updated_at;
+
+-- name: reputations
+SELECT * FROM reputation ORDER BY subject;
+
+-- name: open_account
+INSERT INTO accounts (id, balance, created_at) VALUES (:id, 0, :now) ON CONFLICT (id) DO NOTHING;
+
+-- name: debit_guarded
+-- Take from an account that may not go below zero: no row changes if it would. Under
+-- PostgreSQL the row lock makes a second debit wait, then see the first one's balance.
+UPDATE accounts SET balance = balance - :amount WHERE id = :id AND balance >= :amount
+RETURNING balance;
+
+-- name: move_balance
+UPDATE accounts SET balance = balance + :amount WHERE id = :id;
+
+-- name: insert_transfer
+INSERT INTO transfers (at, debit, credit, amount, kind, job_id, memo)
+VALUES (:at, :debit, :credit, :amount, :kind, :job_id, :memo);
+
+-- name: account_balance
+SELECT balance FROM accounts WHERE id = :id;
+
+-- name: held_by_owner
+SELECT COALESCE(sum(held), 0) AS held FROM jobs WHERE owner = :owner AND held > 0;
+
+-- name: set_terms
+UPDATE jobs SET terms = :terms, held = :held WHERE id = :id;
+
+-- name: close_escrow
+UPDATE jobs SET held = 0, cost = :cost WHERE id = :id;
+
+-- name: transfers_of_job
+SELECT * FROM transfers WHERE job_id = :job_id ORDER BY id;
+
+-- name: transfers_of_account
+SELECT * FROM transfers WHERE (debit = :account OR credit = :account) AND id < :before
+ORDER BY id DESC LIMIT :limit;
+
+-- name: check_balances
+-- Accounts whose kept balance is not what their transfers add up to.
+SELECT a.id, a.balance, COALESCE(c.amount, 0) - COALESCE(d.amount, 0) AS computed
+FROM accounts a
+LEFT JOIN (SELECT credit AS id, sum(amount) AS amount FROM transfers GROUP BY credit) c
+       ON c.id = a.id
+LEFT JOIN (SELECT debit AS id, sum(amount) AS amount FROM transfers GROUP BY debit) d
+       ON d.id = a.id
+WHERE a.balance <> COALESCE(c.amount, 0) - COALESCE(d.amount, 0);
+
+-- name: check_escrow
+-- Jobs whose escrow transfers do not net to what they hold, or that ended holding some.
+SELECT j.id, j.state, j.held, e.amount AS in_escrow
+FROM jobs j JOIN (
+    SELECT job_id, sum(CASE WHEN credit = 'escrow' THEN amount ELSE 0 END)
+                 - sum(CASE WHEN debit = 'escrow' THEN amount ELSE 0 END) AS amount
+    FROM transfers WHERE job_id IS NOT NULL GROUP BY job_id) e ON e.job_id = j.id
+WHERE e.amount <> j.held
+   OR (j.held <> 0 AND j.state IN ('completed', 'failed', 'cancelled', 'skipped'));
+
+-- name: ledger_totals
+SELECT COALESCE(sum(balance), 0) AS total, count(*) AS accounts,
+       (SELECT count(*) FROM transfers) AS transfers,
+       (SELECT COALESCE(sum(held), 0) FROM jobs WHERE held > 0) AS held,
+       (SELECT balance FROM accounts WHERE id = 'escrow') AS escrow
+FROM accounts;
+
+-- name: overdrawn
+SELECT id, balance FROM accounts WHERE balance < 0 AND id <> 'world';
+
+-- name: job_costs
+-- What an owner's jobs paid since :since, with what a report groups them by.
+SELECT id, name, labels, finished_at, cost FROM jobs
+WHERE owner = :owner AND cost IS NOT NULL AND finished_at >= :since
+ORDER BY finished_at;
+
+-- name: paid_for_job
+SELECT credit, sum(amount) AS amount FROM transfers
+WHERE job_id = :job_id AND kind IN ('payment', 'fee') GROUP BY credit;
+
+-- name: attempts_of
+-- A job's attempts, each with the operator of its node (the node's id if it has none).
+SELECT a.*, COALESCE(n.operator, a.node) AS operator_key
+FROM attempts a LEFT JOIN nodes n ON n.id = a.node
+WHERE a.job_id = :job_id ORDER BY a.number;
+
+-- name: pool_counts
+-- The pool's queue and throughput: jobs pending, running, and ended since :since (replicas
+-- count as the work they are; the jobs they stand for do not).
+SELECT (SELECT count(*) FROM jobs WHERE state = 'pending') AS pending,
+       (SELECT count(*) FROM jobs WHERE state IN ('scheduled', 'running')) AS running,
+       (SELECT count(*) FROM jobs WHERE finished_at >= :since AND replicas IS NULL)
+           AS ended,
+       (SELECT count(*) FROM jobs WHERE finished_at >= :since AND replicas IS NOT NULL
+           AND state = 'completed') AS agreed,
+       (SELECT count(*) FROM jobs WHERE finished_at >= :since
+           AND failure_reason = 'no_consensus') AS no_consensus;

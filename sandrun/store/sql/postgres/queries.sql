@@ -7,7 +7,12 @@
 SELECT * FROM jobs WHERE id IN (SELECT jsonb_array_elements_text(:ids::jsonb));
 
 -- name: lock_job
-SELECT * FROM jobs WHERE id = :id FOR UPDATE;
+-- A replica's parent is locked first: every writer takes a parent before its replicas, so
+-- a replica's end (which decides its parent) and the parent's cancel (which stops its
+-- replicas) cannot deadlock. The parent's lock runs as an init plan, before the scan.
+WITH parent AS MATERIALIZED (
+    SELECT id FROM jobs WHERE id = (SELECT replica_of FROM jobs WHERE id = :id) FOR UPDATE)
+SELECT * FROM jobs WHERE id = :id AND (SELECT count(*) FROM parent) >= 0 FOR UPDATE;
 
 -- name: list_jobs
 SELECT * FROM jobs
@@ -55,6 +60,7 @@ CROSS JOIN LATERAL (
     FROM jobs
     WHERE owner = o.owner AND state = 'pending' AND not_before + 0 <= :now
       AND {fits}
+                  AND {replica}
     ORDER BY owner, priority DESC, created_at, id
     LIMIT 1) h
 WHERE o.owner IS NOT NULL;
@@ -86,6 +92,7 @@ WITH job AS (
       AND id = (SELECT id FROM jobs
                 WHERE owner = :owner AND state = 'pending' AND not_before + 0 <= :now
                   AND {fits}
+                  AND {replica}
                 ORDER BY owner, priority DESC, created_at, id
                 LIMIT 1
                 FOR UPDATE SKIP LOCKED)

@@ -37,7 +37,16 @@ CREATE TABLE jobs (
     result           text,
     cache_key        text,
     waited_on        integer NOT NULL DEFAULT 0,
-    cached_from      text
+    cached_from      text,
+    replica_of       text,
+    replica          integer,
+    replicas         integer,
+    quorum           integer,
+    digest           text,
+    consensus        text,
+    terms            text,
+    held             bigint NOT NULL DEFAULT 0,
+    cost             bigint
 );
 CREATE INDEX jobs_queue ON jobs (priority DESC, created_at, id) WHERE state = 'pending';
 CREATE INDEX jobs_eligible ON jobs (not_before) WHERE state = 'pending';
@@ -54,6 +63,8 @@ ALTER TABLE jobs SET (autovacuum_vacuum_scale_factor = 0.02, autovacuum_vacuum_t
 CREATE INDEX jobs_pipeline ON jobs (pipeline_id, step, item) WHERE pipeline_id IS NOT NULL;
 CREATE INDEX jobs_cache ON jobs (owner, cache_key, finished_at)
     WHERE cache_key IS NOT NULL AND state = 'completed';
+CREATE INDEX jobs_replicas ON jobs (replica_of) WHERE replica_of IS NOT NULL;
+CREATE INDEX jobs_held ON jobs (owner) WHERE held > 0;
 
 CREATE TABLE attempts (
     job_id           text NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
@@ -77,6 +88,11 @@ CREATE TABLE attempts (
     worker_id        text,
     signature        text,
     claim_key        text,
+    cpus             double precision,
+    memory_mb        integer,
+    gpus             integer,
+    gpu_model        text,
+    stdout_sha256    text,
     PRIMARY KEY (job_id, number)
 );
 CREATE INDEX attempts_live ON attempts (lease_expires_at) WHERE state IN ('scheduled', 'running');
@@ -194,3 +210,39 @@ CREATE TABLE pipeline_events (
     at          double precision NOT NULL
 );
 CREATE INDEX pipeline_events_pipeline ON pipeline_events (pipeline_id, id);
+
+-- A node's ('node:' and its worker key or id) or an operator's ('operator:NAME') record.
+CREATE TABLE reputation (
+    subject     text PRIMARY KEY,
+    valid       integer NOT NULL DEFAULT 0,
+    invalid     integer NOT NULL DEFAULT 0,
+    streak      integer NOT NULL DEFAULT 0,
+    lost        integer NOT NULL DEFAULT 0,
+    timeouts    integer NOT NULL DEFAULT 0,
+    quarantined integer NOT NULL DEFAULT 0,
+    updated_at  double precision NOT NULL
+);
+
+-- The ledger: double entry in micro-USD. A transfer moves `amount` from `debit` to
+-- `credit`; balances are kept beside, and `sandrun ledger check` proves they agree.
+CREATE TABLE accounts (
+    id         text PRIMARY KEY,
+    balance    bigint NOT NULL DEFAULT 0,
+    created_at double precision NOT NULL
+);
+CREATE TABLE transfers (
+    id     bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    at     double precision NOT NULL,
+    debit  text NOT NULL,
+    credit text NOT NULL,
+    amount bigint NOT NULL CHECK (amount > 0),
+    kind   text NOT NULL,
+    job_id text,
+    memo   text
+);
+CREATE INDEX transfers_job ON transfers (job_id) WHERE job_id IS NOT NULL;
+CREATE INDEX transfers_debit ON transfers (debit, id);
+CREATE INDEX transfers_credit ON transfers (credit, id);
+-- Transfers are never changed nor removed: a mistake is corrected by another transfer.
+CREATE FUNCTION sandrun_transfers_immutable() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'ledger transfers are immutable'; END $$;
+CREATE TRIGGER transfers_no_change BEFORE UPDATE OR DELETE ON transfers FOR EACH ROW EXECUTE FUNCTION sandrun_transfers_immutable();

@@ -51,6 +51,7 @@ WITH RECURSIVE owners(owner) AS (
     SELECT (SELECT id FROM jobs INDEXED BY jobs_owner_queue
             WHERE owner = o.owner AND state = 'pending' AND not_before <= :now
               AND {fits}
+              AND {replica}
             ORDER BY priority DESC, created_at, id
             LIMIT 1)
     FROM owners o WHERE o.owner IS NOT NULL
@@ -79,6 +80,7 @@ UPDATE jobs SET state = 'scheduled', attempts = attempts + 1, updated_at = :now,
 WHERE id = (SELECT id FROM jobs INDEXED BY jobs_owner_queue
             WHERE owner = :owner AND state = 'pending' AND not_before <= :now
               AND {fits}
+              AND {replica}
             ORDER BY priority DESC, created_at, id
             LIMIT 1)
 RETURNING *;

@@ -36,7 +36,16 @@ CREATE TABLE jobs (
     result           TEXT,
     cache_key        TEXT,
     waited_on        INTEGER NOT NULL DEFAULT 0,
-    cached_from      TEXT
+    cached_from      TEXT,
+    replica_of       TEXT,
+    replica          INTEGER,
+    replicas         INTEGER,
+    quorum           INTEGER,
+    digest           TEXT,
+    consensus        TEXT,
+    terms            TEXT,
+    held             INTEGER NOT NULL DEFAULT 0,
+    cost             INTEGER
 );
 CREATE INDEX jobs_queue ON jobs (priority DESC, created_at, id) WHERE state = 'pending';
 CREATE INDEX jobs_eligible ON jobs (not_before) WHERE state = 'pending';
@@ -50,6 +59,8 @@ CREATE INDEX jobs_reserved ON jobs (reserved_node) WHERE state = 'pending' AND r
 CREATE INDEX jobs_pipeline ON jobs (pipeline_id, step, item) WHERE pipeline_id IS NOT NULL;
 CREATE INDEX jobs_cache ON jobs (owner, cache_key, finished_at)
     WHERE cache_key IS NOT NULL AND state = 'completed';
+CREATE INDEX jobs_replicas ON jobs (replica_of) WHERE replica_of IS NOT NULL;
+CREATE INDEX jobs_held ON jobs (owner) WHERE held > 0;
 
 CREATE TABLE attempts (
     job_id           TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
@@ -73,6 +84,11 @@ CREATE TABLE attempts (
     worker_id        TEXT,
     signature        TEXT,
     claim_key        TEXT,
+    cpus             REAL,
+    memory_mb        INTEGER,
+    gpus             INTEGER,
+    gpu_model        TEXT,
+    stdout_sha256    TEXT,
     PRIMARY KEY (job_id, number)
 );
 CREATE INDEX attempts_live ON attempts (lease_expires_at) WHERE state IN ('scheduled', 'running');
@@ -190,3 +206,39 @@ CREATE TABLE pipeline_events (
     at          REAL NOT NULL
 );
 CREATE INDEX pipeline_events_pipeline ON pipeline_events (pipeline_id, id);
+
+-- A node's ('node:' and its worker key or id) or an operator's ('operator:NAME') record.
+CREATE TABLE reputation (
+    subject     TEXT PRIMARY KEY,
+    valid       INTEGER NOT NULL DEFAULT 0,
+    invalid     INTEGER NOT NULL DEFAULT 0,
+    streak      INTEGER NOT NULL DEFAULT 0,
+    lost        INTEGER NOT NULL DEFAULT 0,
+    timeouts    INTEGER NOT NULL DEFAULT 0,
+    quarantined INTEGER NOT NULL DEFAULT 0,
+    updated_at  REAL NOT NULL
+);
+
+-- The ledger: double entry in micro-USD. A transfer moves `amount` from `debit` to
+-- `credit`; balances are kept beside, and `sandrun ledger check` proves they agree.
+CREATE TABLE accounts (
+    id         TEXT PRIMARY KEY,
+    balance    INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL
+);
+CREATE TABLE transfers (
+    id     INTEGER PRIMARY KEY AUTOINCREMENT,
+    at     REAL NOT NULL,
+    debit  TEXT NOT NULL,
+    credit TEXT NOT NULL,
+    amount INTEGER NOT NULL CHECK (amount > 0),
+    kind   TEXT NOT NULL,
+    job_id TEXT,
+    memo   TEXT
+);
+CREATE INDEX transfers_job ON transfers (job_id) WHERE job_id IS NOT NULL;
+CREATE INDEX transfers_debit ON transfers (debit, id);
+CREATE INDEX transfers_credit ON transfers (credit, id);
+-- Transfers are never changed nor removed: a mistake is corrected by another transfer.
+CREATE TRIGGER transfers_no_update BEFORE UPDATE ON transfers BEGIN SELECT RAISE(ABORT, 'ledger transfers are immutable'); END;
+CREATE TRIGGER transfers_no_delete BEFORE DELETE ON transfers BEGIN SELECT RAISE(ABORT, 'ledger transfers are immutable'); END;
