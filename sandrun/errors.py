@@ -7,8 +7,7 @@ Each class's docstring is its default message; `code` is stable (clients match o
 from __future__ import annotations
 
 import builtins
-import difflib
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 
 class SandrunError(Exception):
@@ -368,17 +367,6 @@ class ServerUnreachable(SandrunError):
 
     code = "server_unreachable"
     http_status = 503
-
-
-def closest(word: str, choices: Iterable[str], n: int = 3) -> list[str]:
-    """The valid choices nearest to a misspelled `word`, best first."""
-    return difflib.get_close_matches(word, list(choices), n=n, cutoff=0.7)
-
-
-def did_you_mean(word: str, choices: Iterable[str]) -> list[str]:
-    """A suggestion naming the valid choices nearest to `word`, or none."""
-    near = closest(word, choices)
-    return [f"did you mean {' or '.join(repr(n) for n in near)}?"] if near else []
 
 
 def _every(base: type[SandrunError]) -> list[type[SandrunError]]:

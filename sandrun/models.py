@@ -79,6 +79,7 @@ class Attempt(Wire):
     git_commit: str | None = None  # what a repository job checked out
     worker_id: str | None = None  # the public key (base64) of the agent that signed it
     signature: str | None = None
+    stdout_sha256: str | None = None
 
 
 class JobRecord(Wire):

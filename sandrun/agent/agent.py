@@ -23,6 +23,7 @@ from sandrun.agent.control import ControlPlane
 from sandrun.agent.executor import Executor
 from sandrun.agent.proctree import kill_if_same
 from sandrun.agent.reporter import Ended, Reporter
+from sandrun.agent.results import metered, signed
 from sandrun.agent.sandbox import Sandboxing
 from sandrun.agent.settings import MAX_ATTEMPTS, AgentSettings
 from sandrun.agent.supervise import AttemptControl
@@ -31,7 +32,7 @@ from sandrun.artifacts import LocalArtifactStore
 from sandrun.errors import SandrunError, StaleAttempt
 from sandrun.models import AttemptKey, AttemptResult, Capacity, Claim, LogChunk, WarmReport
 from sandrun.protocol import KeyProof, NodeState
-from sandrun.signing import Identity, result_claim
+from sandrun.signing import Identity
 from sandrun.states import FailureReason
 
 log = logging.getLogger("sandrun.agent")
@@ -232,12 +233,7 @@ class Agent:
             log.warning("could not hand back: %s (its lease will expire)", exc)
 
     def _sign(self, claim: Claim, result: AttemptResult) -> AttemptResult:
-        if self.identity is None:
-            return result
-        outputs = {out.path: out.digest for out in result.outputs}
-        job = claim.job
-        signed = result_claim(job.id, claim.attempt, job.spec, result.exit_code, outputs)
-        return result.model_copy(update={"signature": self.identity.sign(signed)})
+        return signed(self.identity, claim, metered(claim.job.spec, result, self.capacity))
 
     def _adopt(self, claims: list[Claim]) -> None:
         """Run claims a report brought (the room of attempts that just ended)."""

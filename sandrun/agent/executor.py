@@ -324,7 +324,8 @@ class Executor:
                 running, spec, sink, ctl, started, disk, self.settings.kill_grace, launchers
             )
         ctl.end_logs = sink.rest()  # sent with the end
-        return self._result(claim, confined, workdir, reason, ended, started)
+        result = self._result(claim, confined, workdir, reason, ended, started)
+        return result.model_copy(update={"stdout_sha256": sink.stdout_sha256()})
 
     def _start_at_gate(
         self,

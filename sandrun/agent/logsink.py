@@ -12,6 +12,7 @@ tried as long as the result itself would be.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 
@@ -49,6 +50,10 @@ class LogSink:
         self._retry_at = 0.0  # while the server is away: not before this
         self._backoff = _FIRST_BACKOFF
         self.total_bytes = 0
+        self._stdout = hashlib.sha256()  # of all stdout kept (replicas may compare it)
+
+    def stdout_sha256(self) -> str:
+        return self._stdout.hexdigest()
 
     def add(self, stream: Stream, data: bytes) -> None:
         if self.capped:
@@ -67,6 +72,8 @@ class LogSink:
     def _append(self, stream: Stream, data: bytes) -> None:
         if not data:
             return
+        if stream == "stdout":
+            self._stdout.update(data)
         self.total_bytes += len(data)
         last = self._pending[-1] if self._pending else None
         if last is not None and last.stream == stream and len(last.data) + len(data) <= MAX_CHUNK:

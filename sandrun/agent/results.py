@@ -6,7 +6,9 @@ from __future__ import annotations
 import signal
 
 from sandrun.agent.supervise import Stop
-from sandrun.models import AttemptResult, Usage
+from sandrun.models import AttemptResult, Capacity, Claim, Usage
+from sandrun.signing import Identity, claim_of
+from sandrun.spec import JobSpec
 from sandrun.states import FailureReason
 
 
@@ -62,3 +64,24 @@ def signal_name(signum: int) -> str:
         return signal.Signals(signum).name
     except ValueError:
         return f"signal {signum}"
+
+
+def metered(spec: JobSpec, result: AttemptResult, node: Capacity) -> AttemptResult:
+    """`result` with what its attempt held beside what it used: the ledger prices it
+    (docs/pool.md), and the signature binds it."""
+    gpus = spec.gpus.count if spec.gpus else 0
+    held = {
+        "cpus": spec.cpus,
+        "memory_mb": spec.memory,
+        "gpus": gpus,
+        "gpu_model": node.gpu_type if gpus else None,
+    }
+    return result.model_copy(update={"usage": result.usage.model_copy(update=held)})
+
+
+def signed(identity: Identity | None, claim: Claim, result: AttemptResult) -> AttemptResult:
+    """`result` signed by this agent's key (as it is, if the agent has none)."""
+    if identity is None:
+        return result
+    text = claim_of(claim.job.id, claim.attempt, claim.job.spec, result)
+    return result.model_copy(update={"signature": identity.sign(text)})

@@ -58,7 +58,15 @@ def verify_result(
         digests[out.path] = hashlib.sha256(data).hexdigest()
         if digests[out.path] != out.digest:
             verdict.problems.append(f"{out.path} is not the file its agent signed")
-    claim = result_claim(job.id, attempt.number, job.record.spec, attempt.exit_code, digests)
+    claim = result_claim(
+        job.id,
+        attempt.number,
+        job.record.spec,
+        attempt.exit_code,
+        digests,
+        attempt.usage,
+        attempt.stdout_sha256,
+    )
     if not verdict.problems and not verify(attempt.worker_id, claim, attempt.signature):
         verdict.problems.append("the signature does not match the job, its exit code or outputs")
     return verdict

@@ -16,7 +16,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from sandrun.errors import InvalidSpec, SandrunError, did_you_mean
+from sandrun.errors import InvalidSpec, SandrunError
+from sandrun.hints import did_you_mean
 from sandrun.pipeline.render import stand_in
 from sandrun.pipeline.template import TemplateProblem, condition_refs, expression_of, step_refs
 from sandrun.spec import JobSpec, parse_spec

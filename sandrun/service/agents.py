@@ -45,7 +45,7 @@ from sandrun.protocol import (
     StartRequest,
 )
 from sandrun.service import retry
-from sandrun.signing import PROOF_WINDOW, registration_claim, result_claim, verify
+from sandrun.signing import PROOF_WINDOW, claim_of, registration_claim, verify
 from sandrun.spec.policy import Policy
 from sandrun.states import AttemptState
 from sandrun.store import Decide, Store
@@ -323,8 +323,7 @@ class AgentCalls:
         if result.signature is None:
             raise BadSignature(f"{where}: its agent signs results, but this one is unsigned")
         job = self.store.get_job(ref.job_id)
-        outputs = {out.path: out.digest for out in result.outputs}
-        claim = result_claim(job.id, ref.attempt, job.spec, result.exit_code, outputs)
+        claim = claim_of(job.id, ref.attempt, job.spec, result)
         if not verify(key, claim, result.signature):
             raise BadSignature(f"{where}: the signature does not match its agent's key")
         return key

@@ -141,9 +141,7 @@ class PoolCalls:
                     state=n.state,
                     running=n.running,
                     capacity=n.capacity.model_dump(),
-                    reputation=_reputation(
-                        records.get(f"node:{n.public_key or n.id}", Standing())
-                    ),
+                    reputation=_reputation(records.get(f"node:{n.public_key or n.id}", Standing())),
                     operator_reputation=_reputation(
                         records.get(f"operator:{operator}", Standing())
                     ),

@@ -12,13 +12,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from sandrun.artifacts import LocalArtifactStore
-from sandrun.errors import (
-    ArtifactNotFound,
-    JobNotFoundError,
-    SandrunError,
-    ValidationError,
-    closest,
-)
+from sandrun.errors import ArtifactNotFound, JobNotFoundError, SandrunError, ValidationError
+from sandrun.hints import closest
 from sandrun.ids import new_id, new_token, now
 from sandrun.models import (
     MAX_BATCH,

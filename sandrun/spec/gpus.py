@@ -16,7 +16,8 @@ from typing import Annotated, Any
 
 from pydantic import Field, WithJsonSchema, model_validator
 
-from sandrun.errors import InvalidSpec, ValidationError, closest
+from sandrun.errors import InvalidSpec, ValidationError
+from sandrun.hints import closest
 from sandrun.spec.base import Strict
 from sandrun.spec.units import Int, Positive
 

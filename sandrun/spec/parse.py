@@ -8,7 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from sandrun.errors import InvalidSpec, did_you_mean
+from sandrun.errors import InvalidSpec
+from sandrun.hints import did_you_mean
 from sandrun.spec.gpus import GpuRequest
 from sandrun.spec.job import JobSpec, Repository
 from sandrun.spec.policies import Limits, RetryPolicy, WarmPolicy

@@ -98,6 +98,7 @@ def attempt_from(row: Row) -> Attempt:
         git_commit=row["git_commit"],
         worker_id=row["worker_id"],
         signature=row["signature"],
+        stdout_sha256=row["stdout_sha256"],
         usage=Usage(
             wall_seconds=row["wall_seconds"],
             cpu_seconds=row["cpu_seconds"],
