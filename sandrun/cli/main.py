@@ -8,10 +8,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from sandrun.cli import agentcmd, doctor, ops, pipelines, render, results
+from sandrun.cli import agentcmd, doctor, ops, pipelines, pool, render, results
 from sandrun.cli.options import (
     AfterOpt,
     CommandArg,
+    ConsensusOpt,
     CpusOpt,
     EnvOpt,
     FileOpt,
@@ -19,6 +20,7 @@ from sandrun.cli.options import (
     JobId,
     JsonOpt,
     LabelOpt,
+    MaxPriceOpt,
     MemoryOpt,
     MinGpuMemoryOpt,
     NameOpt,
@@ -35,7 +37,9 @@ from sandrun.cli.options import (
     WorkdirOpt,
 )
 from sandrun.errors import (
+    Forbidden,
     IllegalTransition,
+    InsufficientFunds,
     JobNotFoundError,
     PipelineNotFound,
     QuotaExceededError,
@@ -112,6 +116,8 @@ def _submit(client: Client, command: list[str] | None, **kw: Any) -> Job:
             "repository": repository_option(kw["repo"], kw["ref"]),
             "gpus": gpus_option(kw["gpus"], kw["min_gpu_memory"]),
             "after": kw["after"] or None,
+            "consensus": kw["consensus"],
+            "max_price": kw["max_price"],
         },
     )
     brings = spec.working_dir or spec.code or spec.repository
@@ -146,6 +152,8 @@ def _job_command(then: Callable[[Client, Job, bool], None]) -> Callable[..., Non
         ref: RefOpt = None,
         upload: UploadOpt = None,
         after: AfterOpt = None,
+        consensus: ConsensusOpt = None,
+        max_price: MaxPriceOpt = None,
         json: JsonOpt = False,
     ) -> None:
         with _client() as client:
@@ -172,6 +180,8 @@ def _job_command(then: Callable[[Client, Job, bool], None]) -> Callable[..., Non
                 ref=ref,
                 upload=upload,
                 after=after,
+                consensus=consensus,
+                max_price=max_price,
             )
             then(client, job, json)
 
@@ -349,10 +359,18 @@ app.command()(doctor.doctor)
 app.add_typer(ops.token_app, name="token")
 app.add_typer(ops.db_app, name="db")
 app.add_typer(pipelines.pipeline_app, name="pipeline")
+app.command()(pool.balance)
+app.command()(pool.credit)
+app.command()(pool.cost)
+app.add_typer(pool.ledger_app, name="ledger")
+app.add_typer(pool.pool_app, name="pool")
+app.add_typer(pool.node_app, name="node")
 
 
 REFUSED = (
     ValidationError,
+    InsufficientFunds,
+    Forbidden,
     JobNotFoundError,
     PipelineNotFound,
     IllegalTransition,

@@ -43,6 +43,17 @@ AfterOpt = Annotated[
         help="Wait for this job to end first (repeatable; default condition ok).",
     ),
 ]
+ConsensusOpt = Annotated[
+    str | None,
+    typer.Option(
+        metavar="K-of-N|low|medium|high",
+        help="Run as replicas on distinct operators' nodes until K agree (docs/pool.md).",
+    ),
+]
+MaxPriceOpt = Annotated[
+    float | None,
+    typer.Option(metavar="USD", help="The most the job may cost, where jobs are priced."),
+]
 CpusOpt = Annotated[float | None, typer.Option(metavar="N", help="CPUs to reserve (default 1).")]
 MemoryOpt = Annotated[
     str | None, typer.Option(metavar="SIZE", help="Memory to reserve, e.g. 512MB, 8GB.")

@@ -17,6 +17,7 @@ if TYPE_CHECKING:  # the models are only named here: `sandrun --help` need not l
     from pydantic import BaseModel
 
     from sandrun.models import Attempt, Capacity, JobRecord, NodeInfo, TokenInfo
+    from sandrun.pool.models import Reputation
 
 # Piped output is never cut to a guessed terminal width: scripts read it whole.
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 10_000)
@@ -196,11 +197,14 @@ def tokens_table(tokens: list[TokenInfo]) -> None:
 
 
 # Used/capacity fits an 80-column terminal; the rest comes with --wide.
-NODE_COLUMNS = ("NAME", "STATE", "CPUS", "MEMORY", "GPUS", "RUNNING", "HEARTBEAT")
+NODE_COLUMNS = ("NAME", "STATE", "CPUS", "MEMORY", "GPUS", "RUNNING", "HEARTBEAT", "REPUTATION")
 WIDE_COLUMNS = ("FREE", "WARM", "SANDBOX", "LABELS", "OPERATOR", "KEY", "ID")
 
 
-def nodes_table(nodes: list[NodeInfo], wide: bool = False) -> None:
+def nodes_table(
+    nodes: list[NodeInfo], wide: bool = False, reputations: dict[str, str] | None = None
+) -> None:
+    """`reputations`: node id -> its reputation in words (docs/pool.md)."""
     table = Table(box=None, header_style="bold")
     columns = NODE_COLUMNS + (WIDE_COLUMNS if wide else ())
     for column in columns:
@@ -218,6 +222,7 @@ def nodes_table(nodes: list[NodeInfo], wide: bool = False) -> None:
             _gpus(n),
             str(n.running),
             ago(n.heartbeat_at),
+            (reputations or {}).get(n.id, "-"),
         ]
         if wide:
             labels = ",".join(f"{k}={v}" for k, v in n.labels.items())
@@ -267,3 +272,11 @@ def _sandbox(node: NodeInfo) -> str:
         return "[red]none[/]"
     memory = node.sandbox.limits.get("memory", "")
     return f"{text}, {memory.split(' memory')[0]}" if memory.startswith("cgroup") else text
+
+
+def reputation(r: Reputation) -> str:
+    """A node's (or operator's) reputation in a few words."""
+    if r.quarantined:
+        return "[red]quarantined[/]"
+    checked = r.valid + r.invalid
+    return f"{r.valid}/{checked} valid, streak {r.streak}" if checked else "new"

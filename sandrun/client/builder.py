@@ -172,6 +172,19 @@ class JobBuilder:
         """low, normal, high, or an integer from -1000 to 1000."""
         return self._set("priority", priority)
 
+    def consensus(self, consensus: str | int | dict[str, Any]) -> JobBuilder:
+        """Run as replicas until k of distinct operators agree: "2-of-3", or a level —
+        low (1, spot-checked), medium (2-of-3), high (3-of-5). See docs/pool.md."""
+        return self._set("consensus", consensus)
+
+    def redundancy(self, replicas: int) -> JobBuilder:
+        """Run `replicas` replicas that must all agree (n-of-n)."""
+        return self._set("consensus", f"{replicas}-of-{replicas}")
+
+    def max_price(self, dollars: float) -> JobBuilder:
+        """The most this job may cost (USD), where the pool prices jobs."""
+        return self._set("max_price", dollars)
+
     def network(self, enabled: bool = True) -> JobBuilder:
         return self._set("network", enabled)
 

@@ -18,6 +18,14 @@ from sandrun.client.transport import Transport
 from sandrun.errors import TimeoutError, ValidationError
 from sandrun.home import Home
 from sandrun.models import MAX_BATCH, Instance, JobPage, LogChunk, NodeInfo
+from sandrun.pool.models import (
+    Balance,
+    CostReport,
+    LedgerCheck,
+    PoolNode,
+    PoolStatus,
+    Transfer,
+)
 from sandrun.retention_models import GcReport
 from sandrun.spec import JobSpec, parse_spec
 
@@ -213,6 +221,39 @@ class Client:
 
     def pipelines(self, limit: int = 50) -> list[Run]:
         return [Run(self.transport, r) for r in self.transport.pipelines(limit)]
+
+    # --- the pool (docs/pool.md) ---------------------------------------------------------
+
+    def balance(self, owner: str | None = None) -> Balance:
+        """What you (an admin: `owner`) have available, and hold in escrow, in USD."""
+        return self.transport.balance(owner)
+
+    def credit(self, owner: str, amount: float, memo: str | None = None) -> Balance:
+        """Add USD to an owner's balance (admins; a negative amount takes some back)."""
+        return self.transport.credit(owner, amount, memo)
+
+    def ledger(self, job: str | None = None, account: str | None = None) -> list[Transfer]:
+        """The transfers of one job, or touching an account (yours by default)."""
+        return self.transport.ledger(job, account)
+
+    def ledger_check(self) -> LedgerCheck:
+        """Whether balances equal their transfers and no ended job holds escrow (admins)."""
+        return self.transport.ledger_check()
+
+    def cost(self, since: str = "7d", by: str = "job") -> CostReport:
+        """What your jobs that ended in the last `since` cost, by job, label or day."""
+        return self.transport.cost_report(since, by)
+
+    def pool_status(self) -> PoolStatus:
+        return self.transport.pool_status()
+
+    def pool_nodes(self) -> list[PoolNode]:
+        """Each node with its reputation and its operator's."""
+        return self.transport.pool_nodes()
+
+    def quarantine_node(self, node: str, quarantined: bool = True) -> PoolNode:
+        """Stop (or, `quarantined=False`, release) a node or `operator:NAME` (admins)."""
+        return self.transport.set_quarantined(node, quarantined)
 
     def collect_garbage(self, older_than: float = 30 * 86400, purge_jobs: bool = False) -> GcReport:
         """Retention (admins): remove the logs of jobs that ended more than `older_than`

@@ -70,6 +70,17 @@ class Job:
         return self.status is JobState.RUNNING
 
     @property
+    def cost(self) -> float | None:
+        """USD the job paid (None until it ends, or where jobs are not priced)."""
+        return self.refresh().record.cost
+
+    @property
+    def consensus(self) -> Any:
+        """The agreement its replicas came to: k, n, agreeing and dissenting nodes, the
+        digests seen, and who was paid (None for a job without `consensus`)."""
+        return self.refresh().record.consensus
+
+    @property
     def attempts(self) -> list[Attempt]:
         return self._transport.attempts(self.id)
 

@@ -21,10 +21,19 @@ from sandrun.models import (
     OutputFile,
 )
 from sandrun.pipeline.models import PipelineRun, PipelineStatus
+from sandrun.pool.models import (
+    Balance,
+    CostReport,
+    LedgerCheck,
+    PoolNode,
+    PoolStatus,
+    Transfer,
+)
 from sandrun.retention_models import GcReport
 from sandrun.service.placement import fits, has, needs
 from sandrun.service.service import LOCAL_OWNER
 from sandrun.spec import JobSpec
+from sandrun.spec.units import parse_duration
 
 LOG_PAGE = 1000
 # The agent is another process: the store is polled, each time after `pause` (a tenth of
@@ -166,6 +175,33 @@ class EmbeddedTransport:
         run = self.service.retry_pipeline(run_id)
         ensure_agent(self.home)
         return run
+
+    # --- the pool: this machine's own (its one owner is `local`, an admin here) ---------
+
+    def balance(self, owner: str | None) -> Balance:
+        return self.service.balance(owner or LOCAL_OWNER)
+
+    def credit(self, owner: str, amount: float, memo: str | None) -> Balance:
+        return self.service.credit(owner, amount, memo)
+
+    def ledger(self, job_id: str | None, account: str | None) -> list[Transfer]:
+        return self.service.ledger(None, job_id=job_id, account=account)
+
+    def ledger_check(self) -> LedgerCheck:
+        return self.service.ledger_check()
+
+    def cost_report(self, since: str, by: str) -> CostReport:
+        ago = parse_duration(since)
+        return self.service.cost_report(LOCAL_OWNER, self.service.clock() - ago, by)
+
+    def pool_status(self) -> PoolStatus:
+        return self.service.pool_status()
+
+    def pool_nodes(self) -> list[PoolNode]:
+        return self.service.pool_nodes()
+
+    def set_quarantined(self, node: str, quarantined: bool) -> PoolNode:
+        return self.service.set_quarantined(node, quarantined)
 
 
 def _check_fits_here(spec: JobSpec) -> None:

@@ -25,6 +25,14 @@ from sandrun.models import (
     Waiting,
 )
 from sandrun.pipeline.models import PipelineRun, PipelineStatus
+from sandrun.pool.models import (
+    Balance,
+    CostReport,
+    LedgerCheck,
+    PoolNode,
+    PoolStatus,
+    Transfer,
+)
 from sandrun.protocol import Uploaded
 from sandrun.retention_models import GcReport, GcRequest
 from sandrun.spec import JobSpec
@@ -36,6 +44,8 @@ _OUTPUTS = TypeAdapter(list[OutputFile])
 _NODES = TypeAdapter(list[NodeInfo])
 _INSTANCES = TypeAdapter(list[Instance])
 _RUNS = TypeAdapter(list[PipelineRun])
+_TRANSFERS = TypeAdapter(list[Transfer])
+_POOL_NODES = TypeAdapter(list[PoolNode])
 
 
 class HttpTransport:
@@ -208,3 +218,34 @@ class HttpTransport:
     def retry_pipeline(self, run_id: str) -> PipelineRun:
         response = self.api.request("POST", self._run(run_id) + "/retry")
         return PipelineRun.model_validate_json(response.content)
+
+    # --- the pool -----------------------------------------------------------------------
+
+    def balance(self, owner: str | None) -> Balance:
+        return Balance.model_validate_json(self._get("/v1/balance", owner=owner))
+
+    def credit(self, owner: str, amount: float, memo: str | None) -> Balance:
+        body = {"owner": owner, "amount": amount, "memo": memo}
+        return Balance.model_validate_json(
+            self.api.request("POST", "/v1/credit", json=body).content
+        )
+
+    def ledger(self, job_id: str | None, account: str | None) -> list[Transfer]:
+        return _TRANSFERS.validate_json(self._get("/v1/ledger", job=job_id, account=account))
+
+    def ledger_check(self) -> LedgerCheck:
+        return LedgerCheck.model_validate_json(self._get("/v1/ledger/check"))
+
+    def cost_report(self, since: str, by: str) -> CostReport:
+        return CostReport.model_validate_json(self._get("/v1/cost", since=since, by=by))
+
+    def pool_status(self) -> PoolStatus:
+        return PoolStatus.model_validate_json(self._get("/v1/pool"))
+
+    def pool_nodes(self) -> list[PoolNode]:
+        return _POOL_NODES.validate_json(self._get("/v1/pool/nodes"))
+
+    def set_quarantined(self, node: str, quarantined: bool) -> PoolNode:
+        verb = "quarantine" if quarantined else "release"
+        path = f"/v1/nodes/{quote(node, safe='')}/{verb}"
+        return PoolNode.model_validate_json(self.api.request("POST", path).content)

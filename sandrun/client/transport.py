@@ -16,6 +16,14 @@ from sandrun.models import (
     OutputFile,
 )
 from sandrun.pipeline.models import PipelineRun, PipelineStatus
+from sandrun.pool.models import (
+    Balance,
+    CostReport,
+    LedgerCheck,
+    PoolNode,
+    PoolStatus,
+    Transfer,
+)
 from sandrun.retention_models import GcReport
 from sandrun.spec import JobSpec
 
@@ -91,5 +99,22 @@ class Transport(Protocol):
     def cancel_pipeline(self, run_id: str) -> PipelineRun: ...
 
     def retry_pipeline(self, run_id: str) -> PipelineRun: ...
+
+    # The pool (docs/pool.md): `owner` None is the caller.
+    def balance(self, owner: str | None) -> Balance: ...
+
+    def credit(self, owner: str, amount: float, memo: str | None) -> Balance: ...
+
+    def ledger(self, job_id: str | None, account: str | None) -> list[Transfer]: ...
+
+    def ledger_check(self) -> LedgerCheck: ...
+
+    def cost_report(self, since: str, by: str) -> CostReport: ...
+
+    def pool_status(self) -> PoolStatus: ...
+
+    def pool_nodes(self) -> list[PoolNode]: ...
+
+    def set_quarantined(self, node: str, quarantined: bool) -> PoolNode: ...
 
     def close(self) -> None: ...

@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 import sandrun
 from sandrun.errors import SandrunError
 from sandrun.models import ErrorBody
-from sandrun.server import agents, jobs, pipelines, public, uploads
+from sandrun.server import agents, jobs, pipelines, pool, public, uploads
 from sandrun.server.beats import HeartbeatFastPath, Heartbeats, Lag, error_response
 from sandrun.server.bodylimit import SubmitSizeLimit
 from sandrun.server.notify import Notifier
@@ -29,7 +29,14 @@ from sandrun.service.quota import PublicApi
 from sandrun.spec.parse import invalid_spec_from
 
 log = logging.getLogger("sandrun.server")
-ROUTERS = (jobs.router, pipelines.router, agents.router, uploads.router, public.router)
+ROUTERS = (
+    jobs.router,
+    pipelines.router,
+    pool.router,
+    agents.router,
+    uploads.router,
+    public.router,
+)
 
 # Which service changes wake whom: claims wait for work, log followers for output or ends.
 # "reconnected": the PostgreSQL listener was away and may have missed anything.
