@@ -299,6 +299,13 @@ class ArtifactError(SandrunError):
     code = "artifact_error"
 
 
+class NodeNotFound(SandrunError):
+    """No node has that name or id."""
+
+    code = "node_not_found"
+    http_status = 404
+
+
 class ArtifactNotFound(ArtifactError):
     """No output or artifact has that name."""
 
@@ -370,10 +377,7 @@ class ServerUnreachable(SandrunError):
 
 
 def _every(base: type[SandrunError]) -> list[type[SandrunError]]:
-    found = [base]
-    for sub in base.__subclasses__():
-        found += _every(sub)
-    return found
+    return [base, *(c for sub in base.__subclasses__() for c in _every(sub))]
 
 
 # Every class is defined above, so the registry is whole whatever else was imported.

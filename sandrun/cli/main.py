@@ -156,33 +156,10 @@ def _job_command(then: Callable[[Client, Job, bool], None]) -> Callable[..., Non
         max_price: MaxPriceOpt = None,
         json: JsonOpt = False,
     ) -> None:
+        # Every option above goes to _submit by its name (`then` is this closure's own).
+        options = {k: v for k, v in locals().items() if k not in ("command", "json", "then")}
         with _client() as client:
-            job = _submit(
-                client,
-                command,
-                file=file,
-                shell=shell,
-                name=name,
-                env=env,
-                cpus=cpus,
-                memory=memory,
-                timeout=timeout,
-                retries=retries,
-                output=output,
-                label=label,
-                require=require,
-                gpus=gpus,
-                min_gpu_memory=min_gpu_memory,
-                priority=priority,
-                workdir=workdir,
-                network=network,
-                repo=repo,
-                ref=ref,
-                upload=upload,
-                after=after,
-                consensus=consensus,
-                max_price=max_price,
-            )
+            job = _submit(client, command, **options)
             then(client, job, json)
 
     command.__doc__ = then.__doc__

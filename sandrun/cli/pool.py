@@ -233,3 +233,8 @@ def _quarantine(node: str, quarantined: bool) -> None:
     what = "quarantined" if quarantined else "released"
     subject = node if node.startswith("operator:") else found.name
     render.out.print(f"{subject} {what}")
+    if not quarantined and found.operator_reputation.quarantined:
+        render.err.print(
+            f"[yellow]its operator is quarantined too: sandrun node release "
+            f"operator:{found.operator}[/]"
+        )

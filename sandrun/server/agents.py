@@ -87,9 +87,10 @@ async def claim(
     body: ClaimRequest, request: Request, service: ServiceDep, caller: AgentDep
 ) -> Claim | Response:
     """The best pending job that fits `free`; held open up to `wait` s until one arrives."""
-    labels = await run_in_threadpool(_node_labels, service, caller, body.node)
+    operator, labels = await run_in_threadpool(_node_identity, service, caller, body.node)
     board: WorkBoard = request.app.state.work
-    shape = (body.free.model_dump_json(), json.dumps(labels, sort_keys=True))
+    # Its operator too: a replica is not given to the operator that runs another of its job.
+    shape = (body.free.model_dump_json(), json.dumps(labels, sort_keys=True), operator)
     deadline = time.monotonic() + body.wait
     woken = False
     while True:
@@ -112,9 +113,11 @@ async def claim(
         woken = await board.wait(seen, left, shape)
 
 
-def _node_labels(service: Service, caller: Principal, node: str) -> dict[str, str]:
+def _node_identity(service: Service, caller: Principal, node: str) -> tuple[str, dict[str, str]]:
+    """The node's operator (its id if it has none) and labels."""
     _as_node(service, caller, node)
-    return service.node_labels(node)
+    operator, labels = service.node_identity(node)
+    return operator or node, labels
 
 
 async def _is_live(request: Request, service: Service, node: str) -> bool:

@@ -3,7 +3,7 @@ quarantine. Thin routes over the service (docs/pool.md)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query
 
@@ -62,7 +62,7 @@ def cost(
     caller: UserDep,
     service: ServiceDep,
     since: Annotated[str, Query(pattern=NO_NUL, max_length=32)] = "7d",
-    by: Annotated[str, Query(pattern=NO_NUL, max_length=16)] = "job",
+    by: Literal["job", "label", "day"] = "job",
 ) -> CostReport:
     """What the caller's jobs that ended since `since` ago cost, grouped by job, label or
     day."""

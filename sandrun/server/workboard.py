@@ -3,7 +3,7 @@
 A change that may make work claimable (a submit, an end, a loss, a retry's backoff
 running out) moves the generation and wakes one waiting poll, the longest waiting. A poll
 that claims a job wakes one more, since there may be more. A poll that finds nothing marks
-its shape (free capacity and node labels) as having missed this generation and wakes the
+its shape (free capacity, node labels and operator) as having missed this generation and wakes the
 longest-waiting poll of another shape, so a job that fits only some nodes reaches one of
 them without every idle poll querying the store. Polls not woken sleep on; when their wait
 ends their agents poll again, and that first look sees the new work.
@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable
 
 from sandrun.server.notify import OnLoop
 
-Shape = tuple[str, str]  # (free capacity, node labels), each as canonical JSON
+Shape = tuple[str, str, str]  # (free capacity, node labels) as canonical JSON, and operator
 
 
 class WorkBoard(OnLoop):

@@ -118,9 +118,9 @@ class AgentCalls:
                 suggestions=["act only as the nodes this token registered"],
             )
 
-    def node_labels(self, node: str) -> dict[str, str]:
-        known = self._node_identity(node)
-        return known[1] if known else {}
+    def node_identity(self, node: str) -> tuple[str | None, dict[str, str]]:
+        """A node's operator (None: it has none) and labels."""
+        return self._node_identity(node) or (None, {})
 
     def _node_identity(self, node: str) -> tuple[str | None, dict[str, str]] | None:
         if node not in self.nodes_known:

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from sandrun.errors import Forbidden, ValidationError
+from sandrun.errors import Forbidden, NodeNotFound, ValidationError
 from sandrun.models import JobRecord, NodeInfo
 from sandrun.pool.costs import MICRO, Terms, fitting_timeout, terms_for
 from sandrun.pool.models import (
@@ -74,8 +74,6 @@ class PoolCalls:
     def credit(self, owner: str, amount: float, memo: str | None = None) -> Balance:
         """Add (or take back) USD to an owner's balance: an admin's call."""
         micro = round(amount * MICRO)
-        if micro == 0:
-            raise ValidationError("amount must not be 0", field="amount")
         self.store.credit(owner, micro, self.clock(), memo)
         return self.balance(owner)
 
@@ -119,11 +117,11 @@ class PoolCalls:
             self.store.set_quarantined(node, quarantined, self.clock())
             found = [n for n in self.pool_nodes() if f"operator:{n.operator}" == node]
             if not found:
-                raise ValidationError(f"no node is run by {node}", field="node")
+                raise NodeNotFound(f"no node is run by {node}", field="node")
             return found[0]
         match = [n for n in self.nodes() if node in (n.id, n.name)]
         if not match:
-            raise ValidationError(f"no node is called {node!r}", field="node")
+            raise NodeNotFound(f"no node is called {node!r}", field="node")
         subject = f"node:{match[0].public_key or match[0].id}"
         self.store.set_quarantined(subject, quarantined, self.clock())
         return next(n for n in self.pool_nodes() if n.id == match[0].id)

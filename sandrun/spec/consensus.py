@@ -52,16 +52,17 @@ class Consensus(Strict):
     @property
     def cap(self) -> int:
         """Replicas started at most: given, else n plus enough to outvote n - k dissenters
-        (n + (n - k) + 1), at least 2 so that a `low` job's spot check can run."""
+        (n + (n - k) + 1); for `low`, 3: the one, its check, and a tie-breaker."""
         if self.max_replicas is not None:
             return self.max_replicas
-        return min(MAX_REPLICAS, max(2, 2 * self.n - self.k + 1))
+        return min(MAX_REPLICAS, max(3 if self.adaptive else 1, 2 * self.n - self.k + 1))
 
 
 def parse_consensus(value: Any) -> Any:
     """ "2-of-3" or a level as the mapping they stand for; anything else as given."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return {"k": value, "n": value}
+    whole = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+    if whole and not isinstance(value, bool):
+        return {"k": int(value), "n": int(value)}  # n replicas that must all agree
     if not isinstance(value, str):
         return value
     level = value.strip().lower()

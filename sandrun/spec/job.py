@@ -23,7 +23,6 @@ from pydantic import (
     model_validator,
 )
 
-from sandrun.errors import InvalidSpec
 from sandrun.spec.base import Strict, is_stored
 from sandrun.spec.consensus import CONSENSUS_PATTERN, MAX_REPLICAS, Consensus, parse_consensus
 from sandrun.spec.execsize import check_exec_size
@@ -51,10 +50,7 @@ from sandrun.spec.fields import (
 from sandrun.spec.gpus import GPU_PATTERN, GpuRequest, parse_gpus
 from sandrun.spec.policies import Limits, RetryPolicy, WarmPolicy
 from sandrun.spec.text import forbid_nul_in_schema
-from sandrun.spec.units import (
-    Int,
-    Num,
-)
+from sandrun.spec.units import Int, Num, number_only
 
 # What the validators below enforce across fields, said in the schema too.
 _PROGRAM_RULES: dict[str, Any] = {
@@ -212,7 +208,9 @@ class JobSpec(Strict):
         ),
     )
     # USD: the most this job may hold in escrow (and so cost), when the pool prices jobs.
-    max_price: Num | None = Field(default=None, ge=0, le=1_000_000)
+    max_price: Annotated[float, Field(ge=0, le=1_000_000), BeforeValidator(number_only)] | None = (
+        None
+    )
 
     @property
     def dependencies(self) -> list[tuple[str, str]]:
@@ -308,12 +306,16 @@ class JobSpec(Strict):
     @model_validator(mode="before")
     @classmethod
     def _result_is_an_output(cls, data: Any) -> Any:
-        # The declared result is collected like any output.
-        if isinstance(data, dict) and isinstance(data.get("result"), str):
-            outputs = data.get("outputs", [])
-            if isinstance(outputs, list) and data["result"] not in outputs:
-                data = {**data, "outputs": [*outputs, data["result"]]}
-        return data
+        # The declared result, and what replicas must agree on, are collected as outputs.
+        if not isinstance(data, dict) or not isinstance(data.get("outputs", []), list):
+            return data
+        named = [data["result"]] if isinstance(data.get("result"), str) else []
+        consensus = data.get("consensus")
+        if isinstance(consensus, dict) and isinstance(consensus.get("agree_on"), list):
+            named += [p for p in consensus["agree_on"] if isinstance(p, str)]
+        outputs = data.get("outputs", [])
+        missing = [p for p in dict.fromkeys(named) if p not in outputs]
+        return {**data, "outputs": [*outputs, *missing]} if missing else data
 
     @model_validator(mode="after")
     def _one_program(self, info: ValidationInfo) -> JobSpec:
@@ -333,14 +335,6 @@ class JobSpec(Strict):
                 raise ValueError(
                     f"{' and '.join(brought)} fill the job's own scratch directory; "
                     "drop working_dir (a directory on the node) to use them"
-                )
-        if self.consensus is not None:
-            unknown = [p for p in self.consensus.agree_on if p not in self.outputs]
-            if unknown:
-                raise InvalidSpec(
-                    f"consensus.agree_on names {unknown[0]!r}, which is not among outputs "
-                    f"{self.outputs}: agree_on picks which declared outputs must agree",
-                    field="consensus.agree_on",
                 )
         # Raised as InvalidSpec, not ValueError: pydantic passes it on, field named.
         program = "command" if self.command is not None else "shell" if self.shell else "script"

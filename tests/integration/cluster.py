@@ -63,17 +63,27 @@ class Cluster:
             self.tokens[name] = service.create_token(name, role)
         service.close()
 
+    def add_tokens(self, role: Role, *names: str) -> None:
+        """More tokens, each its own name's (an agent token is an operator)."""
+        service = open_server_service(self.db)
+        for name in names:
+            self.tokens[name] = service.create_token(name, role)
+        service.close()
+
     def start_server(self) -> subprocess.Popen[bytes]:
         self.server = self._server(self.port, "server")
         return self.server
 
-    def start_other_server(self) -> str:
-        """Another server process on the same database and blobs; returns its URL."""
+    def start_other_server(self, args: tuple[str, ...] | None = None) -> str:
+        """Another server process on the same database and blobs (with `args` in place of
+        `server_args`); returns its URL."""
         port = free_port()
-        self.others[port] = self._server(port, f"server-{port}")
+        self.others[port] = self._server(port, f"server-{port}", args)
         return f"http://127.0.0.1:{port}"
 
-    def _server(self, port: int, name: str) -> subprocess.Popen[bytes]:
+    def _server(
+        self, port: int, name: str, args: tuple[str, ...] | None = None
+    ) -> subprocess.Popen[bytes]:
         log = open(self.root / f"{name}.log", "ab")
         proc = subprocess.Popen(
             [
@@ -88,7 +98,7 @@ class Cluster:
                 "--lease",
                 str(self.lease),
                 *(["--allow-host-paths"] if self.host_paths else []),
-                *self.server_args,
+                *(self.server_args if args is None else args),
             ],
             stdout=log,
             stderr=log,
@@ -105,6 +115,7 @@ class Cluster:
         drain_grace: float = 30,
         url: str | None = None,
         extra: tuple[str, ...] = (),
+        token: str = "agents",
     ) -> subprocess.Popen[bytes]:
         log = open(self.root / f"agent-{name}.log", "ab")
         proc = subprocess.Popen(
@@ -129,7 +140,7 @@ class Cluster:
             stdout=log,
             stderr=log,
             start_new_session=True,
-            env={**os.environ, "SANDRUN_TOKEN": self.tokens["agents"]},
+            env={**os.environ, "SANDRUN_TOKEN": self.tokens[token]},
         )
         log.close()
         self.agents[name] = proc

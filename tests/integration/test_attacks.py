@@ -25,7 +25,6 @@ import psutil
 import pytest
 
 from sandrun.client import Client
-from sandrun.models import Claim
 from sandrun.protocol import KeyProof
 from sandrun.roles import Role
 from sandrun.server import open_server_service
@@ -33,8 +32,7 @@ from sandrun.signing import Identity, result_claim
 from sandrun.states import FailureReason, JobState
 from tests.helpers import wait_for
 from tests.integration.cluster import SANDRUN, Cluster
-
-FREE = {"cpus": 1, "memory_mb": 512}
+from tests.integration.rogue import FREE, Rogue
 
 
 @pytest.fixture(scope="module")
@@ -51,69 +49,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 def _headers(cluster: Cluster, who: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {cluster.tokens[who]}"}
-
-
-class Rogue:
-    """An agent that speaks the agent API itself, with a key of its own."""
-
-    def __init__(self, cluster: Cluster, name: str, identity: Identity) -> None:
-        self.cluster, self.name, self.identity = cluster, name, identity
-        self.node = ""
-
-    def post(self, path: str, body: dict[str, Any]) -> httpx.Response:
-        return httpx.post(
-            f"{self.cluster.url}/v1/agent/{path}",
-            json=body,
-            headers=_headers(self.cluster, "agents"),
-            timeout=30,
-        )
-
-    def register(
-        self, public_key: str | None = None, proof: KeyProof | None = None
-    ) -> httpx.Response:
-        at = time.time()
-        key = public_key or self.identity.worker_id
-        proof = proof or KeyProof(at=at, signature=self.identity.prove(self.name, at))
-        answer = self.post(
-            "register",
-            {
-                "name": self.name,
-                "capacity": FREE,
-                "labels": {"pool": "rogue"},
-                "public_key": key,
-                "key_proof": proof.model_dump(),
-            },
-        )
-        if answer.status_code == 200:
-            self.node = answer.json()["node_id"]
-        return answer
-
-    def claim(self) -> Claim:
-        answer = self.post("claim", {"node": self.node, "free": FREE, "wait": 10})
-        assert answer.status_code == 200, answer.text
-        claim = Claim.model_validate(answer.json())
-        started = self.post("start", {"ref": claim.ref.model_dump(), "pid": 1})
-        assert started.status_code == 204, started.text
-        return claim
-
-    def put(self, data: bytes) -> str:
-        answer = httpx.post(
-            f"{self.cluster.url}/v1/agent/artifacts",
-            content=data,
-            headers=_headers(self.cluster, "agents"),
-        )
-        return str(answer.json()["digest"])
-
-    def complete(self, claim: Claim, outputs: list[dict[str, Any]]) -> httpx.Response:
-        signed = result_claim(
-            claim.job.id,
-            claim.attempt,
-            claim.job.spec,
-            0,
-            {o["path"]: o["digest"] for o in outputs},
-        )
-        result = {"exit_code": 0, "outputs": outputs, "signature": self.identity.sign(signed)}
-        return self.post("complete", {"ref": claim.ref.model_dump(), "result": result})
 
 
 @pytest.fixture

@@ -10,8 +10,8 @@ from typing import Any
 
 from sandrun.server.workboard import Shape, WorkBoard
 
-SMALL: Shape = ('{"cpus": 1}', "{}")
-GPU: Shape = ('{"cpus": 1, "gpus": 1}', "{}")
+SMALL: Shape = ('{"cpus": 1}', "{}", "agents")
+GPU: Shape = ('{"cpus": 1, "gpus": 1}', "{}", "agents")
 
 
 def run(test: Coroutine[Any, Any, None]) -> None:
