@@ -3,9 +3,11 @@ state. Amounts are USD (floats) here; the store keeps integer micro-USD."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+from sandrun.spec.units import number_only
 
 
 class PoolWire(BaseModel):
@@ -20,7 +22,8 @@ class Balance(PoolWire):
 
 class CreditRequest(PoolWire):
     owner: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.@:/+=-]+$")
-    amount: float = Field(ge=-1_000_000, le=1_000_000)  # USD; negative takes back
+    # USD; negative takes back. A number only: true is not 1.
+    amount: Annotated[float, Field(ge=-1_000_000, le=1_000_000), BeforeValidator(number_only)]
     memo: str | None = Field(default=None, max_length=200, pattern=r"^[^\x00]*$")
 
 

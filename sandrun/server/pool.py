@@ -20,7 +20,7 @@ from sandrun.pool.models import (
 from sandrun.server.auth import ERRORS, AdminDep, ServiceDep, UserDep, admin, viewer
 from sandrun.server.params import Text
 from sandrun.spec.text import NO_NUL
-from sandrun.spec.units import parse_duration
+from sandrun.spec.units import DURATION_PATTERN, parse_duration
 
 router = APIRouter(prefix="/v1", responses=ERRORS)
 Name = Annotated[str | None, Query(pattern=NO_NUL, max_length=200)]
@@ -61,7 +61,7 @@ def ledger_check(service: ServiceDep) -> LedgerCheck:
 def cost(
     caller: UserDep,
     service: ServiceDep,
-    since: Annotated[str, Query(pattern=NO_NUL, max_length=32)] = "7d",
+    since: Annotated[str, Query(pattern=DURATION_PATTERN, max_length=64)] = "7d",
     by: Literal["job", "label", "day"] = "job",
 ) -> CostReport:
     """What the caller's jobs that ended since `since` ago cost, grouped by job, label or

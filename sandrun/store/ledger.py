@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sandrun.errors import InsufficientFunds
-from sandrun.models import JobRecord
+from sandrun.models import Capacity, JobRecord
 from sandrun.pool import costs
 from sandrun.pool.costs import MICRO, Metered, Terms
 from sandrun.spec import JobSpec
@@ -145,18 +145,21 @@ def _claims(tx: Tx, job: JobRecord, row: Row, terms: Terms, now: float) -> Claim
 
 
 def _owed(spec: JobSpec, terms: Terms, a: Row, ref: str, now: float) -> tuple[str, str, int]:
-    """One attempt's claim, to its node's operator: its metered use, or, still running (a
-    replica stopped with its cancelled job), the time since it started at what it holds."""
-    seconds = a["wall_seconds"]
-    if seconds is None:
-        seconds = max(0.0, now - a["started_at"])
+    """One attempt's claim, to its node's operator: what its agent metered, bounded by
+    what the server saw — no longer than from its claim to its end (or now, for a replica
+    still running when its cancelled job ended), no more than the job reserved, and GPUs
+    of the model its node registered with."""
+    end = a["finished_at"] if a["finished_at"] is not None else now
+    seen = max(0.0, end - a["scheduled_at"])
+    metered = a["wall_seconds"] if a["wall_seconds"] is not None else seen
     gpus = spec.gpus.count if spec.gpus else 0
+    node = Capacity.model_validate_json(a["node_capacity"]) if a["node_capacity"] else None
     used = Metered(
-        seconds=float(seconds),
-        cpus=float(a["cpus"] if a["cpus"] is not None else spec.cpus),
-        memory_mb=int(a["memory_mb"] if a["memory_mb"] is not None else spec.memory or 0),
-        gpus=int(a["gpus"] if a["gpus"] is not None else gpus),
-        gpu_model=a["gpu_model"],
+        seconds=min(float(metered), seen),
+        cpus=min(float(a["cpus"] if a["cpus"] is not None else spec.cpus), spec.cpus),
+        memory_mb=int(min(a["memory_mb"] or 0, spec.memory or 0)),
+        gpus=min(int(a["gpus"] if a["gpus"] is not None else gpus), gpus),
+        gpu_model=node.gpu_type if node else None,
     )
     return str(a["operator_key"]), ref, costs.claim(terms, used)
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from sandrun.errors import InsufficientFunds, SandrunError, ValidationError
+from sandrun.models import AttemptResult, Usage
 from sandrun.service import Service
 from sandrun.states import JobState
 from sandrun.store import Store
@@ -219,3 +220,20 @@ def test_concurrent_submits_never_overdraw(
     _checked(service)
     if other is not store:
         other.close()
+
+
+def test_a_node_is_paid_no_more_than_the_server_saw_it_hold(service: Service) -> None:
+    """A rogue agent's metering (a week, a thousand CPUs, an A100) is bounded by what the
+    server saw: the time from its claim to its end, and what the job reserved."""
+    job_id = _job(service, timeout=100)
+    got = service.store.claim("a", ROOM, service.clock(), 30)
+    assert got is not None
+    service.store.start_attempt(job_id, got.attempt, got.token, service.clock())
+    service.clock.now += 2  # type: ignore[attr-defined]
+    usage = Usage(wall_seconds=7 * 86400, cpus=1000, memory_mb=10**6, gpus=8, gpu_model="A100")
+    result = AttemptResult(exit_code=0, usage=usage)
+    service.store.finish_attempt(
+        job_id, got.attempt, got.token, result, service.decide, service.clock()
+    )
+    assert service.get(job_id).cost == pytest.approx(2 * CPU_SECOND, rel=0.01)
+    _checked(service)

@@ -31,13 +31,14 @@ class Rogue:
         self.token = token
         self.labels = labels if labels is not None else {"pool": "rogue"}
         self.node = ""
+        self.url = cluster.url  # the server it speaks to
 
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.cluster.tokens[self.token]}"}
 
     def post(self, path: str, body: dict[str, Any]) -> httpx.Response:
         return httpx.post(
-            f"{self.cluster.url}/v1/agent/{path}", json=body, headers=self._headers(), timeout=30
+            f"{self.url}/v1/agent/{path}", json=body, headers=self._headers(), timeout=30
         )
 
     def register(
@@ -60,8 +61,13 @@ class Rogue:
             self.node = answer.json()["node_id"]
         return answer
 
+    def beat(self) -> None:
+        """A heartbeat: a node silent for a lease takes no work."""
+        assert self.post("heartbeat", {"node": self.node}).status_code == 200
+
     def try_claim(self, wait: float = 10) -> Claim | None:
         """The next job it may take, started; None if none came within `wait` seconds."""
+        self.beat()
         answer = self.post("claim", {"node": self.node, "free": FREE, "wait": wait})
         if answer.status_code == 204 or not answer.content or answer.json() is None:
             return None
@@ -77,9 +83,7 @@ class Rogue:
         return claim
 
     def put(self, data: bytes) -> str:
-        answer = httpx.post(
-            f"{self.cluster.url}/v1/agent/artifacts", content=data, headers=self._headers()
-        )
+        answer = httpx.post(f"{self.url}/v1/agent/artifacts", content=data, headers=self._headers())
         return str(answer.json()["digest"])
 
     def complete(

@@ -443,9 +443,10 @@ UPDATE jobs SET replicas = :replicas, quorum = :quorum, updated_at = :now WHERE 
 -- A job's replicas, each with what agreement reads: its digest, and the attempt that ended
 -- it (its last) with that node's operator and key.
 SELECT j.id, j.state, j.digest, j.exit_code, j.failure_reason, j.attempts, j.result,
-       a.node, a.state AS attempt_state, a.started_at, a.wall_seconds, a.cpus, a.memory_mb,
-       a.gpus, a.gpu_model, a.stdout_sha256,
-       COALESCE(n.operator, a.node) AS operator_key, COALESCE(n.public_key, a.node) AS node_key
+       a.node, a.state AS attempt_state, a.scheduled_at, a.started_at, a.finished_at,
+       a.wall_seconds, a.cpus, a.memory_mb, a.gpus, a.gpu_model, a.stdout_sha256,
+       COALESCE(n.operator, a.node) AS operator_key, COALESCE(n.public_key, a.node) AS node_key,
+       n.capacity AS node_capacity
 FROM jobs j
 LEFT JOIN attempts a ON a.job_id = j.id AND a.number = j.attempts
 LEFT JOIN nodes n ON n.id = a.node
@@ -565,7 +566,7 @@ WHERE job_id = :job_id AND kind IN ('payment', 'fee') GROUP BY credit;
 
 -- name: attempts_of
 -- A job's attempts, each with the operator of its node (the node's id if it has none).
-SELECT a.*, COALESCE(n.operator, a.node) AS operator_key
+SELECT a.*, COALESCE(n.operator, a.node) AS operator_key, n.capacity AS node_capacity
 FROM attempts a LEFT JOIN nodes n ON n.id = a.node
 WHERE a.job_id = :job_id ORDER BY a.number;
 
