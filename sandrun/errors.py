@@ -254,7 +254,7 @@ class InsufficientFunds(SandrunError):
     """A priced job's most cost does not fit what its owner has available (docs/pool.md)."""
 
     code = "insufficient_funds"
-    http_status = 402
+    http_status = 409  # the request conflicts with what the balance holds now
 
 
 class PublicApiOff(SandrunError):

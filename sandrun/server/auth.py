@@ -88,7 +88,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         (401, "no valid token"),
         (403, "the token's role may not do this"),
         (404, "no such job (or not yours), or no such output"),
-        (409, "not allowed in the job's state, or a stale attempt"),
+        (409, "not allowed in the job's state, a stale attempt, or insufficient funds"),
         (422, "the body or a parameter is not valid; `field` names it"),
         (503, "the store is unavailable"),
     ]

@@ -8,12 +8,12 @@ agree, stdout if asked). The pool's rules for it are in `sandrun/pool/`.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import Field, StrictBool, model_validator
+from pydantic import BeforeValidator, Field, StrictBool, model_validator
 
 from sandrun.spec.base import Strict
-from sandrun.spec.units import Int
+from sandrun.spec.units import Int, number_only
 
 MAX_REPLICAS = 16
 # The levels a job may name instead of k and n; `low` is one replica whose node may be
@@ -30,9 +30,13 @@ class Consensus(Strict):
     k: Int = Field(ge=1, le=MAX_REPLICAS)  # how many distinct operators must agree
     n: Int = Field(ge=1, le=MAX_REPLICAS)  # how many replicas start at once
     # More replicas are started while agreement is still possible, up to this many in all.
-    max_replicas: Int | None = Field(default=None, ge=1, le=MAX_REPLICAS)
-    # Output patterns that must agree (a subset of `outputs`); empty: every output.
-    agree_on: list[str] = Field(default_factory=list, max_length=64)
+    max_replicas: Annotated[int, Field(ge=1, le=MAX_REPLICAS), BeforeValidator(number_only)] | (
+        None
+    ) = None
+    # Output patterns that must agree (collected as outputs too); empty: every output.
+    agree_on: list[Annotated[str, Field(pattern=r"^[^/\x00][^\x00]*$")]] = Field(
+        default_factory=list, max_length=64
+    )
     stdout: StrictBool = False  # stdout must agree too
     level: str | None = None  # low | medium | high, when the job named one
 

@@ -606,3 +606,32 @@ def test_pipelines_and_dependencies_reach_no_other_tenant(cluster: Cluster) -> N
         assert refused.status_code == 422, template
         assert words in refused.json()["message"], (template, refused.json())
     assert httpx.get(f"{api}/pipelines", headers=alice).json() == []  # nothing recorded
+
+
+def test_the_pool_s_money_and_trust_are_no_user_s_to_change(cluster: Cluster) -> None:
+    """A user may not credit themselves, read another's balance, account or job ledger,
+    check the ledger, or quarantine a node; a rogue agent's metering is bounded by what the
+    server saw (tests/contract/test_ledger.py) and its votes by its operator."""
+    api = f"{cluster.url}/v1"
+    alice, bob = _headers(cluster, "alice"), _headers(cluster, "bob")
+    theirs = httpx.post(f"{api}/jobs", json={"shell": "true"}, headers=bob).json()
+    for method, path, body in (
+        ("POST", "/credit", {"owner": "alice", "amount": 1000}),
+        ("GET", "/balance?owner=bob", None),
+        ("GET", "/ledger?account=user:bob", None),
+        ("GET", "/ledger?account=escrow", None),
+        ("GET", "/ledger/check", None),
+        ("POST", "/nodes/honest/quarantine", None),
+        ("POST", "/nodes/honest/release", None),
+    ):
+        answer = httpx.request(method, api + path, json=body, headers=alice)
+        assert answer.status_code == 403, (path, answer.text)
+    hidden = httpx.get(f"{api}/ledger", params={"job": theirs["id"]}, headers=alice)
+    assert hidden.status_code == 404 and hidden.json()["code"] == "job_not_found"
+    assert httpx.get(f"{api}/balance", headers=alice).json()["available"] == 0
+    standing = httpx.get(f"{api}/pool/nodes", headers=alice).json()
+    assert not next(n for n in standing if n["name"] == "honest")["reputation"]["quarantined"]
+    for bad in ("1-of-99", "-1", {"k": 0, "n": 1}, {"k": 1, "n": 1, "max_replicas": 99}):
+        spec = {"shell": "true", "consensus": bad}
+        refused = httpx.post(f"{api}/jobs", json=spec, headers=alice)
+        assert refused.status_code == 422 and refused.json()["field"].startswith("consensus")

@@ -308,7 +308,7 @@ def test_concurrent_submits_through_two_servers_never_overdraw(pg_url: str, tmp_
             barrier.wait()
             answer = httpx.post(f"{urls[i % 2]}/v1/jobs", json=spec, headers=headers, timeout=60)
             codes.append(answer.status_code)
-            if answer.status_code == 402:
+            if answer.status_code == 409:
                 assert answer.json()["code"] == "insufficient_funds"
 
         threads = [threading.Thread(target=submit, args=(i,)) for i in range(20)]
@@ -316,7 +316,7 @@ def test_concurrent_submits_through_two_servers_never_overdraw(pg_url: str, tmp_
             t.start()
         for t in threads:
             t.join()
-        assert sorted(codes) == [201] * 6 + [402] * 14
+        assert sorted(codes) == [201] * 6 + [409] * 14
         with cluster.client() as alice:
             assert alice.balance().available == pytest.approx(0.1)
         with cluster.client("admin") as admin:
