@@ -4,23 +4,35 @@ errors turned back into sandrun's own exceptions."""
 from __future__ import annotations
 
 import time
+from collections.abc import Generator
 from typing import Any
 
 import httpx
 
 from sandrun.errors import SandrunError, ServerUnreachable, rebuilt
+from sandrun.signing import Identity
 
 
 class HttpJson:
     """`url` may list several servers sharing one database ("http://a:8765,http://b:8765"):
     when one cannot be reached, requests move on to the next."""
 
-    def __init__(self, url: str, token: str | None, read_timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        token: str | None,
+        read_timeout: float = 30.0,
+        key: Identity | None = None,
+    ) -> None:
+        """`key`: sign each request with it instead of sending a token (docs/pool.md)."""
         self.urls = [u.strip().rstrip("/") for u in url.split(",") if u.strip()] or [""]
         self.url = self.urls[0]
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.http = httpx.Client(
-            base_url=self.url, headers=headers, timeout=httpx.Timeout(10.0, read=read_timeout)
+            base_url=self.url,
+            headers=headers,
+            timeout=httpx.Timeout(10.0, read=read_timeout),
+            auth=KeySigner(key) if key is not None else None,
         )
 
     def fail_over(self) -> None:
@@ -82,3 +94,19 @@ def raise_for_error(response: httpx.Response) -> None:
         body.get("field"),
         list(body.get("suggestions") or []),
     )
+
+
+class KeySigner(httpx.Auth):
+    """Signs every request with a key (sent again, it is signed again: a fresh time)."""
+
+    requires_request_body = True
+
+    def __init__(self, key: Identity) -> None:
+        self.key = key
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        target = request.url.raw_path.decode("latin-1")
+        request.headers.update(
+            self.key.request_headers(request.method, target, request.content, time.time())
+        )
+        yield request

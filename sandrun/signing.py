@@ -86,6 +86,19 @@ def registration_claim(name: str, worker_id: str, at: float) -> bytes:
     return _canonical({"v": 1, "register": name, "worker_id": worker_id, "at": at})
 
 
+# Headers of a request signed by a key instead of a token (an identity without an account).
+KEY_HEADER, AT_HEADER, SIGNATURE_HEADER = "x-sandrun-key", "x-sandrun-at", "x-sandrun-signature"
+
+
+def request_claim(method: str, target: str, at: float, body: bytes) -> bytes:
+    """What a key signs for one request: its method, its path and query as sent, when, and
+    its body's sha256."""
+    digest = hashlib.sha256(body).hexdigest()
+    return _canonical(
+        {"v": 1, "request": method.upper(), "target": target, "at": at, "body": digest}
+    )
+
+
 class Identity:
     """An agent's key pair, kept in one file (the raw private key, mode 0600)."""
 
@@ -113,6 +126,11 @@ class Identity:
 
     def sign(self, claim: bytes) -> str:
         return base64.b64encode(self.key.sign(claim)).decode()
+
+    def request_headers(self, method: str, target: str, body: bytes, at: float) -> dict[str, str]:
+        """The headers that sign a request as this key."""
+        signature = self.sign(request_claim(method, target, at, body))
+        return {KEY_HEADER: self.worker_id, AT_HEADER: repr(at), SIGNATURE_HEADER: signature}
 
     def prove(self, name: str, at: float) -> str:
         """The signature that registers this identity as node `name` at time `at`."""

@@ -1,8 +1,10 @@
 """The pool's commands: `balance`, `credit`, `ledger [check]`, `cost`, `pool status|nodes|
-jobs` and `node quarantine|release` (docs/pool.md)."""
+jobs`, `node quarantine|release` and `key` (docs/pool.md)."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -238,3 +240,21 @@ def _quarantine(node: str, quarantined: bool) -> None:
             f"[yellow]its operator is quarantined too: sandrun node release "
             f"operator:{found.operator}[/]"
         )
+
+
+def key(
+    path: Annotated[
+        str | None,
+        typer.Argument(help="The key file (default: $SANDRUN_KEY, else user.key in your home)."),
+    ] = None,
+) -> None:
+    """Make (if absent) and show a key that signs your requests instead of a token, where
+    the server takes them: its identity is your account, `key:<public key>`. Use it with
+    SANDRUN_KEY=FILE; an admin tops it up with `sandrun credit key:... AMOUNT`."""
+    from sandrun.home import Home
+    from sandrun.signing import Identity
+
+    chosen = path or os.environ.get("SANDRUN_KEY") or str(Home.resolve().root / "user.key")
+    identity = Identity.load_or_create(Path(chosen).expanduser())
+    render.out.print(f"key:{identity.worker_id}")
+    render.err.print(f"[dim]{chosen} (keep it secret: whoever has it spends its balance)[/]")

@@ -31,15 +31,28 @@ from sandrun.spec import JobSpec, parse_spec
 
 
 def connect(
-    url: str | None = None, *, token: str | None = None, home: str | Path | None = None
+    url: str | None = None,
+    *,
+    token: str | None = None,
+    home: str | Path | None = None,
+    key: str | Path | None = None,
 ) -> Client:
     """A client of the server at `url` (or $SANDRUN_URL, with $SANDRUN_TOKEN), else
-    embedded: SQLite under `home` and a local agent. The API is the same either way."""
+    embedded: SQLite under `home` and a local agent. The API is the same either way.
+    `key` (or $SANDRUN_KEY): a key file whose key signs each request instead of a token —
+    an identity without an account, where the server's policy takes them (made if absent)."""
     url = url or os.environ.get("SANDRUN_URL")
     if url:
         from sandrun.client.remote import HttpTransport  # only what this mode needs
 
-        return Client(HttpTransport(url, token or os.environ.get("SANDRUN_TOKEN")))
+        key = key or os.environ.get("SANDRUN_KEY") or None
+        identity = None
+        if key is not None and not token:
+            from sandrun.signing import Identity
+
+            identity = Identity.load_or_create(Path(key).expanduser())
+        token = None if identity else token or os.environ.get("SANDRUN_TOKEN")
+        return Client(HttpTransport(url, token, key=identity))
     from sandrun.client.local import EmbeddedTransport
 
     return Client(EmbeddedTransport(Home.resolve(home)))

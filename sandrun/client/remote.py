@@ -35,6 +35,7 @@ from sandrun.pool.models import (
 )
 from sandrun.protocol import Uploaded
 from sandrun.retention_models import GcReport, GcRequest
+from sandrun.signing import Identity
 from sandrun.spec import JobSpec
 
 _ATTEMPTS = TypeAdapter(list[Attempt])
@@ -51,8 +52,8 @@ _POOL_NODES = TypeAdapter(list[PoolNode])
 class HttpTransport:
     embedded = False
 
-    def __init__(self, url: str, token: str | None) -> None:
-        self.api = HttpJson(url, token)
+    def __init__(self, url: str, token: str | None, key: Identity | None = None) -> None:
+        self.api = HttpJson(url, token, key=key)
 
     def close(self) -> None:
         self.api.close()

@@ -13,6 +13,14 @@ from sandrun.errors import AuthenticationError, Forbidden
 from sandrun.models import ErrorBody, Principal
 from sandrun.roles import Role
 from sandrun.service import Service
+from sandrun.signing import (
+    AT_HEADER,
+    KEY_HEADER,
+    PROOF_WINDOW,
+    SIGNATURE_HEADER,
+    request_claim,
+    verify,
+)
 
 # With auth off (a loopback-only server), every caller is this admin.
 LOCAL_ADMIN = Principal(name="local", role=Role.ADMIN)
@@ -32,6 +40,8 @@ async def principal(request: Request) -> Principal:
     if not request.app.state.auth:
         return LOCAL_ADMIN
     header = request.headers.get("authorization", "")
+    if not header and KEY_HEADER in request.headers:
+        return await _signed_by_key(request)
     scheme, _, secret = header.partition(" ")
     if scheme.lower() != "bearer" or not secret:
         raise AuthenticationError("this server needs a token: Authorization: Bearer <token>")
@@ -55,6 +65,38 @@ async def principal(request: Request) -> Principal:
     if found is None:
         raise AuthenticationError("that token is not valid")
     return found
+
+
+async def _signed_by_key(request: Request) -> Principal:
+    """A request signed by an Ed25519 key instead of a token: its caller is the key's own
+    identity, `key:<base64>`, a user with an account of its own (docs/pool.md)."""
+    service: Service = request.app.state.service
+    if not service.policy.pool.key_users:
+        raise AuthenticationError(
+            "this server takes tokens, not key-signed requests (its policy's pool.key_users)"
+        )
+    key = request.headers[KEY_HEADER]
+    try:
+        at = float(request.headers.get(AT_HEADER, ""))
+    except ValueError:
+        raise AuthenticationError(f"{AT_HEADER} must be the signed time, in seconds") from None
+    now = time.time()
+    if not abs(now - at) <= PROOF_WINDOW:  # NaN fails too
+        raise AuthenticationError("the request's signed time is too far from the server's clock")
+    raw = request.scope.get("raw_path") or request.scope["path"].encode()
+    query = request.scope.get("query_string", b"")
+    target = (raw + (b"?" + query if query else b"")).decode("latin-1")
+    claim = request_claim(request.method, target, at, await request.body())
+    signature = request.headers.get(SIGNATURE_HEADER, "")
+    if not verify(key, claim, signature):
+        raise AuthenticationError("the request's signature does not match its key")
+    if request.method not in ("GET", "HEAD"):  # a replayed read changes nothing
+        fresh = await run_in_threadpool(
+            service.store.note_request, signature, now, 2 * PROOF_WINDOW
+        )
+        if not fresh:
+            raise AuthenticationError("this signed request was already made (a replay)")
+    return Principal(name=f"key:{key}", role=Role.USER)
 
 
 async def user(caller: Annotated[Principal, Depends(principal)]) -> Principal:

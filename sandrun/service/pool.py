@@ -68,6 +68,7 @@ class PoolCalls:
     get: Callable[[str, str | None], JobRecord]  # Service's: a job its viewer may see
 
     def balance(self, owner: str) -> Balance:
+        """An owner's balance (or `operator:NAME`'s: what it earned, nothing held)."""
         held = self.store.balance(owner)
         return Balance(owner=owner, available=held.available / MICRO, held=held.held / MICRO)
 

@@ -56,3 +56,6 @@ class PoolPolicy(BaseModel):
     # `quarantine_ratio` of its checked results, takes no more jobs until released.
     quarantine_after: Int = Field(default=3, ge=1)
     quarantine_ratio: Num = Field(default=0.5, gt=0, le=1)
+    # Identities without accounts: requests signed by an Ed25519 key, no token needed; the
+    # key's jobs and balance are `key:<its base64>`'s (docs/pool.md).
+    key_users: StrictBool = False

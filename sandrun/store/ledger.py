@@ -171,7 +171,8 @@ class Balance:
 
 
 def balance(tx: Tx, owner: str) -> Balance:
-    row = tx.one("account_balance", id=user(owner))
+    account = owner if owner.startswith("operator:") else user(owner)
+    row = tx.one("account_balance", id=account)
     held = tx.one("held_by_owner", owner=owner)
     return Balance(int(row["balance"]) if row else 0, int(held["held"]) if held else 0)
 

@@ -20,10 +20,11 @@ class PoolStore:
             return ledger.balance(tx, owner)
 
     def credit(self, owner: str, amount: int, now: float, memo: str | None = None) -> None:
-        """Add `amount` micro-USD to an owner's balance, from the world outside the pool
-        (a negative amount takes it back, never below zero)."""
+        """Add `amount` micro-USD to an owner's balance (or `operator:NAME`'s), from the
+        world outside the pool; a negative amount takes it back (a payout), never below
+        zero."""
         with self.db.transaction() as tx:
-            account = ledger.user(owner)
+            account = owner if owner.startswith("operator:") else ledger.user(owner)
             if amount >= 0:
                 ledger.transfer(tx, ledger.WORLD, account, amount, "credit", now, memo=memo)
             elif not ledger.transfer(
@@ -78,6 +79,13 @@ class PoolStore:
         with self.db.transaction() as tx:
             tx.run("set_quarantined", subject=subject, quarantined=int(quarantined), now=now)
             tx.notify("submitted")  # a released node may claim again: wake its polls
+
+    def note_request(self, signature: str, now: float, window: float) -> bool:
+        """Record a key-signed request; False if it was seen before (a replay). Those
+        older than `window` are forgotten: their signed time no longer passes."""
+        with self.db.transaction() as tx:
+            tx.run("forget_requests", before=now - window)
+            return bool(tx.run("note_request", signature=signature, at=now))
 
     def pool_counts(self, since: float) -> dict[str, int]:
         """Jobs queued and running now, and ended since `since` (throughput)."""

@@ -53,6 +53,8 @@ def replica_ended(tx: Tx, replica: JobRecord, now: float) -> list[JobRecord]:
     assert replica.replica_of is not None
     parent_row = must(tx, replica.replica_of, lock=True)
     parent = job_from(parent_row)
+    if parent.is_terminal and replica.state is JobState.CANCELLED:
+        return []  # stopped once its job had ended: nothing to judge
     rows = tx.all("replicas_of", parent=parent.id)
     mine = next(r for r in rows if r["id"] == replica.id)
     value = _digest(tx, parent, mine)

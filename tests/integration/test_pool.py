@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,9 +19,10 @@ from typing import Any
 import httpx
 import pytest
 
-from sandrun.client import Client
+from sandrun.client import Client, connect
+from sandrun.errors import AuthenticationError, InsufficientFunds, JobNotFoundError
 from sandrun.roles import Role
-from sandrun.signing import Identity
+from sandrun.signing import KEY_HEADER, Identity
 from sandrun.states import FailureReason, JobState
 from tests.helpers import wait_for
 from tests.integration.cluster import SANDRUN, Cluster
@@ -34,6 +36,7 @@ pool:
   trust_streak: 1
   spot_check: 0
   quarantine_after: 50
+  key_users: true
 """
 OPERATORS = ("op-a", "op-b", "op-c", "op-m", "op-q1", "op-q2", "op-z1", "op-z2", "op-z3")
 
@@ -184,8 +187,6 @@ def test_adaptive_replication_and_a_spot_check(cluster: Cluster, tmp_path: Path)
 
 
 def _client(url: str, cluster: Cluster) -> Client:
-    from sandrun.client import connect
-
     return connect(url, token=cluster.tokens["alice"])
 
 
@@ -323,3 +324,53 @@ def test_concurrent_submits_through_two_servers_never_overdraw(pg_url: str, tmp_
             assert admin.ledger_check().ok
     finally:
         cluster.stop()
+
+
+def test_an_identity_without_an_account_signs_its_requests(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    key = tmp_path / "me.key"
+    shown = _cli(cluster, "alice", "key", str(key))
+    account = shown.stdout.strip()
+    assert shown.returncode == 0 and account.startswith("key:")
+    spec = {"shell": "echo hi", "timeout": 10, "requires": {"pool": "p"}}
+    with connect(cluster.url, key=key) as me:
+        with pytest.raises(InsufficientFunds):  # a new key has nothing yet
+            me.submit(spec)
+        assert me.balance().owner == account
+    assert _cli(cluster, "admin", "credit", account, "1").returncode == 0
+    with connect(cluster.url, key=key) as me:
+        job = me.submit(spec)
+        assert job.wait(60).record.state is JobState.COMPLETED
+        assert job.record.owner == account
+        assert 0 < me.balance().available < 1
+        assert [j.id for j in me.jobs().jobs] == [job.id]  # its own, and only those
+    with cluster.client() as alice, pytest.raises(JobNotFoundError):
+        alice.get(job.id)
+
+    identity = Identity.load_or_create(key)
+    body = json.dumps(spec).encode()
+
+    def signed(at: float, signer: Identity = identity) -> dict[str, str]:
+        headers = signer.request_headers("POST", "/v1/jobs", body, at)
+        headers[KEY_HEADER] = identity.worker_id
+        return {**headers, "content-type": "application/json"}
+
+    url = f"{cluster.url}/v1/jobs"
+    once = signed(time.time())
+    assert httpx.post(url, content=body, headers=once).status_code == 201
+    replay = httpx.post(url, content=body, headers=once)
+    assert replay.status_code == 401 and "replay" in replay.json()["message"]
+    forged = signed(time.time(), Identity.load_or_create(tmp_path / "other.key"))
+    assert httpx.post(url, content=body, headers=forged).status_code == 401
+    stale = httpx.post(url, content=body, headers=signed(time.time() - 3600))
+    assert stale.status_code == 401 and "clock" in stale.json()["message"]
+    tampered = httpx.post(url, content=body.replace(b"hi", b"ho"), headers=signed(time.time()))
+    assert tampered.status_code == 401
+    with connect(cluster.url, key=key) as me:
+        assert len(me.jobs().jobs) == 2  # the replay, the forgery and the rest made none
+
+    (cluster.root / "tokens-only.yaml").write_text("pool:\n  ledger: true\n")
+    strict = cluster.start_other_server(("--policy", str(cluster.root / "tokens-only.yaml")))
+    with connect(strict, key=key) as me, pytest.raises(AuthenticationError, match="tokens"):
+        me.balance()

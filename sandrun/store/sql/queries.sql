@@ -581,3 +581,11 @@ SELECT (SELECT count(*) FROM jobs WHERE state = 'pending') AS pending,
            AND state = 'completed') AS agreed,
        (SELECT count(*) FROM jobs WHERE finished_at >= :since
            AND failure_reason = 'no_consensus') AS no_consensus;
+
+-- name: note_request
+-- A key-signed request's signature, once: no row is added if it was seen (a replay).
+INSERT INTO request_nonces (signature, at) VALUES (:signature, :at)
+ON CONFLICT (signature) DO NOTHING;
+
+-- name: forget_requests
+DELETE FROM request_nonces WHERE at < :before;

@@ -219,6 +219,14 @@ CREATE TABLE reputation (
     updated_at  REAL NOT NULL
 );
 
+-- Key-signed requests that changed something, kept for their signed time's window: one
+-- sent again (a replay) is refused, on every server.
+CREATE TABLE request_nonces (
+    signature TEXT PRIMARY KEY,
+    at        REAL NOT NULL
+);
+CREATE INDEX request_nonces_at ON request_nonces (at);
+
 -- The ledger: double entry in micro-USD. A transfer moves `amount` from `debit` to
 -- `credit`; balances are kept beside, and `sandrun ledger check` proves they agree.
 CREATE TABLE accounts (
