@@ -8,11 +8,12 @@ agree, stdout if asked). The pool's rules for it are in `sandrun/pool/`.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, StrictBool, model_validator
+from pydantic import BeforeValidator, ConfigDict, Field, StrictBool, model_validator
 
 from sandrun.spec.base import Strict
+from sandrun.spec.text import forbid_nul_in_schema
 from sandrun.spec.units import Int, number_only
 
 MAX_REPLICAS = 16
@@ -26,7 +27,24 @@ CONSENSUS_PATTERN = "^(low|medium|high|{})$".format(
 _K_OF_N = re.compile(r"^\s*(\d{1,2})\s*-?\s*of\s*-?\s*(\d{1,2})\s*$", re.IGNORECASE)
 
 
+def _sizes_in_schema(schema: dict[str, Any]) -> None:
+    """k <= n <= max_replicas, said in JSON Schema: one alternative per n."""
+    forbid_nul_in_schema(schema)
+    schema["anyOf"] = [
+        {
+            "properties": {
+                "n": {"const": n},
+                "k": {"maximum": n},
+                "max_replicas": {"anyOf": [{"minimum": n}, {"type": "null"}]},
+            }
+        }
+        for n in range(1, MAX_REPLICAS + 1)
+    ]
+
+
 class Consensus(Strict):
+    model_config = ConfigDict(**{**Strict.model_config, "json_schema_extra": _sizes_in_schema})
+
     k: Int = Field(ge=1, le=MAX_REPLICAS)  # how many distinct operators must agree
     n: Int = Field(ge=1, le=MAX_REPLICAS)  # how many replicas start at once
     # More replicas are started while agreement is still possible, up to this many in all.
@@ -38,7 +56,7 @@ class Consensus(Strict):
         default_factory=list, max_length=64
     )
     stdout: StrictBool = False  # stdout must agree too
-    level: str | None = None  # low | medium | high, when the job named one
+    level: Literal["low", "medium", "high"] | None = None  # when the job named one
 
     @model_validator(mode="after")
     def _sizes(self) -> Consensus:

@@ -52,7 +52,9 @@ def run_on(
             "exit_code": exit_code,
             "failure_reason": reason,
             "outputs": [OutputFile(attempt=got.attempt, path="out", digest=digest, size=size)],
-            "usage": Usage(wall_seconds=seconds, cpus=got.job.spec.cpus, memory_mb=0),
+            "usage": Usage(
+                wall_seconds=seconds, cpus=got.job.spec.cpus, memory_mb=got.job.spec.memory
+            ),
         }
     )
     service.store.finish_attempt(

@@ -237,3 +237,22 @@ def test_a_node_is_paid_no_more_than_the_server_saw_it_hold(service: Service) ->
     )
     assert service.get(job_id).cost == pytest.approx(2 * CPU_SECOND, rel=0.01)
     _checked(service)
+
+
+def test_the_worked_example_of_docs_pool_md(store: Store, tmp_path: Path) -> None:
+    service = pool_service(store, tmp_path, ledger=True, fee=0.05)
+    add_nodes(service, "a", "b", "c")
+    service.credit("alice", 10)
+    job_id = consensus_job(service, "2-of-3", cpus=2, memory="1024MB", timeout=600)
+    balance = service.balance("alice")
+    assert (balance.available, balance.held) == (6.0928, 3.9072)
+    run_on(service, "a", seconds=100)
+    run_on(service, "c", b"other", seconds=90)
+    run_on(service, "b", seconds=120)
+    job = service.get(job_id)
+    assert job.state is JobState.COMPLETED and job.cost == pytest.approx(0.6048)
+    assert job.consensus["paid"] == {"op-a": 0.28728, "op-b": 0.28728}  # type: ignore[index]
+    assert service.balance("alice").available == pytest.approx(9.3952)
+    kinds = [t.kind for t in service.ledger(None, job_id=job_id)]
+    assert kinds == ["hold", "payment", "fee", "payment", "fee", "refund"]
+    _checked(service)
