@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 from sandrun.models import Capacity, Instance, NodeInfo
 from sandrun.spec import JobSpec
+from sandrun.spec.consensus import Consensus
 from sandrun.spec.policy import OwnerLimits
 from sandrun.states import JobState
 
@@ -123,9 +124,17 @@ def instances(
     return sorted(found.values(), key=lambda i: (i.price_per_hour, i.name))
 
 
-def why_waiting(dependencies: list[tuple[str, str, str, str]]) -> str:
-    """Why a waiting job waits: the jobs it still waits for ((id, name, state, condition))."""
+def why_waiting(
+    dependencies: list[tuple[str, str, str, str]], consensus: Consensus | None = None
+) -> str:
+    """Why a waiting job waits: the jobs it still waits for ((id, name, state, condition)),
+    or, a job with `consensus`, its replicas."""
     open_ = [(i, n, s) for i, n, s, _ in dependencies if not JobState(s).is_terminal]
+    if not open_ and consensus is not None:
+        return (
+            f"its replicas run on nodes of distinct operators until {consensus.k} agree "
+            "(each replica is a job of its own: sandrun list)"
+        )
     if not open_:
         return "its dependencies ended; it is being released"
     shown = ", ".join(f"{n} ({i}, {s})" for i, n, s in open_[:3])

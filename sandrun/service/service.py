@@ -133,7 +133,7 @@ class Service(AgentCalls, PipelineCalls, PoolCalls):
         """Why a pending or waiting job has not started, in words (None once it has)."""
         job = self.get(job_id, viewer)
         if job.state is JobState.WAITING:
-            return placement.why_waiting(self.store.dependencies(job_id))
+            return placement.why_waiting(self.store.dependencies(job_id), job.spec.consensus)
         if job.state is not JobState.PENDING:
             return None
         limits = self.policy.limits_for(job.owner)

@@ -40,6 +40,7 @@ def test_two_of_three_completes_with_the_honest_result_and_records_the_dissenter
 ) -> None:
     job_id = consensus_job(service, "2-of-3")
     assert service.get(job_id).state is JobState.WAITING
+    assert "until 2 agree" in (service.why_pending(job_id) or "")
     assert run_on(service, "c", BAD) is not None  # the cheat reports first
     assert run_on(service, "a", GOOD) is not None
     assert service.get(job_id).state is JobState.WAITING  # 1 good, 1 bad: not yet

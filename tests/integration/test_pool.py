@@ -247,10 +247,14 @@ def _priced_cluster(root: Path, db: str) -> Cluster:
 
 
 @pytest.mark.slow
-def test_the_ledger_holds_after_a_kill_9_storm(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_the_ledger_holds_after_a_kill_9_storm(
+    tmp_path: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
     """Agents and the server killed with SIGKILL while priced jobs (plain and 2-of-2) run:
     every job ends, none holds escrow, and the balances equal their transfers."""
-    cluster = _priced_cluster(tmp_path, str(tmp_path / "server.db"))
+    db = str(tmp_path / "server.db") if backend == "sqlite" else request.getfixturevalue("pg_url")
+    cluster = _priced_cluster(tmp_path, db)
     cluster.start_server()
     try:
         agents = {n: cluster.start_agent(n, cpus=2, token=f"op-{n[-1]}") for n in ("s1", "s2")}
