@@ -56,6 +56,9 @@ class PoolPolicy(BaseModel):
     # `quarantine_ratio` of its checked results, takes no more jobs until released.
     quarantine_after: Int = Field(default=3, ge=1)
     quarantine_ratio: Num = Field(default=0.5, gt=0, le=1)
+    # A high-consensus job's replicas (k >= 3) go to nodes with a trusted streak first, to
+    # any node once they have waited this many seconds.
+    prefer_trusted_for: Num = Field(default=30.0, ge=0)
     # Identities without accounts: requests signed by an Ed25519 key, no token needed; the
     # key's jobs and balance are `key:<its base64>`'s (docs/pool.md).
     key_users: StrictBool = False

@@ -22,6 +22,7 @@ from sandrun.states import (
     check_attempt_transition,
     check_job_transition,
 )
+from sandrun.store import reputation
 from sandrun.store.changes import (
     LIVE,
     Decide,
@@ -224,6 +225,7 @@ class AttemptWrites:
                     message=f"node {row['node']} stopped reporting",
                 )
                 finish(tx, job, attempt, result, decide, now)
+                reputation.add(tx, reputation.node_keys(tx, attempt.node), now, lost=1)
                 lost.append((row["job_id"], row["number"]))
             if lost:
                 tx.notify("lost")

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from sandrun.errors import StaleAttempt
 from sandrun.models import Attempt, AttemptResult, JobRecord
 from sandrun.states import AttemptState, FailureReason, JobState, check_attempt_transition
+from sandrun.store import reputation
 from sandrun.store.database import Row, Tx
 from sandrun.store.deps import end_job
 from sandrun.store.rows import attempt_from, job_from
@@ -90,6 +91,8 @@ def finish(
     result = result.model_copy(update={"failure_reason": reason})
     check_attempt_transition(attempt.state, state)
     _store_result(tx, job.id, attempt.number, state, result, now, worker_id)
+    if reason is FailureReason.TIMEOUT:  # the node's record counts it (docs/pool.md)
+        reputation.add(tx, reputation.node_keys(tx, attempt.node), now, timeouts=1)
     what = f"exit code {result.exit_code}" if result.exit_code is not None else str(reason)
     detail = f": {result.message}" if result.message else ""
     event(

@@ -162,6 +162,7 @@ class Claimer:
         self.capacity = Capacity.model_validate_json(row["capacity"]) if row else free
         self.operator = row["operator_key"] if row else node
         self.quarantined = bool(row["quarantined"]) if row else False
+        self.reputable = bool(row and (row["streak"] or 0) >= policy.pool.trust_streak)
         self.loads: dict[str, Load] = {}
         self.allowances: dict[str, Allowance] = {}
 
@@ -284,4 +285,6 @@ class Claimer:
             "gpu_type": room.gpu_type,
             "gpu_memory_gb": room.gpu_memory_gb,
             "operator": self.operator,
+            "reputable": int(self.reputable),
+            "trusted_until": self.now - self.policy.pool.prefer_trusted_for,
         }

@@ -35,17 +35,29 @@ def start(tx: Tx, job: JobRecord, now: float) -> None:
     assert rules is not None
     tx.run("set_replicas", id=job.id, replicas=rules.n, quorum=rules.k, now=now)
     for number in range(1, rules.n + 1):
-        _add(tx, job.id, number, now)
+        _add(tx, job, number, now)
     message = f"{rules.n} replicas queued; {rules.k} of distinct operators must agree"
     event(tx, job.id, None, "replicated", message, now, {"k": rules.k, "n": rules.n})
     tx.notify("submitted")
 
 
-def _add(tx: Tx, parent: str, number: int, now: float) -> None:
+HIGH = 3  # a job needing this many to agree is high-consensus: reputable nodes get it first
+
+
+def _add(tx: Tx, parent: JobRecord, number: int, now: float) -> None:
     replica = new_id()
-    tx.run("insert_replica", id=replica, parent=parent, replica=number, now=now)
-    tx.run("copy_job_inputs", id=replica, parent=parent)
-    event(tx, replica, None, "submitted", f"replica {number} of job {parent}", now)
+    rules = parent.spec.consensus
+    prefer = int(rules is not None and rules.k >= HIGH)
+    tx.run(
+        "insert_replica",
+        id=replica,
+        parent=parent.id,
+        replica=number,
+        now=now,
+        prefer_trusted=prefer,
+    )
+    tx.run("copy_job_inputs", id=replica, parent=parent.id)
+    event(tx, replica, None, "submitted", f"replica {number} of job {parent.id}", now)
 
 
 def replica_ended(tx: Tx, replica: JobRecord, now: float) -> list[JobRecord]:
@@ -76,7 +88,7 @@ def replica_ended(tx: Tx, replica: JobRecord, now: float) -> list[JobRecord]:
         verdict = decide(rules, k, views)
     if verdict.more:
         for number in range(len(rows) + 1, len(rows) + verdict.more + 1):
-            _add(tx, parent.id, number, now)
+            _add(tx, parent, number, now)
         tx.run("set_replicas", id=parent.id, replicas=len(rows) + verdict.more, quorum=k, now=now)
         message = f"no agreement yet: {verdict.more} more replica(s) queued"
         event(tx, parent.id, None, "replicated", message, now, {"replicas": len(rows)})

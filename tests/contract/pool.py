@@ -41,7 +41,7 @@ def run_on(
 ) -> JobRecord | None:
     """`node` claims the next job it may take and reports `data` as its output `out`;
     None if it may take none."""
-    got = service.store.claim(node, ROOM, service.clock(), 30.0)
+    got = service.claim(node, ROOM)  # under the service's policy
     if got is None:
         return None
     service.store.start_attempt(got.job.id, got.attempt, got.token, service.clock())

@@ -217,3 +217,22 @@ def test_a_bad_consensus_is_refused_naming_it(service: Service) -> None:
     assert service.list_jobs(limit=10).jobs == []
     agreed = service.get(consensus_job(service, {"k": 2, "n": 3, "agree_on": ["model.pt"]}))
     assert agreed.spec.outputs == ["out", "model.pt"]  # what must agree is collected
+
+
+def test_reputable_nodes_get_high_consensus_replicas_first(store: Store, tmp_path: Path) -> None:
+    service = pool_service(store, tmp_path, trust_streak=1, prefer_trusted_for=100)
+    add_nodes(service, "a", "b", "c", "d")
+    for pair in (("a", "b"), ("c", "a")):
+        consensus_job(service, "2-of-2")
+        for node in pair:
+            run_on(service, node, GOOD)
+    assert all(_standing(service, n)[2] >= 1 for n in "abc")
+    job_id = consensus_job(service, "high")  # 3-of-5
+    assert run_on(service, "d", GOOD) is None  # new: reputable nodes first
+    for node in "abc":
+        assert run_on(service, node, GOOD) is not None
+    assert service.get(job_id).state is JobState.COMPLETED
+    waiting = consensus_job(service, "high")
+    service.clock.now += 101  # type: ignore[attr-defined]  # it waited: anyone may take it
+    assert run_on(service, "d", GOOD) is not None
+    assert service.get(waiting).state is JobState.WAITING

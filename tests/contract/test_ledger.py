@@ -79,6 +79,8 @@ def test_failed_and_timed_out_jobs_pay_for_what_ran(
     run_on(service, "a", exit_code=exit_code, reason=reason, seconds=4.0)  # type: ignore[arg-type]
     job = service.get(job_id)
     assert job.state is JobState.FAILED and job.cost == pytest.approx(paid)
+    a = next(p for p in service.pool_nodes() if p.name == "a").reputation
+    assert a.timeouts == (1 if reason == "timeout" else 0)
     assert service.balance("alice").available == pytest.approx(1.0 - paid)
     _checked(service)
 
@@ -102,6 +104,8 @@ def test_an_attempt_its_node_lost_is_not_paid(service: Service) -> None:
     assert run_on(service, "b", seconds=2.0) is not None
     assert service.get(job_id).cost == pytest.approx(0.002)
     assert _earned(service, "op-a") == 0 and _earned(service, "op-b") == 0.002
+    standing = {p.name: p.reputation for p in service.pool_nodes()}
+    assert standing["a"].lost == 1 and standing["b"].lost == 0  # a's record counts it
     _checked(service)
 
 

@@ -408,15 +408,20 @@ SELECT id, kind, message, at FROM pipeline_events WHERE pipeline_id = :pipeline_
 -- name: fragment_replica
 -- A replica is not taken by a node whose operator runs, or ran, one of its job's replicas
 -- (a lost attempt aside): one operator's nodes are one vote. :operator is the claimer's.
-(replica_of IS NULL OR NOT EXISTS (
+-- A high-consensus job's replica goes to a reputable node (:reputable) first; to any once
+-- it has waited (queued before :trusted_until).
+(replica_of IS NULL OR (NOT EXISTS (
     SELECT 1 FROM jobs s JOIN attempts a ON a.job_id = s.id JOIN nodes n ON n.id = a.node
     WHERE s.replica_of = jobs.replica_of AND a.state <> 'lost'
-      AND COALESCE(n.operator, n.id) = :operator))
+      AND COALESCE(n.operator, n.id) = :operator)
+  AND (prefer_trusted = 0 OR :reputable = 1 OR created_at <= :trusted_until)))
 
 -- name: node_capacity
--- A claiming node's capacity, its operator (its own id if it has none), and whether it or
--- its operator is quarantined.
+-- A claiming node's capacity, its operator (its own id if it has none), its streak of
+-- valid results, and whether it or its operator is quarantined.
 SELECT n.capacity, COALESCE(n.operator, n.id) AS operator_key,
+       (SELECT r.streak FROM reputation r
+        WHERE r.subject = 'node:' || COALESCE(n.public_key, n.id)) AS streak,
        EXISTS (SELECT 1 FROM reputation r
                WHERE r.quarantined = 1
                  AND r.subject IN ('node:' || COALESCE(n.public_key, n.id),
@@ -427,10 +432,10 @@ FROM nodes n WHERE n.id = :node;
 -- One replica of a job: the same spec and shape, its own id, queued now.
 INSERT INTO jobs (id, name, owner, state, spec, labels, priority, cpus, memory_mb, gpu_count,
                   gpu_type, gpu_memory_gb, requires, not_before, created_at, updated_at,
-                  replica_of, replica)
+                  replica_of, replica, prefer_trusted)
 SELECT :id, name || '-r' || CAST(:replica AS TEXT), owner, 'pending', spec, labels, priority,
        cpus, memory_mb, gpu_count, gpu_type, gpu_memory_gb, requires, :now, :now, :now, id,
-       :replica
+       :replica, :prefer_trusted
 FROM jobs WHERE id = :parent;
 
 -- name: copy_job_inputs

@@ -46,7 +46,8 @@ CREATE TABLE jobs (
     consensus        text,
     terms            text,
     held             bigint NOT NULL DEFAULT 0,
-    cost             bigint
+    cost             bigint,
+    prefer_trusted   integer NOT NULL DEFAULT 0
 );
 CREATE INDEX jobs_queue ON jobs (priority DESC, created_at, id) WHERE state = 'pending';
 CREATE INDEX jobs_eligible ON jobs (not_before) WHERE state = 'pending';

@@ -45,7 +45,8 @@ CREATE TABLE jobs (
     consensus        TEXT,
     terms            TEXT,
     held             INTEGER NOT NULL DEFAULT 0,
-    cost             INTEGER
+    cost             INTEGER,
+    prefer_trusted   INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX jobs_queue ON jobs (priority DESC, created_at, id) WHERE state = 'pending';
 CREATE INDEX jobs_eligible ON jobs (not_before) WHERE state = 'pending';

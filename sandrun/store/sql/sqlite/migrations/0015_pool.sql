@@ -12,6 +12,8 @@ ALTER TABLE jobs ADD COLUMN consensus TEXT;
 ALTER TABLE jobs ADD COLUMN terms TEXT;
 ALTER TABLE jobs ADD COLUMN held INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE jobs ADD COLUMN cost INTEGER;
+-- prefer_trusted: a replica of a high-consensus job, which reputable nodes get first.
+ALTER TABLE jobs ADD COLUMN prefer_trusted INTEGER NOT NULL DEFAULT 0;
 CREATE INDEX jobs_replicas ON jobs (replica_of) WHERE replica_of IS NOT NULL;
 CREATE INDEX jobs_held ON jobs (owner) WHERE held > 0;
 
