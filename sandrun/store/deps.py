@@ -87,8 +87,8 @@ def _work(tx: Tx, now: float, ended: deque[JobRecord], ready: deque[JobRecord]) 
             job = ended.popleft()
             if job.replica_of is not None:
                 ended.extend(replicas.replica_ended(tx, job, now))
-            elif job.spec.consensus is not None:
-                ended.extend(replicas.stop(tx, job.id, now))
+            elif job.spec.consensus is not None and job.state is JobState.CANCELLED:
+                ended.extend(replicas.stop(tx, job.id, now))  # (a verdict stops its own)
             if job.held:
                 ledger.close(tx, job, now)
             if job.pipeline_id is not None:

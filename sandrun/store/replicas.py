@@ -207,6 +207,8 @@ def stop(tx: Tx, parent: str, now: float) -> list[JobRecord]:
     queued end now, those running are told to stop. Returns those that ended."""
     ended = []
     for row in tx.all("replicas_of", parent=parent):
+        if JobState(row["state"]).is_terminal:
+            continue  # an ended replica stays ended: no lock needed
         replica = job_from(must(tx, row["id"], lock=True))
         if replica.is_terminal:
             continue

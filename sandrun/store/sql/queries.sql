@@ -494,9 +494,6 @@ ON CONFLICT (subject) DO UPDATE SET quarantined = excluded.quarantined,
 -- name: reputations
 SELECT * FROM reputation ORDER BY subject;
 
--- name: open_account
-INSERT INTO accounts (id, balance, created_at) VALUES (:id, 0, :now) ON CONFLICT (id) DO NOTHING;
-
 -- name: debit_guarded
 -- Take from an account that may not go below zero: no row changes if it would. Under
 -- PostgreSQL the row lock makes a second debit wait, then see the first one's balance.
@@ -504,7 +501,9 @@ UPDATE accounts SET balance = balance - :amount WHERE id = :id AND balance >= :a
 RETURNING balance;
 
 -- name: move_balance
-UPDATE accounts SET balance = balance + :amount WHERE id = :id;
+-- Add to an account (a negative amount takes away), opening it if it is new.
+INSERT INTO accounts (id, balance, created_at) VALUES (:id, :amount, :now)
+ON CONFLICT (id) DO UPDATE SET balance = accounts.balance + excluded.balance;
 
 -- name: insert_transfer
 INSERT INTO transfers (at, debit, credit, amount, kind, job_id, memo)
