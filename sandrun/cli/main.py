@@ -37,7 +37,6 @@ from sandrun.cli.options import (
     WorkdirOpt,
 )
 from sandrun.errors import (
-    Forbidden,
     IllegalTransition,
     InsufficientFunds,
     JobNotFoundError,
@@ -348,7 +347,6 @@ app.add_typer(pool.node_app, name="node")
 REFUSED = (
     ValidationError,
     InsufficientFunds,
-    Forbidden,
     JobNotFoundError,
     PipelineNotFound,
     IllegalTransition,

@@ -31,7 +31,7 @@ def nodes(
         if json:
             render.print_json(found)
         elif found:
-            standing = {p.id: render.reputation(p.reputation) for p in client.pool_nodes()}
+            standing = {p.id: render.trust(p.reputation) for p in client.pool_nodes()}
             render.nodes_table(found, wide, standing)
         else:
             render.err.print("no nodes have registered")

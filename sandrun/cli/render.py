@@ -197,14 +197,14 @@ def tokens_table(tokens: list[TokenInfo]) -> None:
 
 
 # Used/capacity fits an 80-column terminal; the rest comes with --wide.
-NODE_COLUMNS = ("NAME", "STATE", "CPUS", "MEMORY", "GPUS", "RUNNING", "HEARTBEAT", "REPUTATION")
+NODE_COLUMNS = ("NAME", "STATE", "CPUS", "MEMORY", "GPUS", "RUNNING", "HEARTBEAT", "TRUST")
 WIDE_COLUMNS = ("FREE", "WARM", "SANDBOX", "LABELS", "OPERATOR", "KEY", "ID")
 
 
 def nodes_table(
     nodes: list[NodeInfo], wide: bool = False, reputations: dict[str, str] | None = None
 ) -> None:
-    """`reputations`: node id -> its reputation in words (docs/pool.md)."""
+    """`reputations`: node id -> its reputation in a word (TRUST; docs/pool.md)."""
     table = Table(box=None, header_style="bold")
     columns = NODE_COLUMNS + (WIDE_COLUMNS if wide else ())
     for column in columns:
@@ -272,6 +272,14 @@ def _sandbox(node: NodeInfo) -> str:
         return "[red]none[/]"
     memory = node.sandbox.limits.get("memory", "")
     return f"{text}, {memory.split(' memory')[0]}" if memory.startswith("cgroup") else text
+
+
+def trust(r: Reputation) -> str:
+    """A node's reputation in a word, for `sandrun nodes`: new, valid/checked, quarantined."""
+    if r.quarantined:
+        return "[red]quarantined[/]"
+    checked = r.valid + r.invalid
+    return f"{r.valid}/{checked}" if checked else "new"
 
 
 def reputation(r: Reputation) -> str:

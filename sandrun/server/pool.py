@@ -48,7 +48,8 @@ def ledger(
     account: Name = None,
 ) -> list[Transfer]:
     """Transfers of one job, or touching one account (yours unless you are an admin)."""
-    return service.ledger(viewer(caller), job_id=job, account=account)
+    mine = f"user:{caller.name}"
+    return service.ledger(viewer(caller), job_id=job, account=account or mine)
 
 
 @router.get("/ledger/check", dependencies=[Depends(admin)])

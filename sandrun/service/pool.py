@@ -102,24 +102,24 @@ class PoolCalls:
                 f"by must be one of {', '.join(COST_GROUPS)}, not {by!r}", field="by"
             )
         lines: dict[str, list[int]] = {}
-        for row in self.store.job_costs(owner, since):
+        rows = self.store.job_costs(owner, since)
+        for row in rows:
             for key in _keys(row, by):
                 line = lines.setdefault(key, [0, 0])
                 line[0] += 1
                 line[1] += int(row["cost"])
         out = [CostLine(key=k, jobs=n, cost=c / MICRO) for k, (n, c) in lines.items()]
         out.sort(key=lambda line: (-line.cost, line.key))
-        total = sum(int(r["cost"]) for r in self.store.job_costs(owner, since))
+        total = sum(int(r["cost"]) for r in rows)
         return CostReport(since=since, by=by, total=total / MICRO, lines=out)
 
     def set_quarantined(self, node: str, quarantined: bool) -> PoolNode:
         """Quarantine or release a node (by id or name), or an operator (`operator:NAME`)."""
         if node.startswith("operator:"):
+            if not any(f"operator:{n.operator or n.id}" == node for n in self.nodes()):
+                raise NodeNotFound(f"no node is run by {node}", field="node")  # nothing kept
             self.store.set_quarantined(node, quarantined, self.clock())
-            found = [n for n in self.pool_nodes() if f"operator:{n.operator}" == node]
-            if not found:
-                raise NodeNotFound(f"no node is run by {node}", field="node")
-            return found[0]
+            return next(n for n in self.pool_nodes() if f"operator:{n.operator}" == node)
         match = [n for n in self.nodes() if node in (n.id, n.name)]
         if not match:
             raise NodeNotFound(f"no node is called {node!r}", field="node")

@@ -29,9 +29,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from sandrun.errors import InvalidSpec
 from sandrun.spec.fields import Duration, MemoryMB
-from sandrun.spec.gpus import canonical, catalogue
+from sandrun.spec.gpus import catalogue
 from sandrun.spec.parse import invalid_spec_from
-from sandrun.spec.pricing import PoolPolicy, Prices
+from sandrun.spec.pricing import PoolPolicy, Prices, by_model
 from sandrun.spec.units import Int
 
 
@@ -74,16 +74,7 @@ class Policy(BaseModel):
     prices: dict[str, float] = {}
     pool: PoolPolicy = PoolPolicy()  # prices, the ledger and the rules of trust
 
-    @field_validator("prices")
-    @classmethod
-    def _known_models(cls, prices: dict[str, float]) -> dict[str, float]:
-        named = {}
-        for text, price in prices.items():
-            name, _ = canonical(text)  # ValueError naming the closest models
-            if price < 0:
-                raise ValueError(f"the price of {text} must not be negative")
-            named[name] = float(price)
-        return named
+    _known_models = field_validator("prices")(by_model)
 
     def limits_for(self, owner: str) -> OwnerLimits:
         return self.limits.get(owner) or self.limits.get("default") or OwnerLimits()

@@ -9,6 +9,18 @@ from sandrun.spec.gpus import canonical
 from sandrun.spec.units import Int, Num
 
 
+def by_model(prices: dict[str, float]) -> dict[str, float]:
+    """A price table keyed by the catalogue's model names (a ValueError names the closest
+    models to an unknown one); no price may be negative."""
+    named = {}
+    for text, price in prices.items():
+        name, _ = canonical(text)
+        if price < 0:
+            raise ValueError(f"the price of {text} must not be negative")
+        named[name] = float(price)
+    return named
+
+
 class Prices(BaseModel):
     """What a second of work costs, by what it holds (the issue's defaults)."""
 
@@ -20,16 +32,7 @@ class Prices(BaseModel):
     memory_mb: Num = Field(default=0.0001, ge=0)  # per MB reserved, once per run
     priority_multiplier: Num = Field(default=2.0, ge=1)  # for a priority above 0
 
-    @field_validator("gpu_second")
-    @classmethod
-    def _known_models(cls, prices: dict[str, float]) -> dict[str, float]:
-        named = {}
-        for text, price in prices.items():
-            name, _ = canonical(text)  # ValueError naming the closest models
-            if price < 0:
-                raise ValueError(f"the price of {text} must not be negative")
-            named[name] = float(price)
-        return named
+    _known_models = field_validator("gpu_second")(by_model)
 
     def gpu(self, model: str | None) -> float:
         """Per GPU-second of `model` (None: any model the job accepts, the dearest)."""

@@ -232,7 +232,7 @@ def test_an_admin_quarantines_and_releases_a_node(cluster: Cluster, tmp_path: Pa
     with cluster.client() as alice:
         job_id = alice.submit({"shell": "true", "requires": {"pool": "s"}, "timeout": 5}).id
         assert rogue.try_claim(wait=1) is None
-        assert "quarantined" in _cli(cluster, "admin", "nodes").stdout
+        assert "quarantined" in _cli(cluster, "admin", "nodes").stdout  # TRUST
         assert _cli(cluster, "admin", "node", "release", "suspect").returncode == 0
         claim = rogue.claim()
         assert claim.job.id == job_id
