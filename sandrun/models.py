@@ -80,6 +80,7 @@ class Attempt(Wire):
     worker_id: str | None = None  # the public key (base64) of the agent that signed it
     signature: str | None = None
     stdout_sha256: str | None = None
+    meter_signature: str | None = None  # over sandrun.signing.meter_claim
 
 
 class JobRecord(Wire):
@@ -216,6 +217,7 @@ class AttemptResult(Wire):
     unmatched_outputs: list[str] = []  # output patterns no file matched
     signature: str | None = None  # the agent's, over sandrun.signing.result_claim
     stdout_sha256: str | None = None  # of all its stdout (replicas may have to agree on it)
+    meter_signature: str | None = None  # the agent's, over signing.meter_claim (held, stdout)
 
 
 class Capacity(Wire):

@@ -32,49 +32,41 @@ def job_hash(spec: JobSpec) -> str:
 
 
 def result_claim(
-    job_id: str,
-    attempt: int,
-    spec: JobSpec,
-    exit_code: int | None,
-    outputs: dict[str, str],
-    usage: Usage | None = None,
-    stdout: str | None = None,
+    job_id: str, attempt: int, spec: JobSpec, exit_code: int | None, outputs: dict[str, str]
 ) -> bytes:
-    """The bytes an agent signs for one attempt's result (`outputs`: path -> sha256). With
-    what it metered (`usage`: what the ledger prices) or stdout's sha256, the claim is
-    version 2 and binds them too."""
-    claim: dict[str, object] = {
-        "v": 1,
-        "job_id": job_id,
-        "attempt": attempt,
-        "job_hash": job_hash(spec),
-        "exit_code": exit_code,
-        "outputs": outputs,
-    }
-    metered = _metered(usage) if usage is not None else None
-    if metered or stdout is not None:
-        claim.update(v=2, usage=metered, stdout=stdout)
-    return _canonical(claim)
+    """The bytes an agent signs for one attempt's result (`outputs`: path -> sha256). The
+    public API serves this signature as it is, for clients that check results themselves."""
+    return _canonical(
+        {
+            "v": 1,
+            "job_id": job_id,
+            "attempt": attempt,
+            "job_hash": job_hash(spec),
+            "exit_code": exit_code,
+            "outputs": outputs,
+        }
+    )
 
 
 def claim_of(job_id: str, attempt: int, spec: JobSpec, result: AttemptResult) -> bytes:
     """`result_claim` of an attempt's reported result."""
     outputs = {out.path: out.digest for out in result.outputs}
-    return result_claim(
-        job_id, attempt, spec, result.exit_code, outputs, result.usage, result.stdout_sha256
-    )
+    return result_claim(job_id, attempt, spec, result.exit_code, outputs)
 
 
-def _metered(usage: Usage) -> dict[str, str] | None:
-    """What a result's signature binds of its usage: what it held and for how long, each
-    number as fixed-point text (it must read the same after a round trip through a
-    database); None when the agent metered nothing of it."""
+def meter_claim(job_id: str, attempt: int, usage: Usage, stdout: str | None) -> bytes | None:
+    """The bytes an agent signs, beside its result, for what the attempt held and for how
+    long (what the ledger prices) and its stdout's sha256 (what replicas may compare); each
+    number as fixed-point text, so that it reads the same after a round trip through a
+    database. None when there is nothing of it to sign."""
     fields = ("wall_seconds", "cpus", "memory_mb", "gpus")
-    if all(getattr(usage, f) is None for f in (*fields[1:], "gpu_model")):
+    held = [usage.cpus, usage.memory_mb, usage.gpus, usage.gpu_model]
+    if all(v is None for v in held) and stdout is None:
         return None
-    out = {f: f"{getattr(usage, f) or 0:.3f}" for f in fields}
-    out["gpu_model"] = usage.gpu_model or ""
-    return out
+    metered: dict[str, str] = {f: f"{getattr(usage, f) or 0:.3f}" for f in fields}
+    metered["gpu_model"] = usage.gpu_model or ""
+    claim = {"v": 1, "meter": job_id, "attempt": attempt, "usage": metered, "stdout": stdout}
+    return _canonical(claim)
 
 
 # How far a registration's signed time may be from the server's clock.

@@ -7,7 +7,7 @@ import signal
 
 from sandrun.agent.supervise import Stop
 from sandrun.models import AttemptResult, Capacity, Claim, Usage
-from sandrun.signing import Identity, claim_of
+from sandrun.signing import Identity, claim_of, meter_claim
 from sandrun.spec import JobSpec
 from sandrun.states import FailureReason
 
@@ -80,8 +80,13 @@ def metered(spec: JobSpec, result: AttemptResult, node: Capacity) -> AttemptResu
 
 
 def signed(identity: Identity | None, claim: Claim, result: AttemptResult) -> AttemptResult:
-    """`result` signed by this agent's key (as it is, if the agent has none)."""
+    """`result` signed by this agent's key (as it is, if the agent has none): the result
+    itself, and what it held and its stdout's sha256 (`meter_claim`)."""
     if identity is None:
         return result
-    text = claim_of(claim.job.id, claim.attempt, claim.job.spec, result)
-    return result.model_copy(update={"signature": identity.sign(text)})
+    job = claim.job
+    update = {"signature": identity.sign(claim_of(job.id, claim.attempt, job.spec, result))}
+    metered = meter_claim(job.id, claim.attempt, result.usage, result.stdout_sha256)
+    if metered is not None:
+        update["meter_signature"] = identity.sign(metered)
+    return result.model_copy(update=update)

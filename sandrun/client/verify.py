@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sandrun.client.client import Client
-from sandrun.signing import result_claim, verify
+from sandrun.signing import meter_claim, result_claim, verify
 
 
 @dataclass
@@ -31,6 +31,10 @@ def verify_result(
     `directory` where they were downloaded — is what its agent signed (and, with `worker`,
     whether that agent is the one expected)."""
     job = client.get(job_id)
+    outcome = job.record.consensus
+    agreeing = outcome.get("agreeing_replicas") if isinstance(outcome, dict) else None
+    if isinstance(agreeing, list) and agreeing:
+        job = client.get(str(agreeing[0]))  # its result is an agreeing replica's
     verdict = Verdict(job.id)
     outputs = job.outputs
     ended = [a for a in job.attempts if a.finished_at is not None]
@@ -58,15 +62,11 @@ def verify_result(
         digests[out.path] = hashlib.sha256(data).hexdigest()
         if digests[out.path] != out.digest:
             verdict.problems.append(f"{out.path} is not the file its agent signed")
-    claim = result_claim(
-        job.id,
-        attempt.number,
-        job.record.spec,
-        attempt.exit_code,
-        digests,
-        attempt.usage,
-        attempt.stdout_sha256,
-    )
+    claim = result_claim(job.id, attempt.number, job.record.spec, attempt.exit_code, digests)
     if not verdict.problems and not verify(attempt.worker_id, claim, attempt.signature):
         verdict.problems.append("the signature does not match the job, its exit code or outputs")
+    metered = meter_claim(job.id, attempt.number, attempt.usage, attempt.stdout_sha256)
+    if attempt.meter_signature and metered is not None:
+        if not verify(attempt.worker_id, metered, attempt.meter_signature):
+            verdict.problems.append("what it held (its metering) is not what its agent signed")
     return verdict

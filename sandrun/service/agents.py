@@ -10,7 +10,6 @@ from pathlib import PurePosixPath
 from sandrun.artifacts import LocalArtifactStore
 from sandrun.errors import (
     BadKeyProof,
-    BadSignature,
     Forbidden,
     OutputNotUploaded,
     SandrunError,
@@ -44,8 +43,8 @@ from sandrun.protocol import (
     ReportReply,
     StartRequest,
 )
-from sandrun.service import retry
-from sandrun.signing import PROOF_WINDOW, claim_of, registration_claim, verify
+from sandrun.service import retry, signatures
+from sandrun.signing import PROOF_WINDOW, registration_claim, verify
 from sandrun.spec.policy import Policy
 from sandrun.states import AttemptState
 from sandrun.store import Decide, Store
@@ -309,24 +308,11 @@ class AgentCalls:
                     field="result.outputs",
                 )
         _check_output_paths(result.outputs)
-        signer = self._signer(ref, result)
-        if signer is None:
-            result = result.model_copy(update={"signature": None})  # nothing to check it by
+        # The key the agent registered (None: it has none, or the store refuses the report).
+        signer = self.store.signer_key(ref.job_id, ref.attempt)
+        job = self.store.get_job(ref.job_id) if signer is not None else None
+        result = signatures.checked(signer, job, ref.attempt, result)
         return End(ref.job_id, ref.attempt, ref.token, result, signer, logs)
-
-    def _signer(self, ref: AttemptRef, result: AttemptResult) -> str | None:
-        """The key the result is verified to be signed with; None if its agent has none."""
-        key = self.store.signer_key(ref.job_id, ref.attempt)
-        if key is None:
-            return None  # an agent that registered no key (or the store refuses the report)
-        where = f"job {ref.job_id} attempt {ref.attempt}"
-        if result.signature is None:
-            raise BadSignature(f"{where}: its agent signs results, but this one is unsigned")
-        job = self.store.get_job(ref.job_id)
-        claim = claim_of(job.id, ref.attempt, job.spec, result)
-        if not verify(key, claim, result.signature):
-            raise BadSignature(f"{where}: the signature does not match its agent's key")
-        return key
 
     def expire_leases(self, grace: float = 0.0) -> list[tuple[str, int]]:
         """End as node_lost the attempts whose agents stopped renewing their leases `grace`

@@ -154,6 +154,7 @@ def _store_result(
         gpus=usage.gpus,
         gpu_model=usage.gpu_model,
         stdout_sha256=result.stdout_sha256,
+        meter_signature=result.meter_signature,
         now=now,
         worker_id=worker_id if result.signature else None,
         signature=result.signature,

@@ -99,6 +99,7 @@ def attempt_from(row: Row) -> Attempt:
         worker_id=row["worker_id"],
         signature=row["signature"],
         stdout_sha256=row["stdout_sha256"],
+        meter_signature=row["meter_signature"],
         usage=Usage(
             wall_seconds=row["wall_seconds"],
             cpu_seconds=row["cpu_seconds"],

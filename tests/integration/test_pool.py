@@ -107,6 +107,8 @@ def test_two_of_three_completes_with_the_honest_result_and_records_the_cheat(
         assert _names(cluster, job.consensus["dissenting"]) == ["cheat-c"]
         assert job.cost is not None and job.cost > 0  # each honest node paid, the cheat not
         assert set(job.consensus["paid"]) == {"op-a", "op-b"}
+    verified = _cli(cluster, "alice", "verify", job_id)  # an agreeing replica's signatures
+    assert verified.returncode == 0, verified.stdout + verified.stderr
 
 
 def test_two_colluding_nodes_of_one_operator_do_not_make_a_quorum(

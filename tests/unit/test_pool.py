@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from sandrun.errors import InvalidSpec
+from sandrun.errors import BadSignature, InvalidSpec
+from sandrun.models import AttemptResult, JobRecord, Usage
 from sandrun.pool.consensus import Replica, decide, digest
 from sandrun.pool.costs import MICRO, Metered, Terms, claim, least_claimed, pay, terms_for
 from sandrun.pool.trust import Standing, needs_check, quarantine, unchecked_chance
-from sandrun.signing import result_claim
+from sandrun.service.signatures import checked
+from sandrun.signing import Identity, meter_claim, result_claim
 from sandrun.spec import parse_spec
 from sandrun.spec.consensus import Consensus
 from sandrun.spec.pricing import PoolPolicy, Prices
@@ -114,13 +118,28 @@ def test_quarantine_needs_enough_invalid_results_and_a_large_share() -> None:
     assert not quarantine(Standing(valid=10, invalid=3), terms)
 
 
-def test_a_result_claim_binds_usage_only_when_metered() -> None:
-    from sandrun.models import Usage
-
+def test_metering_is_signed_beside_the_unchanged_result_claim(tmp_path: Path) -> None:
     spec = parse_spec({"shell": "true"})
     plain = result_claim("j", 1, spec, 0, {})
-    assert b'"v":1' in plain
-    assert result_claim("j", 1, spec, 0, {}, Usage(wall_seconds=1.0)) == plain
-    metered = result_claim("j", 1, spec, 0, {}, Usage(wall_seconds=1.0, cpus=2))
-    assert b'"v":2' in metered and b'"cpus":"2.000"' in metered
-    assert result_claim("j", 1, spec, 0, {}, Usage(wall_seconds=1.0, cpus=2.0)) == metered
+    assert b'"v":1' in plain and b"usage" not in plain  # as the public API serves it
+    assert meter_claim("j", 1, Usage(wall_seconds=1.0), None) is None  # nothing held said
+    metered = meter_claim("j", 1, Usage(wall_seconds=1.0, cpus=2), "ab" * 32)
+    assert metered is not None and b'"cpus":"2.000"' in metered
+    assert meter_claim("j", 1, Usage(wall_seconds=1.0, cpus=2.0), "ab" * 32) == metered
+
+    key = Identity.load_or_create(tmp_path / "k")
+    job = JobRecord.submitted(spec, "alice", 1.0)
+    result = AttemptResult(exit_code=0, usage=Usage(wall_seconds=1, cpus=1), stdout_sha256="c" * 64)
+    signed = result.model_copy(
+        update={
+            "signature": key.sign(result_claim(job.id, 1, spec, 0, {})),
+            "meter_signature": key.sign(meter_claim(job.id, 1, result.usage, "c" * 64) or b""),
+        }
+    )
+    assert checked(key.worker_id, job, 1, signed) == signed
+    inflated = signed.model_copy(update={"usage": Usage(wall_seconds=1, cpus=64)})
+    with pytest.raises(BadSignature, match="metered"):
+        checked(key.worker_id, job, 1, inflated)
+    older = signed.model_copy(update={"meter_signature": None})  # an agent that signs no meter
+    taken = checked(key.worker_id, job, 1, older)
+    assert taken.usage.cpus is None and taken.stdout_sha256 is None

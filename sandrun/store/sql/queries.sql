@@ -88,7 +88,7 @@ UPDATE attempts SET state = :state, exit_code = :exit_code, failure_reason = :fa
                     cpu_seconds = :cpu_seconds, max_rss_mb = :max_rss_mb, finished_at = :now,
                     worker_id = :worker_id, signature = :signature, cpus = :cpus,
                     memory_mb = :memory_mb, gpus = :gpus, gpu_model = :gpu_model,
-                    stdout_sha256 = :stdout_sha256
+                    stdout_sha256 = :stdout_sha256, meter_signature = :meter_signature
 WHERE job_id = :job_id AND number = :number;
 
 -- name: node_attempts

@@ -94,6 +94,7 @@ CREATE TABLE attempts (
     gpus             integer,
     gpu_model        text,
     stdout_sha256    text,
+    meter_signature  text,
     PRIMARY KEY (job_id, number)
 );
 CREATE INDEX attempts_live ON attempts (lease_expires_at) WHERE state IN ('scheduled', 'running');

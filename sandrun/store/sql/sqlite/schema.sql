@@ -90,6 +90,7 @@ CREATE TABLE attempts (
     gpus             INTEGER,
     gpu_model        TEXT,
     stdout_sha256    TEXT,
+    meter_signature  TEXT,
     PRIMARY KEY (job_id, number)
 );
 CREATE INDEX attempts_live ON attempts (lease_expires_at) WHERE state IN ('scheduled', 'running');

@@ -23,6 +23,7 @@ ALTER TABLE attempts ADD COLUMN memory_mb integer;
 ALTER TABLE attempts ADD COLUMN gpus integer;
 ALTER TABLE attempts ADD COLUMN gpu_model text;
 ALTER TABLE attempts ADD COLUMN stdout_sha256 text;
+ALTER TABLE attempts ADD COLUMN meter_signature text;
 
 -- A node's ('node:' and its worker key or id) or an operator's ('operator:NAME') record.
 CREATE TABLE reputation (

@@ -23,6 +23,7 @@ ALTER TABLE attempts ADD COLUMN memory_mb INTEGER;
 ALTER TABLE attempts ADD COLUMN gpus INTEGER;
 ALTER TABLE attempts ADD COLUMN gpu_model TEXT;
 ALTER TABLE attempts ADD COLUMN stdout_sha256 TEXT;
+ALTER TABLE attempts ADD COLUMN meter_signature TEXT;
 
 -- A node's ('node:' and its worker key or id) or an operator's ('operator:NAME') record.
 CREATE TABLE reputation (
