@@ -88,6 +88,25 @@ def jobs_table(jobs: list[JobRecord]) -> None:
     out.print(table)
 
 
+def _pool_rows(job: JobRecord) -> list[tuple[str, str]]:
+    """What the pool says of a job: its replica's place, the agreement, what it paid."""
+    rows = []
+    if job.replica_of is not None:
+        rows.append(("replica", f"{job.replica} of job {job.replica_of}"))
+    outcome = job.consensus
+    if isinstance(outcome, dict):
+        dissenting = outcome.get("dissenting")
+        dissent = len(dissenting) if isinstance(dissenting, list) else 0
+        agreed = f"{outcome.get('k')} of {outcome.get('n')} replicas agreed"
+        said = agreed if outcome.get("agreed") else f"none of {outcome.get('n')} agreed"
+        rows.append(("consensus", said + (f", {dissent} dissented" if dissent else "")))
+    if job.cost is not None:
+        rows.append(("cost", f"${job.cost:,.6f}".rstrip("0").rstrip(".")))
+    elif job.held:
+        rows.append(("held", f"${job.held:,.6f}".rstrip("0").rstrip(".")))
+    return rows
+
+
 def status_panel(job: JobRecord, attempts: list[Attempt], waiting: str | None = None) -> None:
     rows = [
         ("id", job.id),
@@ -104,6 +123,7 @@ def status_panel(job: JobRecord, attempts: list[Attempt], waiting: str | None = 
         rows.append(("message", job.message))
     if waiting is not None:
         rows.append(("waiting", waiting))
+    rows += _pool_rows(job)
     if job.cancel_requested and not job.is_terminal:
         rows.append(("cancel", "requested"))
     rows.append(("submitted", ago(job.created_at)))

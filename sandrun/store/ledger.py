@@ -99,7 +99,7 @@ def close(tx: Tx, job: JobRecord, now: float) -> int:
     held = int(row["held"])
     terms = Terms.model_validate_json(row["terms"])
     paid = 0
-    to_operators: dict[str, float] = {}
+    to_operators: dict[str, int] = {}
     for payout in costs.pay(terms, held, _claims(tx, job, row, terms, now)):
         to = operator(payout.operator)
         transfer(tx, ESCROW, to, payout.amount, "payment", now, job.id, payout.attempt)

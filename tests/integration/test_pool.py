@@ -109,6 +109,8 @@ def test_two_of_three_completes_with_the_honest_result_and_records_the_cheat(
         assert set(job.consensus["paid"]) == {"op-a", "op-b"}
     verified = _cli(cluster, "alice", "verify", job_id)  # an agreeing replica's signatures
     assert verified.returncode == 0, verified.stdout + verified.stderr
+    shown = _cli(cluster, "alice", "status", job_id).stdout
+    assert "2 of 3 replicas agreed, 1 dissented" in shown and "cost" in shown
 
 
 def test_two_colluding_nodes_of_one_operator_do_not_make_a_quorum(
