@@ -6,7 +6,9 @@ item failed); else its count of dependencies left drops, and at zero it is relea
 (queued, or for a pipeline step, made by `store/steps.py`). Counts change by row updates
 under the waiter's row lock, so two servers ending its last two dependencies at once
 release it exactly once. Ends that follow from ends (a skip that skips the next step)
-are worked through a queue in the same transaction, not by recursion.
+are worked through a queue in the same transaction, not by recursion; the same queue
+judges a replica's end (`store/replicas.py`) and settles a priced job's escrow
+(`store/ledger.py`).
 """
 
 from __future__ import annotations
