@@ -52,6 +52,7 @@ class Head:
     reserved_node: str | None
     reserved_at: float | None
     reserver_seen: float | None  # the reserving node's last heartbeat
+    replica_of: str | None = None  # a replica: claimed by the query that knows the rule
 
     def fits(self, room: Capacity) -> bool:
         # Model, GPU memory and labels were matched by the query: they are the node's.
@@ -193,7 +194,8 @@ class Claimer:
                 if held is not None:
                     room = self._backfill(held)
             mine = within(room, allowance.gpus_left)
-            row = self.tx.one("claim_job", owner=head.owner, **self._room(mine), **self.write)
+            query = "claim_replica" if head.replica_of else "claim_job"
+            row = self.tx.one(query, owner=head.owner, **self._room(mine), **self.write)
             if row is not None:
                 return row
         return None
@@ -218,8 +220,8 @@ class Claimer:
 
     def _reservable(self, head: Head, allowance: Allowance) -> bool:
         after = self.policy.reserve_after
-        if after is None or self.now - head.created_at < after:
-            return False
+        if after is None or self.now - head.created_at < after or head.replica_of:
+            return False  # (a replica may not be this node's operator's to take)
         if allowance.gpus_left is not None and head.gpu_count > allowance.gpus_left:
             return False  # its owner could not start it anyway
         if head.reserved_node in (None, self.node):

@@ -30,7 +30,7 @@ UPDATE jobs SET cancel_requested = 1, updated_at = :now WHERE id = :id;
 
 -- name: reservation
 SELECT id, owner, priority, created_at, cpus, memory_mb, gpu_count, reserved_node,
-       reserved_at
+       reserved_at, replica_of
 FROM jobs
 WHERE reserved_node = :node AND state = 'pending'
 ORDER BY reserved_at

@@ -56,11 +56,10 @@ SELECT h.*, (SELECT heartbeat_at FROM nodes WHERE id = h.reserved_node AND state
 FROM owners o
 CROSS JOIN LATERAL (
     SELECT id, owner, priority, created_at, cpus, memory_mb, gpu_count, reserved_node,
-           reserved_at
+           reserved_at, replica_of
     FROM jobs
     WHERE owner = o.owner AND state = 'pending' AND not_before + 0 <= :now
       AND {fits}
-                  AND {replica}
     ORDER BY owner, priority DESC, created_at, id
     LIMIT 1) h
 WHERE o.owner IS NOT NULL;
@@ -80,11 +79,29 @@ attempt AS (
 )
 
 -- name: claim_job
--- `owner`'s first pending job that fits, marked scheduled, with its new attempt and event,
+-- `owner`'s first pending job that fits (not a replica: see claim_replica), marked scheduled, with its new attempt and event,
 -- in one statement (one round trip). Rows another claimer holds are skipped, not waited
 -- for. `not_before + 0` and `owner` leading the ORDER BY keep the planner on
 -- jobs_owner_queue, in claim order, stopping at the first fit: jobs_eligible would sort
 -- every pending job, jobs_queue walk past every other owner's.
+WITH job AS (
+    UPDATE jobs SET state = 'scheduled', attempts = attempts + 1, updated_at = :now,
+                    reserved_node = NULL, reserved_at = NULL
+    WHERE state = 'pending'
+      AND id = (SELECT id FROM jobs
+                WHERE owner = :owner AND state = 'pending' AND not_before + 0 <= :now
+                  AND {fits}
+                  AND replica_of IS NULL
+                ORDER BY owner, priority DESC, created_at, id
+                LIMIT 1
+                FOR UPDATE SKIP LOCKED)
+    RETURNING *
+), {new_attempt}
+SELECT * FROM job;
+
+-- name: claim_replica
+-- claim_job, replicas included where this node's operator may take them: a separate
+-- query, since planning the replica rule costs every plain claim a third of a millisecond.
 WITH job AS (
     UPDATE jobs SET state = 'scheduled', attempts = attempts + 1, updated_at = :now,
                     reserved_node = NULL, reserved_at = NULL

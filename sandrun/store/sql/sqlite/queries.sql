@@ -51,13 +51,12 @@ WITH RECURSIVE owners(owner) AS (
     SELECT (SELECT id FROM jobs INDEXED BY jobs_owner_queue
             WHERE owner = o.owner AND state = 'pending' AND not_before <= :now
               AND {fits}
-              AND {replica}
             ORDER BY priority DESC, created_at, id
             LIMIT 1)
     FROM owners o WHERE o.owner IS NOT NULL
 )
 SELECT j.id, j.owner, j.priority, j.created_at, j.cpus, j.memory_mb, j.gpu_count,
-       j.reserved_node, j.reserved_at, n.heartbeat_at AS reserver_seen
+       j.reserved_node, j.reserved_at, j.replica_of, n.heartbeat_at AS reserver_seen
 FROM heads h JOIN jobs j ON j.id = h.id LEFT JOIN nodes n ON n.id = j.reserved_node AND n.state = 'active';
 
 -- name: fragment_new_attempt
@@ -70,11 +69,24 @@ INSERT INTO events (job_id, attempt, kind, message, data, at)
 VALUES (:id, :attempts, 'scheduled', 'attempt ' || :attempts || ' on ' || :node, '{}', :now);
 
 -- name: claim_job
--- `owner`'s first pending job that fits, marked scheduled, with its new attempt and event.
+-- `owner`'s first pending job that fits (not a replica: see claim_replica), marked scheduled, with its new attempt and event.
 -- SQLite has one writer at a time (BEGIN IMMEDIATE), so no row lock is needed. INDEXED BY
 -- keeps the claim on jobs_owner_queue, in claim order, stopping at the first fit: left to
 -- itself the planner may sort every pending job. The statements after the first see its
 -- returned row as parameters (:id, :attempts).
+UPDATE jobs SET state = 'scheduled', attempts = attempts + 1, updated_at = :now,
+                reserved_node = NULL, reserved_at = NULL
+WHERE id = (SELECT id FROM jobs INDEXED BY jobs_owner_queue
+            WHERE owner = :owner AND state = 'pending' AND not_before <= :now
+              AND {fits}
+              AND replica_of IS NULL
+            ORDER BY priority DESC, created_at, id
+            LIMIT 1)
+RETURNING *;
+{new_attempt}
+
+-- name: claim_replica
+-- claim_job, replicas included where this node's operator may take them (see postgres/).
 UPDATE jobs SET state = 'scheduled', attempts = attempts + 1, updated_at = :now,
                 reserved_node = NULL, reserved_at = NULL
 WHERE id = (SELECT id FROM jobs INDEXED BY jobs_owner_queue
