@@ -64,12 +64,6 @@ class PoolStore:
             rows = tx.all("job_costs", owner=owner, since=since)
         return [{**dict(r), "labels": json.loads(r["labels"])} for r in rows]
 
-    def paid_for(self, job_id: str) -> dict[str, int]:
-        """Who a job paid (account -> micro-USD): operators, and the platform's fee."""
-        with self.db.transaction(write=False) as tx:
-            rows = tx.all("paid_for_job", job_id=job_id)
-        return {r["credit"]: int(r["amount"]) for r in rows}
-
     def reputations(self) -> dict[str, Standing]:
         with self.db.transaction(write=False) as tx:
             rows = tx.all("reputations")

@@ -564,10 +564,6 @@ SELECT id, name, labels, finished_at, cost FROM jobs
 WHERE owner = :owner AND cost IS NOT NULL AND finished_at >= :since
 ORDER BY finished_at;
 
--- name: paid_for_job
-SELECT credit, sum(amount) AS amount FROM transfers
-WHERE job_id = :job_id AND kind IN ('payment', 'fee') GROUP BY credit;
-
 -- name: attempts_of
 -- A job's attempts, each with the operator of its node (the node's id if it has none).
 SELECT a.*, COALESCE(n.operator, a.node) AS operator_key, n.capacity AS node_capacity
