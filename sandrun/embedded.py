@@ -20,6 +20,7 @@ from sandrun.artifacts import LocalArtifactStore
 from sandrun.errors import AgentError, ValidationError
 from sandrun.home import Home
 from sandrun.service import Service
+from sandrun.service.secretbox import SecretBox
 from sandrun.service.service import DEFAULT_LEASE_SECONDS
 from sandrun.store import open_sqlite
 
@@ -34,6 +35,7 @@ def open_service(home: Home, lease_seconds: float = DEFAULT_LEASE_SECONDS) -> Se
         LocalArtifactStore(home.artifacts),
         lease_seconds=lease_seconds,
         host_paths=True,  # the user and the node are one: `sandrun run` runs in place
+        secret_box=SecretBox(key_file=home.root / "secrets.key"),
     )
     addr = address(home.root)
 

@@ -264,6 +264,30 @@ class PublicApiOff(SandrunError):
     http_status = 404
 
 
+# --- data -------------------------------------------------------------------------------
+
+
+class VolumeNotFound(SandrunError):
+    """No volume of yours has that name or id."""
+
+    code = "volume_not_found"
+    http_status = 404
+
+
+class VolumeBusy(SandrunError):
+    """Another unfinished job writes that volume, and it is not shared."""
+
+    code = "volume_busy"
+    http_status = 409
+
+
+class SecretNotFound(SandrunError):
+    """No secret of yours has that name."""
+
+    code = "secret_not_found"
+    http_status = 404
+
+
 # --- infrastructure ---------------------------------------------------------------------
 
 
@@ -374,26 +398,3 @@ class ServerUnreachable(SandrunError):
 
     code = "server_unreachable"
     http_status = 503
-
-
-def _every(base: type[SandrunError]) -> list[type[SandrunError]]:
-    return [base, *(c for sub in base.__subclasses__() for c in _every(sub))]
-
-
-# Every class is defined above, so the registry is whole whatever else was imported.
-CODES: dict[str, type[SandrunError]] = {}
-for _cls in _every(SandrunError):
-    CODES.setdefault(_cls.code, _cls)  # a sub-base's code is its first class's
-
-
-def error_for_code(code: str) -> type[SandrunError]:
-    """The exception class with this stable `code` (for clients decoding server errors)."""
-    return CODES.get(code, SandrunError)
-
-
-def rebuilt(
-    code: str, message: str | None, field: str | None = None, suggestions: Sequence[str] = ()
-) -> SandrunError:
-    """The error a server sent (as its code, message, field and suggestions), raisable here."""
-    cls = error_for_code(code)
-    return cls(message or (cls.__doc__ or code).strip(), field=field, suggestions=suggestions)

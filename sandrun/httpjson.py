@@ -9,7 +9,8 @@ from typing import Any
 
 import httpx
 
-from sandrun.errors import SandrunError, ServerUnreachable, rebuilt
+from sandrun.error_codes import rebuilt
+from sandrun.errors import SandrunError, ServerUnreachable
 from sandrun.signing import Identity
 
 

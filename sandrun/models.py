@@ -1,8 +1,5 @@
 """The wire module: read models and the messages between agents and the control plane.
-
-What the store returns, the service hands out and the API sends. They tolerate unknown
-fields, so a newer server and an older agent or client can talk.
-"""
+They tolerate unknown fields, so a newer server and an older agent or client can talk."""
 
 from __future__ import annotations
 
@@ -19,6 +16,7 @@ from pydantic import (
     field_validator,
 )
 
+from sandrun.data_models import VolumeGrant
 from sandrun.errors import SandrunError
 from sandrun.ids import new_id
 from sandrun.roles import Role
@@ -198,6 +196,8 @@ class Claim(Wire):
     lease_expires_at: float
     # Some of its small inputs (64 KiB in all, at most): the agent need not fetch them.
     blobs: list[InlineBlob] = []
+    volumes: list[VolumeGrant] = []  # the volumes it mounts, and where they live
+    secrets: dict[str, str] = {}  # its secrets' values, for this attempt alone
 
     @property
     def ref(self) -> AttemptRef:

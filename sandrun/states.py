@@ -50,6 +50,7 @@ class FailureReason(StrEnum):
     STEP_ERROR = "step_error"  # a waiting job could not be made (a template, a missing output)
     ITEMS_FAILED = "items_failed"  # a fan-out step's item failed (`on_item_failure: fail`)
     NO_CONSENSUS = "no_consensus"  # its replicas could not agree (`consensus`)
+    VOLUME_FULL = "volume_full"  # it wrote a volume past the volume's size
 
 
 TERMINAL = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED, JobState.SKIPPED})

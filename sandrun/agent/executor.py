@@ -20,20 +20,20 @@ import time
 from functools import partial
 from pathlib import Path
 
+from sandrun.agent import mounts
 from sandrun.agent.control import ControlPlane
 from sandrun.agent.diskwatch import DiskWatch
 from sandrun.agent.gitcache import GitCache
 from sandrun.agent.jobenv import job_env, python_dir
 from sandrun.agent.logsink import LogSink
-from sandrun.agent.outputs import with_outputs
-from sandrun.agent.process import Ended, InfoPipe, Running, Spawned, reap, sandbox_failed
+from sandrun.agent.process import InfoPipe, Running, Spawned, reap, sandbox_failed
 from sandrun.agent.proctree import kill_if_same, signal_tree, start_time
 from sandrun.agent.programs import find_program
 from sandrun.agent.reporter import Reporter
-from sandrun.agent.results import result_of, spawn_error, stopped_early
+from sandrun.agent.results import attempt_result, spawn_error, stopped_early
 from sandrun.agent.sandbox import Box, Confined, FsView, Sandboxing, open_sandboxing
 from sandrun.agent.sandbox.devices import GpuSlots
-from sandrun.agent.sandbox.runtime import disk_message, hand_over
+from sandrun.agent.sandbox.runtime import hand_over
 from sandrun.agent.sandbox.view import PYTHON_DIR
 from sandrun.agent.settings import RunSettings
 from sandrun.agent.supervise import AttemptControl, Stop, control_stop, supervise
@@ -42,14 +42,13 @@ from sandrun.agent.workers.worker import Interrupted, Worker, exec_failed
 from sandrun.agent.workspace import materialize, remove_tree
 from sandrun.artifacts import LocalArtifactStore
 from sandrun.errors import SandrunError, StaleAttempt, WorkerDied
-from sandrun.models import AttemptResult, Claim, Usage
+from sandrun.models import AttemptResult, Claim
 from sandrun.states import FailureReason
 
 log = logging.getLogger("sandrun.agent")
 
 # Ends that leave nothing worth looking into: the scratch goes at once.
 _NOTHING_TO_SEE = (None, FailureReason.CANCELLED, FailureReason.NODE_LOST)
-_NO_OUTPUTS = (FailureReason.CANCELLED, FailureReason.NODE_LOST)  # nobody will take them
 
 
 class Executor:
@@ -76,6 +75,8 @@ class Executor:
         self._lock = threading.Lock()
         self._swept = 0.0
         self.disks = DiskWatch()
+        self.volumes = runs_dir.parent / "volumes"  # the volumes whose bytes it holds
+        self.secrets = runs_dir.parent / "secrets"  # secret files, per attempt, while it runs
         self.workers = open_pool(self.sandboxing, runs_dir, self.python_dir, settings.warm_idle)
 
     def run(self, claim: Claim, ctl: AttemptControl) -> AttemptResult | None:
@@ -105,6 +106,7 @@ class Executor:
             with self._lock:
                 self._active.discard(name)
             self._pid_record(name).unlink(missing_ok=True)
+            mounts.finish(claim, self.volumes, self.secrets / name)
             nothing_to_see = result is None or result.failure_reason in _NOTHING_TO_SEE
             if nothing_to_see or not self.settings.keep_failed:
                 remove_tree(scratch)
@@ -123,6 +125,7 @@ class Executor:
     def end_leftovers(self) -> None:
         """At the agent's start: kill what a previous run of it left running (the agent was
         killed: a sandbox dies with it, a `none` job's children may not)."""
+        remove_tree(self.secrets)  # a killed agent's attempts' secret files
         ended = self.sandboxing.end_leftovers()
         for record in self.runs_dir.glob("*.pid"):
             with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
@@ -184,6 +187,12 @@ class Executor:
             script_path.write_text(spec.script)
         argv = spec.argv(str(script_path) if script_path else None)
         env = job_env(spec, claim, scratch, self.python_dir)
+        try:
+            isolates = self.sandboxing.backend.isolates
+            data = mounts.prepare(claim, self.volumes, self.secrets / name, isolates)
+        except mounts.DataError as exc:
+            return spawn_error(str(exc))
+        env.update(data.env)
         writable = [scratch] if workdir == scratch else [scratch, workdir]
         problem = find_program(self.sandboxing.backend, argv[0], env, workdir, writable)
         if problem is not None:
@@ -204,10 +213,12 @@ class Executor:
                 devices=tuple(self.gpus.devices(gpus)),
                 root=self.runs_dir / f"{name}.root",
                 info_fd=info.write_fd if info else None,
+                binds=data.binds,
             )
             confined = self.sandboxing.prepare(name, spec, box)
             try:
-                return self._run(claim, ctl, confined, env, scratch, workdir, commit, info)
+                cold = (confined, env, data)
+                return self._run(claim, ctl, cold, scratch, workdir, commit, info)
             finally:
                 self.sandboxing.release(confined)
 
@@ -215,13 +226,13 @@ class Executor:
         self,
         claim: Claim,
         ctl: AttemptControl,
-        confined: Confined,
-        env: dict[str, str],
+        run: tuple[Confined, dict[str, str], mounts.Data],
         scratch: Path,
         workdir: Path,
         commit: str | None,
         info: InfoPipe | None,
     ) -> AttemptResult | None:
+        confined, env, data = run
         try:
             proc = subprocess.Popen(
                 confined.argv,
@@ -244,7 +255,9 @@ class Executor:
                 return sandbox_failed(proc)
             running = Spawned(proc)
             launchers = self.sandboxing.backend.launchers
-            return self._supervised(claim, ctl, running, confined, scratch, workdir, launchers)
+            return self._supervised(
+                claim, ctl, running, confined, scratch, workdir, launchers, data=data
+            )
         except BaseException as exc:
             # Whatever went wrong, the job's processes must not outlive its attempt.
             if proc.returncode is None:
@@ -313,18 +326,27 @@ class Executor:
         workdir: Path,
         launchers: frozenset[str] = frozenset(),
         started: float | None = None,
+        data: mounts.Data | None = None,
     ) -> AttemptResult:
-        """Watch a started attempt to its end (its disk use is what `measured` holds); its
-        result. Its wall time and timeout count from `started` (default: now)."""
+        """Watch a started attempt to its end (its disk use is what `measured` holds, and
+        the volumes in `data` it writes); its result. Its wall time and timeout count from
+        `started` (default: now)."""
         spec = claim.job.spec
         started = time.monotonic() if started is None else started
         sink = LogSink(self.control, claim, limit=spec.limits.log_size << 20)
-        with self.disks.watch(measured, confined.disk_mb << 20) as disk:
-            reason, ended = supervise(
-                running, spec, sink, ctl, started, disk, self.settings.kill_grace, launchers
-            )
+        data = data or mounts.Data()
+        with (
+            self.disks.watch(measured, confined.disk_mb << 20) as disk,
+            mounts.watched(self.disks, data) as volumes,
+        ):
+            grace = self.settings.kill_grace
+            disks = [disk, *volumes]
+            reason, ended = supervise(running, spec, sink, ctl, started, disks, grace, launchers)
         ctl.end_logs = sink.rest()  # sent with the end
-        result = self._result(claim, confined, workdir, reason, ended, started)
+        result = attempt_result(
+            self.sandboxing, self.artifacts, claim, confined, workdir, reason, ended, started
+        )
+        result = mounts.checked(data, result)
         return result.model_copy(update={"stdout_sha256": sink.stdout_sha256()})
 
     def _start_at_gate(
@@ -359,41 +381,3 @@ class Executor:
         # Reported on the way, not waited for: a start the server refuses (the attempt
         # lost its job meanwhile) stops the job as lost, and its end is refused too.
         self.reporter.started(claim.ref, pid, began, commit, refused=ctl.lost.set)
-
-    def _result(
-        self,
-        claim: Claim,
-        confined: Confined,
-        workdir: Path,
-        reason: Stop | None,
-        ended: Ended,
-        started: float,
-    ) -> AttemptResult:
-        """The attempt's end as a result: why it stopped, its exit, what it used, the
-        limit it hit, and its outputs."""
-        spec = claim.job.spec
-        cpu = ended.cpu_seconds
-        peak = confined.cgroup.peak_memory_mb() if confined.cgroup else None
-        usage = Usage(
-            wall_seconds=time.monotonic() - started,
-            cpu_seconds=cpu,
-            max_rss_mb=peak if peak is not None else ended.max_rss_kb / 1024,
-        )
-        code = os.waitstatus_to_exitcode(ended.status)
-        exit_code = 128 - code if code < 0 else code  # a signal N reads as 128+N, as in shells
-        # A sandbox (like a shell) reports its job's death by signal N as exit code 128+N.
-        reported = exit_code - 128 if 128 < exit_code <= 128 + 64 else None
-        signum = -code if code < 0 else reported if self.sandboxing.backend.isolates else None
-        limit = None
-        if reason is None:
-            killer = signum if signum is not None else reported
-            limit = self.sandboxing.limit_reason(confined, spec, killer, exit_code != 0, cpu)
-        result = result_of(reason, exit_code, signum, usage, limit)
-        if reason is Stop.DISK_LIMIT:
-            result = result.model_copy(update={"message": disk_message(confined.disk_mb)})
-        if reason is Stop.TIMEOUT and confined.cgroup and confined.cgroup.hit_process_limit():
-            note = f"it had hit its limit of {spec.limits.processes} processes"
-            result = result.model_copy(update={"message": note})
-        if spec.outputs and result.failure_reason not in _NO_OUTPUTS:
-            result = with_outputs(result, spec, workdir, self.artifacts, claim.attempt)
-        return result

@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 
 from sandrun.agent.claims import ClaimBook
 from sandrun.agent.control import ControlPlane
-from sandrun.errors import SandrunError, rebuilt
+from sandrun.error_codes import rebuilt
+from sandrun.errors import SandrunError
 from sandrun.models import AttemptRef, AttemptResult, Capacity, Claim, JobRecord, LogChunk
 from sandrun.protocol import MAX_REPORTS, CompleteRequest, StartRequest
 

@@ -3,9 +3,17 @@ a signal, or its exit code."""
 
 from __future__ import annotations
 
+import os
 import signal
+import time
+from pathlib import Path
 
+from sandrun.agent.outputs import with_outputs
+from sandrun.agent.process import Ended
+from sandrun.agent.sandbox import Confined, Sandboxing
+from sandrun.agent.sandbox.runtime import disk_message
 from sandrun.agent.supervise import Stop
+from sandrun.artifacts import LocalArtifactStore
 from sandrun.models import AttemptResult, Capacity, Claim, Usage
 from sandrun.signing import Identity, claim_of, meter_claim
 from sandrun.spec import JobSpec
@@ -30,6 +38,7 @@ _OURS: dict[Stop, tuple[FailureReason, str | None]] = {
         "stopped at its log limit (limits.stop_on_log_limit)",
     ),
     Stop.DISK_LIMIT: (FailureReason.DISK_LIMIT, None),  # the message names the limit
+    Stop.VOLUME_FULL: (FailureReason.VOLUME_FULL, None),  # ...and the volume (agent/mounts.py)
 }
 
 
@@ -90,3 +99,46 @@ def signed(identity: Identity | None, claim: Claim, result: AttemptResult) -> At
     if metered is not None:
         update["meter_signature"] = identity.sign(metered)
     return result.model_copy(update=update)
+
+
+_NO_OUTPUTS = (FailureReason.CANCELLED, FailureReason.NODE_LOST)  # nobody will take them
+
+
+def attempt_result(
+    sandboxing: Sandboxing,
+    artifacts: LocalArtifactStore,
+    claim: Claim,
+    confined: Confined,
+    workdir: Path,
+    reason: Stop | None,
+    ended: Ended,
+    started: float,
+) -> AttemptResult:
+    """The attempt's end as a result: why it stopped, its exit, what it used, the limit it
+    hit, and its outputs."""
+    spec = claim.job.spec
+    cpu = ended.cpu_seconds
+    peak = confined.cgroup.peak_memory_mb() if confined.cgroup else None
+    usage = Usage(
+        wall_seconds=time.monotonic() - started,
+        cpu_seconds=cpu,
+        max_rss_mb=peak if peak is not None else ended.max_rss_kb / 1024,
+    )
+    code = os.waitstatus_to_exitcode(ended.status)
+    exit_code = 128 - code if code < 0 else code  # a signal N reads as 128+N, as in shells
+    # A sandbox (like a shell) reports its job's death by signal N as exit code 128+N.
+    reported = exit_code - 128 if 128 < exit_code <= 128 + 64 else None
+    signum = -code if code < 0 else reported if sandboxing.backend.isolates else None
+    limit = None
+    if reason is None:
+        killer = signum if signum is not None else reported
+        limit = sandboxing.limit_reason(confined, spec, killer, exit_code != 0, cpu)
+    result = result_of(reason, exit_code, signum, usage, limit)
+    if reason is Stop.DISK_LIMIT:
+        result = result.model_copy(update={"message": disk_message(confined.disk_mb)})
+    if reason is Stop.TIMEOUT and confined.cgroup and confined.cgroup.hit_process_limit():
+        note = f"it had hit its limit of {spec.limits.processes} processes"
+        result = result.model_copy(update={"message": note})
+    if spec.outputs and result.failure_reason not in _NO_OUTPUTS:
+        result = with_outputs(result, spec, workdir, artifacts, claim.attempt)
+    return result

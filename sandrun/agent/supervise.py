@@ -9,6 +9,7 @@ import selectors
 import signal
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -32,6 +33,7 @@ class Stop(StrEnum):
     TIMEOUT = "timeout"
     LOG_LIMIT = "log_limit"
     DISK_LIMIT = "disk_limit"
+    VOLUME_FULL = "volume_full"
 
 
 @dataclass
@@ -50,11 +52,12 @@ def supervise(
     sink: LogSink,
     ctl: AttemptControl,
     started: float,
-    disk: Watched,
+    disks: Sequence[Watched],
     kill_grace: float,
     launchers: frozenset[str],
 ) -> tuple[Stop | None, Ended]:
     """Pump output until the process ends; return why we stopped it and how it ended.
+    `disks`: its scratch, then the volumes it writes, each under watch against its size.
     `launchers` are the sandbox's own processes, spared the polite SIGTERM."""
     sel = selectors.DefaultSelector()
     streams_by_fd: dict[int, Stream] = {
@@ -84,7 +87,7 @@ def supervise(
                 break  # an escaped child holds the pipes open; the job is over
             now = time.monotonic()
             if reason is None and exited is None:
-                reason = _stop_reason(ctl, deadline, sink, spec, disk)
+                reason = _stop_reason(ctl, deadline, sink, spec, disks)
                 if reason is not None:
                     signal_tree(proc.pid, signal.SIGTERM, spare=launchers)
                     kill_at = now + (0 if reason is Stop.LOST else kill_grace)
@@ -116,7 +119,11 @@ def _pump(sel: selectors.BaseSelector, streams_by_fd: dict[int, Stream], sink: L
 
 
 def _stop_reason(
-    ctl: AttemptControl, deadline: float | None, sink: LogSink, spec: JobSpec, disk: Watched
+    ctl: AttemptControl,
+    deadline: float | None,
+    sink: LogSink,
+    spec: JobSpec,
+    disks: Sequence[Watched],
 ) -> Stop | None:
     """Why the running job must be stopped now, if it must (first cause wins)."""
     told = control_stop(ctl, deadline)
@@ -124,8 +131,9 @@ def _stop_reason(
         return told
     if sink.capped and spec.limits.stop_on_log_limit:
         return Stop.LOG_LIMIT
-    if disk.over.is_set():
-        return Stop.DISK_LIMIT
+    for i, disk in enumerate(disks):
+        if disk.over.is_set():
+            return Stop.VOLUME_FULL if i else Stop.DISK_LIMIT
     return None
 
 

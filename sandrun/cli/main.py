@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from sandrun.cli import agentcmd, doctor, ops, pipelines, pool, render, results
+from sandrun.cli import agentcmd, data, doctor, ops, pipelines, pool, render, results
 from sandrun.cli.options import (
     AfterOpt,
     CommandArg,
@@ -31,9 +31,11 @@ from sandrun.cli.options import (
     RepoOpt,
     RequireOpt,
     RetriesOpt,
+    SecretOpt,
     ShellOpt,
     TimeoutOpt,
     UploadOpt,
+    VolumeOpt,
     WorkdirOpt,
 )
 from sandrun.errors import (
@@ -90,7 +92,13 @@ def _client() -> Client:
 
 
 def _submit(client: Client, command: list[str] | None, **kw: Any) -> Job:
-    from sandrun.cli.specargs import build_spec, gpus_option, priority_option, repository_option
+    from sandrun.cli.specargs import (
+        build_spec,
+        gpus_option,
+        priority_option,
+        repository_option,
+        volume_options,
+    )
 
     upload = kw.pop("upload")
     spec = build_spec(
@@ -117,6 +125,8 @@ def _submit(client: Client, command: list[str] | None, **kw: Any) -> Job:
             "after": kw["after"] or None,
             "consensus": kw["consensus"],
             "max_price": kw["max_price"],
+            "volumes": volume_options(kw["volume"] or []) or None,
+            "secrets": kw["secret"] or None,
         },
     )
     brings = spec.working_dir or spec.code or spec.repository
@@ -153,6 +163,8 @@ def _job_command(then: Callable[[Client, Job, bool], None]) -> Callable[..., Non
         after: AfterOpt = None,
         consensus: ConsensusOpt = None,
         max_price: MaxPriceOpt = None,
+        volume: VolumeOpt = None,
+        secret: SecretOpt = None,
         json: JsonOpt = False,
     ) -> None:
         # Every option above goes to _submit by its name (`then` is this closure's own).
@@ -335,6 +347,8 @@ app.command()(doctor.doctor)
 app.add_typer(ops.token_app, name="token")
 app.add_typer(ops.db_app, name="db")
 app.add_typer(pipelines.pipeline_app, name="pipeline")
+app.add_typer(data.volume_app, name="volume")
+app.add_typer(data.secret_app, name="secret")
 app.command()(pool.balance)
 app.command()(pool.credit)
 app.command()(pool.cost)

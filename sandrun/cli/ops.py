@@ -50,7 +50,14 @@ ArtifactsOpt = Annotated[
         help="Blob directory (default: beside a SQLite file, else $SANDRUN_HOME/server-artifacts)."
     ),
 ]
-
+SecretsKeyOpt = Annotated[
+    Path | None,
+    typer.Option(
+        help="Key file sealing secrets (made if missing; default: beside a SQLite file, "
+        "else $SANDRUN_HOME/server-secrets.key). SANDRUN_SECRETS_KEY (base64) wins; servers "
+        "sharing a database must share the key."
+    ),
+]
 
 HostOpt = Annotated[str, typer.Option(help="Address to listen on.")]
 PortOpt = Annotated[int, typer.Option(help="Port to listen on.")]
@@ -122,6 +129,7 @@ def server(
     forwarded_allow_ips: ForwardedOpt = "",
     allow_host_paths: ServerHostPathsOpt = False,
     workers: WorkersOpt = 1,
+    secrets_key: SecretsKeyOpt = None,
     dev: Annotated[
         bool,
         typer.Option(
@@ -155,6 +163,7 @@ def server(
         forwarded_allow_ips=forwarded_allow_ips,
         host_paths=allow_host_paths,
         workers=workers,
+        secrets_key=secrets_key,
     )
     if dev:
         from sandrun.cli.devserver import run_dev_server

@@ -50,6 +50,18 @@ ConsensusOpt = Annotated[
         help="Run as replicas on distinct operators' nodes until K agree (docs/pool.md).",
     ),
 ]
+VolumeOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--volume",
+        metavar="NAME[:PATH][:ro]",
+        help="Mount a volume of yours (at /volumes/NAME unless PATH; ro: read-only).",
+    ),
+]
+SecretOpt = Annotated[
+    list[str] | None,
+    typer.Option("--secret", metavar="NAME", help="Give the job a secret of yours as $NAME."),
+]
 MaxPriceOpt = Annotated[
     float | None,
     typer.Option(metavar="USD", help="The most the job may cost, where jobs are priced."),

@@ -109,3 +109,19 @@ def repository_option(url: str | None, ref: str | None) -> dict[str, str] | None
 def priority_option(text: str | None) -> str | int | None:
     """--priority takes a class name or a number; the spec wants numbers as numbers."""
     return int(text) if text is not None and text.lstrip("-").isdigit() else text
+
+
+def volume_options(items: list[str]) -> list[dict[str, Any]]:
+    """--volume NAME, NAME:/path, NAME:ro or NAME:/path:ro, as the spec's volumes."""
+    mounts = []
+    for item in items:
+        name, *rest = item.split(":")
+        mount: dict[str, Any] = {"name": name}
+        if rest and rest[-1] in ("ro", "rw"):
+            mount["read_only"] = rest.pop() == "ro"
+        if len(rest) > 1:
+            raise InvalidSpec(f"--volume {item!r} must be NAME[:PATH][:ro]", field="volumes")
+        if rest:
+            mount["mount_path"] = rest[0]
+        mounts.append(mount)
+    return mounts

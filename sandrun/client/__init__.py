@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from sandrun.client.job import Job
     from sandrun.client.pipeline import Pipeline
     from sandrun.client.runs import Run
-    from sandrun.client.task import TaskConfig
+    from sandrun.client.task import SecretSpec, TaskConfig, VolumeSpec
 
 _WHERE = {
     "AsyncClient": "aio",
@@ -39,6 +39,8 @@ _WHERE = {
     "Pipeline": "pipeline",
     "Run": "runs",
     "TaskConfig": "task",
+    "VolumeSpec": "task",
+    "SecretSpec": "task",
 }
 
 __all__ = [
@@ -53,7 +55,9 @@ __all__ = [
     "JobBuilder",
     "Pipeline",
     "Run",
+    "SecretSpec",
     "TaskConfig",
+    "VolumeSpec",
     "connect",
     "connect_async",
     "enter",

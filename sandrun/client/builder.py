@@ -185,6 +185,21 @@ class JobBuilder:
         """The most this job may cost (USD), where the pool prices jobs."""
         return self._set("max_price", dollars)
 
+    def volume(
+        self, name: str, mount_path: str | None = None, read_only: bool = False
+    ) -> JobBuilder:
+        """Mount one of your volumes (at /volumes/NAME unless `mount_path`)."""
+        mount = {"name": name, "read_only": read_only}
+        mount.update({"mount_path": mount_path} if mount_path else {})
+        self._fields.setdefault("volumes", []).append(mount)
+        return self
+
+    def secret(self, name: str, file: str | None = None, env: str | None = None) -> JobBuilder:
+        """Give the job one of your secrets: as the env var NAME (or `env`), or a `file`."""
+        given = {k: v for k, v in (("name", name), ("file", file), ("env", env)) if v}
+        self._fields.setdefault("secrets", []).append(given)
+        return self
+
     def network(self, enabled: bool = True) -> JobBuilder:
         return self._set("network", enabled)
 

@@ -15,6 +15,7 @@ from sandrun.client.job import Job, log_chunks
 from sandrun.client.runs import Run, load_pipeline, with_code
 from sandrun.client.task import to_spec
 from sandrun.client.transport import Transport
+from sandrun.data_models import SecretInfo, Volume
 from sandrun.errors import TimeoutError, ValidationError
 from sandrun.home import Home
 from sandrun.models import MAX_BATCH, Instance, JobPage, LogChunk, NodeInfo
@@ -267,6 +268,44 @@ class Client:
     def quarantine_node(self, node: str, quarantined: bool = True) -> PoolNode:
         """Stop (or, `quarantined=False`, release) a node or `operator:NAME` (admins)."""
         return self.transport.set_quarantined(node, quarantined)
+
+    # --- volumes and secrets (docs/data.md) ------------------------------------------
+
+    def create_volume(
+        self,
+        name: str | None = None,
+        size_gb: float | None = None,
+        *,
+        size: int | str | None = None,
+        shared: bool = False,
+    ) -> Volume:
+        """A named volume of yours (default name `volume-<hex>`), `size_gb` GiB or `size`
+        ("100GB", or MiB; default 10 GiB); `shared`: several jobs may write it at once."""
+        if size_gb is not None and size is not None:
+            raise ValidationError("give size_gb or size, not both", field="size")
+        given = f"{size_gb}GB" if size_gb is not None else size
+        return self.transport.create_volume(name or f"volume-{os.urandom(4).hex()}", given, shared)
+
+    def list_volumes(self) -> list[Volume]:
+        return self.transport.volumes()
+
+    def volume(self, name_or_id: str) -> Volume:
+        return self.transport.volume(name_or_id)
+
+    def delete_volume(self, volume: str | Volume) -> Volume:
+        """Delete a volume (by id, name or record) that no unfinished job mounts."""
+        return self.transport.delete_volume(volume if isinstance(volume, str) else volume.id)
+
+    def set_secret(self, name: str, value: str) -> None:
+        """Set one of your secrets; a job gets it by naming it (`secrets: [NAME]`)."""
+        self.transport.set_secret(name, value)
+
+    def list_secrets(self) -> list[SecretInfo]:
+        """Your secrets' names and dates (values never come back)."""
+        return self.transport.secrets()
+
+    def delete_secret(self, name: str) -> None:
+        self.transport.delete_secret(name)
 
     def collect_garbage(self, older_than: float = 30 * 86400, purge_jobs: bool = False) -> GcReport:
         """Retention (admins): remove the logs of jobs that ended more than `older_than`

@@ -6,6 +6,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from sandrun.data_models import SecretInfo, Volume
 from sandrun.embedded import ensure_agent, open_service
 from sandrun.errors import ResourceNotAvailableError
 from sandrun.home import Home
@@ -152,6 +153,31 @@ class EmbeddedTransport:
 
     def nodes(self) -> list[NodeInfo]:
         return self.service.nodes()
+
+    # --- volumes and secrets: this machine's own owner's ------------------------------
+
+    def create_volume(self, name: str, size: int | str | None, shared: bool) -> Volume:
+        return self.service.create_volume(LOCAL_OWNER, name, size, shared)
+
+    def volumes(self) -> list[Volume]:
+        return self.service.list_volumes(LOCAL_OWNER)
+
+    def volume(self, key: str) -> Volume:
+        return self.service.get_volume(key, LOCAL_OWNER)
+
+    def delete_volume(self, key: str) -> Volume:
+        volume = self.service.delete_volume(key, LOCAL_OWNER)
+        ensure_agent(self.home)  # to purge its bytes
+        return volume
+
+    def set_secret(self, name: str, value: str) -> None:
+        self.service.set_secret(LOCAL_OWNER, name, value)
+
+    def secrets(self) -> list[SecretInfo]:
+        return self.service.list_secrets(LOCAL_OWNER)
+
+    def delete_secret(self, name: str) -> None:
+        self.service.delete_secret(LOCAL_OWNER, name)
 
     def collect_garbage(self, older_than: float, purge_jobs: bool) -> GcReport:
         return self.service.collect_garbage(older_than, purge_jobs=purge_jobs)

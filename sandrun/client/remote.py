@@ -9,6 +9,7 @@ from urllib.parse import quote
 import httpx
 from pydantic import TypeAdapter
 
+from sandrun.data_models import SecretInfo, Volume
 from sandrun.errors import ServerUnreachable
 from sandrun.httpjson import HttpJson, raise_for_error
 from sandrun.models import (
@@ -250,3 +251,34 @@ class HttpTransport:
         verb = "quarantine" if quarantined else "release"
         path = f"/v1/nodes/{quote(node, safe='')}/{verb}"
         return PoolNode.model_validate_json(self.api.request("POST", path).content)
+
+    # --- volumes and secrets ----------------------------------------------------------
+
+    def create_volume(self, name: str, size: int | str | None, shared: bool) -> Volume:
+        body = {"name": name, "size": size, "shared": shared}
+        response = self.api.request("POST", "/v1/volumes", json=body)
+        return Volume.model_validate_json(response.content)
+
+    def volumes(self) -> list[Volume]:
+        return _VOLUMES.validate_json(self._get("/v1/volumes"))
+
+    def volume(self, key: str) -> Volume:
+        return Volume.model_validate_json(self._get(f"/v1/volumes/{quote(key, safe='')}"))
+
+    def delete_volume(self, key: str) -> Volume:
+        path = f"/v1/volumes/{quote(key, safe='')}"
+        return Volume.model_validate_json(self.api.request("DELETE", path).content)
+
+    def set_secret(self, name: str, value: str) -> None:
+        path = f"/v1/secrets/{quote(name, safe='')}"
+        self.api.request("PUT", path, json={"value": value})
+
+    def secrets(self) -> list[SecretInfo]:
+        return _SECRETS.validate_json(self._get("/v1/secrets"))
+
+    def delete_secret(self, name: str) -> None:
+        self.api.request("DELETE", f"/v1/secrets/{quote(name, safe='')}")
+
+
+_VOLUMES = TypeAdapter(list[Volume])
+_SECRETS = TypeAdapter(list[SecretInfo])

@@ -10,9 +10,15 @@ from pydantic import ValidationError as PydanticValidationError
 
 from sandrun.errors import InvalidSpec, ValidationError
 from sandrun.spec import JobSpec, parse_spec
+from sandrun.spec.data import SecretRef, VolumeMount
 from sandrun.spec.gpus import gpu_request
 from sandrun.spec.parse import invalid_spec_from
 from sandrun.spec.units import Positive
+
+# A volume to mount (`VolumeSpec(name="data", mount_path="/data")`, or `volume_id=`) and a
+# secret to get, as TaskConfig(volumes=[...], secrets=[...]) take them.
+VolumeSpec = VolumeMount
+SecretSpec = SecretRef
 
 
 class TaskConfig(BaseModel):

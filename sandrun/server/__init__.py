@@ -20,6 +20,7 @@ from sandrun.errors import ValidationError
 from sandrun.home import Home
 from sandrun.service import Service
 from sandrun.service.quota import PublicApi
+from sandrun.service.secretbox import SecretBox
 from sandrun.spec.policy import Policy
 from sandrun.store import Store, is_postgres_url, open_database
 
@@ -49,6 +50,15 @@ def default_artifacts(db: str) -> Path:
     return Path(db.removeprefix("sqlite:///")).parent / "artifacts"
 
 
+def default_secrets_key(db: str) -> Path:
+    """Where a server keeps the key that seals secrets: beside a SQLite file, else under
+    $SANDRUN_HOME (servers sharing a PostgreSQL database must share one: give each
+    SANDRUN_SECRETS_KEY or --secrets-key)."""
+    if is_postgres_url(db):
+        return Home.resolve().root / "server-secrets.key"
+    return Path(db.removeprefix("sqlite:///")).parent / "secrets.key"
+
+
 def open_server_service(
     db: str,
     lease_seconds: float = 30.0,
@@ -57,6 +67,7 @@ def open_server_service(
     upgrade: bool = False,
     policy: Policy | None = None,
     host_paths: bool = False,
+    secrets_key: Path | None = None,
 ) -> Service:
     """The service over a server's database; an empty database gets the schema, an older
     one is refused unless `upgrade` (see `sandrun db upgrade`)."""
@@ -85,6 +96,7 @@ def open_server_service(
         lease_seconds=lease_seconds,
         policy=policy,
         host_paths=host_paths,
+        secret_box=SecretBox(key_file=secrets_key or default_secrets_key(db)),
     )
 
 
@@ -105,6 +117,7 @@ class ServerSettings:
     # could mint anonymous callers' addresses.
     forwarded_allow_ips: str = ""
     host_paths: bool = False  # accept jobs that name a directory of the node
+    secrets_key: Path | None = None  # the key file sealing secrets (see default_secrets_key)
     workers: int = 1  # server processes on one socket (PostgreSQL only when over 1)
 
 
@@ -123,7 +136,12 @@ def run_server(settings: ServerSettings, ready: Callable[[], None] | None = None
         )
     _check_workers(s)
     service = open_server_service(  # the schema checked once, before any worker starts
-        s.db, s.lease_seconds, artifacts=s.artifacts, policy=s.policy, host_paths=s.host_paths
+        s.db,
+        s.lease_seconds,
+        artifacts=s.artifacts,
+        policy=s.policy,
+        host_paths=s.host_paths,
+        secrets_key=s.secrets_key,
     )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if s.workers > 1:
@@ -157,7 +175,12 @@ def _serve(s: ServerSettings, service: Service | None, listening: socket.socket)
     own = service is None
     if service is None:
         service = open_server_service(
-            s.db, s.lease_seconds, artifacts=s.artifacts, policy=s.policy, host_paths=s.host_paths
+            s.db,
+            s.lease_seconds,
+            artifacts=s.artifacts,
+            policy=s.policy,
+            host_paths=s.host_paths,
+            secrets_key=s.secrets_key,
         )
     try:
         app = create_app(service, auth=s.auth, public_api=s.public_api)

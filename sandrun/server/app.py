@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 import sandrun
 from sandrun.errors import SandrunError
 from sandrun.models import ErrorBody
-from sandrun.server import agents, jobs, pipelines, pool, public, uploads
+from sandrun.server import agents, data, jobs, pipelines, pool, public, uploads
 from sandrun.server.beats import HeartbeatFastPath, Heartbeats, Lag, error_response
 from sandrun.server.bodylimit import SubmitSizeLimit
 from sandrun.server.notify import Notifier
@@ -33,6 +33,7 @@ ROUTERS = (
     jobs.router,
     pipelines.router,
     pool.router,
+    data.router,
     agents.router,
     uploads.router,
     public.router,

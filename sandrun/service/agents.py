@@ -44,7 +44,9 @@ from sandrun.protocol import (
     StartRequest,
 )
 from sandrun.service import retry, signatures
+from sandrun.service.data import DataCalls
 from sandrun.signing import PROOF_WINDOW, registration_claim, verify
+from sandrun.spec.data import NODE_LABEL
 from sandrun.spec.policy import Policy
 from sandrun.states import AttemptState
 from sandrun.store import Decide, Store
@@ -58,8 +60,9 @@ _HAND_BACK_MESSAGES: dict[HandBackReason, str] = {
 }
 
 
-class AgentCalls:
-    """The agent-facing half of `Service`."""
+class AgentCalls(DataCalls):
+    """The agent-facing half of `Service` (a claim is equipped with its volumes and
+    secrets by `DataCalls`)."""
 
     store: Store
     decide: Decide  # the retry policy, reading results in (service/results.py)
@@ -88,12 +91,18 @@ class AgentCalls:
         may act as the node afterwards (`check_operator`)."""
         if public_key is not None:
             self._check_proof(name, public_key, key_proof)
+        if labels and any(key.startswith("sandrun/") for key in labels):
+            raise ValidationError(
+                "labels under sandrun/ are sandrun's own (sandrun/node is the node's name)",
+                field="labels",
+            )
+        labels = {**(labels or {}), NODE_LABEL: name}
         node_id = node_id or f"{name}/{new_id()}"
         self.store.register_node(
             node_id,
             name,
             capacity,
-            labels or {},
+            labels,
             self.clock(),
             sandbox,
             public_key,
@@ -160,7 +169,8 @@ class AgentCalls:
     def claim(self, node: str, free: Capacity, wait: float = 0.0) -> Claim | None:
         """Claim at once. (`wait` is the control plane's long-poll: the server's route
         holds the request, an embedded agent is woken by a datagram instead.)"""
-        return self.store.claim(node, free, self.clock(), self.lease_seconds, self.policy)
+        claim = self.store.claim(node, free, self.clock(), self.lease_seconds, self.policy)
+        return self._equipped(claim, node) if claim is not None else None
 
     def start(
         self,
@@ -272,8 +282,8 @@ class AgentCalls:
     def _claims(self, node: str, room: Capacity, most: int, key: str | None) -> list[Claim]:
         if key is not None:
             made = self.store.claims_with_key(node, key, self.clock(), self.lease_seconds)
-            if made:
-                return made  # this call's first try made them: its reply was lost
+            if made:  # this call's first try made them: its reply was lost
+                return [c for c in (self._equipped(c, node) for c in made) if c is not None]
         claims: list[Claim] = []
         try:
             while len(claims) < most and room.cpus > 0:
@@ -282,8 +292,9 @@ class AgentCalls:
                 )
                 if claim is None:
                     break
-                claims.append(claim)
                 room = room.minus(room.share(claim.job.spec))
+                if (claim := self._equipped(claim, node)) is not None:
+                    claims.append(claim)
         except SandrunError as exc:  # the reports are committed: that must not read as failed
             log.warning("claim after a report failed: %s", exc)
         return claims

@@ -34,6 +34,7 @@ from sandrun.service import admission, placement, results, retention
 from sandrun.service.agents import AgentCalls
 from sandrun.service.pipelines import PipelineCalls
 from sandrun.service.pool import PoolCalls, price
+from sandrun.service.secretbox import SecretBox
 from sandrun.spec import JobSpec, parse_spec
 from sandrun.spec.fields import NAME_RE
 from sandrun.spec.policy import Policy
@@ -58,10 +59,12 @@ class Service(AgentCalls, PipelineCalls, PoolCalls):
         clock: Callable[[], float] = now,
         policy: Policy | None = None,
         host_paths: bool = False,
+        secret_box: SecretBox | None = None,
     ) -> None:
         # host_paths: jobs may name directories of the node (working_dir): embedded mode,
         # where the user and the node are one.
         self.host_paths = host_paths
+        self.secret_box = secret_box  # none: secrets are refused
         self.store = store
         self.artifacts = artifacts
         self.decide = results.deciding(artifacts)
@@ -117,6 +120,7 @@ class Service(AgentCalls, PipelineCalls, PoolCalls):
                 admission.check_inputs(spec, visible)
                 admission.check_after(spec, viewer, self.store.ended_jobs)
                 admission.check_limits(spec, owner, self.policy)
+                self.check_secrets(spec, owner)
             except SandrunError as exc:
                 if len(specs) == 1:
                     raise

@@ -25,6 +25,7 @@ from pydantic import (
 
 from sandrun.spec.base import Strict, is_stored
 from sandrun.spec.consensus import CONSENSUS_PATTERN, MAX_REPLICAS, Consensus, parse_consensus
+from sandrun.spec.data import MAX_MOUNTS, SecretItem, VolumeItem, check_targets
 from sandrun.spec.execsize import check_exec_size
 from sandrun.spec.fields import (
     ENV_KEY_RE,
@@ -199,6 +200,10 @@ class JobSpec(Strict):
         json_schema_extra={"propertyNames": {"pattern": INPUT_PATH}},
     )
 
+    # Named volumes it mounts, and secrets it is given (docs/data.md).
+    volumes: list[VolumeItem] = Field(default_factory=list, max_length=MAX_MOUNTS)
+    secrets: list[SecretItem] = Field(default_factory=list, max_length=MAX_MOUNTS)
+
     # Run as replicas on nodes of distinct operators until k agree (docs/pool.md).
     consensus: Annotated[Consensus | None, BeforeValidator(parse_consensus)] = Field(
         default=None,
@@ -336,6 +341,7 @@ class JobSpec(Strict):
                     f"{' and '.join(brought)} fill the job's own scratch directory; "
                     "drop working_dir (a directory on the node) to use them"
                 )
+        check_targets(self.volumes, self.secrets)
         # Raised as InvalidSpec, not ValueError: pydantic passes it on, field named.
         program = "command" if self.command is not None else "shell" if self.shell else "script"
         if not is_stored(info):

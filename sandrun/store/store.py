@@ -36,6 +36,7 @@ from sandrun.states import (
 )
 from sandrun.store import ledger, replicas
 from sandrun.store.attempts import AttemptWrites
+from sandrun.store.data import DataStore, attach
 from sandrun.store.database import Database, apply_migration, load_migrations
 from sandrun.store.deps import add_dependencies, cancel_job
 from sandrun.store.pipelines import PipelineStore
@@ -47,7 +48,7 @@ from sandrun.store.transitions import event, must
 Listener = Callable[[str], None]  # told the kind of each committed change
 
 
-class Store(AttemptWrites, PipelineStore, PoolStore):
+class Store(AttemptWrites, PipelineStore, PoolStore, DataStore):
     """Jobs, nodes, tokens and blobs; what agents write about attempts is in
     `AttemptWrites` (store/attempts.py)."""
 
@@ -116,6 +117,8 @@ class Store(AttemptWrites, PipelineStore, PoolStore):
                 for digest in {*spec.inputs.values(), *([spec.code] if spec.code else [])}:
                     tx.run("insert_job_input", job_id=job.id, digest=digest)
                 event(tx, job.id, None, "submitted", f"submitted as {job.name}", job.created_at)
+                if spec.volumes:
+                    attach(tx, job)
                 if terms and job.id in terms:
                     ledger.hold(tx, job, terms[job.id], job.created_at)
                 if spec.dependencies:

@@ -8,7 +8,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 
-from sandrun.agent.sandbox.view import FsView
+from sandrun.agent.sandbox.view import FsView, Mount
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,8 @@ class Box:
     info_fd: int | None = None
     tmp_size: int | None = None  # bytes each tmpfs (/tmp, /dev/shm) may hold
     seccomp_fd: int | None = None  # a BPF program a backend that filters loads before the job
+    # Node paths shown at other paths inside (volumes, secret files): ro or rw Mounts.
+    binds: tuple[Mount, ...] = ()
 
 
 class Sandbox(ABC):

@@ -30,7 +30,7 @@ class BwrapSandbox(Sandbox):
         if not box.network:
             argv.append("--unshare-net")
         made: set[str] = set()  # directories bwrap creates, or binds, inside
-        for mount in self.view.mounts(box.writable, list(box.devices)):
+        for mount in self.view.mounts(box.writable, list(box.devices), box.binds):
             # bwrap would copy a parent's mode from the host (/root: 0700), leaving a job
             # with another uid unable to reach what is bound below it.
             if mount.kind in ("ro", "rw", "hide", "device", "symlink") and mount.path != "/":

@@ -11,7 +11,7 @@ import os
 import shlex
 
 from sandrun.agent.sandbox.base import SYSTEM_PATH, Box, Sandbox, drop_privileges, system_tool
-from sandrun.agent.sandbox.view import DEVICES, HOST_PRIVATE, PROC_READ_ONLY, Mount
+from sandrun.agent.sandbox.view import DEVICES, PROC_READ_ONLY, Mount, expand_root
 
 # Remounting read-only is per mount: do it for the bind and every mount under it.
 _RO_ALL = (
@@ -43,7 +43,7 @@ class UnshareSandbox(Sandbox):
         lines += [f"PATH={SYSTEM_PATH}", _RO_ALL]
         lines.append('mount -t tmpfs -o mode=0755 sandrun "$R"')
         size = f",size={box.tmp_size}" if box.tmp_size is not None else ""
-        for mount in self._expand(self.view.mounts(box.writable, list(box.devices))):
+        for mount in expand_root(self.view.mounts(box.writable, list(box.devices), box.binds)):
             lines += _mount_lines(mount, size)
         if not box.network:
             lines.append("if command -v ip >/dev/null; then ip link set lo up; fi")
@@ -53,26 +53,6 @@ class UnshareSandbox(Sandbox):
         drop = drop_privileges(box.uid, always=True)
         run = [*drop, system_tool("env"), "-C", str(box.cwd), "--", *box.argv]
         return [*argv, "/bin/sh", "-c", "\n".join(lines), "sandrun-box", *run]
-
-    @staticmethod
-    def _expand(mounts: list[Mount]) -> list[Mount]:
-        # The host view binds each top-level entry rather than / itself, so the tmpfs the
-        # view is built in is not bound into itself.
-        out: list[Mount] = []
-        for mount in mounts:
-            if mount.kind == "ro" and mount.path == "/":
-                for entry in sorted(os.listdir("/")):
-                    path = "/" + entry
-                    if path in HOST_PRIVATE or path == "/sys":
-                        continue
-                    if os.path.islink(path):
-                        out.append(Mount("symlink", path, os.readlink(path)))
-                    elif os.path.isdir(path):
-                        out.append(Mount("ro", path, path))
-                out.append(Mount("ro", "/sys", "/sys"))
-            else:
-                out.append(mount)
-        return out
 
 
 def _mount_lines(mount: Mount, size: str) -> list[str]:

@@ -11,6 +11,7 @@ whole filesystem read-only. Both give the attempt a fresh /proc, a minimal /dev,
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,8 +42,11 @@ class FsView:
     read_only: tuple[Path, ...] = ()  # more paths to show read-only (`--sandbox-ro`)
     hidden: tuple[Path, ...] = ()  # the agent's state: never shown
 
-    def mounts(self, writable: list[Path], devices: list[Path]) -> list[Mount]:
-        """The mounts for one attempt that may write `writable` and use `devices`."""
+    def mounts(
+        self, writable: list[Path], devices: list[Path], binds: tuple[Mount, ...] = ()
+    ) -> list[Mount]:
+        """The mounts for one attempt that may write `writable`, use `devices` and see
+        `binds` (node paths shown elsewhere inside: its volumes, its secret files)."""
         fixed, fixed_shown = _base(self.mode)
         base = [*fixed, *(Mount("device", str(d), str(d)) for d in devices)]
         shown = list(fixed_shown)
@@ -65,6 +69,10 @@ class FsView:
         for path in self.hidden:
             if path.exists() and any(path.is_relative_to(s) for s in [*shown, *writable]):
                 layered.append((len(path.parts), 2, Mount("hide", str(path))))
+        for bind in binds:
+            layered.append((len(Path(bind.path).parts), 3, bind))
+        if binds and self.mode == "host":  # new mount points need a root that is no bind
+            base = expand_root(base)
         return base + [m for _, _, m in sorted(layered, key=lambda t: (t[0], t[1]))]
 
     def provides(self, path: Path) -> bool:
@@ -122,6 +130,26 @@ def _base(mode: FsMode) -> tuple[tuple[Mount, ...], tuple[Path, ...]]:
         base.append(Mount("symlink", f"{PYTHON_DIR}/python", sys.executable))
     base += [Mount("proc", "/proc"), Mount("dev", "/dev")]
     return tuple(base), tuple(shown)
+
+
+def expand_root(mounts: list[Mount]) -> list[Mount]:
+    """The host view's read-only / as each top-level entry bound alone, so the root the
+    view is built in (a tmpfs) takes new mount points and is not bound into itself."""
+    out: list[Mount] = []
+    for mount in mounts:
+        if mount.kind == "ro" and mount.path == "/":
+            for entry in sorted(os.listdir("/")):
+                path = "/" + entry
+                if path in HOST_PRIVATE or path == "/sys":
+                    continue
+                if os.path.islink(path):
+                    out.append(Mount("symlink", path, os.readlink(path)))
+                elif os.path.isdir(path):
+                    out.append(Mount("ro", path, path))
+            out.append(Mount("ro", "/sys", "/sys"))
+        else:
+            out.append(mount)
+    return out
 
 
 # Under a job's own /proc, what container runtimes make read-only: kernel settings

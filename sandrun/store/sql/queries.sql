@@ -589,3 +589,72 @@ ON CONFLICT (signature) DO NOTHING;
 
 -- name: forget_requests
 DELETE FROM request_nonces WHERE at < :before;
+
+-- --- volumes and secrets (store/data.py) -------------------------------------------------
+
+-- name: insert_volume
+INSERT INTO volumes (id, owner, name, size_mb, shared, created_at)
+VALUES (:id, :owner, :name, :size_mb, :shared, :now);
+
+-- name: volume_by_name
+SELECT * FROM volumes WHERE owner = :owner AND name = :name AND deleted_at IS NULL;
+
+-- name: volume_by_id
+SELECT * FROM volumes WHERE id = :id;
+
+-- name: list_volumes
+-- An owner's volumes (all owners' for NULL), with how many unfinished jobs mount each.
+SELECT v.*, (SELECT count(*) FROM job_volumes jv JOIN jobs j ON j.id = jv.job_id
+             WHERE jv.volume_id = v.id
+               AND j.state IN ('waiting', 'pending', 'scheduled', 'running')) AS in_use
+FROM volumes v
+WHERE v.deleted_at IS NULL AND (CAST(:owner AS TEXT) IS NULL OR v.owner = :owner)
+ORDER BY v.owner, v.name;
+
+-- name: volume_users
+-- The unfinished jobs that mount a volume, and whether each writes it.
+SELECT jv.job_id, jv.writes FROM job_volumes jv JOIN jobs j ON j.id = jv.job_id
+WHERE jv.volume_id = :volume_id AND j.state IN ('waiting', 'pending', 'scheduled', 'running');
+
+-- name: insert_job_volume
+INSERT INTO job_volumes (job_id, volume_id, writes) VALUES (:job_id, :volume_id, :writes);
+
+-- name: job_volumes
+-- What a job mounts: each volume's row, and whether the job writes it.
+SELECT v.*, jv.writes FROM job_volumes jv JOIN volumes v ON v.id = jv.volume_id
+WHERE jv.job_id = :job_id;
+
+-- name: pin_volume
+UPDATE volumes SET node = :node WHERE id = :id AND node IS NULL;
+
+-- name: unclaimed_on_volume
+-- The jobs mounting a volume that no node holds yet: they follow it where it is pinned.
+SELECT j.id, j.requires FROM job_volumes jv JOIN jobs j ON j.id = jv.job_id
+WHERE jv.volume_id = :volume_id AND j.state IN ('waiting', 'pending');
+
+-- name: set_requires
+UPDATE jobs SET requires = :requires WHERE id = :id;
+
+-- name: mark_volume_deleted
+UPDATE volumes SET deleted_at = :now WHERE id = :id;
+
+-- name: drop_volume
+DELETE FROM volumes WHERE id = :id;
+
+-- name: node_name
+SELECT name FROM nodes WHERE id = :id;
+
+-- name: upsert_secret
+INSERT INTO secrets (owner, name, sealed, created_at, updated_at)
+VALUES (:owner, :name, :sealed, :now, :now)
+ON CONFLICT (owner, name) DO UPDATE SET sealed = excluded.sealed, updated_at = excluded.updated_at;
+
+-- name: list_secrets
+SELECT owner, name, created_at, updated_at FROM secrets
+WHERE CAST(:owner AS TEXT) IS NULL OR owner = :owner ORDER BY owner, name;
+
+-- name: get_secret
+SELECT sealed FROM secrets WHERE owner = :owner AND name = :name;
+
+-- name: delete_secret
+DELETE FROM secrets WHERE owner = :owner AND name = :name;

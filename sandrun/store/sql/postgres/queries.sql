@@ -203,3 +203,7 @@ WHERE a.state IN ('scheduled', 'running')
 
 -- name: lock_pipeline
 SELECT * FROM pipelines WHERE id = :id FOR UPDATE;
+
+-- name: lock_volume
+-- Two submits that would both write a volume take this lock in turn.
+SELECT * FROM volumes WHERE id = :id FOR UPDATE;

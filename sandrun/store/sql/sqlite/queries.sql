@@ -171,3 +171,6 @@ WHERE a.state IN ('scheduled', 'running')
 -- name: lock_pipeline
 -- Row locks are PostgreSQL's; here the write transaction already excludes other writers.
 SELECT * FROM pipelines WHERE id = :id;
+
+-- name: lock_volume
+SELECT * FROM volumes WHERE id = :id;

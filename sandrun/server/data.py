@@ -1,0 +1,64 @@
+"""The data API: volumes and secrets. Thin routes over the service (docs/data.md).
+
+A secret's value goes in (PUT) and never comes out: listing shows names and dates.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response, status
+
+from sandrun.data_models import SecretInfo, SecretValue, Volume, VolumeCreate
+from sandrun.models import Principal
+from sandrun.server.auth import ERRORS, ServiceDep, UserDep, viewer
+from sandrun.server.params import Text
+
+router = APIRouter(prefix="/v1", responses=ERRORS)
+
+
+@router.post("/volumes", status_code=status.HTTP_201_CREATED)
+def create_volume(body: VolumeCreate, caller: UserDep, service: ServiceDep) -> Volume:
+    """Create a named volume of the caller's, `size` MiB (or "100GB"), shared or not."""
+    return service.create_volume(caller.name, body.name, body.size, body.shared)
+
+
+@router.get("/volumes")
+def list_volumes(caller: UserDep, service: ServiceDep) -> list[Volume]:
+    """The caller's volumes (an admin's: everyone's)."""
+    return service.list_volumes(viewer(caller))
+
+
+@router.get("/volumes/{key}")
+def get_volume(key: Text, caller: UserDep, service: ServiceDep) -> Volume:
+    """One of the caller's volumes, by name or id."""
+    return service.get_volume(key, _owner(key, caller))
+
+
+@router.delete("/volumes/{key}")
+def delete_volume(key: Text, caller: UserDep, service: ServiceDep) -> Volume:
+    """Delete a volume no unfinished job mounts; its bytes go from its node."""
+    return service.delete_volume(key, _owner(key, caller))
+
+
+@router.put("/secrets/{name}", status_code=status.HTTP_204_NO_CONTENT)
+def set_secret(name: Text, body: SecretValue, caller: UserDep, service: ServiceDep) -> Response:
+    """Set (or replace) one of the caller's secrets."""
+    service.set_secret(caller.name, name, body.value)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/secrets")
+def list_secrets(caller: UserDep, service: ServiceDep) -> list[SecretInfo]:
+    """The caller's secrets' names (an admin's: everyone's), never their values."""
+    return service.list_secrets(viewer(caller))
+
+
+@router.delete("/secrets/{name}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_secret(name: Text, caller: UserDep, service: ServiceDep) -> Response:
+    service.delete_secret(caller.name, name)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+def _owner(key: str, caller: Principal) -> str | None:
+    """Whose volume `key` may name: a name is the caller's own; an id, any owner's for an
+    admin."""
+    return viewer(caller) if key.startswith("vol-") else caller.name

@@ -1,0 +1,128 @@
+"""What a job brings besides its code: volumes it mounts and secrets it is given.
+
+Both name paths *inside* the sandbox (never on the node): a volume's `mount_path` and a
+secret's `file`. Such a path is absolute, plain (letters, digits, `._@+-`; no `.` or `..`
+part) and outside the system directories the view shows read-only, so no mount can shadow
+a program the job runs.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from pydantic import BeforeValidator, Field, StrictBool, model_validator
+
+from sandrun.spec.base import Strict
+from sandrun.spec.fields import ENV_KEY_RE, NAME_RE, also_accepts
+
+RESERVED: tuple[str, ...] = ("usr", "etc", "bin", "sbin", "lib", "lib32", "lib64", "libx32")
+RESERVED += ("opt", "proc", "dev", "sys", "tmp", "run/sandrun", ".sandrun")
+_PART = r"/(?!\.\.?(?:/|$))[A-Za-z0-9._@+-]+"
+MOUNT_PATH = rf"^(?!/(?:{'|'.join(re.escape(r) for r in RESERVED)})(?:/|$))(?:{_PART})+$"
+MOUNT_PATH_RE = re.compile(MOUNT_PATH)
+VOLUME_ID = r"^vol-[A-Za-z0-9_-]{1,64}$"
+SECRET_NAME = ENV_KEY_RE.pattern.replace("*$", "{0,127}$")
+NODE_LABEL = "sandrun/node"  # every node has its own name as this label
+MAX_MOUNTS = 16  # volumes a job may mount; secrets it may name
+
+
+def check_mount_path(value: str, what: str) -> str:
+    if not MOUNT_PATH_RE.match(value):
+        raise ValueError(
+            f"{what} {value!r} must be an absolute path inside the sandbox of plain parts "
+            "(letters, digits, '._@+-'; no '.' or '..'), not in "
+            + ", ".join("/" + r for r in RESERVED)
+            + "; e.g. /volumes/data or /run/secrets/key"
+        )
+    return value
+
+
+def _name_only(value: object) -> object:
+    return {"name": value} if isinstance(value, str) else value
+
+
+class VolumeMount(Strict):
+    """A volume the job mounts: by `name` (its owner's) or `volume_id`, at
+    `/volumes/<name>` unless `mount_path` says where."""
+
+    name: str | None = Field(default=None, json_schema_extra={"pattern": NAME_RE.pattern})
+    volume_id: str | None = Field(default=None, json_schema_extra={"pattern": VOLUME_ID})
+    mount_path: str | None = Field(default=None, json_schema_extra={"pattern": MOUNT_PATH})
+    read_only: StrictBool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> VolumeMount:
+        if (self.name is None) == (self.volume_id is None):
+            raise ValueError("give a volume's name or its volume_id (one of them)")
+        if self.name is not None and not NAME_RE.match(self.name):
+            raise ValueError(
+                f"volume name {self.name!r} is not valid; use 1-128 letters, digits, '-' or '_'"
+            )
+        if self.volume_id is not None and not re.match(VOLUME_ID, self.volume_id):
+            raise ValueError(f"volume_id {self.volume_id!r} is not a volume id (vol-...)")
+        if self.mount_path is not None:
+            check_mount_path(self.mount_path, "mount_path")
+        return self
+
+    def target(self, name: str) -> str:
+        """Where it appears inside, for the volume called `name`."""
+        return self.mount_path or f"/volumes/{name}"
+
+
+class SecretRef(Strict):
+    """A secret the job is given: as the environment variable `env` (its name unless a
+    `file` is given), and/or as a read-only `file`."""
+
+    name: str = Field(json_schema_extra={"pattern": SECRET_NAME})
+    env: str | None = Field(default=None, json_schema_extra={"pattern": ENV_KEY_RE.pattern})
+    file: str | None = Field(default=None, json_schema_extra={"pattern": MOUNT_PATH})
+
+    @model_validator(mode="after")
+    def _check(self) -> SecretRef:
+        if not re.match(SECRET_NAME, self.name):
+            raise ValueError(
+                f"secret name {self.name!r} is not valid; use letters, digits "
+                "and '_', not starting with a digit (at most 128)"
+            )
+        if self.env is not None and not ENV_KEY_RE.match(self.env):
+            raise ValueError(f"env {self.env!r} is not a valid environment variable name")
+        if self.file is not None:
+            check_mount_path(self.file, "file")
+        return self
+
+    @property
+    def env_name(self) -> str | None:
+        return self.env if self.env is not None or self.file else self.name
+
+
+VolumeItem = Annotated[
+    VolumeMount,
+    BeforeValidator(_name_only),
+    Field(json_schema_extra=also_accepts({"type": "string", "pattern": NAME_RE.pattern})),
+]
+SecretItem = Annotated[
+    SecretRef,
+    BeforeValidator(_name_only),
+    Field(json_schema_extra=also_accepts({"type": "string", "pattern": SECRET_NAME})),
+]
+
+
+def check_targets(volumes: list[VolumeMount], secrets: list[SecretRef]) -> None:
+    """No two mounts at one path, nor one inside another, nor one secret twice."""
+    targets = [v.target(v.name or v.volume_id or "") for v in volumes]
+    targets += [s.file for s in secrets if s.file]
+    for i, one in enumerate(targets):
+        for other in targets[i + 1 :]:
+            if one == other or one.startswith(other + "/") or other.startswith(one + "/"):
+                raise ValueError(f"two mounts at {one!r} and {other!r}: give each its own path")
+    names = [s.name for s in secrets]
+    envs = [s.env_name for s in secrets if s.env_name]
+    for seen in (names, envs):
+        twice = {n for n in seen if seen.count(n) > 1}
+        if twice:
+            raise ValueError(f"secrets name {sorted(twice)[0]!r} twice")
+    mounted = [v.name or v.volume_id or "" for v in volumes]
+    twice = {n for n in mounted if mounted.count(n) > 1}
+    if twice:
+        raise ValueError(f"volume {sorted(twice)[0]!r} is mounted twice")

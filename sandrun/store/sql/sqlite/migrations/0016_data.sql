@@ -1,0 +1,33 @@
+-- 0016: data (issue 24): named volumes, the jobs that mount them, and secrets.
+-- A volume's bytes live on one node (`node`, a node name, set by the first job that runs
+-- with it); its row stays, marked deleted, until that node has purged them.
+CREATE TABLE volumes (
+    id         TEXT PRIMARY KEY,
+    owner      TEXT NOT NULL,
+    name       TEXT NOT NULL,
+    size_mb    INTEGER NOT NULL,
+    shared     INTEGER NOT NULL DEFAULT 0,
+    node       TEXT,
+    created_at REAL NOT NULL,
+    deleted_at REAL
+);
+CREATE UNIQUE INDEX volumes_name ON volumes (owner, name) WHERE deleted_at IS NULL;
+-- Which jobs mount which volumes, and whether they write: two unfinished writers of one
+-- volume that is not shared are refused at submit.
+CREATE TABLE job_volumes (
+    job_id    TEXT NOT NULL,
+    volume_id TEXT NOT NULL,
+    writes    INTEGER NOT NULL,
+    PRIMARY KEY (job_id, volume_id)
+);
+CREATE INDEX job_volumes_volume ON job_volumes (volume_id);
+-- Secrets, sealed with the server's key (AES-GCM, bound to owner and name): the database
+-- alone never holds a value.
+CREATE TABLE secrets (
+    owner      TEXT NOT NULL,
+    name       TEXT NOT NULL,
+    sealed     TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (owner, name)
+);
