@@ -74,6 +74,7 @@ def prepare(claim: Claim, volumes_root: Path, secrets_dir: Path, isolates: bool)
         if secret.env_name:
             data.env[secret.env_name] = value
         if secret.file:
+            secrets_dir.parent.mkdir(mode=0o700, exist_ok=True)
             secrets_dir.mkdir(mode=0o700, exist_ok=True)
             data.secrets_dir = secrets_dir
             path = secrets_dir / secret.name

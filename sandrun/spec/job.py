@@ -342,6 +342,8 @@ class JobSpec(Strict):
                     "drop working_dir (a directory on the node) to use them"
                 )
         check_targets(self.volumes, self.secrets)
+        if self.volumes and self.consensus is not None:
+            raise ValueError("a consensus job cannot mount volumes: its replicas run apart")
         # Raised as InvalidSpec, not ValueError: pydantic passes it on, field named.
         program = "command" if self.command is not None else "shell" if self.shell else "script"
         if not is_stored(info):

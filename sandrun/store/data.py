@@ -78,7 +78,7 @@ class DataStore:
             tx.run("mark_volume_deleted", id=volume.id, now=now)
             tx.run("insert_job", id=purge.id, name=purge.name, owner=purge.owner,
                    state=purge.state.value, **_columns(purge.spec, volume.node),
-                   not_before=None, created_at=now)  # fmt: skip
+                   not_before=purge.not_before, created_at=now)  # fmt: skip
             tx.run("insert_job_volume", job_id=purge.id, volume_id=volume.id, writes=1)
             event(tx, purge.id, None, "submitted", f"purges volume {volume.name}", now)
             tx.notify("submitted")
