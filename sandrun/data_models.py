@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictStr
 
 from sandrun.spec.fields import NAME_RE
-from sandrun.spec.units import MAX_MEMORY_MB, MEMORY_PATTERN
+from sandrun.spec.units import MAX_MEMORY_MB, MEMORY_PATTERN, number_only
 
 
 class Wire(BaseModel):
@@ -50,8 +50,8 @@ class VolumeCreate(Wire):
     name: str = Field(pattern=NAME_RE.pattern)
     # MiB, or a size such as "100GB" (binary units); default 10 GiB.
     size: (
-        Annotated[int, Field(ge=1, le=MAX_MEMORY_MB)]
-        | Annotated[str, Field(pattern=MEMORY_PATTERN, max_length=64)]
+        Annotated[int, Field(ge=1, le=MAX_MEMORY_MB), BeforeValidator(number_only)]
+        | Annotated[StrictStr, Field(pattern=MEMORY_PATTERN, max_length=64)]
         | None
     ) = None
     shared: StrictBool = False  # several jobs may write it at once

@@ -274,10 +274,10 @@ class VolumeNotFound(SandrunError):
     http_status = 404
 
 
-class VolumeBusy(SandrunError):
-    """Another unfinished job writes that volume, and it is not shared."""
+class VolumeConflict(SandrunError):
+    """That conflicts with a volume as it is: its name is taken, or a job writes it."""
 
-    code = "volume_busy"
+    code = "volume_conflict"
     http_status = 409
 
 

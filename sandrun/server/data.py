@@ -5,14 +5,18 @@ A secret's value goes in (PUT) and never comes out: listing shows names and date
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response, status
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Response, status
 
 from sandrun.data_models import SecretInfo, SecretValue, Volume, VolumeCreate
 from sandrun.models import Principal
 from sandrun.server.auth import ERRORS, ServiceDep, UserDep, viewer
 from sandrun.server.params import Text
+from sandrun.spec.data import SECRET_NAME
 
 router = APIRouter(prefix="/v1", responses=ERRORS)
+SecretName = Annotated[str, Path(pattern=SECRET_NAME, max_length=128)]
 
 
 @router.post("/volumes", status_code=status.HTTP_201_CREATED)
@@ -40,7 +44,9 @@ def delete_volume(key: Text, caller: UserDep, service: ServiceDep) -> Volume:
 
 
 @router.put("/secrets/{name}", status_code=status.HTTP_204_NO_CONTENT)
-def set_secret(name: Text, body: SecretValue, caller: UserDep, service: ServiceDep) -> Response:
+def set_secret(
+    name: SecretName, body: SecretValue, caller: UserDep, service: ServiceDep
+) -> Response:
     """Set (or replace) one of the caller's secrets."""
     service.set_secret(caller.name, name, body.value)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
@@ -53,7 +59,7 @@ def list_secrets(caller: UserDep, service: ServiceDep) -> list[SecretInfo]:
 
 
 @router.delete("/secrets/{name}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_secret(name: Text, caller: UserDep, service: ServiceDep) -> Response:
+def delete_secret(name: SecretName, caller: UserDep, service: ServiceDep) -> Response:
     service.delete_secret(caller.name, name)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 

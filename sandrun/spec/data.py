@@ -9,12 +9,13 @@ a program the job runs.
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import BeforeValidator, Field, StrictBool, model_validator
+from pydantic import BeforeValidator, ConfigDict, Field, StrictBool, model_validator
 
 from sandrun.spec.base import Strict
 from sandrun.spec.fields import ENV_KEY_RE, NAME_RE, also_accepts
+from sandrun.spec.text import forbid_nul_in_schema
 
 RESERVED: tuple[str, ...] = ("usr", "etc", "bin", "sbin", "lib", "lib32", "lib64", "libx32")
 RESERVED += ("opt", "proc", "dev", "sys", "tmp", "run/sandrun", ".sandrun")
@@ -42,9 +43,19 @@ def _name_only(value: object) -> object:
     return {"name": value} if isinstance(value, str) else value
 
 
+def _one_of_name_or_id(schema: dict[str, Any]) -> None:
+    forbid_nul_in_schema(schema)
+    schema["anyOf"] = [
+        {"required": [given], "properties": {given: {"type": "string"}, other: {"type": "null"}}}
+        for given, other in (("name", "volume_id"), ("volume_id", "name"))
+    ]
+
+
 class VolumeMount(Strict):
     """A volume the job mounts: by `name` (its owner's) or `volume_id`, at
     `/volumes/<name>` unless `mount_path` says where."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_one_of_name_or_id)
 
     name: str | None = Field(default=None, json_schema_extra={"pattern": NAME_RE.pattern})
     volume_id: str | None = Field(default=None, json_schema_extra={"pattern": VOLUME_ID})

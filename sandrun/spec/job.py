@@ -62,6 +62,15 @@ _PROGRAM_RULES: dict[str, Any] = {
     "if": {"required": ["interpreter"], "properties": {"interpreter": {"type": "string"}}},
     "then": {"required": ["script"], "properties": {"script": {"type": "string"}}},
     "allOf": [
+        {  # a consensus job's replicas run apart: none mounts a volume
+            "not": {
+                "required": ["volumes", "consensus"],
+                "properties": {
+                    "volumes": {"type": "array", "minItems": 1},
+                    "consensus": {"type": ["string", "integer", "object"]},
+                },
+            }
+        },
         {
             "not": {
                 "required": ["code", "repository"],
@@ -201,8 +210,12 @@ class JobSpec(Strict):
     )
 
     # Named volumes it mounts, and secrets it is given (docs/data.md).
-    volumes: list[VolumeItem] = Field(default_factory=list, max_length=MAX_MOUNTS)
-    secrets: list[SecretItem] = Field(default_factory=list, max_length=MAX_MOUNTS)
+    volumes: list[VolumeItem] = Field(
+        default_factory=list, max_length=MAX_MOUNTS, json_schema_extra={"uniqueItems": True}
+    )
+    secrets: list[SecretItem] = Field(
+        default_factory=list, max_length=MAX_MOUNTS, json_schema_extra={"uniqueItems": True}
+    )
 
     # Run as replicas on nodes of distinct operators until k agree (docs/pool.md).
     consensus: Annotated[Consensus | None, BeforeValidator(parse_consensus)] = Field(

@@ -14,7 +14,7 @@ import json
 from typing import Any
 
 from sandrun.data_models import SecretInfo, Volume, VolumeGrant
-from sandrun.errors import SecretNotFound, ValidationError, VolumeBusy, VolumeNotFound
+from sandrun.errors import SecretNotFound, ValidationError, VolumeConflict, VolumeNotFound
 from sandrun.models import JobRecord
 from sandrun.spec import JobSpec
 from sandrun.spec.data import NODE_LABEL, VolumeMount
@@ -33,7 +33,7 @@ class DataStore:
     ) -> Volume:
         with self.db.transaction() as tx:
             if tx.one("volume_by_name", owner=owner, name=name) is not None:
-                raise ValidationError(
+                raise VolumeConflict(
                     f"you have a volume named {name!r} already",
                     field="name",
                     suggestions=["pick another name, or `sandrun volume delete` it first"],
@@ -66,7 +66,7 @@ class DataStore:
             tx.one("lock_volume", id=volume.id)
             users = tx.all("volume_users", volume_id=volume.id)
             if users:
-                raise VolumeBusy(
+                raise VolumeConflict(
                     f"volume {volume.name!r} is mounted by {len(users)} unfinished job(s), "
                     f"e.g. {users[0]['job_id']}",
                     field="name",
@@ -139,7 +139,7 @@ def attach(tx: Tx, job: JobRecord) -> None:
                 if u["writes"] and u["job_id"] not in waits_for
             ]
             if writers:
-                raise VolumeBusy(
+                raise VolumeConflict(
                     f"volume {volume['name']!r} is written by unfinished job {writers[0]}; "
                     "two jobs may write one volume at once only if it is shared",
                     field="volumes",

@@ -15,7 +15,7 @@ from sandrun.errors import (
     SandrunError,
     SecretNotFound,
     ValidationError,
-    VolumeBusy,
+    VolumeConflict,
     VolumeNotFound,
 )
 from sandrun.models import AttemptResult, Capacity, Claim
@@ -67,7 +67,7 @@ def test_volumes_are_their_owner_s_by_name_or_id(service: Service) -> None:
     assert (volume.name, volume.size_mb, volume.shared, volume.node) == ("data", 1024, False, None)
     assert [v.name for v in service.list_volumes("alice")] == ["data"]
     assert service.list_volumes("bob") == []
-    with pytest.raises(ValidationError, match="already") as refused:
+    with pytest.raises(VolumeConflict, match="already") as refused:
         service.create_volume("alice", "data")
     assert refused.value.field == "name"
     with pytest.raises(ValidationError) as bad:
@@ -92,7 +92,7 @@ def test_one_writer_at_a_time_unless_shared(service: Service) -> None:
     service.create_volume("alice", "data")
     first = _writer(service)
     before = len(service.list_jobs(viewer=None).jobs)
-    with pytest.raises(VolumeBusy) as busy:
+    with pytest.raises(VolumeConflict) as busy:
         _writer(service)
     assert busy.value.field == "volumes" and first in busy.value.message
     assert len(service.list_jobs(viewer=None).jobs) == before  # nothing recorded
@@ -122,7 +122,7 @@ def test_the_writer_rule_holds_across_concurrent_submits(
         try:
             _writer(services[i % 2])
             outcomes.append("accepted")
-        except VolumeBusy:
+        except VolumeConflict:
             outcomes.append("busy")
         except SandrunError as exc:  # pragma: no cover - shown if it happens
             outcomes.append(repr(exc))
@@ -192,7 +192,7 @@ def test_a_volume_in_use_is_not_deleted_and_a_deleted_one_is_purged_on_its_node(
         service.get_volume(unused.id, "alice")
     service.create_volume("alice", "data")
     job = _writer(service)
-    with pytest.raises(VolumeBusy):
+    with pytest.raises(VolumeConflict):
         service.delete_volume("data", "alice")
     claim = _claim(service, "a")
     assert claim is not None and claim.job.id == job

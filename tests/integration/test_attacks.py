@@ -635,3 +635,71 @@ def test_the_pool_s_money_and_trust_are_no_user_s_to_change(cluster: Cluster) ->
         spec = {"shell": "true", "consensus": bad}
         refused = httpx.post(f"{api}/jobs", json=spec, headers=alice)
         assert refused.status_code == 422 and refused.json()["field"].startswith("consensus")
+
+
+def test_a_volume_is_its_owner_s_alone_and_mounts_only_inside_the_sandbox(
+    cluster: Cluster,
+) -> None:
+    """Another tenant cannot mount, list, read or delete a volume, by name or by id; a
+    mount path or secret file cannot cover the system the job runs on; and a job cannot
+    reach the bytes of a volume it did not mount on the agent's disk."""
+    api = f"{cluster.url}/v1"
+    alice, bob = _headers(cluster, "alice"), _headers(cluster, "bob")
+    made = httpx.post(f"{api}/volumes", json={"name": "private", "size": 10}, headers=alice)
+    assert made.status_code == 201, made.text
+    volume_id = made.json()["id"]
+    spec = {"shell": "echo alice-only > /volumes/private/f", "volumes": ["private"]}
+    written = httpx.post(f"{api}/jobs", json=spec, headers=alice).json()
+    with cluster.client("alice") as client:
+        assert client.get(written["id"]).wait(60).status is JobState.COMPLETED
+    before = httpx.get(f"{api}/jobs", headers=bob).json()
+    for mount in ({"name": "private"}, {"volume_id": volume_id}):
+        taken = {"shell": "cat /volumes/private/f", "volumes": [mount]}
+        refused = httpx.post(f"{api}/jobs", json=taken, headers=bob)
+        assert refused.status_code == 404 and refused.json()["code"] == "volume_not_found"
+    assert httpx.get(f"{api}/jobs", headers=bob).json() == before  # nothing recorded
+    assert httpx.get(f"{api}/volumes", headers=bob).json() == []
+    for method in ("GET", "DELETE"):
+        answer = httpx.request(method, f"{api}/volumes/{volume_id}", headers=bob)
+        assert answer.status_code == 404, answer.text
+    # Mount points that would cover what the job runs, or leave the sandbox's own paths.
+    for field, bad in (
+        ("volumes", {"name": "private", "mount_path": "/usr/bin"}),
+        ("volumes", {"name": "private", "mount_path": "/etc"}),
+        ("volumes", {"name": "private", "mount_path": "/data/../etc"}),
+        ("volumes", {"name": "private", "mount_path": "relative"}),
+        ("secrets", {"name": "K", "file": "/proc/self/environ"}),
+        ("secrets", {"name": "K", "file": "/tmp/../etc/shadow"}),
+    ):
+        refused = httpx.post(f"{api}/jobs", json={"shell": "true", field: [bad]}, headers=alice)
+        assert refused.status_code == 422, (bad, refused.text)
+        assert refused.json()["field"].startswith(field), refused.json()
+    # Bob's own job looks for the bytes where the agent keeps them: hidden from every job.
+    node_dir = cluster.root / "agent-honest" / "volumes" / volume_id
+    assert (node_dir / "f").read_text() == "alice-only\n"
+    probe = {"shell": f"cat {node_dir}/f; ls {node_dir.parent}; true"}
+    snooped = httpx.post(f"{api}/jobs", json=probe, headers=bob).json()
+    with cluster.client("bob") as client:
+        job = client.get(snooped["id"]).wait(60)
+        assert "alice-only" not in job.log_text() and volume_id not in job.log_text("stdout")
+
+
+def test_a_secret_is_given_to_its_owner_s_jobs_alone(cluster: Cluster) -> None:
+    """Secrets are per owner: bob's job naming alice's secret is refused; listing shows
+    names only; a value is never sent back."""
+    api = f"{cluster.url}/v1"
+    alice, bob = _headers(cluster, "alice"), _headers(cluster, "bob")
+    value = "alice-token-7d1e"
+    put = httpx.put(f"{api}/secrets/DEPLOY_KEY", json={"value": value}, headers=alice)
+    assert put.status_code == 204
+    refused = httpx.post(
+        f"{api}/jobs", json={"shell": "env", "secrets": ["DEPLOY_KEY"]}, headers=bob
+    )
+    assert refused.status_code == 404 and refused.json()["code"] == "secret_not_found"
+    assert httpx.get(f"{api}/secrets", headers=bob).json() == []
+    mine = httpx.get(f"{api}/secrets", headers=alice)
+    assert "DEPLOY_KEY" in mine.text and value not in mine.text
+    bad = httpx.put(f"{api}/secrets/not-a-name", json={"value": "x"}, headers=alice)
+    assert bad.status_code == 422 and "name" in bad.json()["field"]
+    assert httpx.delete(f"{api}/secrets/DEPLOY_KEY", headers=bob).status_code == 404
+    assert "DEPLOY_KEY" in httpx.get(f"{api}/secrets", headers=alice).text

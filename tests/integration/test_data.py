@@ -117,7 +117,7 @@ def test_two_writers_of_a_volume_are_refused_unless_it_is_shared(cluster: Cluste
         spec = {"shell": "true", "volumes": ["busy"]}
         second = httpx.post(f"{cluster.url}/v1/jobs", json=spec, headers=headers)
         assert second.status_code == 409
-        assert second.json()["code"] == "volume_busy" and first.id in second.json()["message"]
+        assert second.json()["code"] == "volume_conflict" and first.id in second.json()["message"]
         first.cancel()
         assert first.wait(60).status is JobState.CANCELLED
         again = httpx.post(f"{cluster.url}/v1/jobs", json=spec, headers=headers)
