@@ -51,6 +51,7 @@ class FailureReason(StrEnum):
     ITEMS_FAILED = "items_failed"  # a fan-out step's item failed (`on_item_failure: fail`)
     NO_CONSENSUS = "no_consensus"  # its replicas could not agree (`consensus`)
     VOLUME_FULL = "volume_full"  # it wrote a volume past the volume's size
+    DATA_ERROR = "data_error"  # a data mount could not be fetched or unpacked
 
 
 TERMINAL = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED, JobState.SKIPPED})

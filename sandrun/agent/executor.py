@@ -23,6 +23,7 @@ from pathlib import Path
 from sandrun.agent import mounts
 from sandrun.agent.control import ControlPlane
 from sandrun.agent.diskwatch import DiskWatch
+from sandrun.agent.fetch import Fetcher
 from sandrun.agent.gitcache import GitCache
 from sandrun.agent.jobenv import job_env, python_dir
 from sandrun.agent.logsink import LogSink
@@ -77,6 +78,7 @@ class Executor:
         self.disks = DiskWatch()
         self.volumes = runs_dir.parent / "volumes"  # the volumes whose bytes it holds
         self.secrets = runs_dir.parent / "secrets"  # secret files, per attempt, while it runs
+        self.fetcher = Fetcher(control, artifacts, runs_dir.parent / "data")  # data mounts
         self.workers = open_pool(self.sandboxing, runs_dir, self.python_dir, settings.warm_idle)
 
     def run(self, claim: Claim, ctl: AttemptControl) -> AttemptResult | None:
@@ -189,9 +191,10 @@ class Executor:
         env = job_env(spec, claim, scratch, self.python_dir)
         try:
             isolates = self.sandboxing.backend.isolates
-            data = mounts.prepare(claim, self.volumes, self.secrets / name, isolates)
+            secrets = self.secrets / name
+            data = mounts.prepare(claim, self.volumes, secrets, isolates, self.fetcher)
         except mounts.DataError as exc:
-            return spawn_error(str(exc))
+            return spawn_error(str(exc)).model_copy(update={"failure_reason": exc.reason})
         env.update(data.env)
         writable = [scratch] if workdir == scratch else [scratch, workdir]
         problem = find_program(self.sandboxing.backend, argv[0], env, workdir, writable)
@@ -214,6 +217,7 @@ class Executor:
                 root=self.runs_dir / f"{name}.root",
                 info_fd=info.write_fd if info else None,
                 binds=data.binds,
+                handed=data.owned,
             )
             confined = self.sandboxing.prepare(name, spec, box)
             try:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sandrun.agent.diskwatch import DiskWatch, Watched, allocated_bytes
+from sandrun.agent.fetch import Fetcher, FetchError
 from sandrun.agent.sandbox.view import Mount
 from sandrun.agent.workspace import remove_tree
 from sandrun.data_models import VolumeGrant
@@ -28,20 +29,28 @@ class Data:
     """One attempt's volumes and secrets, ready for its sandbox."""
 
     binds: tuple[Mount, ...] = ()
+    owned: tuple[Path, ...] = ()  # what the attempt's uid must own: volumes, secret files
     env: dict[str, str] = field(default_factory=dict)
     written: list[tuple[VolumeGrant, Path]] = field(default_factory=list)  # rw volumes
     secrets_dir: Path | None = None
 
 
 class DataError(Exception):
-    """The attempt cannot have its data (the message says why): it fails to start."""
+    """The attempt cannot have its data (the message says why): it fails to start, with
+    `reason` (spawn_error unless a data mount could not be fetched)."""
+
+    def __init__(self, message: str, reason: FailureReason = FailureReason.SPAWN_ERROR) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 def volume_dir(volumes_root: Path, grant: VolumeGrant) -> Path:
     return volumes_root / grant.id
 
 
-def prepare(claim: Claim, volumes_root: Path, secrets_dir: Path, isolates: bool) -> Data:
+def prepare(
+    claim: Claim, volumes_root: Path, secrets_dir: Path, isolates: bool, fetcher: Fetcher
+) -> Data:
     spec, data = claim.job.spec, Data()
     granted = {g.name for g in claim.volumes} | {g.id for g in claim.volumes}
     for mount in spec.volumes:
@@ -51,12 +60,17 @@ def prepare(claim: Claim, volumes_root: Path, secrets_dir: Path, isolates: bool)
                 "(only jobs submitted alone or with `after` mount volumes)"
             )
     files = [s for s in spec.secrets if s.file]
-    if (claim.volumes or files) and not isolates:
+    if (claim.volumes or files or spec.data_mounts) and not isolates:
         raise DataError(
-            "volumes and secret files need a sandbox that isolates (bwrap or unshare); "
-            "this agent runs jobs with none"
+            "volumes, data mounts and secret files need a sandbox that isolates (bwrap or "
+            "unshare); this agent runs jobs with none"
         )
     binds = []
+    for wanted in spec.data_mounts:
+        try:
+            binds.append(Mount("ro", wanted.target, str(fetcher.fetch(wanted, claim.secrets))))
+        except FetchError as exc:
+            raise DataError(str(exc), FailureReason.DATA_ERROR) from None
     for grant in claim.volumes:
         where = volume_dir(volumes_root, grant)
         where.mkdir(parents=True, exist_ok=True)
@@ -83,6 +97,7 @@ def prepare(claim: Claim, volumes_root: Path, secrets_dir: Path, isolates: bool)
                 out.write(value)
             binds.append(Mount("ro", secret.file, str(path)))
     data.binds = tuple(binds)
+    data.owned = tuple(Path(b.source) for b in binds[len(spec.data_mounts) :])
     return data
 
 

@@ -38,6 +38,9 @@ def check_inputs(spec: JobSpec, visible: Callable[[str], bool]) -> None:
     named = {f"inputs.{path}": digest for path, digest in spec.inputs.items()}
     if spec.code:
         named["code"] = spec.code
+    for i, mount in enumerate(spec.data_mounts):
+        if mount.digest is not None:
+            named[f"data_mounts.{i}.source"] = mount.digest
     for field, digest in named.items():
         if not visible(digest):
             raise ArtifactNotFound(

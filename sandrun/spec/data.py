@@ -9,12 +9,13 @@ a program the job runs.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 from pydantic import BeforeValidator, ConfigDict, Field, StrictBool, model_validator
 
 from sandrun.spec.base import Strict
-from sandrun.spec.fields import ENV_KEY_RE, NAME_RE, also_accepts
+from sandrun.spec.fields import ENV_KEY_RE, NAME_RE, Digest, also_accepts
 from sandrun.spec.text import forbid_nul_in_schema
 
 RESERVED: tuple[str, ...] = ("usr", "etc", "bin", "sbin", "lib", "lib32", "lib64", "libx32")
@@ -119,10 +120,57 @@ SecretItem = Annotated[
 ]
 
 
-def check_targets(volumes: list[VolumeMount], secrets: list[SecretRef]) -> None:
+# An https:// or http:// URL, an S3 bucket (and a prefix), or a blob of this server.
+DATA_SOURCE = (
+    r"^(?:https?://[^\s\x00]+|s3://[a-z0-9][a-z0-9.-]{1,62}(?:/[^\s\x00]*)?"
+    r"|artifact:(?:sha256:)?[0-9a-f]{64})$"
+)
+ARCHIVES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
+
+
+class DataMount(Strict):
+    """Data the agent fetches once, keeps by content and shows read-only at `target`: a
+    file, or a directory (an S3 prefix, or a tar archive unpacked)."""
+
+    source: str = Field(json_schema_extra={"pattern": DATA_SOURCE})
+    target: str = Field(json_schema_extra={"pattern": MOUNT_PATH})
+    sha256: Digest | None = None  # what the fetched bytes must hash to
+    unpack: StrictBool | None = None  # default: a source named like a tar archive is unpacked
+
+    @model_validator(mode="after")
+    def _check(self) -> DataMount:
+        if not re.match(DATA_SOURCE, self.source):
+            raise ValueError(
+                f"source {self.source[:80]!r} is not https://..., s3://BUCKET/PREFIX or "
+                "artifact:SHA256"
+            )
+        check_mount_path(self.target, "target")
+        if self.unpack and self.source.startswith("s3://"):
+            raise ValueError("an s3:// source is a directory already: drop unpack")
+        return self
+
+    @property
+    def digest(self) -> str | None:
+        """The blob an artifact: source names."""
+        if not self.source.startswith("artifact:"):
+            return None
+        return self.source.removeprefix("artifact:").removeprefix("sha256:")
+
+    @property
+    def unpacks(self) -> bool:
+        if self.unpack is not None:
+            return self.unpack
+        path = self.source.split("?", 1)[0].lower()
+        return not path.startswith("s3://") and path.endswith(ARCHIVES)
+
+
+def check_targets(
+    volumes: list[VolumeMount], secrets: list[SecretRef], data: Sequence[DataMount] = ()
+) -> None:
     """No two mounts at one path, nor one inside another, nor one secret twice."""
     targets = [v.target(v.name or v.volume_id or "") for v in volumes]
     targets += [s.file for s in secrets if s.file]
+    targets += [d.target for d in data]
     for i, one in enumerate(targets):
         for other in targets[i + 1 :]:
             if one == other or one.startswith(other + "/") or other.startswith(one + "/"):

@@ -25,7 +25,7 @@ from pydantic import (
 
 from sandrun.spec.base import Strict, is_stored
 from sandrun.spec.consensus import CONSENSUS_PATTERN, MAX_REPLICAS, Consensus, parse_consensus
-from sandrun.spec.data import MAX_MOUNTS, SecretItem, VolumeItem, check_targets
+from sandrun.spec.data import MAX_MOUNTS, DataMount, SecretItem, VolumeItem, check_targets
 from sandrun.spec.execsize import check_exec_size
 from sandrun.spec.fields import (
     ENV_KEY_RE,
@@ -216,6 +216,7 @@ class JobSpec(Strict):
     secrets: list[SecretItem] = Field(
         default_factory=list, max_length=MAX_MOUNTS, json_schema_extra={"uniqueItems": True}
     )
+    data_mounts: list[DataMount] = Field(default_factory=list, max_length=MAX_MOUNTS)
 
     # Run as replicas on nodes of distinct operators until k agree (docs/pool.md).
     consensus: Annotated[Consensus | None, BeforeValidator(parse_consensus)] = Field(
@@ -354,7 +355,7 @@ class JobSpec(Strict):
                     f"{' and '.join(brought)} fill the job's own scratch directory; "
                     "drop working_dir (a directory on the node) to use them"
                 )
-        check_targets(self.volumes, self.secrets)
+        check_targets(self.volumes, self.secrets, self.data_mounts)
         if self.volumes and self.consensus is not None:
             raise ValueError("a consensus job cannot mount volumes: its replicas run apart")
         # Raised as InvalidSpec, not ValueError: pydantic passes it on, field named.

@@ -55,6 +55,12 @@ def job_from(row: Row) -> JobRecord:
     )
 
 
+def blobs_of(spec: JobSpec) -> set[str]:
+    """The blobs a job brings (kept while it refers to them): inputs, code, data mounts."""
+    mounted = {m.digest for m in spec.data_mounts if m.digest is not None}
+    return {*spec.inputs.values(), *([spec.code] if spec.code else []), *mounted}
+
+
 def spec_columns(spec: JobSpec) -> dict[str, Any]:
     """A job row's columns that come from its spec (the claim's SQL reads them)."""
     return dict(

@@ -31,7 +31,7 @@ from sandrun.spec import JobSpec, parse_spec
 from sandrun.states import FailureReason, JobState
 from sandrun.store import replicas
 from sandrun.store.database import Row, Tx
-from sandrun.store.rows import job_from, spec_columns
+from sandrun.store.rows import blobs_of, job_from, spec_columns
 from sandrun.store.transitions import Decision, add_edge, event, must, set_state
 
 Moved = tuple[list[JobRecord], list[JobRecord]]  # (ended, ready)
@@ -249,7 +249,7 @@ def _write_spec(tx: Tx, job: JobRecord, spec: JobSpec, key: str, now: float) -> 
         cache_key=key,
         now=now,
     )
-    for digest in {*spec.inputs.values(), *([spec.code] if spec.code else [])}:
+    for digest in blobs_of(spec):
         tx.run("insert_job_input", job_id=job.id, digest=digest)
 
 

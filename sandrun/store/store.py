@@ -42,7 +42,7 @@ from sandrun.store.deps import add_dependencies, cancel_job
 from sandrun.store.pipelines import PipelineStore
 from sandrun.store.pool import PoolStore
 from sandrun.store.queue import PoolCache
-from sandrun.store.rows import attempt_from, job_from, spec_columns
+from sandrun.store.rows import attempt_from, blobs_of, job_from, spec_columns
 from sandrun.store.transitions import event, must
 
 Listener = Callable[[str], None]  # told the kind of each committed change
@@ -114,7 +114,7 @@ class Store(AttemptWrites, PipelineStore, PoolStore, DataStore):
                     not_before=job.not_before,
                     created_at=job.created_at,
                 )
-                for digest in {*spec.inputs.values(), *([spec.code] if spec.code else [])}:
+                for digest in blobs_of(spec):
                     tx.run("insert_job_input", job_id=job.id, digest=digest)
                 event(tx, job.id, None, "submitted", f"submitted as {job.name}", job.created_at)
                 if spec.volumes:

@@ -27,8 +27,10 @@ class Box:
     info_fd: int | None = None
     tmp_size: int | None = None  # bytes each tmpfs (/tmp, /dev/shm) may hold
     seccomp_fd: int | None = None  # a BPF program a backend that filters loads before the job
-    # Node paths shown at other paths inside (volumes, secret files): ro or rw Mounts.
+    # Node paths shown at other paths inside (volumes, data, secret files): ro or rw Mounts;
+    # those in `handed` are the attempt's to own (its volumes and secret files).
     binds: tuple[Mount, ...] = ()
+    handed: tuple[Path, ...] = ()
 
 
 class Sandbox(ABC):

@@ -168,7 +168,7 @@ class Sandboxing:
 
     def _prepare(self, name: str, spec: JobSpec, box: Box, uid: int | None) -> Confined:
         if uid is not None:  # the scratch (first writable) is the agent's to hand over
-            for path in (box.writable[0], *(Path(b.source) for b in box.binds)):
+            for path in (box.writable[0], *box.handed):
                 hand_over(path, uid)  # and the volumes and secret files it sees
         root = box.root if self.backend.builds_root else None
         if root is not None:
