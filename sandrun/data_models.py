@@ -8,6 +8,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictStr
 
+from sandrun.spec.environment import Environment as Environment  # re-exported: Claim uses it
 from sandrun.spec.fields import NAME_RE
 from sandrun.spec.units import MAX_MEMORY_MB, MEMORY_PATTERN, number_only
 
@@ -37,6 +38,18 @@ class VolumeGrant(Wire):
     size_mb: int
     node: str | None = None
     deleted: bool = False  # purge its bytes once the attempt ends
+
+
+class NamedEnvironment(Wire):
+    owner: str
+    name: str
+    spec: Environment
+    created_at: float
+
+
+class EnvironmentCreate(Wire):
+    name: str = Field(pattern=NAME_RE.pattern)
+    spec: Environment
 
 
 class SecretInfo(Wire):

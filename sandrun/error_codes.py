@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import sandrun.errors.data  # noqa: F401  # its classes are in the registry too
 from sandrun.errors import SandrunError
 
 
@@ -12,7 +13,7 @@ def _every(base: type[SandrunError]) -> list[type[SandrunError]]:
     return [base, *(c for sub in base.__subclasses__() for c in _every(sub))]
 
 
-# Every class is defined in errors.py, imported above: the registry is whole.
+# Every class is defined in sandrun.errors (and its parts), imported above.
 CODES: dict[str, type[SandrunError]] = {}
 for _cls in _every(SandrunError):
     CODES.setdefault(_cls.code, _cls)  # a sub-base's code is its first class's

@@ -16,7 +16,7 @@ from pydantic import (
     field_validator,
 )
 
-from sandrun.data_models import VolumeGrant
+from sandrun.data_models import Environment, VolumeGrant
 from sandrun.errors import SandrunError
 from sandrun.ids import new_id
 from sandrun.roles import Role
@@ -198,6 +198,7 @@ class Claim(Wire):
     blobs: list[InlineBlob] = []
     volumes: list[VolumeGrant] = []  # the volumes it mounts, and where they live
     secrets: dict[str, str] = {}  # its secrets' values, for this attempt alone
+    environment: Environment | None = None  # the named environment it gives, resolved
 
     @property
     def ref(self) -> AttemptRef:

@@ -52,6 +52,7 @@ class FailureReason(StrEnum):
     NO_CONSENSUS = "no_consensus"  # its replicas could not agree (`consensus`)
     VOLUME_FULL = "volume_full"  # it wrote a volume past the volume's size
     DATA_ERROR = "data_error"  # a data mount could not be fetched or unpacked
+    ENVIRONMENT_ERROR = "environment_error"  # its environment could not be built
 
 
 TERMINAL = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED, JobState.SKIPPED})

@@ -23,6 +23,7 @@ from pathlib import Path
 from sandrun.agent import mounts
 from sandrun.agent.control import ControlPlane
 from sandrun.agent.diskwatch import DiskWatch
+from sandrun.agent.envbuild import Builder
 from sandrun.agent.fetch import Fetcher
 from sandrun.agent.gitcache import GitCache
 from sandrun.agent.jobenv import job_env, python_dir
@@ -76,9 +77,13 @@ class Executor:
         self._lock = threading.Lock()
         self._swept = 0.0
         self.disks = DiskWatch()
-        self.volumes = runs_dir.parent / "volumes"  # the volumes whose bytes it holds
-        self.secrets = runs_dir.parent / "secrets"  # secret files, per attempt, while it runs
-        self.fetcher = Fetcher(control, artifacts, runs_dir.parent / "data")  # data mounts
+        here = runs_dir.parent
+        self.sources = mounts.Sources(
+            volumes=here / "volumes",  # the volumes whose bytes it holds
+            secrets=here / "secrets",  # secret files, per attempt, while it runs
+            fetcher=Fetcher(control, artifacts, here / "data"),  # data mounts
+            builder=Builder(here / "envs"),  # environments
+        )
         self.workers = open_pool(self.sandboxing, runs_dir, self.python_dir, settings.warm_idle)
 
     def run(self, claim: Claim, ctl: AttemptControl) -> AttemptResult | None:
@@ -108,7 +113,7 @@ class Executor:
             with self._lock:
                 self._active.discard(name)
             self._pid_record(name).unlink(missing_ok=True)
-            mounts.finish(claim, self.volumes, self.secrets / name)
+            mounts.finish(claim, self.sources.volumes, self.sources.secrets / name)
             nothing_to_see = result is None or result.failure_reason in _NOTHING_TO_SEE
             if nothing_to_see or not self.settings.keep_failed:
                 remove_tree(scratch)
@@ -127,7 +132,7 @@ class Executor:
     def end_leftovers(self) -> None:
         """At the agent's start: kill what a previous run of it left running (the agent was
         killed: a sandbox dies with it, a `none` job's children may not)."""
-        remove_tree(self.secrets)  # a killed agent's attempts' secret files
+        remove_tree(self.sources.secrets)  # a killed agent's attempts' secret files
         ended = self.sandboxing.end_leftovers()
         for record in self.runs_dir.glob("*.pid"):
             with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
@@ -191,9 +196,9 @@ class Executor:
         env = job_env(spec, claim, scratch, self.python_dir)
         try:
             isolates = self.sandboxing.backend.isolates
-            secrets = self.secrets / name
-            data = mounts.prepare(claim, self.volumes, secrets, isolates, self.fetcher)
+            data = mounts.prepare(claim, name, self.sources, isolates, env, workdir)
         except mounts.DataError as exc:
+            ctl.end_logs = mounts.log_chunks(claim, exc.log)
             return spawn_error(str(exc)).model_copy(update={"failure_reason": exc.reason})
         env.update(data.env)
         writable = [scratch] if workdir == scratch else [scratch, workdir]
@@ -339,6 +344,8 @@ class Executor:
         started = time.monotonic() if started is None else started
         sink = LogSink(self.control, claim, limit=spec.limits.log_size << 20)
         data = data or mounts.Data()
+        if data.build_log:  # its environment's build: the start of its logs
+            sink.add("stderr", data.build_log)
         with (
             self.disks.watch(measured, confined.disk_mb << 20) as disk,
             mounts.watched(self.disks, data) as volumes,

@@ -1,4 +1,4 @@
-"""`sandrun volume ...` and `sandrun secret ...` (docs/data.md)."""
+"""`sandrun volume ...`, `sandrun env ...` and `sandrun secret ...` (docs/data.md)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from sandrun.cli.options import JsonOpt
 
 volume_app = typer.Typer(help="Named volumes: storage of yours that jobs mount and keep.")
 secret_app = typer.Typer(help="Secrets: values of yours that jobs get, sealed at rest.")
+env_app = typer.Typer(help="Named Python environments, built by agents with uv once.")
 
 VolumeArg = Annotated[str, typer.Argument(metavar="NAME", help="The volume's name (or id).")]
 
@@ -113,6 +114,52 @@ def volume_get(
     with connect() as client:
         got = get(client, name, path, dest)
     render.out.print(f"copied {len(got)} file(s) to {dest}")
+
+
+@env_app.command("create")
+def env_create(
+    name: Annotated[str, typer.Argument(help="Its name: jobs say `environment: NAME`.")],
+    requirements: Annotated[
+        Path | None, typer.Option("--requirements", "-r", help="A requirements.txt.")
+    ] = None,
+    package: Annotated[
+        list[str] | None, typer.Option("--package", "-p", help="A requirement (repeatable).")
+    ] = None,
+    python: Annotated[str | None, typer.Option(help="Its Python, e.g. 3.12.")] = None,
+) -> None:
+    """Name a Python version and requirements (replacing one of that name)."""
+    from sandrun.client import connect
+
+    with connect() as client:
+        made = client.create_environment(name, package, python, requirements)
+    count = len(made.spec.requirements)
+    render.out.print(f"environment {made.name}: {count} requirement(s)")
+
+
+@env_app.command("list")
+def env_list(json: JsonOpt = False) -> None:
+    """Your named environments."""
+    from sandrun.client import connect
+
+    with connect() as client:
+        found = client.list_environments()
+    if json:
+        render.print_json([e.model_dump(mode="json") for e in found])
+        return
+    table = Table("NAME", "PYTHON", "REQUIREMENTS", box=None)
+    for e in found:
+        listed = ", ".join(e.spec.requirements)
+        table.add_row(e.name, e.spec.python or "agent's", listed[:60])
+    render.out.print(table)
+
+
+@env_app.command("delete")
+def env_delete(name: Annotated[str, typer.Argument(help="The environment's name.")]) -> None:
+    from sandrun.client import connect
+
+    with connect() as client:
+        client.delete_environment(name)
+    render.out.print(f"deleted environment {name}")
 
 
 @secret_app.command("set")

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 from sandrun.client.classes import Cls
 from sandrun.client.functions import Function
 from sandrun.spec import parse_spec
+from sandrun.spec.environment import environment_fields
 
 if TYPE_CHECKING:
     from sandrun.client.client import Client
@@ -55,7 +56,8 @@ class App:
         **fields: Any,
     ) -> Callable[[Callable[P, R]], Function[P, R]]:
         """Run the decorated function as a job per call, with these resources (and any
-        other spec fields: env, network, limits, labels, priority...). `min_workers` warm
+        other spec fields: env, network, limits, labels, priority, requirements=[...],
+        environment="NAME"...). `min_workers` warm
         workers are kept for its calls on a node that runs one, until no call has come for
         `idle_timeout` (seconds, or "10m"; the agent's default if unset)."""
         spec = _spec(cpus, memory, gpu, timeout, retries, min_workers, idle_timeout, fields)
@@ -107,6 +109,6 @@ def _spec(
     warm = {"min_workers": min_workers, "idle_timeout": idle_timeout}
     if any(v is not None for v in warm.values()):
         spec["warm"] = {k: v for k, v in warm.items() if v is not None}
-    spec |= fields
+    spec |= environment_fields(fields)  # requirements=[...], python="3.12", image="NAME"
     parse_spec({**spec, "shell": "true"})
     return spec

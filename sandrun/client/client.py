@@ -9,13 +9,15 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError as PydanticError
+
 from sandrun.client.builder import JobBuilder
 from sandrun.client.calls import call_fields, merge_call
 from sandrun.client.job import Job, log_chunks
 from sandrun.client.runs import Run, load_pipeline, with_code
 from sandrun.client.task import to_spec
 from sandrun.client.transport import Transport
-from sandrun.data_models import SecretInfo, Volume
+from sandrun.data_models import NamedEnvironment, SecretInfo, Volume
 from sandrun.errors import TimeoutError, ValidationError
 from sandrun.home import Home
 from sandrun.models import MAX_BATCH, Instance, JobPage, LogChunk, NodeInfo
@@ -29,6 +31,8 @@ from sandrun.pool.models import (
 )
 from sandrun.retention_models import GcReport
 from sandrun.spec import JobSpec, parse_spec
+from sandrun.spec.environment import Environment
+from sandrun.spec.parse import invalid_spec_from
 
 
 def connect(
@@ -295,6 +299,36 @@ class Client:
     def delete_volume(self, volume: str | Volume) -> Volume:
         """Delete a volume (by id, name or record) that no unfinished job mounts."""
         return self.transport.delete_volume(volume if isinstance(volume, str) else volume.id)
+
+    def create_environment(
+        self,
+        name: str,
+        requirements: list[str] | None = None,
+        python: str | None = None,
+        requirements_file: str | Path | None = None,
+    ) -> NamedEnvironment:
+        """Name a Python version and requirements (a list, or a requirements.txt read
+        here); jobs then say `environment: NAME` and agents build it once."""
+        listed = list(requirements or [])
+        if requirements_file is not None:
+            from sandrun.spec.environment import requirements_of
+
+            path = Path(requirements_file)
+            try:
+                listed += requirements_of(path.read_text(), path.name)
+            except (OSError, ValueError) as exc:
+                raise ValidationError(f"{path}: {exc}", field="requirements") from None
+        try:
+            spec = Environment(python=python, requirements=listed)
+        except PydanticError as exc:
+            raise invalid_spec_from(list(exc.errors())) from None
+        return self.transport.create_environment(name, spec)
+
+    def list_environments(self) -> list[NamedEnvironment]:
+        return self.transport.environments()
+
+    def delete_environment(self, name: str) -> None:
+        self.transport.delete_environment(name)
 
     def set_secret(self, name: str, value: str) -> None:
         """Set one of your secrets; a job gets it by naming it (`secrets: [NAME]`)."""

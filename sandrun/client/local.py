@@ -6,7 +6,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from sandrun.data_models import SecretInfo, Volume
+from sandrun.data_models import NamedEnvironment, SecretInfo, Volume
 from sandrun.embedded import ensure_agent, open_service
 from sandrun.errors import ResourceNotAvailableError
 from sandrun.home import Home
@@ -34,6 +34,7 @@ from sandrun.retention_models import GcReport
 from sandrun.service.placement import fits, has, needs
 from sandrun.service.service import LOCAL_OWNER
 from sandrun.spec import JobSpec
+from sandrun.spec.environment import Environment
 from sandrun.spec.units import parse_duration
 
 LOG_PAGE = 1000
@@ -169,6 +170,15 @@ class EmbeddedTransport:
         volume = self.service.delete_volume(key, LOCAL_OWNER)
         ensure_agent(self.home)  # to purge its bytes
         return volume
+
+    def create_environment(self, name: str, spec: Environment) -> NamedEnvironment:
+        return self.service.create_environment(LOCAL_OWNER, name, spec)
+
+    def environments(self) -> list[NamedEnvironment]:
+        return self.service.list_environments(LOCAL_OWNER)
+
+    def delete_environment(self, name: str) -> None:
+        self.service.delete_environment(LOCAL_OWNER, name)
 
     def set_secret(self, name: str, value: str) -> None:
         self.service.set_secret(LOCAL_OWNER, name, value)

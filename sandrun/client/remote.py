@@ -9,7 +9,7 @@ from urllib.parse import quote
 import httpx
 from pydantic import TypeAdapter
 
-from sandrun.data_models import SecretInfo, Volume
+from sandrun.data_models import NamedEnvironment, SecretInfo, Volume
 from sandrun.errors import ServerUnreachable
 from sandrun.httpjson import HttpJson, raise_for_error
 from sandrun.models import (
@@ -38,6 +38,7 @@ from sandrun.protocol import Uploaded
 from sandrun.retention_models import GcReport, GcRequest
 from sandrun.signing import Identity
 from sandrun.spec import JobSpec
+from sandrun.spec.environment import Environment
 
 _ATTEMPTS = TypeAdapter(list[Attempt])
 _EVENTS = TypeAdapter(list[Event])
@@ -269,6 +270,17 @@ class HttpTransport:
         path = f"/v1/volumes/{quote(key, safe='')}"
         return Volume.model_validate_json(self.api.request("DELETE", path).content)
 
+    def create_environment(self, name: str, spec: Environment) -> NamedEnvironment:
+        body = {"name": name, "spec": spec.model_dump(mode="json", exclude_defaults=True)}
+        response = self.api.request("POST", "/v1/environments", json=body)
+        return NamedEnvironment.model_validate_json(response.content)
+
+    def environments(self) -> list[NamedEnvironment]:
+        return _ENVIRONMENTS.validate_json(self._get("/v1/environments"))
+
+    def delete_environment(self, name: str) -> None:
+        self.api.request("DELETE", f"/v1/environments/{quote(name, safe='')}")
+
     def set_secret(self, name: str, value: str) -> None:
         path = f"/v1/secrets/{quote(name, safe='')}"
         self.api.request("PUT", path, json={"value": value})
@@ -282,3 +294,4 @@ class HttpTransport:
 
 _VOLUMES = TypeAdapter(list[Volume])
 _SECRETS = TypeAdapter(list[SecretInfo])
+_ENVIRONMENTS = TypeAdapter(list[NamedEnvironment])

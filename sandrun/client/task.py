@@ -11,6 +11,7 @@ from pydantic import ValidationError as PydanticValidationError
 from sandrun.errors import InvalidSpec, ValidationError
 from sandrun.spec import JobSpec, parse_spec
 from sandrun.spec.data import SecretRef, VolumeMount
+from sandrun.spec.environment import environment_fields
 from sandrun.spec.gpus import gpu_request
 from sandrun.spec.parse import invalid_spec_from
 from sandrun.spec.units import Positive
@@ -38,6 +39,7 @@ class TaskConfig(BaseModel):
     max_run_time_hours: Positive | None = None
     num_instances: int = Field(default=1, ge=1)
     upload_code: StrictBool | None = None  # default: upload unless the job brings its own
+    image: str | None = None  # a named environment (sandrun runs no container images)
 
     def __init__(self, **data: Any) -> None:
         try:
@@ -51,7 +53,7 @@ class TaskConfig(BaseModel):
 
 def to_spec(command: object, fields: dict[str, Any]) -> tuple[JobSpec, bool]:
     """The JobSpec, and whether the current directory should be uploaded as its code."""
-    data = {**_base(command), **fields}
+    data = environment_fields({**_base(command), **fields})
     upload = data.pop("upload_code", None)
     if isinstance(data.get("command"), str):
         data["shell"] = data.pop("command")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any, Protocol
 
-from sandrun.data_models import SecretInfo, Volume
+from sandrun.data_models import NamedEnvironment, SecretInfo, Volume
 from sandrun.models import (
     Attempt,
     Event,
@@ -27,6 +27,7 @@ from sandrun.pool.models import (
 )
 from sandrun.retention_models import GcReport
 from sandrun.spec import JobSpec
+from sandrun.spec.environment import Environment
 
 
 class Transport(Protocol):
@@ -118,7 +119,7 @@ class Transport(Protocol):
 
     def set_quarantined(self, node: str, quarantined: bool) -> PoolNode: ...
 
-    # Volumes and secrets (docs/data.md): the caller's own.
+    # Volumes, environments and secrets (docs/data.md): the caller's own.
     def create_volume(self, name: str, size: int | str | None, shared: bool) -> Volume: ...
 
     def volumes(self) -> list[Volume]: ...
@@ -126,6 +127,12 @@ class Transport(Protocol):
     def volume(self, key: str) -> Volume: ...
 
     def delete_volume(self, key: str) -> Volume: ...
+
+    def create_environment(self, name: str, spec: Environment) -> NamedEnvironment: ...
+
+    def environments(self) -> list[NamedEnvironment]: ...
+
+    def delete_environment(self, name: str) -> None: ...
 
     def set_secret(self, name: str, value: str) -> None: ...
 

@@ -1,4 +1,4 @@
-"""The data API: volumes and secrets. Thin routes over the service (docs/data.md).
+"""The data API: volumes, environments and secrets. Thin routes over the service (docs/data.md).
 
 A secret's value goes in (PUT) and never comes out: listing shows names and dates.
 """
@@ -9,7 +9,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Response, status
 
-from sandrun.data_models import SecretInfo, SecretValue, Volume, VolumeCreate
+from sandrun.data_models import (
+    EnvironmentCreate,
+    NamedEnvironment,
+    SecretInfo,
+    SecretValue,
+    Volume,
+    VolumeCreate,
+)
 from sandrun.models import Principal
 from sandrun.server.auth import ERRORS, ServiceDep, UserDep, viewer
 from sandrun.server.params import Text
@@ -41,6 +48,26 @@ def get_volume(key: Text, caller: UserDep, service: ServiceDep) -> Volume:
 def delete_volume(key: Text, caller: UserDep, service: ServiceDep) -> Volume:
     """Delete a volume no unfinished job mounts; its bytes go from its node."""
     return service.delete_volume(key, _owner(key, caller))
+
+
+@router.post("/environments", status_code=status.HTTP_201_CREATED)
+def create_environment(
+    body: EnvironmentCreate, caller: UserDep, service: ServiceDep
+) -> NamedEnvironment:
+    """Name a Python version and requirements (replacing one of that name)."""
+    return service.create_environment(caller.name, body.name, body.spec)
+
+
+@router.get("/environments")
+def list_environments(caller: UserDep, service: ServiceDep) -> list[NamedEnvironment]:
+    """The caller's environments (an admin's: everyone's)."""
+    return service.list_environments(viewer(caller))
+
+
+@router.delete("/environments/{name}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_environment(name: Text, caller: UserDep, service: ServiceDep) -> Response:
+    service.delete_environment(caller.name, name)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.put("/secrets/{name}", status_code=status.HTTP_204_NO_CONTENT)

@@ -284,6 +284,11 @@ async def stats(request: Request) -> Response:
 @router.get("/environments")
 @_answers
 async def environments(request: Request) -> Response:
-    await _caller(request)
+    owner, _ = await _caller(request)
+    service: Service = request.app.state.service
     named = [{"name": k, "description": v} for k, v in ENVIRONMENTS.items()]
+    for env in await run_in_threadpool(service.list_environments, owner):
+        listed = ", ".join(env.spec.requirements)
+        named.append({"name": env.name, "description": f"Python {env.spec.python or 'default'}"
+                      f" with {listed or 'no packages'}"})  # fmt: skip
     return JSONResponse({"environments": named})

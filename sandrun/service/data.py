@@ -10,14 +10,16 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from sandrun.data_models import SecretInfo, Volume
-from sandrun.errors import SecretNotFound, ValidationError
+from sandrun.data_models import NamedEnvironment, SecretInfo, Volume
+from sandrun.errors import ValidationError
+from sandrun.errors.data import EnvironmentNotFound, SecretNotFound
 from sandrun.ids import new_id
 from sandrun.models import Claim, JobRecord
 from sandrun.service import retry
 from sandrun.service.secretbox import SecretBox
 from sandrun.spec import JobSpec, parse_memory_mb
 from sandrun.spec.data import SECRET_NAME
+from sandrun.spec.environment import Environment
 from sandrun.spec.fields import NAME_RE
 from sandrun.store import Store
 
@@ -69,6 +71,39 @@ class DataCalls:
             purge = JobRecord.submitted(spec, volume.owner, self.clock())
         self.store.delete_volume(volume, self.clock(), purge)
         return volume
+
+    # --- environments ---------------------------------------------------------------
+
+    def create_environment(self, owner: str, name: str, spec: Environment) -> NamedEnvironment:
+        """Name a Python version and requirements; jobs then say `environment: NAME`."""
+        if not isinstance(name, str) or not NAME_RE.match(name):
+            raise ValidationError(
+                f"environment name {name!r} is not valid; use letters, digits, '-' or '_'",
+                field="name",
+            )
+        if spec.file is not None:
+            raise ValidationError(
+                "a named environment lists its requirements: a file belongs to a job's code",
+                field="spec.file",
+            )
+        self.store.put_environment(owner, name, spec, self.clock())
+        return NamedEnvironment(owner=owner, name=name, spec=spec, created_at=self.clock())
+
+    def list_environments(self, viewer: str | None) -> list[NamedEnvironment]:
+        return self.store.environments(viewer)
+
+    def delete_environment(self, owner: str, name: str) -> None:
+        self.store.delete_environment(owner, name)
+
+    def check_environment(self, spec: JobSpec, owner: str) -> None:
+        """At submit: a named environment is its owner's."""
+        name = spec.environment
+        if isinstance(name, str) and self.store.environment(owner, name) is None:
+            raise EnvironmentNotFound(
+                f"you have no environment named {name!r}",
+                field="environment",
+                suggestions=[f"sandrun env create {name} --requirements requirements.txt"],
+            )
 
     # --- secrets --------------------------------------------------------------------
 
@@ -130,6 +165,8 @@ class DataCalls:
             # One missing (deleted since, or sealed under another key) fails the attempt
             # on its agent, which names it.
             update["secrets"] = {n: v for n, v in opened.items() if v is not None}
+        if isinstance(spec.environment, str):  # deleted since: its agent says so
+            update["environment"] = self.store.environment(claim.job.owner, spec.environment)
         return claim.model_copy(update=update) if update else claim
 
     def _box(self) -> SecretBox:

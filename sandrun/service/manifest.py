@@ -102,11 +102,14 @@ def read_manifest(text: str | None, tree: dict[str, bytes]) -> Manifest:
         raise ValidationError(f"{source}: {field}: {first['msg']}", field=field) from None
 
 
-def job_fields(manifest: Manifest, tree: dict[str, bytes]) -> dict[str, Any]:
-    """The JobSpec fields (all but the code bundle) for this manifest and upload."""
-    entry, interpreter = _entry_and_interpreter(manifest, tree)
+def job_fields(
+    manifest: Manifest, tree: dict[str, bytes], named: frozenset[str] = frozenset()
+) -> dict[str, Any]:
+    """The JobSpec fields (all but the code bundle) for this manifest and upload; `named`:
+    the owner's environments (`sandrun env create`), which `environment` may name too."""
+    entry, interpreter = _entry_and_interpreter(manifest, tree, named)
     program = shlex.join([interpreter, entry, *manifest.args])
-    if manifest.environment is not None and interpreter.startswith("python"):
+    if manifest.environment in ENVIRONMENTS and interpreter.startswith("python"):
         program = '"$SANDRUN_PYTHON" ' + shlex.join([entry, *manifest.args])
     env = dict(manifest.env)
     network = False
@@ -133,6 +136,8 @@ def job_fields(manifest: Manifest, tree: dict[str, bytes]) -> dict[str, Any]:
     }
     if manifest.environment is not None:
         fields["labels"]["environment"] = manifest.environment
+        if manifest.environment not in ENVIRONMENTS:  # a named one: its python comes first
+            fields["environment"] = manifest.environment
     if manifest.cpu_seconds is not None:
         fields["limits"] = {"cpu_time": manifest.cpu_seconds}
     if manifest.gpu is not None and manifest.gpu.required:
@@ -147,7 +152,9 @@ def job_fields(manifest: Manifest, tree: dict[str, bytes]) -> dict[str, Any]:
     return fields
 
 
-def _entry_and_interpreter(manifest: Manifest, tree: dict[str, bytes]) -> tuple[str, str]:
+def _entry_and_interpreter(
+    manifest: Manifest, tree: dict[str, bytes], named: frozenset[str]
+) -> tuple[str, str]:
     """The file to run and what runs it, checked against the upload and this server."""
     entry = manifest.entrypoint or next((e for e in ENTRYPOINTS if e in tree), None)
     if entry is None:
@@ -167,10 +174,11 @@ def _entry_and_interpreter(manifest: Manifest, tree: dict[str, bytes]) -> tuple[
             + ", ".join(INTERPRETERS),
             field="interpreter",
         )
-    if manifest.environment is not None and manifest.environment not in ENVIRONMENTS:
+    known = {*ENVIRONMENTS, *named}
+    if manifest.environment is not None and manifest.environment not in known:
         raise ValidationError(
             f"environment {manifest.environment!r} does not exist; this server has "
-            + ", ".join(ENVIRONMENTS),
+            + ", ".join(sorted(known)),
             field="environment",
         )
     return entry, interpreter

@@ -26,7 +26,8 @@ def submit_project(
     Anonymous callers (`anon:<address>`) are held to `quota` first."""
     tree = unpack(uploads)
     manifest = read_manifest(manifest_text, tree)
-    fields = job_fields(manifest, tree)
+    named = frozenset(e.name for e in service.list_environments(owner))
+    fields = job_fields(manifest, tree, named)
     if owner.startswith("anon:"):
         quota.check(*service.owner_usage(owner))
     bundle = pack((path, data, path.endswith(".sh")) for path, data in tree.items())

@@ -121,6 +121,7 @@ class Service(AgentCalls, PipelineCalls, PoolCalls):
                 admission.check_after(spec, viewer, self.store.ended_jobs)
                 admission.check_limits(spec, owner, self.policy)
                 self.check_secrets(spec, owner)
+                self.check_environment(spec, owner)
             except SandrunError as exc:
                 if len(specs) == 1:
                     raise

@@ -26,6 +26,7 @@ from pydantic import (
 from sandrun.spec.base import Strict, is_stored
 from sandrun.spec.consensus import CONSENSUS_PATTERN, MAX_REPLICAS, Consensus, parse_consensus
 from sandrun.spec.data import MAX_MOUNTS, DataMount, SecretItem, VolumeItem, check_targets
+from sandrun.spec.environment import EnvironmentField
 from sandrun.spec.execsize import check_exec_size
 from sandrun.spec.fields import (
     ENV_KEY_RE,
@@ -50,54 +51,8 @@ from sandrun.spec.fields import (
 )
 from sandrun.spec.gpus import GPU_PATTERN, GpuRequest, parse_gpus
 from sandrun.spec.policies import Limits, RetryPolicy, WarmPolicy
-from sandrun.spec.text import forbid_nul_in_schema
+from sandrun.spec.rules import program_rules
 from sandrun.spec.units import Int, Num, number_only
-
-# What the validators below enforce across fields, said in the schema too.
-_PROGRAM_RULES: dict[str, Any] = {
-    "oneOf": [
-        {"required": [field], "properties": {field: {"type": kind}}}
-        for field, kind in (("command", "array"), ("shell", "string"), ("script", "string"))
-    ],
-    "if": {"required": ["interpreter"], "properties": {"interpreter": {"type": "string"}}},
-    "then": {"required": ["script"], "properties": {"script": {"type": "string"}}},
-    "allOf": [
-        {  # a consensus job's replicas run apart: none mounts a volume
-            "not": {
-                "required": ["volumes", "consensus"],
-                "properties": {
-                    "volumes": {"type": "array", "minItems": 1},
-                    "consensus": {"type": ["string", "integer", "object"]},
-                },
-            }
-        },
-        {
-            "not": {
-                "required": ["code", "repository"],
-                "properties": {
-                    "code": {"type": "string"},
-                    "repository": {"type": ["string", "object"]},
-                },
-            }
-        },
-        {
-            "if": {"required": ["working_dir"], "properties": {"working_dir": {"type": "string"}}},
-            "then": {
-                "properties": {
-                    "inputs": {"maxProperties": 0},
-                    "inputs_from": {"maxProperties": 0},
-                    "code": {"type": "null"},
-                    "repository": {"type": "null"},
-                }
-            },
-        },
-    ],
-}
-
-
-def _program_rules(schema: dict[str, Any]) -> None:
-    forbid_nul_in_schema(schema)
-    schema.update(_PROGRAM_RULES)
 
 
 class Repository(Strict):
@@ -125,7 +80,7 @@ def _retries(value: object) -> object:
 class JobSpec(Strict):
     """One job: exactly one of `command`, `shell` or `script`, plus resources and policy."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_program_rules)
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=program_rules)
 
     name: str | None = Field(default=None, json_schema_extra={"pattern": NAME_RE.pattern})
     command: list[str] | None = Field(
@@ -217,6 +172,8 @@ class JobSpec(Strict):
         default_factory=list, max_length=MAX_MOUNTS, json_schema_extra={"uniqueItems": True}
     )
     data_mounts: list[DataMount] = Field(default_factory=list, max_length=MAX_MOUNTS)
+    # Its Python packages, built by the agent with uv (or a named environment's name).
+    environment: EnvironmentField = None
 
     # Run as replicas on nodes of distinct operators until k agree (docs/pool.md).
     consensus: Annotated[Consensus | None, BeforeValidator(parse_consensus)] = Field(

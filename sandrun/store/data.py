@@ -13,11 +13,18 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sandrun.data_models import SecretInfo, Volume, VolumeGrant
-from sandrun.errors import SecretNotFound, ValidationError, VolumeConflict, VolumeNotFound
+from sandrun.data_models import NamedEnvironment, SecretInfo, Volume, VolumeGrant
+from sandrun.errors import ValidationError
+from sandrun.errors.data import (
+    EnvironmentNotFound,
+    SecretNotFound,
+    VolumeConflict,
+    VolumeNotFound,
+)
 from sandrun.models import JobRecord
 from sandrun.spec import JobSpec
 from sandrun.spec.data import NODE_LABEL, VolumeMount
+from sandrun.spec.environment import Environment
 from sandrun.store.database import Database, Row, Tx
 from sandrun.store.rows import spec_columns
 from sandrun.store.transitions import event
@@ -102,6 +109,29 @@ class DataStore:
                     return None
                 grants.append(_grant(job.spec, volume))
             return grants
+
+    # --- environments ---------------------------------------------------------------
+
+    def put_environment(self, owner: str, name: str, spec: Environment, now: float) -> None:
+        with self.db.transaction() as tx:
+            tx.run("upsert_environment", owner=owner, name=name, spec=spec.model_dump_json(),
+                   now=now)  # fmt: skip
+
+    def environments(self, owner: str | None) -> list[NamedEnvironment]:
+        with self.db.transaction(write=False) as tx:
+            rows = tx.all("list_environments", owner=owner)
+        return [NamedEnvironment.model_validate({**dict(r), "spec": json.loads(r["spec"])})
+                for r in rows]  # fmt: skip
+
+    def environment(self, owner: str, name: str) -> Environment | None:
+        with self.db.transaction(write=False) as tx:
+            row = tx.one("get_environment", owner=owner, name=name)
+        return Environment.model_validate_json(row["spec"]) if row else None
+
+    def delete_environment(self, owner: str, name: str) -> None:
+        with self.db.transaction() as tx:
+            if not tx.run("delete_environment", owner=owner, name=name):
+                raise EnvironmentNotFound(f"you have no environment named {name!r}", field="name")
 
     # --- secrets --------------------------------------------------------------------
 

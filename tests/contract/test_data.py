@@ -10,14 +10,8 @@ from pathlib import Path
 import pytest
 
 from sandrun.artifacts import LocalArtifactStore
-from sandrun.errors import (
-    InvalidSpec,
-    SandrunError,
-    SecretNotFound,
-    ValidationError,
-    VolumeConflict,
-    VolumeNotFound,
-)
+from sandrun.errors import InvalidSpec, SandrunError, ValidationError
+from sandrun.errors.data import SecretNotFound, VolumeConflict, VolumeNotFound
 from sandrun.models import AttemptResult, Capacity, Claim
 from sandrun.service import Service
 from sandrun.service.data import PURGE_LABEL

@@ -54,8 +54,9 @@ MAX_IDLE = 16
 def warm_key(spec: JobSpec, owner: str) -> WarmKey | None:
     """The key of a job a worker can serve; None for one that needs a sandbox of its own:
     devices are bound at a sandbox's start, and so are a host working directory, volumes,
-    data mounts and secret files (and a secret is never left in a worker another job may use)."""
-    mounts = spec.volumes or spec.secrets or spec.data_mounts
+    data mounts, environments and secret files (and a secret must not stay in a worker
+    another job may use)."""
+    mounts = spec.volumes or spec.secrets or spec.data_mounts or spec.environment
     if spec.gpus is not None or spec.working_dir is not None or mounts:
         return None
     return WarmKey(owner, spec.network, spec.memory, instance_of(spec))

@@ -658,3 +658,17 @@ SELECT sealed FROM secrets WHERE owner = :owner AND name = :name;
 
 -- name: delete_secret
 DELETE FROM secrets WHERE owner = :owner AND name = :name;
+
+-- name: upsert_environment
+INSERT INTO environments (owner, name, spec, created_at) VALUES (:owner, :name, :spec, :now)
+ON CONFLICT (owner, name) DO UPDATE SET spec = excluded.spec, created_at = excluded.created_at;
+
+-- name: list_environments
+SELECT * FROM environments WHERE CAST(:owner AS TEXT) IS NULL OR owner = :owner
+ORDER BY owner, name;
+
+-- name: get_environment
+SELECT * FROM environments WHERE owner = :owner AND name = :name;
+
+-- name: delete_environment
+DELETE FROM environments WHERE owner = :owner AND name = :name;

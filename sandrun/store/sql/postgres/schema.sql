@@ -287,3 +287,13 @@ CREATE TABLE secrets (
     updated_at double precision NOT NULL,
     PRIMARY KEY (owner, name)
 );
+
+-- Named environments, created ahead: a Python version and requirements (JSON) that an
+-- agent builds with uv when a job names the environment.
+CREATE TABLE environments (
+    owner      text NOT NULL,
+    name       text NOT NULL,
+    spec       text NOT NULL,
+    created_at double precision NOT NULL,
+    PRIMARY KEY (owner, name)
+);

@@ -283,3 +283,13 @@ CREATE TABLE secrets (
     updated_at REAL NOT NULL,
     PRIMARY KEY (owner, name)
 );
+
+-- Named environments, created ahead: a Python version and requirements (JSON) that an
+-- agent builds with uv when a job names the environment.
+CREATE TABLE environments (
+    owner      TEXT NOT NULL,
+    name       TEXT NOT NULL,
+    spec       TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (owner, name)
+);

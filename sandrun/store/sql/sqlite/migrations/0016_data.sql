@@ -1,4 +1,4 @@
--- 0016: data (issue 24): named volumes, the jobs that mount them, and secrets.
+-- 0016: data (issue 24): named volumes, the jobs that mount them, secrets, environments.
 -- A volume's bytes live on one node (`node`, a node name, set by the first job that runs
 -- with it); its row stays, marked deleted, until that node has purged them.
 CREATE TABLE volumes (
@@ -29,5 +29,15 @@ CREATE TABLE secrets (
     sealed     TEXT NOT NULL,
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL,
+    PRIMARY KEY (owner, name)
+);
+
+-- Named environments, created ahead: a Python version and requirements (JSON) that an
+-- agent builds with uv when a job names the environment.
+CREATE TABLE environments (
+    owner      TEXT NOT NULL,
+    name       TEXT NOT NULL,
+    spec       TEXT NOT NULL,
+    created_at REAL NOT NULL,
     PRIMARY KEY (owner, name)
 );
