@@ -98,10 +98,11 @@ def environment_fields(fields: dict[str, Any]) -> dict[str, Any]:
     out = dict(fields)
     requirements, python = out.pop("requirements", None), out.pop("python", None)
     image = out.pop("image", None)
-    given = [k for k, v in (("requirements", requirements), ("python", python), ("image", image),
-             ("environment", out.get("environment"))) if v is not None]  # fmt: skip
-    if (image is not None and len(given) > 1) or len(set(given) - {"requirements", "python"}) > 1:
-        raise InvalidSpec(f"give {' or '.join(given)}, not both", field="environment")
+    ways = [image is not None, requirements is not None or python is not None]
+    if sum([*ways, out.get("environment") is not None]) > 1:
+        raise InvalidSpec(
+            "give one of environment, image, or requirements/python", field="environment"
+        )
     if image is not None:
         if not isinstance(image, str) or not NAME_RE.match(image):
             raise InvalidSpec(
