@@ -9,6 +9,7 @@ from typing import Annotated
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictStr
 
 from sandrun.spec.environment import Environment as Environment  # re-exported: Claim uses it
+from sandrun.spec.environment import Packages
 from sandrun.spec.fields import NAME_RE
 from sandrun.spec.units import MAX_MEMORY_MB, MEMORY_PATTERN, number_only
 
@@ -43,13 +44,13 @@ class VolumeGrant(Wire):
 class NamedEnvironment(Wire):
     owner: str
     name: str
-    spec: Environment
+    spec: Packages
     created_at: float
 
 
 class EnvironmentCreate(Wire):
     name: str = Field(pattern=NAME_RE.pattern)
-    spec: Environment
+    spec: Packages
 
 
 class SecretInfo(Wire):

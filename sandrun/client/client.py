@@ -31,7 +31,7 @@ from sandrun.pool.models import (
 )
 from sandrun.retention_models import GcReport
 from sandrun.spec import JobSpec, parse_spec
-from sandrun.spec.environment import Environment
+from sandrun.spec.environment import Packages
 from sandrun.spec.parse import invalid_spec_from
 
 
@@ -319,7 +319,7 @@ class Client:
             except (OSError, ValueError) as exc:
                 raise ValidationError(f"{path}: {exc}", field="requirements") from None
         try:
-            spec = Environment(python=python, requirements=listed)
+            spec = Packages(python=python, requirements=listed)
         except PydanticError as exc:
             raise invalid_spec_from(list(exc.errors())) from None
         return self.transport.create_environment(name, spec)

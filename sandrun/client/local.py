@@ -34,7 +34,7 @@ from sandrun.retention_models import GcReport
 from sandrun.service.placement import fits, has, needs
 from sandrun.service.service import LOCAL_OWNER
 from sandrun.spec import JobSpec
-from sandrun.spec.environment import Environment
+from sandrun.spec.environment import Packages
 from sandrun.spec.units import parse_duration
 
 LOG_PAGE = 1000
@@ -171,7 +171,7 @@ class EmbeddedTransport:
         ensure_agent(self.home)  # to purge its bytes
         return volume
 
-    def create_environment(self, name: str, spec: Environment) -> NamedEnvironment:
+    def create_environment(self, name: str, spec: Packages) -> NamedEnvironment:
         return self.service.create_environment(LOCAL_OWNER, name, spec)
 
     def environments(self) -> list[NamedEnvironment]:

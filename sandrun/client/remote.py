@@ -38,7 +38,7 @@ from sandrun.protocol import Uploaded
 from sandrun.retention_models import GcReport, GcRequest
 from sandrun.signing import Identity
 from sandrun.spec import JobSpec
-from sandrun.spec.environment import Environment
+from sandrun.spec.environment import Packages
 
 _ATTEMPTS = TypeAdapter(list[Attempt])
 _EVENTS = TypeAdapter(list[Event])
@@ -270,7 +270,7 @@ class HttpTransport:
         path = f"/v1/volumes/{quote(key, safe='')}"
         return Volume.model_validate_json(self.api.request("DELETE", path).content)
 
-    def create_environment(self, name: str, spec: Environment) -> NamedEnvironment:
+    def create_environment(self, name: str, spec: Packages) -> NamedEnvironment:
         body = {"name": name, "spec": spec.model_dump(mode="json", exclude_defaults=True)}
         response = self.api.request("POST", "/v1/environments", json=body)
         return NamedEnvironment.model_validate_json(response.content)

@@ -27,7 +27,7 @@ from sandrun.pool.models import (
 )
 from sandrun.retention_models import GcReport
 from sandrun.spec import JobSpec
-from sandrun.spec.environment import Environment
+from sandrun.spec.environment import Packages
 
 
 class Transport(Protocol):
@@ -128,7 +128,7 @@ class Transport(Protocol):
 
     def delete_volume(self, key: str) -> Volume: ...
 
-    def create_environment(self, name: str, spec: Environment) -> NamedEnvironment: ...
+    def create_environment(self, name: str, spec: Packages) -> NamedEnvironment: ...
 
     def environments(self) -> list[NamedEnvironment]: ...
 

@@ -19,7 +19,7 @@ from sandrun.service import retry
 from sandrun.service.secretbox import SecretBox
 from sandrun.spec import JobSpec, parse_memory_mb
 from sandrun.spec.data import SECRET_NAME
-from sandrun.spec.environment import Environment
+from sandrun.spec.environment import Packages
 from sandrun.spec.fields import NAME_RE
 from sandrun.store import Store
 
@@ -74,17 +74,12 @@ class DataCalls:
 
     # --- environments ---------------------------------------------------------------
 
-    def create_environment(self, owner: str, name: str, spec: Environment) -> NamedEnvironment:
+    def create_environment(self, owner: str, name: str, spec: Packages) -> NamedEnvironment:
         """Name a Python version and requirements; jobs then say `environment: NAME`."""
         if not isinstance(name, str) or not NAME_RE.match(name):
             raise ValidationError(
                 f"environment name {name!r} is not valid; use letters, digits, '-' or '_'",
                 field="name",
-            )
-        if spec.file is not None:
-            raise ValidationError(
-                "a named environment lists its requirements: a file belongs to a job's code",
-                field="spec.file",
             )
         self.store.put_environment(owner, name, spec, self.clock())
         return NamedEnvironment(owner=owner, name=name, spec=spec, created_at=self.clock())

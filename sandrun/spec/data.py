@@ -121,8 +121,10 @@ SecretItem = Annotated[
 
 
 # An https:// or http:// URL, an S3 bucket (and a prefix), or a blob of this server.
+# (Blanks spelled out: Python's \s also takes \x1c-\x1f, a JSON Schema's does not.)
+_URL_TAIL = r"[^ \t\n\r\f\v\x00]"
 DATA_SOURCE = (
-    r"^(?:https?://[^\s\x00]+|s3://[a-z0-9][a-z0-9.-]{1,62}(?:/[^\s\x00]*)?"
+    rf"^(?:https?://{_URL_TAIL}+|s3://[a-z0-9][a-z0-9.-]{{1,62}}(?:/{_URL_TAIL}*)?"
     r"|artifact:(?:sha256:)?[0-9a-f]{64})$"
 )
 ARCHIVES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
@@ -135,7 +137,8 @@ class DataMount(Strict):
     source: str = Field(json_schema_extra={"pattern": DATA_SOURCE})
     target: str = Field(json_schema_extra={"pattern": MOUNT_PATH})
     sha256: Digest | None = None  # what the fetched bytes must hash to
-    unpack: StrictBool | None = None  # default: a source named like a tar archive is unpacked
+    # Default: a source named like a tar archive is unpacked (an s3:// prefix is a directory).
+    unpack: StrictBool | None = None
 
     @model_validator(mode="after")
     def _check(self) -> DataMount:
@@ -145,8 +148,6 @@ class DataMount(Strict):
                 "artifact:SHA256"
             )
         check_mount_path(self.target, "target")
-        if self.unpack and self.source.startswith("s3://"):
-            raise ValueError("an s3:// source is a directory already: drop unpack")
         return self
 
     @property
@@ -167,21 +168,22 @@ class DataMount(Strict):
 def check_targets(
     volumes: list[VolumeMount], secrets: list[SecretRef], data: Sequence[DataMount] = ()
 ) -> None:
-    """No two mounts at one path, nor one inside another, nor one secret twice."""
-    targets = [v.target(v.name or v.volume_id or "") for v in volumes]
-    targets += [s.file for s in secrets if s.file]
-    targets += [d.target for d in data]
-    for i, one in enumerate(targets):
-        for other in targets[i + 1 :]:
-            if one == other or one.startswith(other + "/") or other.startswith(one + "/"):
-                raise ValueError(f"two mounts at {one!r} and {other!r}: give each its own path")
-    names = [s.name for s in secrets]
-    envs = [s.env_name for s in secrets if s.env_name]
-    for seen in (names, envs):
-        twice = {n for n in seen if seen.count(n) > 1}
-        if twice:
-            raise ValueError(f"secrets name {sorted(twice)[0]!r} twice")
-    mounted = [v.name or v.volume_id or "" for v in volumes]
-    twice = {n for n in mounted if mounted.count(n) > 1}
-    if twice:
-        raise ValueError(f"volume {sorted(twice)[0]!r} is mounted twice")
+    """No two different mounts at one path, nor one inside another (the same mount given
+    twice is one; a secret named twice is given once, a later env name winning)."""
+    mounts: dict[str, object] = {}
+    for v in volumes:
+        _claim_path(mounts, v.target(v.name or v.volume_id or ""), ("volume", v.name,
+                    v.volume_id, v.read_only))  # fmt: skip
+    for s in secrets:
+        if s.file:
+            _claim_path(mounts, s.file, ("secret", s.name))
+    for d in data:
+        _claim_path(mounts, d.target, ("data", d.source, d.sha256, d.unpacks))
+
+
+def _claim_path(mounts: dict[str, object], path: str, what: object) -> None:
+    for other, was in mounts.items():
+        same = path == other
+        if (same and was != what) or path.startswith(other + "/") or other.startswith(path + "/"):
+            raise ValueError(f"two mounts at {other!r} and {path!r}: give each its own path")
+    mounts[path] = what

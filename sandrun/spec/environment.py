@@ -10,11 +10,11 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, Field, model_validator
+from pydantic import BeforeValidator, Field, WithJsonSchema, model_validator
 
 from sandrun.errors import InvalidSpec
 from sandrun.spec.base import Strict
-from sandrun.spec.fields import INPUT_PATH, NAME_RE, also_accepts
+from sandrun.spec.fields import INPUT_PATH, NAME_RE
 
 PYTHON_VERSION = r"^3\.[0-9]{1,2}(\.[0-9]{1,2})?$"
 # A project name first; no `file:`, and a direct reference (`name @ URL`) over https only.
@@ -32,9 +32,9 @@ def check_requirement(line: str, where: str = "requirement") -> str:
     return line
 
 
-class Environment(Strict):
-    """`python` (default: the agent's own version) with `requirements`, and/or those of a
-    `requirements.txt` or `pyproject.toml` in the job's code (`file`)."""
+class Packages(Strict):
+    """`python` (default: the agent's own version) with `requirements`: what a named
+    environment holds."""
 
     python: str | None = Field(default=None, json_schema_extra={"pattern": PYTHON_VERSION})
     requirements: list[str] = Field(
@@ -42,17 +42,27 @@ class Environment(Strict):
         max_length=MAX_REQUIREMENTS,
         json_schema_extra={"items": {"type": "string", "pattern": REQUIREMENT}},
     )
+
+    @model_validator(mode="after")
+    def _check_packages(self) -> Packages:
+        if self.python is not None and not re.match(PYTHON_VERSION, self.python):
+            raise ValueError(f"python {self.python!r} is not a version such as '3.12'")
+        for i, line in enumerate(self.requirements):
+            check_requirement(line, f"requirements.{i}")
+        return self
+
+
+class Environment(Packages):
+    """A job's environment: packages, and/or those of a `requirements.txt` or
+    `pyproject.toml` in the job's code (`file`)."""
+
     file: str | None = Field(
         default=None,
         json_schema_extra={"pattern": rf"(?:^|/)(?:{'|'.join(map(re.escape, ENV_FILES))})$"},
     )
 
     @model_validator(mode="after")
-    def _check(self) -> Environment:
-        if self.python is not None and not re.match(PYTHON_VERSION, self.python):
-            raise ValueError(f"python {self.python!r} is not a version such as '3.12'")
-        for i, line in enumerate(self.requirements):
-            check_requirement(line, f"requirements.{i}")
+    def _check_file(self) -> Environment:
         if self.file is not None and (
             not re.match(INPUT_PATH, self.file) or not self.file.endswith(ENV_FILES)
         ):
@@ -69,11 +79,8 @@ def _named_or_spec(value: object) -> object:
     return value
 
 
-EnvironmentField = Annotated[
-    Environment | str | None,
-    BeforeValidator(_named_or_spec),
-    Field(json_schema_extra=also_accepts({"type": "string", "pattern": NAME_RE.pattern})),
-]
+EnvironmentName = Annotated[str, WithJsonSchema({"type": "string", "pattern": NAME_RE.pattern})]
+EnvironmentField = Annotated[Environment | EnvironmentName | None, BeforeValidator(_named_or_spec)]
 
 
 def requirements_of(text: str, name: str) -> list[str]:

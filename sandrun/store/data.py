@@ -24,7 +24,7 @@ from sandrun.errors.data import (
 from sandrun.models import JobRecord
 from sandrun.spec import JobSpec
 from sandrun.spec.data import NODE_LABEL, VolumeMount
-from sandrun.spec.environment import Environment
+from sandrun.spec.environment import Environment, Packages
 from sandrun.store.database import Database, Row, Tx
 from sandrun.store.rows import spec_columns
 from sandrun.store.transitions import event
@@ -107,12 +107,12 @@ class DataStore:
                     volume = _row(tx, volume["id"])
                 if volume["node"] != name:
                     return None
-                grants.append(_grant(job.spec, volume))
+                grants += _grants(job.spec, volume)
             return grants
 
     # --- environments ---------------------------------------------------------------
 
-    def put_environment(self, owner: str, name: str, spec: Environment, now: float) -> None:
+    def put_environment(self, owner: str, name: str, spec: Packages, now: float) -> None:
         with self.db.transaction() as tx:
             tx.run("upsert_environment", owner=owner, name=name, spec=spec.model_dump_json(),
                    now=now)  # fmt: skip
@@ -126,7 +126,7 @@ class DataStore:
     def environment(self, owner: str, name: str) -> Environment | None:
         with self.db.transaction(write=False) as tx:
             row = tx.one("get_environment", owner=owner, name=name)
-        return Environment.model_validate_json(row["spec"]) if row else None
+        return Environment.model_validate_json(row["spec"]) if row else None  # no file
 
     def delete_environment(self, owner: str, name: str) -> None:
         with self.db.transaction() as tx:
@@ -160,8 +160,10 @@ def attach(tx: Tx, job: JobRecord) -> None:
     a second writer of one not shared, and pin the job to the node holding them."""
     spec, nodes = job.spec, set()
     waits_for = {job_id for job_id, _ in spec.dependencies}
+    writes: dict[str, bool] = {}  # each volume once, written if any mount writes it
     for mount in spec.volumes:
         volume = _lookup(tx, job.owner, mount)
+        writes[volume["id"]] = writes.get(volume["id"], False) or not mount.read_only
         if not mount.read_only and not volume["shared"]:
             writers = [
                 u["job_id"]
@@ -178,10 +180,10 @@ def attach(tx: Tx, job: JobRecord) -> None:
                         "the volume with --shared"
                     ],
                 )
-        writes = int(not mount.read_only)
-        tx.run("insert_job_volume", job_id=job.id, volume_id=volume["id"], writes=writes)
         if volume["node"] is not None:
             nodes.add(volume["node"])
+    for volume_id, written in writes.items():
+        tx.run("insert_job_volume", job_id=job.id, volume_id=volume_id, writes=int(written))
     wanted = spec.requires.get(NODE_LABEL)
     if len(nodes) > 1 or (nodes and wanted is not None and wanted not in nodes):
         where = ", ".join(sorted(nodes | ({wanted} if wanted else set())))
@@ -220,20 +222,21 @@ def _find(tx: Tx, owner: str | None, key: str) -> Row:
     return row
 
 
-def _grant(spec: JobSpec, volume: Row) -> VolumeGrant:
-    mount = next(
-        (m for m in spec.volumes if volume["id"] == m.volume_id or volume["name"] == m.name),
-        VolumeMount(volume_id=volume["id"]),  # a purge job's: mounted by id, written
-    )
-    return VolumeGrant(
-        id=volume["id"],
-        name=volume["name"],
-        target=mount.target(volume["name"]),
-        read_only=mount.read_only,
-        size_mb=volume["size_mb"],
-        node=volume["node"],
-        deleted=volume["deleted_at"] is not None,
-    )
+def _grants(spec: JobSpec, volume: Row) -> list[VolumeGrant]:
+    """One grant per place the spec mounts the volume (a purge job's: one, by id)."""
+    mounts = [m for m in spec.volumes if volume["id"] == m.volume_id or volume["name"] == m.name]
+    return [
+        VolumeGrant(
+            id=volume["id"],
+            name=volume["name"],
+            target=mount.target(volume["name"]),
+            read_only=mount.read_only,
+            size_mb=volume["size_mb"],
+            node=volume["node"],
+            deleted=volume["deleted_at"] is not None,
+        )
+        for mount in mounts or [VolumeMount(volume_id=volume["id"])]
+    ]
 
 
 def _row(tx: Tx, volume_id: str) -> Row:

@@ -50,7 +50,6 @@ def test_the_shapes_users_write_are_taken() -> None:
         ({"secrets": ["1BAD"]}, "secrets.0"),
         ({"data_mounts": [{"source": "file:///etc/passwd", "target": "/d"}]}, "data_mounts.0"),
         ({"data_mounts": [{"source": "https://x/y", "target": "/dev/x"}]}, "data_mounts.0"),
-        ({"data_mounts": [{"source": "s3://b/p", "target": "/d", "unpack": True}]}, None),
         ({"environment": {"python": "2.7"}}, "environment"),
         ({"environment": {"requirements": ["-r /etc/shadow"]}}, "environment"),
         ({"environment": {"requirements": ["x @ file:///etc/passwd"]}}, "environment"),
