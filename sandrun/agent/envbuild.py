@@ -3,6 +3,8 @@ content and shown read-only to every job that asks for the same (whoever owns it
 directory is named by what it holds, so sharing it shares nothing of anyone's).
 
 A build has the agent's network (the package index); the job using it has only its own.
+It installs wheels only: a source distribution's build would run a stranger's code on the
+agent, outside the sandbox.
 Builds of one environment take turns on a file lock; a finished one is marked, and an
 unfinished one (the agent was killed) is built again.
 """
@@ -97,8 +99,10 @@ class Builder:
         wanted.write_text("".join(f"{r}\n" for r in requirements))
         steps = [[uv, "venv", "--quiet", "--python", python, str(where)]]
         if requirements:
-            steps.append([uv, "pip", "install", "--python", str(where / "bin" / "python"),
-                          "-r", str(wanted)])  # fmt: skip
+            # Wheels only: building a source distribution runs its code, here, outside any
+            # sandbox, as the agent.
+            steps.append([uv, "pip", "install", "--no-build", "--python",
+                          str(where / "bin" / "python"), "-r", str(wanted)])  # fmt: skip
         log = b""
         for argv in steps:
             try:

@@ -137,3 +137,10 @@ def test_requirements_that_reach_the_agent_s_disk_or_index_are_refused(
         record = job.wait(60).record
         assert record.failure_reason is FailureReason.ENVIRONMENT_ERROR
         assert "package specifier" in (record.message or "")
+        # A package only published as source would run its build code on the agent,
+        # outside the sandbox: wheels only (sgmllib3k 1.0.0 has been source-only since 2010).
+        sdist = alice.run("true", environment={"requirements": ["sgmllib3k==1.0.0"]},
+                          upload_code=False)  # fmt: skip
+        record = sdist.wait(180).record
+        assert record.failure_reason is FailureReason.ENVIRONMENT_ERROR
+        assert "no usable wheels" in (record.message or ""), record.message
