@@ -135,14 +135,7 @@ def run_server(settings: ServerSettings, ready: Callable[[], None] | None = None
             ],
         )
     _check_workers(s)
-    service = open_server_service(  # the schema checked once, before any worker starts
-        s.db,
-        s.lease_seconds,
-        artifacts=s.artifacts,
-        policy=s.policy,
-        host_paths=s.host_paths,
-        secrets_key=s.secrets_key,
-    )
+    service = _open(s)  # the schema checked once, before any worker starts
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if s.workers > 1:
         service.close()  # each worker opens its own: a pool does not survive a fork
@@ -168,20 +161,24 @@ def run_server(settings: ServerSettings, ready: Callable[[], None] | None = None
             service.close()
 
 
+def _open(s: ServerSettings) -> Service:
+    return open_server_service(
+        s.db,
+        s.lease_seconds,
+        artifacts=s.artifacts,
+        policy=s.policy,
+        host_paths=s.host_paths,
+        secrets_key=s.secrets_key,
+    )
+
+
 def _serve(s: ServerSettings, service: Service | None, listening: socket.socket) -> None:
     """Serve `listening` in this process until interrupted (opening the service if None)."""
     from sandrun.server.app import create_app
 
     own = service is None
     if service is None:
-        service = open_server_service(
-            s.db,
-            s.lease_seconds,
-            artifacts=s.artifacts,
-            policy=s.policy,
-            host_paths=s.host_paths,
-            secrets_key=s.secrets_key,
-        )
+        service = _open(s)
     try:
         app = create_app(service, auth=s.auth, public_api=s.public_api)
         config = uvicorn.Config(
