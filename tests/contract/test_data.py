@@ -59,7 +59,8 @@ def _finish(service: Service, claim: Claim) -> None:
 def test_volumes_are_their_owner_s_by_name_or_id(service: Service) -> None:
     volume = service.create_volume("alice", "data", "1GB")
     assert (volume.name, volume.size_mb, volume.shared, volume.node) == ("data", 1024, False, None)
-    assert [v.name for v in service.list_volumes("alice")] == ["data"]
+    assert service.create_volume("alice", "huge", 2**50).size_mb == 2**50  # a bigint
+    assert [v.name for v in service.list_volumes("alice")] == ["data", "huge"]
     assert service.list_volumes("bob") == []
     with pytest.raises(VolumeConflict, match="already") as refused:
         service.create_volume("alice", "data")

@@ -261,7 +261,7 @@ CREATE TABLE volumes (
     id         text PRIMARY KEY,
     owner      text NOT NULL,
     name       text NOT NULL,
-    size_mb    integer NOT NULL,
+    size_mb    bigint NOT NULL,
     shared     integer NOT NULL DEFAULT 0,
     node       text,
     created_at double precision NOT NULL,
