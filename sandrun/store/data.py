@@ -102,8 +102,8 @@ class DataStore:
                 if volume["node"] is None:
                     if tx.run("pin_volume", id=volume["id"], node=name):
                         for other in tx.all("unclaimed_on_volume", volume_id=volume["id"]):
-                            requires = {**json.loads(other["requires"]), NODE_LABEL: name}
-                            tx.run("set_requires", id=other["id"], requires=_json(requires))
+                            pinned = _pinned(json.loads(other["requires"]), name)
+                            tx.run("set_requires", id=other["id"], requires=pinned)
                     volume = _row(tx, volume["id"])
                 if volume["node"] != name:
                     return None
@@ -193,8 +193,7 @@ def attach(tx: Tx, job: JobRecord) -> None:
             suggestions=["mount volumes that live on one node"],
         )
     if nodes:
-        pinned = {**spec.requires, NODE_LABEL: nodes.pop()}
-        tx.run("set_requires", id=job.id, requires=_json(pinned))
+        tx.run("set_requires", id=job.id, requires=_pinned(spec.requires, nodes.pop()))
 
 
 def _lookup(tx: Tx, owner: str, mount: VolumeMount) -> Row:
@@ -252,9 +251,10 @@ def _volume(row: Row) -> Volume:
 def _columns(spec: JobSpec, node: str | None) -> dict[str, Any]:
     columns = spec_columns(spec)
     if node is not None:
-        columns["requires"] = _json({**spec.requires, NODE_LABEL: node})
+        columns["requires"] = _pinned(spec.requires, node)
     return columns
 
 
-def _json(value: dict[str, str]) -> str:
-    return json.dumps(value, sort_keys=True)
+def _pinned(requires: dict[str, str], node: str) -> str:
+    """A job row's `requires` with the node holding its volumes: the fit rule does the rest."""
+    return json.dumps({**requires, NODE_LABEL: node}, sort_keys=True)

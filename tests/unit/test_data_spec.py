@@ -88,3 +88,19 @@ def test_sdk_shorthands_become_the_environment() -> None:
     assert container.value.field == "image"
     with pytest.raises(InvalidSpec, match="one of"):
         environment_fields({"image": "ml", "requirements": ["six"]})
+
+
+def test_task_config_takes_volume_and_secret_specs() -> None:
+    from sandrun.client.task import SecretSpec, TaskConfig, VolumeSpec, to_spec
+
+    config = TaskConfig(
+        command="python train.py",
+        volumes=[VolumeSpec(name="ckpt", mount_path="/ckpt"), VolumeSpec(volume_id="vol-1")],
+        secrets=[SecretSpec(name="API_KEY")],
+    )
+    spec, _ = to_spec(config, {"upload_code": False})
+    assert [(v.name, v.volume_id, v.mount_path) for v in spec.volumes] == [
+        ("ckpt", None, "/ckpt"),
+        (None, "vol-1", None),
+    ]
+    assert [s.name for s in spec.secrets] == ["API_KEY"]
