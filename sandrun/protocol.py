@@ -160,3 +160,19 @@ class ReportReply(Wire):
 class Uploaded(Wire):
     digest: Digest
     size: Count
+
+
+class UploadsRequest(Request):
+    """Blobs an agent is about to upload (to a server that lists "presigned-uploads")."""
+
+    blobs: list[Uploaded] = Field(max_length=MAX_REPORTS)
+
+
+class UploadTarget(Wire):
+    digest: Digest
+    url: str | None = None  # None: the store has these bytes already
+    headers: dict[str, str] = {}  # to send with the PUT (the checksum the URL signs in)
+
+
+class UploadsReply(Wire):
+    uploads: list[UploadTarget]  # one per blob, in order

@@ -12,7 +12,7 @@ import pytest
 from sandrun.embedded import agent_running
 from sandrun.home import Home
 from tests.helpers import wait_for
-from tests.integration.cluster import Cluster
+from tests.integration.cluster import Cluster, free_port
 from tests.pg import PgServer, Unavailable, pg_server
 
 
@@ -68,6 +68,18 @@ def pg() -> Iterator[PgServer]:
         except Unavailable as exc:
             no_service(f"PostgreSQL unavailable: {exc}")
         yield server
+
+
+@pytest.fixture(scope="session")
+def s3() -> Iterator[str]:
+    """An S3-compatible server (moto's, in this process), as its endpoint URL."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
 
 
 @pytest.fixture

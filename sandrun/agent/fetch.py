@@ -21,7 +21,6 @@ import os
 import shutil
 import tarfile
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
 import httpx
@@ -82,7 +81,7 @@ class Fetcher:
         with httpx.stream("GET", mount.source, follow_redirects=True, timeout=60.0) as got:
             if got.status_code != 200:
                 raise FetchError(f"the server answered {got.status_code}")
-            digest, _ = self.artifacts.put_stream(_Reader(got.iter_bytes()))  # type: ignore[arg-type]
+            digest, _ = self.artifacts.put_chunks(got.iter_bytes())
         _write(known, digest)
         return digest
 
@@ -157,25 +156,6 @@ class Fetcher:
             shutil.rmtree(draft, ignore_errors=True)
             raise
         return where
-
-
-class _Reader:
-    """A file-like `read(n)` over an iterator of byte chunks."""
-
-    def __init__(self, chunks: Iterator[bytes]) -> None:
-        self._chunks, self._rest = chunks, b""
-
-    def read(self, size: int = -1) -> bytes:
-        while size < 0 or len(self._rest) < size:
-            chunk = next(self._chunks, None)
-            if chunk is None:
-                break
-            self._rest += chunk
-        if size < 0:
-            out, self._rest = self._rest, b""
-        else:
-            out, self._rest = self._rest[:size], self._rest[size:]
-        return out
 
 
 def _draft(where: Path) -> Path:

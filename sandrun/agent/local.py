@@ -26,6 +26,7 @@ from sandrun.agent.sandbox.runtime import JobDefaults
 from sandrun.agent.settings import AgentSettings, RunSettings
 from sandrun.agent.wake import Waker, address
 from sandrun.agent.workers.pool import IDLE as WARM_IDLE
+from sandrun.artifacts import LocalArtifactStore
 from sandrun.embedded import open_service
 from sandrun.errors import AgentError, AgentRunning
 from sandrun.home import Home
@@ -107,7 +108,7 @@ class LocalAgent:
         )
         self.agent = Agent(
             self.service,
-            self.service.artifacts,
+            LocalArtifactStore(home.artifacts),  # the service's own store: one directory
             self.waker,
             settings,
             runs_dir=home.runs,

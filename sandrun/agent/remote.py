@@ -19,6 +19,7 @@ from types import FrameType
 
 from pydantic import BaseModel, TypeAdapter
 
+from sandrun.agent import presigned
 from sandrun.agent.agent import Agent
 from sandrun.agent.capacity import detect_capacity
 from sandrun.agent.sandbox import FsView, Sandboxing, open_sandboxing
@@ -46,6 +47,7 @@ from sandrun.models import (
 )
 from sandrun.protocol import (
     INLINE_BLOBS,
+    MAX_REPORTS,
     ClaimRequest,
     CompleteAndClaimReply,
     CompleteAndClaimRequest,
@@ -65,6 +67,8 @@ from sandrun.protocol import (
     ReportRequest,
     StartRequest,
     Uploaded,
+    UploadsReply,
+    UploadsRequest,
 )
 from sandrun.signing import Identity
 
@@ -155,7 +159,10 @@ class HttpControlPlane:
         response = self.api.request(
             "GET", f"/v1/agent/artifacts/{digest}", retry_for=REPORT_RETRY, timeout=300.0
         )
-        got, _ = self.artifacts.put_bytes(response.content)
+        if response.is_redirect:  # a presigned URL of the server's object store
+            got = presigned.download(response.headers["location"], self.artifacts)
+        else:
+            got, _ = self.artifacts.put_bytes(response.content)
         if got != digest:
             raise AgentError(f"the server sent other bytes for artifact {digest}")
 
@@ -278,8 +285,25 @@ class HttpControlPlane:
             for out in self._inlined(result)
         ]
 
+    def _upload_presigned(self, outputs: list[OutputFile]) -> None:
+        """PUT each output the store lacks to the URL the server signed for its bytes."""
+        unique = {out.digest: Uploaded(digest=out.digest, size=out.size) for out in outputs}
+        blobs = list(unique.values())
+        for start in range(0, len(blobs), MAX_REPORTS):
+            body = UploadsRequest(blobs=blobs[start : start + MAX_REPORTS])
+            reply = UploadsReply.model_validate(
+                self._post("/v1/agent/uploads", body, REPORT_RETRY, timeout=self.lease_seconds)
+            )
+            for target in reply.uploads:
+                if target.url is None:
+                    continue  # the store has these bytes
+                presigned.upload(target.url, self.artifacts.path(target.digest), target.headers)
+
     def upload_outputs(self, result: AttemptResult) -> None:
         inlined = {out.digest for out in self._inlined(result)}
+        if "presigned-uploads" in self.features:
+            self._upload_presigned([o for o in result.outputs if o.digest not in inlined])
+            return
         for out in result.outputs:
             if out.digest in inlined:
                 continue

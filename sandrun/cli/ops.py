@@ -45,9 +45,11 @@ DbOpt = Annotated[
     ),
 ]
 ArtifactsOpt = Annotated[
-    Path | None,
+    str | None,
     typer.Option(
-        help="Blob directory (default: beside a SQLite file, else $SANDRUN_HOME/server-artifacts)."
+        help="Blob directory (default: beside a SQLite file, else $SANDRUN_HOME/server-artifacts)"
+        ", or s3://BUCKET/PREFIX (endpoint and credentials as boto3 reads them: "
+        "AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID...; servers sharing a database share it)."
     ),
 ]
 SecretsKeyOpt = Annotated[

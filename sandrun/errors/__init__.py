@@ -320,6 +320,13 @@ class OutputNotUploaded(ArtifactError):
     http_status = 409
 
 
+class NoPresignedUploads(ArtifactError):
+    """This server keeps blobs on its own disk: upload them to it, not by presigned URL."""
+
+    code = "no_presigned_uploads"
+    http_status = 409
+
+
 class KeyInUse(AuthenticationError):
     """That worker key belongs to another node."""
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 import uvicorn
 
-from sandrun.artifacts import LocalArtifactStore
+from sandrun.artifacts.stores import open_artifacts
 from sandrun.errors import ValidationError
 from sandrun.home import Home
 from sandrun.service import Service
@@ -63,7 +63,7 @@ def open_server_service(
     db: str,
     lease_seconds: float = 30.0,
     *,
-    artifacts: Path | None = None,
+    artifacts: str | Path | None = None,
     upgrade: bool = False,
     policy: Policy | None = None,
     host_paths: bool = False,
@@ -84,6 +84,7 @@ def open_server_service(
             field="db",
             suggestions=["--db postgresql://user@host/sandrun", "--db /var/lib/sandrun/db"],
         )
+    blobs = open_artifacts(artifacts or default_artifacts(db))
     store = Store(open_database(db))
     try:
         store.migrate(upgrade=upgrade)
@@ -92,7 +93,7 @@ def open_server_service(
         raise
     return Service(
         store,
-        LocalArtifactStore(artifacts or default_artifacts(db)),
+        blobs,
         lease_seconds=lease_seconds,
         policy=policy,
         host_paths=host_paths,
@@ -109,7 +110,8 @@ class ServerSettings:
     port: int = 8765
     auth: bool = True  # without: loopback addresses only
     lease_seconds: float = 30.0
-    artifacts: Path | None = None  # the blob directory (default: see default_artifacts)
+    # The blob directory (default: see default_artifacts), or s3://BUCKET/PREFIX.
+    artifacts: str | Path | None = None
     public_api: PublicApi = field(default_factory=PublicApi)
     policy: Policy | None = None
     # Proxies whose X-Forwarded-For and -Proto count (comma-separated addresses or

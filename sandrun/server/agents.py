@@ -12,7 +12,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse
 
 from sandrun.models import (
     INLINE_BLOB,
@@ -38,11 +37,15 @@ from sandrun.protocol import (
     ReportRequest,
     StartRequest,
     Uploaded,
+    UploadsReply,
+    UploadsRequest,
+    UploadTarget,
 )
 from sandrun.roles import Role
 from sandrun.server.auth import ERRORS, ServiceDep, agent
 from sandrun.server.beats import Heartbeats, operator_of
 from sandrun.server.params import Text
+from sandrun.server.uploads import BLOB_RESPONSES, blob_response
 from sandrun.server.workboard import WorkBoard
 from sandrun.service import Service
 
@@ -71,10 +74,12 @@ def register(body: RegisterRequest, service: ServiceDep, caller: AgentDep) -> Re
         key_proof=body.key_proof,
         operator=caller.name,
     )
+    # A remote blob store: agents move blob bytes to and from it themselves.
+    blobs = "presigned-uploads" if service.artifacts.remote else "inline-outputs"
     return RegisterReply(
         node_id=node_id,
         lease_seconds=service.lease_seconds,
-        features=["complete-and-claim", "hand-back", "report", "inline-outputs", "end-logs"],
+        features=["complete-and-claim", "hand-back", "report", blobs, "end-logs"],
     )
 
 
@@ -173,15 +178,23 @@ async def put_artifact(request: Request, service: ServiceDep) -> Uploaded:
     return Uploaded(digest=digest, size=size)
 
 
-@router.get(
-    "/artifacts/{digest}",
-    response_class=FileResponse,
-    responses={200: {"content": {"application/octet-stream": {}}}},
-)
-def get_artifact(digest: Text, service: ServiceDep) -> FileResponse:
+@router.get("/artifacts/{digest}", responses=BLOB_RESPONSES)
+def get_artifact(digest: Text, service: ServiceDep) -> Response:
     """A blob a job brings (its inputs or code), for the agent that runs it."""
     service.fetch_artifact(digest)
-    return FileResponse(service.artifacts.path(digest), media_type="application/octet-stream")
+    return blob_response(service.artifacts, digest)
+
+
+@router.post("/uploads")
+def uploads(body: UploadsRequest, service: ServiceDep) -> UploadsReply:
+    """Where to PUT each blob (to a server that lists "presigned-uploads"): a URL that
+    takes exactly those bytes, or none where the store has them already."""
+    targets = []
+    for blob in body.blobs:
+        got = service.artifacts.upload_url(blob.digest, blob.size)
+        url, headers = got if got is not None else (None, {})
+        targets.append(UploadTarget(digest=blob.digest, url=url, headers=headers))
+    return UploadsReply(uploads=targets)
 
 
 @router.post("/complete")
@@ -218,12 +231,13 @@ def _claim_with_inputs(service: Service, node: str, free: Capacity) -> Claim | N
 
 def _with_inputs(service: Service, claim: Claim) -> Claim:
     """The claim with its small inputs' bytes (64 KiB in all, at most): the agent starts
-    the job without a round trip for each."""
+    the job without a round trip for each. From a remote store the agent fetches them."""
     spec, blobs, room = claim.job.spec, [], INLINE_BLOB
+    if service.artifacts.remote:
+        return claim
     for digest in dict.fromkeys([*([spec.code] if spec.code else []), *spec.inputs.values()]):
-        try:
-            size = service.artifacts.path(digest).stat().st_size
-        except OSError:
+        size = service.artifacts.size(digest)
+        if size is None:
             continue  # the agent's fetch will say what is missing
         if size <= room:
             blobs.append(InlineBlob(digest=digest, data=service.artifacts.read_bytes(digest)))

@@ -7,9 +7,9 @@ import time
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, status
+from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
 
 from sandrun.ids import pause
 from sandrun.models import (
@@ -31,6 +31,7 @@ from sandrun.retention_models import GcReport, GcRequest
 from sandrun.server.auth import ERRORS, ServiceDep, UserDep, admin, user, viewer
 from sandrun.server.notify import Notifier
 from sandrun.server.params import INT32, JobId, Text
+from sandrun.server.uploads import BLOB_RESPONSES, blob_response
 from sandrun.spec import JobSpec
 from sandrun.spec.text import NO_NUL
 from sandrun.states import JobState
@@ -225,20 +226,16 @@ def outputs(
     return service.outputs(job_id, attempt, viewer(caller))
 
 
-@router.get(
-    "/jobs/{job_id}/outputs/{path:path}",
-    response_class=FileResponse,
-    responses={200: {"content": {"application/octet-stream": {}}}},
-)
+@router.get("/jobs/{job_id}/outputs/{path:path}", responses=BLOB_RESPONSES)
 def download(
     job_id: JobId,
     path: Text,
     caller: UserDep,
     service: ServiceDep,
     attempt: Annotated[int | None, Query(ge=1, le=INT32)] = None,
-) -> FileResponse:
+) -> Response:
     out = service.output(job_id, path, attempt, viewer(caller))
-    return FileResponse(service.artifacts.path(out.digest), media_type="application/octet-stream")
+    return blob_response(service.artifacts, out.digest)
 
 
 @router.get("/instances", dependencies=[Depends(user)])

@@ -18,7 +18,7 @@ from typing import Annotated, Any, TypeVar, cast
 
 from fastapi import APIRouter, File, Form, Request, UploadFile, WebSocket
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.requests import HTTPConnection
 from starlette.websockets import WebSocketDisconnect
 
@@ -28,6 +28,7 @@ from sandrun.roles import Role
 from sandrun.server.auth import principal
 from sandrun.server.params import JobId, Text
 from sandrun.server.public_shapes import STATES, file_entry, mime_type, status_of
+from sandrun.server.uploads import blob_response
 from sandrun.service import Service
 from sandrun.service.manifest import ENVIRONMENTS
 from sandrun.service.projects import submit_project
@@ -210,10 +211,8 @@ async def download_one(job_id: JobId, path: Text, request: Request) -> Response:
     service: Service = request.app.state.service
     _, viewer = await _caller(request)
     out = await run_in_threadpool(service.output, job_id, path, None, viewer)
-    return FileResponse(
-        service.artifacts.path(out.digest),
-        media_type=mime_type(out.path),
-        filename=out.path.rsplit("/", 1)[-1],
+    return blob_response(
+        service.artifacts, out.digest, mime_type(out.path), out.path.rsplit("/", 1)[-1]
     )
 
 
@@ -234,7 +233,7 @@ def _tarball(service: Service, job_id: str, viewer: str | None) -> bytes:
         for out in service.outputs(job_id, viewer=viewer):
             entry = tarfile.TarInfo(out.path)
             entry.size = out.size
-            with open(service.artifacts.path(out.digest), "rb") as handle:
+            with service.artifacts.open(out.digest) as handle:
                 tar.addfile(entry, handle)
     return raw.getvalue()
 

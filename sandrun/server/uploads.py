@@ -1,4 +1,5 @@
-"""Uploads from users: the blobs a job brings (code bundles, function arguments, files).
+"""Uploads from users: the blobs a job brings (code bundles, function arguments, files),
+and how any route serves a blob.
 
 Blobs are content-addressed, so a client asks whether one is here before sending it again.
 """
@@ -7,7 +8,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, RedirectResponse
 
+from sandrun.artifacts import ArtifactStore
 from sandrun.errors import UploadTooLarge
 from sandrun.protocol import Uploaded
 from sandrun.server.auth import ERRORS, ServiceDep, UserDep, viewer
@@ -16,6 +19,27 @@ from sandrun.server.params import Text
 router = APIRouter(prefix="/v1", responses=ERRORS)
 
 MAX_UPLOAD_MB = 512
+
+# How a route that serves a blob documents its answers.
+BLOB_RESPONSES: dict[int | str, dict[str, object]] = {
+    200: {"content": {"application/octet-stream": {}}},
+    307: {"description": "the blob, at a presigned URL of the server's object store"},
+}
+
+
+def blob_response(
+    store: ArtifactStore,
+    digest: str,
+    media_type: str = "application/octet-stream",
+    filename: str | None = None,
+) -> Response:
+    """The blob's bytes from a local store; from a remote one, a redirect to them, so the
+    bytes do not pass through this server (clients drop their token on the way: httpx,
+    requests and browsers do not send Authorization to another origin)."""
+    path = store.local_path(digest)
+    if path is None:
+        return RedirectResponse(store.download_url(digest, filename, media_type), 307)
+    return FileResponse(path, media_type=media_type, filename=filename)
 
 
 @router.post(

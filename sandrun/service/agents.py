@@ -7,7 +7,7 @@ import logging
 from collections.abc import Callable, Sequence
 from pathlib import PurePosixPath
 
-from sandrun.artifacts import LocalArtifactStore
+from sandrun.artifacts import ArtifactStore
 from sandrun.errors import (
     BadKeyProof,
     Forbidden,
@@ -66,7 +66,7 @@ class AgentCalls(DataCalls):
 
     store: Store
     decide: Decide  # the retry policy, reading results in (service/results.py)
-    artifacts: LocalArtifactStore
+    artifacts: ArtifactStore
     clock: Callable[[], float]
     lease_seconds: float
     policy: Policy

@@ -11,7 +11,7 @@ import json
 from dataclasses import replace
 from typing import Any
 
-from sandrun.artifacts import LocalArtifactStore
+from sandrun.artifacts import ArtifactStore
 from sandrun.errors import ArtifactError
 from sandrun.models import INLINE_BLOB, AttemptResult, JobRecord
 from sandrun.service import retry
@@ -21,7 +21,7 @@ from sandrun.store import Decide, Decision
 MAX_RESULT = INLINE_BLOB  # bytes of JSON a result may hold
 
 
-def deciding(artifacts: LocalArtifactStore) -> Decide:
+def deciding(artifacts: ArtifactStore) -> Decide:
     """The retry policy, with each completed job's declared result read in."""
 
     def decide(
@@ -38,7 +38,7 @@ def deciding(artifacts: LocalArtifactStore) -> Decide:
 
 
 def read_result(
-    artifacts: LocalArtifactStore, path: str, result: AttemptResult
+    artifacts: ArtifactStore, path: str, result: AttemptResult
 ) -> tuple[Any, str | None]:
     """The value of output `path` as JSON, or None and why not."""
     out = next((o for o in result.outputs if o.path == path), None)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from itertools import islice
 
-from sandrun.artifacts import LocalArtifactStore
+from sandrun.artifacts import ArtifactStore
 from sandrun.retention_models import GcReport
 from sandrun.store import Store, retention
 
@@ -19,7 +19,7 @@ _DIGEST_BATCH = 500
 
 def collect(
     store: Store,
-    artifacts: LocalArtifactStore,
+    artifacts: ArtifactStore,
     *,
     cutoff: float,
     now: float,

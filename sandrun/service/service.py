@@ -11,7 +11,7 @@ import hashlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sandrun.artifacts import LocalArtifactStore
+from sandrun.artifacts import ArtifactStore
 from sandrun.errors import ArtifactNotFound, JobNotFoundError, SandrunError, ValidationError
 from sandrun.hints import closest
 from sandrun.ids import new_id, new_token, now
@@ -53,7 +53,7 @@ class Service(AgentCalls, PipelineCalls, PoolCalls):
     def __init__(
         self,
         store: Store,
-        artifacts: LocalArtifactStore,
+        artifacts: ArtifactStore,
         *,
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
         clock: Callable[[], float] = now,

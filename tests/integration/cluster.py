@@ -47,6 +47,8 @@ class Cluster:
     server_args: tuple[str, ...] = ()  # more `sandrun server` options
     # Jobs may name a directory the test shares with them (working_dir): trusted mode.
     host_paths: bool = False
+    artifacts: str | None = None  # the servers' blob store (default: a directory in root)
+    server_env: dict[str, str] = field(default_factory=dict)  # servers' only, not agents'
 
     @property
     def url(self) -> str:
@@ -92,7 +94,7 @@ class Cluster:
                 "--db",
                 self.db,
                 "--artifacts",
-                str(self.root / "artifacts"),
+                self.artifacts or str(self.root / "artifacts"),
                 "--port",
                 str(port),
                 "--lease",
@@ -103,6 +105,7 @@ class Cluster:
             stdout=log,
             stderr=log,
             start_new_session=True,
+            env={**os.environ, **self.server_env},
         )
         log.close()
         wait_for(lambda: _healthy(port), timeout=30, what=f"the server on port {port} to answer")
@@ -140,7 +143,7 @@ class Cluster:
             stdout=log,
             stderr=log,
             start_new_session=True,
-            env={**os.environ, "SANDRUN_TOKEN": self.tokens[token]},
+            env={**_without_cloud_keys(), "SANDRUN_TOKEN": self.tokens[token]},
         )
         log.close()
         self.agents[name] = proc
@@ -172,3 +175,9 @@ class Cluster:
                 os.killpg(proc.pid, signal.SIGCONT)
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(30)
+
+
+def _without_cloud_keys() -> dict[str, str]:
+    """This environment less AWS_* (moto sets some): an agent holds no store credentials,
+    so a test proves it moves blobs by presigned URLs alone."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}

@@ -16,11 +16,10 @@ from pathlib import Path
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
 from sandrun.models import JobRecord
 from sandrun.states import FailureReason, JobState
-from tests.integration.cluster import Cluster, free_port
+from tests.integration.cluster import Cluster
 
 CSV = b"id,label\n1,cat\n2,dog\n"
 
@@ -58,15 +57,6 @@ def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
     server.server_close()
-
-
-@pytest.fixture(scope="module")
-def s3() -> Iterator[str]:
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,213 @@
+"""Blobs in an S3 bucket, so servers on several hosts share them without a shared disk.
+
+`sandrun server --artifacts s3://BUCKET/PREFIX`; the endpoint, region and credentials are
+read as boto3 reads them (`AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`, a profile, a role...).
+A blob is the object `PREFIX/<sha256>`, written with its SHA-256 checksum, which S3
+verifies on upload and keeps. The store counts an object as a blob only while that kept
+checksum is the name's: an agent uploads through a presigned URL that signs the checksum
+and the length in, so it can put there those bytes and no others, and an object written
+any other way is not a blob here (docs/data.md, "Artifacts in S3").
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, BinaryIO, cast
+from urllib.parse import quote
+
+from sandrun.artifacts import check_digest
+from sandrun.errors import ArtifactError, ArtifactNotFound, ValidationError
+
+_CHUNK = 1 << 20
+_SPOOL = 8 << 20  # bytes of an upload kept in memory before it spills to a file
+MAX_PUT = 5 << 30  # S3's limit for one PUT; larger blobs would need multipart uploads
+URL_SECONDS = 3600  # how long a presigned URL works
+
+
+def _checksum(digest: str) -> str:
+    """S3's spelling of a sha256: base64 of the raw bytes."""
+    return base64.b64encode(bytes.fromhex(digest)).decode()
+
+
+class S3ArtifactStore:
+    remote = True
+
+    def __init__(self, url: str, client: Any = None) -> None:
+        bucket, _, prefix = url.removeprefix("s3://").partition("/")
+        if not bucket:
+            raise ValidationError(
+                f"--artifacts {url!r} names no bucket",
+                field="artifacts",
+                suggestions=["--artifacts s3://my-bucket/sandrun"],
+            )
+        self.url, self.bucket = url, bucket
+        self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+        self.s3 = client if client is not None else _client()
+        try:
+            self.s3.head_bucket(Bucket=bucket)
+        except Exception as exc:
+            raise ArtifactError(f"cannot open the artifact store {url}: {exc}") from None
+
+    def key(self, digest: str) -> str:
+        return self.prefix + check_digest(digest)
+
+    def _head(self, digest: str) -> dict[str, Any] | None:
+        """The object's head if it holds the blob its name says, else None."""
+        try:
+            head = self.s3.head_object(
+                Bucket=self.bucket, Key=self.key(digest), ChecksumMode="ENABLED"
+            )
+        except self.s3.exceptions.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise ArtifactError(f"cannot read {self.url}: {exc}") from None
+        return (
+            cast(dict[str, Any], head) if head.get("ChecksumSHA256") == _checksum(digest) else None
+        )
+
+    def has(self, digest: str) -> bool:
+        return self._head(digest) is not None
+
+    def size(self, digest: str) -> int | None:
+        head = self._head(digest)
+        return int(head["ContentLength"]) if head is not None else None
+
+    def local_path(self, digest: str) -> Path | None:
+        return None
+
+    def put_bytes(self, data: bytes) -> tuple[str, int]:
+        digest = hashlib.sha256(data).hexdigest()
+        self._put(digest, data, len(data))
+        return digest, len(data)
+
+    def put_file(self, source: str | Path) -> tuple[str, int]:
+        with open(source, "rb") as handle:
+            return self.put_stream(handle)
+
+    def put_stream(self, stream: BinaryIO) -> tuple[str, int]:
+        hasher, size = hashlib.sha256(), 0
+        with tempfile.SpooledTemporaryFile(_SPOOL) as spool:
+            while block := stream.read(_CHUNK):
+                hasher.update(block)
+                spool.write(block)
+                size += len(block)
+            spool.seek(0)
+            self._put(hasher.hexdigest(), spool, size)
+        return hasher.hexdigest(), size
+
+    def _put(self, digest: str, body: object, size: int) -> None:
+        """Write (or rewrite, renewing its time for `gc`) the blob."""
+        if size > MAX_PUT:
+            raise ArtifactError(f"a blob of {size} bytes is over the S3 store's 5 GiB")
+        try:
+            self.s3.put_object(
+                Bucket=self.bucket,
+                Key=self.key(digest),
+                Body=body,
+                ContentLength=size,
+                ChecksumAlgorithm="SHA256",  # computed by boto3, verified and kept by S3
+            )
+        except Exception as exc:
+            raise ArtifactError(f"cannot store an artifact in {self.url}: {exc}") from None
+
+    def open(self, digest: str) -> BinaryIO:
+        if not self.has(digest):
+            raise ArtifactNotFound(f"no artifact has digest {digest}")
+        try:
+            got = self.s3.get_object(Bucket=self.bucket, Key=self.key(digest))
+        except Exception as exc:
+            raise ArtifactError(f"cannot read {digest} from {self.url}: {exc}") from None
+        return cast(BinaryIO, got["Body"])
+
+    def read_bytes(self, digest: str) -> bytes:
+        with self.open(digest) as body:
+            data = body.read()
+        if hashlib.sha256(data).hexdigest() != digest:
+            raise ArtifactError(f"the object for {digest} in {self.url} holds other bytes")
+        return data
+
+    def download_url(
+        self, digest: str, filename: str | None = None, media_type: str | None = None
+    ) -> str:
+        params = {"Bucket": self.bucket, "Key": self.key(digest)}
+        if filename is not None:  # spelled as Starlette's FileResponse spells it
+            quoted = quote(filename)
+            params["ResponseContentDisposition"] = (
+                f'attachment; filename="{filename}"'
+                if quoted == filename
+                else f"attachment; filename*=utf-8''{quoted}"
+            )
+        if media_type is not None:
+            params["ResponseContentType"] = media_type
+        return cast(
+            str, self.s3.generate_presigned_url("get_object", Params=params, ExpiresIn=URL_SECONDS)
+        )
+
+    def upload_url(self, digest: str, size: int) -> tuple[str, dict[str, str]] | None:
+        """None if the blob is here already (its time renewed), else a PUT URL with the
+        checksum and length signed in: S3 refuses any other bytes sent to it."""
+        if self.has(digest):
+            self._renew(digest)
+            return None
+        if size > MAX_PUT:
+            raise ArtifactError(f"a blob of {size} bytes is over the S3 store's 5 GiB")
+        checksum = _checksum(digest)
+        params = {
+            "Bucket": self.bucket,
+            "Key": self.key(digest),
+            "ChecksumAlgorithm": "SHA256",
+            "ChecksumSHA256": checksum,
+            "ContentLength": size,
+        }
+        url = self.s3.generate_presigned_url("put_object", Params=params, ExpiresIn=URL_SECONDS)
+        headers = {"x-amz-sdk-checksum-algorithm": "SHA256", "x-amz-checksum-sha256": checksum}
+        return cast(str, url), headers
+
+    def _renew(self, digest: str) -> None:
+        """Copy the object onto itself: its LastModified is what `gc` reads."""
+        key = self.key(digest)
+        self.s3.copy_object(
+            Bucket=self.bucket,
+            Key=key,
+            CopySource={"Bucket": self.bucket, "Key": key},
+            MetadataDirective="REPLACE",
+            ChecksumAlgorithm="SHA256",
+        )
+
+    def blobs_older_than(self, cutoff: float) -> Iterator[str]:
+        pages = self.s3.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=self.prefix
+        )
+        for page in pages:
+            for item in page.get("Contents", []):
+                name = item["Key"][len(self.prefix) :]
+                if (
+                    len(name) == 64
+                    and "/" not in name
+                    and item["LastModified"].timestamp() < cutoff
+                ):
+                    yield name
+
+    def remove_if_older(self, digest: str, cutoff: float) -> int:
+        try:
+            head = self.s3.head_object(Bucket=self.bucket, Key=self.key(digest))
+        except self.s3.exceptions.ClientError:
+            return 0
+        if head["LastModified"].timestamp() >= cutoff:
+            return 0
+        self.s3.delete_object(Bucket=self.bucket, Key=self.key(digest))
+        return int(head["ContentLength"])
+
+
+def _client() -> Any:
+    try:
+        import boto3
+        from botocore.config import Config
+    except ImportError:
+        raise ArtifactError("an S3 artifact store needs boto3: pip install 'sandrun[s3]'") from None
+    # SigV4 signs the checksum header into presigned URLs (SigV2 would leave it out).
+    return boto3.client("s3", config=Config(signature_version="s3v4"))
