@@ -12,7 +12,9 @@ any other way is not a blob here (docs/data.md, "Artifacts in S3").
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,12 +22,13 @@ from typing import Any, BinaryIO, cast
 from urllib.parse import quote
 
 from sandrun.artifacts import check_digest
-from sandrun.errors import ArtifactError, ArtifactNotFound, ValidationError
+from sandrun.errors import ArtifactError, ArtifactNotFound, SandrunError, ValidationError
 
 _CHUNK = 1 << 20
 _SPOOL = 8 << 20  # bytes of an upload kept in memory before it spills to a file
 MAX_PUT = 5 << 30  # S3's limit for one PUT; larger blobs would need multipart uploads
 URL_SECONDS = 3600  # how long a presigned URL works
+_DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
 def _checksum(digest: str) -> str:
@@ -36,7 +39,7 @@ def _checksum(digest: str) -> str:
 class S3ArtifactStore:
     remote = True
 
-    def __init__(self, url: str, client: Any = None) -> None:
+    def __init__(self, url: str) -> None:
         bucket, _, prefix = url.removeprefix("s3://").partition("/")
         if not bucket:
             raise ValidationError(
@@ -46,25 +49,23 @@ class S3ArtifactStore:
             )
         self.url, self.bucket = url, bucket
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
-        self.s3 = client if client is not None else _client()
-        try:
+        self.s3 = _client()
+        with _failing(f"cannot open the artifact store {url}"):
             self.s3.head_bucket(Bucket=bucket)
-        except Exception as exc:
-            raise ArtifactError(f"cannot open the artifact store {url}: {exc}") from None
 
     def key(self, digest: str) -> str:
         return self.prefix + check_digest(digest)
 
     def _head(self, digest: str) -> dict[str, Any] | None:
         """The object's head if it holds the blob its name says, else None."""
-        try:
-            head = self.s3.head_object(
-                Bucket=self.bucket, Key=self.key(digest), ChecksumMode="ENABLED"
-            )
-        except self.s3.exceptions.ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-                return None
-            raise ArtifactError(f"cannot read {self.url}: {exc}") from None
+        key = self.key(digest)
+        with _failing(f"cannot read {self.url}"):
+            try:
+                head = self.s3.head_object(Bucket=self.bucket, Key=key, ChecksumMode="ENABLED")
+            except Exception as exc:
+                if _absent(exc):
+                    return None
+                raise
         return (
             cast(dict[str, Any], head) if head.get("ChecksumSHA256") == _checksum(digest) else None
         )
@@ -103,7 +104,7 @@ class S3ArtifactStore:
         """Write (or rewrite, renewing its time for `gc`) the blob."""
         if size > MAX_PUT:
             raise ArtifactError(f"a blob of {size} bytes is over the S3 store's 5 GiB")
-        try:
+        with _failing(f"cannot store an artifact in {self.url}"):
             self.s3.put_object(
                 Bucket=self.bucket,
                 Key=self.key(digest),
@@ -111,20 +112,16 @@ class S3ArtifactStore:
                 ContentLength=size,
                 ChecksumAlgorithm="SHA256",  # computed by boto3, verified and kept by S3
             )
-        except Exception as exc:
-            raise ArtifactError(f"cannot store an artifact in {self.url}: {exc}") from None
 
     def open(self, digest: str) -> BinaryIO:
         if not self.has(digest):
             raise ArtifactNotFound(f"no artifact has digest {digest}")
-        try:
+        with _failing(f"cannot read {digest} from {self.url}"):
             got = self.s3.get_object(Bucket=self.bucket, Key=self.key(digest))
-        except Exception as exc:
-            raise ArtifactError(f"cannot read {digest} from {self.url}: {exc}") from None
         return cast(BinaryIO, got["Body"])
 
     def read_bytes(self, digest: str) -> bytes:
-        with self.open(digest) as body:
+        with self.open(digest) as body, _failing(f"cannot read {digest} from {self.url}"):
             data = body.read()
         if hashlib.sha256(data).hexdigest() != digest:
             raise ArtifactError(f"the object for {digest} in {self.url} holds other bytes")
@@ -170,37 +167,54 @@ class S3ArtifactStore:
     def _renew(self, digest: str) -> None:
         """Copy the object onto itself: its LastModified is what `gc` reads."""
         key = self.key(digest)
-        self.s3.copy_object(
-            Bucket=self.bucket,
-            Key=key,
-            CopySource={"Bucket": self.bucket, "Key": key},
-            MetadataDirective="REPLACE",
-            ChecksumAlgorithm="SHA256",
-        )
+        with _failing(f"cannot renew {digest} in {self.url}"):
+            self.s3.copy_object(
+                Bucket=self.bucket,
+                Key=key,
+                CopySource={"Bucket": self.bucket, "Key": key},
+                MetadataDirective="REPLACE",
+                ChecksumAlgorithm="SHA256",
+            )
 
     def blobs_older_than(self, cutoff: float) -> Iterator[str]:
         pages = self.s3.get_paginator("list_objects_v2").paginate(
             Bucket=self.bucket, Prefix=self.prefix
         )
-        for page in pages:
-            for item in page.get("Contents", []):
-                name = item["Key"][len(self.prefix) :]
-                if (
-                    len(name) == 64
-                    and "/" not in name
-                    and item["LastModified"].timestamp() < cutoff
-                ):
-                    yield name
+        with _failing(f"cannot list {self.url}"):
+            for page in pages:
+                for item in page.get("Contents", []):
+                    name = item["Key"][len(self.prefix) :]
+                    if _DIGEST.fullmatch(name) and item["LastModified"].timestamp() < cutoff:
+                        yield name
 
     def remove_if_older(self, digest: str, cutoff: float) -> int:
-        try:
-            head = self.s3.head_object(Bucket=self.bucket, Key=self.key(digest))
-        except self.s3.exceptions.ClientError:
-            return 0
-        if head["LastModified"].timestamp() >= cutoff:
-            return 0
-        self.s3.delete_object(Bucket=self.bucket, Key=self.key(digest))
+        with _failing(f"cannot remove {digest} from {self.url}"):
+            try:
+                head = self.s3.head_object(Bucket=self.bucket, Key=self.key(digest))
+            except Exception as exc:
+                if _absent(exc):
+                    return 0
+                raise
+            if head["LastModified"].timestamp() >= cutoff:
+                return 0
+            self.s3.delete_object(Bucket=self.bucket, Key=self.key(digest))
         return int(head["ContentLength"])
+
+
+@contextlib.contextmanager
+def _failing(what: str) -> Iterator[None]:
+    """boto3's errors (a refusal, an endpoint that cannot be reached) as ArtifactError."""
+    try:
+        yield
+    except SandrunError:
+        raise
+    except Exception as exc:
+        raise ArtifactError(f"{what}: {exc}") from None
+
+
+def _absent(exc: Exception) -> bool:
+    code = getattr(exc, "response", {}).get("Error", {}).get("Code")
+    return code in ("404", "NoSuchKey", "NotFound")
 
 
 def _client() -> Any:
