@@ -8,6 +8,7 @@ from collections.abc import Callable
 from sandrun.models import Capacity, Instance, NodeInfo
 from sandrun.spec import JobSpec
 from sandrun.spec.consensus import Consensus
+from sandrun.spec.data import NODE_LABEL
 from sandrun.spec.policy import OwnerLimits
 from sandrun.states import JobState
 
@@ -55,14 +56,30 @@ def why_pending(
     limits: OwnerLimits | None = None,
     held: tuple[int, int] | None = None,
     reserved_on: str | None = None,
+    pinned: tuple[str, str] | None = None,
 ) -> str:
     """Why a pending job has not started, in words for `sandrun status`. `held`: the jobs
     and GPUs its owner runs now, counted against `limits`; `reserved_on`: the node keeping
-    itself free for the job."""
+    itself free for the job; `pinned`: (volume, node) — the node holding a volume it mounts."""
     live = [n for n in nodes if n.state == "active"]
+    placed = spec  # with the volume's node among its requirements
+    if pinned is not None:
+        volume, node = pinned
+        placed = spec.model_copy(update={"requires": {**spec.requires, NODE_LABEL: node}})
+        if not any(n.name == node for n in live):
+            return (
+                f"its volume {volume!r} lives on node {node}, which is not connected; "
+                "it starts when that node's agent is back"
+            )
     if not live:
         return "no agent is connected"
-    able = [n for n in live if fits(spec, n.capacity, n.labels)]
+    able = [n for n in live if fits(placed, n.capacity, n.labels)]
+    if not able and pinned is not None:
+        holder = next(n for n in live if n.name == pinned[1])
+        return (
+            f"its volume {pinned[0]!r} lives on node {holder.name}, which cannot hold it: "
+            f"needs {needs(spec)}; {holder.name} has {has(holder.capacity)}"
+        )
     if not able:
         biggest = max(live, key=lambda n: (n.capacity.gpus, n.capacity.cpus, n.capacity.memory_mb))
         return (

@@ -65,8 +65,7 @@ class Service(AgentCalls, PipelineCalls, PoolCalls):
         # where the user and the node are one.
         self.host_paths = host_paths
         self.secret_box = secret_box  # none: secrets are refused
-        self.store = store
-        self.artifacts = artifacts
+        self.store, self.artifacts = store, artifacts
         self.decide = results.deciding(artifacts)
         self.lease_seconds = lease_seconds
         self.policy = policy or Policy()
@@ -150,6 +149,7 @@ class Service(AgentCalls, PipelineCalls, PoolCalls):
             limits=limits,
             held=held,
             reserved_on=self.store.reserved_node(job_id),
+            pinned=self.store.volume_pin(job_id),
         )
 
     def queue_position(self, job: JobRecord) -> int:

@@ -90,6 +90,12 @@ class DataStore:
             event(tx, purge.id, None, "submitted", f"purges volume {volume.name}", now)
             tx.notify("submitted")
 
+    def volume_pin(self, job_id: str) -> tuple[str, str] | None:
+        """(volume name, node) if a volume the job mounts lives on a node: it runs there."""
+        with self.db.transaction(write=False) as tx:
+            row = tx.one("job_volume_node", job_id=job_id)
+        return (row["name"], row["node"]) if row is not None else None
+
     def grants(self, job: JobRecord, node: str) -> list[VolumeGrant] | None:
         """The volumes `job`, claimed by `node`, mounts: those no node holds yet are pinned
         to it now (and the unclaimed jobs that mount them follow). None if one lives on

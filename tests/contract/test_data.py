@@ -153,10 +153,21 @@ def test_jobs_follow_a_volume_to_the_node_that_holds_it(service: Service) -> Non
     assert _claim(service, "b") is None
     taken = {c.job.id for c in (_claim(service, "a"), _claim(service, "a")) if c is not None}
     assert taken == {waiting, later}
-    reasons = service.why_pending(service.submit(
-        {"shell": "true", "volumes": [{"name": "data", "read_only": True}]}, "alice"
-    ).id)  # fmt: skip
-    assert reasons is not None
+    # Why one waits: room on a, the volume's node; a too big for it; a gone.
+    def why(**more: object) -> str | None:
+        spec = {"shell": "true", "volumes": [{"name": "data", "read_only": True}], **more}
+        return service.why_pending(service.submit(spec, "alice").id)
+
+    assert why() == "waiting for room on a node that can hold it (a); jobs ahead of it come first"
+    assert why(cpus=16) == (
+        "its volume 'data' lives on node a, which cannot hold it: needs 16 CPUs; "
+        "a has 8 CPUs, 16 GiB"
+    )
+    service.heartbeat("a/1", [], state="stopped")
+    assert why() == (
+        "its volume 'data' lives on node a, which is not connected; "
+        "it starts when that node's agent is back"
+    )
 
 
 def test_a_claim_whose_volume_was_pinned_elsewhere_goes_back(service: Service) -> None:

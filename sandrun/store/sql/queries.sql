@@ -602,6 +602,11 @@ SELECT * FROM volumes WHERE owner = :owner AND name = :name AND deleted_at IS NU
 -- name: volume_by_id
 SELECT * FROM volumes WHERE id = :id;
 
+-- name: job_volume_node
+-- A volume the job mounts that lives on a node (all such live on one).
+SELECT v.name, v.node FROM job_volumes jv JOIN volumes v ON v.id = jv.volume_id
+WHERE jv.job_id = :job_id AND v.node IS NOT NULL ORDER BY v.name LIMIT 1;
+
 -- name: list_volumes
 -- An owner's volumes (all owners' for NULL), with how many unfinished jobs mount each.
 SELECT v.*, (SELECT count(*) FROM job_volumes jv JOIN jobs j ON j.id = jv.job_id
