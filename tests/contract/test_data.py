@@ -153,6 +153,7 @@ def test_jobs_follow_a_volume_to_the_node_that_holds_it(service: Service) -> Non
     assert _claim(service, "b") is None
     taken = {c.job.id for c in (_claim(service, "a"), _claim(service, "a")) if c is not None}
     assert taken == {waiting, later}
+
     # Why one waits: room on a, the volume's node; a too big for it; a gone.
     def why(**more: object) -> str | None:
         spec = {"shell": "true", "volumes": [{"name": "data", "read_only": True}], **more}
