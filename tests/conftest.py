@@ -71,8 +71,11 @@ def pg() -> Iterator[PgServer]:
 
 
 @pytest.fixture(scope="session")
-def s3() -> Iterator[str]:
-    """An S3-compatible server (moto's, in this process), as its endpoint URL."""
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """An S3-compatible server (moto's, in this process), as its endpoint URL. Its request
+    recorder (off until a test starts it) writes under the test's temporary directory:
+    moto reads where when it is first imported, here."""
+    os.environ["MOTO_RECORDER_FILEPATH"] = str(tmp_path_factory.mktemp("moto") / "recording")
     from moto.server import ThreadedMotoServer
 
     port = free_port()
