@@ -3,6 +3,7 @@ errors turned back into sandrun's own exceptions."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Generator
 from typing import Any
@@ -12,6 +13,8 @@ import httpx
 from sandrun.error_codes import rebuilt
 from sandrun.errors import SandrunError, ServerUnreachable
 from sandrun.signing import Identity
+
+log = logging.getLogger("sandrun.http")
 
 
 class HttpJson:
@@ -72,10 +75,14 @@ class HttpJson:
                     raise ServerUnreachable(
                         f"cannot reach the sandrun server at {failed}: {exc}"
                     ) from None
+                why = str(exc)
             else:
                 if response.status_code != 503 or time.monotonic() >= deadline:
                     raise_for_error(response)
                     return response
+                why = f"503 {response.text[:200]}"
+            # INFO: an agent's log shows it; an SDK user's Python shows WARNING and up only.
+            log.info("%s %s: %s; trying again", method, path, why)
             time.sleep(delay)
             delay = min(delay * 2, 2.0)
 

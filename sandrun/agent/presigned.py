@@ -3,6 +3,7 @@ so their bytes do not pass through the server (a server with `--artifacts s3://.
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
@@ -10,6 +11,8 @@ import httpx
 
 from sandrun.artifacts import LocalArtifactStore
 from sandrun.errors import AgentError
+
+log = logging.getLogger("sandrun.agent")
 
 RETRY_FOR = 600.0  # how long an upload is retried through the store's own failures
 
@@ -47,5 +50,8 @@ def upload(url: str, path: Path, headers: dict[str, str]) -> None:
             failure = str(exc)
         if time.monotonic() >= deadline:
             raise AgentError(f"cannot upload {path.name} to the artifact store: {failure}")
+        log.warning(
+            "upload of %s to the artifact store failed, trying again: %s", path.name, failure
+        )
         time.sleep(delay)
         delay = min(delay * 2, 5.0)

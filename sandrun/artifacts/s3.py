@@ -22,7 +22,14 @@ from typing import Any, BinaryIO, cast
 from urllib.parse import quote
 
 from sandrun.artifacts import check_digest
-from sandrun.errors import ArtifactError, ArtifactNotFound, SandrunError, ValidationError
+from sandrun.errors import (
+    ArtifactError,
+    ArtifactNotFound,
+    ArtifactStoreUnavailable,
+    SandrunError,
+    UploadTooLarge,
+    ValidationError,
+)
 
 _CHUNK = 1 << 20
 _SPOOL = 8 << 20  # bytes of an upload kept in memory before it spills to a file
@@ -103,7 +110,7 @@ class S3ArtifactStore:
     def _put(self, digest: str, body: object, size: int) -> None:
         """Write (or rewrite, renewing its time for `gc`) the blob."""
         if size > MAX_PUT:
-            raise ArtifactError(f"a blob of {size} bytes is over the S3 store's 5 GiB")
+            raise _too_large(size)
         with _failing(f"cannot store an artifact in {self.url}"):
             self.s3.put_object(
                 Bucket=self.bucket,
@@ -151,7 +158,7 @@ class S3ArtifactStore:
             self._renew(digest)
             return None
         if size > MAX_PUT:
-            raise ArtifactError(f"a blob of {size} bytes is over the S3 store's 5 GiB")
+            raise _too_large(size)
         checksum = _checksum(digest)
         params = {
             "Bucket": self.bucket,
@@ -201,15 +208,23 @@ class S3ArtifactStore:
         return int(head["ContentLength"])
 
 
+def _too_large(size: int) -> UploadTooLarge:
+    return UploadTooLarge(
+        f"a blob of {size} bytes is over the 5 GiB an S3 artifact store takes in one PUT",
+        suggestions=["split large outputs into files under 5 GiB"],
+    )
+
+
 @contextlib.contextmanager
 def _failing(what: str) -> Iterator[None]:
-    """boto3's errors (a refusal, an endpoint that cannot be reached) as ArtifactError."""
+    """boto3's errors (after its own retries) as a fault, 503: an agent sends again what
+    met one, so a completed result is not lost to a store's bad minute."""
     try:
         yield
     except SandrunError:
         raise
     except Exception as exc:
-        raise ArtifactError(f"{what}: {exc}") from None
+        raise ArtifactStoreUnavailable(f"{what}: {exc}") from None
 
 
 def _absent(exc: Exception) -> bool:

@@ -320,6 +320,13 @@ class OutputNotUploaded(ArtifactError):
     http_status = 409
 
 
+class ArtifactStoreUnavailable(ArtifactError):
+    """The server's object store failed or could not be reached: a fault, tried again."""
+
+    code = "artifact_store_unavailable"
+    http_status = 503
+
+
 class NoPresignedUploads(ArtifactError):
     """This server keeps blobs on its own disk: upload them to it, not by presigned URL."""
 

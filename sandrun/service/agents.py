@@ -9,6 +9,7 @@ from pathlib import PurePosixPath
 
 from sandrun.artifacts import ArtifactStore
 from sandrun.errors import (
+    ArtifactStoreUnavailable,
     BadKeyProof,
     Forbidden,
     OutputNotUploaded,
@@ -263,7 +264,7 @@ class AgentCalls(DataCalls):
             try:
                 self._store_inline(end)
                 checked.append(self._checked_end(end.ref, end.result, end.logs))
-            except StoreError:
+            except (StoreError, ArtifactStoreUnavailable):
                 raise  # a fault, not a refusal: the whole report fails and is sent again
             except SandrunError as exc:
                 checked.append(exc)

@@ -5,10 +5,12 @@ the URLs the servers presign, so none of those bytes pass through a server."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import io
 import json
 import os
+import re
 import tarfile
 import uuid
 from collections.abc import Iterator
@@ -25,7 +27,7 @@ from sandrun.errors import ArtifactError, ValidationError
 from sandrun.server import open_server_service
 from sandrun.states import JobState
 from tests.helpers import wait_for
-from tests.integration.cluster import Cluster
+from tests.integration.cluster import Cluster, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -50,6 +52,10 @@ class Shared:
 
 @pytest.fixture
 def shared(tmp_path: Path, pg_url: str, s3: str) -> Iterator[Shared]:
+    yield from _shared(tmp_path, pg_url, s3)
+
+
+def _shared(tmp_path: Path, db: str, s3: str, **more: Any) -> Iterator[Shared]:
     bucket = f"sandrun-{uuid.uuid4().hex[:12]}"
     credentials = {
         "AWS_ENDPOINT_URL": s3,
@@ -68,7 +74,12 @@ def shared(tmp_path: Path, pg_url: str, s3: str) -> Iterator[Shared]:
     httpx.post(f"{s3}/moto-api/recorder/reset-recording")
     httpx.post(f"{s3}/moto-api/recorder/start-recording")
     c = Cluster(
-        tmp_path, db=pg_url, lease=10.0, artifacts=f"s3://{bucket}/blobs", server_env=credentials
+        tmp_path,
+        db=db,
+        lease=10.0,
+        artifacts=f"s3://{bucket}/blobs",
+        server_env=credentials,
+        **more,
     )
     try:
         c.make_tokens()
@@ -77,8 +88,9 @@ def shared(tmp_path: Path, pg_url: str, s3: str) -> Iterator[Shared]:
         c.start_agent("far", url=other)  # with no AWS_* in its environment
         yield Shared(c, other, bucket, client, s3)
     finally:
-        httpx.post(f"{s3}/moto-api/recorder/stop-recording")
         c.stop()
+        with contextlib.suppress(httpx.HTTPError):  # a test may have stopped the store
+            httpx.post(f"{s3}/moto-api/recorder/stop-recording")
 
 
 def _agent(request: dict[str, Any]) -> str:
@@ -204,6 +216,11 @@ def test_an_agent_can_put_only_what_the_url_names(shared: Shared) -> None:
             assert http.get(f"/v1/agent/artifacts/{digest}").status_code == 404
         httpx.put(target["url"], content=honest, headers=target["headers"])
         assert http.get(f"/v1/agent/artifacts/{digest}").status_code == 307
+        # Over one PUT's 5 GiB: refused, by name.
+        big = http.post(
+            "/v1/agent/uploads", json={"blobs": [{"digest": "a" * 64, "size": 6 << 30}]}
+        )
+        assert (big.status_code, big.json()["code"]) == (413, "upload_too_large")
         # A user cannot ask for upload URLs; a blob the store has gets none.
         refused = httpx.post(
             f"{c.url}/v1/agent/uploads",
@@ -237,3 +254,49 @@ def test_a_store_that_cannot_be_opened_is_refused_by_name(tmp_path: Path, s3: st
             env.setenv(name, value)
         with pytest.raises(ArtifactError, match="cannot open the artifact store s3://absent"):
             open_server_service(str(tmp_path / "db"), artifacts="s3://absent/blobs")
+
+
+def test_a_result_survives_an_outage_of_the_store(tmp_path: Path, s3: str) -> None:
+    """The store goes away as a job ends: the agent's upload and the server's check fail
+    and are tried again; once the store is back the job completes with its output."""
+    from moto.server import ThreadedMotoServer  # after the s3 fixture set where it records
+
+    port = free_port()
+    store = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    store.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    shared = _shared(tmp_path, str(tmp_path / "server.db"), endpoint, host_paths=True)
+    s = next(shared)
+    try:
+        marks = tmp_path / "marks"
+        marks.mkdir()
+        marks.chmod(0o777)  # sandboxed jobs run as uids of their own when the agent is root
+        # Through the agent's own server: on SQLite, only it wakes the agent's poll at once.
+        with connect(s.other, token=s.cluster.tokens["alice"]) as alice:
+            job = alice.run(
+                "while [ ! -e go ]; do sleep 0.05; done; echo result > out.txt",
+                working_dir=str(marks),
+                outputs=["out.txt"],
+            )
+            wait_for(lambda: job.refresh().status is JobState.RUNNING, timeout=30, what="the job")
+            store.stop()
+            (marks / "go").touch()
+            # The agent's call for upload URLs meets the server's 503 (the server cannot
+            # reach the store), or its PUT the store's closed port; each is tried again.
+            wait_for(
+                lambda: re.search(
+                    r"artifact_store_unavailable.*trying again|to the artifact store failed",
+                    s.cluster.log("agent-far"),
+                ),
+                timeout=60,
+                what="the agent to meet the outage",
+            )
+            store = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+            store.start()
+            ended = job.wait(120)
+            assert ended.record.state == JobState.COMPLETED, ended.record.message
+            assert [a.state for a in ended.attempts] == ["completed"]
+            assert ended.read_bytes("out.txt") == b"result\n"
+    finally:
+        shared.close()
+        store.stop()
