@@ -69,6 +69,20 @@ def meter_claim(job_id: str, attempt: int, usage: Usage, stdout: str | None) -> 
     return _canonical(claim)
 
 
+def countersign_claim(job_id: str, attempt: int, worker_id: str, signature: str) -> bytes:
+    """What a server signs over an agent's signed result it serves: that it took this
+    result, signed by that key, for that attempt."""
+    return _canonical(
+        {
+            "v": 1,
+            "countersign": job_id,
+            "attempt": attempt,
+            "worker_id": worker_id,
+            "signature": signature,
+        }
+    )
+
+
 # How far a registration's signed time may be from the server's clock.
 PROOF_WINDOW = 300.0
 
@@ -98,6 +112,17 @@ class Identity:
         self.key = key
         raw = key.public_key().public_bytes_raw()
         self.worker_id = base64.b64encode(raw).decode()
+
+    @classmethod
+    def generate(cls) -> Identity:
+        return cls(Ed25519PrivateKey.generate())
+
+    @classmethod
+    def from_raw(cls, raw: bytes) -> Identity:
+        return cls(Ed25519PrivateKey.from_private_bytes(raw))
+
+    def raw(self) -> bytes:
+        return self.key.private_bytes_raw()
 
     @classmethod
     def load_or_create(cls, path: Path) -> Identity:

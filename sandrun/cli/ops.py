@@ -76,6 +76,21 @@ PublicApiOpt = Annotated[
         "address), token, or off."
     ),
 ]
+PublicCorsOpt = Annotated[
+    str,
+    typer.Option(
+        help="Origins whose pages may call the public root API from a browser: '*', "
+        "comma-separated origins, or off. Never /v1 or /ui."
+    ),
+]
+ShowIdentityOpt = Annotated[
+    bool,
+    typer.Option(
+        "--show-identity",
+        metavar="",
+        help="Print this deployment's worker_id (its Ed25519 public key) and exit.",
+    ),
+]
 AnonConcurrentOpt = Annotated[
     int, typer.Option(help="Anonymous callers: jobs queued or running per address.")
 ]
@@ -124,6 +139,7 @@ def server(
     no_auth: NoAuthOpt = False,
     lease: LeaseOpt = 30.0,
     public_api: PublicApiOpt = "anonymous",
+    public_cors: PublicCorsOpt = "*",
     anon_concurrent: AnonConcurrentOpt = 2,
     anon_jobs_per_hour: AnonJobsOpt = 60,
     anon_cpu_per_minute: AnonCpuOpt = 120.0,
@@ -132,6 +148,7 @@ def server(
     allow_host_paths: ServerHostPathsOpt = False,
     workers: WorkersOpt = 1,
     secrets_key: SecretsKeyOpt = None,
+    show_identity: ShowIdentityOpt = False,
     dev: Annotated[
         bool,
         typer.Option(
@@ -152,6 +169,9 @@ def server(
             f"--public-api {public_api!r} is not a mode; use " + ", ".join(MODES),
             field="public_api",
         )
+    if show_identity:
+        _show_identity(_server_db(db), artifacts, secrets_key)
+        return
     quota = PublicApi(public_api, anon_concurrent, anon_jobs_per_hour, anon_cpu_per_minute)
     settings = ServerSettings(
         _server_db(db),
@@ -161,6 +181,7 @@ def server(
         lease_seconds=lease,
         artifacts=artifacts,
         public_api=quota,
+        public_cors=public_cors,
         policy=load_policy(policy) if policy else None,
         forwarded_allow_ips=forwarded_allow_ips,
         host_paths=allow_host_paths,
@@ -303,3 +324,14 @@ def gc(
         f"{report.jobs_purged} job records, {report.nodes_removed} departed agents, "
         f"{report.artifacts_removed} blobs ({report.bytes_freed} bytes)"
     )
+
+
+def _show_identity(db: str, artifacts: str | None, secrets_key: Path | None) -> None:
+    """The deployment's worker_id, made now if no server on this database has run yet."""
+    from sandrun.server import open_server_service
+
+    service = open_server_service(db, artifacts=artifacts, secrets_key=secrets_key)
+    try:
+        print(service.server_identity().worker_id)
+    finally:
+        service.close()

@@ -49,21 +49,27 @@ def verify(
     worker: Annotated[
         str | None, typer.Option(help="Also require this worker id (an agent's public key).")
     ] = None,
+    server: Annotated[
+        str | None,
+        typer.Option(help="Also require this server's countersignature (its /health worker_id)."),
+    ] = None,
     json: JsonOpt = False,
 ) -> None:
-    """Check a job's result (exit code and outputs) against its agent's signature."""
+    """Check a job's result (exit code and outputs) against its agent's signature and its
+    server's countersignature."""
     from sandrun.client import connect
 
     with connect() as client:
         from sandrun.client.verify import verify_result
 
-        verdict = verify_result(client, job_id, directory, worker)
+        verdict = verify_result(client, job_id, directory, worker, server)
     if json:
         render.print_json({**vars(verdict), "ok": verdict.ok})
     elif verdict.ok:
         print(
             f"verified: job {verdict.job_id} attempt {verdict.attempt} (exit code "
             f"{verdict.exit_code}, {verdict.outputs} outputs) signed by {verdict.worker_id}"
+            + (f", countersigned by server {verdict.server_id}" if verdict.server_id else "")
         )
     else:
         for problem in verdict.problems:

@@ -152,6 +152,9 @@ class EmbeddedTransport:
     def why_pending(self, job_id: str) -> str | None:
         return self.service.why_pending(job_id)
 
+    def countersignature(self, job_id: str, attempt: int) -> None:
+        return None  # embedded: the agent's own signature is the only one
+
     def nodes(self) -> list[NodeInfo]:
         return self.service.nodes()
 

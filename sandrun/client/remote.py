@@ -29,6 +29,7 @@ from sandrun.pipeline.models import PipelineRun, PipelineStatus
 from sandrun.pool.models import (
     Balance,
     CostReport,
+    Countersignature,
     LedgerCheck,
     PoolNode,
     PoolStatus,
@@ -191,6 +192,10 @@ class HttpTransport:
     def instances(self, min_gpu_memory_gb: float, max_price: float | None) -> list[Instance]:
         data = self._get("/v1/instances", min_gpu_memory=min_gpu_memory_gb, max_price=max_price)
         return _INSTANCES.validate_json(data)
+
+    def countersignature(self, job_id: str, attempt: int) -> Countersignature | None:
+        where = f"{self._job(job_id)}/attempts/{attempt}/countersignature"
+        return Countersignature.model_validate_json(self._get(where))
 
     def why_pending(self, job_id: str) -> str | None:
         return Waiting.model_validate_json(self._get(self._job(job_id) + "/waiting")).reason

@@ -20,6 +20,7 @@ from sandrun.pipeline.models import PipelineRun, PipelineStatus
 from sandrun.pool.models import (
     Balance,
     CostReport,
+    Countersignature,
     LedgerCheck,
     PoolNode,
     PoolStatus,
@@ -87,6 +88,9 @@ class Transport(Protocol):
     def nodes(self) -> list[NodeInfo]: ...
 
     def why_pending(self, job_id: str) -> str | None: ...
+
+    def countersignature(self, job_id: str, attempt: int) -> Countersignature | None:
+        """The server's countersignature over an attempt's result (None: no server)."""
 
     def instances(self, min_gpu_memory_gb: float, max_price: float | None) -> list[Instance]: ...
 

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sandrun.client.client import Client
-from sandrun.signing import meter_claim, result_claim, verify
+from sandrun.models import Attempt
+from sandrun.signing import countersign_claim, meter_claim, result_claim, verify
 
 
 @dataclass
@@ -15,6 +16,7 @@ class Verdict:
     job_id: str
     attempt: int | None = None
     worker_id: str | None = None
+    server_id: str | None = None  # the server that countersigned it (None: embedded)
     exit_code: int | None = None
     outputs: int = 0
     problems: list[str] = field(default_factory=list)
@@ -25,11 +27,15 @@ class Verdict:
 
 
 def verify_result(
-    client: Client, job_id: str, directory: Path | None = None, worker: str | None = None
+    client: Client,
+    job_id: str,
+    directory: Path | None = None,
+    worker: str | None = None,
+    server: str | None = None,
 ) -> Verdict:
     """Whether the job's result — its exit code and outputs, read from the server or from
-    `directory` where they were downloaded — is what its agent signed (and, with `worker`,
-    whether that agent is the one expected)."""
+    `directory` where they were downloaded — is what its agent signed, countersigned by
+    the server that took it (and, with `worker` or `server`, by the keys expected)."""
     job = client.get(job_id)
     outcome = job.record.consensus
     agreeing = outcome.get("agreeing_replicas") if isinstance(outcome, dict) else None
@@ -65,8 +71,30 @@ def verify_result(
     claim = result_claim(job.id, attempt.number, job.record.spec, attempt.exit_code, digests)
     if not verdict.problems and not verify(attempt.worker_id, claim, attempt.signature):
         verdict.problems.append("the signature does not match the job, its exit code or outputs")
+    _check_countersignature(client, verdict, attempt, server)
     metered = meter_claim(job.id, attempt.number, attempt.usage, attempt.stdout_sha256)
     if attempt.meter_signature and metered is not None:
         if not verify(attempt.worker_id, metered, attempt.meter_signature):
             verdict.problems.append("what it held (its metering) is not what its agent signed")
     return verdict
+
+
+def _check_countersignature(
+    client: Client, verdict: Verdict, attempt: Attempt, server: str | None
+) -> None:
+    assert attempt.signature is not None and attempt.worker_id is not None
+    counter = client.transport.countersignature(verdict.job_id, attempt.number)
+    if counter is None:
+        if server is not None:
+            verdict.problems.append("no server countersigned it (an embedded result)")
+        return
+    verdict.server_id = counter.server_id
+    claim = countersign_claim(verdict.job_id, attempt.number, attempt.worker_id, attempt.signature)
+    if counter.countersignature is None or not verify(
+        counter.server_id, claim, counter.countersignature
+    ):
+        verdict.problems.append(
+            f"the server's countersignature does not verify ({counter.server_id})"
+        )
+    if server is not None and counter.server_id != server:
+        verdict.problems.append(f"it was countersigned by {counter.server_id}, not by {server}")

@@ -94,3 +94,11 @@ class PoolStatus(PoolWire):
     no_consensus_last_hour: int
     agreement_rate: float | None  # valid / checked results across the pool
     ledger: bool  # whether jobs are priced
+
+
+class Countersignature(PoolWire):
+    """A server's signature over an attempt's signed result (`signing.countersign_claim`),
+    and the key that made it: the `worker_id` its public `/health` names."""
+
+    server_id: str
+    countersignature: str | None = None  # None: the attempt is not signed

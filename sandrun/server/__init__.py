@@ -18,6 +18,7 @@ import uvicorn
 from sandrun.artifacts.stores import open_artifacts
 from sandrun.errors import ValidationError
 from sandrun.home import Home
+from sandrun.server.cors import origins
 from sandrun.service import Service
 from sandrun.service.quota import PublicApi
 from sandrun.service.secretbox import SecretBox
@@ -113,6 +114,7 @@ class ServerSettings:
     # The blob directory (default: see default_artifacts), or s3://BUCKET/PREFIX.
     artifacts: str | Path | None = None
     public_api: PublicApi = field(default_factory=PublicApi)
+    public_cors: str = "*"  # origins the public root API answers: '*', a list, or 'off'
     policy: Policy | None = None
     # Proxies whose X-Forwarded-For and -Proto count (comma-separated addresses or
     # networks, or '*'): uvicorn's default trusts loopback, and then any local process
@@ -137,7 +139,9 @@ def run_server(settings: ServerSettings, ready: Callable[[], None] | None = None
             ],
         )
     _check_workers(s)
+    origins(s.public_cors)  # a bad --public-cors stops it before anything is opened
     service = _open(s)  # the schema checked once, before any worker starts
+    identity = service.server_identity().worker_id  # made here, once, by the first server
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if s.workers > 1:
         service.close()  # each worker opens its own: a pool does not survive a fork
@@ -146,7 +150,7 @@ def run_server(settings: ServerSettings, ready: Callable[[], None] | None = None
         workers = f", {s.workers} workers" if s.workers > 1 else ""
         print(
             f"sandrun server on http://{s.host}:{s.port} (auth {'on' if s.auth else 'off'}, "
-            f"db {describe_db(s.db)}{workers})",
+            f"db {describe_db(s.db)}{workers}); identity (worker_id) {identity}",
             file=sys.stderr,
             flush=True,
         )
@@ -182,7 +186,7 @@ def _serve(s: ServerSettings, service: Service | None, listening: socket.socket)
     if service is None:
         service = _open(s)
     try:
-        app = create_app(service, auth=s.auth, public_api=s.public_api)
+        app = create_app(service, auth=s.auth, public_api=s.public_api, public_cors=s.public_cors)
         config = uvicorn.Config(
             app,
             host=s.host,

@@ -19,9 +19,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 import sandrun
 from sandrun.errors import SandrunError
 from sandrun.models import ErrorBody
-from sandrun.server import agents, data, jobs, pipelines, pool, public, uploads
+from sandrun.server import agents, cors, data, jobs, pipelines, pool, public, uploads
 from sandrun.server.beats import HeartbeatFastPath, Heartbeats, Lag, error_response
 from sandrun.server.bodylimit import SubmitSizeLimit
+from sandrun.server.cors import PublicCors
 from sandrun.server.notify import Notifier
 from sandrun.server.workboard import WorkBoard
 from sandrun.service import Service
@@ -46,7 +47,11 @@ _LOGS = {"logs", "finished", "lost", "cancel", "reconnected"}
 
 
 def create_app(
-    service: Service, *, auth: bool = True, public_api: PublicApi | None = None
+    service: Service,
+    *,
+    auth: bool = True,
+    public_api: PublicApi | None = None,
+    public_cors: str = "*",
 ) -> FastAPI:
     work, logs = WorkBoard(recheck=service.lease_seconds), Notifier()
     beats = Heartbeats(service)
@@ -94,6 +99,8 @@ def create_app(
         app.include_router(router)
     app.add_middleware(SubmitSizeLimit)
     app.add_middleware(HeartbeatFastPath)
+    if allowed := cors.origins(public_cors):
+        app.add_middleware(PublicCors, allow=allowed)
 
     @app.get("/v1/health")
     async def health() -> dict[str, Any]:

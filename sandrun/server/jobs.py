@@ -7,10 +7,11 @@ import time
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
+from sandrun.errors import JobNotFoundError
 from sandrun.ids import pause
 from sandrun.models import (
     Attempt,
@@ -27,6 +28,7 @@ from sandrun.models import (
     Waiting,
     WaitRequest,
 )
+from sandrun.pool.models import Countersignature
 from sandrun.retention_models import GcReport, GcRequest
 from sandrun.server.auth import ERRORS, ServiceDep, UserDep, admin, user, viewer
 from sandrun.server.notify import Notifier
@@ -142,6 +144,25 @@ def cancel(job_id: JobId, caller: UserDep, service: ServiceDep) -> JobRecord:
 @router.get("/jobs/{job_id}/attempts")
 def attempts(job_id: JobId, caller: UserDep, service: ServiceDep) -> list[Attempt]:
     return service.attempts(job_id, viewer(caller))
+
+
+@router.get("/jobs/{job_id}/attempts/{number}/countersignature")
+def countersignature(
+    job_id: JobId,
+    number: Annotated[int, Path(ge=1, le=INT32)],
+    caller: UserDep,
+    service: ServiceDep,
+) -> Countersignature:
+    """This server's signature over the attempt's signed result (`sandrun verify`)."""
+    attempt = next(
+        (a for a in service.attempts(job_id, viewer(caller)) if a.number == number), None
+    )
+    if attempt is None:
+        raise JobNotFoundError(f"job {job_id} has no attempt {number}", field="number")
+    return Countersignature(
+        server_id=service.server_identity().worker_id,
+        countersignature=service.countersignature(attempt),
+    )
 
 
 @router.get("/jobs/{job_id}/events")

@@ -246,9 +246,11 @@ async def health(request: Request) -> Response:
     queued, running = await run_in_threadpool(service.queue_length)
     nodes = await run_in_threadpool(service.nodes)
     active = [n for n in nodes if n.state == "active"]
+    identity = await run_in_threadpool(service.server_identity)
     return JSONResponse(
         {
             "status": "healthy",
+            "worker_id": identity.worker_id,  # this deployment's key: a coordinator's allowlist
             "version": sandrun.__version__,
             "workers": [
                 {"worker_id": n.public_key, "name": n.name, "running": n.running} for n in active

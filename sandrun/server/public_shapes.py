@@ -53,6 +53,9 @@ def status_of(service: Service, job_id: str, viewer: str | None) -> dict[str, An
             "worker_id": last.worker_id if last else None,
             "signature": last.signature if last else None,
             "attempt": last.number if last else None,
+            # This server's countersignature (signing.countersign_claim) and its key.
+            "server_id": service.server_identity().worker_id,
+            "countersignature": service.countersignature(last) if last else None,
         },
         "message": job.message,
     }

@@ -3,12 +3,13 @@ check, cost reports, reputation, quarantine and the pool's state (docs/pool.md).
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from sandrun.errors import Forbidden, NodeNotFound, ValidationError
-from sandrun.models import JobRecord, NodeInfo
+from sandrun.models import Attempt, JobRecord, NodeInfo
 from sandrun.pool.costs import MICRO, Terms, fitting_timeout, terms_for
 from sandrun.pool.models import (
     Balance,
@@ -21,6 +22,7 @@ from sandrun.pool.models import (
     Transfer,
 )
 from sandrun.pool.trust import Standing
+from sandrun.signing import Identity, countersign_claim
 from sandrun.spec import JobSpec
 from sandrun.spec.policy import Policy
 from sandrun.store import Store
@@ -66,6 +68,25 @@ class PoolCalls:
     clock: Callable[[], float]
     nodes: Callable[[], list[NodeInfo]]  # Service's
     get: Callable[[str, str | None], JobRecord]  # Service's: a job its viewer may see
+    _identity: Identity | None = None
+
+    def server_identity(self) -> Identity:
+        """This deployment's Ed25519 identity: made by its first server, kept in the
+        database, so every server on it is one worker to a pool coordinator."""
+        if self._identity is None:
+            candidate = base64.b64encode(Identity.generate().raw()).decode()
+            kept = self.store.server_key(candidate, self.clock())
+            self._identity = Identity.from_raw(base64.b64decode(kept))
+        return self._identity
+
+    def countersignature(self, attempt: Attempt) -> str | None:
+        """This server's signature over the attempt's signed result (None: unsigned)."""
+        if attempt.signature is None or attempt.worker_id is None:
+            return None
+        claim = countersign_claim(
+            attempt.job_id, attempt.number, attempt.worker_id, attempt.signature
+        )
+        return self.server_identity().sign(claim)
 
     def balance(self, owner: str) -> Balance:
         """An owner's balance (or `operator:NAME`'s: what it earned, nothing held)."""

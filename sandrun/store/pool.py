@@ -1,5 +1,6 @@
 """The pool's reads and admin writes in the store: balances, credits, the ledger's
-entries and check, cost rows, reputation and quarantine. Part of `Store` (a mixin)."""
+entries and check, cost rows, reputation and quarantine, the server's own key. Part of
+`Store` (a mixin)."""
 
 from __future__ import annotations
 
@@ -87,3 +88,12 @@ class PoolStore:
             row = tx.one("pool_counts", since=since)
         assert row is not None
         return {k: int(row[k] or 0) for k in row.keys()}
+
+    def server_key(self, candidate: str, now: float) -> str:
+        """The server's private key (base64): `candidate` if no server on this database
+        has made one yet, else the one made first."""
+        with self.db.transaction() as tx:
+            tx.run("insert_server_identity", private_key=candidate, at=now)
+            row = tx.one("server_identity")
+        assert row is not None
+        return str(row["private_key"])

@@ -7,6 +7,7 @@ import base64
 import hashlib
 import io
 import json
+import subprocess
 import tarfile
 import zipfile
 from collections.abc import Iterator
@@ -19,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from websockets.sync.client import connect as ws_connect
 
 from tests.helpers import wait_for
-from tests.integration.cluster import Cluster
+from tests.integration.cluster import SANDRUN, Cluster
 
 
 @pytest.fixture(scope="module")
@@ -184,6 +185,51 @@ def test_the_result_is_signed_by_its_worker(api: httpx.Client) -> None:
     key.verify(base64.b64decode(worker["signature"]), signed)  # raises if it does not match
     health = api.get("/health").json()
     assert worker["worker_id"] in [w["worker_id"] for w in health["workers"]]
+    # The server countersigns the agent's signature with the key /health names, written
+    # from the description alone: {v, countersign, attempt, worker_id, signature}.
+    assert worker["server_id"] == health["worker_id"] != worker["worker_id"]
+    counter = {
+        "v": 1,
+        "countersign": job_id,
+        "attempt": worker["attempt"],
+        "worker_id": worker["worker_id"],
+        "signature": worker["signature"],
+    }
+    server_key = Ed25519PublicKey.from_public_bytes(base64.b64decode(health["worker_id"]))
+    server_key.verify(
+        base64.b64decode(worker["countersignature"]),
+        json.dumps(counter, sort_keys=True, separators=(",", ":")).encode(),
+    )
+
+
+def test_the_server_s_identity_is_kept_and_shown(server: Cluster, api: httpx.Client) -> None:
+    shown = subprocess.run(
+        [SANDRUN, "server", "--db", server.db, "--show-identity"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert api.get("/health").json()["worker_id"] == shown
+    assert len(base64.b64decode(shown)) == 32  # a raw Ed25519 public key
+    assert f"identity (worker_id) {shown}" in server.server_logs()
+
+
+def test_pages_on_any_origin_may_call_the_public_api_but_not_v1(api: httpx.Client) -> None:
+    page = {"Origin": "https://pages.example"}
+    preflight = {**page, "Access-Control-Request-Method": "POST"}
+    answer = api.options("/submit", headers=preflight)
+    assert answer.status_code == 200
+    assert answer.headers["access-control-allow-origin"] == "*"
+    assert "POST" in answer.headers["access-control-allow-methods"]
+    assert "access-control-allow-credentials" not in answer.headers
+    for path in ("/", "/health", "/status/nope"):
+        assert api.get(path, headers=page).headers["access-control-allow-origin"] == "*"
+    # The token API and the dashboard never answer another origin, preflight or not.
+    for path in ("/v1/jobs", "/v1/health", "/ui/jobs"):
+        assert "access-control-allow-origin" not in api.get(path, headers=page).headers
+        refused = api.options(path, headers=preflight)
+        assert "access-control-allow-origin" not in refused.headers
+        assert refused.status_code in (404, 405)
 
 
 @pytest.mark.parametrize(

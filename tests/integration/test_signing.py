@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from sandrun.artifacts import LocalArtifactStore
@@ -111,6 +112,12 @@ def test_sandrun_verify_checks_a_remote_result(cluster: Cluster, tmp_path: Path)
     assert f"signed by {agent_key}" in ok.stdout
     assert verify("--worker", agent_key).returncode == 0
     assert "not by" in verify("--worker", "someone-else").stderr
+    # Countersigned by the server, with the key its public /health names.
+    server_key = httpx.get(f"{cluster.url}/health").json()["worker_id"]
+    assert f"countersigned by server {server_key}" in ok.stdout
+    assert verify("--server", server_key).returncode == 0
+    other = verify("--server", agent_key)
+    assert other.returncode == 1 and f"countersigned by {server_key}, not by" in other.stderr
 
     job.download(tmp_path / "dl")
     assert verify("--dir", str(tmp_path / "dl")).returncode == 0

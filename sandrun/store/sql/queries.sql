@@ -677,3 +677,13 @@ SELECT * FROM environments WHERE owner = :owner AND name = :name;
 
 -- name: delete_environment
 DELETE FROM environments WHERE owner = :owner AND name = :name;
+
+-- --- the server's identity (store/store.py) -----------------------------------------------
+
+-- name: insert_server_identity
+-- The first server's key wins; later ones read it.
+INSERT INTO server_identity (id, private_key, created_at) VALUES (1, :private_key, :at)
+ON CONFLICT (id) DO NOTHING;
+
+-- name: server_identity
+SELECT private_key FROM server_identity WHERE id = 1;

@@ -297,3 +297,10 @@ CREATE TABLE environments (
     created_at double precision NOT NULL,
     PRIMARY KEY (owner, name)
 );
+
+-- The server's own identity (one row).
+CREATE TABLE server_identity (
+    id          integer PRIMARY KEY CHECK (id = 1),
+    private_key text NOT NULL,
+    created_at  double precision NOT NULL
+);

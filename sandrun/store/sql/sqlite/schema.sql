@@ -293,3 +293,10 @@ CREATE TABLE environments (
     created_at REAL NOT NULL,
     PRIMARY KEY (owner, name)
 );
+
+-- The server's own identity (one row).
+CREATE TABLE server_identity (
+    id          INTEGER PRIMARY KEY CHECK (id = 1),
+    private_key TEXT NOT NULL,
+    created_at  REAL NOT NULL
+);
