@@ -310,6 +310,10 @@ def test_a_blob_is_visible_only_to_its_owners(cluster: Cluster) -> None:
             assert stolen.status_code == absent.status_code == 404
             assert stolen.json()["code"] == absent.json()["code"] == "artifact_not_found"
         assert len(bob.jobs().jobs) == bobs  # nothing recorded
+        # Nor its countersignature: another tenant's job is absent there too.
+        counter = f"{cluster.url}/v1/jobs/{job.id}/attempts/1/countersignature"
+        assert httpx.get(counter, headers=_headers(cluster, "alice")).status_code == 200
+        assert httpx.get(counter, headers=_headers(cluster, "bob")).status_code == 404
         # bob uploading the same bytes himself is fine: then he has them anyway.
         assert bob.transport.put_blob(b"alice's upload") == uploaded  # type: ignore[attr-defined]
         spec = {"command": ["cat", "x"], "inputs": {"x": uploaded}}
