@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -11,6 +11,9 @@ from sandrun.cli import render
 from sandrun.cli.options import JsonOpt
 from sandrun.errors import ValidationError
 from sandrun.roles import Role
+
+if TYPE_CHECKING:
+    from sandrun.service.quota import PublicApi
 
 
 def nodes(
@@ -161,18 +164,12 @@ def server(
     """Serve the HTTP API (under /v1, and the public API at the root) for agents, the
     CLI, the SDK and public clients."""
     from sandrun.server import ServerSettings, run_server
-    from sandrun.service.quota import MODES, PublicApi
     from sandrun.spec.policy import load_policy
 
-    if public_api not in MODES:
-        raise ValidationError(
-            f"--public-api {public_api!r} is not a mode; use " + ", ".join(MODES),
-            field="public_api",
-        )
+    quota = _public_api(public_api, anon_concurrent, anon_jobs_per_hour, anon_cpu_per_minute)
     if show_identity:
         _show_identity(_server_db(db), artifacts, secrets_key)
         return
-    quota = PublicApi(public_api, anon_concurrent, anon_jobs_per_hour, anon_cpu_per_minute)
     settings = ServerSettings(
         _server_db(db),
         host=host,
@@ -324,6 +321,16 @@ def gc(
         f"{report.jobs_purged} job records, {report.nodes_removed} departed agents, "
         f"{report.artifacts_removed} blobs ({report.bytes_freed} bytes)"
     )
+
+
+def _public_api(mode: str, concurrent: int, per_hour: int, cpu: float) -> PublicApi:
+    from sandrun.service.quota import MODES, PublicApi
+
+    if mode not in MODES:
+        raise ValidationError(
+            f"--public-api {mode!r} is not a mode; use " + ", ".join(MODES), field="public_api"
+        )
+    return PublicApi(mode, concurrent, per_hour, cpu)
 
 
 def _show_identity(db: str, artifacts: str | None, secrets_key: Path | None) -> None:

@@ -101,14 +101,16 @@ def create_app(
     app.add_middleware(HeartbeatFastPath)
     if allowed := cors.origins(public_cors):
         app.add_middleware(PublicCors, allow=allowed)
+    _health(app, lag)
+    _answer_errors_in_our_shape(app)
+    return app
 
+
+def _health(app: FastAPI, lag: Lag) -> None:
     @app.get("/v1/health")
     async def health() -> dict[str, Any]:
         """Up, and how far behind (seconds): its event loop or its heartbeat writes."""
         return {"status": "ok", "version": sandrun.__version__, "lag_seconds": lag.now()}
-
-    _answer_errors_in_our_shape(app)
-    return app
 
 
 def _answer_errors_in_our_shape(app: FastAPI) -> None:
