@@ -23,7 +23,7 @@ from sandrun.agent.control import ControlPlane
 from sandrun.agent.executor import Executor
 from sandrun.agent.proctree import kill_if_same
 from sandrun.agent.reporter import Ended, Reporter
-from sandrun.agent.results import metered, signed
+from sandrun.agent.results import metered, signed, uploaded
 from sandrun.agent.sandbox import Sandboxing
 from sandrun.agent.settings import MAX_ATTEMPTS, AgentSettings
 from sandrun.agent.supervise import AttemptControl
@@ -284,8 +284,7 @@ class Agent:
     def _report(self, claim: Claim, result: AttemptResult, logs: list[LogChunk]) -> Ended:
         """Report the end and its last `logs`; unless stopping, the same call claims jobs for
         exactly its room (not more: the claim loop may be claiming the rest meanwhile)."""
-        result = self._sign(claim, result)
-        self.control.upload_outputs(result)
+        result = uploaded(self.control, result, lambda r: self._sign(claim, r))
         stopping = self._stopping.is_set() or self.draining
         room = None if stopping else self.capacity.share(claim.job.spec)
         return self.reporter.ended(claim.ref, result, room, logs)

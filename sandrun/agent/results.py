@@ -6,14 +6,17 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+from sandrun.agent.control import ControlPlane
 from sandrun.agent.outputs import with_outputs
 from sandrun.agent.process import Ended
 from sandrun.agent.sandbox import Confined, Sandboxing
 from sandrun.agent.sandbox.runtime import disk_message
 from sandrun.agent.supervise import Stop
 from sandrun.artifacts import LocalArtifactStore
+from sandrun.errors import UploadTooLarge
 from sandrun.models import AttemptResult, Capacity, Claim, Usage
 from sandrun.signing import Identity, claim_of, meter_claim
 from sandrun.spec import JobSpec
@@ -141,4 +144,20 @@ def attempt_result(
         result = result.model_copy(update={"message": note})
     if spec.outputs and result.failure_reason not in _NO_OUTPUTS:
         result = with_outputs(result, spec, workdir, artifacts, claim.attempt)
+    return result
+
+
+def uploaded(
+    control: ControlPlane, result: AttemptResult, sign: Callable[[AttemptResult], AttemptResult]
+) -> AttemptResult:
+    """`result`, signed, once its outputs are uploaded. A server whose store takes no
+    blob that big (S3: one PUT holds 5 GiB) refuses for good: the attempt then fails
+    `output_limit` without its outputs, saying why, rather than being retried as lost."""
+    result = sign(result)
+    try:
+        control.upload_outputs(result)
+    except UploadTooLarge as exc:
+        reason = result.failure_reason or FailureReason.OUTPUT_LIMIT
+        update = {"outputs": [], "failure_reason": reason, "message": f"outputs not kept: {exc}"}
+        return sign(result.model_copy(update=update))
     return result
