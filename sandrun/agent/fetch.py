@@ -19,8 +19,11 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import tarfile
 import tempfile
+import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 
 import httpx
@@ -92,17 +95,10 @@ class Fetcher:
         draft = _draft(where)
         try:
             budget = Budget(MOUNT_LIMITS, archive.stat().st_size, "the archive")
-            with tarfile.open(archive, "r:*") as tar:
-                for member in tar:
-                    parts = PurePosixPath(member.name).parts
-                    if member.name.startswith("/") or ".." in parts:
-                        raise FetchError(f"archive entry {member.name!r} leaves its directory")
-                    if not (member.isfile() or member.isdir()):
-                        continue  # links and devices are not data
-                    budget.member(member.size)
-                    budget.take(member.size)
-                    member.mode = 0o755 if member.isdir() else 0o644
-                    tar.extract(member, draft, filter="data")
+            if zipfile.is_zipfile(archive):
+                _unzip(archive, draft, budget)
+            else:
+                _untar(archive, draft, budget)
             os.replace(draft, where)
         except BaseException:
             shutil.rmtree(draft, ignore_errors=True)
@@ -156,6 +152,45 @@ class Fetcher:
             shutil.rmtree(draft, ignore_errors=True)
             raise
         return where
+
+
+def _untar(archive: Path, into: Path, budget: Budget) -> None:
+    with tarfile.open(archive, "r:*") as tar:
+        for member in tar:
+            _inside(member.name)
+            if not (member.isfile() or member.isdir()):
+                continue  # links and devices are not data
+            budget.member(member.size)
+            budget.take(member.size)
+            member.mode = 0o755 if member.isdir() else 0o644
+            tar.extract(member, into, filter="data")
+
+
+def _unzip(archive: Path, into: Path, budget: Budget) -> None:
+    try:
+        with zipfile.ZipFile(archive) as zipped:
+            for info in zipped.infolist():
+                _inside(info.filename)
+                target = into / info.filename
+                if info.is_dir():
+                    target.mkdir(parents=True, exist_ok=True)
+                    continue
+                if stat.S_ISLNK(info.external_attr >> 16):
+                    continue  # links are not data
+                budget.member(info.file_size)  # what it claims; what it holds is counted too
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with zipped.open(info) as source, open(target, "wb") as sink:
+                    while block := source.read(1 << 20):
+                        budget.take(len(block))
+                        sink.write(block)
+                target.chmod(0o644)
+    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+        raise FetchError(f"not a readable zip archive: {exc}") from None
+
+
+def _inside(name: str) -> None:
+    if name.startswith("/") or ".." in PurePosixPath(name).parts:
+        raise FetchError(f"archive entry {name!r} leaves its directory")
 
 
 def _draft(where: Path) -> Path:

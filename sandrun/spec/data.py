@@ -127,17 +127,17 @@ DATA_SOURCE = (
     rf"^(?:https?://{_URL_TAIL}+|s3://[a-z0-9][a-z0-9.-]{{1,62}}(?:/{_URL_TAIL}*)?"
     r"|artifact:(?:sha256:)?[0-9a-f]{64})$"
 )
-ARCHIVES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
+ARCHIVES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz", ".zip")
 
 
 class DataMount(Strict):
     """Data the agent fetches once, keeps by content and shows read-only at `target`: a
-    file, or a directory (an S3 prefix, or a tar archive unpacked)."""
+    file, or a directory (an S3 prefix, or a tar or zip archive unpacked)."""
 
     source: str = Field(json_schema_extra={"pattern": DATA_SOURCE})
     target: str = Field(json_schema_extra={"pattern": MOUNT_PATH})
     sha256: Digest | None = None  # what the fetched bytes must hash to
-    # Default: a source named like a tar archive is unpacked (an s3:// prefix is a directory).
+    # Default: a source named like an archive is unpacked (an s3:// prefix is a directory).
     unpack: StrictBool | None = None
 
     @model_validator(mode="after")

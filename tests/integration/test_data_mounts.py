@@ -9,8 +9,10 @@ import functools
 import hashlib
 import http.server
 import io
+import stat
 import tarfile
 import threading
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,6 +36,18 @@ def _tar(members: dict[str, bytes]) -> bytes:
     return out.getvalue()
 
 
+def _zip(members: dict[str, bytes], links: dict[str, str] | None = None) -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as zipped:
+        for name, data in members.items():
+            zipped.writestr(name, data)
+        for name, target in (links or {}).items():  # a symlink entry, as `zip -y` writes one
+            info = zipfile.ZipInfo(name)
+            info.external_attr = (stat.S_IFLNK | 0o777) << 16
+            zipped.writestr(info, target)
+    return out.getvalue()
+
+
 class _Files(http.server.SimpleHTTPRequestHandler):
     requests: list[str] = []  # noqa: RUF012  # the paths asked for, across the module
 
@@ -51,6 +65,9 @@ def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     (root / "labels.csv").write_bytes(CSV)
     (root / "train.tar.gz").write_bytes(_tar({"train/a.txt": b"alpha\n", "train/b.txt": b"b\n"}))
     (root / "evil.tar.gz").write_bytes(_tar({"../../escaped.txt": b"out\n"}))
+    zipped = _zip({"val/c.txt": b"gamma\n"}, links={"val/shadow": "/etc/shadow"})
+    (root / "val.zip").write_bytes(zipped)
+    (root / "evil.zip").write_bytes(_zip({"../../escaped.txt": b"out\n"}))
     handler = functools.partial(_Files, directory=str(root))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -86,14 +103,19 @@ def test_a_file_and_an_archive_from_http_are_fetched_once_and_read_only(
         {"source": f"{web}/labels.csv", "target": "/data/labels.csv",
          "sha256": hashlib.sha256(CSV).hexdigest()},
         {"source": f"{web}/train.tar.gz", "target": "/train"},
+        {"source": f"{web}/val.zip", "target": "/val"},
     ]  # fmt: skip
-    shell = "cat /data/labels.csv /train/train/a.txt; touch /train/x 2>/dev/null || echo ro"
+    shell = (
+        "cat /data/labels.csv /train/train/a.txt /val/val/c.txt; "
+        "touch /train/x 2>/dev/null || echo ro; test -e /val/val/shadow || echo no-link"
+    )
     for _ in range(2):
         record, out = _run(cluster, shell, mounts)
         assert record.state is JobState.COMPLETED, out
-        assert out == CSV.decode() + "alpha\nro\n"
+        assert out == CSV.decode() + "alpha\ngamma\nro\nno-link\n"
     assert _Files.requests.count("/labels.csv") == 1  # the second job used the agent's copy
     assert _Files.requests.count("/train.tar.gz") == 1
+    assert _Files.requests.count("/val.zip") == 1
 
 
 def test_a_blob_of_the_server_is_mounted_by_digest(cluster: Cluster) -> None:
@@ -132,6 +154,7 @@ def test_what_the_agent_will_not_fetch_or_unpack_fails_data_error(
         [{"source": f"{web}/labels.csv", "target": "/d", "sha256": "0" * 64}],  # other bytes
         [{"source": f"{web}/missing.csv", "target": "/d"}],  # 404
         [{"source": f"{web}/evil.tar.gz", "target": "/d"}],  # an entry leaving its directory
+        [{"source": f"{web}/evil.zip", "target": "/d"}],  # the same in a zip
     ):
         record, _ = _run(cluster, "true", mounts)
         assert record.failure_reason is FailureReason.DATA_ERROR, (mounts, record)
