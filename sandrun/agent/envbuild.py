@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import importlib.metadata
 import json
@@ -70,7 +71,7 @@ class Builder:
             except ValueError as exc:
                 raise BuildFailed(str(exc)) from None
         if calls:
-            requirements.append(f"cloudpickle=={importlib.metadata.version('cloudpickle')}")
+            requirements.append(f"cloudpickle=={_cloudpickle()}")
         python = env.python or f"{sys.version_info.major}.{sys.version_info.minor}"
         key = hashlib.sha256(json.dumps([python, requirements]).encode()).hexdigest()[:32]
         where = self.root / key
@@ -144,3 +145,9 @@ def runner_path(root: Path) -> Path:
         draft.symlink_to(package)
         os.replace(draft, link)
     return where
+
+
+@functools.cache
+def _cloudpickle() -> str:
+    """The agent's cloudpickle version (read once: a job's call needs the same)."""
+    return importlib.metadata.version("cloudpickle")
