@@ -17,10 +17,16 @@ log = logging.getLogger("sandrun.agent")
 RETRY_FOR = 600.0  # how long an upload is retried through the store's own failures
 
 
-def download(url: str, artifacts: LocalArtifactStore) -> str:
+def client() -> httpx.Client:
+    """One client for the object store's presigned URLs (its connections kept between
+    blobs), holding none of this agent's credentials."""
+    return httpx.Client(timeout=httpx.Timeout(10.0, read=300.0, write=300.0))
+
+
+def download(http: httpx.Client, url: str, artifacts: LocalArtifactStore) -> str:
     """Stream a blob into this agent's store; return the digest of what came."""
     try:
-        with _client() as http, http.stream("GET", url) as got:
+        with http.stream("GET", url) as got:
             if got.status_code != 200:
                 raise AgentError(f"the artifact store answered {got.status_code}")
             return artifacts.put_chunks(got.iter_bytes())[0]
@@ -28,18 +34,13 @@ def download(url: str, artifacts: LocalArtifactStore) -> str:
         raise AgentError(f"cannot fetch from the artifact store: {exc}") from None
 
 
-def _client() -> httpx.Client:
-    """A client for the object store's presigned URLs: none of this agent's credentials."""
-    return httpx.Client(timeout=httpx.Timeout(10.0, read=300.0, write=300.0))
-
-
-def upload(url: str, path: Path, headers: dict[str, str]) -> None:
+def upload(http: httpx.Client, url: str, path: Path, headers: dict[str, str]) -> None:
     """Upload a file to a presigned URL; the store's own failures (5xx, a lost
     connection) are tried again for as long as a result is."""
     deadline, delay = time.monotonic() + RETRY_FOR, 0.5
     while True:
         try:
-            with _client() as http, open(path, "rb") as handle:
+            with open(path, "rb") as handle:
                 sent = http.put(url, content=handle, headers=headers)
             if sent.status_code == 200:
                 return

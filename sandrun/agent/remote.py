@@ -87,6 +87,7 @@ class HttpControlPlane:
     ) -> None:
         self.api = HttpJson(url, token, read_timeout=long_poll + 30)
         self.artifacts = artifacts
+        self.store_http = presigned.client()  # blobs to and from the server's object store
         self.lease_seconds = 30.0
         self.features: set[str] = set()  # what the server offers, told at registration
 
@@ -160,7 +161,7 @@ class HttpControlPlane:
             "GET", f"/v1/agent/artifacts/{digest}", retry_for=REPORT_RETRY, timeout=300.0
         )
         if response.is_redirect:  # a presigned URL of the server's object store
-            got = presigned.download(response.headers["location"], self.artifacts)
+            got = presigned.download(self.store_http, response.headers["location"], self.artifacts)
         else:
             got, _ = self.artifacts.put_bytes(response.content)
         if got != digest:
@@ -297,7 +298,8 @@ class HttpControlPlane:
             for target in reply.uploads:
                 if target.url is None:
                     continue  # the store has these bytes
-                presigned.upload(target.url, self.artifacts.path(target.digest), target.headers)
+                path = self.artifacts.path(target.digest)
+                presigned.upload(self.store_http, target.url, path, target.headers)
 
     def upload_outputs(self, result: AttemptResult) -> None:
         inlined = {out.digest for out in self._inlined(result)}

@@ -15,7 +15,6 @@ import base64
 import contextlib
 import hashlib
 import re
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, cast
@@ -31,8 +30,6 @@ from sandrun.errors import (
     ValidationError,
 )
 
-_CHUNK = 1 << 20
-_SPOOL = 8 << 20  # bytes of an upload kept in memory before it spills to a file
 MAX_PUT = 5 << 30  # S3's limit for one PUT; larger blobs would need multipart uploads
 URL_SECONDS = 3600  # how long a presigned URL works
 _DIGEST = re.compile(r"[0-9a-f]{64}")
@@ -92,21 +89,6 @@ class S3ArtifactStore:
         self._put(digest, data, len(data))
         return digest, len(data)
 
-    def put_file(self, source: str | Path) -> tuple[str, int]:
-        with open(source, "rb") as handle:
-            return self.put_stream(handle)
-
-    def put_stream(self, stream: BinaryIO) -> tuple[str, int]:
-        hasher, size = hashlib.sha256(), 0
-        with tempfile.SpooledTemporaryFile(_SPOOL) as spool:
-            while block := stream.read(_CHUNK):
-                hasher.update(block)
-                spool.write(block)
-                size += len(block)
-            spool.seek(0)
-            self._put(hasher.hexdigest(), spool, size)
-        return hasher.hexdigest(), size
-
     def _put(self, digest: str, body: object, size: int) -> None:
         """Write (or rewrite, renewing its time for `gc`) the blob."""
         if size > MAX_PUT:
@@ -121,18 +103,28 @@ class S3ArtifactStore:
             )
 
     def open(self, digest: str) -> BinaryIO:
+        """The blob's bytes as a stream, once its kept checksum says it is the blob."""
         if not self.has(digest):
             raise ArtifactNotFound(f"no artifact has digest {digest}")
-        with _failing(f"cannot read {digest} from {self.url}"):
-            got = self.s3.get_object(Bucket=self.bucket, Key=self.key(digest))
-        return cast(BinaryIO, got["Body"])
+        return self._get(digest)
 
     def read_bytes(self, digest: str) -> bytes:
-        with self.open(digest) as body, _failing(f"cannot read {digest} from {self.url}"):
+        """The blob's bytes, checked against its name here (so no HEAD first)."""
+        with self._get(digest) as body, _failing(f"cannot read {digest} from {self.url}"):
             data = body.read()
         if hashlib.sha256(data).hexdigest() != digest:
             raise ArtifactError(f"the object for {digest} in {self.url} holds other bytes")
         return data
+
+    def _get(self, digest: str) -> BinaryIO:
+        with _failing(f"cannot read {digest} from {self.url}"):
+            try:
+                got = self.s3.get_object(Bucket=self.bucket, Key=self.key(digest))
+            except Exception as exc:
+                if _absent(exc):
+                    raise ArtifactNotFound(f"no artifact has digest {digest}") from None
+                raise
+        return cast(BinaryIO, got["Body"])
 
     def download_url(
         self, digest: str, filename: str | None = None, media_type: str | None = None
