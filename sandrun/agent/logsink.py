@@ -5,9 +5,10 @@ flushed at most every `interval` seconds, so a chatty job costs few store writes
 `limit` bytes in all, output is dropped after one marker line on stderr.
 
 While the server is away the chunks are kept (the limit bounds them) and sent again with
-backoff: an outage never stops the job. At the end, what is left (`rest`, up to 256 KiB)
-goes with the attempt's end and is stored in its transaction; more is drained first,
-tried as long as the result itself would be.
+backoff: an outage never stops the job. A chunk once offered is never grown (the server
+may have stored it though its reply was lost, and it stores a seq once). At the end,
+what is left (`rest`, up to 256 KiB) goes with the attempt's end and is stored in its
+transaction; more is drained first, tried as long as the result itself would be.
 """
 
 from __future__ import annotations
@@ -45,6 +46,9 @@ class LogSink:
         self._interval = interval
         self._pending: list[LogChunk] = []
         self._pending_bytes = 0
+        # Whether the last pending chunk may grow: not once it was offered to the server,
+        # which may have stored it though the reply was lost (a seq is stored once).
+        self._open = False
         self._seq = 0
         self._last_flush = time.monotonic()
         self._retry_at = 0.0  # while the server is away: not before this
@@ -76,9 +80,11 @@ class LogSink:
             self._stdout.update(data)
         self.total_bytes += len(data)
         last = self._pending[-1] if self._pending else None
-        if last is not None and last.stream == stream and len(last.data) + len(data) <= MAX_CHUNK:
+        grows = last is not None and last.stream == stream and self._open
+        if last is not None and grows and len(last.data) + len(data) <= MAX_CHUNK:
             self._pending[-1] = last.model_copy(update={"data": last.data + data})
         else:
+            self._open = True
             self._seq += 1
             self._pending.append(
                 LogChunk(
@@ -101,6 +107,7 @@ class LogSink:
             return True
         chunks, size = self._pending, self._pending_bytes
         self._pending, self._pending_bytes = [], 0
+        self._open = False
         try:
             self._control.append_logs(self._claim.ref, chunks)
         except StaleAttempt:

@@ -44,6 +44,33 @@ def test_logs_an_outage_kept_are_sent_once_in_order_when_the_server_is_back() ->
     ]
 
 
+class LostReply(Plane):
+    """A control plane that stores the first chunks it is sent, as a server does (a seq
+    once), but whose reply is lost: the agent sees the server go away."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stored: dict[int, bytes] = {}
+
+    def append_logs(self, ref: AttemptRef, chunks: list[LogChunk]) -> None:
+        for chunk in chunks:
+            self.stored.setdefault(chunk.seq, chunk.data)
+        if len(self.stored) == 1:
+            raise ServerUnreachable("killed after its commit")
+
+
+def test_output_after_a_send_whose_reply_was_lost_is_not_lost() -> None:
+    """The server stored "started" but died before answering; "done" must not be merged
+    into the chunk it already has (it would be skipped as sent again)."""
+    plane = LostReply()
+    sink = _sink(plane)
+    sink.add("stdout", b"started\n")
+    assert sink.flush() is False
+    sink.add("stdout", b"done\n")
+    assert sink.flush() is True
+    assert b"".join(plane.stored[seq] for seq in sorted(plane.stored)) == b"started\ndone\n"
+
+
 def test_logs_the_server_refuses_for_good_are_not_retried() -> None:
     plane = Plane(StoreRefused("no"))
     sink = _sink(plane)
