@@ -41,7 +41,7 @@ def open_service(home: Home, lease_seconds: float = DEFAULT_LEASE_SECONDS) -> Se
 
     def wake_agent(kind: str) -> None:
         # Only news the agent cannot see itself: its own log writes and ends need no wake-up.
-        if kind in ("submitted", "cancel"):
+        if kind in ("submitted", "cancel", "control"):
             notify(addr, kind)
 
     service.on_change(wake_agent)

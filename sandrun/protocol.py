@@ -26,11 +26,14 @@ from sandrun.models import (
 from sandrun.spec.fields import Digest
 from sandrun.spec.units import Amount, Count, Num, Ordinal
 
+MAX_REPORTS = 256  # starts, and ends, in one report: what one transaction takes on
+
 GitCommit = Annotated[str, Field(pattern=r"^[0-9a-f]{40}([0-9a-f]{24})?$")]  # SHA-1 or SHA-256
 
 
 class HeartbeatReply(Wire):
     cancel: list[AttemptKey] = []  # attempts to kill: their jobs were cancelled
+    paused: list[AttemptKey] = []  # attempts to keep frozen (the others: thawed)
     stale: list[AttemptKey] = []  # attempts that lost their job: stop, do not report
     # Attempts the server has this node holding, not started, that the heartbeat did not
     # list: a claim whose reply was lost. The agent hands back those it never received.
@@ -83,6 +86,9 @@ class HeartbeatRequest(Request):
     leases: list[AttemptRef] = []
     state: NodeState = "active"
     warm: WarmReport | None = None  # sent when its warm workers changed (None: as before)
+    # Attempts it froze or thawed since its last heartbeat that got through.
+    frozen: list[AttemptKey] = Field(default=[], max_length=MAX_REPORTS)
+    thawed: list[AttemptKey] = Field(default=[], max_length=MAX_REPORTS)
 
 
 # Why an agent gives back attempts it never started: it is stopping, or it never
@@ -123,9 +129,6 @@ class CompleteAndClaimRequest(CompleteRequest):
 class CompleteAndClaimReply(Wire):
     job: JobRecord
     next: Claim | None = None
-
-
-MAX_REPORTS = 256  # starts, and ends, in one report: what one transaction takes on
 
 
 class ReportRequest(Request):

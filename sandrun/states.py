@@ -12,6 +12,7 @@ class JobState(StrEnum):
     PENDING = "pending"
     SCHEDULED = "scheduled"
     RUNNING = "running"
+    PAUSED = "paused"  # frozen on its node by `sandrun pause`: its slot stays held
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -77,7 +78,24 @@ JOB_TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     ),
     # running -> pending: the attempt failed and the retry policy asks for another.
     JobState.RUNNING: frozenset(
-        {JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED, JobState.PENDING}
+        {
+            JobState.COMPLETED,
+            JobState.FAILED,
+            JobState.CANCELLED,
+            JobState.PENDING,
+            JobState.PAUSED,
+        }
+    ),
+    # paused: its attempt still holds the job (it may end before its agent froze it, or
+    # be lost with its node and retried).
+    JobState.PAUSED: frozenset(
+        {
+            JobState.RUNNING,
+            JobState.COMPLETED,
+            JobState.FAILED,
+            JobState.CANCELLED,
+            JobState.PENDING,
+        }
     ),
     JobState.COMPLETED: frozenset(),
     JobState.FAILED: frozenset(),

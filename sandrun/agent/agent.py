@@ -21,6 +21,7 @@ from sandrun.agent.capacity import detect_capacity
 from sandrun.agent.claims import ClaimBook
 from sandrun.agent.control import ControlPlane
 from sandrun.agent.executor import Executor
+from sandrun.agent.freezer import said
 from sandrun.agent.proctree import kill_if_same
 from sandrun.agent.reporter import Ended, Reporter
 from sandrun.agent.results import metered, signed, uploaded
@@ -169,7 +170,7 @@ class Agent:
             if room_left and self.settings.long_poll:
                 continue  # the claim itself waited for work
             kinds = self.waker.wait(self._wait_timeout(room_left))
-            if "cancel" in kinds:
+            if kinds & {"cancel", "control"}:  # what its running attempts must do changed
                 self._beat_now.set()
 
     def _wait_timeout(self, room_left: bool) -> float:
@@ -311,23 +312,27 @@ class Agent:
         state: NodeState = "draining" if self.draining else "active"
         warm = self.executor.workers.report() if self.executor.workers else None
         told = warm if warm != self._warm_said else None  # only what changed
+        news = {key: r.ctl.news.take() for key, r in running.items()}
+        leases = [r.claim.ref for r in running.values()]
         try:
-            reply = self.control.heartbeat(
-                self.node_id, [r.claim.ref for r in running.values()], state, told
-            )
+            reply = self.control.heartbeat(self.node_id, leases, state, told, *said(news))
             self._warm_said = warm
             self.control.expire_leases()
         except SandrunError as exc:
             log.warning("heartbeat failed: %s", exc)
+            for key, r in running.items():
+                r.ctl.news.untake(news[key])
             self._stop_expired(running)
             return
         now = time.monotonic()
         stale = {k.key for k in reply.stale}
+        paused = {k.key for k in reply.paused}
         for key, r in running.items():
             if key in stale:
                 r.ctl.lost.set()
             else:
                 r.renewed = now
+            (r.ctl.pause.set if key in paused else r.ctl.pause.clear)()
         for k in reply.cancel:
             if k.key in running:
                 running[k.key].ctl.cancel.set()

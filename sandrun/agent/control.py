@@ -70,7 +70,12 @@ class ControlPlane(Protocol):
         leases: list[AttemptRef],
         state: NodeState = "active",
         warm: WarmReport | None = None,
-    ) -> HeartbeatReply: ...
+        frozen: Sequence[AttemptKey] = (),
+        thawed: Sequence[AttemptKey] = (),
+    ) -> HeartbeatReply:
+        """Renew leases; say which attempts the agent froze and thawed since its last
+        heartbeat; learn which to cancel, keep frozen, or stop (stale)."""
+        ...
 
     def hand_back(
         self, node: str, attempts: list[AttemptKey], reason: HandBackReason

@@ -25,6 +25,7 @@ from sandrun.agent.control import ControlPlane
 from sandrun.agent.diskwatch import DiskWatch
 from sandrun.agent.envbuild import Builder
 from sandrun.agent.fetch import Fetcher
+from sandrun.agent.freezer import Freezer
 from sandrun.agent.gitcache import GitCache
 from sandrun.agent.jobenv import job_env, python_dir
 from sandrun.agent.logsink import LogSink
@@ -352,7 +353,11 @@ class Executor:
         ):
             grace = self.settings.kill_grace
             disks = [disk, *volumes]
-            reason, ended = supervise(running, spec, sink, ctl, started, disks, grace, launchers)
+            fields = {"job": claim.job.id, "attempt": claim.attempt}
+            freezer = Freezer(running.pid, confined.cgroup, fields)
+            reason, ended = supervise(
+                running, spec, sink, ctl, started, disks, grace, launchers, freezer
+            )
         ctl.end_logs = sink.rest()  # sent with the end
         result = attempt_result(
             self.sandboxing, self.artifacts, claim, confined, workdir, reason, ended, started

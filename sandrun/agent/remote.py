@@ -173,8 +173,17 @@ class HttpControlPlane:
         leases: list[AttemptRef],
         state: NodeState = "active",
         warm: WarmReport | None = None,
+        frozen: Sequence[AttemptKey] = (),
+        thawed: Sequence[AttemptKey] = (),
     ) -> HeartbeatReply:
-        body = HeartbeatRequest(node=node, leases=leases, state=state, warm=warm)
+        body = HeartbeatRequest(
+            node=node,
+            leases=leases,
+            state=state,
+            warm=warm,
+            frozen=list(frozen),
+            thawed=list(thawed),
+        )
         # Well under a lease, so a hung server cannot stall the agent's own lease check.
         timeout = max(self.lease_seconds / 4, 0.2)
         return HeartbeatReply.model_validate(

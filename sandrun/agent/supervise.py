@@ -1,6 +1,7 @@
-"""Supervising a running attempt: pump its output into the log sink, and stop it — SIGTERM,
-then SIGKILL after the grace — when it is cancelled, loses its lease, is handed back, runs
-past its timeout, its log limit (if asked) or its disk limit."""
+"""Supervising a running attempt: pump its output into the log sink, freeze and thaw it as
+its job is paused and resumed, and stop it — SIGTERM, then SIGKILL after the grace — when
+it is cancelled, loses its lease, is handed back, runs past its timeout (the time it spent
+frozen not counted), its log limit (if asked) or its disk limit."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from sandrun.agent.diskwatch import Watched
+from sandrun.agent.freezer import FreezeNews, Freezer
 from sandrun.agent.logsink import LogSink
 from sandrun.agent.process import Ended, Running
 from sandrun.agent.proctree import signal_tree
@@ -43,6 +45,8 @@ class AttemptControl:
     cancel: threading.Event = field(default_factory=threading.Event)
     lost: threading.Event = field(default_factory=threading.Event)  # lease gone: stop quietly
     handback: threading.Event = field(default_factory=threading.Event)  # draining: give back
+    pause: threading.Event = field(default_factory=threading.Event)  # keep it frozen
+    news: FreezeNews = field(default_factory=FreezeNews)  # for the next heartbeat to say
     end_logs: list[LogChunk] = field(default_factory=list)  # its last output, for its end
 
 
@@ -55,6 +59,7 @@ def supervise(
     disks: Sequence[Watched],
     kill_grace: float,
     launchers: frozenset[str],
+    freezer: Freezer,
 ) -> tuple[Stop | None, Ended]:
     """Pump output until the process ends; return why we stopped it and how it ended.
     `disks`: its scratch, then the volumes it writes, each under watch against its size.
@@ -87,9 +92,12 @@ def supervise(
                 break  # an escaped child holds the pipes open; the job is over
             now = time.monotonic()
             if reason is None and exited is None:
-                reason = _stop_reason(ctl, deadline, sink, spec, disks)
+                deadline = _paused(ctl, freezer, deadline, now)
+                reason = _stop_reason(ctl, None if freezer.frozen else deadline, sink, spec, disks)
                 if reason is not None:
                     signal_tree(proc.pid, signal.SIGTERM, spare=launchers)
+                    if freezer.set(False):  # a frozen process takes its signals once thawed
+                        ctl.news.tell("thawed")
                     kill_at = now + (0 if reason is Stop.LOST else kill_grace)
             if kill_at is not None and now >= kill_at and exited is None:
                 signal_tree(proc.pid, signal.SIGKILL)
@@ -99,6 +107,20 @@ def supervise(
         proc.close()
     assert exited is not None
     return reason, exited
+
+
+def _paused(
+    ctl: AttemptControl, freezer: Freezer, deadline: float | None, now: float
+) -> float | None:
+    """Freeze or thaw the attempt as its job is paused or resumed; its deadline, moved on
+    by the time it spent frozen."""
+    since = freezer.since
+    if not freezer.set(ctl.pause.is_set()):
+        return deadline
+    ctl.news.tell("frozen" if freezer.frozen else "thawed")
+    if freezer.frozen or deadline is None or since is None:
+        return deadline
+    return deadline + (now - since)
 
 
 def _pump(sel: selectors.BaseSelector, streams_by_fd: dict[int, Stream], sink: LogSink) -> int:

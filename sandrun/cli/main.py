@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from sandrun.cli import agentcmd, data, doctor, ops, pipelines, pool, render, results
+from sandrun.cli import agentcmd, data, doctor, lifecycle, ops, pipelines, pool, render, results
 from sandrun.cli.options import (
     AfterOpt,
     CommandArg,
@@ -337,6 +337,8 @@ def cancel(job_id: JobId, json: JsonOpt = False) -> None:
             render.err.print(f"job {job_id}: cancel requested; its processes are being stopped")
 
 
+app.command()(lifecycle.pause)
+app.command()(lifecycle.resume)
 app.command()(results.outputs)
 app.command()(results.verify)
 app.command()(ops.nodes)

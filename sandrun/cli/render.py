@@ -28,6 +28,7 @@ STATE_STYLE = {
     JobState.PENDING: "yellow",
     JobState.SCHEDULED: "cyan",
     JobState.RUNNING: "blue",
+    JobState.PAUSED: "dim blue",
     JobState.COMPLETED: "green",
     JobState.FAILED: "red",
     JobState.CANCELLED: "magenta",

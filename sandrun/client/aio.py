@@ -105,6 +105,14 @@ class AsyncJob:
         await asyncio.to_thread(self.sync.cancel)
         return self
 
+    async def pause(self) -> AsyncJob:
+        await asyncio.to_thread(self.sync.pause)
+        return self
+
+    async def resume(self) -> AsyncJob:
+        await asyncio.to_thread(self.sync.resume)
+        return self
+
     async def attempts(self) -> list[Attempt]:
         return await asyncio.to_thread(lambda: self.sync.attempts)
 

@@ -147,6 +147,17 @@ class Job:
         self.record = self._transport.cancel(self.id)
         return self
 
+    def pause(self) -> Job:
+        """Freeze the running job in place: its processes stop (its agent freezes them
+        within a heartbeat; the `frozen` event says when), it keeps its slot, and its
+        timeout stops counting until `resume()`."""
+        self.record = self._transport.pause(self.id)
+        return self
+
+    def resume(self) -> Job:
+        self.record = self._transport.resume(self.id)
+        return self
+
     @property
     def outputs(self) -> list[OutputFile]:
         return self._transport.outputs(self.id)

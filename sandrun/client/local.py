@@ -86,6 +86,12 @@ class EmbeddedTransport:
     def cancel(self, job_id: str) -> JobRecord:
         return self.service.cancel(job_id)
 
+    def pause(self, job_id: str) -> JobRecord:
+        return self.service.pause(job_id)
+
+    def resume(self, job_id: str) -> JobRecord:
+        return self.service.resume(job_id)
+
     def wait(self, job_id: str, timeout: float) -> JobRecord:
         ended = self.wait_all([job_id], timeout)
         return ended[0] if ended else self.service.get(job_id)

@@ -118,6 +118,14 @@ class HttpTransport:
         response = self.api.request("POST", f"{self._job(job_id)}/cancel")
         return JobRecord.model_validate_json(response.content)
 
+    def pause(self, job_id: str) -> JobRecord:
+        response = self.api.request("POST", f"{self._job(job_id)}/pause")
+        return JobRecord.model_validate_json(response.content)
+
+    def resume(self, job_id: str) -> JobRecord:
+        response = self.api.request("POST", f"{self._job(job_id)}/resume")
+        return JobRecord.model_validate_json(response.content)
+
     def attempts(self, job_id: str) -> list[Attempt]:
         return _ATTEMPTS.validate_json(self._get(f"{self._job(job_id)}/attempts"))
 

@@ -141,6 +141,17 @@ def cancel(job_id: JobId, caller: UserDep, service: ServiceDep) -> JobRecord:
     return service.cancel(job_id, viewer(caller))
 
 
+@router.post("/jobs/{job_id}/pause")
+def pause_job(job_id: JobId, caller: UserDep, service: ServiceDep) -> JobRecord:
+    """Freeze a running job in place (its slot stays held; its timeout stops)."""
+    return service.pause(job_id, viewer(caller))
+
+
+@router.post("/jobs/{job_id}/resume")
+def resume_job(job_id: JobId, caller: UserDep, service: ServiceDep) -> JobRecord:
+    return service.resume(job_id, viewer(caller))
+
+
 @router.get("/jobs/{job_id}/attempts")
 def attempts(job_id: JobId, caller: UserDep, service: ServiceDep) -> list[Attempt]:
     return service.attempts(job_id, viewer(caller))

@@ -17,6 +17,7 @@ STATES = {
     JobState.PENDING: "queued",
     JobState.SCHEDULED: "queued",
     JobState.RUNNING: "running",
+    JobState.PAUSED: "running",  # the public API has no paused state: still in progress
     JobState.COMPLETED: "completed",
 }
 

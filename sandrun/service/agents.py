@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from pathlib import PurePosixPath
 
 from sandrun.artifacts import ArtifactStore
 from sandrun.errors import (
@@ -28,7 +27,6 @@ from sandrun.models import (
     ErrorBody,
     JobRecord,
     LogChunk,
-    OutputFile,
     SandboxReport,
     WarmReport,
 )
@@ -44,7 +42,7 @@ from sandrun.protocol import (
     ReportReply,
     StartRequest,
 )
-from sandrun.service import retry, signatures
+from sandrun.service import outputs, retry, signatures
 from sandrun.service.data import DataCalls
 from sandrun.signing import PROOF_WINDOW, registration_claim, verify
 from sandrun.spec.data import NODE_LABEL
@@ -190,9 +188,19 @@ class AgentCalls(DataCalls):
         leases: list[AttemptRef],
         state: NodeState = "active",
         warm: WarmReport | None = None,
+        frozen: Sequence[AttemptKey] = (),
+        thawed: Sequence[AttemptKey] = (),
     ) -> HeartbeatReply:
-        """Renew the node and its attempts' leases; say which to cancel and which are stale."""
-        beat = HeartbeatRequest(node=node, leases=leases, state=state, warm=warm)
+        """Renew the node and its attempts' leases; say which to cancel, which to keep
+        frozen and which are stale."""
+        beat = HeartbeatRequest(
+            node=node,
+            leases=leases,
+            state=state,
+            warm=warm,
+            frozen=list(frozen),
+            thawed=list(thawed),
+        )
         reply = self.heartbeats([(beat, None)])
         if isinstance(reply[0], SandrunError):
             raise reply[0]
@@ -319,7 +327,7 @@ class AgentCalls(DataCalls):
                     f"output {out.path!r} was not uploaded (no artifact {out.digest})",
                     field="result.outputs",
                 )
-        _check_output_paths(result.outputs)
+        outputs.check_output_paths(result.outputs)
         # The key the agent registered (None: it has none, or the store refuses the report).
         signer = self.store.signer_key(ref.job_id, ref.attempt)
         job = self.store.get_job(ref.job_id) if signer is not None else None
@@ -347,6 +355,7 @@ def _beat_reply(seen: Seen, leases: list[AttemptRef]) -> HeartbeatReply:
         cancel=[
             AttemptKey(job_id=h.job_id, attempt=h.number) for h in seen.live if h.cancel_requested
         ],
+        paused=[AttemptKey(job_id=h.job_id, attempt=h.number) for h in seen.live if h.paused],
         stale=[AttemptKey(job_id=j, attempt=n) for j, n in seen.stale],
         unheld=[
             AttemptKey(job_id=h.job_id, attempt=h.number)
@@ -354,27 +363,6 @@ def _beat_reply(seen: Seen, leases: list[AttemptRef]) -> HeartbeatReply:
             if h.state == AttemptState.SCHEDULED and (h.job_id, h.number) not in listed
         ],
     )
-
-
-def _check_output_paths(outputs: Sequence[OutputFile]) -> None:
-    """An agent names outputs: each must be a normalised relative path inside the working
-    directory, named once (a client writes them under its download directory)."""
-    seen: set[str] = set()
-    for i, out in enumerate(outputs):
-        path = out.path
-        clean = PurePosixPath(path).as_posix()
-        parts = path.split("/")
-        if clean != path or path.startswith("/") or "\0" in path or {"", ".", ".."} & set(parts):
-            raise ValidationError(
-                f"output path {path!r} is not a normalised relative path inside the working "
-                "directory",
-                field=f"result.outputs.{i}.path",
-            )
-        if path in seen:
-            raise ValidationError(
-                f"output path {path!r} is listed twice", field=f"result.outputs.{i}.path"
-            )
-        seen.add(path)
 
 
 def _outcome(refused: SandrunError | None) -> Outcome:
@@ -390,7 +378,9 @@ def _end_outcome(done: JobRecord | SandrunError) -> EndOutcome:
 def _beat(beat: HeartbeatRequest) -> Beat:
     leases = [(r.job_id, r.attempt, r.token) for r in beat.leases]
     warm = beat.warm.model_dump_json() if beat.warm is not None else None
-    return Beat(beat.node, beat.state, leases, warm)
+    freezes = [("frozen", k.job_id, k.attempt) for k in beat.frozen]
+    freezes += [("thawed", k.job_id, k.attempt) for k in beat.thawed]
+    return Beat(beat.node, beat.state, leases, warm, freezes)
 
 
 def _started(start: StartRequest) -> tuple[int | None, float | None, str | None]:

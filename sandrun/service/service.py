@@ -32,6 +32,7 @@ from sandrun.retention_models import GcReport
 from sandrun.roles import Role
 from sandrun.service import admission, placement, results, retention
 from sandrun.service.agents import AgentCalls
+from sandrun.service.lifecycle import LifecycleCalls
 from sandrun.service.pipelines import PipelineCalls
 from sandrun.service.pool import PoolCalls, price
 from sandrun.service.secretbox import SecretBox
@@ -47,7 +48,7 @@ LOCAL_OWNER = "local"  # who owns embedded jobs (and a server's without auth)
 MAX_PAGE = 1000
 
 
-class Service(AgentCalls, PipelineCalls, PoolCalls):
+class Service(AgentCalls, PipelineCalls, PoolCalls, LifecycleCalls):
     """The application layer; what agents call is in `AgentCalls` (service/agents.py)."""
 
     def __init__(
@@ -219,8 +220,7 @@ class Service(AgentCalls, PipelineCalls, PoolCalls):
 
     def cancel(self, job_id: str, viewer: str | None = None) -> JobRecord:
         self.get(job_id, viewer)
-        job = self.store.request_cancel(job_id, self.clock())
-        return job
+        return self.store.request_cancel(job_id, self.clock())
 
     def attempts(self, job_id: str, viewer: str | None = None) -> list[Attempt]:
         self.get(job_id, viewer)

@@ -32,6 +32,7 @@ from sandrun.store.changes import (
     repeated_report,
 )
 from sandrun.store.database import Database, Tx, savepoint
+from sandrun.store.lifecycle import Frozen, record_freezes
 from sandrun.store.queue import Claimer, PoolCache
 from sandrun.store.rows import attempt_from, job_from
 from sandrun.store.transitions import event, must
@@ -124,6 +125,7 @@ class AttemptWrites:
             for beat in beats:
                 if beat.warm is not None:
                     tx.run("node_warm", id=beat.node, warm=beat.warm)
+                record_freezes(tx, beat.node, beat.freezes, now)
             stale: dict[str, list[tuple[str, int]]] = {}
             for beat in beats:
                 for job_id, number, token in beat.leases:
@@ -138,7 +140,10 @@ class AttemptWrites:
             nodes = json.dumps(sorted({b.node for b in beats}))
             live: dict[str, list[Held]] = {}
             for r in tx.all("nodes_live_attempts", ids=nodes):
-                held = Held(r["job_id"], r["number"], r["state"], bool(r["cancel_requested"]))
+                paused = r["job_state"] == "paused"
+                held = Held(
+                    r["job_id"], r["number"], r["state"], bool(r["cancel_requested"]), paused
+                )
                 live.setdefault(r["node"], []).append(held)
         return [Seen(stale.get(b.node, []), live.get(b.node, [])) for b in beats]
 
@@ -250,6 +255,7 @@ class Beat:
     state: str
     leases: Sequence[tuple[str, int, str]]
     warm: str | None = None  # its warm workers (a JSON report), when they changed
+    freezes: Sequence[Frozen] = ()  # attempts it froze or thawed since its last beat
 
 
 @dataclass(frozen=True)
@@ -260,6 +266,7 @@ class Held:
     number: int
     state: str  # scheduled | running
     cancel_requested: bool
+    paused: bool = False  # its job is paused: the node keeps it frozen
 
 
 @dataclass(frozen=True)

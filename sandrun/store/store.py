@@ -39,6 +39,7 @@ from sandrun.store.attempts import AttemptWrites
 from sandrun.store.data import DataStore, attach
 from sandrun.store.database import Database, apply_migration, load_migrations
 from sandrun.store.deps import add_dependencies, cancel_job
+from sandrun.store.lifecycle import LifecycleStore
 from sandrun.store.pipelines import PipelineStore
 from sandrun.store.pool import PoolStore
 from sandrun.store.queue import PoolCache
@@ -48,7 +49,7 @@ from sandrun.store.transitions import event, must
 Listener = Callable[[str], None]  # told the kind of each committed change
 
 
-class Store(AttemptWrites, PipelineStore, PoolStore, DataStore):
+class Store(AttemptWrites, PipelineStore, PoolStore, DataStore, LifecycleStore):
     """Jobs, nodes, tokens and blobs; what agents write about attempts is in
     `AttemptWrites` (store/attempts.py)."""
 

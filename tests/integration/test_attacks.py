@@ -707,3 +707,20 @@ def test_a_secret_is_given_to_its_owner_s_jobs_alone(cluster: Cluster) -> None:
     assert bad.status_code == 422 and "name" in bad.json()["field"]
     assert httpx.delete(f"{api}/secrets/DEPLOY_KEY", headers=bob).status_code == 404
     assert "DEPLOY_KEY" in httpx.get(f"{api}/secrets", headers=alice).text
+
+
+def test_a_rogue_agent_cannot_write_freezes_into_another_node_s_job(
+    cluster: Cluster, rogue: Rogue
+) -> None:
+    """A heartbeat names the attempts its node froze or thawed; one naming an attempt on
+    another node adds nothing to that job's events (nor does it pause anything)."""
+    cluster.start_agent("n1")
+    with cluster.client("alice") as alice:
+        job = alice.run("sleep 30")
+        wait_for(lambda: job.refresh().is_running, what="the job to start on n1")
+        key = {"job_id": job.id, "attempt": 1}
+        told = rogue.post("heartbeat", {"node": rogue.node, "frozen": [key], "thawed": [key]})
+        assert told.status_code == 200 and told.json()["paused"] == []
+        assert not {"frozen", "thawed"} & {e.kind for e in job.events}
+        assert job.refresh().status is JobState.RUNNING
+        job.cancel().wait(30)

@@ -1,8 +1,10 @@
-"""One cgroup per attempt, for the memory and process-count limits and a sure kill.
+"""One cgroup per attempt, for the memory and process-count limits, a sure kill and a
+freezer (`sandrun pause`).
 
 cgroup v2 where its memory and pids controllers can be enabled below the agent (the agent
 moves itself into a leaf first, as delegated services do); else the v1 memory and pids
-hierarchies; else nothing, and the limits fall back to rlimits.
+hierarchies (and v1's freezer where it is mounted); else nothing, and the limits fall back
+to rlimits.
 """
 
 from __future__ import annotations
@@ -148,6 +150,14 @@ def _v1(name: str) -> CgroupTree | None:
         parent = _under(mount, own[controller]) / name
         parent.mkdir(exist_ok=True)
         parents[controller] = parent
+    freezer = next((m for m in _mounts() if m.fstype == "cgroup" and "freezer" in m.options), None)
+    if freezer is not None and "freezer" in own:  # optional: pausing falls back to SIGSTOP
+        with contextlib.suppress(OSError):
+            parent = _under(freezer, own["freezer"]) / name
+            parent.mkdir(exist_ok=True)
+            (parent / f"probe-{os.getpid()}").mkdir()
+            (parent / f"probe-{os.getpid()}").rmdir()
+            parents["freezer"] = parent
     return CgroupTree(1, parents)
 
 
@@ -231,10 +241,20 @@ class AttemptCgroup:
         except (OSError, ValueError):
             return None
 
+    def can_freeze(self) -> bool:
+        return self.version == 2 or "freezer" in self.dirs
+
+    def freeze(self, frozen: bool) -> None:
+        """Freeze every process in the cgroup (none runs until thawed), or thaw them."""
+        if self.version == 2:
+            _write(self.dirs[""] / "cgroup.freeze", "1" if frozen else "0")
+        else:
+            _write(self.dirs["freezer"] / "freezer.state", "FROZEN" if frozen else "THAWED")
+
     def kill_all(self) -> None:
         """SIGKILL every process left in the cgroup: nothing outlives its attempt."""
         kill = self._file("pids", "cgroup.kill")
-        if kill.exists():  # v2: the kernel kills them all, forks in flight included
+        if kill.exists():  # v2: the kernel kills them all, frozen or not, forks included
             with contextlib.suppress(OSError):
                 kill.write_text("1")
             return
@@ -245,6 +265,9 @@ class AttemptCgroup:
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+        if "freezer" in self.dirs:  # v1: a frozen task dies only once thawed
+            with contextlib.suppress(OSError):
+                self.freeze(False)
 
     def remove(self) -> bool:
         """Kill what is left and remove the cgroup; False while the kernel is not done."""

@@ -249,7 +249,7 @@ WHERE state = 'pending'
 -- name: owner_usage
 SELECT
   (SELECT count(*) FROM jobs
-   WHERE owner = :owner AND state IN ('pending', 'scheduled', 'running')) AS active,
+   WHERE owner = :owner AND state IN ('pending', 'scheduled', 'running', 'paused')) AS active,
   (SELECT count(*) FROM jobs WHERE owner = :owner AND created_at >= :hour_ago) AS last_hour,
   (SELECT coalesce(sum(a.cpu_seconds), 0) FROM attempts a JOIN jobs j ON j.id = a.job_id
    WHERE j.owner = :owner AND a.finished_at >= :minute_ago) AS cpu_last_minute;
@@ -358,7 +358,7 @@ WHERE j.pipeline_id = :pipeline_id AND j.step = :step;
 -- name: unfinished_items
 SELECT id FROM jobs
 WHERE pipeline_id = :pipeline_id AND step = :step AND item IS NOT NULL
-  AND state IN ('waiting', 'pending', 'scheduled', 'running')
+  AND state IN ('waiting', 'pending', 'scheduled', 'running', 'paused')
 ORDER BY item;
 
 -- name: insert_pipeline
@@ -574,7 +574,7 @@ WHERE a.job_id = :job_id ORDER BY a.number;
 -- The pool's queue and throughput: jobs pending, running, and ended since :since (replicas
 -- count as the work they are; the jobs they stand for do not).
 SELECT (SELECT count(*) FROM jobs WHERE state = 'pending') AS pending,
-       (SELECT count(*) FROM jobs WHERE state IN ('scheduled', 'running')) AS running,
+       (SELECT count(*) FROM jobs WHERE state IN ('scheduled', 'running', 'paused')) AS running,
        (SELECT count(*) FROM jobs WHERE finished_at >= :since AND replicas IS NULL)
            AS ended,
        (SELECT count(*) FROM jobs WHERE finished_at >= :since AND replicas IS NOT NULL
@@ -611,7 +611,8 @@ WHERE jv.job_id = :job_id AND v.node IS NOT NULL ORDER BY v.name LIMIT 1;
 -- An owner's volumes (all owners' for NULL), with how many unfinished jobs mount each.
 SELECT v.*, (SELECT count(*) FROM job_volumes jv JOIN jobs j ON j.id = jv.job_id
              WHERE jv.volume_id = v.id
-               AND j.state IN ('waiting', 'pending', 'scheduled', 'running')) AS in_use
+               AND j.state IN ('waiting', 'pending', 'scheduled', 'running', 'paused'))
+           AS in_use
 FROM volumes v
 WHERE v.deleted_at IS NULL AND (CAST(:owner AS TEXT) IS NULL OR v.owner = :owner)
 ORDER BY v.owner, v.name;
@@ -619,7 +620,8 @@ ORDER BY v.owner, v.name;
 -- name: volume_users
 -- The unfinished jobs that mount a volume, and whether each writes it.
 SELECT jv.job_id, jv.writes FROM job_volumes jv JOIN jobs j ON j.id = jv.job_id
-WHERE jv.volume_id = :volume_id AND j.state IN ('waiting', 'pending', 'scheduled', 'running');
+WHERE jv.volume_id = :volume_id
+  AND j.state IN ('waiting', 'pending', 'scheduled', 'running', 'paused');
 
 -- name: insert_job_volume
 INSERT INTO job_volumes (job_id, volume_id, writes) VALUES (:job_id, :volume_id, :writes);
@@ -687,3 +689,13 @@ ON CONFLICT (id) DO NOTHING;
 
 -- name: server_identity
 SELECT private_key FROM server_identity WHERE id = 1;
+
+-- --- a running job's life (store/lifecycle.py) --------------------------------------------
+
+-- name: set_paused
+-- Pause (state 'paused', with what it holds said in its message) or resume ('running').
+UPDATE jobs SET state = :state, message = :message, updated_at = :now WHERE id = :id;
+
+-- name: attempt_node_name
+SELECT a.state, a.node, n.name FROM attempts a LEFT JOIN nodes n ON n.id = a.node
+WHERE a.job_id = :job_id AND a.number = :number;

@@ -56,7 +56,7 @@ CREATE INDEX jobs_state ON jobs (state, created_at DESC);
 CREATE INDEX jobs_owner ON jobs (owner, created_at DESC);
 CREATE INDEX jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL;
 CREATE INDEX jobs_owner_queue ON jobs (owner, priority DESC, created_at, id) WHERE state = 'pending';
-CREATE INDEX jobs_active ON jobs (owner) WHERE state IN ('scheduled', 'running');
+CREATE INDEX jobs_active ON jobs (owner) WHERE state IN ('scheduled', 'running', 'paused');
 CREATE INDEX jobs_reserved ON jobs (reserved_node) WHERE state = 'pending' AND reserved_node IS NOT NULL;
 -- A queue table: rows churn, and claims need fresh statistics after a burst of submits.
 ALTER TABLE jobs SET (autovacuum_vacuum_scale_factor = 0.02, autovacuum_vacuum_threshold = 200,

@@ -111,7 +111,8 @@ RETURNING *;
 SELECT owner, count(*) AS jobs, sum(cpus) AS cpus, sum(memory_mb) AS memory_mb,
        sum(gpu_count) AS gpus
 FROM jobs INDEXED BY jobs_active
-WHERE state IN ('scheduled', 'running') AND owner IN (SELECT value FROM json_each(:owners))
+WHERE state IN ('scheduled', 'running', 'paused')
+  AND owner IN (SELECT value FROM json_each(:owners))
 GROUP BY owner;
 
 -- name: pool_capacity
@@ -162,8 +163,9 @@ UPDATE nodes SET heartbeat_at = :now, state = :state
 WHERE id IN (SELECT value FROM json_each(:ids));
 
 -- name: nodes_live_attempts
--- The live attempts of the given nodes (a JSON array of ids), with their job's cancel flag.
-SELECT a.node, a.job_id, a.number, a.state, j.cancel_requested
+-- The live attempts of the given nodes (a JSON array of ids), with their job's cancel flag
+-- and state (paused: to be kept frozen).
+SELECT a.node, a.job_id, a.number, a.state, j.cancel_requested, j.state AS job_state
 FROM attempts a JOIN jobs j ON j.id = a.job_id
 WHERE a.state IN ('scheduled', 'running')
   AND a.node IN (SELECT value FROM json_each(:ids));

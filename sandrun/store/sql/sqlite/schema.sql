@@ -55,7 +55,7 @@ CREATE INDEX jobs_state ON jobs (state, created_at DESC);
 CREATE INDEX jobs_owner ON jobs (owner, created_at DESC);
 CREATE INDEX jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL;
 CREATE INDEX jobs_owner_queue ON jobs (owner, priority DESC, created_at, id) WHERE state = 'pending';
-CREATE INDEX jobs_active ON jobs (owner) WHERE state IN ('scheduled', 'running');
+CREATE INDEX jobs_active ON jobs (owner) WHERE state IN ('scheduled', 'running', 'paused');
 CREATE INDEX jobs_reserved ON jobs (reserved_node) WHERE state = 'pending' AND reserved_node IS NOT NULL;
 CREATE INDEX jobs_pipeline ON jobs (pipeline_id, step, item) WHERE pipeline_id IS NOT NULL;
 CREATE INDEX jobs_cache ON jobs (owner, cache_key, finished_at)
