@@ -354,39 +354,6 @@ class TokenInfo(Wire):
     revoked_at: float | None = None
 
 
-MAX_BATCH = 1000  # jobs in one batch submit: one request, one transaction
-
-
-class SubmitBatch(BaseModel):
-    """Jobs to submit together: all are recorded, in this order, or none."""
-
-    model_config = ConfigDict(extra="forbid")
-    jobs: list[JobSpec] = Field(min_length=1, max_length=MAX_BATCH)
-
-
-class SubmittedBatch(Wire):
-    jobs: list[JobRecord]
-
-
-class WaitRequest(BaseModel):
-    """Jobs to wait for: the answer comes once all have ended, or at `timeout`."""
-
-    model_config = ConfigDict(extra="forbid", json_schema_extra=forbid_nul_in_schema)
-    ids: list[str] = Field(min_length=1, max_length=MAX_BATCH)
-    _no_nul = field_validator("*")(refuse_nul)
-    timeout: float = Field(default=30.0, ge=0, le=60)
-
-
-class EndedJobs(Wire):
-    jobs: list[JobRecord]
-
-
-class Waiting(Wire):
-    """Why a job has not started; None once it has."""
-
-    reason: str | None
-
-
 class ErrorBody(Wire):
     """Every error the API returns: a stable code, one clear message, the field at fault."""
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import ValidationError as PydanticError
 
+from sandrun.bulk_models import MAX_BATCH
 from sandrun.client.builder import JobBuilder
 from sandrun.client.calls import call_fields, merge_call
 from sandrun.client.job import Job, log_chunks
@@ -20,7 +21,7 @@ from sandrun.client.transport import Transport
 from sandrun.data_models import NamedEnvironment, SecretInfo, Volume
 from sandrun.errors import TimeoutError, ValidationError
 from sandrun.home import Home
-from sandrun.models import MAX_BATCH, Instance, JobPage, LogChunk, NodeInfo
+from sandrun.models import Instance, JobPage, LogChunk, NodeInfo
 from sandrun.pool.models import (
     Balance,
     CostReport,

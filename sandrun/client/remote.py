@@ -9,12 +9,12 @@ from urllib.parse import quote
 import httpx
 from pydantic import TypeAdapter
 
+from sandrun.bulk_models import EndedJobs, SubmittedBatch, Waiting
 from sandrun.data_models import NamedEnvironment, SecretInfo, Volume
 from sandrun.errors import ServerUnreachable
 from sandrun.httpjson import HttpJson, raise_for_error
 from sandrun.models import (
     Attempt,
-    EndedJobs,
     Event,
     Instance,
     JobPage,
@@ -22,8 +22,6 @@ from sandrun.models import (
     LogChunk,
     NodeInfo,
     OutputFile,
-    SubmittedBatch,
-    Waiting,
 )
 from sandrun.pipeline.models import PipelineRun, PipelineStatus
 from sandrun.pool.models import (

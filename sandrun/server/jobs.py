@@ -11,11 +11,11 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
+from sandrun.bulk_models import EndedJobs, SubmitBatch, SubmittedBatch, Waiting, WaitRequest
 from sandrun.errors import JobNotFoundError
 from sandrun.ids import pause
 from sandrun.models import (
     Attempt,
-    EndedJobs,
     Event,
     Instance,
     JobPage,
@@ -23,10 +23,6 @@ from sandrun.models import (
     LogChunk,
     NodeInfo,
     OutputFile,
-    SubmitBatch,
-    SubmittedBatch,
-    Waiting,
-    WaitRequest,
 )
 from sandrun.pool.models import Countersignature
 from sandrun.retention_models import GcReport, GcRequest

@@ -12,11 +12,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from sandrun.artifacts import ArtifactStore
+from sandrun.bulk_models import MAX_BATCH
 from sandrun.errors import ArtifactNotFound, JobNotFoundError, SandrunError, ValidationError
 from sandrun.hints import closest
 from sandrun.ids import new_id, new_token, now
 from sandrun.models import (
-    MAX_BATCH,
     Attempt,
     Event,
     Instance,
