@@ -109,6 +109,8 @@ class JobRecord(Wire):
     consensus: JsonValue = None  # the agreement its replicas came to (docs/pool.md)
     cost: float | None = None  # USD it paid, once ended (a priced pool); `held`: in escrow now
     held: float = 0.0
+    checkpoint: str | None = None  # the blob its next attempt starts from (docs/lifecycle.md)
+    checkpoint_requested_at: float | None = None  # `sandrun checkpoint`, last asked
     waited_on: bool = Field(default=False, exclude=True)  # a job waits for it (store's)
 
     @classmethod
@@ -159,6 +161,16 @@ class OutputFile(Wire):
     path: Annotated[str, Field(min_length=1)]
     digest: Digest  # sha256 of the content
     size: Count
+
+
+class Checkpoint(Wire):
+    """A checkpoint a job keeps: what attempt `attempt` saved (0: the one it started from,
+    another job's, `restore_from`)."""
+
+    attempt: int
+    digest: str
+    size: int
+    created_at: float
 
 
 class JobPage(Wire):
@@ -219,6 +231,7 @@ class AttemptResult(Wire):
     signature: str | None = None  # the agent's, over sandrun.signing.result_claim
     stdout_sha256: str | None = None  # of all its stdout (replicas may have to agree on it)
     meter_signature: str | None = None  # the agent's, over signing.meter_claim (held, stdout)
+    checkpoint: OutputFile | None = None  # what it saved, when it exited 85 (checkpointed)
 
 
 class Capacity(Wire):

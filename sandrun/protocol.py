@@ -31,9 +31,18 @@ MAX_REPORTS = 256  # starts, and ends, in one report: what one transaction takes
 GitCommit = Annotated[str, Field(pattern=r"^[0-9a-f]{40}([0-9a-f]{24})?$")]  # SHA-1 or SHA-256
 
 
+class CheckpointAsk(Wire):
+    """Signal this attempt to checkpoint, unless it was for this request (`at`) already."""
+
+    job_id: str
+    attempt: int
+    at: float
+
+
 class HeartbeatReply(Wire):
     cancel: list[AttemptKey] = []  # attempts to kill: their jobs were cancelled
     paused: list[AttemptKey] = []  # attempts to keep frozen (the others: thawed)
+    checkpoint: list[CheckpointAsk] = []  # attempts to ask for a checkpoint
     stale: list[AttemptKey] = []  # attempts that lost their job: stop, do not report
     # Attempts the server has this node holding, not started, that the heartbeat did not
     # list: a claim whose reply was lost. The agent hands back those it never received.

@@ -30,6 +30,7 @@ class AttemptState(StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"
     LOST = "lost"
+    CHECKPOINTED = "checkpointed"  # it saved a checkpoint and exited 85, to be resumed
 
 
 class FailureReason(StrEnum):
@@ -54,6 +55,7 @@ class FailureReason(StrEnum):
     VOLUME_FULL = "volume_full"  # it wrote a volume past the volume's size
     DATA_ERROR = "data_error"  # a data mount could not be fetched or unpacked
     ENVIRONMENT_ERROR = "environment_error"  # its environment could not be built
+    CHECKPOINTED = "checkpointed"  # it saved a checkpoint and exited 85: resumed, not retried
 
 
 TERMINAL = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED, JobState.SKIPPED})
@@ -113,12 +115,14 @@ ATTEMPT_TRANSITIONS: dict[AttemptState, frozenset[AttemptState]] = {
             AttemptState.FAILED,
             AttemptState.CANCELLED,
             AttemptState.LOST,
+            AttemptState.CHECKPOINTED,
         }
     ),
     AttemptState.COMPLETED: frozenset(),
     AttemptState.FAILED: frozenset(),
     AttemptState.CANCELLED: frozenset(),
     AttemptState.LOST: frozenset(),
+    AttemptState.CHECKPOINTED: frozenset(),
 }
 
 

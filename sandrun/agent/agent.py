@@ -2,10 +2,9 @@
 
 The agent pulls. Embedded, it claims when a wake-up datagram says something changed;
 remote, each claim is a long-poll that the server answers the moment a job fits. A
-heartbeat thread renews the attempts' leases, learns of cancels, and keeps the agent's own
-view of each lease: an attempt whose lease could not be renewed in time is killed, so a
-cut-off agent never runs on beside the retry the server has started elsewhere.
-"""
+heartbeat thread renews the attempts' leases, learns of cancels, pauses and checkpoint
+requests, and keeps the agent's own view of each lease: an attempt whose lease could not be
+renewed in time is killed, so a cut-off agent never runs on beside its retry elsewhere."""
 
 from __future__ import annotations
 
@@ -325,17 +324,18 @@ class Agent:
             self._stop_expired(running)
             return
         now = time.monotonic()
-        stale = {k.key for k in reply.stale}
+        stale, cancel = {k.key for k in reply.stale}, {k.key for k in reply.cancel}
         paused = {k.key for k in reply.paused}
+        asks = {(a.job_id, a.attempt): a.at for a in reply.checkpoint}
         for key, r in running.items():
             if key in stale:
                 r.ctl.lost.set()
             else:
                 r.renewed = now
+            if key in cancel:
+                r.ctl.cancel.set()
             (r.ctl.pause.set if key in paused else r.ctl.pause.clear)()
-        for k in reply.cancel:
-            if k.key in running:
-                running[k.key].ctl.cancel.set()
+            r.ctl.checkpoint_at = asks.get(key, r.ctl.checkpoint_at)
         self._give_back_unreceived(reply.unheld)
 
     def _give_back_unreceived(self, unheld: list[AttemptKey]) -> None:

@@ -1,10 +1,7 @@
-"""Runs one attempt: spawn, pump logs, enforce the timeout, obey cancel, collect outputs.
-
-The attempt runs in the agent's sandbox, in a cgroup of its own where it can have one.
-Its process leads its own session and process group. When it exits, whatever it left
-running is killed (the job is over, as in Slurm). A timeout or a cancel sends SIGTERM to
-the job's processes, then SIGKILL to all after `kill_grace` seconds.
-"""
+"""Runs one attempt: prepare it, spawn it, supervise it, collect its outputs (and what it
+saved to be resumed from). It runs in the agent's sandbox, in a cgroup of its own where it
+can have one, leading its own process group; when it exits, whatever it left running is
+killed (the job is over, as in Slurm)."""
 
 from __future__ import annotations
 
@@ -20,7 +17,7 @@ import time
 from functools import partial
 from pathlib import Path
 
-from sandrun.agent import mounts
+from sandrun.agent import checkpoints, mounts
 from sandrun.agent.control import ControlPlane
 from sandrun.agent.diskwatch import DiskWatch
 from sandrun.agent.envbuild import Builder
@@ -187,13 +184,13 @@ class Executor:
                 )
         try:
             commit = materialize(spec, workdir, self.control, self.artifacts, self.repos)
+            ctl.saves = checkpoints.prepare(scratch, claim.job, self.control, self.artifacts)
         except SandrunError as exc:
             return spawn_error(f"cannot prepare the working directory: {exc.message}")
-        script_path = None
+        script = scratch / ".sandrun-script"
         if spec.script is not None:
-            script_path = scratch / ".sandrun-script"
-            script_path.write_text(spec.script)
-        argv = spec.argv(str(script_path) if script_path else None)
+            script.write_text(spec.script)
+        argv = spec.argv(str(script) if spec.script is not None else None)
         env = job_env(spec, claim, scratch, self.python_dir)
         try:
             isolates = self.sandboxing.backend.isolates
@@ -363,6 +360,7 @@ class Executor:
             self.sandboxing, self.artifacts, claim, confined, workdir, reason, ended, started
         )
         result = mounts.checked(data, result)
+        result = checkpoints.taken(result, reason is None, ctl.saves, claim, self.artifacts)
         return result.model_copy(update={"stdout_sha256": sink.stdout_sha256()})
 
     def _start_at_gate(

@@ -7,6 +7,7 @@ import os
 import sys
 from pathlib import Path
 
+from sandrun.agent.checkpoints import DIRNAME as CHECKPOINT_DIR
 from sandrun.models import Claim
 from sandrun.spec import JobSpec
 
@@ -29,6 +30,8 @@ def job_env(spec: JobSpec, claim: Claim, home: Path, python_dir: str) -> dict[st
         "SANDRUN_PYTHON": sys.executable,  # the agent's own: function calls run on it
     }
     env.update(spec.env)
+    # Not the spec's to move: what is saved there is what the next attempt finds there.
+    env["SANDRUN_CHECKPOINT_DIR"] = str(home / CHECKPOINT_DIR)
     return env
 
 

@@ -311,13 +311,14 @@ class HttpControlPlane:
                 presigned.upload(self.store_http, target.url, path, target.headers)
 
     def upload_outputs(self, result: AttemptResult) -> None:
+        """Its outputs' blobs (those not going inline with its end), and its checkpoint's."""
         inlined = {out.digest for out in self._inlined(result)}
+        saved = [result.checkpoint] if result.checkpoint else []
+        files = [o for o in [*result.outputs, *saved] if o.digest not in inlined]
         if "presigned-uploads" in self.features:
-            self._upload_presigned([o for o in result.outputs if o.digest not in inlined])
+            self._upload_presigned(files)
             return
-        for out in result.outputs:
-            if out.digest in inlined:
-                continue
+        for out in files:
             response = self.api.request(
                 "POST",
                 "/v1/agent/artifacts",

@@ -13,6 +13,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 
 from sandrun.agent.diskwatch import Watched
 from sandrun.agent.freezer import FreezeNews, Freezer
@@ -48,6 +49,9 @@ class AttemptControl:
     pause: threading.Event = field(default_factory=threading.Event)  # keep it frozen
     news: FreezeNews = field(default_factory=FreezeNews)  # for the next heartbeat to say
     end_logs: list[LogChunk] = field(default_factory=list)  # its last output, for its end
+    saves: Path | None = None  # its $SANDRUN_CHECKPOINT_DIR, once made
+    checkpoint_at: float | None = None  # the newest checkpoint request (a server time)
+    signalled_for: float | None = None  # the request it was last signalled for
 
 
 def supervise(
@@ -93,6 +97,8 @@ def supervise(
             now = time.monotonic()
             if reason is None and exited is None:
                 deadline = _paused(ctl, freezer, deadline, now)
+                if ctl.checkpoint_at != ctl.signalled_for and not freezer.frozen:
+                    _ask_checkpoint(ctl, proc.pid, spec, launchers)
                 reason = _stop_reason(ctl, None if freezer.frozen else deadline, sink, spec, disks)
                 if reason is not None:
                     signal_tree(proc.pid, signal.SIGTERM, spare=launchers)
@@ -121,6 +127,14 @@ def _paused(
     if freezer.frozen or deadline is None or since is None:
         return deadline
     return deadline + (now - since)
+
+
+def _ask_checkpoint(
+    ctl: AttemptControl, pid: int, spec: JobSpec, launchers: frozenset[str]
+) -> None:
+    """Send the job its checkpoint signal, once for each request."""
+    ctl.signalled_for = ctl.checkpoint_at
+    signal_tree(pid, signal.Signals[spec.checkpoint.signal], spare=launchers)
 
 
 def _pump(sel: selectors.BaseSelector, streams_by_fd: dict[int, Stream], sink: LogSink) -> int:

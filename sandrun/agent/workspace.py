@@ -36,7 +36,7 @@ def materialize(
         commit = repos.checkout(spec.repository.url, spec.repository.ref, workdir)
     if spec.code is not None:
         control.fetch_artifact(spec.code)
-        _unpack(artifacts.path(spec.code), workdir)
+        unpack(artifacts.path(spec.code), workdir)
     root = workdir.resolve()
     for rel, digest in spec.inputs.items():
         control.fetch_artifact(digest)
@@ -49,8 +49,9 @@ def materialize(
     return commit
 
 
-def _unpack(bundle: Path, dest: Path) -> None:
-    budget = Budget(BUNDLE_LIMITS, bundle.stat().st_size, "the code bundle")
+def unpack(bundle: Path, dest: Path, what: str = "the code bundle") -> None:
+    """Unpack a .tar.gz of plain files and directories into `dest`, within BUNDLE_LIMITS."""
+    budget = Budget(BUNDLE_LIMITS, bundle.stat().st_size, what)
     try:
         # A stream: each member is checked (and counted) before it is written.
         with tarfile.open(bundle, "r|gz") as tar:
@@ -61,7 +62,7 @@ def _unpack(bundle: Path, dest: Path) -> None:
                     or member.name.startswith("/")
                     or ".." in parts
                 ):
-                    raise BadBundle(f"bundle entry {member.name!r} is not a plain relative file")
+                    raise BadBundle(f"{what}: entry {member.name!r} is not a plain relative file")
                 budget.member(member.size)
                 budget.take(member.size)
                 member.mode = (member.mode & 0o755) | 0o644 if member.isfile() else 0o755
@@ -71,7 +72,7 @@ def _unpack(bundle: Path, dest: Path) -> None:
     except ArchiveTooLarge as exc:
         raise BadBundle(exc.message) from None
     except (tarfile.TarError, OSError) as exc:
-        raise BadBundle(f"cannot unpack the code bundle: {exc}") from None
+        raise BadBundle(f"cannot unpack {what}: {exc}") from None
 
 
 def remove_tree(path: Path) -> None:

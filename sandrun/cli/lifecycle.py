@@ -1,4 +1,5 @@
-"""`sandrun pause` and `sandrun resume`: a running job's life past start and cancel."""
+"""`sandrun pause`, `resume`, `checkpoint` and `checkpoints`: a running job's life past
+start and cancel (docs/lifecycle.md)."""
 
 from __future__ import annotations
 
@@ -28,3 +29,39 @@ def resume(job_id: JobId, json: JsonOpt = False) -> None:
         render.print_json(record)
     else:
         render.err.print(f"job {job_id} resumed")
+
+
+def checkpoint(job_id: JobId, json: JsonOpt = False) -> None:
+    """Ask a running job to checkpoint now: it gets its checkpoint signal (SIGUSR1 unless
+    its spec says otherwise), saves into $SANDRUN_CHECKPOINT_DIR and exits 85; its next
+    attempt starts from what it saved."""
+    from sandrun.client import connect
+
+    with connect() as client:
+        record = client.get(job_id).checkpoint().record
+    if json:
+        render.print_json(record)
+    else:
+        signal = record.spec.checkpoint.signal
+        render.err.print(f"job {job_id}: asked to checkpoint ({signal} within a heartbeat)")
+
+
+def checkpoints(job_id: JobId, json: JsonOpt = False) -> None:
+    """The checkpoints a job keeps, oldest first; its next attempt starts from the last."""
+    from sandrun.client import connect
+
+    with connect() as client:
+        kept = client.get(job_id).checkpoints()
+    if json:
+        render.print_json([c.model_dump(mode="json") for c in kept])
+        return
+    if not kept:
+        render.err.print(f"job {job_id} has no checkpoint")
+        return
+    from rich.table import Table
+
+    table = Table("ATTEMPT", "SIZE", "DIGEST", "SAVED", box=None)
+    for c in kept:
+        attempt = str(c.attempt) if c.attempt else "0 (restored from)"
+        table.add_row(attempt, f"{c.size} bytes", c.digest, render.ago(c.created_at))
+    render.out.print(table)

@@ -339,6 +339,8 @@ def cancel(job_id: JobId, json: JsonOpt = False) -> None:
 
 app.command()(lifecycle.pause)
 app.command()(lifecycle.resume)
+app.command()(lifecycle.checkpoint)
+app.command()(lifecycle.checkpoints)
 app.command()(results.outputs)
 app.command()(results.verify)
 app.command()(ops.nodes)

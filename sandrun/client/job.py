@@ -21,7 +21,7 @@ from sandrun.errors import (
     RemoteFunctionError,
     TimeoutError,
 )
-from sandrun.models import Attempt, Event, JobRecord, LogChunk, OutputFile
+from sandrun.models import Attempt, Checkpoint, Event, JobRecord, LogChunk, OutputFile
 from sandrun.states import JobState
 
 if TYPE_CHECKING:
@@ -157,6 +157,16 @@ class Job:
     def resume(self) -> Job:
         self.record = self._transport.resume(self.id)
         return self
+
+    def checkpoint(self) -> Job:
+        """Ask the running job to checkpoint now: it gets its `checkpoint.signal`, saves
+        into $SANDRUN_CHECKPOINT_DIR and exits 85, and its next attempt starts from it."""
+        self.record = self._transport.checkpoint(self.id)
+        return self
+
+    def checkpoints(self) -> list[Checkpoint]:
+        """The checkpoints it keeps, oldest first (attempt 0: one it was started from)."""
+        return self._transport.checkpoints(self.id)
 
     @property
     def outputs(self) -> list[OutputFile]:

@@ -13,6 +13,7 @@ from sandrun.home import Home
 from sandrun.ids import pause
 from sandrun.models import (
     Attempt,
+    Checkpoint,
     Event,
     Instance,
     JobPage,
@@ -91,6 +92,12 @@ class EmbeddedTransport:
 
     def resume(self, job_id: str) -> JobRecord:
         return self.service.resume(job_id)
+
+    def checkpoint(self, job_id: str) -> JobRecord:
+        return self.service.checkpoint(job_id)
+
+    def checkpoints(self, job_id: str) -> list[Checkpoint]:
+        return self.service.checkpoints(job_id)
 
     def wait(self, job_id: str, timeout: float) -> JobRecord:
         ended = self.wait_all([job_id], timeout)

@@ -15,6 +15,7 @@ from sandrun.errors import ServerUnreachable
 from sandrun.httpjson import HttpJson, raise_for_error
 from sandrun.models import (
     Attempt,
+    Checkpoint,
     Event,
     Instance,
     JobPage,
@@ -40,6 +41,7 @@ from sandrun.spec import JobSpec
 from sandrun.spec.environment import Packages
 
 _ATTEMPTS = TypeAdapter(list[Attempt])
+_CHECKPOINTS = TypeAdapter(list[Checkpoint])
 _EVENTS = TypeAdapter(list[Event])
 _CHUNKS = TypeAdapter(list[LogChunk])
 _OUTPUTS = TypeAdapter(list[OutputFile])
@@ -123,6 +125,13 @@ class HttpTransport:
     def resume(self, job_id: str) -> JobRecord:
         response = self.api.request("POST", f"{self._job(job_id)}/resume")
         return JobRecord.model_validate_json(response.content)
+
+    def checkpoint(self, job_id: str) -> JobRecord:
+        response = self.api.request("POST", f"{self._job(job_id)}/checkpoint")
+        return JobRecord.model_validate_json(response.content)
+
+    def checkpoints(self, job_id: str) -> list[Checkpoint]:
+        return _CHECKPOINTS.validate_json(self._get(f"{self._job(job_id)}/checkpoints"))
 
     def attempts(self, job_id: str) -> list[Attempt]:
         return _ATTEMPTS.validate_json(self._get(f"{self._job(job_id)}/attempts"))

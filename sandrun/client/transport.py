@@ -8,6 +8,7 @@ from typing import Any, Protocol
 from sandrun.data_models import NamedEnvironment, SecretInfo, Volume
 from sandrun.models import (
     Attempt,
+    Checkpoint,
     Event,
     Instance,
     JobPage,
@@ -57,6 +58,10 @@ class Transport(Protocol):
     def pause(self, job_id: str) -> JobRecord: ...
 
     def resume(self, job_id: str) -> JobRecord: ...
+
+    def checkpoint(self, job_id: str) -> JobRecord: ...
+
+    def checkpoints(self, job_id: str) -> list[Checkpoint]: ...
 
     def wait(self, job_id: str, timeout: float) -> JobRecord:
         """The job once it has ended, or as it is after about `timeout` seconds."""

@@ -16,6 +16,7 @@ from sandrun.errors import JobNotFoundError
 from sandrun.ids import pause
 from sandrun.models import (
     Attempt,
+    Checkpoint,
     Event,
     Instance,
     JobPage,
@@ -146,6 +147,17 @@ def pause_job(job_id: JobId, caller: UserDep, service: ServiceDep) -> JobRecord:
 @router.post("/jobs/{job_id}/resume")
 def resume_job(job_id: JobId, caller: UserDep, service: ServiceDep) -> JobRecord:
     return service.resume(job_id, viewer(caller))
+
+
+@router.post("/jobs/{job_id}/checkpoint")
+def checkpoint_job(job_id: JobId, caller: UserDep, service: ServiceDep) -> JobRecord:
+    """Ask a running job to checkpoint now (its `checkpoint.signal`)."""
+    return service.checkpoint(job_id, viewer(caller))
+
+
+@router.get("/jobs/{job_id}/checkpoints")
+def checkpoints(job_id: JobId, caller: UserDep, service: ServiceDep) -> list[Checkpoint]:
+    return service.checkpoints(job_id, viewer(caller))
 
 
 @router.get("/jobs/{job_id}/attempts")

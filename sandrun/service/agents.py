@@ -31,6 +31,7 @@ from sandrun.models import (
     WarmReport,
 )
 from sandrun.protocol import (
+    CheckpointAsk,
     CompleteRequest,
     EndOutcome,
     HandBackReason,
@@ -327,6 +328,11 @@ class AgentCalls(DataCalls):
                     f"output {out.path!r} was not uploaded (no artifact {out.digest})",
                     field="result.outputs",
                 )
+        if result.checkpoint and not self.artifacts.has(result.checkpoint.digest):
+            raise OutputNotUploaded(
+                f"the checkpoint was not uploaded (no artifact {result.checkpoint.digest})",
+                field="result.checkpoint",
+            )
         outputs.check_output_paths(result.outputs)
         # The key the agent registered (None: it has none, or the store refuses the report).
         signer = self.store.signer_key(ref.job_id, ref.attempt)
@@ -356,6 +362,11 @@ def _beat_reply(seen: Seen, leases: list[AttemptRef]) -> HeartbeatReply:
             AttemptKey(job_id=h.job_id, attempt=h.number) for h in seen.live if h.cancel_requested
         ],
         paused=[AttemptKey(job_id=h.job_id, attempt=h.number) for h in seen.live if h.paused],
+        checkpoint=[
+            CheckpointAsk(job_id=h.job_id, attempt=h.number, at=h.checkpoint_at)
+            for h in seen.live
+            if h.checkpoint_at is not None
+        ],
         stale=[AttemptKey(job_id=j, attempt=n) for j, n in seen.stale],
         unheld=[
             AttemptKey(job_id=h.job_id, attempt=h.number)

@@ -43,6 +43,13 @@ def decide(
     reason = result.failure_reason
     if job.cancel_requested or reason is FailureReason.CANCELLED:
         return Decision(JobState.CANCELLED, message="cancelled", **kept)
+    if reason is FailureReason.CHECKPOINTED:  # asked to be resumed: no failure to count
+        return Decision(
+            JobState.PENDING,
+            not_before=now,
+            message="checkpointed; queued again to resume from its checkpoint",
+            **kept,
+        )
     policy = job.spec.retries
     why = describe(result, job.spec.timeout)
 

@@ -50,7 +50,7 @@ from sandrun.spec.fields import (
     priority_value,
 )
 from sandrun.spec.gpus import GPU_PATTERN, GpuRequest, parse_gpus
-from sandrun.spec.policies import Limits, RetryPolicy, WarmPolicy
+from sandrun.spec.policies import CheckpointPolicy, Limits, RetryPolicy, WarmPolicy
 from sandrun.spec.rules import program_rules
 from sandrun.spec.units import Int, Num, number_only
 
@@ -163,6 +163,11 @@ class JobSpec(Strict):
         max_length=MAX_AFTER,
         json_schema_extra={"propertyNames": {"pattern": INPUT_PATH}},
     )
+
+    # How it is asked to checkpoint, and the job whose last checkpoint its first attempt
+    # starts from (docs/lifecycle.md).
+    checkpoint: CheckpointPolicy = Field(default_factory=CheckpointPolicy)
+    restore_from: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
 
     # Named volumes it mounts, and secrets it is given (docs/data.md).
     volumes: list[VolumeItem] = Field(

@@ -1,9 +1,10 @@
-"""The policies a job spec holds: retries, limits, and how warm workers are kept."""
+"""The policies a job spec holds: retries, limits, checkpoints, and how warm workers are
+kept."""
 
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BeforeValidator, Field, StrictBool
 
@@ -50,6 +51,24 @@ class Limits(Strict):
     log_size: MemoryMB = 64  # stdout and stderr together; past it, output is dropped
     stop_on_log_limit: StrictBool = False  # ...or the job is stopped
     output_size: MemoryMB = 10 * 1024  # all collected outputs together
+
+
+# The exit code that says "saved in $SANDRUN_CHECKPOINT_DIR: requeue me" (HTCondor's).
+CHECKPOINT_EXIT = 85
+
+CheckpointSignal = Literal[
+    "SIGUSR1", "SIGUSR2", "SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGALRM", "SIGXCPU"
+]
+
+
+class CheckpointPolicy(Strict):
+    """How a job is asked to checkpoint (`sandrun checkpoint`, or before it is preempted):
+    `signal`, after which it has `grace` seconds to save into $SANDRUN_CHECKPOINT_DIR and
+    exit with CHECKPOINT_EXIT; the last `keep` checkpoints are kept."""
+
+    signal: CheckpointSignal = "SIGUSR1"
+    grace: Duration = Field(default=30.0, le=3600)
+    keep: Int = Field(default=3, ge=1, le=100)
 
 
 MAX_WARM_WORKERS = 8  # `warm.min_workers`, at most: each is a sandbox held on the node

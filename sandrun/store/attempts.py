@@ -142,7 +142,12 @@ class AttemptWrites:
             for r in tx.all("nodes_live_attempts", ids=nodes):
                 paused = r["job_state"] == "paused"
                 held = Held(
-                    r["job_id"], r["number"], r["state"], bool(r["cancel_requested"]), paused
+                    r["job_id"],
+                    r["number"],
+                    r["state"],
+                    bool(r["cancel_requested"]),
+                    paused,
+                    r["checkpoint_requested_at"],
                 )
                 live.setdefault(r["node"], []).append(held)
         return [Seen(stale.get(b.node, []), live.get(b.node, [])) for b in beats]
@@ -267,6 +272,7 @@ class Held:
     state: str  # scheduled | running
     cancel_requested: bool
     paused: bool = False  # its job is paused: the node keeps it frozen
+    checkpoint_at: float | None = None  # when a checkpoint was last asked of it
 
 
 @dataclass(frozen=True)

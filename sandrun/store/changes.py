@@ -14,6 +14,7 @@ from sandrun.states import AttemptState, FailureReason, JobState, check_attempt_
 from sandrun.store import reputation
 from sandrun.store.database import Row, Tx
 from sandrun.store.deps import end_job
+from sandrun.store.lifecycle import keep_checkpoint
 from sandrun.store.rows import attempt_from, job_from
 from sandrun.store.transitions import Decision, event, must
 
@@ -47,6 +48,8 @@ def reason_of(result: AttemptResult) -> FailureReason | None:
     """Why an attempt failed (None: it completed); a bare non-zero exit is `exit_code`."""
     if result.failure_reason is None and result.exit_code not in (0, None):
         return FailureReason.EXIT_CODE
+    if result.failure_reason is FailureReason.CHECKPOINTED and result.checkpoint is None:
+        return FailureReason.EXIT_CODE  # said it saved, and brought nothing: just its exit
     return result.failure_reason
 
 
@@ -86,11 +89,15 @@ def finish(
         state = AttemptState.CANCELLED
     elif reason is FailureReason.NODE_LOST:
         state = AttemptState.LOST
+    elif reason is FailureReason.CHECKPOINTED:
+        state = AttemptState.CHECKPOINTED
     else:
         state = AttemptState.FAILED
     result = result.model_copy(update={"failure_reason": reason})
     check_attempt_transition(attempt.state, state)
     _store_result(tx, job.id, attempt.number, state, result, now, worker_id)
+    if reason is FailureReason.CHECKPOINTED and result.checkpoint is not None:
+        keep_checkpoint(tx, job, attempt.number, result.checkpoint, now)
     if reason is FailureReason.TIMEOUT:  # the node's record counts it (docs/pool.md)
         reputation.add(tx, reputation.node_keys(tx, attempt.node), now, timeouts=1)
     what = f"exit code {result.exit_code}" if result.exit_code is not None else str(reason)

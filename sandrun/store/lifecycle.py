@@ -1,15 +1,20 @@
-"""A running job's life past start and cancel: pause and resume (docs/lifecycle.md).
+"""A running job's life past start and cancel (docs/lifecycle.md): pause and resume, and
+checkpoints.
 
 Pausing is a request the store records at once (the job's state is `paused`); the job's
 agent learns it with its next heartbeat, freezes the attempt and says so (`frozen`), and
-thaws it when the job is resumed. The attempt holds its slot meanwhile."""
+thaws it when the job is resumed. The attempt holds its slot meanwhile.
+
+A checkpoint is what an attempt saved when it exited 85: kept per job (the newest
+`checkpoint.keep`), and `jobs.checkpoint` is always the newest, which the job's next
+attempt starts from. A checkpoint request is a time: an attempt running then is asked."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sandrun.errors import IllegalTransition
-from sandrun.models import JobRecord
+from sandrun.errors import IllegalTransition, ValidationError
+from sandrun.models import Checkpoint, JobRecord, OutputFile
 from sandrun.states import JobState, check_job_transition
 from sandrun.store.database import Database, Tx
 from sandrun.store.rows import job_from
@@ -36,6 +41,56 @@ class LifecycleStore:
             event(tx, job_id, job.attempts, kind, said, now)
             tx.notify("control")
             return job_from(must(tx, job_id))
+
+    def request_checkpoint(self, job_id: str, now: float) -> JobRecord:
+        """Ask the running job's agent to signal it to checkpoint (with its next heartbeat)."""
+        with self.db.transaction() as tx:
+            job = job_from(must(tx, job_id, lock=True))
+            if job.state is not JobState.RUNNING:
+                hint = "resume it first" if job.state is JobState.PAUSED else "it is not running"
+                raise IllegalTransition(
+                    f"job {job_id} is {job.state}; only a running job can checkpoint ({hint})",
+                    field="job_id",
+                )
+            tx.run("request_checkpoint", id=job_id, now=now)
+            signal = job.spec.checkpoint.signal
+            event(tx, job_id, job.attempts, "checkpoint_requested", f"asked with {signal}", now)
+            tx.notify("control")
+            return job_from(must(tx, job_id))
+
+    def checkpoints(self, job_id: str) -> list[Checkpoint]:
+        with self.db.transaction(write=False) as tx:
+            must(tx, job_id)
+            return [Checkpoint(**r) for r in tx.all("list_checkpoints", job_id=job_id)]
+
+
+def keep_checkpoint(tx: Tx, job: JobRecord, number: int, saved: OutputFile, now: float) -> None:
+    """Keep what attempt `number` saved; its next attempt starts from it. The oldest go,
+    past `checkpoint.keep` (their blobs once nothing else holds them: retention)."""
+    values = {"digest": saved.digest, "size": saved.size}
+    tx.run("insert_checkpoint", job_id=job.id, attempt=number, now=now, **values)
+    tx.run("set_checkpoint", id=job.id, digest=saved.digest)
+    tx.run("prune_checkpoints", job_id=job.id, keep=job.spec.checkpoint.keep)
+    said = f"attempt {number} saved a checkpoint ({saved.size} bytes)"
+    event(tx, job.id, number, "checkpointed", said, now, values)
+
+
+def start_from(tx: Tx, job: JobRecord, source_id: str, now: float) -> None:
+    """A new job's first attempt starts from `source_id`'s newest checkpoint (its owner's
+    job: another owner's is no job at all), kept as its attempt 0."""
+    row = tx.one("get_job", id=source_id)
+    if row is None or row["owner"] != job.owner:
+        raise ValidationError(f"no job has id {source_id!r}", field="restore_from")
+    if row["checkpoint"] is None:
+        raise ValidationError(
+            f"job {source_id} has no checkpoint to restore from", field="restore_from"
+        )
+    source = tx.all("list_checkpoints", job_id=source_id)[-1]  # the newest
+    values = {"digest": source["digest"], "size": source["size"]}
+    tx.run("insert_checkpoint", job_id=job.id, attempt=0, now=now, **values)
+    tx.run("set_checkpoint", id=job.id, digest=source["digest"])
+    said = f"starts from job {source_id}'s checkpoint of attempt {source['attempt']}"
+    event(tx, job.id, None, "restoring", said, now, {"from": source_id, **values})
 
 
 def record_freezes(tx: Tx, node: str, said: Sequence[Frozen], now: float) -> None:

@@ -50,6 +50,8 @@ def job_from(row: Row) -> JobRecord:
             consensus=json.loads(row["consensus"]) if row["consensus"] else None,
             cost=row["cost"] / MICRO if row["cost"] is not None else None,
             held=row["held"] / MICRO,
+            checkpoint=row["checkpoint"],
+            checkpoint_requested_at=row["checkpoint_requested_at"],
         ),
         context=STORED,
     )

@@ -39,7 +39,7 @@ from sandrun.store.attempts import AttemptWrites
 from sandrun.store.data import DataStore, attach
 from sandrun.store.database import Database, apply_migration, load_migrations
 from sandrun.store.deps import add_dependencies, cancel_job
-from sandrun.store.lifecycle import LifecycleStore
+from sandrun.store.lifecycle import LifecycleStore, start_from
 from sandrun.store.pipelines import PipelineStore
 from sandrun.store.pool import PoolStore
 from sandrun.store.queue import PoolCache
@@ -120,6 +120,8 @@ class Store(AttemptWrites, PipelineStore, PoolStore, DataStore, LifecycleStore):
                 event(tx, job.id, None, "submitted", f"submitted as {job.name}", job.created_at)
                 if spec.volumes:
                     attach(tx, job)
+                if spec.restore_from is not None:
+                    start_from(tx, job, spec.restore_from, job.created_at)
                 if terms and job.id in terms:
                     ledger.hold(tx, job, terms[job.id], job.created_at)
                 if spec.dependencies:

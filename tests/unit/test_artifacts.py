@@ -57,5 +57,5 @@ def test_an_agent_refuses_a_code_bundle_over_its_limits_before_writing_it(
     dest = tmp_path / "work"
     dest.mkdir()
     with pytest.raises(workspace.BadBundle, match="unpacks to over 1 MiB"):
-        workspace._unpack(bundle, dest)
+        workspace.unpack(bundle, dest)
     assert not (dest / "zeros").exists()

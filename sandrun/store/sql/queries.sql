@@ -229,6 +229,8 @@ WHERE id IN (SELECT id FROM nodes n
 SELECT 1 AS found FROM outputs WHERE digest = :digest
 UNION ALL
 SELECT 1 AS found FROM job_inputs WHERE digest = :digest
+UNION ALL
+SELECT 1 AS found FROM checkpoints WHERE digest = :digest
 LIMIT 1;
 
 -- name: insert_job_input
@@ -699,3 +701,25 @@ UPDATE jobs SET state = :state, message = :message, updated_at = :now WHERE id =
 -- name: attempt_node_name
 SELECT a.state, a.node, n.name FROM attempts a LEFT JOIN nodes n ON n.id = a.node
 WHERE a.job_id = :job_id AND a.number = :number;
+
+-- name: request_checkpoint
+UPDATE jobs SET checkpoint_requested_at = :now, updated_at = :now WHERE id = :id;
+
+-- name: insert_checkpoint
+INSERT INTO checkpoints (job_id, attempt, digest, size, created_at)
+VALUES (:job_id, :attempt, :digest, :size, :now)
+ON CONFLICT (job_id, attempt) DO NOTHING;
+
+-- name: set_checkpoint
+-- The checkpoint the job's next attempt starts from: always its newest kept one.
+UPDATE jobs SET checkpoint = :digest WHERE id = :id;
+
+-- name: prune_checkpoints
+DELETE FROM checkpoints
+WHERE job_id = :job_id
+  AND attempt NOT IN (SELECT attempt FROM checkpoints WHERE job_id = :job_id
+                      ORDER BY attempt DESC LIMIT :keep);
+
+-- name: list_checkpoints
+SELECT attempt, digest, size, created_at FROM checkpoints
+WHERE job_id = :job_id ORDER BY attempt;

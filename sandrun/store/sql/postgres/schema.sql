@@ -47,7 +47,9 @@ CREATE TABLE jobs (
     terms            text,
     held             bigint NOT NULL DEFAULT 0,
     cost             bigint,
-    prefer_trusted   integer NOT NULL DEFAULT 0
+    prefer_trusted   integer NOT NULL DEFAULT 0,
+    checkpoint       text,
+    checkpoint_requested_at double precision
 );
 CREATE INDEX jobs_queue ON jobs (priority DESC, created_at, id) WHERE state = 'pending';
 CREATE INDEX jobs_eligible ON jobs (not_before) WHERE state = 'pending';
@@ -304,3 +306,14 @@ CREATE TABLE server_identity (
     private_key text NOT NULL,
     created_at  double precision NOT NULL
 );
+
+-- What jobs saved when they exited 85 (one per attempt; the last `checkpoint.keep` kept).
+CREATE TABLE checkpoints (
+    job_id     text NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+    attempt    integer NOT NULL,
+    digest     text NOT NULL,
+    size       bigint NOT NULL,
+    created_at double precision NOT NULL,
+    PRIMARY KEY (job_id, attempt)
+);
+CREATE INDEX checkpoints_digest ON checkpoints (digest);

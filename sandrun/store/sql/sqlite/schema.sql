@@ -46,7 +46,9 @@ CREATE TABLE jobs (
     terms            TEXT,
     held             INTEGER NOT NULL DEFAULT 0,
     cost             INTEGER,
-    prefer_trusted   INTEGER NOT NULL DEFAULT 0
+    prefer_trusted   INTEGER NOT NULL DEFAULT 0,
+    checkpoint       TEXT,
+    checkpoint_requested_at REAL
 );
 CREATE INDEX jobs_queue ON jobs (priority DESC, created_at, id) WHERE state = 'pending';
 CREATE INDEX jobs_eligible ON jobs (not_before) WHERE state = 'pending';
@@ -300,3 +302,14 @@ CREATE TABLE server_identity (
     private_key TEXT NOT NULL,
     created_at  REAL NOT NULL
 );
+
+-- What jobs saved when they exited 85 (one per attempt; the last `checkpoint.keep` kept).
+CREATE TABLE checkpoints (
+    job_id     TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+    attempt    INTEGER NOT NULL,
+    digest     TEXT NOT NULL,
+    size       INTEGER NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (job_id, attempt)
+);
+CREATE INDEX checkpoints_digest ON checkpoints (digest);
