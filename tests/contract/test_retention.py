@@ -66,6 +66,24 @@ def test_a_digest_is_referenced_while_an_output_names_it(store: Store) -> None:
     assert retention.unreferenced(store.db, [DIGEST_A, DIGEST_B]) == [DIGEST_A, DIGEST_B]
 
 
+def test_a_checkpoint_s_blob_is_referenced_while_a_job_keeps_it(store: Store) -> None:
+    """A checkpoint an attempt saved, and one a job was started from, hold their blobs;
+    once the job keeping it is purged, nothing does."""
+    job = add(store, at=100.0)
+    c = claim(store, now=100.0)
+    store.start_attempt(job.id, c.attempt, c.token, 100.0)
+    saved = OutputFile(attempt=1, path=".sandrun-checkpoint", digest=DIGEST_B, size=9)
+    result = AttemptResult(exit_code=85, failure_reason="checkpointed", checkpoint=saved)
+    assert store.finish_attempt(job.id, 1, c.token, result, decide, 100.0).state is (
+        JobState.PENDING  # queued again, to resume from it
+    )
+    assert store.get_job(job.id).checkpoint == DIGEST_B
+    assert retention.unreferenced(store.db, [DIGEST_B]) == []
+    store.request_cancel(job.id, 101.0)
+    assert retention.purge_jobs(store.db, cutoff=1000.0) == 1
+    assert retention.unreferenced(store.db, [DIGEST_B]) == [DIGEST_B]
+
+
 def test_agents_long_gone_are_forgotten_unless_something_runs_there(store: Store) -> None:
     free = Capacity(cpus=4, memory_mb=4096)
     store.register_node("gone", "gone", free, {}, now=100.0)
