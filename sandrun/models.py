@@ -111,6 +111,7 @@ class JobRecord(Wire):
     held: float = 0.0
     checkpoint: str | None = None  # the blob its next attempt starts from (docs/lifecycle.md)
     checkpoint_requested_at: float | None = None  # `sandrun checkpoint`, last asked
+    preemptions: int = 0  # times it was stopped for a job of higher priority
     waited_on: bool = Field(default=False, exclude=True)  # a job waits for it (store's)
 
     @classmethod

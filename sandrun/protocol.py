@@ -43,6 +43,9 @@ class HeartbeatReply(Wire):
     cancel: list[AttemptKey] = []  # attempts to kill: their jobs were cancelled
     paused: list[AttemptKey] = []  # attempts to keep frozen (the others: thawed)
     checkpoint: list[CheckpointAsk] = []  # attempts to ask for a checkpoint
+    # Attempts to stop for a job of higher priority: asked to checkpoint, then, past
+    # their `checkpoint.grace`, stopped.
+    preempt: list[CheckpointAsk] = []
     stale: list[AttemptKey] = []  # attempts that lost their job: stop, do not report
     # Attempts the server has this node holding, not started, that the heartbeat did not
     # list: a claim whose reply was lost. The agent hands back those it never received.

@@ -31,6 +31,7 @@ class AttemptState(StrEnum):
     CANCELLED = "cancelled"
     LOST = "lost"
     CHECKPOINTED = "checkpointed"  # it saved a checkpoint and exited 85, to be resumed
+    PREEMPTED = "preempted"  # stopped for a job of higher priority, to be resumed
 
 
 class FailureReason(StrEnum):
@@ -56,6 +57,7 @@ class FailureReason(StrEnum):
     DATA_ERROR = "data_error"  # a data mount could not be fetched or unpacked
     ENVIRONMENT_ERROR = "environment_error"  # its environment could not be built
     CHECKPOINTED = "checkpointed"  # it saved a checkpoint and exited 85: resumed, not retried
+    PREEMPTED = "preempted"  # stopped for a job of higher priority: resumed, not retried
 
 
 TERMINAL = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED, JobState.SKIPPED})
@@ -116,6 +118,7 @@ ATTEMPT_TRANSITIONS: dict[AttemptState, frozenset[AttemptState]] = {
             AttemptState.CANCELLED,
             AttemptState.LOST,
             AttemptState.CHECKPOINTED,
+            AttemptState.PREEMPTED,
         }
     ),
     AttemptState.COMPLETED: frozenset(),
@@ -123,6 +126,7 @@ ATTEMPT_TRANSITIONS: dict[AttemptState, frozenset[AttemptState]] = {
     AttemptState.CANCELLED: frozenset(),
     AttemptState.LOST: frozenset(),
     AttemptState.CHECKPOINTED: frozenset(),
+    AttemptState.PREEMPTED: frozenset(),
 }
 
 

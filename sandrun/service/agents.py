@@ -31,7 +31,6 @@ from sandrun.models import (
     WarmReport,
 )
 from sandrun.protocol import (
-    CheckpointAsk,
     CompleteRequest,
     EndOutcome,
     HandBackReason,
@@ -43,14 +42,13 @@ from sandrun.protocol import (
     ReportReply,
     StartRequest,
 )
-from sandrun.service import outputs, retry, signatures
+from sandrun.service import heartbeats, outputs, retry, signatures
 from sandrun.service.data import DataCalls
 from sandrun.signing import PROOF_WINDOW, registration_claim, verify
 from sandrun.spec.data import NODE_LABEL
 from sandrun.spec.policy import Policy
-from sandrun.states import AttemptState
 from sandrun.store import Decide, Store
-from sandrun.store.attempts import Beat, End, Seen, Start
+from sandrun.store.attempts import End, Start
 
 log = logging.getLogger("sandrun.service")
 
@@ -221,8 +219,10 @@ class AgentCalls(DataCalls):
             except SandrunError as exc:
                 refused[i] = exc
         taken = [beat for i, (beat, _) in enumerate(beats) if i not in refused]
-        seen = self.store.heartbeats([_beat(b) for b in taken], self.clock(), self.lease_seconds)
-        replies = iter(_beat_reply(s, b.leases) for s, b in zip(seen, taken, strict=True))
+        seen = self.store.heartbeats(
+            [heartbeats.beat_of(b) for b in taken], self.clock(), self.lease_seconds
+        )
+        replies = iter(heartbeats.reply_to(s, b.leases) for s, b in zip(seen, taken, strict=True))
         return [refused[i] if i in refused else next(replies) for i in range(len(beats))]
 
     def hand_back(
@@ -353,29 +353,6 @@ class AgentCalls(DataCalls):
         return self.store.next_not_before(self.clock())
 
 
-def _beat_reply(seen: Seen, leases: list[AttemptRef]) -> HeartbeatReply:
-    """Which of its attempts a node should cancel, which it holds no longer, and which the
-    server gave it that it did not list (claims it may never have received)."""
-    listed = {(r.job_id, r.attempt) for r in leases}
-    return HeartbeatReply(
-        cancel=[
-            AttemptKey(job_id=h.job_id, attempt=h.number) for h in seen.live if h.cancel_requested
-        ],
-        paused=[AttemptKey(job_id=h.job_id, attempt=h.number) for h in seen.live if h.paused],
-        checkpoint=[
-            CheckpointAsk(job_id=h.job_id, attempt=h.number, at=h.checkpoint_at)
-            for h in seen.live
-            if h.checkpoint_at is not None
-        ],
-        stale=[AttemptKey(job_id=j, attempt=n) for j, n in seen.stale],
-        unheld=[
-            AttemptKey(job_id=h.job_id, attempt=h.number)
-            for h in seen.live
-            if h.state == AttemptState.SCHEDULED and (h.job_id, h.number) not in listed
-        ],
-    )
-
-
 def _outcome(refused: SandrunError | None) -> Outcome:
     return Outcome(error=None if refused is None else ErrorBody.of(refused))
 
@@ -384,14 +361,6 @@ def _end_outcome(done: JobRecord | SandrunError) -> EndOutcome:
     if isinstance(done, SandrunError):
         return EndOutcome(error=ErrorBody.of(done))
     return EndOutcome(job=done)
-
-
-def _beat(beat: HeartbeatRequest) -> Beat:
-    leases = [(r.job_id, r.attempt, r.token) for r in beat.leases]
-    warm = beat.warm.model_dump_json() if beat.warm is not None else None
-    freezes = [("frozen", k.job_id, k.attempt) for k in beat.frozen]
-    freezes += [("thawed", k.job_id, k.attempt) for k in beat.thawed]
-    return Beat(beat.node, beat.state, leases, warm, freezes)
 
 
 def _started(start: StartRequest) -> tuple[int | None, float | None, str | None]:

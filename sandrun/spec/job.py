@@ -164,9 +164,11 @@ class JobSpec(Strict):
         json_schema_extra={"propertyNames": {"pattern": INPUT_PATH}},
     )
 
-    # How it is asked to checkpoint, and the job whose last checkpoint its first attempt
-    # starts from (docs/lifecycle.md).
+    # How it is asked to checkpoint, whether a pending job of higher priority may stop it
+    # (then resumed, from its checkpoint if it saves one), and the job whose last
+    # checkpoint its first attempt starts from (docs/lifecycle.md).
     checkpoint: CheckpointPolicy = Field(default_factory=CheckpointPolicy)
+    preemptible: StrictBool = False
     restore_from: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
 
     # Named volumes it mounts, and secrets it is given (docs/data.md).

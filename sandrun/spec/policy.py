@@ -8,6 +8,7 @@ prices.
       default: {max_running_jobs: 100, max_gpus: 8}   # owners not named below
       alice: {max_gpus: 16}
     reserve_after: 0     # seconds a job that fits no free node waits before one is kept for it
+    preempt_after: 10    # ...and before it may preempt preemptible jobs of lower priority
     prices:              # USD per GPU-hour, by model (sandrun/spec/gpus.json names)
       a100: 1.80
     maxima:              # the most one job may ask for; a spec above is refused at submit
@@ -71,6 +72,9 @@ class Policy(BaseModel):
     maxima: JobMaxima = JobMaxima()
     # None: never reserve (small jobs may then overtake a big one forever).
     reserve_after: float | None = Field(default=0.0, ge=0)
+    # Seconds a job that fits no node's free room waits before it may preempt `preemptible`
+    # jobs of lower priority (docs/lifecycle.md); None: never preempt.
+    preempt_after: float | None = Field(default=10.0, ge=0)
     prices: dict[str, float] = {}
     pool: PoolPolicy = PoolPolicy()  # prices, the ledger and the rules of trust
 

@@ -148,6 +148,7 @@ class AttemptWrites:
                     bool(r["cancel_requested"]),
                     paused,
                     r["checkpoint_requested_at"],
+                    r["preempt_requested_at"],
                 )
                 live.setdefault(r["node"], []).append(held)
         return [Seen(stale.get(b.node, []), live.get(b.node, [])) for b in beats]
@@ -273,6 +274,7 @@ class Held:
     cancel_requested: bool
     paused: bool = False  # its job is paused: the node keeps it frozen
     checkpoint_at: float | None = None  # when a checkpoint was last asked of it
+    preempt_at: float | None = None  # when it was asked to make room (preempted)
 
 
 @dataclass(frozen=True)

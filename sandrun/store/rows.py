@@ -52,6 +52,7 @@ def job_from(row: Row) -> JobRecord:
             held=row["held"] / MICRO,
             checkpoint=row["checkpoint"],
             checkpoint_requested_at=row["checkpoint_requested_at"],
+            preemptions=row["preemptions"],
         ),
         context=STORED,
     )

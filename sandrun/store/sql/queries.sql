@@ -723,3 +723,35 @@ WHERE job_id = :job_id
 -- name: list_checkpoints
 SELECT attempt, digest, size, created_at FROM checkpoints
 WHERE job_id = :job_id ORDER BY attempt;
+
+-- name: preempt_candidate
+-- The pending job first in line (priority, then age) that has waited since :since: the
+-- one that may preempt, if it fits no node's free room.
+SELECT * FROM jobs
+WHERE state = 'pending' AND not_before <= :now AND created_at <= :since
+  AND replica_of IS NULL
+ORDER BY priority DESC, created_at, id
+LIMIT 1;
+
+-- name: preemption_in_progress
+-- An attempt still running that was asked to make room: one preemption at a time.
+SELECT 1 AS found FROM attempts a JOIN jobs j ON j.id = a.job_id
+WHERE a.state IN ('scheduled', 'running') AND j.preempt_requested_at > a.started_at
+LIMIT 1;
+
+-- name: preemptible_attempts
+-- Running attempts of jobs below :priority preempted fewer than :most times (whether
+-- each job allows it is in its spec: the service reads it).
+SELECT j.*, a.node AS attempt_node, a.number AS attempt_number
+FROM attempts a JOIN jobs j ON j.id = a.job_id
+WHERE a.state = 'running' AND j.state = 'running' AND j.priority < :priority
+  AND j.preemptions < :most
+ORDER BY j.priority, a.started_at DESC;
+
+-- name: request_preempt
+UPDATE jobs SET preempt_requested_at = :now, preemptions = preemptions + 1, updated_at = :now
+WHERE id = :id AND state = 'running' AND attempts = :attempt;
+
+-- name: reserve_for_preemption
+-- The node being emptied for the job keeps itself for it (taken from any other node).
+UPDATE jobs SET reserved_node = :node, reserved_at = :now WHERE id = :job AND state = 'pending';

@@ -49,7 +49,9 @@ CREATE TABLE jobs (
     cost             bigint,
     prefer_trusted   integer NOT NULL DEFAULT 0,
     checkpoint       text,
-    checkpoint_requested_at double precision
+    checkpoint_requested_at double precision,
+    preemptions      integer NOT NULL DEFAULT 0,
+    preempt_requested_at double precision
 );
 CREATE INDEX jobs_queue ON jobs (priority DESC, created_at, id) WHERE state = 'pending';
 CREATE INDEX jobs_eligible ON jobs (not_before) WHERE state = 'pending';

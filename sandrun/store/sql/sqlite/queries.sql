@@ -164,10 +164,12 @@ WHERE id IN (SELECT value FROM json_each(:ids));
 
 -- name: nodes_live_attempts
 -- The live attempts of the given nodes (a JSON array of ids), with their job's cancel flag,
--- state (paused: to be kept frozen) and the checkpoint last asked of it while it ran.
+-- state (paused: to be kept frozen), and the checkpoint and preemption asked of it as it ran.
 SELECT a.node, a.job_id, a.number, a.state, j.cancel_requested, j.state AS job_state,
        CASE WHEN j.checkpoint_requested_at > a.started_at
-            THEN j.checkpoint_requested_at END AS checkpoint_requested_at
+            THEN j.checkpoint_requested_at END AS checkpoint_requested_at,
+       CASE WHEN j.preempt_requested_at > a.started_at
+            THEN j.preempt_requested_at END AS preempt_requested_at
 FROM attempts a JOIN jobs j ON j.id = a.job_id
 WHERE a.state IN ('scheduled', 'running')
   AND a.node IN (SELECT value FROM json_each(:ids));

@@ -48,7 +48,9 @@ CREATE TABLE jobs (
     cost             INTEGER,
     prefer_trusted   INTEGER NOT NULL DEFAULT 0,
     checkpoint       TEXT,
-    checkpoint_requested_at REAL
+    checkpoint_requested_at REAL,
+    preemptions      INTEGER NOT NULL DEFAULT 0,
+    preempt_requested_at REAL
 );
 CREATE INDEX jobs_queue ON jobs (priority DESC, created_at, id) WHERE state = 'pending';
 CREATE INDEX jobs_eligible ON jobs (not_before) WHERE state = 'pending';
