@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sandrun.agent.capacity import detect_capacity
-from sandrun.agent.claims import ClaimBook
+from sandrun.agent.claims import ClaimBook, give_back_unreceived
 from sandrun.agent.control import ControlPlane
 from sandrun.agent.executor import Executor
 from sandrun.agent.freezer import said
@@ -317,6 +317,7 @@ class Agent:
             reply = self.control.heartbeat(self.node_id, leases, state, told, *said(news))
             self._warm_said = warm
             self.control.expire_leases()
+            self.control.preempt()
         except SandrunError as exc:
             log.warning("heartbeat failed: %s", exc)
             for key, r in running.items():
@@ -327,6 +328,7 @@ class Agent:
         stale, cancel = {k.key for k in reply.stale}, {k.key for k in reply.cancel}
         paused = {k.key for k in reply.paused}
         asks = {(a.job_id, a.attempt): a.at for a in reply.checkpoint}
+        preempts = {(a.job_id, a.attempt): a.at for a in reply.preempt}
         for key, r in running.items():
             if key in stale:
                 r.ctl.lost.set()
@@ -336,25 +338,8 @@ class Agent:
                 r.ctl.cancel.set()
             (r.ctl.pause.set if key in paused else r.ctl.pause.clear)()
             r.ctl.checkpoint_at = asks.get(key, r.ctl.checkpoint_at)
-        self._give_back_unreceived(reply.unheld)
-
-    def _give_back_unreceived(self, unheld: list[AttemptKey]) -> None:
-        """Claims the server committed whose replies never arrived: back to the queue at
-        once, with no retry counted, rather than after a lease as node_lost."""
-        lost = self.claims.never_received(unheld)
-        if not lost:
-            return
-        assert self.node_id is not None
-        try:
-            given = self.control.hand_back(self.node_id, lost, "not_received")
-        except SandrunError as exc:
-            log.warning("could not give back unreceived claims: %s", exc)
-            return
-        for k in given:
-            log.warning(
-                "gave back an attempt whose claim never arrived",
-                extra={"job": k.job_id, "attempt": k.attempt},
-            )
+            r.ctl.preempt_at = preempts.get(key, r.ctl.preempt_at)
+        give_back_unreceived(self.control, self.claims, self.node_id, reply.unheld)
 
     def _stop_expired(self, running: dict[tuple[str, int], _Running]) -> None:
         """Kill attempts whose lease ran out unrenewed: the server has given them away."""

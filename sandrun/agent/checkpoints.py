@@ -13,12 +13,15 @@ from pathlib import Path
 from typing import IO
 
 from sandrun.agent.control import ControlPlane
+from sandrun.agent.supervise import AttemptControl, Stop
 from sandrun.agent.workspace import unpack
 from sandrun.artifacts import LocalArtifactStore
 from sandrun.errors import SandrunError
 from sandrun.models import AttemptResult, Claim, JobRecord, OutputFile
 from sandrun.spec.policies import CHECKPOINT_EXIT
 from sandrun.states import FailureReason
+
+_PREEMPTED = FailureReason.PREEMPTED
 
 DIRNAME = ".sandrun-checkpoint"  # in the attempt's scratch (its HOME)
 
@@ -38,16 +41,21 @@ def prepare(
 
 def taken(
     result: AttemptResult,
-    on_its_own: bool,
-    where: Path | None,
+    stop: Stop | None,
+    ctl: AttemptControl,
     claim: Claim,
     artifacts: LocalArtifactStore,
 ) -> AttemptResult:
-    """`result`, unless the job exited 85 `on_its_own` (not stopped by the agent): then
-    checkpointed, with what it saved in `where` packed as a blob, or failed `output_limit`
-    / `output_error` if that cannot be."""
-    if not on_its_own or where is None or result.exit_code != CHECKPOINT_EXIT:
+    """`result` as the attempt ended. If the job exited 85 of its own accord (`stop`: None)
+    it is checkpointed, with what it saved packed as a blob (or failed `output_limit` /
+    `output_error` if that cannot be); if it was being preempted and ended otherwise, short
+    of completing, it was preempted."""
+    if stop is not None or ctl.saves is None or result.exit_code != CHECKPOINT_EXIT:
+        if ctl.preempt_by is not None and result.failure_reason not in (None, _PREEMPTED):
+            why = f"preempted: it ended ({result.message or result.exit_code}) once asked"
+            return result.model_copy(update={"failure_reason": _PREEMPTED, "message": why})
         return result
+    where = ctl.saves
     spec = claim.job.spec
     limit = spec.limits.output_size << 20
     try:

@@ -12,13 +12,18 @@ before it began.
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from sandrun.agent.control import ControlPlane
+from sandrun.errors import SandrunError
 from sandrun.models import AttemptKey, Claim
+
+log = logging.getLogger("sandrun.agent")
 
 KEEP = 10_000  # received claims remembered: far more than a node holds at once
 
@@ -61,3 +66,23 @@ class ClaimBook:
             named = [k for k in unheld if k.key not in self._received]
             self._named = {k.key: self._named.get(k.key, now) for k in named}
             return [k for k in named if self._named[k.key] < oldest_call]
+
+
+def give_back_unreceived(
+    control: ControlPlane, claims: ClaimBook, node: str, unheld: list[AttemptKey]
+) -> None:
+    """Claims the server committed whose replies never arrived: back to the queue at
+    once, with no retry counted, rather than after a lease as node_lost."""
+    lost = claims.never_received(unheld)
+    if not lost:
+        return
+    try:
+        given = control.hand_back(node, lost, "not_received")
+    except SandrunError as exc:
+        log.warning("could not give back unreceived claims: %s", exc)
+        return
+    for k in given:
+        log.warning(
+            "gave back an attempt whose claim never arrived",
+            extra={"job": k.job_id, "attempt": k.attempt},
+        )

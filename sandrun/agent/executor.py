@@ -360,7 +360,7 @@ class Executor:
             self.sandboxing, self.artifacts, claim, confined, workdir, reason, ended, started
         )
         result = mounts.checked(data, result)
-        result = checkpoints.taken(result, reason is None, ctl.saves, claim, self.artifacts)
+        result = checkpoints.taken(result, reason, ctl, claim, self.artifacts)
         return result.model_copy(update={"stdout_sha256": sink.stdout_sha256()})
 
     def _start_at_gate(

@@ -333,6 +333,9 @@ class HttpControlPlane:
     def expire_leases(self) -> list[tuple[str, int]]:
         return []
 
+    def preempt(self) -> list[str]:
+        return []
+
     def lose_node(self, node: str) -> list[tuple[str, int]]:
         return []
 

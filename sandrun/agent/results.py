@@ -42,6 +42,10 @@ _OURS: dict[Stop, tuple[FailureReason, str | None]] = {
     ),
     Stop.DISK_LIMIT: (FailureReason.DISK_LIMIT, None),  # the message names the limit
     Stop.VOLUME_FULL: (FailureReason.VOLUME_FULL, None),  # ...and the volume (agent/mounts.py)
+    Stop.PREEMPTED: (
+        FailureReason.PREEMPTED,
+        "preempted: it did not checkpoint (exit 85) within checkpoint.grace",
+    ),
 }
 
 

@@ -37,6 +37,7 @@ class Stop(StrEnum):
     LOG_LIMIT = "log_limit"
     DISK_LIMIT = "disk_limit"
     VOLUME_FULL = "volume_full"
+    PREEMPTED = "preempted"  # asked to make room, it did not checkpoint within its grace
 
 
 @dataclass
@@ -52,6 +53,8 @@ class AttemptControl:
     saves: Path | None = None  # its $SANDRUN_CHECKPOINT_DIR, once made
     checkpoint_at: float | None = None  # the newest checkpoint request (a server time)
     signalled_for: float | None = None  # the request it was last signalled for
+    preempt_at: float | None = None  # asked to make room (a server time)
+    preempt_by: float | None = None  # ...and stopped at this monotonic time, if still running
 
 
 def supervise(
@@ -96,9 +99,7 @@ def supervise(
                 break  # an escaped child holds the pipes open; the job is over
             now = time.monotonic()
             if reason is None and exited is None:
-                deadline = _paused(ctl, freezer, deadline, now)
-                if ctl.checkpoint_at != ctl.signalled_for and not freezer.frozen:
-                    _ask_checkpoint(ctl, proc.pid, spec, launchers)
+                deadline = _obey(ctl, freezer, deadline, now, proc.pid, spec, launchers)
                 reason = _stop_reason(ctl, None if freezer.frozen else deadline, sink, spec, disks)
                 if reason is not None:
                     signal_tree(proc.pid, signal.SIGTERM, spare=launchers)
@@ -127,6 +128,29 @@ def _paused(
     if freezer.frozen or deadline is None or since is None:
         return deadline
     return deadline + (now - since)
+
+
+def _obey(
+    ctl: AttemptControl,
+    freezer: Freezer,
+    deadline: float | None,
+    now: float,
+    pid: int,
+    spec: JobSpec,
+    launchers: frozenset[str],
+) -> float | None:
+    """Freeze or thaw the attempt as its job is paused or resumed; signal it for a
+    checkpoint asked of it, or to make room (preempted: stopped past its grace). Its
+    deadline, moved on by the time it spent frozen."""
+    deadline = _paused(ctl, freezer, deadline, now)
+    if freezer.frozen:
+        return deadline
+    if ctl.checkpoint_at != ctl.signalled_for:
+        _ask_checkpoint(ctl, pid, spec, launchers)
+    if ctl.preempt_at is not None and ctl.preempt_by is None:
+        ctl.preempt_by = now + spec.checkpoint.grace
+        _ask_checkpoint(ctl, pid, spec, launchers)
+    return deadline
 
 
 def _ask_checkpoint(
@@ -182,4 +206,7 @@ def control_stop(ctl: AttemptControl, deadline: float | None) -> Stop | None:
         return Stop.LOST
     if ctl.handback.is_set():
         return Stop.HANDBACK
-    return Stop.TIMEOUT if deadline is not None and time.monotonic() >= deadline else None
+    now = time.monotonic()
+    if ctl.preempt_by is not None and now >= ctl.preempt_by:
+        return Stop.PREEMPTED
+    return Stop.TIMEOUT if deadline is not None and now >= deadline else None

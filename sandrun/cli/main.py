@@ -26,10 +26,12 @@ from sandrun.cli.options import (
     NameOpt,
     NetworkOpt,
     OutputOpt,
+    PreemptibleOpt,
     PriorityOpt,
     RefOpt,
     RepoOpt,
     RequireOpt,
+    RestoreFromOpt,
     RetriesOpt,
     SecretOpt,
     ShellOpt,
@@ -127,6 +129,8 @@ def _submit(client: Client, command: list[str] | None, **kw: Any) -> Job:
             "max_price": kw["max_price"],
             "volumes": volume_options(kw["volume"] or []) or None,
             "secrets": kw["secret"] or None,
+            "preemptible": kw["preemptible"] or None,
+            "restore_from": kw["restore_from"],
         },
     )
     brings = spec.working_dir or spec.code or spec.repository
@@ -165,6 +169,8 @@ def _job_command(then: Callable[[Client, Job, bool], None]) -> Callable[..., Non
         max_price: MaxPriceOpt = None,
         volume: VolumeOpt = None,
         secret: SecretOpt = None,
+        preemptible: PreemptibleOpt = None,
+        restore_from: RestoreFromOpt = None,
         json: JsonOpt = False,
     ) -> None:
         # Every option above goes to _submit by its name (`then` is this closure's own).

@@ -108,6 +108,19 @@ RequireOpt = Annotated[
 PriorityOpt = Annotated[
     str | None, typer.Option(metavar="PRIORITY", help="low, normal, high or an integer.")
 ]
+PreemptibleOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--preemptible",
+        metavar="",
+        help="Let a pending job of higher priority stop it (it is asked to checkpoint first, "
+        "then resumed).",
+    ),
+]
+RestoreFromOpt = Annotated[
+    str | None,
+    typer.Option(metavar="JOB_ID", help="Start from that job's newest checkpoint."),
+]
 NetworkOpt = Annotated[
     bool | None,
     typer.Option("--network", metavar="", help="Let the job reach the network (default: off)."),

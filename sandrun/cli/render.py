@@ -127,6 +127,8 @@ def status_panel(job: JobRecord, attempts: list[Attempt], waiting: str | None = 
     rows += _pool_rows(job)
     if job.cancel_requested and not job.is_terminal:
         rows.append(("cancel", "requested"))
+    if job.preemptions:
+        rows.append(("preempted", f"{job.preemptions} time(s), for jobs of higher priority"))
     if job.checkpoint is not None:
         rows.append(("checkpoint", f"{job.checkpoint[:12]} (`sandrun checkpoints {job.id}`)"))
     rows.append(("submitted", ago(job.created_at)))

@@ -164,6 +164,7 @@ async def _reap(service: Service, lag: Lag) -> None:
         grace = lag.worst()
         try:
             lost = await lag.beats.on_thread(service.expire_leases, grace)
+            await lag.beats.on_thread(service.preempt)
         except SandrunError as exc:
             log.warning("lease reaper: %s", exc)
             lost = []

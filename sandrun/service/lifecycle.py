@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sandrun.models import Checkpoint, JobRecord
+from sandrun.models import Checkpoint, JobRecord, NodeInfo
+from sandrun.service import preemption
+from sandrun.spec.policy import Policy
 from sandrun.store import Store
 
 
@@ -13,8 +15,10 @@ class LifecycleCalls:
     """The lifecycle half of `Service`."""
 
     store: Store
+    policy: Policy
     clock: Callable[[], float]
     get: Callable[[str, str | None], JobRecord]  # Service's: a job its viewer may see
+    nodes: Callable[[], list[NodeInfo]]  # Service's
 
     def pause(self, job_id: str, viewer: str | None = None) -> JobRecord:
         """Freeze a running job where it stands (its agent does, within a heartbeat); it
@@ -37,3 +41,30 @@ class LifecycleCalls:
         last)."""
         self.get(job_id, viewer)
         return self.store.checkpoints(job_id)
+
+    def preempt(self) -> list[str]:
+        """One preemption pass (the server's reaper runs it; embedded, the agent's
+        heartbeat): the pending job first in line, once it has waited `preempt_after`
+        seconds and fits no node's free room, has the fewest `preemptible` jobs of lower
+        priority on one node asked to make room, and that node kept for it. The jobs
+        asked, if any (one preemption at a time)."""
+        after = self.policy.preempt_after
+        if after is None:
+            return []
+        now = self.clock()
+        job = self.store.preempt_candidate(now, now - after)
+        if job is None or self._held_back(job):
+            return []
+        running = self.store.running_below(job.priority)
+        chosen = preemption.plan(job, self.nodes(), running) if running else None
+        if chosen is None or not chosen[1]:
+            return []
+        node, victims = chosen
+        return self.store.preempt(job, node.id, node.name, victims, now)
+
+    def _held_back(self, job: JobRecord) -> bool:
+        """Whether its owner's limit keeps the job waiting anyway (no use making room)."""
+        limits = self.policy.limits_for(job.owner)
+        if limits.max_running_jobs is None:
+            return False
+        return self.store.owner_load(job.owner)[0] >= limits.max_running_jobs

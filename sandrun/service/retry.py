@@ -12,6 +12,11 @@ from sandrun.store import Decision
 # job's own retries, up to this many times, so a job that kills its node cannot loop.
 MAX_INFRA_RETRIES = 3
 
+_RESUMED = {
+    FailureReason.CHECKPOINTED: "checkpointed; queued again to resume from its checkpoint",
+    FailureReason.PREEMPTED: "preempted; queued again (from its checkpoint, if it saved one)",
+}
+
 _RETRY_ON = {
     FailureReason.EXIT_CODE: RetryOn.EXIT_CODE,
     FailureReason.SIGNALED: RetryOn.EXIT_CODE,
@@ -43,13 +48,8 @@ def decide(
     reason = result.failure_reason
     if job.cancel_requested or reason is FailureReason.CANCELLED:
         return Decision(JobState.CANCELLED, message="cancelled", **kept)
-    if reason is FailureReason.CHECKPOINTED:  # asked to be resumed: no failure to count
-        return Decision(
-            JobState.PENDING,
-            not_before=now,
-            message="checkpointed; queued again to resume from its checkpoint",
-            **kept,
-        )
+    if reason in _RESUMED:  # asked to be resumed, or stopped to make room: nothing to count
+        return Decision(JobState.PENDING, not_before=now, message=_RESUMED[reason], **kept)
     policy = job.spec.retries
     why = describe(result, job.spec.timeout)
 

@@ -71,6 +71,16 @@ def repeated_report(
     return job_from(must(tx, job_id)) if same and not ended_by_server else None
 
 
+# The attempt state each way of ending gives (any other reason: failed).
+_ENDED_AS: dict[FailureReason | None, AttemptState] = {
+    None: AttemptState.COMPLETED,
+    FailureReason.CANCELLED: AttemptState.CANCELLED,
+    FailureReason.NODE_LOST: AttemptState.LOST,
+    FailureReason.CHECKPOINTED: AttemptState.CHECKPOINTED,
+    FailureReason.PREEMPTED: AttemptState.PREEMPTED,
+}
+
+
 def finish(
     tx: Tx,
     job: JobRecord,
@@ -83,16 +93,7 @@ def finish(
     """End `attempt` with `result` and move the job as `decide` says; returns its row.
     `worker_id` is the key the result's signature was verified with."""
     reason = reason_of(result)
-    if reason is None:
-        state = AttemptState.COMPLETED
-    elif reason is FailureReason.CANCELLED:
-        state = AttemptState.CANCELLED
-    elif reason is FailureReason.NODE_LOST:
-        state = AttemptState.LOST
-    elif reason is FailureReason.CHECKPOINTED:
-        state = AttemptState.CHECKPOINTED
-    else:
-        state = AttemptState.FAILED
+    state = _ENDED_AS.get(reason, AttemptState.FAILED)
     result = result.model_copy(update={"failure_reason": reason})
     check_attempt_transition(attempt.state, state)
     _store_result(tx, job.id, attempt.number, state, result, now, worker_id)

@@ -42,6 +42,7 @@ from sandrun.store.deps import add_dependencies, cancel_job
 from sandrun.store.lifecycle import LifecycleStore, start_from
 from sandrun.store.pipelines import PipelineStore
 from sandrun.store.pool import PoolStore
+from sandrun.store.preemption import PreemptionStore
 from sandrun.store.queue import PoolCache
 from sandrun.store.rows import attempt_from, blobs_of, job_from, spec_columns
 from sandrun.store.transitions import event, must
@@ -49,7 +50,7 @@ from sandrun.store.transitions import event, must
 Listener = Callable[[str], None]  # told the kind of each committed change
 
 
-class Store(AttemptWrites, PipelineStore, PoolStore, DataStore, LifecycleStore):
+class Store(AttemptWrites, PipelineStore, PoolStore, DataStore, LifecycleStore, PreemptionStore):
     """Jobs, nodes, tokens and blobs; what agents write about attempts is in
     `AttemptWrites` (store/attempts.py)."""
 

@@ -405,3 +405,24 @@ def test_the_reaper_gives_each_lease_the_time_the_server_lagged(
     clock[0] = 233.0
     assert service.expire_leases(grace=5.0) == []  # the server was 5 s behind: not yet
     assert service.expire_leases(grace=2.0) == [(job.id, 1)]
+
+
+def test_a_job_is_preempted_a_bounded_number_of_times(store: Store) -> None:
+    """Only preemptible jobs below the preemptor's priority are candidates, each until it
+    has been preempted MAX_PREEMPTIONS times."""
+    from sandrun.store.preemption import MAX_PREEMPTIONS
+
+    add(store, at=100.0, preemptible=True)
+    add(store, at=101.0)  # not preemptible
+    victim, other = started(store), started(store)
+    assert [r.job.id for r in store.running_below(priority=10)] == [victim.job.id]
+    assert store.running_below(priority=0) == []  # same priority: never
+    preemptor = add(store, at=102.0, priority=10)
+    for n in range(MAX_PREEMPTIONS):
+        below = store.running_below(priority=10)
+        assert store.preempt(preemptor, "node-a", "a", below, 200.0 + n) == [victim.job.id]
+    assert store.running_below(priority=10) == []
+    assert store.get_job(victim.job.id).preemptions == MAX_PREEMPTIONS
+    assert store.get_job(other.job.id).preemptions == 0
+    kinds = [e.kind for e in store.events(preemptor.id)]
+    assert "preempting" in kinds and store.reserved_node(preemptor.id) == "node-a"

@@ -20,14 +20,18 @@ from tests.helpers import wait_for
 from tests.integration.cluster import Cluster
 from tests.integration.conftest import Local
 
-# Counts to 40, a step every 50 ms; on SIGUSR1 saves its count and exits 85. Each attempt
+# Counts a step every 50 ms; on SIGUSR1 saves its count and exits 85. Started from
+# nothing it counts until it is asked; from a checkpoint, 10 more, and ends. Each attempt
 # says where it started.
 COUNTER = """
 D="$SANDRUN_CHECKPOINT_DIR"
 n=$(cat "$D/count" 2>/dev/null || echo 0)
 echo "attempt $SANDRUN_ATTEMPT starts at $n"
 trap 'echo $n > "$D/count"; exit 85' USR1
-while [ "$n" -lt 40 ]; do n=$((n+1)); echo "$n" > progress; sleep 0.05; done
+end=$((n+10))
+while [ "$end" = 10 ] || [ "$n" -lt "$end" ]; do
+  n=$((n+1)); echo "$n" > progress; sleep 0.05
+done
 echo "count=$n"
 """
 
@@ -64,8 +68,9 @@ def test_a_job_asked_to_checkpoint_saves_and_is_resumed_where_it_stopped(
     assert job.record.retries_used == 0 and job.record.infra_retries == 0
     lines = job.log_text("stdout").splitlines()
     resumed_at = int(lines[1].split()[-1])
-    assert lines[0] == "attempt 1 starts at 0" and 5 <= resumed_at < 40
-    assert lines[1] == f"attempt 2 starts at {resumed_at}" and lines[-1] == "count=40"
+    assert lines[0] == "attempt 1 starts at 0" and resumed_at >= 5
+    assert lines[1] == f"attempt 2 starts at {resumed_at}"
+    assert lines[-1] == f"count={resumed_at + 10}"
     [kept] = job.checkpoints()
     assert kept.attempt == 1 and kept.size > 0 and job.record.checkpoint == kept.digest
     kinds = [e.kind for e in job.events]
@@ -169,6 +174,12 @@ def test_checkpoint_through_a_server_and_its_cli(cluster: Cluster, tmp_path: Pat
         assert listed.returncode == 0
         [row] = listed.stdout.splitlines()[1:]
         assert row.split()[0] == "1" and job.record.checkpoint in row
+        again = sandrun(
+            "submit", "--restore-from", job.id, "--preemptible", "--no-upload", "--", "true"
+        )
+        assert again.returncode == 0, again.stderr
+        spec = client.get(again.stdout.strip()).record.spec
+        assert (spec.restore_from, spec.preemptible) == (job.id, True)
         with cluster.client("bob") as bob:  # another tenant's job is no job at all
             with pytest.raises(JobNotFoundError):
                 bob.transport.checkpoints(job.id)
