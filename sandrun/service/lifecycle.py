@@ -44,23 +44,24 @@ class LifecycleCalls:
 
     def preempt(self) -> list[str]:
         """One preemption pass (the server's reaper runs it; embedded, the agent's
-        heartbeat): the pending job first in line, once it has waited `preempt_after`
-        seconds and fits no node's free room, has the fewest `preemptible` jobs of lower
-        priority on one node asked to make room, and that node kept for it. The jobs
-        asked, if any (one preemption at a time)."""
+        heartbeat): the first pending job in line that has waited `preempt_after` seconds,
+        fits no node's free room, and can have room made, has the fewest `preemptible` jobs
+        of lower priority on one node asked to make room, and that node kept for it. The
+        jobs asked, if any (one preemption at a time)."""
         after = self.policy.preempt_after
         if after is None:
             return []
         now = self.clock()
-        job = self.store.preempt_candidate(now, now - after)
-        if job is None or self._held_back(job):
-            return []
-        running = self.store.running_below(job.priority)
-        chosen = preemption.plan(job, self.nodes(), running) if running else None
-        if chosen is None or not chosen[1]:
-            return []
-        node, victims = chosen
-        return self.store.preempt(job, node.id, node.name, victims, now)
+        candidates = self.store.preempt_candidates(now, now - after)
+        running = self.store.running_below(candidates[0].priority) if candidates else []
+        nodes = self.nodes() if running else []
+        for job in candidates:
+            below = [r for r in running if r.job.priority < job.priority]
+            chosen = preemption.plan(job, nodes, below) if below else None
+            if chosen is not None and chosen[1] and not self._held_back(job):
+                node, victims = chosen
+                return self.store.preempt(job, node.id, node.name, victims, now)
+        return []
 
     def _held_back(self, job: JobRecord) -> bool:
         """Whether its owner's limit keeps the job waiting anyway (no use making room)."""

@@ -32,9 +32,18 @@ class LifecycleStore:
         refused, as Slurm's suspend and Docker's pause refuse it."""
         want = JobState.PAUSED if paused else JobState.RUNNING
         with self.db.transaction() as tx:
-            job = job_from(must(tx, job_id, lock=True))
+            row = must(tx, job_id, lock=True)
+            job = job_from(row)
             _check_pausable(job, want)
             check_job_transition(job.state, want)
+            attempt = tx.one("attempt_node_name", job_id=job_id, number=job.attempts)
+            asked = row["preempt_requested_at"]
+            if paused and asked is not None and attempt and asked > (attempt["started_at"] or 0):
+                raise IllegalTransition(
+                    f"job {job_id} is being preempted (stopped to make room for a job of "
+                    "higher priority); it cannot be paused now",
+                    field="job_id",
+                )
             message = _holding(tx, job) if paused else None
             tx.run("set_paused", id=job_id, state=want.value, message=message, now=now)
             kind, said = ("paused", f"paused; {message}") if paused else ("resumed", "resumed")

@@ -13,6 +13,7 @@ from sandrun.store.transitions import event
 
 # A job is preempted at most this many times; then it runs to its end like any other.
 MAX_PREEMPTIONS = 3
+CANDIDATES = 10  # pending jobs a pass looks at: one that fits no node must not block the rest
 
 
 @dataclass(frozen=True)
@@ -27,14 +28,14 @@ class Running:
 class PreemptionStore:
     db: Database
 
-    def preempt_candidate(self, now: float, waited_since: float) -> JobRecord | None:
-        """The pending job first in line that has waited since `waited_since`, unless a
+    def preempt_candidates(self, now: float, waited_since: float) -> list[JobRecord]:
+        """The pending jobs first in line that have waited since `waited_since`, unless a
         preemption is under way already (one at a time)."""
         with self.db.transaction(write=False) as tx:
             if tx.one("preemption_in_progress") is not None:
-                return None
-            row = tx.one("preempt_candidate", now=now, since=waited_since)
-        return job_from(row) if row is not None else None
+                return []
+            rows = tx.all("preempt_candidates", now=now, since=waited_since, most=CANDIDATES)
+        return [job_from(r) for r in rows]
 
     def running_below(self, priority: int) -> list[Running]:
         """Running attempts of preemptible jobs below `priority` (lowest priority, then

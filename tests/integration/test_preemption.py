@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from sandrun.client import Job
+from sandrun.errors import IllegalTransition
 from sandrun.states import AttemptState, FailureReason, JobState
 from tests.helpers import wait_for
 from tests.integration.cluster import Cluster
@@ -60,6 +61,8 @@ def test_a_preemptible_job_makes_room_and_resumes_from_its_checkpoint(
             working_dir=str(tmp_path),
         )
         wait_for(lambda: progress.exists() and int(progress.read_text() or 0) >= 3, what="steps")
+        # First in line, but no node could ever hold it: it must not block the next one.
+        huge = client.run("true", cpus=64, priority=20, upload_code=False)
         high = client.run("echo urgent", cpus=2, priority="high", upload_code=False)
         assert high.wait(60).record.state is JobState.COMPLETED
         assert low.wait(60).record.state is JobState.COMPLETED, low.record.message
@@ -75,6 +78,8 @@ def test_a_preemptible_job_makes_room_and_resumes_from_its_checkpoint(
         assert "preempting" in _kinds(low) and "preempting" in _kinds(high)
         preempted = next(e for e in low.events if e.kind == "preempting")
         assert high.id in preempted.message and "n1" in preempted.message
+        assert huge.refresh().status is JobState.PENDING and "preempting" not in _kinds(huge)
+        huge.cancel()
         # high ran before low's second attempt started: the node was kept for it.
         started = high.attempts[0].started_at
         assert started is not None and started <= (low.attempts[1].started_at or 0)
@@ -88,11 +93,14 @@ def test_a_job_that_does_not_checkpoint_in_its_grace_is_stopped_and_queued_again
             "trap '' USR1; echo up; sleep 1000",
             cpus=2,
             preemptible=True,
-            checkpoint={"grace": 0.5},
+            checkpoint={"grace": 3},
             upload_code=False,
         )
         wait_for(lambda: low.refresh().is_running, what="the low job to start")
         high = client.run("echo urgent", cpus=2, priority=10, upload_code=False)
+        wait_for(lambda: "preempting" in _kinds(low), what="the low job to be asked")
+        with pytest.raises(IllegalTransition, match="being preempted"):
+            low.pause()  # it is leaving: no freezing it in place
         assert high.wait(60).record.state is JobState.COMPLETED
         first = low.attempts[0]
         assert first.state is AttemptState.PREEMPTED

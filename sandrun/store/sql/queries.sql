@@ -699,7 +699,7 @@ SELECT private_key FROM server_identity WHERE id = 1;
 UPDATE jobs SET state = :state, message = :message, updated_at = :now WHERE id = :id;
 
 -- name: attempt_node_name
-SELECT a.state, a.node, n.name FROM attempts a LEFT JOIN nodes n ON n.id = a.node
+SELECT a.state, a.node, a.started_at, n.name FROM attempts a LEFT JOIN nodes n ON n.id = a.node
 WHERE a.job_id = :job_id AND a.number = :number;
 
 -- name: request_checkpoint
@@ -724,14 +724,14 @@ WHERE job_id = :job_id
 SELECT attempt, digest, size, created_at FROM checkpoints
 WHERE job_id = :job_id ORDER BY attempt;
 
--- name: preempt_candidate
--- The pending job first in line (priority, then age) that has waited since :since: the
--- one that may preempt, if it fits no node's free room.
+-- name: preempt_candidates
+-- The pending jobs first in line (priority, then age) that have waited since :since: the
+-- ones that may preempt, the first that fits no node's free room and can have room made.
 SELECT * FROM jobs
 WHERE state = 'pending' AND not_before <= :now AND created_at <= :since
   AND replica_of IS NULL
 ORDER BY priority DESC, created_at, id
-LIMIT 1;
+LIMIT :most;
 
 -- name: preemption_in_progress
 -- An attempt still running that was asked to make room: one preemption at a time.
