@@ -2,9 +2,10 @@
 
 The agent pulls. Embedded, it claims when a wake-up datagram says something changed;
 remote, each claim is a long-poll that the server answers the moment a job fits. A
-heartbeat thread renews the attempts' leases, learns of cancels, pauses and checkpoint
-requests, and keeps the agent's own view of each lease: an attempt whose lease could not be
-renewed in time is killed, so a cut-off agent never runs on beside its retry elsewhere."""
+heartbeat thread renews the attempts' leases, learns of cancels, pauses, checkpoint
+requests and preemptions, and keeps the agent's own view of each lease: an attempt whose
+lease could not be renewed in time is killed, so a cut-off agent never runs on beside its
+retry elsewhere."""
 
 from __future__ import annotations
 
@@ -316,14 +317,17 @@ class Agent:
         try:
             reply = self.control.heartbeat(self.node_id, leases, state, told, *said(news))
             self._warm_said = warm
-            self.control.expire_leases()
-            self.control.preempt()
         except SandrunError as exc:
             log.warning("heartbeat failed: %s", exc)
             for key, r in running.items():
                 r.ctl.news.untake(news[key])
             self._stop_expired(running)
             return
+        try:  # what a server's reaper does; embedded, this agent does it
+            self.control.expire_leases()
+            self.control.preempt()
+        except SandrunError as exc:
+            log.warning("lease or preemption pass failed: %s", exc)
         now = time.monotonic()
         stale, cancel = {k.key for k in reply.stale}, {k.key for k in reply.cancel}
         paused = {k.key for k in reply.paused}
