@@ -21,7 +21,7 @@ from sandrun.agent.capacity import detect_capacity
 from sandrun.agent.claims import ClaimBook, give_back_unreceived
 from sandrun.agent.control import ControlPlane
 from sandrun.agent.executor import Executor
-from sandrun.agent.freezer import said
+from sandrun.agent.freezer import FreezeNews, said
 from sandrun.agent.proctree import kill_if_same
 from sandrun.agent.reporter import Ended, Reporter
 from sandrun.agent.results import metered, signed, uploaded
@@ -242,7 +242,7 @@ class Agent:
             if self._stopping.is_set():  # arrived as we were stopping
                 self._hand_back(claim)
                 continue
-            ctl = AttemptControl()
+            ctl = AttemptControl(news=FreezeNews(self._beat_now.set))  # said at once
             with self._lock:
                 self._running[(claim.job.id, claim.attempt)] = _Running(claim, ctl)
             log.info("claimed", extra={"job": claim.job.id, "attempt": claim.attempt})

@@ -61,7 +61,7 @@ def taken(
     try:
         artifacts.root.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=artifacts.root) as spool:  # never all in memory
-            _pack(where, limit, spool)
+            pack(where, limit, spool)
             spool.seek(0)
             digest, size = artifacts.put_stream(spool)
     except _TooLarge:
@@ -87,7 +87,7 @@ class _TooLarge(Exception):
     pass
 
 
-def _pack(where: Path, limit: int, out: IO[bytes]) -> None:
+def pack(where: Path, limit: int, out: IO[bytes]) -> None:
     """Write a .tar.gz of the regular files and directories under `where` (links and the
     rest left out: a restore unpacks plain files only), in a stable order."""
     total = 0

@@ -12,6 +12,7 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 
 from sandrun.agent.proctree import signal_tree
 from sandrun.agent.sandbox.cgroups import AttemptCgroup
@@ -55,15 +56,17 @@ class Freezer:
 
 class FreezeNews:
     """What an attempt's freezer did ("frozen", "thawed"), kept for its agent's next
-    heartbeat to say; put back if that heartbeat fails."""
+    heartbeat to say (`wake` asks for it now); put back if that heartbeat fails."""
 
-    def __init__(self) -> None:
+    def __init__(self, wake: Callable[[], None] = lambda: None) -> None:
         self._said: list[str] = []
         self._lock = threading.Lock()
+        self._wake = wake
 
     def tell(self, what: str) -> None:
         with self._lock:
             self._said.append(what)
+        self._wake()
 
     def take(self) -> list[str]:
         with self._lock:
