@@ -148,7 +148,7 @@ def _obey(
     if ctl.checkpoint_at != ctl.signalled_for:
         _ask_checkpoint(ctl, pid, spec, launchers)
     if ctl.preempt_at is not None and ctl.preempt_by is None:
-        ctl.preempt_by = now + spec.checkpoint.grace
+        ctl.preempt_by = now + spec.checkpoint.grace_seconds
         _ask_checkpoint(ctl, pid, spec, launchers)
     return deadline
 

@@ -116,6 +116,13 @@ class IllegalTransition(JobError):
     http_status = 409
 
 
+class NoCheckpoint(JobError):
+    """The job named has no checkpoint (yet) to start from."""
+
+    code = "no_checkpoint"
+    http_status = 409
+
+
 class StaleAttempt(JobError):
     """The report is for an attempt that no longer holds the job."""
 

@@ -61,14 +61,21 @@ CheckpointSignal = Literal[
 ]
 
 
+MAX_CHECKPOINT_GRACE = 3600.0  # `checkpoint.grace` a job gets at most (a longer one is cut)
+
+
 class CheckpointPolicy(Strict):
     """How a job is asked to checkpoint (`sandrun checkpoint`, or before it is preempted):
-    `signal`, after which it has `grace` seconds to save into $SANDRUN_CHECKPOINT_DIR and
-    exit with CHECKPOINT_EXIT; the last `keep` checkpoints are kept."""
+    `signal`, after which it has `grace` seconds (at most MAX_CHECKPOINT_GRACE) to save
+    into $SANDRUN_CHECKPOINT_DIR and exit with CHECKPOINT_EXIT; the last `keep` are kept."""
 
     signal: CheckpointSignal = "SIGUSR1"
-    grace: Duration = Field(default=30.0, le=3600)
+    grace: Duration = 30.0
     keep: Int = Field(default=3, ge=1, le=100)
+
+    @property
+    def grace_seconds(self) -> float:
+        return min(self.grace, MAX_CHECKPOINT_GRACE)
 
 
 MAX_WARM_WORKERS = 8  # `warm.min_workers`, at most: each is a sandbox held on the node

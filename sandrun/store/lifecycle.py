@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sandrun.errors import IllegalTransition, ValidationError
+from sandrun.errors import IllegalTransition, JobNotFoundError, NoCheckpoint
 from sandrun.models import Checkpoint, JobRecord, OutputFile
 from sandrun.states import JobState, check_job_transition
 from sandrun.store.database import Database, Tx
@@ -89,10 +89,12 @@ def start_from(tx: Tx, job: JobRecord, source_id: str, now: float) -> None:
     job: another owner's is no job at all), kept as its attempt 0."""
     row = tx.one("get_job", id=source_id)
     if row is None or row["owner"] != job.owner:
-        raise ValidationError(f"no job has id {source_id!r}", field="restore_from")
+        raise JobNotFoundError(f"restore_from: no job has id {source_id!r}", field="restore_from")
     if row["checkpoint"] is None:
-        raise ValidationError(
-            f"job {source_id} has no checkpoint to restore from", field="restore_from"
+        raise NoCheckpoint(
+            f"job {source_id} has no checkpoint to restore from (yet)",
+            field="restore_from",
+            suggestions=["`sandrun checkpoints JOB_ID` lists a job's checkpoints"],
         )
     source = tx.all("list_checkpoints", job_id=source_id)[-1]  # the newest
     values = {"digest": source["digest"], "size": source["size"]}

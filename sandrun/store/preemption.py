@@ -55,7 +55,7 @@ class PreemptionStore:
             for victim in victims:
                 if tx.run("request_preempt", id=victim.job.id, attempt=victim.attempt, now=now):
                     asked.append(victim.job.id)
-                    grace = victim.job.spec.checkpoint.grace
+                    grace = victim.job.spec.checkpoint.grace_seconds
                     said = (
                         f"preempted for job {job.id} (priority {job.priority}) on {node_name}: "
                         f"asked to checkpoint, stopped after {grace:g}s"

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from sandrun.client import Job
-from sandrun.errors import IllegalTransition, JobNotFoundError, ValidationError
+from sandrun.errors import IllegalTransition, JobNotFoundError, NoCheckpoint
 from sandrun.states import AttemptState, FailureReason, JobState
 from tests.acceptance.conftest import SANDRUN
 from tests.helpers import wait_for
@@ -80,11 +80,11 @@ def test_a_job_asked_to_checkpoint_saves_and_is_resumed_where_it_stopped(
     again = local.client.run(COUNTER, working_dir=str(tmp_path), restore_from=job.id).wait(60)
     assert again.log_text("stdout").splitlines()[0] == f"attempt 1 starts at {resumed_at}"
     assert [c.attempt for c in again.checkpoints()] == [0]
-    with pytest.raises(ValidationError, match="no job has id") as refused:
+    with pytest.raises(JobNotFoundError, match="no job has id") as refused:
         local.client.run("true", restore_from="j-nope")
     assert refused.value.field == "restore_from"
     ended = local.client.run("true").wait(30)
-    with pytest.raises(ValidationError, match="has no checkpoint to restore from"):
+    with pytest.raises(NoCheckpoint, match="has no checkpoint to restore from"):
         local.client.run("true", restore_from=ended.id)
 
 
@@ -185,7 +185,7 @@ def test_checkpoint_through_a_server_and_its_cli(cluster: Cluster, tmp_path: Pat
                 bob.transport.checkpoints(job.id)
             with pytest.raises(JobNotFoundError):
                 bob.transport.checkpoint(job.id)
-            with pytest.raises(ValidationError, match="no job has id") as refused:
+            with pytest.raises(JobNotFoundError, match="no job has id") as refused:
                 bob.run("true", restore_from=job.id, upload_code=False)
             assert refused.value.field == "restore_from"
             assert bob.jobs().jobs == []  # nothing was recorded
