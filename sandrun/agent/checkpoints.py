@@ -23,7 +23,17 @@ from sandrun.states import FailureReason
 
 _PREEMPTED = FailureReason.PREEMPTED
 
-DIRNAME = ".sandrun-checkpoint"  # in the attempt's scratch (its HOME)
+
+def directory(scratch: Path) -> Path:
+    """An attempt's checkpoint directory: beside its scratch (its HOME, often its working
+    directory too, where it would show in `ls -A` and in `**` outputs), at the same path
+    inside its sandbox, and counted against its disk limit with it."""
+    return scratch.parent / f"{scratch.name}.checkpoint"
+
+
+def beside(saves: Path | None, measured: Path) -> tuple[Path, ...]:
+    """The checkpoint directory, where a disk watch of `measured` would not count it."""
+    return (saves,) if saves is not None and not saves.is_relative_to(measured) else ()
 
 
 def prepare(
@@ -31,7 +41,7 @@ def prepare(
 ) -> Path:
     """The attempt's checkpoint directory, holding the job's checkpoint unpacked if it has
     one. Raises SandrunError if that cannot be fetched or unpacked."""
-    where = scratch / DIRNAME
+    where = directory(scratch)
     where.mkdir(exist_ok=True)
     if job.checkpoint is not None:
         control.fetch_artifact(job.checkpoint)
@@ -78,7 +88,9 @@ def taken(
         update={
             "failure_reason": FailureReason.CHECKPOINTED,
             "message": f"saved a checkpoint of {size} bytes",
-            "checkpoint": OutputFile(attempt=claim.attempt, path=DIRNAME, digest=digest, size=size),
+            "checkpoint": OutputFile(
+                attempt=claim.attempt, path="$SANDRUN_CHECKPOINT_DIR", digest=digest, size=size
+            ),
         }
     )
 

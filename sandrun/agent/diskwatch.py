@@ -55,6 +55,7 @@ class Watched:
 
     root: Path
     limit: int
+    also: tuple[Path, ...] = ()  # counted with it (an attempt's checkpoint directory)
     since: float = field(default_factory=time.monotonic)
     used: int = 0
     over: threading.Event = field(default_factory=threading.Event)
@@ -70,8 +71,8 @@ class DiskWatch:
         self._thread: threading.Thread | None = None
 
     @contextlib.contextmanager
-    def watch(self, root: Path, limit: int) -> Iterator[Watched]:
-        watched = Watched(root, limit)
+    def watch(self, root: Path, limit: int, also: tuple[Path, ...] = ()) -> Iterator[Watched]:
+        watched = Watched(root, limit, also)
         with self._lock:
             self._watched.append(watched)
             if self._thread is None:
@@ -98,7 +99,7 @@ class DiskWatch:
             began = time.monotonic()
             for watched in due:
                 if began - watched.since >= _MIN_INTERVAL:
-                    watched.used = allocated_bytes(watched.root)
+                    watched.used = sum(allocated_bytes(r) for r in (watched.root, *watched.also))
                     if watched.used > watched.limit:
                         watched.over.set()
             pause = max(_MIN_INTERVAL, _BUSY_FACTOR * (time.monotonic() - began))

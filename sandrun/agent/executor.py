@@ -39,7 +39,7 @@ from sandrun.agent.settings import RunSettings
 from sandrun.agent.supervise import AttemptControl, Stop, control_stop, supervise
 from sandrun.agent.workers.pool import is_call, open_pool
 from sandrun.agent.workers.worker import Interrupted, Worker, exec_failed
-from sandrun.agent.workspace import materialize, remove_tree
+from sandrun.agent.workspace import materialize, remove_tree, sweep_runs
 from sandrun.artifacts import LocalArtifactStore
 from sandrun.errors import SandrunError, StaleAttempt, WorkerDied
 from sandrun.models import AttemptResult, Claim
@@ -112,6 +112,7 @@ class Executor:
                 self._active.discard(name)
             self._pid_record(name).unlink(missing_ok=True)
             mounts.finish(claim, self.sources.volumes, self.sources.secrets / name)
+            remove_tree(checkpoints.directory(scratch))  # packed with its end, if it saved
             nothing_to_see = result is None or result.failure_reason in _NOTHING_TO_SEE
             if nothing_to_see or not self.settings.keep_failed:
                 remove_tree(scratch)
@@ -149,24 +150,14 @@ class Executor:
         if now - self._swept < every:
             return
         self._swept = now
-        try:
-            entries = list(os.scandir(self.runs_dir))
-        except OSError:
-            return
-        for entry in entries:
-            if entry.name.endswith(".pid"):  # a running attempt's: it goes when it ends
-                continue
-            with self._lock:
-                if entry.name.removesuffix(".root") in self._active:
-                    continue
-            if self.workers is not None and self.workers.owns(entry.name):
-                continue
-            try:
-                ended = entry.stat(follow_symlinks=False).st_mtime
-            except OSError:
-                continue
-            if now - ended >= self.settings.keep_failed:
-                remove_tree(Path(entry.path))
+        sweep_runs(self.runs_dir, now - self.settings.keep_failed, self._in_use)
+
+    def _in_use(self, entry: str) -> bool:
+        """Whether this entry of the runs directory is a running attempt's or a worker's."""
+        with self._lock:
+            if entry.removesuffix(".root").removesuffix(".checkpoint") in self._active:
+                return True
+        return self.workers is not None and self.workers.owns(entry)
 
     def _attempt(
         self, claim: Claim, ctl: AttemptControl, name: str, scratch: Path, worker: Worker | None
@@ -199,7 +190,7 @@ class Executor:
             ctl.end_logs = mounts.log_chunks(claim, exc.log)
             return spawn_error(str(exc)).model_copy(update={"failure_reason": exc.reason})
         env.update(data.env)
-        writable = [scratch] if workdir == scratch else [scratch, workdir]
+        writable = [scratch, *([workdir] if workdir != scratch else []), ctl.saves]
         problem = find_program(self.sandboxing.backend, argv[0], env, workdir, writable)
         if problem is not None:
             return spawn_error(*problem)
@@ -220,7 +211,7 @@ class Executor:
                 root=self.runs_dir / f"{name}.root",
                 info_fd=info.write_fd if info else None,
                 binds=data.binds,
-                handed=data.owned,
+                handed=(*data.owned, ctl.saves),
             )
             confined = self.sandboxing.prepare(name, spec, box)
             try:
@@ -297,6 +288,7 @@ class Executor:
         try:
             if uid is not None:
                 hand_over(scratch, uid)
+                hand_over(checkpoints.directory(scratch), uid)
             argv, env = run
             call = worker.call(scratch, env, confined.limits, argv, give_up)
             try:
@@ -344,8 +336,9 @@ class Executor:
         data = data or mounts.Data()
         if data.build_log:  # its environment's build: the start of its logs
             sink.add("stderr", data.build_log)
+        limit = confined.disk_mb << 20
         with (
-            self.disks.watch(measured, confined.disk_mb << 20) as disk,
+            self.disks.watch(measured, limit, checkpoints.beside(ctl.saves, measured)) as disk,
             mounts.watched(self.disks, data) as volumes,
         ):
             grace = self.settings.kill_grace

@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from sandrun.agent.checkpoints import DIRNAME as CHECKPOINT_DIR
+from sandrun.agent.checkpoints import directory as checkpoint_dir
 from sandrun.models import Claim
 from sandrun.spec import JobSpec
 
@@ -31,7 +31,7 @@ def job_env(spec: JobSpec, claim: Claim, home: Path, python_dir: str) -> dict[st
     }
     env.update(spec.env)
     # Not the spec's to move: what is saved there is what the next attempt finds there.
-    env["SANDRUN_CHECKPOINT_DIR"] = str(home / CHECKPOINT_DIR)
+    env["SANDRUN_CHECKPOINT_DIR"] = str(checkpoint_dir(home))
     return env
 
 

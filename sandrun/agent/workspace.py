@@ -9,6 +9,7 @@ import contextlib
 import os
 import shutil
 import tarfile
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
 from sandrun.agent.control import ControlPlane
@@ -89,3 +90,21 @@ def remove_tree(path: Path) -> None:
                 with contextlib.suppress(OSError):
                     os.chmod(inner, 0o700)
     shutil.rmtree(path, ignore_errors=True)
+
+
+def sweep_runs(runs: Path, ended_before: float, in_use: Callable[[str], bool]) -> None:
+    """Remove what attempts left in `runs` (kept scratch, a crash's leftovers) that changed
+    last before `ended_before`, but no running attempt's record (.pid) nor what is `in_use`."""
+    try:
+        entries = list(os.scandir(runs))
+    except OSError:
+        return
+    for entry in entries:
+        if entry.name.endswith(".pid") or in_use(entry.name):
+            continue
+        try:
+            ended = entry.stat(follow_symlinks=False).st_mtime
+        except OSError:
+            continue
+        if ended < ended_before:
+            remove_tree(Path(entry.path))

@@ -189,3 +189,24 @@ def test_checkpoint_through_a_server_and_its_cli(cluster: Cluster, tmp_path: Pat
                 bob.run("true", restore_from=job.id, upload_code=False)
             assert refused.value.field == "restore_from"
             assert bob.jobs().jobs == []  # nothing was recorded
+
+
+def test_the_checkpoint_directory_is_not_in_the_scratch_but_counts_on_its_disk(
+    local: Local, tmp_path: Path
+) -> None:
+    """It sits beside the scratch (its HOME, and often its working directory: no `ls -A`
+    or `**` output finds it there), and what a job writes in it counts against
+    `limits.disk` as its scratch does."""
+    seen = local.client.run(
+        'ls -A "$HOME"; case "$SANDRUN_CHECKPOINT_DIR" in "$HOME"/*) exit 3;; esac',
+        working_dir=str(tmp_path),
+    )
+    assert seen.wait(30).record.state is JobState.COMPLETED
+    assert seen.log_text("stdout") == ""
+    full = local.client.run(
+        'for f in a b; do head -c 12582912 /dev/zero > "$SANDRUN_CHECKPOINT_DIR/$f"; done; '
+        "sleep 30",  # 24 MB in two files, each under the file-size limit the disk sets
+        limits={"disk": "16MB"},
+        working_dir=str(tmp_path),
+    ).wait(60)
+    assert full.record.failure_reason is FailureReason.DISK_LIMIT
