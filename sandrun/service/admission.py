@@ -10,10 +10,12 @@ from sandrun.errors import (
     ArtifactNotFound,
     HostPathRefused,
     JobNotFoundError,
+    NoCheckpoint,
     OverMaximum,
     OverOwnerLimit,
     SandrunError,
 )
+from sandrun.models import JobRecord
 from sandrun.service import maxima
 from sandrun.spec import JobSpec
 from sandrun.spec.policy import Policy
@@ -111,3 +113,24 @@ def under(exc: SandrunError, where: str) -> SandrunError:
         field=f"{where}.{exc.field}" if exc.field else where,
         suggestions=exc.suggestions,
     )
+
+
+def check_restore_from(spec: JobSpec, owner: str, get: Callable[[str], JobRecord]) -> None:
+    """`restore_from` must name a job of the same owner (another's reads as absent) that
+    has a checkpoint. The store checks again as it records the job (store/lifecycle.py)."""
+    if spec.restore_from is None:
+        return
+    try:
+        source: JobRecord | None = get(spec.restore_from)
+    except JobNotFoundError:
+        source = None
+    if source is None or source.owner != owner:
+        raise JobNotFoundError(
+            f"restore_from: no job has id {spec.restore_from!r}", field="restore_from"
+        )
+    if source.checkpoint is None:
+        raise NoCheckpoint(
+            f"job {source.id} has no checkpoint to restore from (yet)",
+            field="restore_from",
+            suggestions=["`sandrun checkpoints JOB_ID` lists a job's checkpoints"],
+        )

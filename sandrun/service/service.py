@@ -7,6 +7,7 @@ listeners (a local agent's waker, say) that something changed.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -107,10 +108,7 @@ class Service(AgentCalls, PipelineCalls, PoolCalls, LifecycleCalls):
                 suggestions=[f"submit in batches of at most {MAX_BATCH}"],
             )
         viewer = None if admin else owner
-
-        def visible(digest: str) -> bool:
-            return self._visible(digest, viewer)
-
+        visible = functools.partial(self._visible, viewer=viewer)
         parsed = []
         for i, given in enumerate(specs):
             try:
@@ -119,6 +117,7 @@ class Service(AgentCalls, PipelineCalls, PoolCalls, LifecycleCalls):
                 admission.check_maxima(spec, self.policy)
                 admission.check_inputs(spec, visible)
                 admission.check_after(spec, viewer, self.store.ended_jobs)
+                admission.check_restore_from(spec, owner, self.store.get_job)
                 admission.check_limits(spec, owner, self.policy)
                 self.check_secrets(spec, owner)
                 self.check_environment(spec, owner)

@@ -210,3 +210,10 @@ def test_the_checkpoint_directory_is_not_in_the_scratch_but_counts_on_its_disk(
         working_dir=str(tmp_path),
     ).wait(60)
     assert full.record.failure_reason is FailureReason.DISK_LIMIT
+
+
+def test_a_batch_names_the_job_whose_restore_from_is_refused(local: Local) -> None:
+    with pytest.raises(JobNotFoundError) as refused:
+        local.client.submit_many([{"shell": "true"}, {"shell": "true", "restore_from": "nope"}])
+    assert refused.value.field == "jobs.1.restore_from"
+    assert local.client.jobs().jobs == []  # nothing was recorded
