@@ -19,21 +19,7 @@ from tests.acceptance.conftest import SANDRUN
 from tests.helpers import wait_for
 from tests.integration.cluster import Cluster
 from tests.integration.conftest import Local
-
-# Counts a step every 50 ms; on SIGUSR1 saves its count and exits 85. Started from
-# nothing it counts until it is asked; from a checkpoint, 10 more, and ends. Each attempt
-# says where it started.
-COUNTER = """
-D="$SANDRUN_CHECKPOINT_DIR"
-n=$(cat "$D/count" 2>/dev/null || echo 0)
-echo "attempt $SANDRUN_ATTEMPT starts at $n"
-trap 'echo $n > "$D/count"; exit 85' USR1
-end=$((n+10))
-while [ "$end" = 10 ] || [ "$n" -lt "$end" ]; do
-  n=$((n+1)); echo "$n" > progress; sleep 0.05
-done
-echo "count=$n"
-"""
+from tests.integration.programs import COUNTER
 
 # One step per attempt: it saves its count and exits 85 until the count is 5. At step 3
 # it waits for `go` in the shared directory $W (the first time: the test kills its agent).
@@ -57,7 +43,7 @@ def test_a_job_asked_to_checkpoint_saves_and_is_resumed_where_it_stopped(
     local: Local, tmp_path: Path
 ) -> None:
     job = local.client.run(COUNTER, working_dir=str(tmp_path))
-    progress = tmp_path / "progress"
+    progress = tmp_path / "progress"  # where COUNTER says how far it got
     wait_for(lambda: progress.exists() and int(progress.read_text() or 0) >= 5, what="5 steps")
     assert job.checkpoint().record.state is JobState.RUNNING
     job.wait(60)

@@ -15,20 +15,7 @@ from sandrun.errors import IllegalTransition
 from sandrun.states import AttemptState, FailureReason, JobState
 from tests.helpers import wait_for
 from tests.integration.cluster import Cluster
-
-# Counts a step each 50 ms in $PROGRESS; on SIGUSR1 saves its count and exits 85. Started
-# from nothing it counts until it is asked; from a checkpoint, 10 more, and ends.
-COUNTER = """
-D="$SANDRUN_CHECKPOINT_DIR"
-n=$(cat "$D/count" 2>/dev/null || echo 0)
-echo "starts at $n"
-trap 'echo $n > "$D/count"; exit 85' USR1
-end=$((n+10))
-while [ "$end" = 10 ] || [ "$n" -lt "$end" ]; do
-  n=$((n+1)); echo "$n" > "$PROGRESS"; sleep 0.05
-done
-echo "count=$n"
-"""
+from tests.integration.programs import COUNTER
 
 
 @pytest.fixture
@@ -73,7 +60,7 @@ def test_a_preemptible_job_makes_room_and_resumes_from_its_checkpoint(
         assert low.record.preemptions == 1 and low.record.retries_used == 0
         lines = low.log_text("stdout").splitlines()
         resumed_at = int(lines[1].split()[-1])
-        assert lines[0] == "starts at 0" and resumed_at >= 3
+        assert lines[0] == "attempt 1 starts at 0" and resumed_at >= 3
         assert lines[-1] == f"count={resumed_at + 10}"
         assert "preempting" in _kinds(low) and "preempting" in _kinds(high)
         preempted = next(e for e in low.events if e.kind == "preempting")
