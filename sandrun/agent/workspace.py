@@ -51,11 +51,12 @@ def materialize(
 
 
 def unpack(bundle: Path, dest: Path, what: str = "the code bundle") -> None:
-    """Unpack a .tar.gz of plain files and directories into `dest`, within BUNDLE_LIMITS."""
+    """Unpack a tar (gzipped or not) of plain files and directories into `dest`, within
+    BUNDLE_LIMITS."""
     budget = Budget(BUNDLE_LIMITS, bundle.stat().st_size, what)
     try:
         # A stream: each member is checked (and counted) before it is written.
-        with tarfile.open(bundle, "r|gz") as tar:
+        with tarfile.open(bundle, "r|*") as tar:  # gzipped (a code bundle) or not
             for member in tar:
                 parts = PurePosixPath(member.name).parts
                 if (
