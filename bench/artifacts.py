@@ -20,7 +20,6 @@ import uuid
 from pathlib import Path
 
 import boto3
-from moto.server import ThreadedMotoServer
 from server_throughput import _port, serve, stop
 
 from sandrun.client import connect
@@ -65,6 +64,11 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=40)
     parser.add_argument("--size", type=int, default=4, help="MiB each job writes")
     args = parser.parse_args()
+    # moto records every request in ./moto_recording unless told where (read at import).
+    recording = Path(tempfile.mkdtemp()) / "moto_recording"
+    os.environ.setdefault("MOTO_RECORDER_FILEPATH", str(recording))
+    from moto.server import ThreadedMotoServer
+
     port = _port()
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     moto.start()
