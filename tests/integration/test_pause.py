@@ -74,12 +74,18 @@ def test_a_paused_job_uses_no_cpu_and_runs_on_when_resumed(local: Local) -> None
     assert [a.state for a in job.attempts] == [AttemptState.CANCELLED]
 
 
-def test_time_spent_paused_does_not_count_toward_the_timeout(local: Local) -> None:
-    job = local.client.run("sleep 1.5; echo finished", timeout=2)
+def test_time_spent_paused_does_not_count_toward_the_timeout(local: Local, tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    job = local.client.run(
+        f"while [ ! -e {gate} ]; do sleep 0.05; done; echo finished",
+        timeout=3,
+        working_dir=str(tmp_path),
+    )
     wait_for(lambda: job.refresh().is_running, what="the job to start")
     job.pause()
     wait_for(lambda: "frozen" in _kinds(job), timeout=30, what="its agent to freeze it")
-    time.sleep(2.5)  # paused past its whole timeout: that time is not the job's
+    time.sleep(3.5)  # paused past its whole timeout: that time is not the job's
+    gate.touch()
     job.resume().wait(30)
     assert job.record.state is JobState.COMPLETED, job.record.message
     assert job.log_text() == "finished\n"

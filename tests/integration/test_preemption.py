@@ -80,7 +80,7 @@ def test_a_job_that_does_not_checkpoint_in_its_grace_is_stopped_and_queued_again
             "trap '' USR1; echo up; sleep 1000",
             cpus=2,
             preemptible=True,
-            checkpoint={"grace": 3},
+            checkpoint={"grace": 5},
             upload_code=False,
         )
         wait_for(lambda: low.refresh().is_running, what="the low job to start")
