@@ -724,3 +724,28 @@ def test_a_rogue_agent_cannot_write_freezes_into_another_node_s_job(
         assert not {"frozen", "thawed"} & {e.kind for e in job.events}
         assert job.refresh().status is JobState.RUNNING
         job.cancel().wait(30)
+
+
+def test_a_rogue_agent_cannot_fake_a_checkpoint(cluster: Cluster, rogue: Rogue) -> None:
+    """A checkpoint whose bytes were never uploaded is refused, the attempt left running;
+    `checkpointed` with no checkpoint reads as the plain exit it is: nothing kept, no
+    free requeue."""
+    with cluster.client("alice") as alice:
+        job_id = _rogue_job(alice)
+        claim = rogue.claim()
+        signed = rogue.identity.sign(
+            result_claim(claim.job.id, claim.attempt, claim.job.spec, 85, {})
+        )
+        base = {"exit_code": 85, "failure_reason": "checkpointed", "signature": signed}
+        missing = {"attempt": 1, "path": "cp", "digest": "0" * 64, "size": 1}
+        answer = rogue.post(
+            "complete", {"ref": claim.ref.model_dump(), "result": {**base, "checkpoint": missing}}
+        )
+        assert answer.status_code >= 400 and "checkpoint was not uploaded" in answer.text
+        assert alice.get(job_id).record.state is JobState.RUNNING
+        answer = rogue.post("complete", {"ref": claim.ref.model_dump(), "result": base})
+        assert answer.status_code == 200, answer.text
+        job = alice.get(job_id)
+        assert job.record.state is JobState.FAILED
+        assert job.record.failure_reason is FailureReason.EXIT_CODE
+        assert job.record.checkpoint is None and job.checkpoints() == []
