@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from sandrun.errors import IllegalTransition, JobNotFoundError, NoCheckpoint
 from sandrun.models import Checkpoint, JobRecord, OutputFile
 from sandrun.states import JobState, check_job_transition
-from sandrun.store.database import Database, Tx
+from sandrun.store.database import Database, Row, Tx
 from sandrun.store.rows import job_from
 from sandrun.store.transitions import event, must
 
@@ -44,7 +44,7 @@ class LifecycleStore:
                     "higher priority); it cannot be paused now",
                     field="job_id",
                 )
-            message = _holding(tx, job) if paused else None
+            message = _holding(job, attempt) if paused else None
             tx.run("set_paused", id=job_id, state=want.value, message=message, now=now)
             kind, said = ("paused", f"paused; {message}") if paused else ("resumed", "resumed")
             event(tx, job_id, job.attempts, kind, said, now)
@@ -137,10 +137,9 @@ def _check_pausable(job: JobRecord, want: JobState) -> None:
         )
 
 
-def _holding(tx: Tx, job: JobRecord) -> str:
-    """What the paused job keeps: its slot on its node, said in its status."""
-    row = tx.one("attempt_node_name", job_id=job.id, number=job.attempts)
-    node = row["name"] if row is not None and row["name"] else "its node"
+def _holding(job: JobRecord, attempt: Row | None) -> str:
+    """What the paused job keeps: its slot on its node (`attempt`'s), said in its status."""
+    node = attempt["name"] if attempt is not None and attempt["name"] else "its node"
     spec = job.spec
     size = f"{spec.cpus:g} CPU" + ("s" if spec.cpus != 1 else "")
     if spec.memory is not None:
