@@ -37,9 +37,11 @@ from tests.integration.rogue import FREE, Rogue
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    """A server with auth on (SQLite) and one honest agent."""
+    """A server with auth on (SQLite) and one honest agent. The rogue agents here do not
+    heartbeat between their steps, and no test needs a lost agent noticed: a long lease
+    keeps a loaded machine's reaper from requeueing a rogue's job mid-test."""
     root = tmp_path_factory.mktemp("attacks")
-    c = Cluster(root, db=str(root / "server.db"))
+    c = Cluster(root, db=str(root / "server.db"), lease=60.0)
     c.make_tokens()
     c.start_server()
     c.start_agent("honest", cpus=8)
