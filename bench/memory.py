@@ -98,7 +98,7 @@ def main() -> None:
     parser.add_argument("--pg", help="postgresql:// URL (default: a throwaway cluster)")
     args = parser.parse_args()
     print(f"{'bare python3':<44} {baseline('pass'):7.1f} MiB")
-    imported = baseline("import sandrun.agent.remote, sandrun.client")
+    imported = baseline("import sandrun.agent.standalone, sandrun.client")
     print(f"{'python3 that imported the agent and client':<44} {imported:7.1f} MiB")
     with tempfile.TemporaryDirectory() as tmp, postgres(args.pg) as pg:
         for label, db in (("sqlite", str(Path(tmp) / "server.db")), ("postgres", pg.create())):

@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import Generator
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
@@ -118,3 +119,10 @@ class KeySigner(httpx.Auth):
             self.key.request_headers(request.method, target, request.content, time.time())
         )
         yield request
+
+
+def ws_url(base: str, path: str) -> str:
+    """`path` on the server at `base`, as a WebSocket address (http -> ws, https -> wss)."""
+    parts = urlsplit(base)
+    scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
+    return urlunsplit((scheme, parts.netloc, parts.path.rstrip("/") + path, "", ""))

@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ from pathlib import Path
 from sandrun.agent.capacity import detect_capacity
 from sandrun.agent.claims import ClaimBook, give_back_unreceived
 from sandrun.agent.control import ControlPlane
+from sandrun.agent.execs import Inside
 from sandrun.agent.executor import Executor
 from sandrun.agent.freezer import FreezeNews, said
 from sandrun.agent.proctree import kill_if_same
@@ -93,6 +95,7 @@ class Agent:
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._beat_now = threading.Event()
+        self.on_registered: Callable[[str], None] | None = None  # given the node's id
         self._stopping = threading.Event()  # set with `run`'s stop: claim nothing more
         # Attempts run on reused threads (one each while it runs): no per-job thread churn.
         self._pool = ThreadPoolExecutor(MAX_ATTEMPTS, thread_name_prefix="attempt")
@@ -117,6 +120,8 @@ class Agent:
             proof,
         )
         self._warm_said = None  # a new node's row has no warm workers
+        if self.on_registered is not None:
+            self.on_registered(self.node_id)
         log.info("registered as %s with %s", self.node_id, self.capacity.model_dump())
         log.info(
             "sandbox %s (%s view, jobs run as %s); limits: %s",
@@ -180,6 +185,12 @@ class Agent:
             if upcoming is not None:
                 timeout = min(timeout, upcoming - time.time())
         return max(timeout, 0.0)
+
+    def inside(self, job_id: str, attempt: int) -> Inside | None:
+        """Where an exec into the attempt runs, if it runs here now."""
+        with self._lock:
+            running = self._running.get((job_id, attempt))
+        return running.ctl.inside if running is not None else None
 
     def _busy(self) -> bool:
         with self._lock:

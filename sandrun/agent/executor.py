@@ -17,7 +17,7 @@ import time
 from functools import partial
 from pathlib import Path
 
-from sandrun.agent import checkpoints, mounts
+from sandrun.agent import checkpoints, execs, mounts
 from sandrun.agent.control import ControlPlane
 from sandrun.agent.diskwatch import DiskWatch
 from sandrun.agent.envbuild import Builder
@@ -111,6 +111,7 @@ class Executor:
             with self._lock:
                 self._active.discard(name)
             self._pid_record(name).unlink(missing_ok=True)
+            execs.forget(ctl.inside, self._exec_record(name))
             mounts.finish(claim, self.sources.volumes, self.sources.secrets / name)
             remove_tree(checkpoints.directory(scratch))  # packed with its end, if it saved
             nothing_to_see = result is None or result.failure_reason in _NOTHING_TO_SEE
@@ -127,6 +128,9 @@ class Executor:
     def _pid_record(self, name: str) -> Path:
         """Where a running attempt's first process is recorded, for `end_leftovers`."""
         return self.runs_dir / f"{name}.pid"
+
+    def _exec_record(self, name: str) -> Path | None:
+        return self.runs_dir / f"{name}.exec.json" if self.settings.exec_records else None
 
     def end_leftovers(self) -> None:
         """At the agent's start: kill what a previous run of it left running (the agent was
@@ -190,6 +194,7 @@ class Executor:
             ctl.end_logs = mounts.log_chunks(claim, exc.log)
             return spawn_error(str(exc)).model_copy(update={"failure_reason": exc.reason})
         env.update(data.env)
+        ctl.env = env
         writable = [scratch, *([workdir] if workdir != scratch else []), ctl.saves]
         problem = find_program(self.sandboxing.backend, argv[0], env, workdir, writable)
         if problem is not None:
@@ -298,7 +303,7 @@ class Executor:
                 call.open_gate()
                 # Its disk use is all of the worker's home: the scratch's parent is writable.
                 result = self._supervised(
-                    claim, ctl, call, confined, worker.home, scratch, started=started
+                    claim, ctl, call, confined, worker.home, scratch, started=started, uid=uid
                 )
                 return exec_failed(call.exec_error, argv) if call.exec_error else result
             except BaseException:
@@ -326,10 +331,11 @@ class Executor:
         launchers: frozenset[str] = frozenset(),
         started: float | None = None,
         data: mounts.Data | None = None,
+        uid: int | None = None,
     ) -> AttemptResult:
         """Watch a started attempt to its end (its disk use is what `measured` holds, and
         the volumes in `data` it writes); its result. Its wall time and timeout count from
-        `started` (default: now)."""
+        `started` (default: now). `uid`: a warm call's (its worker's), else its own."""
         spec = claim.job.spec
         started = time.monotonic() if started is None else started
         sink = LogSink(self.control, claim, limit=spec.limits.log_size << 20)
@@ -345,6 +351,10 @@ class Executor:
             disks = [disk, *volumes]
             fields = {"job": claim.job.id, "attempt": claim.attempt}
             freezer = Freezer(running.pid, confined.cgroup, fields)
+            record = self._exec_record(f"{claim.job.id}.{claim.attempt}")
+            ids = (running.pid, confined.uid if uid is None else uid, confined.cgroup)
+            filtered = self.sandboxing.seccomp is not None
+            ctl.inside = execs.note(*ids, confined.limits, ctl.env, filtered, record)
             reason, ended = supervise(
                 running, spec, sink, ctl, started, disks, grace, launchers, freezer
             )

@@ -135,7 +135,11 @@ def _run_settings(kill_grace: float) -> RunSettings:
     """The jobs are this user's own, and may run in this user's directories."""
     warm_idle = float(os.environ.get("SANDRUN_WARM_IDLE", WARM_IDLE))
     return RunSettings(
-        kill_grace=kill_grace, allow_local_repos=True, host_paths=True, warm_idle=warm_idle
+        kill_grace=kill_grace,
+        allow_local_repos=True,
+        host_paths=True,
+        warm_idle=warm_idle,
+        exec_records=True,
     )
 
 

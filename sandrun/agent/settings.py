@@ -27,6 +27,9 @@ class RunSettings:
     host_paths: bool = False
     keep_failed: float = KEEP_FAILED
     warm_idle: float = WARM_IDLE  # seconds an idle warm function worker is kept; 0: none
+    # Write where an exec enters each running attempt, for the user's own `sandrun exec`
+    # in another process (embedded); a remote agent's execs come down its channel.
+    exec_records: bool = False
 
 
 @dataclass(frozen=True)

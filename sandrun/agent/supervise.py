@@ -16,6 +16,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from sandrun.agent.diskwatch import Watched
+from sandrun.agent.execs import Inside
 from sandrun.agent.freezer import FreezeNews, Freezer
 from sandrun.agent.logsink import LogSink
 from sandrun.agent.process import Ended, Running
@@ -55,6 +56,8 @@ class AttemptControl:
     signalled_for: float | None = None  # the request it was last signalled for
     preempt_at: float | None = None  # asked to make room (a server time)
     preempt_by: float | None = None  # ...and stopped at this monotonic time, if still running
+    env: dict[str, str] = field(default_factory=dict)  # its environment, once built
+    inside: Inside | None = None  # where an exec joins it, once it runs
 
 
 def supervise(

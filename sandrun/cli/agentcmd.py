@@ -179,8 +179,8 @@ def agent(
         raise typer.Exit(serve(home, idle_exit or None, kill_grace, confined.kind))
 
     from sandrun.agent.logfields import log_to_stderr
-    from sandrun.agent.remote import run_remote_agent
     from sandrun.agent.settings import MAX_ATTEMPTS, AgentSettings, RunSettings
+    from sandrun.agent.standalone import run_remote_agent
     from sandrun.cli.specargs import parse_pairs
 
     node = name or socket.gethostname()

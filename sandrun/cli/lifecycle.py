@@ -1,7 +1,11 @@
-"""`sandrun pause`, `resume`, `checkpoint` and `checkpoints`: a running job's life past
-start and cancel (docs/lifecycle.md)."""
+"""`sandrun pause`, `resume`, `checkpoint`, `checkpoints`, `exec` and `shell`: a running
+job's life past start and cancel (docs/lifecycle.md)."""
 
 from __future__ import annotations
+
+from typing import Annotated
+
+import typer
 
 from sandrun.cli import render
 from sandrun.cli.options import JobId, JsonOpt
@@ -65,3 +69,33 @@ def checkpoints(job_id: JobId, json: JsonOpt = False) -> None:
         attempt = str(c.attempt) if c.attempt else "0 (restored from)"
         table.add_row(attempt, f"{c.size} bytes", c.digest, render.ago(c.created_at))
     render.out.print(table)
+
+
+def exec_(
+    job_id: JobId,
+    command: Annotated[list[str], typer.Argument(help="what to run, after --")],
+    interactive: Annotated[
+        bool, typer.Option("--interactive", "-i", help="pass this terminal's input on")
+    ] = False,
+    tty: Annotated[bool, typer.Option("--tty", "-t", help="give it a pseudo-terminal")] = False,
+) -> None:
+    """Run a command inside a running job (its sandbox, cgroup, uid, environment and
+    working directory) and exit with its exit code: `sandrun exec JOB -- ls -la`."""
+    from sandrun.client import connect
+    from sandrun.client import terminal as term
+
+    with connect() as client:
+        rows, cols = term.size()
+        stream = client.get(job_id).open_exec(command, tty, rows, cols)
+        code = term.interact(stream, terminal=tty, stdin=interactive or tty)
+    raise typer.Exit(code)
+
+
+def shell(job_id: JobId) -> None:
+    """An interactive terminal inside a running job (bash where it has one, else sh);
+    exits with the shell's status."""
+    from sandrun.client import connect
+
+    with connect() as client:
+        code = client.get(job_id).shell()
+    raise typer.Exit(code)

@@ -8,11 +8,13 @@ import contextlib
 import json
 import pickle
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
+from sandrun.client import terminal
 from sandrun.client.calls import LOG_TAIL_LINES, RESULT_OUTPUTS
+from sandrun.client.execs import ExecStream, collect
 from sandrun.errors import (
     ArtifactError,
     ArtifactNotFound,
@@ -21,11 +23,15 @@ from sandrun.errors import (
     RemoteFunctionError,
     TimeoutError,
 )
+from sandrun.exec_models import ExecRequest, ExecResult
 from sandrun.models import Attempt, Checkpoint, Event, JobRecord, LogChunk, OutputFile
 from sandrun.states import JobState
 
 if TYPE_CHECKING:
     from sandrun.client.transport import Transport
+
+# bash where the job's view has it, else sh.
+LOGIN_SHELL = ("sh", "-c", "if command -v bash >/dev/null; then exec bash; else exec sh; fi")
 
 
 def log_chunks(
@@ -167,6 +173,30 @@ class Job:
     def checkpoints(self) -> list[Checkpoint]:
         """The checkpoints it keeps, oldest first (attempt 0: one it was started from)."""
         return self._transport.checkpoints(self.id)
+
+    def exec(self, command: str | Sequence[str], stdin: bytes | str | None = None) -> ExecResult:
+        """Run `command` inside the running job — its sandbox, cgroup, uid, environment
+        and working directory — and return its exit code and output. A string runs in
+        `sh -c`; a list runs as it is. Its owner or an admin only; each is an event."""
+        argv = ["sh", "-c", command] if isinstance(command, str) else list(command)
+        data = stdin.encode() if isinstance(stdin, str) else stdin
+        return collect(self.open_exec(argv), data)
+
+    def open_exec(
+        self, argv: Sequence[str], tty: bool = False, rows: int = 24, cols: int = 80
+    ) -> ExecStream:
+        """Start `argv` inside the running job and hand back its stream, to feed, signal,
+        resize (with `tty`, a pseudo-terminal) and read to its end."""
+        request = ExecRequest(argv=list(argv), tty=tty, rows=rows, cols=cols)
+        return self._transport.exec(self.id, request)
+
+    def shell(self, command: Sequence[str] = LOGIN_SHELL) -> int:
+        """An interactive terminal inside the running job, on this process's own; its
+        exit status once it ends (`sandrun shell`)."""
+        rows, cols = terminal.size()
+        return terminal.interact(self.open_exec(command, True, rows, cols), terminal=True)
+
+    ssh = shell  # the seed API's name for it
 
     @property
     def outputs(self) -> list[OutputFile]:

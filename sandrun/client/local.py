@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
+from sandrun.client.execs import ExecStream, LocalExec
 from sandrun.data_models import NamedEnvironment, SecretInfo, Volume
 from sandrun.embedded import ensure_agent, open_service
 from sandrun.errors import ResourceNotAvailableError
+from sandrun.exec_models import ExecRequest
 from sandrun.home import Home
 from sandrun.ids import pause
 from sandrun.models import (
@@ -98,6 +101,12 @@ class EmbeddedTransport:
 
     def checkpoints(self, job_id: str) -> list[Checkpoint]:
         return self.service.checkpoints(job_id)
+
+    def exec(self, job_id: str, request: ExecRequest) -> ExecStream:
+        _, attempt = self.service.begin_exec(job_id, request, LOCAL_OWNER)
+        record = self.home.runs / f"{job_id}.{attempt}.exec.json"
+        ended = partial(self.service.end_exec, job_id, attempt, request)
+        return LocalExec(record, request, on_exit=ended)
 
     def wait(self, job_id: str, timeout: float) -> JobRecord:
         ended = self.wait_all([job_id], timeout)

@@ -10,9 +10,11 @@ import httpx
 from pydantic import TypeAdapter
 
 from sandrun.bulk_models import EndedJobs, SubmittedBatch, Waiting
+from sandrun.client.execs import ExecStream, RemoteExec
 from sandrun.data_models import NamedEnvironment, SecretInfo, Volume
-from sandrun.errors import ServerUnreachable
-from sandrun.httpjson import HttpJson, raise_for_error
+from sandrun.errors import Forbidden, ServerUnreachable
+from sandrun.exec_models import ExecRequest
+from sandrun.httpjson import HttpJson, raise_for_error, ws_url
 from sandrun.models import (
     Attempt,
     Checkpoint,
@@ -132,6 +134,13 @@ class HttpTransport:
 
     def checkpoints(self, job_id: str) -> list[Checkpoint]:
         return _CHECKPOINTS.validate_json(self._get(f"{self._job(job_id)}/checkpoints"))
+
+    def exec(self, job_id: str, request: ExecRequest) -> ExecStream:
+        auth = self.api.http.headers.get("authorization")
+        if auth is None and self.api.http.auth is not None:
+            raise Forbidden("exec needs a token: a key-signed client cannot open a WebSocket")
+        headers = {"Authorization": auth} if auth else {}
+        return RemoteExec(ws_url(self.api.url, f"{self._job(job_id)}/exec"), headers, request)
 
     def attempts(self, job_id: str) -> list[Attempt]:
         return _ATTEMPTS.validate_json(self._get(f"{self._job(job_id)}/attempts"))

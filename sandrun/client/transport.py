@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any, Protocol
 
+from sandrun.client.execs import ExecStream
 from sandrun.data_models import NamedEnvironment, SecretInfo, Volume
+from sandrun.exec_models import ExecRequest
 from sandrun.models import (
     Attempt,
     Checkpoint,
@@ -62,6 +64,10 @@ class Transport(Protocol):
     def checkpoint(self, job_id: str) -> JobRecord: ...
 
     def checkpoints(self, job_id: str) -> list[Checkpoint]: ...
+
+    def exec(self, job_id: str, request: ExecRequest) -> ExecStream:
+        """Start `request` inside the running job."""
+        ...
 
     def wait(self, job_id: str, timeout: float) -> JobRecord:
         """The job once it has ended, or as it is after about `timeout` seconds."""

@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 import sandrun
 from sandrun.errors import SandrunError
 from sandrun.models import ErrorBody
-from sandrun.server import agents, cors, data, jobs, pipelines, pool, public, uploads
+from sandrun.server import agents, cors, data, execs, jobs, pipelines, pool, public, uploads
 from sandrun.server.beats import HeartbeatFastPath, Heartbeats, Lag, error_response
 from sandrun.server.bodylimit import SubmitSizeLimit
 from sandrun.server.cors import PublicCors
@@ -38,6 +38,7 @@ ROUTERS = (
     agents.router,
     uploads.router,
     public.router,
+    execs.router,
 )
 
 # Which service changes wake whom: claims wait for work, log followers for output or ends.
@@ -95,6 +96,7 @@ def create_app(
     app.state.lag = lag
     app.state.tokens = {}  # secret -> (expires, its lookup): see auth.principal
     app.state.public_api = public_api or PublicApi()
+    app.state.execs = execs.ExecHub()
     for router in ROUTERS:
         app.include_router(router)
     app.add_middleware(SubmitSizeLimit)

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
+from starlette.requests import HTTPConnection
 
 from sandrun.errors import AuthenticationError, Forbidden
 from sandrun.models import ErrorBody, Principal
@@ -37,11 +38,17 @@ async def service_of(request: Request) -> Service:  # async: no thread hop per r
 
 
 async def principal(request: Request) -> Principal:
+    headers = request.headers
+    if request.app.state.auth and KEY_HEADER in headers and not headers.get("authorization"):
+        return await _signed_by_key(request)
+    return await token_principal(request)
+
+
+async def token_principal(request: HTTPConnection) -> Principal:
+    """The caller its bearer token names (a WebSocket's too: they carry no signed body)."""
     if not request.app.state.auth:
         return LOCAL_ADMIN
     header = request.headers.get("authorization", "")
-    if not header and KEY_HEADER in request.headers:
-        return await _signed_by_key(request)
     scheme, _, secret = header.partition(" ")
     if scheme.lower() != "bearer" or not secret:
         raise AuthenticationError("this server needs a token: Authorization: Bearer <token>")

@@ -1,10 +1,11 @@
-"""A running job's life past start and cancel (docs/lifecycle.md): pause and resume, and
-checkpoints."""
+"""A running job's life past start and cancel (docs/lifecycle.md): pause and resume,
+checkpoints, and execs into it."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+from sandrun.exec_models import ExecRequest
 from sandrun.models import Checkpoint, JobRecord, NodeInfo
 from sandrun.service import preemption
 from sandrun.spec.policy import Policy
@@ -35,6 +36,17 @@ class LifecycleCalls:
         (within a heartbeat); the job saves and exits 85, and is resumed from it."""
         self.get(job_id, viewer)
         return self.store.request_checkpoint(job_id, self.clock())
+
+    def begin_exec(
+        self, job_id: str, request: ExecRequest, by: str, viewer: str | None = None
+    ) -> tuple[str, int]:
+        """Check that `by` (seeing `viewer`'s jobs: its owner, or an admin) may run
+        `request` inside the job now, and record it; the node and attempt to run it in."""
+        self.get(job_id, viewer)
+        return self.store.begin_exec(job_id, by, request.argv, request.tty, self.clock())
+
+    def end_exec(self, job_id: str, attempt: int, request: ExecRequest, code: int) -> None:
+        self.store.end_exec(job_id, attempt, request.argv, code, self.clock())
 
     def checkpoints(self, job_id: str, viewer: str | None = None) -> list[Checkpoint]:
         """The checkpoints the job keeps, oldest first (its next attempt starts from the

@@ -1,5 +1,5 @@
-"""A running job's life past start and cancel (docs/lifecycle.md): pause and resume, and
-checkpoints.
+"""A running job's life past start and cancel (docs/lifecycle.md): pause and resume,
+checkpoints, and the record of execs into it.
 
 Pausing is a request the store records at once (the job's state is `paused`); the job's
 agent learns it with its next heartbeat, freezes the attempt and says so (`frozen`), and
@@ -11,6 +11,7 @@ attempt starts from. A checkpoint request is a time: an attempt running then is 
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Sequence
 
 from sandrun.errors import IllegalTransition, JobNotFoundError, NoCheckpoint
@@ -66,6 +67,37 @@ class LifecycleStore:
             event(tx, job_id, job.attempts, "checkpoint_requested", f"asked with {signal}", now)
             tx.notify("control")
             return job_from(must(tx, job_id))
+
+    def begin_exec(
+        self, job_id: str, by: str, argv: list[str], tty: bool, now: float
+    ) -> tuple[str, int]:
+        """Record that `by` runs `argv` inside the running job (an event, as every exec
+        is); the node and attempt it runs in. A job not running (paused: frozen) has
+        nothing to run it in."""
+        with self.db.transaction() as tx:
+            job = job_from(must(tx, job_id))
+            attempt = tx.one("attempt_node_name", job_id=job_id, number=job.attempts)
+            if job.state is not JobState.RUNNING or attempt is None or attempt["node"] is None:
+                hint = {
+                    JobState.PAUSED: "resume it first: its processes are frozen",
+                    JobState.RUNNING: "it is starting; try again in a moment",
+                }.get(job.state, "an exec runs inside a running job")
+                raise IllegalTransition(f"job {job_id} is {job.state} ({hint})", field="job_id")
+            if attempt["state"] != "running":
+                raise IllegalTransition(
+                    f"job {job_id} is starting (attempt {job.attempts} is {attempt['state']}); "
+                    "try again in a moment",
+                    field="job_id",
+                )
+            said = f"{by} ran {shlex.join(argv)}" + (" in a terminal" if tty else "")
+            data = {"argv": argv, "tty": tty, "by": by}
+            event(tx, job_id, job.attempts, "exec", said, now, data)
+            return str(attempt["node"]), job.attempts
+
+    def end_exec(self, job_id: str, attempt: int, argv: list[str], code: int, now: float) -> None:
+        with self.db.transaction() as tx:
+            said = f"{shlex.join(argv[:1])} exited with code {code}"
+            event(tx, job_id, attempt, "exec_ended", said, now, {"exit_code": code})
 
     def checkpoints(self, job_id: str) -> list[Checkpoint]:
         with self.db.transaction(write=False) as tx:

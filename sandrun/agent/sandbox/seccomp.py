@@ -15,6 +15,7 @@ import errno
 import logging
 import os
 from dataclasses import dataclass
+from typing import Any
 
 log = logging.getLogger("sandrun.agent")
 
@@ -113,36 +114,53 @@ class SeccompFilter:
 def build() -> tuple[SeccompFilter | None, str]:
     """The default filter for this machine's architecture, or None and why not."""
     try:
-        import pyseccomp as seccomp
-    except (ImportError, RuntimeError, OSError) as exc:  # RuntimeError: no libseccomp.so
-        return None, f"libseccomp is not available ({exc})"
-    try:
-        rules = seccomp.SyscallFilter(seccomp.ALLOW)
-        native = seccomp.system_arch()
-        if native == seccomp.Arch.X86_64:
-            # 32-bit calls reach the same kernel: filter them alike rather than kill them.
-            for arch in (seccomp.Arch.X86, seccomp.Arch.X32):
-                rules.add_arch(arch)
-        refuse = seccomp.ERRNO(errno.EPERM)
-        denied = 0
-        for name in DENIED:
-            try:
-                rules.add_rule(refuse, name)
-                denied += 1
-            except OSError:
-                continue  # not a system call on this architecture
-        for flag in _NEW_NAMESPACE:
-            rules.add_rule(refuse, "clone", seccomp.Arg(0, seccomp.MASKED_EQ, flag, flag))
-        # clone3 passes its flags in memory a filter cannot read: ENOSYS makes libc fall
-        # back to clone, whose flags it can (as Docker does).
-        try:
-            rules.add_rule(seccomp.ERRNO(errno.ENOSYS), "clone3")
-        except OSError:
-            pass
+        rules, denied = _rules()
         with os.fdopen(os.memfd_create("sandrun-seccomp-build", 0), "w+b") as out:
             rules.export_bpf(out)
             out.seek(0)
             program = out.read()
+    except (ImportError, RuntimeError) as exc:  # RuntimeError: no libseccomp.so
+        return None, f"libseccomp is not available ({exc})"
     except OSError as exc:
         return None, f"libseccomp could not build the filter ({exc})"
     return SeccompFilter(program, denied), ""
+
+
+def load_for_exec() -> None:
+    """Load the default filter on this process, less `setns`: an exec into a job loads
+    it before `nsenter` joins the job's namespaces (which needs setns) and drops every
+    capability (without which setns is refused anyway), so all of the exec runs under it.
+    Raises OSError or ImportError where it cannot."""
+    rules, _ = _rules(allow=("setns",))
+    rules.load()  # sets no_new_privs first
+
+
+def _rules(allow: tuple[str, ...] = ()) -> tuple[Any, int]:
+    """The filter's rules (a pyseccomp SyscallFilter) and how many calls it refuses."""
+    import pyseccomp as seccomp
+
+    rules = seccomp.SyscallFilter(seccomp.ALLOW)
+    native = seccomp.system_arch()
+    if native == seccomp.Arch.X86_64:
+        # 32-bit calls reach the same kernel: filter them alike rather than kill them.
+        for arch in (seccomp.Arch.X86, seccomp.Arch.X32):
+            rules.add_arch(arch)
+    refuse = seccomp.ERRNO(errno.EPERM)
+    denied = 0
+    for name in DENIED:
+        if name in allow:
+            continue
+        try:
+            rules.add_rule(refuse, name)
+            denied += 1
+        except OSError:
+            continue  # not a system call on this architecture
+    for flag in _NEW_NAMESPACE:
+        rules.add_rule(refuse, "clone", seccomp.Arg(0, seccomp.MASKED_EQ, flag, flag))
+    # clone3 passes its flags in memory a filter cannot read: ENOSYS makes libc fall
+    # back to clone, whose flags it can (as Docker does).
+    try:
+        rules.add_rule(seccomp.ERRNO(errno.ENOSYS), "clone3")
+    except OSError:
+        pass
+    return rules, denied
