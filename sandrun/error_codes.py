@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import sandrun.errors.data  # noqa: F401  # its classes are in the registry too
+import sandrun.errors.data  # its classes are in the registry too
+import sandrun.errors.lifecycle  # noqa: F401
 from sandrun.errors import SandrunError
 
 

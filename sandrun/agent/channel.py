@@ -19,7 +19,8 @@ from websockets.exceptions import WebSocketException
 from websockets.sync.client import ClientConnection, connect
 
 from sandrun.agent.execs import Exec, Inside, pump
-from sandrun.errors import ExecUnavailable, SandrunError
+from sandrun.errors import SandrunError
+from sandrun.errors.lifecycle import ExecUnavailable
 from sandrun.exec_models import STDIN, ExecAsk, ExecControl, ExecRequest
 from sandrun.httpjson import ws_url
 from sandrun.models import ErrorBody

@@ -193,8 +193,7 @@ class Executor:
         except mounts.DataError as exc:
             ctl.end_logs = mounts.log_chunks(claim, exc.log)
             return spawn_error(str(exc)).model_copy(update={"failure_reason": exc.reason})
-        env.update(data.env)
-        ctl.env = env
+        ctl.env = env = env | data.env  # the exec's too, CUDA_VISIBLE_DEVICES included
         writable = [scratch, *([workdir] if workdir != scratch else []), ctl.saves]
         problem = find_program(self.sandboxing.backend, argv[0], env, workdir, writable)
         if problem is not None:

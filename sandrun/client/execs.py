@@ -20,7 +20,8 @@ from websockets.exceptions import WebSocketException
 from websockets.sync.client import ClientConnection, connect
 
 from sandrun.error_codes import rebuilt
-from sandrun.errors import ExecUnavailable, SandrunError
+from sandrun.errors import SandrunError
+from sandrun.errors.lifecycle import ExecUnavailable
 from sandrun.exec_models import STDIN, ExecControl, ExecRequest, ExecResult
 
 # What `read` gives: a stream's bytes, then the exit code (an int) once it ended.

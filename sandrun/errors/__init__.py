@@ -360,14 +360,6 @@ class AgentRunning(AgentError):
     code = "agent_running"
 
 
-class ExecUnavailable(AgentError):
-    """A command could not be run inside the job: its agent cannot be reached for it, or
-    cannot enter the job's sandbox."""
-
-    code = "exec_unavailable"
-    http_status = 503
-
-
 class WorkerDied(AgentError):
     """A warm worker's server exited (or stopped answering) while it had a call."""
 

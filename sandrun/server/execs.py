@@ -25,7 +25,8 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError as PydanticError
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from sandrun.errors import ExecUnavailable, Forbidden, SandrunError, ValidationError
+from sandrun.errors import Forbidden, SandrunError, ValidationError
+from sandrun.errors.lifecycle import ExecUnavailable
 from sandrun.exec_models import ExecAsk, ExecControl, ExecRequest
 from sandrun.models import ErrorBody, Principal
 from sandrun.roles import Role

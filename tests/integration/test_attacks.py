@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import json
 import os
 import subprocess
 import tarfile
@@ -23,6 +24,8 @@ from typing import Any
 import httpx
 import psutil
 import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
 
 from sandrun.client import Client
 from sandrun.protocol import KeyProof
@@ -751,3 +754,94 @@ def test_a_rogue_agent_cannot_fake_a_checkpoint(cluster: Cluster, rogue: Rogue) 
         assert job.record.state is JobState.FAILED
         assert job.record.failure_reason is FailureReason.EXIT_CODE
         assert job.record.checkpoint is None and job.checkpoints() == []
+
+
+# --- exec into a running job (issue 25) ------------------------------------------------------
+
+
+def _ws(cluster: Cluster, path: str, token: str | None, first: str | None = None) -> Any:
+    """Open a WebSocket to the server as `token`'s holder, say `first`; what came back
+    (JSON messages) and the close code."""
+    headers = {"Authorization": f"Bearer {cluster.tokens[token]}"} if token else {}
+    address = cluster.url.replace("http://", "ws://") + path
+    said: list[Any] = []
+    with connect(address, additional_headers=headers, open_timeout=10) as ws:
+        try:
+            if first is not None:
+                ws.send(first)  # refused before it is read: the close comes first
+            for message in ws:
+                said.append(json.loads(message))
+        except ConnectionClosed:
+            pass
+        return said, ws.close_code
+
+
+def _honest_node(cluster: Cluster) -> str:
+    with cluster.client("admin") as admin:
+        return next(n.id for n in admin.nodes() if n.name == "honest")
+
+
+def test_an_exec_is_refused_to_another_tenant_and_to_bad_requests(cluster: Cluster) -> None:
+    """Only the job's owner (or an admin) may exec into it; a request that is not one is
+    refused naming its field; no token, or an agent's, gets nothing; none is recorded."""
+    with cluster.client("alice") as alice:
+        job = alice.run("sleep 60")
+        wait_for(lambda: job.refresh().is_running, what="the job to start on the honest agent")
+        path, run = f"/v1/jobs/{job.id}/exec", json.dumps({"argv": ["cat", "/etc/hostname"]})
+        said, code = _ws(cluster, path, "bob", run)
+        assert code == 4404 and said[0]["error"]["code"] == "job_not_found"
+        said, code = _ws(cluster, path, None, run)
+        assert code == 4401
+        said, code = _ws(cluster, path, "agents", run)
+        assert code == 4403
+        for bad, field in [
+            ({"argv": []}, "argv"),
+            ({"argv": ["sh", "nul\u0000byte"]}, "argv"),
+            ({"argv": ["true"], "tty": True, "rows": 0}, "rows"),
+            ({"argv": ["true"], "uid": 0}, "uid"),
+            ({"argv": ["true"], "term": "x; rm -rf /"}, "term"),
+        ]:
+            said, code = _ws(cluster, path, "alice", json.dumps(bad))
+            assert code == 4400 and said[0]["error"]["field"] == field, (bad, said)
+        assert not [e for e in job.events if e.kind.startswith("exec")]
+        job.cancel().wait(30)
+
+
+def test_a_rogue_agent_cannot_take_another_node_s_exec(cluster: Cluster, rogue: Rogue) -> None:
+    """The ask goes down the job's node's channel only: another operator's agent can open
+    no channel as that node, and no session it was not sent (nor one it guesses)."""
+    cluster.add_tokens(Role.AGENT, "mallory")
+    honest = _honest_node(cluster)
+    said, code = _ws(cluster, f"/v1/agent/channel?node={honest}", "mallory")
+    assert code == 4403 and said[0]["error"]["code"] == "forbidden"
+    said, code = _ws(cluster, f"/v1/agent/channel?node={honest}", "alice")
+    assert code == 4403
+    with cluster.client("alice") as alice:
+        job = alice.run("echo secret-of-alice > s; sleep 60")
+        wait_for(lambda: job.refresh().is_running, what="the job to start")
+        wait_for(lambda: job.exec("cat s").stdout == b"secret-of-alice\n", what="an exec")
+        # Sessions are single-use and named by 192 random bits: a guess finds none.
+        guess = f"/v1/agent/exec/{'A' * 32}?node={rogue.node}"
+        said, code = _ws(cluster, guess, "agents")
+        assert code == 4503 and "no exec session" in said[0]["error"]["message"]
+        job.cancel().wait(30)
+
+
+def test_an_exec_sees_no_more_than_its_job(cluster: Cluster) -> None:
+    """Inside the job's sandbox, the agent's own state (its key, other jobs' scratch) is
+    out of sight, and the job filter holds for the exec too."""
+    with cluster.client("alice") as alice:
+        job = alice.run("sleep 60")
+        wait_for(lambda: job.refresh().is_running, what="the job to start")
+        work = cluster.root / "agent-honest"
+        assert (work / "identity.key").exists()
+        assert job.exec(f"test -e {work}/identity.key").exit_code == 1
+        # Of the agent's runs, only the job's own directory is there (its pid records not).
+        assert b".pid" not in job.exec(f"ls -a {work}/runs").stdout
+        # A user namespace needs no privilege: only the job filter refuses it.
+        userns = job.exec("unshare --user true")
+        assert userns.exit_code != 0 and b"not permitted" in userns.stderr, userns
+        # setns is open to the exec (nsenter needs it), but without capabilities it is
+        # refused: the agent's namespaces stay out of reach.
+        assert job.exec("nsenter --target 1 --mount true").exit_code != 0
+        job.cancel().wait(30)

@@ -1,0 +1,81 @@
+"""The pieces of an exec that need no job: its request's checks, the helper that confines
+it, what it joins for an unsandboxed attempt, and the address it is reached at."""
+
+from __future__ import annotations
+
+import resource
+import subprocess
+import sys
+
+import pytest
+from pydantic import ValidationError
+
+from sandrun.agent.execs import Exec, Inside, command, pump, target
+from sandrun.exec_models import ExecControl, ExecRequest
+from sandrun.httpjson import ws_url
+
+
+def test_a_request_names_a_program_and_nothing_it_cannot_pass() -> None:
+    assert ExecRequest(argv=["ls", "-la"]).tty is False
+    for bad in ([], [""], ["sh", "a\x00b"], ["x" * 40_000]):
+        with pytest.raises(ValidationError):
+            ExecRequest(argv=bad)
+    with pytest.raises(ValidationError):
+        ExecRequest(argv=["true"], term="xterm; rm -rf /")
+    with pytest.raises(ValidationError):
+        ExecRequest.model_validate({"argv": ["true"], "uid": 0})  # no such field
+    assert ExecControl.model_validate_json('{"resize": [40, 120]}').resize == (40, 120)
+
+
+def test_server_addresses_become_websocket_addresses() -> None:
+    assert ws_url("http://h:8765", "/v1/x?node=a") == "ws://h:8765/v1/x?node=a"
+    assert ws_url("https://h/base/", "/v1/x") == "wss://h/base/v1/x"
+
+
+HELPER = [sys.executable, "-m", "sandrun.agent.sandbox.enter"]
+
+
+def test_the_helper_confines_itself_before_it_runs_the_command() -> None:
+    """Its rlimits and the job filter hold for what it execs."""
+    core = f"--limit={resource.RLIMIT_CORE}=0,0"
+    fsize = f"--limit={resource.RLIMIT_FSIZE}=4096,4096"
+    script = "ulimit -c; ulimit -f; unshare --user true && echo escaped || echo refused"
+    done = subprocess.run(
+        [*HELPER, core, fsize, "--seccomp", "--", "/bin/sh", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["0", "8", "refused"]  # 4096 bytes: 8 blocks of 512
+
+
+def test_the_helper_says_why_it_cannot_enter() -> None:
+    done = subprocess.run(
+        [*HELPER, "--procs=/nonexistent/procs", "--", "/bin/true"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 126 and "cannot enter the job's sandbox" in done.stderr
+
+
+def test_an_unsandboxed_attempt_is_joined_in_its_directory(tmp_path: object) -> None:
+    """With no sandbox (the `none` backend) there are no namespaces to join: the exec runs
+    in the job's working directory with the job's environment."""
+    job = subprocess.Popen(["sleep", "30"], cwd=str(tmp_path))
+    try:
+        assert target(job.pid) == (job.pid, [])
+        inside = Inside(job.pid, None, [], {}, {"PATH": "/usr/bin:/bin", "MARK": "m1"}, False)
+        argv, cwd = command(inside, ["pwd"], tty=False)
+        assert str(cwd) == str(tmp_path) and argv[-1] == "pwd"
+        again = Inside.from_json(inside.to_json())
+        assert (again.pid, again.env) == (inside.pid, inside.env)
+        seen: list[bytes] = []
+        process = Exec(inside, ExecRequest(argv=["sh", "-c", "pwd; echo $MARK"]))
+        assert pump(process, lambda _stream, data: seen.append(data)) == 0
+        assert b"".join(seen).split() == [str(tmp_path).encode(), b"m1"]
+        assert inside.running == []  # ended: no longer the attempt's to kill
+    finally:
+        job.kill()
+        job.wait()
