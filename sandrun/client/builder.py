@@ -10,6 +10,7 @@ import shlex
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any, Protocol
 
+from sandrun.client.session import DEFAULT_IDLE, Session, kernel_shell
 from sandrun.errors import InvalidSpec, SandrunError
 from sandrun.spec import JobSpec, parse_memory_mb, parse_spec
 from sandrun.spec.gpus import gpu_request
@@ -248,6 +249,16 @@ class JobBuilder:
     def submit(self) -> Job:
         spec, upload = self.spec()
         return self._client.submit(spec, upload_code=upload)
+
+    def interactive(self, idle: float | str = DEFAULT_IDLE) -> Session:
+        """Submit it as an interactive session: its program is a Python kernel that runs
+        `session.execute(code)` cells, ending after `idle` without one."""
+        if self._programs:
+            self._problems.append("an interactive session runs its kernel: give no program")
+        self._programs.append(("shell", kernel_shell(idle)))
+        if self._upload is None:
+            self._upload = False
+        return Session(self.submit())
 
     def _program(self, kind: str, value: Any) -> dict[str, Any]:
         if kind == "command":

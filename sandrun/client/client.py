@@ -16,6 +16,7 @@ from sandrun.client.builder import JobBuilder
 from sandrun.client.calls import call_fields, merge_call
 from sandrun.client.job import Job, log_chunks
 from sandrun.client.runs import Run, load_pipeline, with_code
+from sandrun.client.session import DEFAULT_IDLE, Session, kernel_shell
 from sandrun.client.task import to_spec
 from sandrun.client.transport import Transport
 from sandrun.data_models import NamedEnvironment, SecretInfo, Volume
@@ -130,6 +131,16 @@ class Client:
         `upload_code=False`, or the job brings its own (working_dir, code, repository)."""
         spec, upload = to_spec(command, fields)
         return self.submit(spec, upload_code=upload)
+
+    def session(self, idle: float | str = DEFAULT_IDLE, /, **fields: Any) -> Session:
+        """Start an interactive session: a job that keeps a Python interpreter alive for
+        `session.execute(code)` cells, with the resources and sandbox of `fields` (as
+        `run` takes them; the current directory goes with it only with upload_code=True).
+        It ends on `close()`, after `idle` without a cell, or when cancelled."""
+        fields.setdefault("upload_code", False)
+        fields.setdefault("name", "session")
+        spec, upload = to_spec(kernel_shell(idle), fields)
+        return Session(self.submit(spec, upload_code=upload))
 
     def job(self) -> JobBuilder:
         """A fluent builder: `client.job().shell("make").cpus(2).submit()`."""

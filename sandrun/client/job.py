@@ -18,6 +18,7 @@ from sandrun.client.execs import ExecStream, collect
 from sandrun.errors import (
     ArtifactError,
     ArtifactNotFound,
+    IllegalTransition,
     JobFailedError,
     PythonVersionMismatch,
     RemoteFunctionError,
@@ -111,6 +112,19 @@ class Job:
                 )
         if check and self.record.state is not JobState.COMPLETED:
             raise failure(self)
+        return self
+
+    def wait_until_running(self, timeout: float = 600.0) -> Job:
+        """Until the job runs; IllegalTransition if it ends first, TimeoutError if it has
+        not started within `timeout` seconds."""
+        deadline, poll = time.monotonic() + timeout, 0.05
+        while not self.refresh().is_running:
+            if self.is_terminal:
+                raise IllegalTransition(f"job {self.id} is {self.status}: it is not running")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"job {self.id} did not start within {timeout:g} s")
+            time.sleep(poll)
+            poll = min(poll * 1.5, 1.0)
         return self
 
     def result(self, timeout: float | None = None) -> Any:
