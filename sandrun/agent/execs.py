@@ -17,16 +17,18 @@ import selectors
 import signal
 import struct
 import subprocess
-import sys
 import termios
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psutil
 
-from sandrun.agent.sandbox.base import drop_privileges, system_tool
+from sandrun.agent.sandbox import seccomp
+from sandrun.agent.sandbox.base import HOST_ENV, drop_privileges, memfd, system_tool
 from sandrun.agent.sandbox.cgroups import AttemptCgroup
+from sandrun.agent.sandbox.enter import HELPER, carried, with_env
 from sandrun.errors import ValidationError
 from sandrun.exec_models import STDERR, STDOUT, ExecRequest
 
@@ -142,24 +144,26 @@ def _children(pid: int) -> list[psutil.Process]:
         return []
 
 
-def command(inside: Inside, argv: list[str], tty: bool) -> tuple[list[str], Path | None]:
+def command(
+    inside: Inside, argv: list[str], tty: bool, filter_fd: int | None
+) -> tuple[list[str], Path | None]:
     """The command line that runs `argv` inside, and the directory to start it in (None:
-    nsenter moves to the job's own)."""
+    nsenter moves to the job's own). Its first step reads the exec's seccomp filter from
+    `filter_fd`; its last turns the environment it carries (`carried`) back."""
     pid, flags = target(inside.pid)
-    helper = [sys.executable, "-m", "sandrun.agent.sandbox.enter"]
-    helper += [f"--procs={p}" for p in inside.procs]
+    helper = [*HELPER, *(f"--procs={p}" for p in inside.procs)]
     helper += [f"--limit={k}={soft},{hard}" for k, (soft, hard) in inside.limits.items()]
-    helper += ["--seccomp"] if inside.filtered else []
-    helper += ["--tty"] if tty else []
-    helper.append("--")
+    helper += [f"--seccomp-fd={filter_fd}"] if filter_fd is not None else []
+    helper += ["--tty", "--"] if tty else ["--"]
+    last = with_env(argv)
     if not flags:  # no sandbox: the job's uid and directory are all there is to join
-        return [*helper, *drop_privileges(inside.uid), *argv], Path(f"/proc/{pid}/cwd").resolve()
+        return [*helper, *drop_privileges(inside.uid), *last], Path(f"/proc/{pid}/cwd").resolve()
     enter = [system_tool("nsenter"), f"--target={pid}", *flags, "--root", "--wd"]
     if "--user" in flags:  # keep the agent's ids (mapped alike inside), not root's
         enter.append("--preserve-credentials")
     # Root of a user namespace holds every capability in it: drop them there too.
     drop = drop_privileges(inside.uid, always="--user" in flags)
-    return [*helper, *enter, "--", *drop, *argv], None
+    return [*helper, *enter, "--", *drop, *last], None
 
 
 class Exec:
@@ -167,30 +171,28 @@ class Exec:
 
     def __init__(self, inside: Inside, request: ExecRequest) -> None:
         self.inside, self.tty = inside, request.tty
-        argv, cwd = command(inside, request.argv, request.tty)
-        env = dict(inside.env)
+        env = inside.env | ({"TERM": request.term} if request.tty else {})
+        filter_fd = memfd("sandrun-filter", seccomp.exec_program()) if inside.filtered else None
+        passed = [filter_fd] if filter_fd is not None else []
+        argv, cwd = command(inside, request.argv, request.tty, filter_fd)
         self._master: int | None = None
+        streams: dict[str, Any] = dict.fromkeys(("stdin", "stdout", "stderr"), subprocess.PIPE)
         if request.tty:
-            env["TERM"] = request.term
             self._master, slave = os.openpty()
             self.resize(request.rows, request.cols)
-            try:
-                self.proc = subprocess.Popen(
-                    argv,
-                    cwd=cwd,
-                    env=env,
-                    start_new_session=True,
-                    stdin=slave,
-                    stdout=slave,
-                    stderr=slave,
-                )
-            finally:
-                os.close(slave)
-        else:
-            pipe = subprocess.PIPE
+            streams = dict.fromkeys(streams, slave)
+        try:  # the agent's steps get a clean environment: the job's is for the command
             self.proc = subprocess.Popen(
-                argv, cwd=cwd, env=env, start_new_session=True, stdin=pipe, stdout=pipe, stderr=pipe
+                argv,
+                cwd=cwd,
+                env=HOST_ENV | carried(env),
+                start_new_session=True,
+                pass_fds=passed,
+                **streams,
             )
+        finally:
+            for fd in [*passed, *([slave] if request.tty else [])]:
+                os.close(fd)
         inside.running.append(self)
 
     def outputs(self) -> Iterator[tuple[int, bytes]]:

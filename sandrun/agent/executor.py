@@ -217,9 +217,9 @@ class Executor:
                 binds=data.binds,
                 handed=(*data.owned, ctl.saves),
             )
-            confined = self.sandboxing.prepare(name, spec, box)
+            confined = self.sandboxing.prepare(name, spec, box, env)
             try:
-                cold = (confined, env, data)
+                cold = (confined, data)
                 return self._run(claim, ctl, cold, scratch, workdir, commit, info)
             finally:
                 self.sandboxing.release(confined)
@@ -228,18 +228,18 @@ class Executor:
         self,
         claim: Claim,
         ctl: AttemptControl,
-        run: tuple[Confined, dict[str, str], mounts.Data],
+        run: tuple[Confined, mounts.Data],
         scratch: Path,
         workdir: Path,
         commit: str | None,
         info: InfoPipe | None,
     ) -> AttemptResult | None:
-        confined, env, data = run
+        confined, data = run
         try:
             proc = subprocess.Popen(
                 confined.argv,
                 cwd=workdir,
-                env=env,
+                env=confined.env,  # the job's own only reaches its program
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,

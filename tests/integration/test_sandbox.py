@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -25,6 +26,7 @@ import pytest
 from sandrun.agent.local import LocalAgent
 from sandrun.agent.process import InfoPipe, sandbox_failed
 from sandrun.agent.sandbox import FsView, probe
+from sandrun.agent.sandbox.base import SYSTEM_PATH
 from sandrun.agent.sandbox.bwrap import BwrapSandbox
 from sandrun.agent.sandbox.unshare import UnshareSandbox
 from sandrun.client import Client, connect
@@ -34,7 +36,10 @@ from tests.conftest import no_service, pid_gone
 from tests.helpers import processes_with, wait_for
 from tests.integration.cluster import SANDRUN, Cluster
 
-PY = sys.executable
+# A Python a job's own uid can run: the system's where there is one. The agent's may sit
+# below a directory only root may enter (pyenv's, in /root), which a job's uid cannot
+# reach without a sandbox's view to show it.
+PY = shutil.which("python3", path=SYSTEM_PATH) or sys.executable
 # Host processes are found by command line; this run's own mark keeps a concurrent run of
 # the suite on the same machine from being mistaken for ours.
 MARK = f"{os.getpid() % 100000}"
@@ -364,6 +369,38 @@ def test_links_a_job_leaves_in_its_scratch_lead_its_removal_nowhere(
     assert outside.stat().st_mode & 0o777 == 0o750  # not chmod-ed on the way out
 
 
+@every_backend
+def test_a_job_s_environment_steers_none_of_the_agent_s_own_steps(
+    agent: Boxed, client: Client, tmp_path: Path
+) -> None:
+    """The gate, bwrap or unshare, setpriv and nsenter run as root: a job's PATH naming a
+    directory of look-alike tools another job of its owner wrote, and its LD_PRELOAD,
+    must reach only its own program, on a cold start and in an exec alike."""
+    marks = tmp_path / "pwned"
+    tools = "bwrap setpriv nsenter sh env chroot unshare python3"
+    fake = f'#!/bin/sh\\ntouch {marks}-%s\\nexec /usr/bin/%s "$@"\\n'
+    plant = (
+        f'mkdir -p "$HOME/bin"; for t in {tools}; do printf \'{fake}\' $t $t > "$HOME/bin/$t"; '
+        'chmod 755 "$HOME/bin/$t"; done; chmod 755 "$HOME"; echo "$HOME/bin"; sleep 120'
+    )
+    planter = client.run(plant)
+    wait_for(lambda: planter.log_text().strip() != "", what="the tools to be planted")
+    planted = planter.log_text().split()[0]
+    bait = {"PATH": f"{planted}:/usr/bin:/bin", "LD_PRELOAD": f"/nonexistent-{MARK}.so"}
+    job = client.run("echo ran", env=bait, timeout=60).wait(60)
+    assert job.record.state is JobState.COMPLETED, job.log_text()
+    # The job's own shell is the one process that tried the library (ld.so says so once).
+    assert job.log_text().count("cannot be preloaded") == 1, job.log_text()
+    seen = client.run("sleep 60", env=bait)
+    wait_for(lambda: seen.refresh().is_running, what="the job to start")
+    wait_for(lambda: seen.exec(["/bin/true"]).ok, what="an exec")
+    done = seen.exec(["/bin/echo", "exec ran"])
+    assert done.stdout == b"exec ran\n" and done.stderr.count(b"cannot be preloaded") == 1
+    seen.cancel()
+    planter.cancel()
+    assert not list(tmp_path.glob("pwned-*")), "a look-alike ran as the agent"
+
+
 @isolating
 def test_a_job_inherits_no_descriptor_but_its_stdio(agent: Boxed, client: Client) -> None:
     """The start gate's pipe and the seccomp program are the sandbox's, not the job's."""
@@ -389,7 +426,7 @@ def test_a_bwrap_job_runs_under_the_seccomp_filter(agent: Boxed, client: Client)
     )
     job = client.run(
         "grep Seccomp: /proc/self/status; unshare --user true 2>&1; echo unshare=$?; "
-        f'{PY} -c "{keyctl}"'
+        f'{sys.executable} -c "{keyctl}"'  # the agent's: it has pyseccomp
     ).wait(60)
     out = job.log_text()
     assert "Seccomp:\t2" in out, out  # a filter is loaded

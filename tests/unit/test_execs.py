@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import resource
 import subprocess
-import sys
 
 import pytest
 from pydantic import ValidationError
 
 from sandrun.agent.execs import Exec, Inside, command, pump, target
+from sandrun.agent.sandbox.base import memfd
+from sandrun.agent.sandbox.enter import HELPER, carried, with_env
+from sandrun.agent.sandbox.seccomp import exec_program
 from sandrun.exec_models import ExecControl, ExecRequest
 from sandrun.httpjson import ws_url
 
@@ -32,22 +34,26 @@ def test_server_addresses_become_websocket_addresses() -> None:
     assert ws_url("https://h/base/", "/v1/x") == "wss://h/base/v1/x"
 
 
-HELPER = [sys.executable, "-m", "sandrun.agent.sandbox.enter"]
-
-
 def test_the_helper_confines_itself_before_it_runs_the_command() -> None:
-    """Its rlimits and the job filter hold for what it execs."""
+    """Its rlimits and the exec filter hold for what it execs, and the job's environment,
+    carried past it under other names, is the command's again at the last step."""
     core = f"--limit={resource.RLIMIT_CORE}=0,0"
     fsize = f"--limit={resource.RLIMIT_FSIZE}=4096,4096"
-    script = "ulimit -c; ulimit -f; unshare --user true && echo escaped || echo refused"
+    script = "ulimit -c; ulimit -f; echo ${STARTED-unset} $HANDED; unshare --user true || echo no"
+    handed = carried({"HANDED": "it's handed", "PATH": "/usr/bin:/bin"})
+    filter_fd = memfd("filter", exec_program())
+    last = with_env(["/bin/sh", "-c", script])
     done = subprocess.run(
-        [*HELPER, core, fsize, "--seccomp", "--", "/bin/sh", "-c", script],
+        [*HELPER, core, fsize, f"--seccomp-fd={filter_fd}", "--", *last],
         capture_output=True,
         text=True,
         timeout=60,
+        env={"STARTED": "started", "PYTHONPATH": "/nonexistent", **handed},
+        pass_fds=(filter_fd,),
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["0", "8", "refused"]  # 4096 bytes: 8 blocks of 512
+    # 4096 bytes: 8 blocks of 512; unshare refused by the filter.
+    assert done.stdout.split() == ["0", "8", "started", "it's", "handed", "no"]
 
 
 def test_the_helper_says_why_it_cannot_enter() -> None:
@@ -67,7 +73,7 @@ def test_an_unsandboxed_attempt_is_joined_in_its_directory(tmp_path: object) -> 
     try:
         assert target(job.pid) == (job.pid, [])
         inside = Inside(job.pid, None, [], {}, {"PATH": "/usr/bin:/bin", "MARK": "m1"}, False)
-        argv, cwd = command(inside, ["pwd"], tty=False)
+        argv, cwd = command(inside, ["pwd"], False, None)
         assert str(cwd) == str(tmp_path) and argv[-1] == "pwd"
         again = Inside.from_json(inside.to_json())
         assert (again.pid, again.env) == (inside.pid, inside.env)

@@ -58,6 +58,22 @@ class Sandbox(ABC):
 
 
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# What the agent's own steps into a sandbox run with (a gate, bwrap, nsenter, setpriv):
+# never the job's environment, whose LD_PRELOAD or PATH would steer them as root. The
+# job's reaches its program through `enter.with_env`, once privileges are dropped.
+HOST_ENV = {"PATH": SYSTEM_PATH, "LANG": "C.UTF-8"}
+
+
+def memfd(name: str, data: bytes) -> int:
+    """A fresh descriptor holding `data`, from its start: read once, by one process."""
+    fd = os.memfd_create(name, 0)
+    try:
+        os.write(fd, data)
+        os.lseek(fd, 0, os.SEEK_SET)
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
 
 
 def system_tool(name: str) -> str:

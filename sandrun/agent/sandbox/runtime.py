@@ -17,17 +17,18 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import threading
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
-from sandrun.agent.sandbox.base import Box, Sandbox
+from sandrun.agent.sandbox.base import HOST_ENV, Box, Sandbox
 from sandrun.agent.sandbox.bwrap import BwrapSandbox
 from sandrun.agent.sandbox.cgroups import AttemptCgroup, CgroupTree
+from sandrun.agent.sandbox.enter import carried, with_env
 from sandrun.agent.sandbox.plain import NoSandbox
 from sandrun.agent.sandbox.seccomp import SeccompFilter
 from sandrun.agent.sandbox.seccomp import build as build_seccomp
+from sandrun.agent.sandbox.uids import UidPool
 from sandrun.agent.sandbox.unshare import UnshareSandbox
 from sandrun.agent.sandbox.view import FsView
 from sandrun.errors import AgentError
@@ -46,7 +47,6 @@ _BACKENDS: dict[str, type[Sandbox]] = {
 }
 # The gate: wait for the agent's go (on stdin), then run the sandbox with stdin closed.
 GATE = ["/bin/sh", "-c", 'read -r go || exit 125; exec "$@" </dev/null', "sandrun-gate"]
-JOB_UID_BASE = 2_000_000_000  # root agents run each attempt as its own uid from here
 DEFAULT_DISK_MB = 20 * 1024
 
 
@@ -56,30 +56,6 @@ class JobDefaults:
 
     memory_mb: int | None = None  # a job with no `memory` gets this limit
     disk_mb: int = DEFAULT_DISK_MB  # the most a job's scratch may hold, whatever it asks
-
-
-class UidPool:
-    """Distinct unprivileged uids for the attempts running at once on a root agent; or,
-    `shared`, one uid for all (the user who started an embedded agent through sudo)."""
-
-    def __init__(
-        self, base: int = JOB_UID_BASE, size: int = 4096, shared: int | None = None
-    ) -> None:
-        self.shared = shared
-        self._free = [] if shared is not None else list(range(base + size - 1, base - 1, -1))
-        self._lock = threading.Lock()
-
-    def acquire(self) -> int:
-        if self.shared is not None:
-            return self.shared
-        with self._lock:
-            return self._free.pop()
-
-    def release(self, uid: int) -> None:
-        if self.shared is not None:
-            return
-        with self._lock:
-            self._free.append(uid)
 
 
 @dataclass
@@ -94,6 +70,7 @@ class Confined:
     memory_mb: int | None = None  # the memory limit in force: the spec's or the default
     disk_mb: int = DEFAULT_DISK_MB  # the scratch's limit in force
     pass_fds: tuple[int, ...] = ()  # descriptors the sandbox must inherit (the filter)
+    env: dict[str, str] = field(default_factory=lambda: dict(HOST_ENV))  # to start `argv` with
 
     def confine(self, pid: int) -> None:
         """Apply the cgroup and rlimits to the gated process `pid` (before it may go on)."""
@@ -157,16 +134,22 @@ class Sandboxing:
             seccomp=self.seccomp.describe() if self.seccomp else f"none: {self.seccomp_note}",
         )
 
-    def prepare(self, name: str, spec: JobSpec, box: Box) -> Confined:
+    def prepare(
+        self, name: str, spec: JobSpec, box: Box, env: dict[str, str] | None = None
+    ) -> Confined:
+        """The attempt's sandbox. Its program gets `env`, once privileges are dropped
+        (`enter.with_env`); its command line must be started with `confined.env`."""
         uid = self.uids.acquire() if self.uids else None
         try:
-            return self._prepare(name, spec, box, uid)
+            return self._prepare(name, spec, box, uid, env)
         except BaseException:
             if uid is not None and self.uids:
                 self.uids.release(uid)
             raise
 
-    def _prepare(self, name: str, spec: JobSpec, box: Box, uid: int | None) -> Confined:
+    def _prepare(
+        self, name: str, spec: JobSpec, box: Box, uid: int | None, env: dict[str, str] | None
+    ) -> Confined:
         if uid is not None:  # the scratch (first writable) is the agent's to hand over
             for path in (box.writable[0], *box.handed):
                 hand_over(path, uid)  # and the volumes and secret files it sees
@@ -174,6 +157,9 @@ class Sandboxing:
         if root is not None:
             root.mkdir(exist_ok=True)
         seccomp_fd = self.seccomp.open_fd() if self.seccomp is not None else None
+        if env is not None:
+            box = replace(box, argv=with_env(box.argv))
+        fds = (seccomp_fd,) if seccomp_fd is not None else ()
         try:
             confined = self.confinement(name, spec, uid)
             # Each tmpfs holds at most the memory limit: its pages are charged to the job's
@@ -189,13 +175,14 @@ class Sandboxing:
             )
             command = self.backend.command(box)
         except BaseException:
-            if seccomp_fd is not None:
-                os.close(seccomp_fd)
+            for fd in fds:
+                os.close(fd)
             raise
         gated = box.info_fd is not None and self.backend.gates_itself
         confined.argv = command if gated else [*GATE, *command]
         confined.uid, confined.root = uid, root
-        confined.pass_fds = (seccomp_fd,) if seccomp_fd is not None else ()
+        confined.pass_fds = fds
+        confined.env = HOST_ENV | carried(env) if env is not None else dict(HOST_ENV)
         return confined
 
     def confinement(

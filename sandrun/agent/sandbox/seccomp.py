@@ -12,10 +12,13 @@ already confine it to the job's processes, and debuggers and profilers need it.
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import os
 from dataclasses import dataclass
 from typing import Any
+
+from sandrun.agent.sandbox.base import memfd
 
 log = logging.getLogger("sandrun.agent")
 
@@ -101,24 +104,14 @@ class SeccompFilter:
 
     def open_fd(self) -> int:
         """A fresh descriptor holding the program, read once by one sandbox."""
-        fd = os.memfd_create("sandrun-seccomp", 0)
-        try:
-            os.write(fd, self.program)
-            os.lseek(fd, 0, os.SEEK_SET)
-        except OSError:
-            os.close(fd)
-            raise
-        return fd
+        return memfd("sandrun-seccomp", self.program)
 
 
 def build() -> tuple[SeccompFilter | None, str]:
     """The default filter for this machine's architecture, or None and why not."""
     try:
         rules, denied = _rules()
-        with os.fdopen(os.memfd_create("sandrun-seccomp-build", 0), "w+b") as out:
-            rules.export_bpf(out)
-            out.seek(0)
-            program = out.read()
+        program = _exported(rules)
     except (ImportError, RuntimeError) as exc:  # RuntimeError: no libseccomp.so
         return None, f"libseccomp is not available ({exc})"
     except OSError as exc:
@@ -126,13 +119,21 @@ def build() -> tuple[SeccompFilter | None, str]:
     return SeccompFilter(program, denied), ""
 
 
-def load_for_exec() -> None:
-    """Load the default filter on this process, less `setns`: an exec into a job loads
-    it before `nsenter` joins the job's namespaces (which needs setns) and drops every
-    capability (without which setns is refused anyway), so all of the exec runs under it.
-    Raises OSError or ImportError where it cannot."""
+@functools.cache
+def exec_program() -> bytes:
+    """The filter an exec into a job loads (`enter.py --seccomp-fd`): the job filter less
+    `setns`, which the exec's `nsenter` needs to join the job's namespaces. It drops
+    every capability right after, without which setns is refused anyway, so all of the
+    exec runs under the rest. Raises OSError or ImportError where it cannot be built."""
     rules, _ = _rules(allow=("setns",))
-    rules.load()  # sets no_new_privs first
+    return _exported(rules)
+
+
+def _exported(rules: Any) -> bytes:
+    with os.fdopen(os.memfd_create("sandrun-seccomp-build", 0), "w+b") as out:
+        rules.export_bpf(out)
+        out.seek(0)
+        return out.read()
 
 
 def _rules(allow: tuple[str, ...] = ()) -> tuple[Any, int]:
