@@ -78,15 +78,28 @@ def exec_(
         bool, typer.Option("--interactive", "-i", help="pass this terminal's input on")
     ] = False,
     tty: Annotated[bool, typer.Option("--tty", "-t", help="give it a pseudo-terminal")] = False,
+    json: JsonOpt = False,
 ) -> None:
     """Run a command inside a running job (its sandbox, cgroup, uid, environment and
-    working directory) and exit with its exit code: `sandrun exec JOB -- ls -la`."""
+    working directory) and exit with its exit code: `sandrun exec JOB -- ls -la`.
+    With --json, its output is collected and printed as {exit_code, stdout, stderr}."""
     from sandrun.client import connect
     from sandrun.client import terminal as term
 
     with connect() as client:
+        job = client.get(job_id)
+        if json:
+            done = job.exec(command)
+            render.print_json(
+                {
+                    "exit_code": done.exit_code,
+                    "stdout": done.stdout.decode(errors="replace"),
+                    "stderr": done.stderr.decode(errors="replace"),
+                }
+            )
+            raise typer.Exit(done.exit_code)
         rows, cols = term.size()
-        stream = client.get(job_id).open_exec(command, tty, rows, cols)
+        stream = job.open_exec(command, tty, rows, cols)
         code = term.interact(stream, terminal=tty, stdin=interactive or tty)
     raise typer.Exit(code)
 

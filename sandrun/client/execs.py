@@ -140,6 +140,8 @@ class LocalExec(ExecStream):
                 "the local agent has no record of the attempt running (it is starting, or "
                 "ran before exec existed)"
             ) from None
+        except OSError as exc:  # another user's agent (its record is 0600)
+            raise ExecUnavailable(f"cannot read where the job runs: {exc}") from None
         try:
             self.process = Exec(inside, request)
         except OSError as exc:

@@ -6,9 +6,11 @@ pseudo-terminal (resize, Ctrl-C, exit status)."""
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import pty
 import select
+import signal
 import struct
 import subprocess
 import termios
@@ -19,7 +21,8 @@ from pathlib import Path
 import pytest
 
 from sandrun.client import Client, Job
-from sandrun.errors import IllegalTransition, JobNotFoundError
+from sandrun.errors import IllegalTransition, JobNotFoundError, ServerUnreachable
+from sandrun.errors.lifecycle import ExecUnavailable
 from sandrun.home import Home
 from sandrun.states import JobState
 from tests.acceptance.conftest import SANDRUN
@@ -151,6 +154,14 @@ def test_sandrun_exec_streams_and_exits_with_the_command_s_code(
             timeout=60,
         )
         assert fed.returncode == 0 and fed.stdout.strip() == b"3"
+        as_json = subprocess.run(
+            [SANDRUN, "exec", "--json", job.id, "--", "sh", "-c", "echo hi; exit 2"],
+            capture_output=True,
+            env=_cli_env(cluster),
+            timeout=60,
+        )
+        assert as_json.returncode == 2
+        assert json.loads(as_json.stdout) == {"exit_code": 2, "stdout": "hi\n", "stderr": ""}
         job.cancel().wait(30)
 
 
@@ -253,3 +264,29 @@ def test_sandrun_shell_embedded(local: Local, home: Home) -> None:
     env.pop("SANDRUN_URL", None)
     _shell_session(job, lambda: Terminal([SANDRUN, "shell", job.id], env))
     job.cancel().wait(30)
+
+
+def test_an_agent_s_channel_comes_back_after_its_server_restarts(cluster: Cluster) -> None:
+    """The agent reopens its channel when the server is back: execs work again, with no
+    restart of the agent or the job."""
+    cluster.start_agent("n1")
+    with cluster.client("alice") as alice:
+        job = _running(alice)
+        assert cluster.server is not None
+        cluster.server.send_signal(signal.SIGKILL)
+        cluster.server.wait(30)
+        cluster.start_server()
+        wait_for(
+            lambda: _exec_or_none(job) == b"made-by-the-job\n",
+            timeout=60,
+            what="an exec through the restarted server",
+        )
+        assert job.refresh().status is JobState.RUNNING and len(job.attempts) == 1
+        job.cancel().wait(30)
+
+
+def _exec_or_none(job: Job) -> bytes | None:
+    try:
+        return job.exec("cat marker").stdout
+    except (ExecUnavailable, ServerUnreachable):
+        return None  # the channel is not back yet
