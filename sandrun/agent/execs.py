@@ -21,16 +21,19 @@ import termios
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
 
-from sandrun.agent.sandbox import seccomp
+from sandrun.agent.sandbox import Confined, Sandboxing, seccomp
 from sandrun.agent.sandbox.base import HOST_ENV, drop_privileges, memfd, system_tool
-from sandrun.agent.sandbox.cgroups import AttemptCgroup
 from sandrun.agent.sandbox.enter import HELPER, carried, with_env
 from sandrun.errors import ValidationError
+from sandrun.errors.lifecycle import ExecUnavailable
 from sandrun.exec_models import STDERR, STDOUT, ExecRequest
+
+if TYPE_CHECKING:
+    from sandrun.agent.sandbox import Confined, Sandboxing
 
 # The namespaces nsenter can join, by its flag and /proc/PID/ns name.
 _NAMESPACES = (
@@ -56,6 +59,7 @@ class Inside:
     limits: dict[int, tuple[int, int]]
     env: dict[str, str]
     filtered: bool  # whether the job runs under the seccomp filter
+    isolated: bool = True  # whether its sandbox made namespaces to join (not `none`)
     running: list[Exec] = field(default_factory=list)  # its execs, ended with it
 
     def to_json(self) -> str:
@@ -72,17 +76,18 @@ class Inside:
 def note(
     pid: int,
     uid: int | None,
-    cgroup: AttemptCgroup | None,
-    limits: dict[int, tuple[int, int]],
+    confined: Confined,
     env: dict[str, str],
-    filtered: bool,
+    sandboxing: Sandboxing,
     record: Path | None,
 ) -> Inside:
     """What an exec into the attempt just started will join; written to `record` too
     (0600: it holds the job's environment) for an embedded agent, whose user's own
     `sandrun exec` enters from another process."""
+    cgroup = confined.cgroup
     procs = [str(d / "cgroup.procs") for d in cgroup.dirs.values()] if cgroup else []
-    inside = Inside(pid, uid, procs, limits, env, filtered)
+    filtered, isolated = sandboxing.seccomp is not None, sandboxing.backend.isolates
+    inside = Inside(pid, uid, procs, confined.limits, env, filtered, isolated)
     if record is not None:
         fd = os.open(record, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as out:
@@ -99,12 +104,16 @@ def forget(inside: Inside | None, record: Path | None) -> None:
         record.unlink(missing_ok=True)
 
 
-def target(root: int) -> tuple[int, list[str]]:
+def target(root: int, isolated: bool = True) -> tuple[int, list[str]]:
     """The process whose namespaces an exec joins, and nsenter's flags for those that are
     not the agent's own. That is the attempt's first process (breadth first) in a PID
     namespace of its own — bwrap's PID 1, a warm worker's call — unless a process below it
     has another root directory: the unshare backend's PID 1 is a shell that chroots the
-    job. With no such process (the `none` sandbox): `root` itself, and no namespaces."""
+    job. Without a sandbox (`isolated` False): `root` itself, and no namespaces — what a
+    job made for itself is never joined, nor is a target in a user namespace the sandbox
+    did not make (a job without the filter may make one and chroot in it)."""
+    if not isolated:
+        return root, []
     mine = _ns(os.getpid(), "pid")
     level, first = [root], None
     while level and first is None:
@@ -117,8 +126,40 @@ def target(root: int) -> tuple[int, list[str]]:
         if _root(child.pid) not in (base, None):
             chosen = child.pid
             break
+    if not _sandbox_made(chosen):
+        raise ExecUnavailable(
+            "the job's processes are in a user namespace of their own making: an exec "
+            "joins only the namespaces its sandbox made"
+        )
     flags = [f for f, ns in _NAMESPACES if _ns(chosen, ns) != _ns(os.getpid(), ns)]
     return chosen, flags
+
+
+NS_GET_PARENT = 0xB702  # ioctl: a descriptor of a namespace's parent user namespace
+
+
+def _sandbox_made(pid: int) -> bool:
+    """Whether `pid`'s user namespace is one a sandbox makes: the agent's own (a root
+    agent's sandboxes make none), or one directly below it (bwrap and unshare make one
+    for a non-root agent)."""
+    mine = _ns(os.getpid(), "user")
+    theirs = _ns(pid, "user")
+    if theirs == mine:
+        return True
+    if os.geteuid() == 0:
+        return False
+    try:
+        fd = os.open(f"/proc/{pid}/ns/user", os.O_RDONLY)
+        try:
+            parent = fcntl.ioctl(fd, NS_GET_PARENT)
+        finally:
+            os.close(fd)
+    except OSError:
+        return False
+    try:
+        return os.fstat(parent).st_ino == mine
+    finally:
+        os.close(parent)
 
 
 def _root(pid: int) -> tuple[int, int] | None:
@@ -150,7 +191,7 @@ def command(
     """The command line that runs `argv` inside, and the directory to start it in (None:
     nsenter moves to the job's own). Its first step reads the exec's seccomp filter from
     `filter_fd`; its last turns the environment it carries (`carried`) back."""
-    pid, flags = target(inside.pid)
+    pid, flags = target(inside.pid, inside.isolated)
     helper = [*HELPER, *(f"--procs={p}" for p in inside.procs)]
     helper += [f"--limit={k}={soft},{hard}" for k, (soft, hard) in inside.limits.items()]
     helper += [f"--seccomp-fd={filter_fd}"] if filter_fd is not None else []

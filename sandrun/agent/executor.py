@@ -351,9 +351,8 @@ class Executor:
             fields = {"job": claim.job.id, "attempt": claim.attempt}
             freezer = Freezer(running.pid, confined.cgroup, fields)
             record = self._exec_record(f"{claim.job.id}.{claim.attempt}")
-            ids = (running.pid, confined.uid if uid is None else uid, confined.cgroup)
-            filtered = self.sandboxing.seccomp is not None
-            ctl.inside = execs.note(*ids, confined.limits, ctl.env, filtered, record)
+            ids = (running.pid, confined.uid if uid is None else uid, confined, ctl.env)
+            ctl.inside = execs.note(*ids, self.sandboxing, record)
             reason, ended = supervise(
                 running, spec, sink, ctl, started, disks, grace, launchers, freezer
             )

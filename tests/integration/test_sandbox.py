@@ -656,3 +656,26 @@ def test_a_sandbox_that_says_nothing_in_time_is_given_up_on() -> None:
         finally:
             silent.kill()
             silent.wait()
+
+
+@pytest.mark.parametrize("agent", ["none"], indirect=True)
+def test_an_exec_never_joins_namespaces_a_job_made(agent: Boxed, client: Client) -> None:
+    """Without a sandbox a job may make namespaces of its own (a user namespace where it
+    is root, a PID namespace); an exec, which starts as root, must not follow it there:
+    it runs where the job was started, and the job runs on. (In bwrap the filter refuses
+    a job new namespaces, and in the unshare backend its chroot does.)"""
+    job = client.run(
+        f"exec unshare --user --map-root-user --pid --fork --mount-proc sleep 60.{MARK}"
+    )
+    wait_for(lambda: _in_a_user_namespace_of_its_own(f"sleep 60.{MARK}"), what="its namespace")
+    seen = job.exec(["readlink", "/proc/self/ns/user", "/proc/self/ns/pid"])
+    assert seen.ok, seen
+    here = [os.readlink(f"/proc/self/ns/{ns}") for ns in ("user", "pid")]
+    assert seen.stdout.decode().split() == here
+    assert job.refresh().is_running
+    job.cancel().wait(30)
+
+
+def _in_a_user_namespace_of_its_own(command: str) -> bool:
+    mine = os.stat("/proc/self/ns/user").st_ino
+    return any(os.stat(f"/proc/{p.pid}/ns/user").st_ino != mine for p in processes_with(command))
