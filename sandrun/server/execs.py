@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import secrets
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field
@@ -34,7 +33,6 @@ from sandrun.server.auth import token_principal, viewer
 from sandrun.server.params import JobId
 from sandrun.service import Service
 
-log = logging.getLogger("sandrun.server")
 router = APIRouter()
 FIRST_MESSAGE = 30.0  # seconds a client has to say what to run
 AGENT_CONNECT = 15.0  # seconds an agent has to connect back for a session
@@ -137,7 +135,10 @@ async def _relay(client: WebSocket, agent: WebSocket) -> int | None:
             if message["type"] == "websocket.disconnect":
                 return
             if (text := message.get("text")) is not None:
-                control = ExecControl.model_validate_json(text)
+                try:
+                    control = ExecControl.model_validate_json(text)
+                except PydanticError:
+                    continue  # not ours to pass on
                 await client.send_text(text)
                 if control.exit is not None or control.error is not None:
                     ended.extend([control.exit] if control.exit is not None else [])
