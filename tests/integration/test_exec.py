@@ -237,7 +237,13 @@ def _shell_session(job: Job, open_terminal: Callable[[], Terminal]) -> None:
         what="the shell's terminal to follow the resize",
     )
     term.send(b"sleep 300\n")
-    wait_for(lambda: job.exec("pgrep -f 'sleep 300'").ok, what="the shell to start the sleep")
+    # Ctrl-C goes to the terminal's foreground group: wait until the sleep is it (bash
+    # hands the terminal over after the fork, so merely running is not enough).
+    foreground = (
+        "for p in $(pgrep -x sleep); do set -- $(cat /proc/$p/stat); "
+        '[ "$5" = "$8" ] && exit 0; done; exit 1'
+    )
+    wait_for(lambda: job.exec(foreground).ok, what="the sleep to hold the terminal")
     term.send(b"\x03")  # Ctrl-C: the far side's terminal interrupts its foreground
     term.expect(b"^C")
     term.send(b"echo the-sleep-ended-with $?\n")
