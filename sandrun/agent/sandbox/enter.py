@@ -24,7 +24,6 @@ import sys
 HERE = os.path.abspath(__file__)
 # The interpreter and flags to run this file with.
 HELPER = [sys.executable, "-S", "-I", HERE]
-ENV = "/usr/bin/env" if os.path.exists("/usr/bin/env") else "/bin/env"
 FAILED = 126  # its exit status when it cannot do its part (127: no such program)
 _PR_SET_NO_NEW_PRIVS, _PR_SET_SECCOMP, _SECCOMP_MODE_FILTER = 38, 22, 2
 
