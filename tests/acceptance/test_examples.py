@@ -35,6 +35,12 @@ EXPECTED = {
         "metrics: {'mse': 3.5e-05, 'good': True}",
         "train log: trained on 1000 rows",
     ],
+    "exec_and_session.py": [
+        "exec: epoch 3 of 10",
+        "cell: 5050",
+        "cell raised: ZeroDivisionError",
+        "session: completed",
+    ],
     "errors.py": [
         "invalid_spec: cpus:",
         "did you mean 'timeout'",
