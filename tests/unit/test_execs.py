@@ -4,6 +4,7 @@ it, what it joins for an unsandboxed attempt, and the address it is reached at."
 from __future__ import annotations
 
 import resource
+import signal
 import subprocess
 
 import pytest
@@ -85,3 +86,18 @@ def test_an_unsandboxed_attempt_is_joined_in_its_directory(tmp_path: object) -> 
     finally:
         job.kill()
         job.wait()
+
+
+def test_the_helper_hands_on_no_ignored_or_blocked_signal() -> None:
+    """A caller started in the background ignores SIGINT; an exec's command (a shell a
+    user will press Ctrl-C in) must not inherit that."""
+    done = subprocess.run(
+        [*HELPER, "--", "/bin/sh", "-c", "grep -E '^Sig(Ign|Blk)' /proc/self/status"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+    assert done.returncode == 0, done.stderr
+    masks = dict(line.split(":") for line in done.stdout.splitlines())
+    assert {k: int(v, 16) for k, v in masks.items()} == {"SigBlk": 0, "SigIgn": 0}

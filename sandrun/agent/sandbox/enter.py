@@ -100,6 +100,19 @@ def _step(option: str, value: str) -> None:
         raise ValueError(f"unknown option {option}")
 
 
+def _default_signals() -> None:
+    """What it execs starts with every signal at its default and none blocked: an ignored
+    disposition survives exec, and Python ignores SIGPIPE and SIGXFSZ, as a caller started
+    in the background ignores SIGINT (an interactive shell then could not be interrupted)."""
+    for sig in signal.valid_signals():
+        if sig not in (signal.SIGKILL, signal.SIGSTOP):
+            try:
+                signal.signal(sig, signal.SIG_DFL)
+            except (OSError, ValueError):
+                continue  # not one a process may set
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+
+
 def main(argv: list[str]) -> int:
     if "--" not in argv or argv.index("--") == len(argv) - 1:
         print("usage: enter.py [OPTION=VALUE]... -- PROGRAM [ARG]...", file=sys.stderr)
@@ -112,9 +125,7 @@ def main(argv: list[str]) -> int:
     except (OSError, ValueError) as exc:
         print(f"sandrun: cannot enter the job's sandbox: {exc}", file=sys.stderr)
         return FAILED
-    for name in ("SIGPIPE", "SIGXFSZ", "SIGXFZ"):  # Python ignores these; execs keep that
-        if hasattr(signal, name):
-            signal.signal(getattr(signal, name), signal.SIG_DFL)
+    _default_signals()
     try:
         os.execv(command[0], command)
     except OSError as exc:
