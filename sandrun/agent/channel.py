@@ -89,7 +89,9 @@ class ExecChannel:
                 inside = self.inside(ask.job_id, ask.attempt)
                 if inside is None:
                     missing = ExecUnavailable(f"attempt {ask.attempt} does not run on this node")
-                    ws.send(ExecControl(error=ErrorBody.of(missing)).model_dump_json())
+                    ws.send(
+                        ExecControl(error=ErrorBody.of(missing)).model_dump_json(exclude_none=True)
+                    )
                     return
                 serve(ws, inside, ask.request)
         except (OSError, WebSocketException) as exc:
@@ -103,7 +105,7 @@ def serve(ws: ClientConnection, inside: Inside, request: ExecRequest) -> None:
         process = Exec(inside, request)
     except (OSError, SandrunError) as exc:
         error = exc if isinstance(exc, SandrunError) else ExecUnavailable(str(exc))
-        ws.send(ExecControl(error=ErrorBody.of(error)).model_dump_json())
+        ws.send(ExecControl(error=ErrorBody.of(error)).model_dump_json(exclude_none=True))
         return
 
     def listen() -> None:

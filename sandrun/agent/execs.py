@@ -211,7 +211,7 @@ class Exec:
     """One command running inside an attempt, with pipes or a pseudo-terminal."""
 
     def __init__(self, inside: Inside, request: ExecRequest) -> None:
-        self.inside, self.tty = inside, request.tty
+        self.inside = inside
         env = inside.env | ({"TERM": request.term} if request.tty else {})
         filter_fd = memfd("sandrun-filter", seccomp.exec_program()) if inside.filtered else None
         passed = [filter_fd] if filter_fd is not None else []

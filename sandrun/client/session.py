@@ -48,6 +48,7 @@ class Cell:
 class Session:
     def __init__(self, job: Job) -> None:
         self.job = job
+        self._started = False  # once it ran, a cell needs no look at the job first
 
     def __repr__(self) -> str:
         return f"<Session {self.job.id} {self.job.status}>"
@@ -60,7 +61,9 @@ class Session:
 
     def execute(self, code: str) -> Cell:
         """Run `code` as the next cell (waiting for the session to start, the first time)."""
-        self._started()
+        if not self._started:
+            self.job.wait_until_running(START_WAIT)
+            self._started = True
         done = self.job.exec(["sh", "-c", f"{KERNEL} --cell"], stdin=code.encode())
         if done.exit_code != 0:
             said = done.stderr.decode(errors="replace").strip()
@@ -88,8 +91,3 @@ class Session:
             if not self.job.wait(timeout).is_terminal:
                 self.job.cancel()
         return self.job
-
-    def _started(self) -> None:
-        if self.job.is_running:
-            return
-        self.job.wait_until_running(START_WAIT)

@@ -69,14 +69,18 @@ def _inside_checks(job: Job) -> None:
     assert (both.stdout, both.stderr) == (b"out\n", b"err\n")
 
 
-def test_exec_runs_inside_an_embedded_job(local: Local) -> None:
+def test_exec_runs_inside_an_embedded_job(local: Local, home: Home) -> None:
     job = _running(local.client)
+    # Where an exec joins the job holds its environment: the agent's user's alone.
+    record = home.runs / f"{job.id}.1.exec.json"
+    assert record.stat().st_mode & 0o777 == 0o600
     _inside_checks(job)
     kinds = [e.kind for e in job.events]
     assert kinds.count("exec") >= 6 and "exec_ended" in kinds
     ran = next(e for e in job.events if e.kind == "exec")
     assert "ran sh -c" in ran.message and ran.data["argv"][0] == "sh"
     job.cancel().wait(30)
+    wait_for(lambda: not record.exists(), what="the record to go with the attempt")
 
 
 def test_exec_runs_inside_a_remote_agent_s_job(cluster: Cluster) -> None:
